@@ -1,0 +1,88 @@
+"""Compose ``conf/`` into one validated :class:`RunConfig`; shared by every front door."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sgld.config.schema import RunConfig, register_schema
+from sgld.config.validate import adjust, validate
+from sgld.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _clean_message(exc: BaseException) -> str:
+    """The first line of an OmegaConf/Hydra error and of each of its causes (they name the key)."""
+    parts: list[str] = []
+    while exc is not None and len(parts) < 4:
+        lines = [
+            line.strip()
+            for line in str(exc).splitlines()
+            if line.strip() and not line.startswith(("    ", "full_key", "object_type", "reference_type"))
+        ]
+        if lines and lines[0] not in parts:
+            parts.append(lines[0])
+        exc = exc.__cause__
+    return ": ".join(parts)
+
+
+def escape_interpolation(value: str) -> str:
+    """Make ``${...}`` in user text literal, so a prompt cannot read env vars or other keys."""
+    return value.replace("${", "\\${")
+
+
+def compose_config(overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None) -> DictConfig:
+    """Compose conf/config.yaml with Hydra ``overrides`` (``model=wan22``), then set ``values``.
+
+    ``values`` maps dotted keys to Python values (``{"sampling.seed": 7}``); they are set
+    on the typed config, so an unknown key or a wrong type raises ConfigError naming it,
+    and strings never go through Hydra's override grammar (prompts may hold any text).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    register_schema()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sgld"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"bad config override: {_clean_message(exc)}") from None
+    apply_values(cfg, values or {})
+    return cfg
+
+
+def apply_values(cfg: DictConfig, values: Mapping[str, Any]) -> None:
+    """Set dotted keys on a composed config, type-checked against the schema."""
+    for key, value in values.items():
+        if isinstance(value, str):
+            value = escape_interpolation(value)
+        elif isinstance(value, (list, tuple)):
+            value = [escape_interpolation(v) if isinstance(v, str) else v for v in value]
+        try:
+            parent_key, _, leaf = key.rpartition(".")
+            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+            if not isinstance(parent, DictConfig) or leaf not in parent:
+                raise ConfigError(f"unknown config key '{key}'", param=key)
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"bad value {value!r} for '{key}': {_clean_message(exc)}", param=key) from None
+
+
+def finalize(cfg: DictConfig) -> RunConfig:
+    """Resolve, derive unset parallel degrees, and validate: the RunConfig a run executes."""
+    try:
+        run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad config: {_clean_message(exc)}") from None
+    adjust(run)
+    validate(run)
+    return run
+
+
+def run_config_yaml(run: RunConfig) -> str:
+    """The RunConfig as YAML: what a run records and what the two doors are compared by."""
+    return OmegaConf.to_yaml(OmegaConf.structured(run))

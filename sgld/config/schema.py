@@ -1,0 +1,141 @@
+"""Structured schema of one run: every config key, its type and its default.
+
+Hydra merges the YAML files under ``conf/`` onto these dataclasses, so a key that is not
+declared here, or a value of the wrong type, fails at composition with the key's name.
+Sampling defaults that depend on the model (resolution, frames, steps, guidance, fps,
+negative prompt) are interpolations of ``model.sampling_defaults``: each lives once, in the model's
+config file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from omegaconf import II, MISSING
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+ATTENTION_BACKENDS = ("auto", "sdpa", "cudnn", "flash", "efficient", "math", "sage")
+
+
+@dataclass
+class ModelDefaults:
+    """Sampling defaults of one model (what its authors recommend)."""
+
+    height: int = 480
+    width: int = 832
+    num_frames: int = 81
+    num_inference_steps: int = 50
+    guidance_scale: float = 5.0
+    # Wan2.2 two-expert models: guidance for the low-noise expert (None: same as guidance_scale).
+    guidance_scale_2: Optional[float] = None
+    fps: int = 16
+    negative_prompt: str = ""
+    # None keeps the scheduler config shipped with the weights.
+    flow_shift: Optional[float] = None
+
+
+@dataclass
+class ModelConfig:
+    """Which weights to load and how to run them."""
+
+    name: str = MISSING
+    # A built-in name (tiny-wan-t2v), a local diffusers folder, or a Hugging Face repo id.
+    path: str = MISSING
+    precision: str = "bf16"
+    # One entry per text encoder, in model_index.json order; empty: same as `precision`.
+    text_encoder_precisions: List[str] = field(default_factory=list)
+    attention_backend: str = "auto"
+    enable_torch_compile: bool = False
+    # Sliding-tile attention mask strategy (FastVideo format); not supported yet.
+    mask_strategy_file_path: Optional[str] = None
+    sampling_defaults: ModelDefaults = field(default_factory=ModelDefaults)
+
+
+@dataclass
+class ParallelConfig:
+    """How many processes and how the work is split between them.
+
+    Unset degrees (None) are derived from the others before validation, as SGLang does:
+    sp_size = ulysses_degree x ring_degree, or num_gpus / cfg when only num_gpus is given.
+    """
+
+    num_gpus: int = 1
+    tp_size: int = 1
+    sp_size: Optional[int] = None
+    ulysses_degree: Optional[int] = None
+    ring_degree: Optional[int] = None
+    enable_cfg_parallel: bool = False
+
+
+@dataclass
+class OffloadConfig:
+    """Which components wait on the CPU while they are not running."""
+
+    text_encoder: bool = False
+    dit: bool = False
+    vae: bool = False
+    pin_cpu_memory: bool = False
+
+
+@dataclass
+class SamplingConfig:
+    """One generation request."""
+
+    prompt: Optional[str] = None
+    negative_prompt: str = II("model.sampling_defaults.negative_prompt")
+    num_inference_steps: int = II("model.sampling_defaults.num_inference_steps")
+    guidance_scale: float = II("model.sampling_defaults.guidance_scale")
+    guidance_scale_2: Optional[float] = II("model.sampling_defaults.guidance_scale_2")
+    seed: int = 1024
+    height: int = II("model.sampling_defaults.height")
+    width: int = II("model.sampling_defaults.width")
+    num_frames: int = II("model.sampling_defaults.num_frames")
+    fps: int = II("model.sampling_defaults.fps")
+    flow_shift: Optional[float] = II("model.sampling_defaults.flow_shift")
+    image_path: Optional[str] = None
+
+
+@dataclass
+class VaeConfig:
+    """VAE precision, tiling and which halves to load."""
+
+    precision: str = "fp32"
+    tiling: bool = False
+    tile_sample_min_height: Optional[int] = None
+    tile_sample_min_width: Optional[int] = None
+    load_encoder: bool = True
+    load_decoder: bool = True
+    # Split VAE decode tiles across ranks (parallel runs).
+    sp: bool = False
+
+
+@dataclass
+class OutputConfig:
+    """Where and whether results are written."""
+
+    path: str = "outputs"
+    file_name: Optional[str] = None
+    save: bool = True
+    return_frames: bool = False
+
+
+@dataclass
+class RunConfig:
+    """The whole composed configuration of one run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    vae: VaeConfig = field(default_factory=VaeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    # "auto": cuda when available, else cpu.
+    device: str = "auto"
+
+
+def register_schema() -> None:
+    """Register the schema in Hydra's ConfigStore as ``run_config_schema``."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="run_config_schema", node=RunConfig)
