@@ -86,3 +86,23 @@ def finalize(cfg: DictConfig) -> RunConfig:
 def run_config_yaml(run: RunConfig) -> str:
     """The RunConfig as YAML: what a run records and what the two doors are compared by."""
     return OmegaConf.to_yaml(OmegaConf.structured(run))
+
+
+def run_config_from_options(options: Mapping[str, Any], overrides: Sequence[str] = ()) -> RunConfig:
+    """The RunConfig for SGLang-style options (CLI flags, --config keys, Python kwargs).
+
+    ``model_path`` selects the ``conf/model`` file (see sgld.models.registry.choose_model);
+    every other option sets its one config key on top of the composed defaults.
+    """
+    from sgld.config.options import options_to_values
+    from sgld.models.registry import choose_model
+
+    groups = list(overrides)
+    values: dict[str, Any] = {}
+    model_path = options.get("model_path")
+    if model_path:
+        choice = choose_model(str(model_path))
+        groups.insert(0, f"model={choice.group}")
+        values.update(choice.values)
+    values.update(options_to_values(options))
+    return finalize(compose_config(groups, values))

@@ -1,0 +1,141 @@
+"""DiffGenerator: the Python API that both front doors and the server use."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from sgld.config.compose import apply_values, finalize, run_config_from_options
+from sgld.config.options import OUTPUT, SAMPLING, options_to_values
+from sgld.config.schema import RunConfig
+from sgld.errors import UserError
+from sgld.request import Request, StepCallback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    """What one generation produced."""
+
+    prompt: str
+    seed: int
+    # numpy uint8 (frames, height, width, 3); images have one frame. None unless return_frames.
+    frames: Optional[np.ndarray]
+    # The saved file, or None when saving was off.
+    path: Optional[Path]
+    timings: dict = field(default_factory=dict)
+    config: Optional[RunConfig] = None
+
+
+def quiet_library_logs() -> None:
+    """Keep diffusers/transformers to errors and drop their loading progress bars."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+class DiffGenerator:
+    """A loaded model, ready to generate many times with per-call sampling settings."""
+
+    def __init__(self, run: RunConfig, pipeline: Any):
+        self.run = run
+        self.pipeline = pipeline
+
+    @classmethod
+    def from_pretrained(cls, model_path: str, **server_args: Any) -> "DiffGenerator":
+        """Load ``model_path`` with SGLang-style options (``num_gpus``, ``precision``, ...).
+
+        Sampling options given here (``height``, ``seed``...) become this generator's defaults.
+        """
+        run = run_config_from_options({"model_path": model_path, **server_args})
+        return cls.from_run_config(run)
+
+    @classmethod
+    def from_run_config(cls, run: RunConfig) -> "DiffGenerator":
+        """Load the model a validated RunConfig names."""
+        from sgld.models.loading import load_components, resolve_device
+        from sgld.models.registry import family_of, read_model_index, resolve_model_folder
+        from sgld.pipelines import pipeline_class
+
+        if run.parallel.num_gpus > 1:
+            raise UserError(
+                f"parallel.num_gpus={run.parallel.num_gpus}: multi-process runs are not implemented yet; use 1",
+                param="num_gpus",
+            )
+        quiet_library_logs()
+        device = resolve_device(run.device)
+        folder = resolve_model_folder(run.model.path)
+        family = family_of(read_model_index(folder), str(folder))
+        components = load_components(folder, run)
+        pipeline = pipeline_class(family)(components, run, device)
+        log.info("loaded %s (%s) on %s", run.model.name, folder, device)
+        return cls(run, pipeline)
+
+    def request_config(self, **options: Any) -> RunConfig:
+        """This generator's RunConfig with per-call sampling/output options applied and validated."""
+        cfg = OmegaConf.structured(self.run)
+        apply_values(cfg, options_to_values(options, sections=(SAMPLING, OUTPUT)))
+        return finalize(cfg)
+
+    def check(self, **options: Any) -> RunConfig:
+        """Validate a request against the config and the model without running it."""
+        run = self.request_config(**options)
+        self.pipeline.check_request(Request.from_sampling(run.sampling))
+        return run
+
+    def generate(
+        self,
+        prompt: Optional[str] = None,
+        *,
+        step_callback: Optional[StepCallback] = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> GenerationResult:
+        """Generate one video/image. ``options`` are sampling and output options by name."""
+        if prompt is not None:
+            options["prompt"] = prompt
+        run = self.check(**options)
+        callback = step_callback
+        bar = None
+        if progress and callback is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=run.sampling.num_inference_steps, desc="denoise", unit="step", leave=False)
+            callback = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+        req = Request.from_sampling(run.sampling, step_callback=callback)
+        try:
+            req = self.pipeline(req)
+        finally:
+            if bar is not None:
+                bar.close()
+        path = None
+        if run.output.save:
+            path = self.save(req, run)
+        return GenerationResult(
+            prompt=req.prompt,
+            seed=req.seed,
+            frames=req.frames if run.output.return_frames else None,
+            path=path,
+            timings=dict(req.timings),
+            config=run,
+        )
+
+    def save(self, req: Request, run: RunConfig) -> Path:
+        """Write the request's frames under ``run.output.path``."""
+        from sgld.outputs import output_path, save_image, save_video
+
+        kind = self.pipeline.output_kind
+        path = output_path(run.output.path, run.output.file_name, req.prompt, req.seed, kind)
+        if kind == "video":
+            return save_video(req.frames, path, req.fps)
+        return save_image(req.frames[0], path)

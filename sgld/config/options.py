@@ -1,0 +1,113 @@
+"""SGLang-style option names and the one config key each maps to.
+
+The same table serves the ``sgl-diffusion`` flags (``--num-gpus``), the keys of a
+``--config`` JSON/YAML file (``num_gpus``) and the keyword arguments of the Python API
+(``DiffGenerator.from_pretrained(..., num_gpus=2)``). No torch imports here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from sgld.config.schema import ATTENTION_BACKENDS, PRECISIONS
+from sgld.errors import UserError
+
+SERVER, SAMPLING, OUTPUT = "server", "sampling", "output"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its name (flag ``--name-with-dashes``), config key, type and help."""
+
+    name: str
+    key: str
+    type: type
+    help: str
+    section: str
+    choices: tuple[str, ...] = ()
+    many: bool = False  # a list of values
+
+    @property
+    def flag(self) -> str:
+        """The command-line spelling."""
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model_path", "model.path", str, "built-in name (tiny-wan-t2v), local diffusers folder, or Hugging Face repo id (read from the local HF cache)", SERVER),
+    Option("num_gpus", "parallel.num_gpus", int, "number of processes (GPUs; on a CPU-only machine, gloo processes)", SERVER),
+    Option("tp_size", "parallel.tp_size", int, "tensor parallel size of the text encoder", SERVER),
+    Option("sp_size", "parallel.sp_size", int, "sequence parallel size (= ulysses_degree x ring_degree)", SERVER),
+    Option("ulysses_degree", "parallel.ulysses_degree", int, "Ulysses (all-to-all) degree of sequence parallelism", SERVER),
+    Option("ring_degree", "parallel.ring_degree", int, "ring-attention degree of sequence parallelism", SERVER),
+    Option("enable_cfg_parallel", "parallel.enable_cfg_parallel", bool, "run the conditional and unconditional branches on different ranks", SERVER),
+    Option("text_encoder_cpu_offload", "offload.text_encoder", bool, "keep the text encoder on the CPU between uses", SERVER),
+    Option("dit_cpu_offload", "offload.dit", bool, "keep the DiT on the CPU between uses", SERVER),
+    Option("vae_cpu_offload", "offload.vae", bool, "keep the VAE on the CPU between uses", SERVER),
+    Option("pin_cpu_memory", "offload.pin_cpu_memory", bool, "pin offloaded weights for faster transfers", SERVER),
+    Option("precision", "model.precision", str, "DiT precision", SERVER, PRECISIONS),
+    Option("text_encoder_precisions", "model.text_encoder_precisions", str, "one precision per text encoder", SERVER, PRECISIONS, many=True),
+    Option("vae_precision", "vae.precision", str, "VAE precision", SERVER, PRECISIONS),
+    Option("vae_tiling", "vae.tiling", bool, "decode the VAE in tiles (less memory)", SERVER),
+    Option("vae_sp", "vae.sp", bool, "split VAE decode tiles across ranks", SERVER),
+    Option("attention_backend", "model.attention_backend", str, "attention kernel", SERVER, ATTENTION_BACKENDS),
+    Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks", SERVER),
+    Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention mask strategy JSON (not supported yet)", SERVER),
+    Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER),
+    Option("prompt", "sampling.prompt", str, "text description of the output", SAMPLING),
+    Option("negative_prompt", "sampling.negative_prompt", str, "what to steer away from", SAMPLING),
+    Option("num_inference_steps", "sampling.num_inference_steps", int, "denoising steps", SAMPLING),
+    Option("guidance_scale", "sampling.guidance_scale", float, "classifier-free guidance scale", SAMPLING),
+    Option("guidance_scale_2", "sampling.guidance_scale_2", float, "guidance of the low-noise expert (Wan2.2 A14B)", SAMPLING),
+    Option("seed", "sampling.seed", int, "random seed", SAMPLING),
+    Option("height", "sampling.height", int, "output height in pixels", SAMPLING),
+    Option("width", "sampling.width", int, "output width in pixels", SAMPLING),
+    Option("num_frames", "sampling.num_frames", int, "number of video frames", SAMPLING),
+    Option("fps", "sampling.fps", int, "frames per second of the saved video", SAMPLING),
+    Option("flow_shift", "sampling.flow_shift", float, "flow-matching shift of the scheduler", SAMPLING),
+    Option("image_path", "sampling.image_path", str, "input image (image-to-video and edit models)", SAMPLING),
+    Option("output_path", "output.path", str, "directory to save outputs in", OUTPUT),
+    Option("output_file_name", "output.file_name", str, "file name of the output (default: from prompt and seed)", OUTPUT),
+    Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT),
+    Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT),
+)
+
+BY_NAME = {option.name: option for option in OPTIONS}
+
+# Keys of the nested ``vae_config`` mapping of a --config file.
+VAE_CONFIG_KEYS = {
+    "load_encoder": "vae.load_encoder",
+    "load_decoder": "vae.load_decoder",
+    "tile_sample_min_height": "vae.tile_sample_min_height",
+    "tile_sample_min_width": "vae.tile_sample_min_width",
+}
+
+
+def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None = None) -> dict[str, Any]:
+    """Map option names to ``{config key: value}``; unknown names raise UserError naming them.
+
+    ``model_path`` is kept out (it selects a model config, see sgld.models.registry).
+    """
+    allowed = set(sections) if sections is not None else None
+    values: dict[str, Any] = {}
+    for name, value in options.items():
+        if name == "vae_config":
+            if not isinstance(value, Mapping):
+                raise UserError("vae_config must be a mapping of " + ", ".join(VAE_CONFIG_KEYS), param="vae_config")
+            for sub, sub_value in value.items():
+                if sub not in VAE_CONFIG_KEYS:
+                    raise UserError(
+                        f"unknown key 'vae_config.{sub}' (known: {', '.join(VAE_CONFIG_KEYS)})", param=f"vae_config.{sub}"
+                    )
+                values[VAE_CONFIG_KEYS[sub]] = sub_value
+            continue
+        option = BY_NAME.get(name)
+        if option is None or (allowed is not None and option.section not in allowed):
+            raise UserError(f"unknown option {name!r}", param=name)
+        if option.name == "model_path":
+            continue
+        if option.many and isinstance(value, str):
+            value = [value]
+        values[option.key] = value
+    return values

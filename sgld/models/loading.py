@@ -1,0 +1,153 @@
+"""Load a diffusers-layout folder's components (safetensors only) and place them on devices."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from sgld.config.schema import RunConfig
+from sgld.errors import UserError
+from sgld.models.registry import read_model_index
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# diffusers' names for our --attention-backend choices.
+ATTENTION_BACKENDS = {
+    "sdpa": "native",
+    "cudnn": "_native_cudnn",
+    "flash": "_native_flash",
+    "efficient": "_native_efficient",
+    "math": "_native_math",
+    "sage": "sage",
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a torch device (auto, cpu, cuda, cuda:1)", param="device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name!r} asked for, but no CUDA GPU is available here", param="device")
+    return device
+
+
+def _component_specs(index: dict) -> list[tuple[str, str, str]]:
+    """(name, library, class) for every component entry of model_index.json that is present."""
+    specs = []
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2:
+            continue
+        library, class_name = spec
+        if library is None or class_name is None:
+            continue
+        specs.append((name, library, class_name))
+    return specs
+
+
+def _component_dtype(name: str, run: RunConfig, text_encoders: list[str]) -> torch.dtype | None:
+    if name.startswith("transformer"):
+        return DTYPES[run.model.precision]
+    if name == "vae":
+        return DTYPES[run.vae.precision]
+    if name in text_encoders:
+        precisions = run.model.text_encoder_precisions
+        i = text_encoders.index(name)
+        return DTYPES[precisions[i] if precisions else run.model.precision]
+    return None
+
+
+def load_components(folder: Path, run: RunConfig) -> dict[str, Any]:
+    """Instantiate every component of ``folder`` with the run's precisions (on the CPU).
+
+    Weights load from safetensors only; a folder with only pickle weights fails to load.
+    Non-component entries of model_index.json (``boundary_ratio`` ...) are returned too.
+    """
+    index = read_model_index(folder)
+    specs = _component_specs(index)
+    text_encoders = [name for name, _, _ in specs if name.startswith("text_encoder")]
+    if run.model.text_encoder_precisions and len(run.model.text_encoder_precisions) != len(text_encoders):
+        raise UserError(
+            f"model.text_encoder_precisions has {len(run.model.text_encoder_precisions)} entries but "
+            f"{folder.name} has {len(text_encoders)} text encoder(s) ({', '.join(text_encoders)})",
+            param="text_encoder_precisions",
+        )
+    components: dict[str, Any] = {k: v for k, v in index.items() if not isinstance(v, list) and not k.startswith("_")}
+    for name, library, class_name in specs:
+        if library not in ("diffusers", "transformers"):
+            raise UserError(f"component {name!r} comes from {library!r}; sgld loads diffusers/transformers only")
+        cls = getattr(importlib.import_module(library), class_name)
+        dtype = _component_dtype(name, run, text_encoders)
+        sub = folder / name
+        if not sub.is_dir():
+            raise UserError(f"model folder {folder} lists component {name!r} but has no {name}/ folder")
+        if dtype is not None:
+            if library == "diffusers":
+                module = cls.from_pretrained(folder, subfolder=name, torch_dtype=dtype, use_safetensors=True)
+            else:
+                module = cls.from_pretrained(sub, dtype=dtype, use_safetensors=True)
+            module.eval().requires_grad_(False)
+        elif library == "diffusers":  # scheduler
+            module = cls.from_pretrained(folder, subfolder=name)
+        else:  # tokenizer / processor
+            module = cls.from_pretrained(sub)
+        components[name] = module
+    for name, spec in index.items():
+        if isinstance(spec, list) and name not in components:
+            components[name] = None
+    return components
+
+
+class Placement:
+    """Keeps each module where the offload settings say, and brings it in for its stage."""
+
+    def __init__(self, device: torch.device, offloaded: set[str], pin_memory: bool = False):
+        self.device = device
+        self.offloaded = offloaded if device.type != "cpu" else set()
+        self.pin_memory = pin_memory and device.type == "cuda"
+
+    def home(self, name: str) -> torch.device:
+        """Where ``name`` lives between its uses."""
+        return torch.device("cpu") if name in self.offloaded else self.device
+
+    def place(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        """Move ``module`` to its home; pin it when it waits on the CPU and pinning is on."""
+        module.to(self.home(name))
+        if name in self.offloaded and self.pin_memory:
+            for p in module.parameters():
+                p.data = p.data.pin_memory()
+        return module
+
+    @contextmanager
+    def active(self, name: str, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """Run ``module`` on the device for the duration of the block, then send it home."""
+        if name not in self.offloaded:
+            yield module
+            return
+        module.to(self.device, non_blocking=self.pin_memory)
+        try:
+            yield module
+        finally:
+            module.to("cpu")
+
+
+def configure_transformer(module: torch.nn.Module, run: RunConfig) -> None:
+    """Attention backend and regional torch.compile, as the run asks."""
+    backend = run.model.attention_backend
+    if backend != "auto":
+        try:
+            module.set_attention_backend(ATTENTION_BACKENDS[backend])
+        except (ImportError, RuntimeError, ValueError) as exc:
+            raise UserError(f"attention_backend={backend!r} cannot run here: {exc}", param="attention_backend") from None
+    if run.model.enable_torch_compile:
+        module.compile_repeated_blocks(fullgraph=True)

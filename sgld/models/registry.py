@@ -1,0 +1,152 @@
+"""Model registry: which config file a model path selects, where its folder is, which family it is.
+
+Importing this module does not import torch: the CLI resolves ``--model-path`` to a
+``conf/model`` file before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from sgld.errors import UserError
+
+CONF_MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+
+# Built-in names (made offline by sgld.models.tiny) and the Hydra model file of each.
+BUILTIN_MODELS = {
+    "tiny-wan-t2v": "tiny_wan",
+    "tiny-wan22-t2v": "tiny_wan22",
+}
+
+# Pipeline class in model_index.json -> sgld family.
+PIPELINE_FAMILIES = {
+    "WanPipeline": "wan",
+}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The Hydra model file a path selects, and the key values to set on top of it."""
+
+    group: str
+    values: dict
+
+
+@lru_cache(maxsize=1)
+def model_files() -> dict[str, dict]:
+    """Every ``conf/model/*.yaml`` by file name (name, path, defaults)."""
+    out = {}
+    for file in sorted(CONF_MODEL_DIR.glob("*.yaml")):
+        out[file.stem] = yaml.safe_load(file.read_text()) or {}
+    return out
+
+
+def read_model_index(folder: Path) -> dict:
+    """The folder's model_index.json, or a UserError saying why it is not a model folder."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise UserError(f"'{folder}' is not a diffusers model folder: it has no model_index.json", param="model_path")
+    try:
+        return json.loads(index.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"'{index}' is not valid JSON: {exc}", param="model_path") from None
+
+
+def family_of(index: dict, where: str = "") -> str:
+    """The sgld family of a model_index.json (``wan``, ...)."""
+    cls = index.get("_class_name")
+    try:
+        return PIPELINE_FAMILIES[cls]
+    except KeyError:
+        known = ", ".join(sorted(PIPELINE_FAMILIES))
+        raise UserError(
+            f"unsupported pipeline class {cls!r}{' in ' + where if where else ''}; sgld runs: {known}",
+            param="model_path",
+        ) from None
+
+
+def _default_group_for_index(index: dict, where: str) -> str:
+    """The model file whose sampling defaults suit a folder we have no file for."""
+    family = family_of(index, where)
+    if family == "wan":
+        two_experts = (index.get("transformer_2") or [None])[0] is not None
+        return "wan22" if two_experts else "wan21"
+    raise UserError(f"no default config for family {family!r}", param="model_path")
+
+
+def _hf_cached_folder(repo_id: str) -> Path | None:
+    """The local snapshot of a Hugging Face repo id, or None when it is not in the cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError, OSError):
+        return None
+
+
+def _looks_like_repo_id(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) == 2 and all(parts) and not path.startswith((".", "/", "~"))
+
+
+def choose_model(model_path: str) -> ModelChoice:
+    """Map ``--model-path`` to a ``conf/model`` file plus overrides (no weights are read).
+
+    Order: a model file's name or its ``path`` (built-in names and the repo ids we ship
+    configs for), then a local folder, then a repo id found in the local HF cache.
+    """
+    files = model_files()
+    if model_path in files:
+        return ModelChoice(model_path, {})
+    for group, data in files.items():
+        if data.get("path") == model_path:
+            return ModelChoice(group, {})
+    folder = Path(model_path).expanduser()
+    if folder.is_dir():
+        index = read_model_index(folder)
+        group = _default_group_for_index(index, str(folder))
+        return ModelChoice(group, {"model.path": str(folder.resolve()), "model.name": folder.resolve().name})
+    if _looks_like_repo_id(model_path):
+        cached = _hf_cached_folder(model_path)
+        if cached is None:
+            raise UserError(_not_downloaded_message(model_path), param="model_path")
+        group = _default_group_for_index(read_model_index(cached), model_path)
+        return ModelChoice(group, {"model.path": model_path, "model.name": model_path})
+    raise UserError(
+        f"unknown model {model_path!r}: not a built-in name ({', '.join(BUILTIN_MODELS)}), "
+        f"a model config ({', '.join(files)}), an existing folder, or a Hugging Face repo id",
+        param="model_path",
+    )
+
+
+def _not_downloaded_message(repo_id: str) -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return (
+        f"model {repo_id!r} is not downloaded: it is not in the Hugging Face cache ({HF_HUB_CACHE}). "
+        f"Download it first (huggingface-cli download {repo_id}) or pass a local folder"
+    )
+
+
+def resolve_model_folder(model_path: str) -> Path:
+    """The local folder holding ``model_path``'s weights (building a tiny model if needed)."""
+    if model_path in BUILTIN_MODELS:
+        from sgld.models.tiny import materialize_tiny
+
+        return materialize_tiny(model_path)
+    folder = Path(model_path).expanduser()
+    if folder.is_dir():
+        read_model_index(folder)
+        return folder.resolve()
+    if _looks_like_repo_id(model_path):
+        cached = _hf_cached_folder(model_path)
+        if cached is not None:
+            return cached
+        raise UserError(_not_downloaded_message(model_path), param="model_path")
+    raise UserError(f"model folder {model_path!r} does not exist", param="model_path")

@@ -1,0 +1,170 @@
+"""Tiny random-weight models in diffusers folder layout, built offline for tests and demos.
+
+Each builder makes real diffusers / transformers classes with a few layers, seeds every
+initialisation, and saves through the diffusers pipeline class, so the folder loads with
+``diffusers.<Pipeline>.from_pretrained`` as well as with sgld. Random weights barely
+let the prompt move the output, so the text path (text projection and cross-attention) is
+scaled up until prompt, seed and guidance each change the frames clearly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import string
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+# Words the tiny tokenizer knows whole; anything else falls back to single characters.
+_WORDS = (
+    "a an the and of in on with at to over under through by from is are red blue green yellow white black "
+    "orange purple golden silver fox cat dog bird horse raccoon robot woman man child city street forest "
+    "snow rain sea ocean river mountain sky night sunset sunrise light fire water piano stage playing "
+    "running walking jumping flying dancing curious calico cute beautiful dress fresh slow fast camera "
+    "shot close up wide view cinematic style video image photo painting gpu cluster hacking"
+).split()
+
+
+def build_t5_tokenizer():
+    """A T5/UMT5-style Unigram tokenizer built in memory (pad=0, eos=1, unk=2), no downloads."""
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("\u2581" + w, -2.0) for w in _WORDS]
+    vocab += [("\u2581", -4.0)]
+    vocab += [(c, -6.0) for c in string.ascii_letters + string.digits + string.punctuation]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def _scale_(modules, factor: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        for module in modules:
+            for p in module.parameters():
+                p.mul_(factor)
+
+
+def _tiny_wan_transformer(seed: int, text_dim: int, channels: int):
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    model = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=channels,
+        out_channels=channels,
+        text_dim=text_dim,
+        freq_dim=32,
+        ffn_dim=48,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=32,
+    )
+    # Make the prompt matter: strong text projection and cross-attention values/outputs.
+    _scale_([model.condition_embedder.text_embedder], 3.0)
+    _scale_([blk.attn2.to_v for blk in model.blocks] + [blk.attn2.to_out[0] for blk in model.blocks], 6.0)
+    _scale_([model.proj_out], 4.0)
+    return model
+
+
+def build_tiny_wan(folder: Path, two_experts: bool) -> None:
+    """Write a tiny Wan T2V model (one or two experts) into ``folder``."""
+    import torch
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = build_t5_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=32,
+            dropout_rate=0.0,
+            feed_forward_proj="gated-gelu",
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    ).eval()
+    channels = 4
+    transformer = _tiny_wan_transformer(1, text_dim=32, channels=channels)
+    transformer_2 = _tiny_wan_transformer(2, text_dim=32, channels=channels) if two_experts else None
+    torch.manual_seed(3)
+    vae = AutoencoderKLWan(
+        base_dim=16,
+        z_dim=channels,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * channels,
+        latents_std=[1.0] * channels,
+    )
+    # A wider pixel range, so latent differences show in the frames.
+    _scale_([vae.decoder.conv_out], 2.5)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
+    )
+    pipe = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        transformer=transformer,
+        transformer_2=transformer_2,
+        boundary_ratio=0.875 if two_experts else None,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "tiny-wan-t2v": lambda folder: build_tiny_wan(folder, two_experts=False),
+    "tiny-wan22-t2v": lambda folder: build_tiny_wan(folder, two_experts=True),
+}
+
+# Bump when a builder changes, so old folders are rebuilt instead of silently reused.
+TINY_FORMAT_VERSION = "1"
+
+
+def sgld_home() -> Path:
+    """Where sgld keeps built models: $SGLD_HOME, default ~/.cache/sgld."""
+    return Path(os.environ.get("SGLD_HOME", Path.home() / ".cache" / "sgld"))
+
+
+def materialize_tiny(name: str) -> Path:
+    """Return the folder of built-in tiny model ``name``, building it once if missing.
+
+    The model is built in a temporary folder and renamed into place, so concurrent
+    processes never see a half-written model.
+    """
+    folder = sgld_home() / "models" / name
+    stamp = folder / ".sgld-tiny-version"
+    if stamp.is_file() and stamp.read_text() == TINY_FORMAT_VERSION:
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    try:
+        TINY_BUILDERS[name](tmp)
+        (tmp / ".sgld-tiny-version").write_text(TINY_FORMAT_VERSION)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            # Another process won the race and its folder is complete.
+            if not (stamp.is_file() and stamp.read_text() == TINY_FORMAT_VERSION):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -1,0 +1,18 @@
+"""Pipeline families; the registry picks one from the folder's model_index.json."""
+
+from __future__ import annotations
+
+import importlib
+
+from sgld.pipelines.base import Pipeline
+
+# family -> "module:class"
+PIPELINES = {
+    "wan": "sgld.pipelines.wan:WanT2VPipeline",
+}
+
+
+def pipeline_class(family: str) -> type[Pipeline]:
+    """The Pipeline subclass for ``family``."""
+    module, _, name = PIPELINES[family].partition(":")
+    return getattr(importlib.import_module(module), name)

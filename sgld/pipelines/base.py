@@ -1,0 +1,48 @@
+"""Pipeline base: components plus an ordered list of stages over one Request."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from sgld.config.schema import RunConfig
+from sgld.models.loading import Placement
+from sgld.request import Request
+from sgld.stages.base import Stage
+
+
+class Pipeline:
+    """A family's pipeline. Subclasses build ``self.stages`` and ``check_request``."""
+
+    family: ClassVar[str] = ""
+    # "video" (mp4) or "image" (png).
+    output_kind: ClassVar[str] = "video"
+
+    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
+        self.components = components
+        self.run = run
+        self.device = device
+        self.placement = Placement(device, self.offloaded_components(run), run.offload.pin_cpu_memory)
+        self.stages: list[Stage] = []
+
+    @staticmethod
+    def offloaded_components(run: RunConfig) -> set[str]:
+        """Component names that wait on the CPU between uses."""
+        names = set()
+        if run.offload.text_encoder:
+            names |= {"text_encoder", "text_encoder_2"}
+        if run.offload.dit:
+            names |= {"transformer", "transformer_2"}
+        if run.offload.vae:
+            names.add("vae")
+        return names
+
+    def check_request(self, req: Request) -> None:  # pragma: no cover - abstract
+        """Raise UserError when this model cannot run ``req``; touches no weights."""
+        raise NotImplementedError
+
+    def __call__(self, req: Request) -> Request:
+        for stage in self.stages:
+            req = stage(req)
+        return req

@@ -1,0 +1,68 @@
+"""Wan text-to-video (Wan2.1 and the two-expert Wan2.2 A14B)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sgld.config.schema import RunConfig
+from sgld.errors import UserError
+from sgld.models.loading import configure_transformer
+from sgld.pipelines.base import Pipeline
+from sgld.request import Request
+from sgld.stages.decoding import WanVaeDecodingStage
+from sgld.stages.denoising import DenoisingStage
+from sgld.stages.latents import VideoLatentPreparationStage
+from sgld.stages.text_encoding import T5TextEncodingStage
+from sgld.stages.timesteps import TimestepPreparationStage
+from sgld.stages.validation import VideoInputValidationStage, check_video_request
+
+
+class WanT2VPipeline(Pipeline):
+    """UMT5 text encoder -> Wan DiT (one or two experts) -> Wan VAE."""
+
+    family = "wan"
+    output_kind = "video"
+
+    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
+        super().__init__(components, run, device)
+        if components.get("expand_timesteps"):
+            raise UserError("Wan2.2 TI2V (expand_timesteps) models are not supported yet", param="model_path")
+        vae, scheduler = components["vae"], components["scheduler"]
+        experts = [(n, components[n]) for n in ("transformer", "transformer_2") if components.get(n) is not None]
+        if not experts:
+            raise UserError("model folder has no transformer", param="model_path")
+
+        if run.vae.tiling:
+            vae.enable_tiling(
+                tile_sample_min_height=run.vae.tile_sample_min_height,
+                tile_sample_min_width=run.vae.tile_sample_min_width,
+            )
+        if not run.vae.load_encoder:
+            vae.encoder = None  # text-to-video never encodes pixels
+        for name, module in experts:
+            configure_transformer(module, run)
+            self.placement.place(name, module)
+        self.placement.place("text_encoder", components["text_encoder"])
+        self.placement.place("vae", vae)
+
+        spatial = vae.config.scale_factor_spatial
+        self.temporal_factor = vae.config.scale_factor_temporal
+        patch = experts[0][1].config.patch_size
+        self.spatial_multiple = spatial * max(patch[1], patch[2])
+        boundary_ratio = components.get("boundary_ratio")
+        boundary = boundary_ratio * scheduler.config.num_train_timesteps if boundary_ratio is not None else None
+        dit_dtype = experts[0][1].dtype
+
+        self.stages = [
+            VideoInputValidationStage(self.spatial_multiple, self.temporal_factor),
+            T5TextEncodingStage(components["tokenizer"], components["text_encoder"], self.placement, dit_dtype),
+            TimestepPreparationStage(scheduler, device),
+            VideoLatentPreparationStage(experts[0][1].config.in_channels, spatial, self.temporal_factor, device),
+            DenoisingStage(experts, self.placement, boundary),
+            WanVaeDecodingStage(vae, self.placement),
+        ]
+
+    def check_request(self, req: Request) -> None:
+        check_video_request(req, self.spatial_multiple, self.temporal_factor)

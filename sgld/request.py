@@ -1,0 +1,61 @@
+"""The state one generation carries through the pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+# (steps done, total steps) -> None; called by the denoise loop after every step.
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass
+class Request:
+    """Inputs of one generation, then what each stage adds to it."""
+
+    prompt: str
+    negative_prompt: str = ""
+    height: int = 480
+    width: int = 832
+    num_frames: int = 81
+    num_inference_steps: int = 50
+    guidance_scale: float = 5.0
+    guidance_scale_2: Optional[float] = None
+    seed: int = 1024
+    fps: int = 16
+    flow_shift: Optional[float] = None
+    image_path: Optional[str] = None
+    step_callback: Optional[StepCallback] = None
+
+    # Filled by the stages.
+    prompt_embeds: Any = None
+    negative_prompt_embeds: Any = None
+    timesteps: Any = None
+    scheduler: Any = None
+    latents: Any = None
+    frames: Any = None  # numpy uint8 (frames, height, width, 3)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def do_cfg(self) -> bool:
+        """Classifier-free guidance runs only when it changes the result (scale > 1)."""
+        return self.guidance_scale > 1.0
+
+    @classmethod
+    def from_sampling(cls, sampling: Any, **extra: Any) -> "Request":
+        """Build from a SamplingConfig (prompt already checked to be set)."""
+        return cls(
+            prompt=sampling.prompt,
+            negative_prompt=sampling.negative_prompt,
+            height=sampling.height,
+            width=sampling.width,
+            num_frames=sampling.num_frames,
+            num_inference_steps=sampling.num_inference_steps,
+            guidance_scale=sampling.guidance_scale,
+            guidance_scale_2=sampling.guidance_scale_2,
+            seed=sampling.seed,
+            fps=sampling.fps,
+            flow_shift=sampling.flow_shift,
+            image_path=sampling.image_path,
+            **extra,
+        )

@@ -1,0 +1,1 @@
+"""Pipeline stages: each one small, ``forward(req) -> req``, testable alone."""

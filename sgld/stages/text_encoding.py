@@ -1,0 +1,53 @@
+"""Prompt encoding with a T5/UMT5 encoder, as Wan uses it."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+from sgld.models.loading import Placement
+from sgld.request import Request
+from sgld.stages.base import Stage
+
+
+class T5TextEncodingStage(Stage):
+    """Encodes prompt and negative prompt in one batch; zeroes embeddings past each prompt.
+
+    Matches diffusers' ``WanPipeline.encode_prompt``: cleaned text, padded to
+    ``max_length`` tokens, hidden states beyond the real length set to zero.
+    """
+
+    name = "encode_prompt"
+
+    def __init__(self, tokenizer, text_encoder, placement: Placement, out_dtype: torch.dtype, max_length: int = 512):
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.placement = placement
+        self.out_dtype = out_dtype
+        self.max_length = max_length
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """(len(texts), max_length, dim) embeddings on the run's device."""
+        inputs = self.tokenizer(
+            [prompt_clean(t) for t in texts],
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        with self.placement.active("text_encoder", self.text_encoder) as encoder:
+            device = next(encoder.parameters()).device
+            ids, mask = inputs.input_ids.to(device), inputs.attention_mask.to(device)
+            hidden = encoder(ids, mask).last_hidden_state
+        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        return hidden.to(device=self.placement.device, dtype=self.out_dtype)
+
+    def forward(self, req: Request) -> Request:
+        texts = [req.prompt, req.negative_prompt] if req.do_cfg else [req.prompt]
+        embeds = self.encode(texts)
+        req.prompt_embeds = embeds[:1]
+        req.negative_prompt_embeds = embeds[1:] if req.do_cfg else None
+        return req
