@@ -89,8 +89,12 @@ class DiffGenerator:
 
     def check(self, **options: Any) -> RunConfig:
         """Validate a request against the config and the model without running it."""
+        from sgld.outputs import check_output_file_name
+
         run = self.request_config(**options)
         self.pipeline.check_request(Request.from_sampling(run.sampling))
+        if run.output.save and run.output.file_name:
+            check_output_file_name(run.output.file_name, self.pipeline.output_kind)
         return run
 
     def generate(

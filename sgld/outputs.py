@@ -22,6 +22,23 @@ def slug(text: str, max_length: int = 60) -> str:
     return cleaned or "output"
 
 
+def check_output_file_name(file_name: str, kind: str) -> str:
+    """The file name to write (extension added when missing); UserError if it is not a plain name."""
+    allowed = VIDEO_EXTENSIONS if kind == "video" else tuple(IMAGE_EXTENSIONS)
+    if file_name != Path(file_name).name or file_name in (".", "..") or "\\" in file_name or "\0" in file_name:
+        raise UserError(
+            f"output file name {file_name!r} must be a plain file name without directories "
+            f"(use --output-path for the directory)",
+            param="output_file_name",
+        )
+    stem, ext = os.path.splitext(file_name)
+    if not ext:
+        ext = allowed[0]
+    if ext.lower() not in allowed:
+        raise UserError(f"output file name {file_name!r}: a {kind} is saved as {', '.join(allowed)}", param="output_file_name")
+    return stem + ext
+
+
 def output_path(output_dir: str | Path, file_name: str | None, prompt: str, seed: int, kind: str) -> Path:
     """Where to write one result; always inside ``output_dir``.
 
@@ -31,23 +48,8 @@ def output_path(output_dir: str | Path, file_name: str | None, prompt: str, seed
     """
     out_dir = Path(output_dir).expanduser().resolve()
     default_ext = ".mp4" if kind == "video" else ".png"
-    allowed = VIDEO_EXTENSIONS if kind == "video" else tuple(IMAGE_EXTENSIONS)
     if file_name:
-        if file_name != Path(file_name).name or file_name in (".", "..") or "\\" in file_name or "\0" in file_name:
-            raise UserError(
-                f"output file name {file_name!r} must be a plain file name without directories "
-                f"(use --output-path for the directory)",
-                param="output_file_name",
-            )
-        stem, ext = os.path.splitext(file_name)
-        if not ext:
-            ext = default_ext
-        if ext.lower() not in allowed:
-            raise UserError(
-                f"output file name {file_name!r}: a {kind} is saved as {', '.join(allowed)}",
-                param="output_file_name",
-            )
-        path = out_dir / f"{stem}{ext}"
+        path = out_dir / check_output_file_name(file_name, kind)
     else:
         base = f"{slug(prompt)}_seed{seed}"
         path = out_dir / f"{base}{default_ext}"
@@ -64,6 +66,9 @@ def _atomic_target(path: Path) -> tuple[int, Path]:
     """A temporary file beside ``path``: renamed into place only once fully written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
     return fd, Path(tmp)
 
 

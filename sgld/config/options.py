@@ -68,7 +68,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("flow_shift", "sampling.flow_shift", float, "flow-matching shift of the scheduler", SAMPLING),
     Option("image_path", "sampling.image_path", str, "input image (image-to-video and edit models)", SAMPLING),
     Option("output_path", "output.path", str, "directory to save outputs in", OUTPUT),
-    Option("output_file_name", "output.file_name", str, "file name of the output (default: from prompt and seed)", OUTPUT),
+    Option("output_file_name", "output.file_name", str, "file name of the output; unset: made from the prompt and seed", OUTPUT),
     Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT),
     Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT),
 )

@@ -118,6 +118,8 @@ def choose_model(model_path: str) -> ModelChoice:
             raise UserError(_not_downloaded_message(model_path), param="model_path")
         group = _default_group_for_index(read_model_index(cached), model_path)
         return ModelChoice(group, {"model.path": model_path, "model.name": model_path})
+    if model_path.startswith((".", "/", "~")) or model_path.count("/") > 1:
+        raise UserError(f"model folder {model_path!r} does not exist", param="model_path")
     raise UserError(
         f"unknown model {model_path!r}: not a built-in name ({', '.join(BUILTIN_MODELS)}), "
         f"a model config ({', '.join(files)}), an existing folder, or a Hugging Face repo id",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from sgld.pipelines.base import Pipeline
+if TYPE_CHECKING:  # importing the base pulls in torch; the registry must stay light
+    from sgld.pipelines.base import Pipeline
 
 # family -> "module:class"
 PIPELINES = {
@@ -12,7 +14,7 @@ PIPELINES = {
 }
 
 
-def pipeline_class(family: str) -> type[Pipeline]:
+def pipeline_class(family: str) -> "type[Pipeline]":
     """The Pipeline subclass for ``family``."""
     module, _, name = PIPELINES[family].partition(":")
     return getattr(importlib.import_module(module), name)

@@ -8,6 +8,7 @@ import torch
 
 from sgld.config.schema import RunConfig
 from sgld.models.loading import Placement
+from sgld.pipelines.constraints import OUTPUT_KINDS
 from sgld.request import Request
 from sgld.stages.base import Stage
 
@@ -16,8 +17,11 @@ class Pipeline:
     """A family's pipeline. Subclasses build ``self.stages`` and ``check_request``."""
 
     family: ClassVar[str] = ""
-    # "video" (mp4) or "image" (png).
-    output_kind: ClassVar[str] = "video"
+
+    @property
+    def output_kind(self) -> str:
+        """"video" (mp4) or "image" (png/jpeg/webp)."""
+        return OUTPUT_KINDS[self.family]
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
         self.components = components

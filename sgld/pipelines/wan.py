@@ -10,6 +10,7 @@ from sgld.config.schema import RunConfig
 from sgld.errors import UserError
 from sgld.models.loading import configure_transformer
 from sgld.pipelines.base import Pipeline
+from sgld.pipelines.constraints import wan_size_constraints
 from sgld.request import Request
 from sgld.stages.decoding import WanVaeDecodingStage
 from sgld.stages.denoising import DenoisingStage
@@ -23,7 +24,6 @@ class WanT2VPipeline(Pipeline):
     """UMT5 text encoder -> Wan DiT (one or two experts) -> Wan VAE."""
 
     family = "wan"
-    output_kind = "video"
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
         super().__init__(components, run, device)
@@ -48,9 +48,7 @@ class WanT2VPipeline(Pipeline):
         self.placement.place("vae", vae)
 
         spatial = vae.config.scale_factor_spatial
-        self.temporal_factor = vae.config.scale_factor_temporal
-        patch = experts[0][1].config.patch_size
-        self.spatial_multiple = spatial * max(patch[1], patch[2])
+        self.spatial_multiple, self.temporal_factor = wan_size_constraints(vae.config, experts[0][1].config)
         boundary_ratio = components.get("boundary_ratio")
         boundary = boundary_ratio * scheduler.config.num_train_timesteps if boundary_ratio is not None else None
         dit_dtype = experts[0][1].dtype

@@ -1,0 +1,42 @@
+"""What sizes and lengths each family accepts, read from a folder's JSON configs (no torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from sgld.request import Request
+from sgld.stages.validation import check_video_request
+
+
+def wan_size_constraints(vae_config: Mapping[str, Any], dit_config: Mapping[str, Any]) -> tuple[int, int]:
+    """(multiple that height/width must be, temporal VAE factor) of a Wan model."""
+    patch = dit_config["patch_size"]
+    return vae_config["scale_factor_spatial"] * max(patch[1], patch[2]), vae_config["scale_factor_temporal"]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def check_wan_request_in_folder(folder: Path, req: Request) -> None:
+    """Validate ``req`` against a Wan folder's configs."""
+    constraints = wan_size_constraints(_read_json(folder / "vae" / "config.json"), _read_json(folder / "transformer" / "config.json"))
+    check_video_request(req, *constraints)
+
+
+# family -> what it writes ("video": mp4, "image": png/jpeg/webp).
+OUTPUT_KINDS = {
+    "wan": "video",
+}
+
+# family -> request check from the folder alone: runs before any weights load.
+FOLDER_CHECKS = {
+    "wan": check_wan_request_in_folder,
+}
+
+
+def check_request_in_folder(family: str, folder: Path, req: Request) -> None:
+    """Raise UserError when the model in ``folder`` cannot run ``req``."""
+    FOLDER_CHECKS[family](folder, req)

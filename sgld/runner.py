@@ -1,0 +1,37 @@
+"""Run one composed RunConfig: the body shared by ``sgl-diffusion generate`` and ``sgld.generate``."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sgld.api import DiffGenerator, GenerationResult
+from sgld.config.schema import RunConfig
+from sgld.request import Request
+
+log = logging.getLogger("sgld")
+
+
+def check_before_loading(run: RunConfig) -> None:
+    """Validate the request against the model's configs before any weights load."""
+    from sgld.models.registry import family_of, read_model_index, resolve_model_folder
+    from sgld.outputs import check_output_file_name
+    from sgld.pipelines.constraints import OUTPUT_KINDS, check_request_in_folder
+
+    folder = resolve_model_folder(run.model.path)
+    family = family_of(read_model_index(folder), str(folder))
+    check_request_in_folder(family, folder, Request.from_sampling(run.sampling))
+    if run.output.save and run.output.file_name:
+        check_output_file_name(run.output.file_name, OUTPUT_KINDS[family])
+
+
+def run_generation(run: RunConfig) -> GenerationResult:
+    """Load the model, generate ``run.sampling`` with a progress bar, save per ``run.output``."""
+    check_before_loading(run)
+    start = time.perf_counter()
+    generator = DiffGenerator.from_run_config(run)
+    load_s = time.perf_counter() - start
+    result = generator.generate(progress=True)
+    stages = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
+    log.info("load %.2fs; %s", load_s, stages)
+    return result
