@@ -151,3 +151,17 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig) -> None:
             raise UserError(f"attention_backend={backend!r} cannot run here: {exc}", param="attention_backend") from None
     if run.model.enable_torch_compile:
         module.compile_repeated_blocks(fullgraph=True)
+
+
+def enable_vae_tiling(vae: torch.nn.Module, tile_height: int | None, tile_width: int | None) -> None:
+    """Tiled VAE decode; strides follow the tile size (3/4 of it, diffusers' 192/256 ratio).
+
+    diffusers keeps its default 192-pixel stride whatever the tile size, so a tile smaller
+    than that would skip parts of the image.
+    """
+    kwargs = {}
+    if tile_height is not None:
+        kwargs.update(tile_sample_min_height=tile_height, tile_sample_stride_height=tile_height * 3 // 4)
+    if tile_width is not None:
+        kwargs.update(tile_sample_min_width=tile_width, tile_sample_stride_width=tile_width * 3 // 4)
+    vae.enable_tiling(**kwargs)

@@ -8,7 +8,7 @@ import torch
 
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
-from sgld.models.loading import configure_transformer
+from sgld.models.loading import configure_transformer, enable_vae_tiling
 from sgld.pipelines.base import Pipeline
 from sgld.pipelines.constraints import wan_size_constraints
 from sgld.request import Request
@@ -35,10 +35,7 @@ class WanT2VPipeline(Pipeline):
             raise UserError("model folder has no transformer", param="model_path")
 
         if run.vae.tiling:
-            vae.enable_tiling(
-                tile_sample_min_height=run.vae.tile_sample_min_height,
-                tile_sample_min_width=run.vae.tile_sample_min_width,
-            )
+            enable_vae_tiling(vae, run.vae.tile_sample_min_height, run.vae.tile_sample_min_width)
         if not run.vae.load_encoder:
             vae.encoder = None  # text-to-video never encodes pixels
         for name, module in experts:

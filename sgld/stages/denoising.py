@@ -32,7 +32,8 @@ class DenoisingStage(Stage):
         self.experts = list(experts)
         self.placement = placement
         self.boundary_timestep = boundary_timestep
-        self.dtype = next(self.experts[0][1].parameters()).dtype
+        # ModelMixin.dtype, as diffusers uses it: some modules stay fp32 (_keep_in_fp32_modules).
+        self.dtype = self.experts[0][1].dtype
 
     def expert_schedule(self, timesteps: torch.Tensor) -> list[int]:
         """Index into ``experts`` for every step, computed once on the host before the loop."""

@@ -1,0 +1,65 @@
+"""Shared fixtures: one SGLD_HOME per test session, so each tiny model is built once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sgld_home(tmp_path_factory) -> Path:
+    """A fresh model cache for the session (subprocesses inherit it through the env)."""
+    home = Path(os.environ.get("SGLD_TEST_HOME") or tmp_path_factory.mktemp("sgld_home"))
+    os.environ["SGLD_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_folder(sgld_home) -> Path:
+    from sgld.models.tiny import materialize_tiny
+
+    return materialize_tiny("tiny-wan-t2v")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan22_folder(sgld_home) -> Path:
+    from sgld.models.tiny import materialize_tiny
+
+    return materialize_tiny("tiny-wan22-t2v")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_generator(tiny_wan_folder):
+    from sgld import DiffGenerator
+
+    return DiffGenerator.from_pretrained("tiny-wan-t2v")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m <args>`` in a subprocess with the session's env; text output."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+
+
+def read_mp4(path: Path):
+    """(metadata, frames as a list of uint8 arrays (H, W, 3)) of an MP4, decoded by ffmpeg."""
+    import imageio_ffmpeg
+    import numpy as np
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    width, height = meta["size"]
+    frames = [np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3) for buf in reader]
+    return meta, frames
