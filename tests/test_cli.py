@@ -1,0 +1,98 @@
+"""The ``sgl-diffusion`` command: help, the foundation's generate command, and clean errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, read_mp4, run_cli
+from sgld.config.options import OPTIONS
+
+
+def test_help_lists_every_flag_quickly():
+    start = time.perf_counter()
+    proc = run_cli("sgld.cli", "generate", "--help")
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    for option in OPTIONS:
+        assert option.flag in proc.stdout, option.flag
+    assert "--config" in proc.stdout and "(default: 1024)" in proc.stdout
+    assert elapsed < 5  # measured ~0.6 s on 2 cores; the bound only catches an eager torch import
+
+
+def test_cli_import_does_not_import_torch():
+    code = "import sgld.cli, sgld.config, sgld.models.registry, sgld.pipelines.constraints, sys; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_foundation_generate_command(tmp_path, tiny_wan_folder):
+    out = tmp_path / "demo"
+    proc = run_cli(
+        "sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt", "a red fox", "--num-frames", "9",
+        "--height", "64", "--width", "64", "--num-inference-steps", "4", "--seed", "7", "--save-output",
+        "--output-path", str(out), "--output-file-name", "fox.mp4",
+    )
+    assert proc.returncode == 0, proc.stderr
+    meta, frames = read_mp4(out / "fox.mp4")
+    assert len(frames) == 9 and meta["size"] == (64, 64) and meta["codec"] == "h264" and meta["fps"] == 8
+    assert "fox.mp4" in proc.stdout
+
+
+def test_config_file_with_flags_winning(tmp_path, tiny_wan_folder):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "model_path: tiny-wan-t2v\nprompt: a cat on stage\nnum_frames: 45\nheight: 720\nwidth: 1280\n"
+        "num_inference_steps: 6\nseed: 1024\nfps: 24\nvae_config:\n  load_encoder: false\n"
+        f"output_path: {tmp_path / 'from_file'}\n"
+    )
+    proc = run_cli(
+        "sgld.cli", "generate", "--config", str(config), "--num-frames", "5", "--height", "32", "--width", "48",
+        "--num-inference-steps", "2", "--output-path", str(tmp_path / "from_flags"), "--output-file-name", "cat",
+    )
+    assert proc.returncode == 0, proc.stderr
+    meta, frames = read_mp4(tmp_path / "from_flags" / "cat.mp4")
+    assert len(frames) == 5 and meta["size"] == (48, 32) and meta["fps"] == 24  # fps from the file
+    assert not (tmp_path / "from_file").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--height", "65"], "height=65 must be a multiple of 16 for this model; nearest valid: 64 or 80"),
+        (["--num-frames", "10"], "num_frames=10 must be 4k+1 for this model; nearest valid: 9 or 13"),
+        (["--num-inference-steps", "0"], "num_inference_steps must be >= 1"),
+        (["--model-path", "no-such-model"], "unknown model 'no-such-model'"),
+        (["--model-path", "/no/such/folder"], "model folder '/no/such/folder' does not exist"),
+        (["--model-path", "someone/not-downloaded"], "is not downloaded"),
+        (["--config", "/no/such/config.yaml"], "config file '/no/such/config.yaml' does not exist"),
+        (["--ulysses-degree", "2", "--ring-degree", "2", "--sp-size", "2", "--num-gpus", "4"], "must equal parallel.sp_size"),
+        (["--enable-cfg-parallel", "--sp-size", "2", "--num-gpus", "2"], "is more than parallel.num_gpus (2)"),
+        (["--output-file-name", "../escape.mp4"], "plain file name"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(args, message, tiny_wan_folder):
+    base = ["--model-path", "tiny-wan-t2v", "--prompt", "x", "--height", "64", "--width", "64", "--num-frames", "9"]
+    proc = run_cli("sgld.cli", "generate", *base, *args, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [("prompt: [oops\n", "not valid YAML: line"), ("model_path: tiny-wan-t2v\nnum_gpu: 2\n", "unknown key 'num_gpu'")],
+)
+def test_bad_config_file_exits_2(tmp_path, content, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(content)
+    proc = run_cli("sgld.cli", "generate", "--config", str(config), "--prompt", "x", timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_serve_says_not_implemented():
+    proc = run_cli("sgld.cli", "serve", "--model-path", "tiny-wan-t2v", timeout=60)
+    assert proc.returncode == 2 and "not implemented yet" in proc.stderr
