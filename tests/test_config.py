@@ -218,3 +218,24 @@ def test_model_path_resolution(tmp_path, tiny_wan_folder):
         choose_model(str(tmp_path))
     with pytest.raises(UserError, match="unknown model 'nope'"):
         choose_model("nope")
+
+
+def test_repo_id_resolves_from_the_local_hf_cache(tmp_path, monkeypatch, tiny_wan_folder):
+    """A repo id in the Hugging Face cache loads from there (no network)."""
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+
+    from sgld.models.registry import choose_model, resolve_model_folder
+
+    cache = tmp_path / "hub"
+    repo_dir = cache / "models--someone--tiny-wan"
+    snapshot = repo_dir / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(tiny_wan_folder, snapshot)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(snapshot.name)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    choice = choose_model("someone/tiny-wan")
+    assert choice.group == "wan21" and choice.values["model.path"] == "someone/tiny-wan"
+    assert resolve_model_folder("someone/tiny-wan") == snapshot
