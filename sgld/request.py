@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
 # (steps done, total steps) -> None; called by the denoise loop after every step.
@@ -43,19 +43,5 @@ class Request:
 
     @classmethod
     def from_sampling(cls, sampling: Any, **extra: Any) -> "Request":
-        """Build from a SamplingConfig (prompt already checked to be set)."""
-        return cls(
-            prompt=sampling.prompt,
-            negative_prompt=sampling.negative_prompt,
-            height=sampling.height,
-            width=sampling.width,
-            num_frames=sampling.num_frames,
-            num_inference_steps=sampling.num_inference_steps,
-            guidance_scale=sampling.guidance_scale,
-            guidance_scale_2=sampling.guidance_scale_2,
-            seed=sampling.seed,
-            fps=sampling.fps,
-            flow_shift=sampling.flow_shift,
-            image_path=sampling.image_path,
-            **extra,
-        )
+        """Build from a SamplingConfig: every sampling key is a Request field of the same name."""
+        return cls(**{f.name: getattr(sampling, f.name) for f in fields(sampling)}, **extra)
