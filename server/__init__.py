@@ -1,0 +1,58 @@
+"""sgld's OpenAI-compatible HTTP server: a Flask app (served by Waitress) over one engine.
+
+``create_app(run, engine=None)`` builds the app from a composed RunConfig; with no engine
+it loads the model named by ``run`` in the background (``/health`` says when it is ready).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Optional
+
+from flask import Flask, request
+
+from sgld.config.schema import RunConfig
+
+PUBLIC_PATHS = {"/health", "/openapi.json"}
+
+
+def create_app(run: RunConfig, engine: Any = None, service: Optional[Any] = None, start: bool = True) -> Flask:
+    """The Flask app for ``run``. ``engine``: a loaded DiffGenerator (tests); ``start``: run the worker."""
+    from server import images, meta, videos
+    from server.errors import APIError, register_error_handlers
+    from server.jobs import JobService
+    from server.metrics import Metrics
+
+    app = Flask("sgld-server")
+    app.config["MAX_CONTENT_LENGTH"] = run.server.max_body_mb * 1024 * 1024
+    app.json.sort_keys = False
+    metrics = Metrics()
+    svc = service or JobService(run, engine, metrics)
+    app.extensions["sgld"] = svc
+    app.extensions["sgld_metrics"] = metrics
+    register_error_handlers(app)
+    for blueprint in (videos.bp, images.bp, meta.bp):
+        app.register_blueprint(blueprint)
+    app.url_map.strict_slashes = False
+
+    api_key = run.server.api_key
+
+    @app.before_request
+    def _authenticate():
+        if not api_key or request.path in PUBLIC_PATHS:
+            return None
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise APIError(401, "missing or incorrect API key (send 'Authorization: Bearer KEY')", code="invalid_api_key")
+        return None
+
+    @app.after_request
+    def _count(response):
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.requests.labels(method=request.method, route=route, status=str(response.status_code)).inc()
+        return response
+
+    if start:
+        svc.start()
+    return app

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from sgld.config.compose import apply_values, finalize, run_config_from_options
 from sgld.config.options import OUTPUT, SAMPLING, options_to_values
 from sgld.config.schema import RunConfig
+from sgld.config.validate import check_runnable
 from sgld.errors import UserError
 from sgld.request import Request, StepCallback
 
@@ -67,11 +68,7 @@ class DiffGenerator:
         from sgld.models.registry import family_of, read_model_index, resolve_model_folder
         from sgld.pipelines import pipeline_class
 
-        if run.parallel.num_gpus > 1:
-            raise UserError(
-                f"parallel.num_gpus={run.parallel.num_gpus}: multi-process runs are not implemented yet; use 1",
-                param="num_gpus",
-            )
+        check_runnable(run)
         quiet_library_logs()
         device = resolve_device(run.device)
         folder = resolve_model_folder(run.model.path)

@@ -13,10 +13,10 @@ import sys
 import time
 from typing import Any, Sequence
 
-from sgld.config.options import OPTIONS, OUTPUT, SAMPLING, SERVER, Option
+from sgld.config.options import HTTP, OPTIONS, OUTPUT, SAMPLING, SERVER, Option
 from sgld.errors import UserError
 
-SECTION_TITLES = {SERVER: "server arguments", SAMPLING: "sampling parameters", OUTPUT: "output options"}
+SECTION_TITLES = {SERVER: "server arguments", SAMPLING: "sampling parameters", OUTPUT: "output options", HTTP: "HTTP server"}
 
 
 def _default_text(option: Option, defaults: Any) -> str:
@@ -50,15 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     gen = sub.add_parser("generate", help="run one generation and exit", description="Run one generation and exit.")
     serve = sub.add_parser("serve", help="start the OpenAI-compatible HTTP server", description="Start the HTTP server.")
-    for p in (gen, serve):
+    for p, sections in ((gen, (SERVER, SAMPLING, OUTPUT)), (serve, (SERVER, SAMPLING, OUTPUT, HTTP))):
         p.add_argument("--config", metavar="FILE", help="JSON or YAML file of options (same names, underscores); flags win over it")
-        groups = {section: p.add_argument_group(title) for section, title in SECTION_TITLES.items()}
+        groups = {section: p.add_argument_group(SECTION_TITLES[section]) for section in sections}
         for option in OPTIONS:
-            _add_option(groups[option.section], option, _default_text(option, defaults))
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=30010, help="port to listen on (default: %(default)s)")
-    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: none)")
-    serve.add_argument("--max-queue", type=int, default=None, help="queued jobs before 429 (default: server config)")
+            if option.section in groups:
+                _add_option(groups[option.section], option, _default_text(option, defaults))
     return parser
 
 
@@ -107,12 +104,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The HTTP server arrives with the server issue; say so instead of pretending."""
+    """Compose the run and serve it over HTTP until interrupted."""
     from sgld.config.compose import run_config_from_options
 
-    run_config_from_options(collect_options(args))
-    print("error: 'serve' is not implemented yet", file=sys.stderr)
-    return 2
+    run = run_config_from_options(collect_options(args))
+    from sgld.config.validate import check_runnable
+    from sgld.runner import check_model_folder
+    from server.main import serve
+
+    check_runnable(run)
+    check_model_folder(run)
+    serve(run)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,14 @@ from sgld.request import Request
 log = logging.getLogger("sgld")
 
 
+def check_model_folder(run: RunConfig) -> str:
+    """Resolve the model folder (building a tiny model if needed) and return its family."""
+    from sgld.models.registry import family_of, read_model_index, resolve_model_folder
+
+    folder = resolve_model_folder(run.model.path)
+    return family_of(read_model_index(folder), str(folder))
+
+
 def check_before_loading(run: RunConfig) -> None:
     """Validate the request against the model's configs before any weights load."""
     from sgld.models.registry import family_of, read_model_index, resolve_model_folder

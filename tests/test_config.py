@@ -239,3 +239,11 @@ def test_repo_id_resolves_from_the_local_hf_cache(tmp_path, monkeypatch, tiny_wa
     choice = choose_model("someone/tiny-wan")
     assert choice.group == "wan21" and choice.values["model.path"] == "someone/tiny-wan"
     assert resolve_model_folder("someone/tiny-wan") == snapshot
+
+
+def test_api_key_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SGLD_API_KEY", "from-env")
+    assert run_config_from_options({"model_path": "tiny-wan-t2v"}).server.api_key == "from-env"
+    assert run_config_from_options({"model_path": "tiny-wan-t2v", "api_key": "flag"}).server.api_key == "flag"
+    monkeypatch.delenv("SGLD_API_KEY")
+    assert run_config_from_options({"model_path": "tiny-wan-t2v"}).server.api_key is None

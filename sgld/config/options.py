@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 from sgld.config.schema import ATTENTION_BACKENDS, PRECISIONS
 from sgld.errors import UserError
 
-SERVER, SAMPLING, OUTPUT = "server", "sampling", "output"
+SERVER, SAMPLING, OUTPUT, HTTP = "server", "sampling", "output", "http"
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("output_file_name", "output.file_name", str, "file name of the output; unset: made from the prompt and seed", OUTPUT),
     Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT),
     Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT),
+    Option("host", "server.host", str, "address the HTTP server binds", HTTP),
+    Option("port", "server.port", int, "port the HTTP server listens on", HTTP),
+    Option("api_key", "server.api_key", str, "require 'Authorization: Bearer KEY' (also from SGLD_API_KEY)", HTTP),
+    Option("max_queue", "server.max_queue", int, "jobs waiting for the engine before new ones get 429", HTTP),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}

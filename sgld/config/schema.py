@@ -121,6 +121,30 @@ class OutputConfig:
 
 
 @dataclass
+class ServerConfig:
+    """The HTTP server (``sgl-diffusion serve``, ``python -m server``) and its input limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 30010
+    # Clients must send "Authorization: Bearer KEY" when set; SGLD_API_KEY sets it too.
+    api_key: Optional[str] = II("oc.env:SGLD_API_KEY,null")
+    # Jobs waiting for the engine before new ones get 429.
+    max_queue: int = 16
+    threads: int = 8
+    max_body_mb: int = 20
+    max_prompt_chars: int = 10000
+    max_frames: int = 241
+    max_steps: int = 200
+    max_pixels: int = 4096 * 4096
+    max_video_seconds: float = 60.0
+    max_images: int = 4
+    # How long a synchronous image request waits for its job.
+    image_timeout_s: float = 600.0
+    # Poll interval the OpenAI SDK is told to use (openai-poll-after-ms).
+    poll_after_ms: int = 250
+
+
+@dataclass
 class RunConfig:
     """The whole composed configuration of one run."""
 
@@ -130,6 +154,7 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     vae: VaeConfig = field(default_factory=VaeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     # "auto": cuda when available, else cpu.
     device: str = "auto"
 

@@ -105,3 +105,12 @@ def _validate_parallel(run: RunConfig) -> None:
             "sharding it; choose one",
             param="parallel.tp_size",
         )
+
+
+def check_runnable(run: RunConfig) -> None:
+    """Raise for valid settings this build cannot run yet (multi-process launch)."""
+    if run.parallel.num_gpus > 1:
+        raise ConfigError(
+            f"parallel.num_gpus={run.parallel.num_gpus}: multi-process runs are not implemented yet; use 1",
+            param="num_gpus",
+        )

@@ -1,0 +1,120 @@
+"""``/v1/images/generations`` and ``/v1/images/edits``: synchronous for the client, queued like videos."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from flask import Blueprint, jsonify, request
+
+from sgld.errors import UserError
+
+from server.context import check_model, ready_service
+from server.errors import APIError
+from server.jobs import QueueFull, new_id
+from server.schemas import ENGINE_PARAM_TO_FIELD, MAX_SEED, Fields, bad, parse_size, read_image_upload
+
+bp = Blueprint("images", __name__, url_prefix="/v1/images")
+
+COMMON = {"prompt", "model", "n", "size", "response_format", "output_format", "seed", "negative_prompt",
+          "num_inference_steps", "guidance_scale", "user"}
+URL_DETAIL = "response_format=url is not supported"
+
+
+def _parse(fields: Fields, svc, *, edit: bool) -> tuple[str, dict, str]:
+    limits = svc.run.server
+    if fields.choice("response_format", ("b64_json", "url"), "b64_json") == "url":
+        raise APIError(400, URL_DETAIL, param="response_format", code="unsupported_value", extra={"detail": URL_DETAIL})
+    prompt = fields.text("prompt", required=True, max_chars=limits.max_prompt_chars, allow_empty=False)
+    check_model(fields.values.get("model"), svc)
+    pipeline = svc.engine.pipeline
+    if pipeline.output_kind != "image":
+        raise APIError(400, f"{svc.model_id!r} makes videos; use /v1/videos", param="model", code="wrong_endpoint")
+    needs_image = getattr(pipeline, "needs_image", False)
+    if needs_image and not edit:
+        raise APIError(400, f"{svc.model_id!r} edits images; use /v1/images/edits", param="model", code="wrong_endpoint")
+    if edit and not needs_image:
+        raise APIError(400, f"{svc.model_id!r} does not edit images; use /v1/images/generations", param="model", code="wrong_endpoint")
+    fields.text("user", max_chars=256)
+    options: dict = {
+        "prompt": prompt,
+        "n": fields.integer("n", 1, limits.max_images) or 1,
+        "output_format": fields.choice("output_format", ("png", "jpeg", "webp"), "png"),
+    }
+    if fields.has("size"):
+        options["width"], options["height"] = parse_size(fields.values["size"], limits.max_pixels)
+    negative = fields.text("negative_prompt", max_chars=limits.max_prompt_chars)
+    if negative is not None:
+        options["negative_prompt"] = negative
+    for name, value in (
+        ("num_inference_steps", fields.integer("num_inference_steps", 1, limits.max_steps)),
+        ("seed", fields.integer("seed", 0, MAX_SEED - limits.max_images)),
+        ("guidance_scale", fields.number("guidance_scale", 0, 100)),
+    ):
+        if value is not None:
+            options[name] = value
+    return prompt, options, ""
+
+
+def _check(svc, options: dict) -> str:
+    engine_options = {k: v for k, v in options.items() if k not in ("n", "output_format")}
+    try:
+        run = svc.engine.check(**engine_options)
+    except UserError as exc:
+        raise bad(ENGINE_PARAM_TO_FIELD.get(exc.param or "", exc.param) or "request", str(exc)) from None
+    return f"{run.sampling.width}x{run.sampling.height}"
+
+
+def _run_sync(svc, job_id: str, prompt: str, options: dict, size: str):
+    try:
+        svc.submit("image", prompt, options, size, None, job_id=job_id)
+    except QueueFull:
+        raise APIError(429, f"the queue is full ({svc.queue.max_size} jobs waiting); retry later",
+                       code="queue_full", headers={"Retry-After": "10"}) from None
+    job = svc.wait(job_id, svc.run.server.image_timeout_s)
+    if job is None:
+        raise APIError(500, "the image job vanished before it finished", code="job_lost")
+    if job.status == "failed":
+        status = 400 if job.error_code == "invalid_request" else 500
+        raise APIError(status, job.error_message or "generation failed", code=job.error_code)
+    if job.status != "completed":
+        raise APIError(503, f"the image is not ready after {svc.run.server.image_timeout_s:g} s; job {job.id} is {job.status}",
+                       code="timeout")
+    data = [{"b64_json": base64.b64encode(svc.file_path(job, name).read_bytes()).decode("ascii")} for name in job.outputs]
+    return jsonify({"created": int(time.time()), "data": data})
+
+
+@bp.post("/generations")
+def generate_images():
+    """Text to image."""
+    svc = ready_service()
+    fields = Fields(request, COMMON)
+    prompt, options, _ = _parse(fields, svc, edit=False)
+    size = _check(svc, options)
+    return _run_sync(svc, new_id("image"), prompt, options, size)
+
+
+@bp.post("/edits")
+def edit_images():
+    """Image (plus text) to image: multipart with ``image`` or ``image[]``."""
+    svc = ready_service()
+    fields = Fields(request, COMMON | {"mask"}, {"image", "image[]", "mask"})
+    prompt, options, _ = _parse(fields, svc, edit=True)
+    uploads = fields.files.get("image", []) + fields.files.get("image[]", [])
+    if not uploads:
+        raise bad("image", "an input image is required (multipart field 'image' or 'image[]')", "missing_required_parameter")
+    if len(uploads) > 1:
+        raise bad("image", f"{len(uploads)} images given; {svc.model_id!r} takes one")
+    if fields.files.get("mask") or fields.has("mask"):
+        raise bad("mask", f"{svc.model_id!r} does not support masks")
+    image = read_image_upload(uploads[0], "image", svc.run.server.max_pixels)
+    job_id = new_id("image")
+    path = svc.files_dir / f"{job_id}_input.png"
+    image.save(path, format="PNG")
+    options["image_path"] = str(path)
+    try:
+        size = _check(svc, options)
+    except APIError:
+        path.unlink(missing_ok=True)
+        raise
+    return _run_sync(svc, job_id, prompt, options, size)

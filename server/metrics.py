@@ -1,0 +1,21 @@
+"""Prometheus metrics of one app (its own registry): requests, queue depth, job durations, steps."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """The app's metrics. Labels hold route templates and statuses only: never prompts or ids."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("sgld_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry)
+        self.queue_depth = Gauge("sgld_queue_depth", "jobs waiting for the engine", registry=self.registry)
+        self.jobs = Gauge("sgld_jobs", "jobs in the store by status", ["status"], registry=self.registry)
+        self.job_seconds = Histogram(
+            "sgld_job_duration_seconds", "time from start to end of a job", ["kind", "status"],
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=self.registry,
+        )
+        # Steps per second: rate(sgld_denoise_steps_total[1m]).
+        self.steps = Counter("sgld_denoise_steps", "denoising steps run", registry=self.registry)

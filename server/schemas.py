@@ -1,0 +1,198 @@
+"""Request parsing and validation (JSON or multipart), and the response objects.
+
+Every check happens before a job is queued, and every failure is a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from flask import Request
+
+from server.errors import APIError
+from server.store import Job
+
+SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
+MAX_SEED = 2**63 - 1
+
+
+def bad(param: str, message: str, code: str = "invalid_value") -> APIError:
+    """A 400 naming ``param``."""
+    return APIError(400, message, param=param, code=code)
+
+
+class Fields:
+    """The fields of a JSON object or multipart form, read with typed getters."""
+
+    def __init__(self, request: Request, allowed: set[str], file_fields: set[str] = frozenset()):
+        self.files: dict[str, list] = {}
+        if request.mimetype == "application/json":
+            data = request.get_json(silent=True)
+            if data is None:
+                raise APIError(400, "request body is not valid JSON", code="invalid_json")
+            if not isinstance(data, dict):
+                raise APIError(400, "request body must be a JSON object", code="invalid_json")
+            self.values: dict[str, Any] = data
+        elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            self.values = {}
+            for key in request.form.keys():
+                items = request.form.getlist(key)
+                if len(items) > 1:
+                    raise bad(key, f"field '{key}' is given {len(items)} times; give it once", "duplicate_field")
+                self.values[key] = items[0]
+            for key in request.files.keys():
+                self.files[key] = request.files.getlist(key)
+        else:
+            raise APIError(
+                415,
+                f"unsupported content type {request.mimetype or 'none'!r}; send application/json or multipart/form-data",
+                code="unsupported_media_type",
+            )
+        for key in self.values:
+            if key not in allowed:
+                raise bad(key, f"unknown field '{key}'", "unknown_field")
+        for key in self.files:
+            if key not in file_fields:
+                raise bad(key, f"unexpected file field '{key}'", "unknown_field")
+
+    def has(self, name: str) -> bool:
+        return self.values.get(name) not in (None, "")
+
+    def text(self, name: str, *, required: bool = False, max_chars: int = 10000, allow_empty: bool = True) -> Optional[str]:
+        value = self.values.get(name)
+        if value is None:
+            if required:
+                raise bad(name, f"'{name}' is required", "missing_required_parameter")
+            return None
+        if not isinstance(value, str):
+            raise bad(name, f"'{name}' must be a string")
+        if not allow_empty and not value.strip():
+            raise bad(name, f"'{name}' must not be empty")
+        if len(value) > max_chars:
+            raise bad(name, f"'{name}' is {len(value)} characters; the limit is {max_chars}")
+        return value
+
+    def integer(self, name: str, low: int, high: int) -> Optional[int]:
+        value = self.values.get(name)
+        if value in (None, ""):
+            return None
+        if isinstance(value, bool):
+            raise bad(name, f"'{name}' must be an integer")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise bad(name, f"'{name}' must be an integer, got {value!r}") from None
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise bad(name, f"'{name}' must be an integer")
+        if not low <= value <= high:
+            raise bad(name, f"'{name}' must be between {low} and {high}, got {value}")
+        return value
+
+    def number(self, name: str, low: float, high: float, *, exclusive_low: bool = False) -> Optional[float]:
+        value = self.values.get(name)
+        if value in (None, ""):
+            return None
+        if isinstance(value, bool):
+            raise bad(name, f"'{name}' must be a number")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise bad(name, f"'{name}' must be a number, got {value!r}") from None
+        too_low = value <= low if exclusive_low else value < low
+        if not math.isfinite(value) or too_low or value > high:
+            bound = f"more than {low:g}" if exclusive_low else f"at least {low:g}"
+            raise bad(name, f"'{name}' must be {bound} and at most {high:g}, got {value:g}")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.values.get(name, default)
+        if value not in choices:
+            raise bad(name, f"'{name}' must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+def parse_size(value: Any, max_pixels: int) -> tuple[int, int]:
+    """``"WxH"`` -> (width, height), bounded by the server's pixel limit."""
+    match = SIZE_RE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise bad("size", f"'size' must be WIDTHxHEIGHT such as 1280x720, got {value!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 1 or height < 1:
+        raise bad("size", f"'size' {width}x{height} must be at least 1x1")
+    if width * height > max_pixels:
+        raise bad("size", f"'size' {width}x{height} has more than the server's limit of {max_pixels} pixels")
+    return width, height
+
+
+def nearest_frame_count(seconds: float, fps: int, temporal_factor: int) -> int:
+    """The model's valid frame count (k * factor + 1) closest to ``seconds`` at ``fps``."""
+    frames = max(1, round(seconds * fps))
+    k = max(0, round((frames - 1) / temporal_factor))
+    return k * temporal_factor + 1
+
+
+# Our names for the engine's option names when an engine check fails: the client's field.
+ENGINE_PARAM_TO_FIELD = {"height": "size", "width": "size", "sampling.num_inference_steps": "num_inference_steps",
+                         "sampling.guidance_scale": "guidance_scale", "sampling.seed": "seed", "sampling.fps": "fps",
+                         "sampling.num_frames": "num_frames", "sampling.height": "size", "sampling.width": "size"}
+
+
+@dataclass
+class ParsedVideo:
+    """A validated video request: what to queue and what to answer."""
+
+    prompt: str
+    options: dict
+    size: str
+    seconds: str
+
+
+def video_object(job: Job) -> dict[str, Any]:
+    """The OpenAI ``video`` object of a job."""
+    error = {"code": job.error_code, "message": job.error_message} if job.status == "failed" else None
+    return {
+        "id": job.id,
+        "object": "video",
+        "model": job.model,
+        "status": job.status,
+        "progress": job.progress,
+        "created_at": job.created_at,
+        "completed_at": job.completed_at,
+        "expires_at": None,  # outputs are kept until deleted
+        "size": job.size,
+        "seconds": job.seconds,
+        "prompt": job.prompt,
+        "error": error,
+        "remixed_from_video_id": None,
+    }
+
+
+def read_image_upload(storage, param: str, max_pixels: int):
+    """A PIL image from an uploaded file; 400 naming ``param`` when it is not a usable image."""
+    from PIL import Image
+
+    data = storage.read()
+    if not data:
+        raise bad(param, f"'{param}' is an empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            if width * height > max_pixels:
+                raise bad(param, f"'{param}' is {width}x{height}; the limit is {max_pixels} pixels")
+            probe.verify()
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except APIError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise bad(param, f"'{param}' has too many pixels") from None
+    except Exception:  # noqa: BLE001 - Pillow raises many types for broken files
+        raise bad(param, f"'{param}' is not a readable PNG, JPEG or WebP image") from None
+    return image.convert("RGB")

@@ -1,0 +1,153 @@
+"""``/v1/videos``: create, list, retrieve, delete, download content."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request, send_file
+
+from sgld.errors import UserError
+
+from server.context import check_model, ready_service, service
+from server.errors import APIError
+from server.jobs import QueueFull
+from server.schemas import (
+    ENGINE_PARAM_TO_FIELD, MAX_SEED, Fields, ParsedVideo, bad, nearest_frame_count, parse_size, video_object,
+)
+
+bp = Blueprint("videos", __name__, url_prefix="/v1/videos")
+
+FIELDS = {"prompt", "model", "size", "seconds", "input_reference", "negative_prompt", "num_inference_steps", "seed",
+          "guidance_scale", "fps", "num_frames", "user"}
+
+
+def parse_video_request(fields: Fields, svc) -> ParsedVideo:
+    """Validate a create request against the server's limits and the loaded model."""
+    limits = svc.run.server
+    prompt = fields.text("prompt", required=True, max_chars=limits.max_prompt_chars, allow_empty=False)
+    check_model(fields.values.get("model"), svc)
+    engine = svc.engine
+    if engine.pipeline.output_kind != "video":
+        raise APIError(400, f"{svc.model_id!r} makes images; use /v1/images/generations", param="model", code="wrong_endpoint")
+    if fields.files.get("input_reference") or fields.has("input_reference"):
+        raise bad("input_reference", f"{svc.model_id!r} is a text-to-video model; input_reference needs an image-to-video model")
+    fields.text("user", max_chars=256)
+    options: dict = {"prompt": prompt}
+    if fields.has("size"):
+        options["width"], options["height"] = parse_size(fields.values["size"], limits.max_pixels)
+    fps = fields.integer("fps", 1, 120)
+    if fps is not None:
+        options["fps"] = fps
+    num_frames = fields.integer("num_frames", 1, limits.max_frames)
+    seconds = fields.number("seconds", 0, limits.max_video_seconds, exclusive_low=True)
+    if num_frames is not None:
+        options["num_frames"] = num_frames
+    elif seconds is not None:
+        factor = getattr(engine.pipeline, "temporal_factor", 1)
+        frames = nearest_frame_count(seconds, fps or engine.run.sampling.fps, factor)
+        if frames > limits.max_frames:
+            raise bad("seconds", f"{seconds:g} s is {frames} frames; the server's limit is {limits.max_frames}")
+        options["num_frames"] = frames
+    negative = fields.text("negative_prompt", max_chars=limits.max_prompt_chars)
+    if negative is not None:
+        options["negative_prompt"] = negative
+    for name, value in (
+        ("num_inference_steps", fields.integer("num_inference_steps", 1, limits.max_steps)),
+        ("seed", fields.integer("seed", 0, MAX_SEED)),
+        ("guidance_scale", fields.number("guidance_scale", 0, 100)),
+    ):
+        if value is not None:
+            options[name] = value
+    try:
+        run = engine.check(**options)
+    except UserError as exc:
+        param = ENGINE_PARAM_TO_FIELD.get(exc.param or "", exc.param)
+        if param == "num_frames" and num_frames is None and seconds is not None:
+            param = "seconds"
+        raise bad(param or "request", str(exc)) from None
+    s = run.sampling
+    return ParsedVideo(prompt, options, f"{s.width}x{s.height}", f"{s.num_frames / s.fps:g}")
+
+
+def _get_job(video_id: str):
+    job = service().store.get(video_id)
+    if job is None or job.kind != "video":
+        raise APIError(404, f"no video with id {video_id!r}", param="video_id", code="video_not_found")
+    return job
+
+
+def _poll_headers(response):
+    response.headers["openai-poll-after-ms"] = str(service().run.server.poll_after_ms)
+    return response
+
+
+@bp.post("")
+def create_video():
+    """Queue a video generation job."""
+    svc = ready_service()
+    fields = Fields(request, FIELDS, {"input_reference"})
+    parsed = parse_video_request(fields, svc)
+    try:
+        job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds)
+    except QueueFull:
+        raise APIError(
+            429, f"the queue is full ({svc.queue.max_size} jobs waiting); retry later",
+            code="queue_full", headers={"Retry-After": "10"},
+        ) from None
+    return _poll_headers(jsonify(video_object(job)))
+
+
+@bp.get("")
+def list_videos():
+    """Jobs, newest first by default, with cursor pagination (``after``, ``limit``, ``order``)."""
+    args = request.args
+    try:
+        limit = int(args.get("limit", 20))
+    except ValueError:
+        raise bad("limit", f"'limit' must be an integer, got {args.get('limit')!r}") from None
+    if not 1 <= limit <= 100:
+        raise bad("limit", f"'limit' must be between 1 and 100, got {limit}")
+    order = args.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise bad("order", f"'order' must be asc or desc, got {order!r}")
+    try:
+        jobs, has_more = service().store.page("video", limit, order, args.get("after") or None)
+    except KeyError:
+        raise bad("after", f"no video with id {args.get('after')!r}") from None
+    data = [video_object(job) for job in jobs]
+    return jsonify({
+        "object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None, "has_more": has_more,
+    })
+
+
+@bp.get("/<video_id>")
+def retrieve_video(video_id: str):
+    """One job's current state."""
+    return _poll_headers(jsonify(video_object(_get_job(video_id))))
+
+
+@bp.delete("/<video_id>")
+def delete_video(video_id: str):
+    """Cancel a queued or running job and delete its record and files."""
+    _get_job(video_id)
+    service().delete(video_id)
+    return jsonify({"id": video_id, "object": "video.deleted", "deleted": True})
+
+
+@bp.get("/<video_id>/content")
+def video_content(video_id: str):
+    """The MP4 (or ``variant=thumbnail``: a WebP of the first frame) of a completed job."""
+    variant = request.args.get("variant", "video")
+    if variant not in ("video", "thumbnail"):
+        raise bad("variant", f"'variant' must be video or thumbnail, got {variant!r}")
+    job = _get_job(video_id)
+    if job.status != "completed":
+        raise APIError(
+            409, f"video {video_id} is {job.status}; its content is available once it is completed",
+            param="video_id", code="video_not_ready",
+        )
+    name = job.outputs[0] if variant == "video" else job.outputs[1]
+    path = service().file_path(job, name)
+    if not path.is_file():
+        raise APIError(404, f"the {variant} of video {video_id} is no longer on disk", code="content_missing")
+    mimetype = "video/mp4" if variant == "video" else "image/webp"
+    return send_file(path, mimetype=mimetype, download_name=name, max_age=0)

@@ -1,0 +1,101 @@
+"""A real sgld server (Waitress, tiny model) in a subprocess on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``sgl-diffusion serve`` in a subprocess; ``url`` is its /v1 base."""
+
+    def __init__(self, output_dir: Path, *extra: str, env: dict | None = None):
+        self.output_dir = output_dir
+        self.extra = extra
+        self.env = {**os.environ, **(env or {})}
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = output_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.base + "/v1"
+
+    def start(self, timeout: float = 120) -> float:
+        """Start and wait for /health 200; returns seconds to ready."""
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sgld.cli", "serve", "--model-path", "tiny-wan-t2v", "--port", str(self.port),
+             "--output-path", str(self.output_dir), *self.extra],
+            cwd=REPO, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+        )
+        while time.perf_counter() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                    return time.perf_counter() - start
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready in {timeout} s: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="package")
+def server(tmp_path_factory, tiny_wan_folder):
+    srv = ServerProcess(tmp_path_factory.mktemp("server") / "out", env={"SGLD_TEST_FAULTS": "1"})
+    srv.ready_seconds = srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(api_key="sk-anything", base_url=server.url, max_retries=0)
+
+
+def wait_for(client, video_id: str, timeout: float = 60):
+    """Poll until the job ends; its final state."""
+    end = time.time() + timeout
+    while time.time() < end:
+        video = client.videos.retrieve(video_id)
+        if video.status in ("completed", "failed"):
+            return video
+        time.sleep(0.1)
+    raise TimeoutError(video_id)

@@ -1,0 +1,110 @@
+"""/v1/videos through the real openai SDK against a real Waitress server with tiny-wan-t2v."""
+
+from __future__ import annotations
+
+import time
+
+import httpx2 as httpx
+import pytest
+
+from tests.conftest import read_mp4
+from tests.server.conftest import wait_for
+
+
+def test_create_poll_download(client, server, tmp_path):
+    video = client.videos.create_and_poll(
+        prompt="a calico cat playing a piano on stage", size="64x48", seconds="1",
+        extra_body={"seed": 5, "num_inference_steps": 3}, poll_interval_ms=100,
+    )
+    assert video.status == "completed" and video.progress == 100 and video.error is None
+    assert video.size == "64x48" and video.seconds == "1.125"  # 1 s at 8 fps -> 9 frames (4k+1)
+    assert video.completed_at >= video.created_at and video.object == "video" and video.model == "tiny-wan-t2v"
+    content = client.videos.download_content(video_id=video.id)
+    path = tmp_path / "out.mp4"
+    path.write_bytes(content.read())
+    meta, frames = read_mp4(path)
+    assert meta["size"] == (64, 48) and len(frames) == 9 and meta["codec"] == "h264"
+    thumb = client.videos.download_content(video_id=video.id, variant="thumbnail").read()
+    assert thumb[:4] == b"RIFF" and thumb[8:12] == b"WEBP"
+
+
+def test_json_body_as_in_curl(server):
+    r = httpx.post(server.url + "/videos", json={"prompt": "a red fox", "size": "64x64", "num_frames": 5, "num_inference_steps": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] in ("queued", "in_progress") and body["seconds"] == "0.625" and body["size"] == "64x64"
+    assert r.headers["openai-poll-after-ms"]
+
+
+def test_progress_is_real(client, server):
+    video = client.videos.create(prompt="a slow fox", size="64x64", extra_body={"num_frames": 9, "num_inference_steps": 60})
+    seen = set()
+    end = time.time() + 60
+    while time.time() < end:
+        v = client.videos.retrieve(video.id)
+        seen.add(v.progress)
+        if v.status == "completed":
+            break
+        time.sleep(0.02)
+    assert v.status == "completed"
+    assert any(0 < p < 100 for p in seen), seen  # intermediate values from the denoise loop
+    assert v.progress == 100
+
+
+def test_list_pagination(client):
+    ids = [client.videos.create(prompt=f"clip {i}", size="64x64", extra_body={"num_frames": 1, "num_inference_steps": 1}).id for i in range(3)]
+    for vid in ids:
+        wait_for(client, vid)
+    page = client.videos.list(limit=2, order="asc", extra_query={})
+    everything = [v.id for v in client.videos.list(limit=100, order="asc").data]
+    assert [v.id for v in page.data] == everything[:2] and page.has_more
+    rest = client.videos.list(limit=100, order="asc", after=page.data[-1].id)
+    assert [v.id for v in rest.data] == everything[2:]
+    newest = client.videos.list(limit=3).data
+    assert [v.id for v in newest] == list(reversed(everything))[:3]
+    assert set(ids) <= set(everything)
+
+
+def test_delete_queued_and_running(client, server):
+    long = dict(size="64x64", extra_body={"num_frames": 9, "num_inference_steps": 150})
+    running = client.videos.create(prompt="long one", **long)
+    queued = client.videos.create(prompt="waiting one", **long)
+    end = time.time() + 30
+    while client.videos.retrieve(running.id).status != "in_progress" and time.time() < end:
+        time.sleep(0.05)
+    assert client.videos.delete(queued.id).deleted
+    assert client.videos.delete(running.id).deleted
+    for vid in (queued.id, running.id):
+        r = httpx.get(f"{server.url}/videos/{vid}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "video_not_found"
+    time.sleep(0.5)
+    assert not list((server.output_dir / "files").glob(f"{running.id}*"))
+    # The worker is free again.
+    done = client.videos.create_and_poll(prompt="after cancel", size="64x64", extra_body={"num_frames": 1, "num_inference_steps": 1}, poll_interval_ms=100)
+    assert done.status == "completed"
+
+
+def test_content_before_completion_is_409(client, server):
+    video = client.videos.create(prompt="not yet", size="64x64", extra_body={"num_frames": 9, "num_inference_steps": 100})
+    r = httpx.get(f"{server.url}/videos/{video.id}/content")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "video_not_ready"
+    client.videos.delete(video.id)
+
+
+def test_engine_failure_fails_the_job_and_server_keeps_serving(client):
+    bad = client.videos.create(prompt="boom [[sgld-test-fault]]", size="64x64", extra_body={"num_frames": 1, "num_inference_steps": 1})
+    final = wait_for(client, bad.id)
+    assert final.status == "failed" and final.error.code == "generation_failed" and "injected test fault" in final.error.message
+    ok = client.videos.create_and_poll(prompt="fine", size="64x64", extra_body={"num_frames": 1, "num_inference_steps": 1}, poll_interval_ms=100)
+    assert ok.status == "completed"
+
+
+def test_models_health_metrics_openapi(server):
+    models = httpx.get(server.url + "/models").json()
+    assert models["data"][0]["id"] == "tiny-wan-t2v"
+    assert httpx.get(server.base + "/health").json()["status"] == "ok"
+    metrics = httpx.get(server.base + "/metrics").text
+    assert "sgld_queue_depth" in metrics and "sgld_denoise_steps_total" in metrics and "sgld_http_requests_total" in metrics
+    assert "calico" not in metrics  # no prompts in metrics
+    spec = httpx.get(server.base + "/openapi.json").json()
+    assert spec["openapi"].startswith("3.") and "/v1/videos/{video_id}/content" in spec["paths"]
