@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import REPO, read_mp4, run_cli
-from sgld.config.options import OPTIONS
+from tests.conftest import REPO, read_mp4, run_cli
+from sgld.config.options import HTTP, OPTIONS
 
 
 def test_help_lists_every_flag_quickly():
@@ -18,9 +18,13 @@ def test_help_lists_every_flag_quickly():
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     for option in OPTIONS:
-        assert option.flag in proc.stdout, option.flag
+        assert (option.flag in proc.stdout) == (option.section != HTTP), option.flag
     assert "--config" in proc.stdout and "(default: 1024)" in proc.stdout
     assert elapsed < 5  # measured ~0.6 s on 2 cores; the bound only catches an eager torch import
+    serve = run_cli("sgld.cli", "serve", "--help")
+    for option in OPTIONS:
+        assert option.flag in serve.stdout, option.flag
+    assert "(default: 30010)" in serve.stdout and "(default: 127.0.0.1)" in serve.stdout
 
 
 def test_cli_import_does_not_import_torch():
@@ -93,6 +97,6 @@ def test_bad_config_file_exits_2(tmp_path, content, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_serve_says_not_implemented():
-    proc = run_cli("sgld.cli", "serve", "--model-path", "tiny-wan-t2v", timeout=60)
-    assert proc.returncode == 2 and "not implemented yet" in proc.stderr
+def test_serve_rejects_bad_input_before_listening():
+    proc = run_cli("sgld.cli", "serve", "--model-path", "no-such-model", timeout=60)
+    assert proc.returncode == 2 and "unknown model 'no-such-model'" in proc.stderr and "Traceback" not in proc.stderr

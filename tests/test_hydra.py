@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import read_mp4, run_cli
+from tests.conftest import read_mp4, run_cli
 
 
 def test_single_run_writes_the_output_and_the_config(tmp_path, tiny_wan_folder):

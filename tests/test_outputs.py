@@ -9,7 +9,7 @@ from PIL import Image
 from sgld.errors import UserError
 from sgld.outputs import check_output_file_name, output_path, save_image, save_video, slug
 
-from conftest import read_mp4
+from tests.conftest import read_mp4
 
 
 @pytest.mark.parametrize(
