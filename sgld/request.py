@@ -27,9 +27,10 @@ class Request:
     image_path: Optional[str] = None
     step_callback: Optional[StepCallback] = None
 
-    # Filled by the stages.
-    prompt_embeds: Any = None
-    negative_prompt_embeds: Any = None
+    # Filled by the stages. Keyword inputs of the DiT: per branch (text conditioning) and shared.
+    cond_kwargs: dict = field(default_factory=dict)
+    uncond_kwargs: Optional[dict] = None
+    model_kwargs: dict = field(default_factory=dict)
     timesteps: Any = None
     scheduler: Any = None
     latents: Any = None

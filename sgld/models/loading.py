@@ -159,6 +159,16 @@ def enable_vae_tiling(vae: torch.nn.Module, tile_height: int | None, tile_width:
     diffusers keeps its default 192-pixel stride whatever the tile size, so a tile smaller
     than that would skip parts of the image.
     """
+    import inspect
+
+    if "tile_sample_min_height" not in inspect.signature(vae.enable_tiling).parameters:
+        if tile_height is not None or tile_width is not None:
+            raise UserError(
+                f"{type(vae).__name__} tiles at its own size; leave tile_sample_min_height/width unset",
+                param="vae_config",
+            )
+        vae.enable_tiling()
+        return
     kwargs = {}
     if tile_height is not None:
         kwargs.update(tile_sample_min_height=tile_height, tile_sample_stride_height=tile_height * 3 // 4)

@@ -21,11 +21,17 @@ CONF_MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 BUILTIN_MODELS = {
     "tiny-wan-t2v": "tiny_wan",
     "tiny-wan22-t2v": "tiny_wan22",
+    "tiny-flux": "tiny_flux",
+    "tiny-qwen-image": "tiny_qwen_image",
+    "tiny-qwen-image-edit": "tiny_qwen_image_edit",
 }
 
 # Pipeline class in model_index.json -> sgld family.
 PIPELINE_FAMILIES = {
     "WanPipeline": "wan",
+    "FluxPipeline": "flux",
+    "QwenImagePipeline": "qwen_image",
+    "QwenImageEditPipeline": "qwen_image_edit",
 }
 
 
@@ -76,7 +82,7 @@ def _default_group_for_index(index: dict, where: str) -> str:
     if family == "wan":
         two_experts = (index.get("transformer_2") or [None])[0] is not None
         return "wan22" if two_experts else "wan21"
-    raise UserError(f"no default config for family {family!r}", param="model_path")
+    return {"flux": "flux_dev", "qwen_image": "qwen_image", "qwen_image_edit": "qwen_image_edit"}[family]
 
 
 def _hf_cached_folder(repo_id: str) -> Path | None:

@@ -128,9 +128,78 @@ def build_tiny_wan(folder: Path, two_experts: bool) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
+def build_clip_tokenizer():
+    """A CLIP-style BPE tokenizer over single characters; ``<|endoftext|>`` has the highest id.
+
+    FLUX's CLIP config keeps the legacy ``eos_token_id=2``, so transformers pools at
+    ``argmax(input_ids)``: the end token must be the largest id for pooling to land on it.
+    """
+    from transformers import CLIPTokenizer
+
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(
+        vocab=vocab, merges=[], model_max_length=77, unk_token="<|endoftext|>",
+        bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+    )
+
+
+def build_tiny_flux(folder: Path) -> None:
+    """Write a tiny FLUX.1-dev-style model (CLIP + T5 encoders, guidance-distilled DiT) into ``folder``."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=77, bos_token_id=len(tokenizer) - 2,
+            eos_token_id=2, pad_token_id=len(tokenizer) - 1, projection_dim=32,
+        )
+    ).eval()
+    torch.manual_seed(1)
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
+            feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )
+    ).eval()
+    torch.manual_seed(2)
+    latent_channels = 4
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1,
+        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+        guidance_embeds=True, axes_dims_rope=(4, 6, 6),
+    )
+    _scale_([transformer.context_embedder], 4.0)
+    _scale_([transformer.time_text_embed.text_embedder, transformer.time_text_embed.guidance_embedder], 4.0)
+    torch.manual_seed(3)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[16, 16, 16, 16], layers_per_block=1,
+        latent_channels=latent_channels, norm_num_groups=8, sample_size=64, scaling_factor=0.5, shift_factor=0.1,
+        use_quant_conv=False, use_post_quant_conv=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096,
+    )
+    FluxPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
+    ).save_pretrained(folder, safe_serialization=True)
+
+
 TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-wan-t2v": lambda folder: build_tiny_wan(folder, two_experts=False),
     "tiny-wan22-t2v": lambda folder: build_tiny_wan(folder, two_experts=True),
+    "tiny-flux": build_tiny_flux,
 }
 
 # Bump when a builder changes, so old folders are rebuilt instead of silently reused.

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sgld.request import Request
-from sgld.stages.validation import check_video_request
+from sgld.stages.validation import check_image_request, check_video_request
 
 
 def wan_size_constraints(vae_config: Mapping[str, Any], dit_config: Mapping[str, Any]) -> tuple[int, int]:
@@ -26,14 +26,40 @@ def check_wan_request_in_folder(folder: Path, req: Request) -> None:
     check_video_request(req, *constraints)
 
 
+def flux_vae_scale(vae_config: Mapping[str, Any]) -> int:
+    """FLUX's VAE downsampling factor: one per block after the first."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def qwen_vae_scale(vae_config: Mapping[str, Any]) -> int:
+    """Qwen-Image's VAE downsampling factor: one per temporal-downsample entry."""
+    return 2 ** len(vae_config["temperal_downsample"])
+
+
+def check_flux_request_in_folder(folder: Path, req: Request) -> None:
+    """Height/width multiples of 2x the VAE factor (2x2 packing), one frame."""
+    check_image_request(req, 2 * flux_vae_scale(_read_json(folder / "vae" / "config.json")))
+
+
+def check_qwen_request_in_folder(folder: Path, req: Request, needs_image: bool = False) -> None:
+    """As FLUX, with Qwen-Image's VAE."""
+    check_image_request(req, 2 * qwen_vae_scale(_read_json(folder / "vae" / "config.json")), needs_image)
+
+
 # family -> what it writes ("video": mp4, "image": png/jpeg/webp).
 OUTPUT_KINDS = {
     "wan": "video",
+    "flux": "image",
+    "qwen_image": "image",
+    "qwen_image_edit": "image",
 }
 
 # family -> request check from the folder alone: runs before any weights load.
 FOLDER_CHECKS = {
     "wan": check_wan_request_in_folder,
+    "flux": check_flux_request_in_folder,
+    "qwen_image": check_qwen_request_in_folder,
+    "qwen_image_edit": lambda folder, req: check_qwen_request_in_folder(folder, req, needs_image=True),
 }
 
 

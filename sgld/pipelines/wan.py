@@ -17,7 +17,7 @@ from sgld.stages.denoising import DenoisingStage
 from sgld.stages.latents import VideoLatentPreparationStage
 from sgld.stages.text_encoding import T5TextEncodingStage
 from sgld.stages.timesteps import TimestepPreparationStage
-from sgld.stages.validation import VideoInputValidationStage, check_video_request
+from sgld.stages.validation import InputValidationStage, check_video_request
 
 
 class WanT2VPipeline(Pipeline):
@@ -51,7 +51,7 @@ class WanT2VPipeline(Pipeline):
         dit_dtype = experts[0][1].dtype
 
         self.stages = [
-            VideoInputValidationStage(self.spatial_multiple, self.temporal_factor),
+            InputValidationStage(self.check_request),
             T5TextEncodingStage(components["tokenizer"], components["text_encoder"], self.placement, dit_dtype),
             TimestepPreparationStage(scheduler, device),
             VideoLatentPreparationStage(experts[0][1].config.in_channels, spatial, self.temporal_factor, device),

@@ -29,11 +29,62 @@ class WanVaeDecodingStage(Stage):
             # Same arithmetic as diffusers (divide by 1/std) so results match bit for bit.
             latents = latents / (1.0 / self.std.to(device, dtype)) + self.mean.to(device, dtype)
             video = vae.decode(latents, return_dict=False)[0]
-        req.frames = to_uint8_frames(video[0])
+        req.frames = to_uint8_images(video[0].transpose(0, 1))
         return req
 
 
-def to_uint8_frames(video: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
-    """(C, F, H, W) in [-1, 1] -> numpy uint8 (F, H, W, C)."""
-    video = (video.float() / 2 + 0.5).clamp(0, 1)
-    return (video.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).cpu().numpy()
+def to_uint8_images(images: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
+    """(N, C, H, W) in [-1, 1] -> numpy uint8 (N, H, W, C)."""
+    images = (images.float() / 2 + 0.5).clamp(0, 1)
+    return (images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+class FluxVaeDecodingStage(Stage):
+    """Unpacks FLUX latents, undoes the VAE's scaling/shift and decodes one image."""
+
+    name = "decode"
+
+    def __init__(self, vae, placement: Placement, vae_scale_factor: int):
+        self.vae = vae
+        self.placement = placement
+        self.vae_scale_factor = vae_scale_factor
+
+    @torch.no_grad()
+    def forward(self, req: Request) -> Request:
+        from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
+
+        latents = FluxPipeline._unpack_latents(req.latents, req.height, req.width, self.vae_scale_factor)
+        with self.placement.active("vae", self.vae) as vae:
+            device = next(vae.parameters()).device
+            latents = latents.to(device=device, dtype=vae.dtype)
+            latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+            image = vae.decode(latents, return_dict=False)[0]
+        req.frames = to_uint8_images(image)
+        return req
+
+
+class QwenVaeDecodingStage(Stage):
+    """Unpacks Qwen-Image latents to one frame, un-normalises with the VAE's mean/std, decodes."""
+
+    name = "decode"
+
+    def __init__(self, vae, placement: Placement, vae_scale_factor: int):
+        self.vae = vae
+        self.placement = placement
+        self.vae_scale_factor = vae_scale_factor
+        z = vae.config.z_dim
+        self.mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)
+        self.std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
+
+    @torch.no_grad()
+    def forward(self, req: Request) -> Request:
+        from diffusers.pipelines.qwenimage.pipeline_qwenimage import QwenImagePipeline
+
+        latents = QwenImagePipeline._unpack_latents(req.latents, req.height, req.width, self.vae_scale_factor)
+        with self.placement.active("vae", self.vae) as vae:
+            device, dtype = next(vae.parameters()).device, vae.dtype
+            latents = latents.to(device=device, dtype=dtype)
+            latents = latents / (1.0 / self.std.to(device, dtype)) + self.mean.to(device, dtype)
+            image = vae.decode(latents, return_dict=False)[0][:, :, 0]
+        req.frames = to_uint8_images(image)
+        return req

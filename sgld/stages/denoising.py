@@ -1,4 +1,4 @@
-"""Our denoise loop: batched classifier-free guidance, expert switching, step callbacks."""
+"""Our denoise loop: classifier-free guidance (batched or per branch), expert switching, callbacks."""
 
 from __future__ import annotations
 
@@ -11,14 +11,24 @@ from sgld.models.loading import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
 
+# How guidance combines the two branches.
+CFG_BATCHED = "batched"  # cond and uncond in one forward of batch 2 (same-shaped text inputs)
+CFG_SEQUENTIAL = "sequential"  # two forwards (text inputs of different lengths, e.g. Qwen-Image)
+CFG_NONE = "none"  # guidance-distilled models (FLUX): one forward, guidance is a model input
+
 
 class DenoisingStage(Stage):
     """Runs the DiT over the timesteps and steps the scheduler.
 
-    ``experts`` is ``[(name, module)]``: one entry for Wan2.1, two for Wan2.2 A14B, where
-    ``transformer`` takes timesteps >= ``boundary_timestep`` (high noise) and
-    ``transformer_2`` the rest with ``guidance_scale_2``. With guidance on, the conditional
-    and unconditional inputs go through the model as one batch of two.
+    ``experts`` is ``[(name, module)]``: one entry for most models, two for Wan2.2 A14B,
+    where ``transformer`` takes timesteps >= ``boundary_timestep`` (high noise) and
+    ``transformer_2`` the rest with ``guidance_scale_2``. The DiT is called with
+    ``hidden_states``, ``timestep``, the request's shared ``model_kwargs`` and the
+    branch's ``cond_kwargs`` / ``uncond_kwargs``.
+
+    ``timestep_divisor`` divides the scheduler's timestep (FLUX and Qwen-Image take
+    t / 1000 in the latents' dtype); ``rescale_cfg`` rescales the guided prediction to the
+    conditional one's norm, as Qwen-Image's true CFG does.
     """
 
     name = "denoise"
@@ -28,10 +38,17 @@ class DenoisingStage(Stage):
         experts: Sequence[tuple[str, torch.nn.Module]],
         placement: Placement,
         boundary_timestep: float | None = None,
+        *,
+        cfg_mode: str = CFG_BATCHED,
+        timestep_divisor: float | None = None,
+        rescale_cfg: bool = False,
     ):
         self.experts = list(experts)
         self.placement = placement
         self.boundary_timestep = boundary_timestep
+        self.cfg_mode = cfg_mode
+        self.timestep_divisor = timestep_divisor
+        self.rescale_cfg = rescale_cfg
         # ModelMixin.dtype, as diffusers uses it: some modules stay fp32 (_keep_in_fp32_modules).
         self.dtype = self.experts[0][1].dtype
 
@@ -41,15 +58,35 @@ class DenoisingStage(Stage):
             return [0] * len(timesteps)
         return [0 if float(t) >= self.boundary_timestep else 1 for t in timesteps.cpu()]
 
+    def _timestep(self, t: torch.Tensor, latents: torch.Tensor, batch: int) -> torch.Tensor:
+        if self.timestep_divisor is None:
+            return t.expand(batch)
+        return t.expand(batch).to(latents.dtype) / self.timestep_divisor
+
+    def _predict(self, module, latents: torch.Tensor, t: torch.Tensor, req: Request, scale: float) -> torch.Tensor:
+        x = latents.to(self.dtype)
+        guided = req.uncond_kwargs is not None and self.cfg_mode != CFG_NONE
+        if guided and self.cfg_mode == CFG_BATCHED:
+            branch = {k: torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
+            out = module(hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2),
+                         **req.model_kwargs, **branch, return_dict=False)[0]
+            cond, uncond = out.chunk(2)
+        else:
+            timestep = self._timestep(t, latents, x.shape[0])
+            cond = module(hidden_states=x, timestep=timestep, **req.model_kwargs, **req.cond_kwargs, return_dict=False)[0]
+            if not guided:
+                return cond
+            uncond = module(hidden_states=x, timestep=timestep, **req.model_kwargs, **req.uncond_kwargs, return_dict=False)[0]
+        combined = uncond + scale * (cond - uncond)
+        if self.rescale_cfg:
+            combined = combined * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
+        return combined
+
     @torch.no_grad()
     def forward(self, req: Request) -> Request:
         latents = req.latents
         scheduler = req.scheduler
         schedule = self.expert_schedule(req.timesteps)
-        if req.do_cfg:
-            context = torch.cat([req.prompt_embeds, req.negative_prompt_embeds]).to(self.dtype)
-        else:
-            context = req.prompt_embeds.to(self.dtype)
         guidance_2 = req.guidance_scale if req.guidance_scale_2 is None else req.guidance_scale_2
         total = len(req.timesteps)
         # Consecutive steps of one expert run together, so an offloaded expert moves once.
@@ -59,19 +96,8 @@ class DenoisingStage(Stage):
             with self.placement.active(name, module):
                 for i in steps:
                     t = req.timesteps[i]
-                    x = latents.to(self.dtype)
-                    if req.do_cfg:
-                        x = torch.cat([x, x])
-                    out = module(
-                        hidden_states=x,
-                        timestep=t.expand(x.shape[0]),
-                        encoder_hidden_states=context,
-                        return_dict=False,
-                    )[0]
-                    if req.do_cfg:
-                        cond, uncond = out.chunk(2)
-                        out = uncond + scale * (cond - uncond)
-                    latents = scheduler.step(out, t, latents, return_dict=False)[0]
+                    noise = self._predict(module, latents, t, req, scale)
+                    latents = scheduler.step(noise, t, latents, return_dict=False)[0]
                     if req.step_callback is not None:
                         req.step_callback(i + 1, total)
         req.latents = latents

@@ -48,6 +48,6 @@ class T5TextEncodingStage(Stage):
     def forward(self, req: Request) -> Request:
         texts = [req.prompt, req.negative_prompt] if req.do_cfg else [req.prompt]
         embeds = self.encode(texts)
-        req.prompt_embeds = embeds[:1]
-        req.negative_prompt_embeds = embeds[1:] if req.do_cfg else None
+        req.cond_kwargs = {"encoder_hidden_states": embeds[:1]}
+        req.uncond_kwargs = {"encoder_hidden_states": embeds[1:]} if req.do_cfg else None
         return req

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from sgld.errors import UserError
 from sgld.request import Request
 from sgld.stages.base import Stage
@@ -13,10 +15,13 @@ def _nearest_multiples(value: int, multiple: int) -> str:
     return f"{low} or {high}" if low != high else str(low)
 
 
-def check_video_request(req: Request, spatial_multiple: int, temporal_factor: int) -> None:
-    """Raise UserError naming the field when the model cannot produce this size or length."""
+def _check_common(req: Request, spatial_multiple: int) -> None:
     if not isinstance(req.prompt, str) or not req.prompt.strip():
         raise UserError("prompt must be a non-empty string (--prompt)", param="prompt")
+    if req.num_inference_steps < 1:
+        raise UserError(f"num_inference_steps must be >= 1, got {req.num_inference_steps}", param="num_inference_steps")
+    if req.guidance_scale < 0:
+        raise UserError(f"guidance_scale must be >= 0, got {req.guidance_scale}", param="guidance_scale")
     for field in ("height", "width"):
         value = getattr(req, field)
         if value < spatial_multiple or value % spatial_multiple:
@@ -25,6 +30,13 @@ def check_video_request(req: Request, spatial_multiple: int, temporal_factor: in
                 f"nearest valid: {_nearest_multiples(value, spatial_multiple)}",
                 param=field,
             )
+
+
+def check_video_request(req: Request, spatial_multiple: int, temporal_factor: int) -> None:
+    """Raise UserError naming the field when the model cannot produce this size or length."""
+    _check_common(req, spatial_multiple)
+    if req.image_path:
+        raise UserError("image_path: this model generates video from text only", param="image_path")
     n = req.num_frames
     if n < 1 or (n - 1) % temporal_factor:
         low = max((n - 1) // temporal_factor * temporal_factor + 1, 1)
@@ -33,21 +45,31 @@ def check_video_request(req: Request, spatial_multiple: int, temporal_factor: in
             f"num_frames={n} must be {temporal_factor}k+1 for this model; nearest valid: {low} or {high}",
             param="num_frames",
         )
-    if req.num_inference_steps < 1:
-        raise UserError(f"num_inference_steps must be >= 1, got {req.num_inference_steps}", param="num_inference_steps")
-    if req.guidance_scale < 0:
-        raise UserError(f"guidance_scale must be >= 0, got {req.guidance_scale}", param="guidance_scale")
 
 
-class VideoInputValidationStage(Stage):
-    """Checks size, frame count and steps against the model's constraints."""
+def check_image_request(req: Request, spatial_multiple: int, needs_image: bool = False) -> None:
+    """Like check_video_request for image models: one frame, no flow-shift override, input image if needed."""
+    _check_common(req, spatial_multiple)
+    if req.num_frames != 1:
+        raise UserError(
+            f"num_frames={req.num_frames}: this model makes images; --num-frames is for video models", param="num_frames"
+        )
+    if req.flow_shift is not None:
+        raise UserError("flow_shift: this model's shift follows the image size; leave it unset", param="flow_shift")
+    if needs_image and not req.image_path:
+        raise UserError("this model edits an input image: give --image-path", param="image_path")
+    if not needs_image and req.image_path:
+        raise UserError("image_path: this model generates from text only", param="image_path")
+
+
+class InputValidationStage(Stage):
+    """Runs the family's request check (the same one used before weights load)."""
 
     name = "validate"
 
-    def __init__(self, spatial_multiple: int, temporal_factor: int):
-        self.spatial_multiple = spatial_multiple
-        self.temporal_factor = temporal_factor
+    def __init__(self, check: Callable[[Request], None]):
+        self.check = check
 
     def forward(self, req: Request) -> Request:
-        check_video_request(req, self.spatial_multiple, self.temporal_factor)
+        self.check(req)
         return req

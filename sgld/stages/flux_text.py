@@ -1,0 +1,44 @@
+"""FLUX prompt encoding: CLIP pooled output + T5 hidden states, as ``FluxPipeline.encode_prompt``."""
+
+from __future__ import annotations
+
+import torch
+
+from sgld.models.loading import Placement
+from sgld.request import Request
+from sgld.stages.base import Stage
+
+
+class FluxTextEncodingStage(Stage):
+    """Sets ``encoder_hidden_states`` / ``pooled_projections`` and the shared ``txt_ids``."""
+
+    name = "encode_prompt"
+
+    def __init__(self, tokenizer, text_encoder, tokenizer_2, text_encoder_2, placement: Placement,
+                 out_dtype: torch.dtype, max_sequence_length: int = 512):
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        self.tokenizer_2, self.text_encoder_2 = tokenizer_2, text_encoder_2
+        self.placement = placement
+        self.out_dtype = out_dtype
+        self.max_sequence_length = max_sequence_length
+
+    @torch.no_grad()
+    def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T5 hidden states (1, L, D), CLIP pooled output (1, P)) on the run's device."""
+        clip_ids = self.tokenizer([text], padding="max_length", max_length=self.tokenizer.model_max_length,
+                                  truncation=True, return_tensors="pt").input_ids
+        with self.placement.active("text_encoder", self.text_encoder) as encoder:
+            pooled = encoder(clip_ids.to(next(encoder.parameters()).device), output_hidden_states=False).pooler_output
+        t5_ids = self.tokenizer_2([text], padding="max_length", max_length=self.max_sequence_length,
+                                  truncation=True, return_tensors="pt").input_ids
+        with self.placement.active("text_encoder_2", self.text_encoder_2) as encoder:
+            hidden = encoder(t5_ids.to(next(encoder.parameters()).device), output_hidden_states=False)[0]
+        device = self.placement.device
+        return hidden.to(device=device, dtype=self.out_dtype), pooled.to(device=device, dtype=self.out_dtype)
+
+    def forward(self, req: Request) -> Request:
+        hidden, pooled = self.encode(req.prompt)
+        req.cond_kwargs = {"encoder_hidden_states": hidden, "pooled_projections": pooled}
+        req.uncond_kwargs = None  # guidance-distilled: guidance is a model input, not a second branch
+        req.model_kwargs["txt_ids"] = torch.zeros(hidden.shape[1], 3, device=hidden.device, dtype=self.text_encoder.dtype)
+        return req
