@@ -227,7 +227,7 @@ class JobService:
             if percent != last[0]:
                 last[0] = percent
                 self.store.update(job.id, progress=percent)
-            if self.metrics is not None:
+            if self.metrics is not None and done > 0:  # done == 0 marks the loop's start
                 self.metrics.steps.inc()
 
         try:

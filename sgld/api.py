@@ -112,7 +112,13 @@ class DiffGenerator:
             from tqdm import tqdm
 
             bar = tqdm(total=run.sampling.num_inference_steps, desc="denoise", unit="step", leave=False)
-            callback = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+
+            def callback(done: int, total: int) -> None:
+                if done == 0:
+                    bar.reset(total=total)  # time the steps, not the stages before the loop
+                else:
+                    bar.update(done - bar.n)
+
         req = Request.from_sampling(run.sampling, step_callback=callback)
         try:
             req = self.pipeline(req)

@@ -15,8 +15,9 @@ class Request:
 
     prompt: str
     negative_prompt: str = ""
-    height: int = 480
-    width: int = 832
+    # None: the model decides (Qwen-Image-Edit: from the input image's aspect ratio).
+    height: Optional[int] = 480
+    width: Optional[int] = 832
     num_frames: int = 81
     num_inference_steps: int = 50
     guidance_scale: float = 5.0
@@ -34,6 +35,12 @@ class Request:
     timesteps: Any = None
     scheduler: Any = None
     latents: Any = None
+    # Edit models: the input image (PIL, resized), its pixels for the VAE, its (height, width),
+    # and its packed latent tokens, appended after the noise tokens in every DiT call.
+    condition_image: Any = None
+    condition_pixels: Any = None
+    condition_size: Any = None
+    condition_tokens: Any = None
     frames: Any = None  # numpy uint8 (frames, height, width, 3)
     timings: dict = field(default_factory=dict)
 

@@ -22,8 +22,9 @@ ATTENTION_BACKENDS = ("auto", "sdpa", "cudnn", "flash", "efficient", "math", "sa
 class ModelDefaults:
     """Sampling defaults of one model (what its authors recommend)."""
 
-    height: int = 480
-    width: int = 832
+    # null: the model decides (edit models: from the input image's aspect ratio).
+    height: Optional[int] = 480
+    width: Optional[int] = 832
     num_frames: int = 81
     num_inference_steps: int = 50
     guidance_scale: float = 5.0
@@ -88,8 +89,8 @@ class SamplingConfig:
     guidance_scale: float = II("model.sampling_defaults.guidance_scale")
     guidance_scale_2: Optional[float] = II("model.sampling_defaults.guidance_scale_2")
     seed: int = 1024
-    height: int = II("model.sampling_defaults.height")
-    width: int = II("model.sampling_defaults.width")
+    height: Optional[int] = II("model.sampling_defaults.height")
+    width: Optional[int] = II("model.sampling_defaults.width")
     num_frames: int = II("model.sampling_defaults.num_frames")
     fps: int = II("model.sampling_defaults.fps")
     flow_shift: Optional[float] = II("model.sampling_defaults.flow_shift")

@@ -56,8 +56,9 @@ def validate(run: RunConfig) -> None:
 
     s = run.sampling
     _check_positive("sampling.num_inference_steps", s.num_inference_steps)
-    _check_positive("sampling.height", s.height)
-    _check_positive("sampling.width", s.width)
+    for key in ("height", "width"):
+        if getattr(s, key) is not None:
+            _check_positive(f"sampling.{key}", getattr(s, key))
     _check_positive("sampling.num_frames", s.num_frames)
     _check_positive("sampling.fps", s.fps)
     if s.guidance_scale < 0:

@@ -99,6 +99,10 @@ def load_components(folder: Path, run: RunConfig) -> dict[str, Any]:
             module.eval().requires_grad_(False)
         elif library == "diffusers":  # scheduler
             module = cls.from_pretrained(folder, subfolder=name)
+        elif class_name == "Qwen2VLProcessor":
+            from sgld.models.processors import load_qwen2vl_processor
+
+            module = load_qwen2vl_processor(sub)
         else:  # tokenizer / processor
             module = cls.from_pretrained(sub)
         components[name] = module

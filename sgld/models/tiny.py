@@ -200,7 +200,15 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-wan-t2v": lambda folder: build_tiny_wan(folder, two_experts=False),
     "tiny-wan22-t2v": lambda folder: build_tiny_wan(folder, two_experts=True),
     "tiny-flux": build_tiny_flux,
+    "tiny-qwen-image": lambda folder: _tiny_qwen().build_tiny_qwen_image(folder),
+    "tiny-qwen-image-edit": lambda folder: _tiny_qwen().build_tiny_qwen_image_edit(folder),
 }
+
+
+def _tiny_qwen():
+    from sgld.models import tiny_qwen  # imports this module: load lazily
+
+    return tiny_qwen
 
 # Bump when a builder changes, so old folders are rebuilt instead of silently reused.
 TINY_FORMAT_VERSION = "1"

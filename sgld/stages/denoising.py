@@ -63,20 +63,29 @@ class DenoisingStage(Stage):
             return t.expand(batch)
         return t.expand(batch).to(latents.dtype) / self.timestep_divisor
 
+    @staticmethod
+    def _noise_tokens(out: torch.Tensor, latents: torch.Tensor, req: Request) -> torch.Tensor:
+        """The DiT predicts the appended condition tokens too; the scheduler steps only the noise tokens."""
+        return out if req.condition_tokens is None else out[:, : latents.shape[1]]
+
     def _predict(self, module, latents: torch.Tensor, t: torch.Tensor, req: Request, scale: float) -> torch.Tensor:
         x = latents.to(self.dtype)
+        if req.condition_tokens is not None:
+            x = torch.cat([x, req.condition_tokens.to(self.dtype)], dim=1)
         guided = req.uncond_kwargs is not None and self.cfg_mode != CFG_NONE
         if guided and self.cfg_mode == CFG_BATCHED:
-            branch = {k: torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
+            branch = {k: None if v is None else torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
             out = module(hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2),
                          **req.model_kwargs, **branch, return_dict=False)[0]
-            cond, uncond = out.chunk(2)
+            cond, uncond = self._noise_tokens(out, latents, req).chunk(2)
         else:
             timestep = self._timestep(t, latents, x.shape[0])
             cond = module(hidden_states=x, timestep=timestep, **req.model_kwargs, **req.cond_kwargs, return_dict=False)[0]
+            cond = self._noise_tokens(cond, latents, req)
             if not guided:
                 return cond
             uncond = module(hidden_states=x, timestep=timestep, **req.model_kwargs, **req.uncond_kwargs, return_dict=False)[0]
+            uncond = self._noise_tokens(uncond, latents, req)
         combined = uncond + scale * (cond - uncond)
         if self.rescale_cfg:
             combined = combined * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
@@ -89,6 +98,8 @@ class DenoisingStage(Stage):
         schedule = self.expert_schedule(req.timesteps)
         guidance_2 = req.guidance_scale if req.guidance_scale_2 is None else req.guidance_scale_2
         total = len(req.timesteps)
+        if req.step_callback is not None:
+            req.step_callback(0, total)  # the loop starts now: progress bars time from here
         # Consecutive steps of one expert run together, so an offloaded expert moves once.
         for index, steps in groupby(range(total), key=schedule.__getitem__):
             name, module = self.experts[index]

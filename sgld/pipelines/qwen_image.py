@@ -1,0 +1,90 @@
+"""Qwen-Image text-to-image and Qwen-Image-Edit (text + input image to image)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sgld.config.schema import RunConfig
+from sgld.errors import UserError
+from sgld.models.loading import configure_transformer, enable_vae_tiling
+from sgld.pipelines.base import Pipeline
+from sgld.pipelines.constraints import qwen_vae_scale
+from sgld.request import Request
+from sgld.stages.condition_image import ConditionImageStage, ConditionLatentStage
+from sgld.stages.decoding import QwenVaeDecodingStage
+from sgld.stages.denoising import CFG_SEQUENTIAL, DenoisingStage
+from sgld.stages.image_latents import FlowMatchTimestepStage, PackedLatentPreparationStage
+from sgld.stages.qwen_text import QWEN_IMAGE_EDIT_TEMPLATE, QWEN_IMAGE_TEMPLATE, QwenTextEncodingStage
+from sgld.stages.validation import InputValidationStage, check_image_request
+
+
+class QwenImageT2IPipeline(Pipeline):
+    """Qwen2.5-VL -> Qwen-Image MMDiT with true CFG (``guidance_scale`` is ``true_cfg_scale``) -> VAE."""
+
+    family = "qwen_image"
+    edits_image = False
+
+    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
+        super().__init__(components, run, device)
+        vae, transformer = components["vae"], components["transformer"]
+        if run.vae.tiling:
+            enable_vae_tiling(vae, run.vae.tile_sample_min_height, run.vae.tile_sample_min_width)
+        if not run.vae.load_encoder:
+            if self.edits_image:
+                raise UserError("vae_config.load_encoder=false: this edit model encodes its input image with the "
+                                "VAE encoder; leave it true", param="vae.load_encoder")
+            vae.encoder = None  # text-to-image never encodes pixels
+        configure_transformer(transformer, run)
+        for name in ("transformer", "text_encoder", "vae"):
+            self.placement.place(name, components[name])
+        self.vae_scale = qwen_vae_scale(vae.config)
+        dtype = transformer.dtype
+        self.stages = [
+            InputValidationStage(self.check_request),
+            *self.condition_stages(),
+            self.text_stage(dtype),
+            PackedLatentPreparationStage(transformer.config.in_channels // 4, self.vae_scale, device, dtype,
+                                         img_shapes=True),
+            *self.condition_latent_stages(),
+            FlowMatchTimestepStage(components["scheduler"], device),
+            # The branches' prompts differ in length: two forwards, guided prediction rescaled
+            # to the conditional one's norm, as the reference's true CFG does.
+            DenoisingStage([("transformer", transformer)], self.placement, cfg_mode=CFG_SEQUENTIAL,
+                           timestep_divisor=1000, rescale_cfg=True),
+            QwenVaeDecodingStage(vae, self.placement, self.vae_scale),
+        ]
+
+    def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
+        """Prompt encoding with the text-to-image template."""
+        return QwenTextEncodingStage(self.components["tokenizer"], self.components["text_encoder"], self.placement,
+                                     dtype, QWEN_IMAGE_TEMPLATE)
+
+    def condition_stages(self) -> list:
+        """Stages that prepare the input image before prompt encoding (none for text-to-image)."""
+        return []
+
+    def condition_latent_stages(self) -> list:
+        """Stages that add the input image's latent tokens (none for text-to-image)."""
+        return []
+
+    def check_request(self, req: Request) -> None:
+        check_image_request(req, 2 * self.vae_scale, needs_image=self.edits_image)
+
+
+class QwenImageEditTI2IPipeline(QwenImageT2IPipeline):
+    """Qwen-Image-Edit: the input image conditions the prompt encoding (VL) and the DiT (latent tokens)."""
+
+    family = "qwen_image_edit"
+    edits_image = True
+
+    def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
+        return QwenTextEncodingStage(self.components["processor"], self.components["text_encoder"], self.placement,
+                                     dtype, QWEN_IMAGE_EDIT_TEMPLATE, with_image=True)
+
+    def condition_stages(self) -> list:
+        return [ConditionImageStage(self.vae_scale)]
+
+    def condition_latent_stages(self) -> list:
+        return [ConditionLatentStage(self.components["vae"], self.placement, self.vae_scale)]

@@ -1,0 +1,179 @@
+"""Image models against their diffusers reference pipelines, and the tiny models' sensitivity.
+
+For each tiny image model our image equals the reference pipeline's on the same folder,
+prompt, seed, steps and size within 2/255 per pixel; prompt, seed and guidance each move
+the output by at least 20/255, so a broken text or guidance path cannot pass parity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+TOLERANCE = 2 / 255
+SENSITIVITY = 20 / 255
+PROMPT = "a curious calico cat playing piano"
+EDIT_PROMPT = "make the cat blue"
+
+
+@pytest.fixture(scope="module")
+def input_image(tmp_path_factory):
+    """A fixed 56x40 RGB PNG (a gradient with a square), the edit model's input."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:40, 0:56]
+    pixels = np.stack([x * 4, y * 6, 255 - x * 4], axis=-1).astype(np.uint8)
+    pixels[10:30, 20:40] = (250, 40, 30)
+    path = tmp_path_factory.mktemp("edit") / "input.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def generators(sgld_home):
+    from sgld import DiffGenerator
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = DiffGenerator.from_pretrained(name)
+        return cache[name]
+
+    return get
+
+
+def ours(generators, model, **settings):
+    result = generators(model).generate(return_frames=True, save_output=False, **settings)
+    assert result.frames.dtype == np.uint8 and result.frames.shape[0] == 1
+    return result.frames[0].astype(np.float64) / 255
+
+
+def reference(model, **call):
+    import diffusers
+
+    from sgld.models.registry import read_model_index
+    from sgld.models.tiny import materialize_tiny
+
+    folder = materialize_tiny(model)
+    cls = getattr(diffusers, read_model_index(folder)["_class_name"])
+    extra = {}
+    if model == "tiny-qwen-image-edit":
+        # No torchvision here: the processor is built from its PIL image processor (same on both sides).
+        from sgld.models.processors import load_qwen2vl_processor
+
+        extra["processor"] = load_qwen2vl_processor(folder / "processor")
+    pipe = cls.from_pretrained(folder, **extra)
+    pipe.set_progress_bar_config(disable=True)
+    seed = call.pop("seed")
+    return pipe(generator=torch.Generator().manual_seed(seed), output_type="np", **call).images[0]
+
+
+def assert_close(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    diff = np.abs(a - b).max()
+    assert diff <= TOLERANCE, f"max per-pixel difference {diff * 255:.2f}/255"
+
+
+def assert_moves(a, b, what):
+    diff = np.abs(a - b).max()
+    assert diff >= SENSITIVITY, f"changing the {what} moved the output by only {diff * 255:.2f}/255"
+
+
+def test_flux_matches_diffusers(generators):
+    mine = ours(generators, "tiny-flux", prompt=PROMPT, seed=5, num_inference_steps=4, guidance_scale=3.5,
+                height=64, width=64)
+    ref = reference("tiny-flux", prompt=PROMPT, seed=5, num_inference_steps=4, guidance_scale=3.5, height=64, width=64)
+    assert_close(mine, ref)
+
+
+def test_qwen_image_matches_diffusers(generators):
+    mine = ours(generators, "tiny-qwen-image", prompt=PROMPT, negative_prompt="blurry", seed=5, num_inference_steps=4,
+                guidance_scale=4.0, height=64, width=64)
+    ref = reference("tiny-qwen-image", prompt=PROMPT, negative_prompt="blurry", seed=5, num_inference_steps=4,
+                    true_cfg_scale=4.0, height=64, width=64)
+    assert_close(mine, ref)
+
+
+def test_qwen_image_edit_matches_diffusers(generators, input_image):
+    from PIL import Image
+
+    mine = ours(generators, "tiny-qwen-image-edit", prompt=EDIT_PROMPT, image_path=str(input_image), seed=5,
+                num_inference_steps=2, guidance_scale=4.0, height=64, width=48)
+    ref = reference("tiny-qwen-image-edit", image=Image.open(input_image).convert("RGB"), prompt=EDIT_PROMPT,
+                    negative_prompt=" ", seed=5, num_inference_steps=2, true_cfg_scale=4.0, height=64, width=48)
+    assert mine.shape == (64, 48, 3)
+    assert_close(mine, ref)
+
+
+@pytest.mark.parametrize(
+    "model,base,guided",
+    [
+        ("tiny-flux", dict(guidance_scale=3.5), dict(guidance_scale=1.0)),
+        ("tiny-qwen-image", dict(guidance_scale=4.0), dict(guidance_scale=2.0)),
+    ],
+)
+def test_text_to_image_sensitivity(generators, model, base, guided):
+    settings = dict(prompt=PROMPT, seed=5, num_inference_steps=4, height=64, width=64, **base)
+    a = ours(generators, model, **settings)
+    assert_moves(a, ours(generators, model, **{**settings, "prompt": "a red fox running through fresh snow"}), "prompt")
+    assert_moves(a, ours(generators, model, **{**settings, "seed": 6}), "seed")
+    assert_moves(a, ours(generators, model, **{**settings, **guided}), "guidance scale")
+
+
+def test_edit_sensitivity(generators, input_image, tmp_path):
+    from PIL import Image
+
+    settings = dict(prompt=EDIT_PROMPT, image_path=str(input_image), seed=5, num_inference_steps=2,
+                    guidance_scale=4.0, height=32, width=32)
+    a = ours(generators, "tiny-qwen-image-edit", **settings)
+    assert_moves(a, ours(generators, "tiny-qwen-image-edit", **{**settings, "prompt": "a red fox"}), "prompt")
+    assert_moves(a, ours(generators, "tiny-qwen-image-edit", **{**settings, "seed": 6}), "seed")
+    assert_moves(a, ours(generators, "tiny-qwen-image-edit", **{**settings, "guidance_scale": 1.0}), "guidance scale")
+    other = tmp_path / "other.png"
+    Image.open(input_image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    assert_moves(a, ours(generators, "tiny-qwen-image-edit", **{**settings, "image_path": str(other)}), "input image")
+
+
+def test_qwen_prompt_encoding_matches_diffusers(generators):
+    from diffusers import QwenImagePipeline
+
+    from sgld.models.tiny import materialize_tiny
+    from sgld.stages.qwen_text import QwenTextEncodingStage
+
+    stage = next(s for s in generators("tiny-qwen-image").pipeline.stages if isinstance(s, QwenTextEncodingStage))
+    mine = stage.encode("a red fox, in the snow")
+    pipe = QwenImagePipeline.from_pretrained(materialize_tiny("tiny-qwen-image"))
+    ref, ref_mask = pipe.encode_prompt("a red fox, in the snow", device="cpu")
+    assert ref_mask is None and mine["encoder_hidden_states_mask"] is None
+    torch.testing.assert_close(mine["encoder_hidden_states"], ref)
+
+
+def test_tiny_qwen_tokenizer_cuts_the_template_where_the_prompt_starts(sgld_home):
+    """The reference drops 34 (T2I) / 64 (Edit) template tokens: the cut must land on the prompt."""
+    from transformers import AutoTokenizer
+
+    from sgld.models.tiny import materialize_tiny
+    from sgld.stages.qwen_text import QWEN_IMAGE_EDIT_TEMPLATE, QWEN_IMAGE_TEMPLATE
+
+    tokenizer = AutoTokenizer.from_pretrained(materialize_tiny("tiny-qwen-image") / "tokenizer")
+    for template in (QWEN_IMAGE_TEMPLATE, QWEN_IMAGE_EDIT_TEMPLATE):
+        ids = tokenizer(template.text.format("zebra")).input_ids
+        kept = tokenizer.decode(ids[template.drop_tokens:])
+        assert kept.startswith("zebra") or kept.startswith("<|vision_start|>"), kept
+    edit = tokenizer(QWEN_IMAGE_EDIT_TEMPLATE.text.format("zebra")).input_ids
+    assert tokenizer.decode(edit[64:]).startswith("<|vision_start|><|image_pad|><|vision_end|>zebra")
+
+
+def test_edit_output_size_follows_the_input_image(generators, input_image):
+    """No height/width: the output takes the ~1 MP condition size of the input's aspect ratio (56x40 -> 1216x864)."""
+    from sgld.request import Request
+    from sgld.stages.condition_image import ConditionImageStage
+
+    stage = next(s for s in generators("tiny-qwen-image-edit").pipeline.stages if isinstance(s, ConditionImageStage))
+    req = stage(Request(prompt="x", height=None, width=None, num_frames=1, image_path=str(input_image)))
+    assert (req.width, req.height) == (1216, 864)
+    assert req.condition_image.size == (1216, 864)
+    req = stage(Request(prompt="x", height=64, width=48, num_frames=1, image_path=str(input_image)))
+    assert (req.width, req.height) == (48, 64) and req.condition_image.size == (1216, 864)
