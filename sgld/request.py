@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
-# (steps done, total steps) -> None; called by the denoise loop after every step.
+# (steps done, total steps) -> None; called by the denoise loop with 0 as it starts, then after every step.
 StepCallback = Callable[[int, int], None]
 
 

@@ -31,7 +31,7 @@ def test_no_save_means_no_file(tiny_wan_generator, tmp_path):
 def test_step_callback_sees_every_step(tiny_wan_generator):
     seen = []
     tiny_wan_generator.generate("a cat", save_output=False, step_callback=lambda d, t: seen.append((d, t)), **SMALL)
-    assert seen == [(1, 2), (2, 2)]
+    assert seen == [(0, 2), (1, 2), (2, 2)]  # 0: the loop starts
 
 
 def test_no_guidance_runs_one_branch(tiny_wan_generator):
