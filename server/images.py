@@ -30,7 +30,7 @@ def _parse(fields: Fields, svc, *, edit: bool) -> tuple[str, dict, str]:
     pipeline = svc.engine.pipeline
     if pipeline.output_kind != "image":
         raise APIError(400, f"{svc.model_id!r} makes videos; use /v1/videos", param="model", code="wrong_endpoint")
-    needs_image = getattr(pipeline, "needs_image", False)
+    needs_image = pipeline.needs_image
     if needs_image and not edit:
         raise APIError(400, f"{svc.model_id!r} edits images; use /v1/images/edits", param="model", code="wrong_endpoint")
     if edit and not needs_image:
@@ -41,7 +41,8 @@ def _parse(fields: Fields, svc, *, edit: bool) -> tuple[str, dict, str]:
         "n": fields.integer("n", 1, limits.max_images) or 1,
         "output_format": fields.choice("output_format", ("png", "jpeg", "webp"), "png"),
     }
-    if fields.has("size"):
+    # "auto" (OpenAI's default for edits): the model's default size; edit models follow the input image.
+    if fields.has("size") and fields.values["size"] != "auto":
         options["width"], options["height"] = parse_size(fields.values["size"], limits.max_pixels)
     negative = fields.text("negative_prompt", max_chars=limits.max_prompt_chars)
     if negative is not None:
@@ -62,6 +63,8 @@ def _check(svc, options: dict) -> str:
         run = svc.engine.check(**engine_options)
     except UserError as exc:
         raise bad(ENGINE_PARAM_TO_FIELD.get(exc.param or "", exc.param) or "request", str(exc)) from None
+    if run.sampling.width is None or run.sampling.height is None:
+        return "auto"  # edit models: the output follows the input image
     return f"{run.sampling.width}x{run.sampling.height}"
 
 

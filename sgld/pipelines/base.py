@@ -17,6 +17,8 @@ class Pipeline:
     """A family's pipeline. Subclasses build ``self.stages`` and ``check_request``."""
 
     family: ClassVar[str] = ""
+    # True for models that transform an input image (``image_path``): edit and image-to-video.
+    needs_image: ClassVar[bool] = False
 
     @property
     def output_kind(self) -> str:

@@ -24,7 +24,6 @@ class QwenImageT2IPipeline(Pipeline):
     """Qwen2.5-VL -> Qwen-Image MMDiT with true CFG (``guidance_scale`` is ``true_cfg_scale``) -> VAE."""
 
     family = "qwen_image"
-    edits_image = False
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
         super().__init__(components, run, device)
@@ -32,7 +31,7 @@ class QwenImageT2IPipeline(Pipeline):
         if run.vae.tiling:
             enable_vae_tiling(vae, run.vae.tile_sample_min_height, run.vae.tile_sample_min_width)
         if not run.vae.load_encoder:
-            if self.edits_image:
+            if self.needs_image:
                 raise UserError("vae_config.load_encoder=false: this edit model encodes its input image with the "
                                 "VAE encoder; leave it true", param="vae.load_encoder")
             vae.encoder = None  # text-to-image never encodes pixels
@@ -70,14 +69,14 @@ class QwenImageT2IPipeline(Pipeline):
         return []
 
     def check_request(self, req: Request) -> None:
-        check_image_request(req, 2 * self.vae_scale, needs_image=self.edits_image)
+        check_image_request(req, 2 * self.vae_scale, needs_image=self.needs_image)
 
 
 class QwenImageEditTI2IPipeline(QwenImageT2IPipeline):
     """Qwen-Image-Edit: the input image conditions the prompt encoding (VL) and the DiT (latent tokens)."""
 
     family = "qwen_image_edit"
-    edits_image = True
+    needs_image = True
 
     def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
         return QwenTextEncodingStage(self.components["processor"], self.components["text_encoder"], self.placement,

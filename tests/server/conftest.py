@@ -25,8 +25,9 @@ def free_port() -> int:
 class ServerProcess:
     """``sgl-diffusion serve`` in a subprocess; ``url`` is its /v1 base."""
 
-    def __init__(self, output_dir: Path, *extra: str, env: dict | None = None):
+    def __init__(self, output_dir: Path, *extra: str, env: dict | None = None, model: str = "tiny-wan-t2v"):
         self.output_dir = output_dir
+        self.model = model
         self.extra = extra
         self.env = {**os.environ, **(env or {})}
         self.port = free_port()
@@ -45,7 +46,7 @@ class ServerProcess:
         """Start and wait for /health 200; returns seconds to ready."""
         start = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sgld.cli", "serve", "--model-path", "tiny-wan-t2v", "--port", str(self.port),
+            [sys.executable, "-m", "sgld.cli", "serve", "--model-path", self.model, "--port", str(self.port),
              "--output-path", str(self.output_dir), *self.extra],
             cwd=REPO, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
         )

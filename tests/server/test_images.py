@@ -1,0 +1,119 @@
+"""/v1/images/generations and /v1/images/edits on real servers with tiny image models, via the openai SDK."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import openai
+import pytest
+from PIL import Image
+
+from tests.server.conftest import ServerProcess
+
+
+def start(tmp_path_factory, model):
+    srv = ServerProcess(tmp_path_factory.mktemp(model) / "out", model=model)
+    srv.start()
+    return srv
+
+
+@pytest.fixture(scope="module")
+def t2i_server(tmp_path_factory):
+    srv = start(tmp_path_factory, "tiny-qwen-image")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def edit_server(tmp_path_factory):
+    srv = start(tmp_path_factory, "tiny-qwen-image-edit")
+    yield srv
+    srv.stop()
+
+
+def client_for(srv):
+    return openai.OpenAI(api_key="sk-anything", base_url=srv.url, max_retries=0, timeout=120)
+
+
+def decode(item) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
+    image.load()
+    return image
+
+
+@pytest.fixture(scope="module")
+def input_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("upload") / "photo.png"
+    y, x = np.mgrid[0:40, 0:56]
+    Image.fromarray(np.stack([x * 4, y * 6, 255 - x * 4], axis=-1).astype(np.uint8)).save(path)
+    return path
+
+
+def test_generations_return_n_images_of_the_asked_size(t2i_server):
+    client = client_for(t2i_server)
+    result = client.images.generate(prompt="a red fox in the snow", size="64x48", n=2,
+                                    extra_body={"seed": 3, "num_inference_steps": 2})
+    images = [decode(item) for item in result.data]
+    assert [(im.format, im.size) for im in images] == [("PNG", (64, 48))] * 2
+    # n images use consecutive seeds: they differ
+    assert np.abs(np.asarray(images[0], float) - np.asarray(images[1], float)).max() > 10
+
+
+def test_generations_output_format_and_determinism(t2i_server):
+    client = client_for(t2i_server)
+    args = dict(prompt="a cat", size="32x32", extra_body={"seed": 9, "num_inference_steps": 2})
+    webp = decode(client.images.generate(output_format="webp", **args).data[0])
+    assert webp.format == "WEBP" and webp.size == (32, 32)
+    a = decode(client.images.generate(**args).data[0])
+    b = decode(client.images.generate(**args).data[0])
+    assert np.array_equal(np.asarray(a), np.asarray(b))  # same seed, same image
+
+
+def test_generations_reject_bad_input_with_the_field(t2i_server):
+    client = client_for(t2i_server)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.images.generate(prompt="a cat", size="60x60")
+    assert err.value.body["param"] == "size" and "multiple of 16" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.images.generate(prompt="a cat", response_format="url")
+    assert err.value.body["param"] == "response_format"
+
+
+def test_text_to_image_model_refuses_edits(t2i_server, input_png):
+    client = client_for(t2i_server)
+    with open(input_png, "rb") as f, pytest.raises(openai.BadRequestError) as err:
+        client.images.edit(image=f, prompt="make it blue")
+    assert err.value.body["param"] == "model" and "/v1/images/generations" in err.value.body["message"]
+
+
+def test_edit_returns_an_image(edit_server, input_png):
+    client = client_for(edit_server)
+    with open(input_png, "rb") as f:
+        result = client.images.edit(image=f, prompt="make it blue", size="64x64",
+                                    extra_body={"num_inference_steps": 2, "seed": 1})
+    image = decode(result.data[0])
+    assert image.format == "PNG" and image.size == (64, 64)
+
+
+def test_edit_errors(edit_server, input_png, tmp_path):
+    client = client_for(edit_server)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    with open(junk, "rb") as f, pytest.raises(openai.BadRequestError) as err:
+        client.images.edit(image=f, prompt="make it blue", size="64x64")
+    assert err.value.body["param"] == "image"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.images.generate(prompt="a cat", size="64x64")
+    assert err.value.body["param"] == "model" and "/v1/images/edits" in err.value.body["message"]
+    with open(input_png, "rb") as f, pytest.raises(openai.BadRequestError) as err:
+        client.images.edit(image=f, prompt="make it blue", size="64x50")
+    assert err.value.body["param"] == "size"
+
+
+def test_image_model_refuses_videos(t2i_server):
+    client = client_for(t2i_server)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.videos.create(prompt="a cat")
+    assert err.value.body["param"] == "model" and "/v1/images" in err.value.body["message"]
