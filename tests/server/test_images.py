@@ -117,3 +117,31 @@ def test_image_model_refuses_videos(t2i_server):
     with pytest.raises(openai.BadRequestError) as err:
         client.videos.create(prompt="a cat")
     assert err.value.body["param"] == "model" and "/v1/images" in err.value.body["message"]
+
+
+def test_seed_examples_work(t2i_server, edit_server, input_png):
+    """The seed's SDK calls (bytes upload, response_format=b64_json, the served model id) and its curl form."""
+    import httpx2 as httpx
+
+    client = client_for(t2i_server)
+    model = client.models.list().data[0].id
+    resp = client.images.generate(model=model, prompt="A cute raccoon hacking a GPU cluster at night", size="64x64",
+                                  n=1, response_format="b64_json")
+    assert decode(resp.data[0]).size == (64, 64)
+
+    body = httpx.post(t2i_server.url + "/images/generations", json={"prompt": "x", "response_format": "url"}).json()
+    assert body["detail"] == "response_format=url is not supported"
+    assert body["error"]["param"] == "response_format" and body["error"]["type"] == "invalid_request_error"
+
+    edit_client = client_for(edit_server)
+    resp = edit_client.images.edit(model=edit_client.models.list().data[0].id, image=input_png.read_bytes(),
+                                   prompt="Change the text to CUDA FOR LIFE", size="32x32", response_format="b64_json",
+                                   extra_body={"num_inference_steps": 1})
+    assert decode(resp.data[0]).size == (32, 32)
+    with open(input_png, "rb") as f:
+        raw = httpx.post(edit_server.url + "/images/edits", timeout=120,
+                         data={"prompt": "make it blue", "response_format": "b64_json", "size": "32x32",
+                               "num_inference_steps": "1"},
+                         files={"image[]": ("input.png", f, "image/png")})
+    assert raw.status_code == 200, raw.text
+    assert decode(type("Item", (), {"b64_json": raw.json()["data"][0]["b64_json"]})).size == (32, 32)
