@@ -68,14 +68,27 @@ class DiffGenerator:
         from sgld.models.registry import family_of, read_model_index, resolve_model_folder
         from sgld.pipelines import pipeline_class
 
+        from sgld.parallel.state import current
+
         check_runnable(run)
         quiet_library_logs()
-        device = resolve_device(run.device)
+        state = current()
+        if run.parallel.num_gpus > 1 and state.world_size == 1:
+            raise UserError("parallel.num_gpus > 1: start the run with sgl-diffusion / python -m sgld.generate "
+                            "(they launch the ranks) or under torchrun", param="num_gpus")
+        device = state.device if state.world_size > 1 else resolve_device(run.device)
         folder = resolve_model_folder(run.model.path)
         family = family_of(read_model_index(folder), str(folder))
         components = load_components(folder, run)
         pipeline = pipeline_class(family)(components, run, device)
-        log.info("loaded %s (%s) on %s", run.model.name, folder, device)
+        if state.sp_degree > 1:
+            from sgld.parallel.sequence import enable_sequence_parallel
+
+            for name in ("transformer", "transformer_2"):
+                if components.get(name) is not None:
+                    enable_sequence_parallel(components[name], state)
+        log.info("loaded %s (%s) on %s%s", run.model.name, folder, device,
+                 f" (rank {state.rank} of {state.world_size})" if state.world_size > 1 else "")
         return cls(run, pipeline)
 
     def request_config(self, **options: Any) -> RunConfig:
@@ -108,7 +121,10 @@ class DiffGenerator:
         run = self.check(**options)
         callback = step_callback
         bar = None
-        if progress and callback is None:
+        from sgld.parallel.state import current
+
+        is_main = current().is_main
+        if progress and callback is None and is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=run.sampling.num_inference_steps, desc="denoise", unit="step", leave=False)
@@ -126,7 +142,7 @@ class DiffGenerator:
             if bar is not None:
                 bar.close()
         path = None
-        if run.output.save:
+        if run.output.save and is_main:  # every rank holds the frames; one writes them
             path = self.save(req, run)
         return GenerationResult(
             prompt=req.prompt,

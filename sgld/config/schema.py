@@ -67,6 +67,8 @@ class ParallelConfig:
     ulysses_degree: Optional[int] = None
     ring_degree: Optional[int] = None
     enable_cfg_parallel: bool = False
+    # Seconds a rank waits in a collective before the whole group gives up (a dead or stuck rank).
+    timeout_s: int = 600
 
 
 @dataclass

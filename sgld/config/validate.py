@@ -109,9 +109,12 @@ def _validate_parallel(run: RunConfig) -> None:
 
 
 def check_runnable(run: RunConfig) -> None:
-    """Raise for valid settings this build cannot run yet (multi-process launch)."""
-    if run.parallel.num_gpus > 1:
+    """Raise for valid settings this build cannot run yet."""
+    if run.parallel.tp_size > 1:
         raise ConfigError(
-            f"parallel.num_gpus={run.parallel.num_gpus}: multi-process runs are not implemented yet; use 1",
-            param="num_gpus",
+            f"parallel.tp_size={run.parallel.tp_size}: text-encoder tensor parallelism is not implemented yet; use 1",
+            param="tp_size",
         )
+    if run.vae.sp:
+        raise ConfigError("vae.sp (vae_sp): splitting the VAE decode across ranks is not implemented yet",
+                          param="vae.sp")

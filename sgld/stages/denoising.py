@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 
 from sgld.models.loading import Placement
+from sgld.parallel.state import current as parallel_state
 from sgld.request import Request
 from sgld.stages.base import Stage
 
@@ -51,6 +52,7 @@ class DenoisingStage(Stage):
         self.rescale_cfg = rescale_cfg
         # ModelMixin.dtype, as diffusers uses it: some modules stay fp32 (_keep_in_fp32_modules).
         self.dtype = self.experts[0][1].dtype
+        self.parallel = parallel_state()
 
     def expert_schedule(self, timesteps: torch.Tensor) -> list[int]:
         """Index into ``experts`` for every step, computed once on the host before the loop."""
@@ -73,7 +75,9 @@ class DenoisingStage(Stage):
         if req.condition_tokens is not None:
             x = torch.cat([x, req.condition_tokens.to(self.dtype)], dim=1)
         guided = req.uncond_kwargs is not None and self.cfg_mode != CFG_NONE
-        if guided and self.cfg_mode == CFG_BATCHED:
+        if guided and self.parallel.cfg_degree > 1:
+            cond, uncond = self._predict_cfg_parallel(module, x, latents, t, req)
+        elif guided and self.cfg_mode == CFG_BATCHED:
             branch = {k: None if v is None else torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
             out = module(hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2),
                          **req.model_kwargs, **branch, return_dict=False)[0]
@@ -90,6 +94,18 @@ class DenoisingStage(Stage):
         if self.rescale_cfg:
             combined = combined * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
         return combined
+
+    def _predict_cfg_parallel(self, module, x, latents, t, req: Request) -> tuple[torch.Tensor, torch.Tensor]:
+        """CFG parallel: this rank's cfg slice runs one branch; the two predictions are exchanged."""
+        import torch.distributed as dist
+
+        branch = req.cond_kwargs if self.parallel.cfg_rank == 0 else req.uncond_kwargs
+        mine = module(hidden_states=x, timestep=self._timestep(t, latents, x.shape[0]), **req.model_kwargs, **branch,
+                      return_dict=False)[0]
+        mine = self._noise_tokens(mine, latents, req).contiguous()
+        both = [torch.empty_like(mine) for _ in range(2)]
+        dist.all_gather(both, mine, group=self.parallel.cfg_group)
+        return both[0], both[1]
 
     @torch.no_grad()
     def forward(self, req: Request) -> Request:

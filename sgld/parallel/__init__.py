@@ -1,0 +1,1 @@
+"""Multi-process runs: torchrun launch, the rank layout, sequence and CFG parallelism."""

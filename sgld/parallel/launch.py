@@ -1,0 +1,75 @@
+"""Start a run on N processes with torchrun's elastic launcher, or join the group torchrun started.
+
+The outer process (CLI or Hydra job) calls ``launch``: torch's elastic agent spawns one
+worker per rank on this machine (``--standalone`` rendezvous), each worker composes
+nothing new: it receives the outer process's validated RunConfig. A rank that fails
+exits non-zero, the agent stops the others, and the failing rank's message comes back
+as a UserError. Collectives time out after ``parallel.timeout_s``, so a stuck rank
+cannot hang the group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from typing import Any
+
+from sgld.config.schema import RunConfig
+from sgld.errors import UserError
+
+log = logging.getLogger("sgld")
+
+
+def launch(run: RunConfig) -> Any:
+    """Run ``run`` on ``parallel.num_gpus`` local processes; returns rank 0's GenerationResult."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=run.parallel.num_gpus, run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2,
+        start_method="spawn",
+    )
+    try:
+        results = elastic_launch(config, rank_main)(run)
+    except ChildFailedError as exc:
+        raise UserError(_failure_message(exc)) from None
+    return results[0]
+
+
+def _failure_message(exc) -> str:
+    """The first failing rank's own message (not the launcher's wrapper text)."""
+    rank, failure = exc.get_first_failure()
+    message = failure.message
+    if isinstance(message, dict):
+        message = message.get("message", json.dumps(message))
+    text = str(message or f"exit code {failure.exitcode}").strip().splitlines()
+    return f"rank {rank} failed: {text[-1] if text else 'no message'}"
+
+
+def rank_main(run: RunConfig):
+    """One rank's body (module-level, so the spawn start method can import it)."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(run_as_rank)(run)
+
+
+def run_as_rank(run: RunConfig):
+    """Join the process group, generate together, leave; rank 0's result (None on the others)."""
+    from sgld.parallel.state import init_distributed, shutdown
+    from sgld.runner import run_local
+
+    state = init_distributed(run)
+    if not state.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        result = run_local(run)
+    except UserError as exc:
+        # The message must reach the launcher: raise a plain error that @record writes out.
+        raise RuntimeError(str(exc)) from None
+    finally:
+        shutdown()
+    return result if state.is_main else None

@@ -1,0 +1,82 @@
+"""Sequence parallelism (USP: Ulysses x ring) for the DiT, through diffusers' context parallelism.
+
+diffusers 0.42 ships the pieces we need: per-model plans (``_cp_plan``) that shard the
+token sequence after the patch embedding and gather it at ``proj_out`` for Wan, FLUX and
+Qwen-Image, Ulysses all-to-all and ring attention with log-sum-exp merging. We give it
+our device mesh and fill the two gaps that stop it on CPU/gloo: it derives the device
+from ``torch.accelerator.device_count()`` (0 on CPU), and its native SDPA op returns no
+log-sum-exp, which ring attention needs; on CPU we use ATen's flash kernel, which does.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from sgld.errors import UserError
+from sgld.parallel.state import ParallelState
+
+
+@contextmanager
+def _cpu_as_one_device() -> Iterator[None]:
+    original = torch.accelerator.device_count
+    torch.accelerator.device_count = lambda: 1
+    try:
+        yield
+    finally:
+        torch.accelerator.device_count = original
+
+
+def _install_cpu_lse_attention() -> None:
+    """Let diffusers' native attention return the log-sum-exp on CPU tensors (ring attention merges with it)."""
+    from diffusers.models import attention_dispatch as ad
+
+    if getattr(ad._native_attention_forward_op, "_sgld_cpu_lse", False):
+        return
+    original = ad._native_attention_forward_op
+
+    def forward_op(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                   enable_gqa=False, return_lse=False, _save_ctx=True, _parallel_config=None):
+        if not (return_lse and query.device.type == "cpu" and attn_mask is None and not enable_gqa):
+            return original(ctx, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, return_lse,
+                            _save_ctx, _parallel_config)
+        q, k, v = (x.permute(0, 2, 1, 3) for x in (query, key, value))  # (B, S, H, D) -> (B, H, S, D)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout_p, is_causal,
+                                                                                scale=scale)
+        return out.permute(0, 2, 1, 3), lse.permute(0, 2, 1)  # model layout: (B, S, H, D), (B, S, H)
+
+    forward_op._sgld_cpu_lse = True
+    ad._native_attention_forward_op = forward_op
+
+
+def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState) -> None:
+    """Shard ``transformer``'s token sequence over the run's ring x Ulysses ranks."""
+    from diffusers import ContextParallelConfig
+
+    if not getattr(transformer, "_cp_plan", None):
+        raise UserError(f"{type(transformer).__name__} has no sequence-parallel plan; use sp_size=1",
+                        param="sp_size")
+    heads = transformer.config.num_attention_heads
+    if heads % state.ulysses_degree:
+        raise UserError(f"ulysses_degree={state.ulysses_degree} must divide the model's {heads} attention heads",
+                        param="ulysses_degree")
+    config = ContextParallelConfig(ring_degree=state.ring_degree, ulysses_degree=state.ulysses_degree,
+                                   mesh=state.mesh["ring", "ulysses"])
+    if state.device.type == "cpu":
+        _install_cpu_lse_attention()
+        with _cpu_as_one_device():
+            transformer.enable_parallelism(config=config)
+    else:
+        transformer.enable_parallelism(config=config)
+
+
+def check_tokens_divisible(tokens: int, state: ParallelState, what: str, param: str) -> None:
+    """The token sequence is split evenly across the sequence-parallel ranks: say so when it cannot be."""
+    if state.sp_degree > 1 and tokens % state.sp_degree:
+        raise UserError(
+            f"{what} gives {tokens} tokens, which do not split evenly over sp_size={state.sp_degree} ranks; "
+            f"choose a size whose token count is a multiple of {state.sp_degree}",
+            param=param,
+        )

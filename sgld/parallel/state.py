@@ -1,0 +1,101 @@
+"""The rank layout of one parallel run: process groups for CFG, ring and Ulysses.
+
+Ranks form a (cfg, ring, ulysses) device mesh, Ulysses innermost so its all-to-all stays
+between neighbouring ranks (one NVLink island on a GPU host). Every rank of one cfg
+slice runs the same branch with its share of the token sequence.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Optional
+
+import torch
+
+from sgld.config.schema import RunConfig
+
+
+@dataclass
+class ParallelState:
+    """This process's place in the run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    cfg_degree: int = 1
+    ring_degree: int = 1
+    ulysses_degree: int = 1
+    mesh: Any = None  # DeviceMesh ("cfg", "ring", "ulysses"); None in single-process runs
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, shows progress and writes outputs."""
+        return self.rank == 0
+
+    @property
+    def sp_degree(self) -> int:
+        return self.ring_degree * self.ulysses_degree
+
+    @property
+    def cfg_rank(self) -> int:
+        """Which CFG branch this rank computes (0: conditional, 1: unconditional)."""
+        return self.mesh["cfg"].get_local_rank() if self.cfg_degree > 1 else 0
+
+    @property
+    def cfg_group(self) -> Optional[Any]:
+        return self.mesh["cfg"].get_group() if self.cfg_degree > 1 else None
+
+
+SINGLE = ParallelState()
+_current: ParallelState = SINGLE
+
+
+def current() -> ParallelState:
+    """The state set up by ``init_distributed`` (single-process until then)."""
+    return _current
+
+
+def in_torchrun() -> bool:
+    """True inside a process started by torchrun (or any launcher that sets its env)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def init_distributed(run: RunConfig) -> ParallelState:
+    """Join the process group torchrun started and build the mesh (NCCL on GPUs, gloo on CPU)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    global _current
+    par = run.parallel
+    world = int(os.environ["WORLD_SIZE"])
+    if world != par.num_gpus:
+        from sgld.errors import ConfigError
+
+        raise ConfigError(f"torchrun started {world} processes but parallel.num_gpus={par.num_gpus}", param="num_gpus")
+    local_rank = int(os.environ["LOCAL_RANK"])
+    use_cuda = torch.cuda.is_available() and run.device in ("auto", "cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=par.timeout_s),
+                                device_id=device if use_cuda else None)
+    cfg_degree = 2 if par.enable_cfg_parallel else 1
+    mesh = init_device_mesh(device.type, (cfg_degree, par.ring_degree, par.ulysses_degree),
+                            mesh_dim_names=("cfg", "ring", "ulysses"))
+    _current = ParallelState(dist.get_rank(), world, local_rank, device, cfg_degree, par.ring_degree,
+                             par.ulysses_degree, mesh)
+    return _current
+
+
+def shutdown() -> None:
+    """Leave the process group."""
+    import torch.distributed as dist
+
+    global _current
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _current = SINGLE
