@@ -66,6 +66,8 @@ def run_as_rank(run: RunConfig):
         logging.getLogger().setLevel(logging.WARNING)
         os.environ["TQDM_DISABLE"] = "1"
     try:
+        if os.environ.get("SGLD_TEST_FAIL_RANK") == str(state.rank):  # test-only: a rank that dies mid-run
+            raise RuntimeError(f"injected test failure on rank {state.rank}")
         result = run_local(run)
     except UserError as exc:
         # The message must reach the launcher: raise a plain error that @record writes out.

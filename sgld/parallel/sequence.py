@@ -51,6 +51,30 @@ def _install_cpu_lse_attention() -> None:
     ad._native_attention_forward_op = forward_op
 
 
+def _pad_gather_anything(tensor: torch.Tensor, dim: int, group) -> torch.Tensor:
+    """All-gather shards of different lengths along ``dim`` with equal-sized messages (gloo needs them)."""
+    import torch.distributed as dist
+
+    tensor = tensor.contiguous()
+    world = dist.get_world_size(group=group)
+    sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([tensor.shape[dim]], device=tensor.device), group=group)
+    sizes = [int(s) for s in sizes]
+    longest = max(sizes)
+    pad = list(tensor.shape)
+    pad[dim] = longest - tensor.shape[dim]
+    padded = torch.cat([tensor, tensor.new_zeros(pad)], dim=dim) if pad[dim] else tensor
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded, group=group)
+    return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim)
+
+
+def _install_gloo_uneven_gather() -> None:
+    from diffusers.hooks import context_parallel as cp
+
+    cp._all_gather_anything = _pad_gather_anything
+
+
 def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState) -> None:
     """Shard ``transformer``'s token sequence over the run's ring x Ulysses ranks."""
     from diffusers import ContextParallelConfig
@@ -62,21 +86,15 @@ def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState)
     if heads % state.ulysses_degree:
         raise UserError(f"ulysses_degree={state.ulysses_degree} must divide the model's {heads} attention heads",
                         param="ulysses_degree")
+    # Token counts that do not split evenly (odd latent grids, Qwen prompts of any length) need
+    # diffusers' "anything" modes; they exist for pure Ulysses and pure ring.
     config = ContextParallelConfig(ring_degree=state.ring_degree, ulysses_degree=state.ulysses_degree,
-                                   mesh=state.mesh["ring", "ulysses"])
+                                   mesh=state.mesh["ring", "ulysses"],
+                                   ulysses_anything=state.ring_degree == 1, ring_anything=state.ulysses_degree == 1)
     if state.device.type == "cpu":
         _install_cpu_lse_attention()
+        _install_gloo_uneven_gather()
         with _cpu_as_one_device():
             transformer.enable_parallelism(config=config)
     else:
         transformer.enable_parallelism(config=config)
-
-
-def check_tokens_divisible(tokens: int, state: ParallelState, what: str, param: str) -> None:
-    """The token sequence is split evenly across the sequence-parallel ranks: say so when it cannot be."""
-    if state.sp_degree > 1 and tokens % state.sp_degree:
-        raise UserError(
-            f"{what} gives {tokens} tokens, which do not split evenly over sp_size={state.sp_degree} ranks; "
-            f"choose a size whose token count is a multiple of {state.sp_degree}",
-            param=param,
-        )
