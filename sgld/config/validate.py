@@ -115,6 +115,3 @@ def check_runnable(run: RunConfig) -> None:
             f"parallel.tp_size={run.parallel.tp_size}: text-encoder tensor parallelism is not implemented yet; use 1",
             param="tp_size",
         )
-    if run.vae.sp:
-        raise ConfigError("vae.sp (vae_sp): splitting the VAE decode across ranks is not implemented yet",
-                          param="vae.sp")

@@ -19,6 +19,8 @@ class Pipeline:
     family: ClassVar[str] = ""
     # True for models that transform an input image (``image_path``): edit and image-to-video.
     needs_image: ClassVar[bool] = False
+    # Whether the family's VAE decode can split its tiles across ranks (vae.sp).
+    supports_vae_sp: ClassVar[bool] = False
 
     @property
     def output_kind(self) -> str:
@@ -26,6 +28,11 @@ class Pipeline:
         return OUTPUT_KINDS[self.family]
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
+        if run.vae.sp and not self.supports_vae_sp:
+            from sgld.errors import UserError
+
+            raise UserError(f"vae_sp: splitting the VAE decode across ranks is supported for Wan models, "
+                            f"not {self.family}; leave vae_sp off", param="vae.sp")
         self.components = components
         self.run = run
         self.device = device

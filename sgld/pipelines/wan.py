@@ -24,6 +24,7 @@ class WanT2VPipeline(Pipeline):
     """UMT5 text encoder -> Wan DiT (one or two experts) -> Wan VAE."""
 
     family = "wan"
+    supports_vae_sp = True
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
         super().__init__(components, run, device)
@@ -34,7 +35,7 @@ class WanT2VPipeline(Pipeline):
         if not experts:
             raise UserError("model folder has no transformer", param="model_path")
 
-        if run.vae.tiling:
+        if run.vae.tiling or run.vae.sp:  # vae_sp splits the tiles of a tiled decode
             enable_vae_tiling(vae, run.vae.tile_sample_min_height, run.vae.tile_sample_min_width)
         if not run.vae.load_encoder:
             vae.encoder = None  # text-to-video never encodes pixels
@@ -56,7 +57,7 @@ class WanT2VPipeline(Pipeline):
             TimestepPreparationStage(scheduler, device),
             VideoLatentPreparationStage(experts[0][1].config.in_channels, spatial, self.temporal_factor, device),
             DenoisingStage(experts, self.placement, boundary),
-            WanVaeDecodingStage(vae, self.placement),
+            WanVaeDecodingStage(vae, self.placement, split_tiles=run.vae.sp),
         ]
 
     def check_request(self, req: Request) -> None:

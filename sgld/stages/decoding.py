@@ -10,26 +10,42 @@ from sgld.stages.base import Stage
 
 
 class WanVaeDecodingStage(Stage):
-    """Un-normalises latents with the VAE's mean/std and decodes to (frames, H, W, 3) uint8."""
+    """Un-normalises latents with the VAE's mean/std and decodes to (frames, H, W, 3) uint8.
+
+    In a parallel run only rank 0 decodes, unless ``split_tiles`` (``vae.sp``) spreads the
+    tiles of the tiled decode over all ranks; other ranks end with ``frames = None``.
+    """
 
     name = "decode"
 
-    def __init__(self, vae, placement: Placement):
+    def __init__(self, vae, placement: Placement, split_tiles: bool = False):
+        from sgld.parallel.state import current
+
         self.vae = vae
         self.placement = placement
+        self.parallel = current()
+        self.split_tiles = split_tiles and self.parallel.world_size > 1
         z = vae.config.z_dim
         self.mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)
         self.std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
 
     @torch.no_grad()
     def forward(self, req: Request) -> Request:
+        if not (self.parallel.is_main or self.split_tiles):
+            return req  # the other ranks neither save nor return frames
         with self.placement.active("vae", self.vae) as vae:
             device, dtype = next(vae.parameters()).device, vae.dtype
             latents = req.latents.to(device=device, dtype=dtype)
             # Same arithmetic as diffusers (divide by 1/std) so results match bit for bit.
             latents = latents / (1.0 / self.std.to(device, dtype)) + self.mean.to(device, dtype)
-            video = vae.decode(latents, return_dict=False)[0]
-        req.frames = to_uint8_images(video[0].transpose(0, 1))
+            if self.split_tiles:
+                from sgld.parallel.vae import parallel_tiled_decode
+
+                video = parallel_tiled_decode(vae, latents, self.parallel)
+            else:
+                video = vae.decode(latents, return_dict=False)[0]
+        if video is not None:
+            req.frames = to_uint8_images(video[0].transpose(0, 1))
         return req
 
 
