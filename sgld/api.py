@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from sgld.config.compose import apply_values, finalize, run_config_from_options
 from sgld.config.options import OUTPUT, SAMPLING, options_to_values
 from sgld.config.schema import RunConfig
-from sgld.config.validate import check_runnable
 from sgld.errors import UserError
 from sgld.request import Request, StepCallback
 
@@ -70,7 +69,6 @@ class DiffGenerator:
 
         from sgld.parallel.state import current
 
-        check_runnable(run)
         quiet_library_logs()
         state = current()
         if run.parallel.num_gpus > 1 and state.world_size == 1:
@@ -81,6 +79,14 @@ class DiffGenerator:
         family = family_of(read_model_index(folder), str(folder))
         components = load_components(folder, run)
         pipeline = pipeline_class(family)(components, run, device)
+        if state.tp_degree > 1:
+            from sgld.parallel.tensor import shard_text_encoder
+
+            for name in ("text_encoder", "text_encoder_2"):
+                module = components.get(name)
+                # FLUX's CLIP encoder (123M parameters) stays whole on every rank.
+                if module is not None and not type(module).__name__.startswith("CLIP"):
+                    shard_text_encoder(module, state.tp_mesh)
         if state.sp_degree > 1:
             from sgld.parallel.sequence import enable_sequence_parallel
 

@@ -108,11 +108,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sgld.config.compose import run_config_from_options
 
     run = run_config_from_options(collect_options(args))
-    from sgld.config.validate import check_runnable
     from sgld.runner import check_model_folder
     from server.main import serve
 
-    check_runnable(run)
     if run.parallel.num_gpus > 1:
         raise UserError(f"serve with parallel.num_gpus={run.parallel.num_gpus}: serving on several ranks is not "
                         "implemented yet; serve with --num-gpus 1", param="num_gpus")

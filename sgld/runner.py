@@ -37,11 +37,9 @@ def run_generation(run: RunConfig) -> GenerationResult:
     """Generate ``run.sampling`` on one process, or on ``parallel.num_gpus`` ranks through torchrun."""
     if run.parallel.num_gpus == 1:
         return run_local(run)
-    from sgld.config.validate import check_runnable
     from sgld.parallel.launch import launch, run_as_rank
     from sgld.parallel.state import in_torchrun
 
-    check_runnable(run)
     if in_torchrun():  # started by torchrun / srun: this process is one rank
         return run_as_rank(run)
     check_before_loading(run)  # bad input fails here, before any process starts

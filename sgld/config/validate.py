@@ -106,12 +106,3 @@ def _validate_parallel(run: RunConfig) -> None:
             "sharding it; choose one",
             param="parallel.tp_size",
         )
-
-
-def check_runnable(run: RunConfig) -> None:
-    """Raise for valid settings this build cannot run yet."""
-    if run.parallel.tp_size > 1:
-        raise ConfigError(
-            f"parallel.tp_size={run.parallel.tp_size}: text-encoder tensor parallelism is not implemented yet; use 1",
-            param="tp_size",
-        )

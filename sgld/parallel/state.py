@@ -29,6 +29,8 @@ class ParallelState:
     ring_degree: int = 1
     ulysses_degree: int = 1
     mesh: Any = None  # DeviceMesh ("cfg", "ring", "ulysses"); None in single-process runs
+    tp_degree: int = 1
+    tp_mesh: Any = None  # 1-D DeviceMesh of this rank's text-encoder tensor-parallel group
 
     @property
     def is_main(self) -> bool:
@@ -86,8 +88,12 @@ def init_distributed(run: RunConfig) -> ParallelState:
     cfg_degree = 2 if par.enable_cfg_parallel else 1
     mesh = init_device_mesh(device.type, (cfg_degree, par.ring_degree, par.ulysses_degree),
                             mesh_dim_names=("cfg", "ring", "ulysses"))
+    tp_mesh = None
+    if par.tp_size > 1:  # consecutive ranks share a text encoder
+        tp_mesh = init_device_mesh(device.type, (world // par.tp_size, par.tp_size),
+                                   mesh_dim_names=("tp_replica", "tp"))["tp"]
     _current = ParallelState(dist.get_rank(), world, local_rank, device, cfg_degree, par.ring_degree,
-                             par.ulysses_degree, mesh)
+                             par.ulysses_degree, mesh, par.tp_size, tp_mesh)
     return _current
 
 
