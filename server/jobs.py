@@ -121,6 +121,8 @@ class JobService:
         """Ask the worker to stop after the current job."""
         self._stop.set()
         self._worker.join(timeout)
+        if hasattr(self.engine, "stop"):  # a multi-rank engine: let its ranks exit
+            self.engine.stop()
 
     def _recover(self) -> None:
         """Requeue every job a previous process accepted but did not finish."""
@@ -135,13 +137,25 @@ class JobService:
 
         start = time.perf_counter()
         try:
-            self.engine = DiffGenerator.from_run_config(self.run)
+            if self.run.parallel.num_gpus > 1:
+                from server.rank_group import RankGroupEngine
+
+                engine = RankGroupEngine(self.run, on_failure=self._engine_failed)
+                engine.start(timeout=self.run.parallel.timeout_s)
+                self.engine = engine
+            else:
+                self.engine = DiffGenerator.from_run_config(self.run)
         except Exception as exc:  # noqa: BLE001 - reported on /health, the server keeps answering
             log.exception("model failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
         log.info("model %s ready in %.1f s", self.run.model.name, time.perf_counter() - start)
         self.ready.set()
+
+    def _engine_failed(self, message: str) -> None:
+        """A multi-rank engine's group ended: say so on /health; queued jobs fail with the reason."""
+        self.load_error = f"the model's rank group failed: {message}"
+        self.ready.clear()
 
     # -- submitting ------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -118,10 +118,14 @@ class DiffGenerator:
         prompt: Optional[str] = None,
         *,
         step_callback: Optional[StepCallback] = None,
+        stop_check: Optional[Callable[[], bool]] = None,
         progress: bool = False,
         **options: Any,
     ) -> GenerationResult:
-        """Generate one video/image. ``options`` are sampling and output options by name."""
+        """Generate one video/image. ``options`` are sampling and output options by name.
+
+        ``stop_check`` is asked after every denoise step; True raises GenerationStopped.
+        """
         if prompt is not None:
             options["prompt"] = prompt
         run = self.check(**options)
@@ -141,7 +145,7 @@ class DiffGenerator:
                 else:
                     bar.update(done - bar.n)
 
-        req = Request.from_sampling(run.sampling, step_callback=callback)
+        req = Request.from_sampling(run.sampling, step_callback=callback, stop_check=stop_check)
         try:
             req = self.pipeline(req)
         finally:

@@ -111,9 +111,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sgld.runner import check_model_folder
     from server.main import serve
 
-    if run.parallel.num_gpus > 1:
-        raise UserError(f"serve with parallel.num_gpus={run.parallel.num_gpus}: serving on several ranks is not "
-                        "implemented yet; serve with --num-gpus 1", param="num_gpus")
     check_model_folder(run)
     serve(run)
     return 0

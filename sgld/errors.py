@@ -11,3 +11,7 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A composed run config that cannot run (bad key, type, or impossible combination)."""
+
+
+class GenerationStopped(Exception):
+    """A generation was stopped between denoise steps because its ``stop_check`` said so (every rank stops)."""

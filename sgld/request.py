@@ -27,6 +27,9 @@ class Request:
     flow_shift: Optional[float] = None
     image_path: Optional[str] = None
     step_callback: Optional[StepCallback] = None
+    # Asked after every denoise step; True stops the generation (GenerationStopped). In a
+    # parallel run rank 0's answer is broadcast, so every rank stops at the same step.
+    stop_check: Optional[Callable[[], bool]] = None
 
     # Filled by the stages. Keyword inputs of the DiT: per branch (text conditioning) and shared.
     cond_kwargs: dict = field(default_factory=dict)

@@ -24,6 +24,14 @@ log = logging.getLogger("sgld")
 
 def launch(run: RunConfig) -> Any:
     """Run ``run`` on ``parallel.num_gpus`` local processes; returns rank 0's GenerationResult."""
+    return launch_function(run, rank_main, run)[0]
+
+
+def launch_function(run: RunConfig, function, *args: Any) -> dict:
+    """Call ``function(*args)`` on ``parallel.num_gpus`` local ranks; their return values by rank.
+
+    A failing rank's message is raised as a UserError once the agent has stopped the group.
+    """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -33,10 +41,9 @@ def launch(run: RunConfig) -> Any:
         start_method="spawn",
     )
     try:
-        results = elastic_launch(config, rank_main)(run)
+        return elastic_launch(config, function)(*args)
     except ChildFailedError as exc:
         raise UserError(_failure_message(exc)) from None
-    return results[0]
 
 
 def _failure_message(exc) -> str:

@@ -54,6 +54,9 @@ OUTPUT_KINDS = {
     "qwen_image_edit": "image",
 }
 
+# Families that transform an input image (image_path required).
+NEEDS_IMAGE = {"qwen_image_edit"}
+
 # family -> request check from the folder alone: runs before any weights load.
 FOLDER_CHECKS = {
     "wan": check_wan_request_in_folder,

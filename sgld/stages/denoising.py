@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from sgld.errors import GenerationStopped
 from sgld.models.loading import Placement
 from sgld.parallel.state import current as parallel_state
 from sgld.request import Request
@@ -95,6 +96,15 @@ class DenoisingStage(Stage):
             combined = combined * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
         return combined
 
+    def _should_stop(self, req: Request) -> bool:
+        if self.parallel.world_size == 1:
+            return bool(req.stop_check())
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if self.parallel.is_main and req.stop_check() else 0], device=self.parallel.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
     def _predict_cfg_parallel(self, module, x, latents, t, req: Request) -> tuple[torch.Tensor, torch.Tensor]:
         """CFG parallel: this rank's cfg slice runs one branch; the two predictions are exchanged."""
         import torch.distributed as dist
@@ -127,5 +137,7 @@ class DenoisingStage(Stage):
                     latents = scheduler.step(noise, t, latents, return_dict=False)[0]
                     if req.step_callback is not None:
                         req.step_callback(i + 1, total)
+                    if req.stop_check is not None and self._should_stop(req):
+                        raise GenerationStopped(f"stopped after step {i + 1} of {total}")
         req.latents = latents
         return req

@@ -1,0 +1,152 @@
+"""The engine of a server that runs its model on several ranks (``serve --num-gpus N``).
+
+It looks like a DiffGenerator to the job service (``check``, ``generate``, ``pipeline``),
+but the model lives in N torch.distributed ranks started by torch's elastic launcher from
+a background thread here. Requests are validated here from the model folder's configs
+(no weights in this process); jobs go to rank 0 and progress, results and errors come back
+through multiprocessing queues. If the group fails, the job in flight fails with the
+failing rank's message and ``on_failure`` tells the service (``/health`` says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from omegaconf import OmegaConf
+
+from sgld.config.compose import apply_values, finalize
+from sgld.config.options import OUTPUT, SAMPLING, options_to_values
+from sgld.config.schema import RunConfig
+from sgld.errors import UserError
+
+log = logging.getLogger("sgld.server")
+
+
+@dataclass
+class PipelineInfo:
+    """What the HTTP layer asks of a pipeline: its output kind and whether it needs an input image."""
+
+    family: str
+    output_kind: str
+    needs_image: bool
+
+
+@dataclass
+class RemoteResult:
+    """Rank 0's answer for one job: the saved file and its first frame (for thumbnails)."""
+
+    path: Optional[Path]
+    frames: Any
+
+
+class RankGroupEngine:
+    """Runs jobs on a group of ranks; one job at a time, like the single-process engine."""
+
+    def __init__(self, run: RunConfig, on_failure: Callable[[str], None]):
+        import multiprocessing
+
+        from sgld.models.registry import family_of, read_model_index, resolve_model_folder
+        from sgld.pipelines.constraints import NEEDS_IMAGE, OUTPUT_KINDS
+
+        self.run = run
+        self.folder = resolve_model_folder(run.model.path)
+        family = family_of(read_model_index(self.folder), str(self.folder))
+        self.pipeline = PipelineInfo(family, OUTPUT_KINDS[family], family in NEEDS_IMAGE)
+        self.on_failure = on_failure
+        context = multiprocessing.get_context("spawn")
+        self.jobs, self.events, self.cancel = context.Queue(), context.Queue(), context.Event()
+        self.failure: Optional[str] = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._launch, name="sgld-rank-group", daemon=True)
+
+    def start(self, timeout: float) -> None:
+        """Launch the ranks and wait until every rank has loaded the model."""
+        self._thread.start()
+        while not self._ready.wait(0.2):
+            if self.failure is not None:
+                raise RuntimeError(self.failure)
+            self._drain_until(("ready",), timeout=0)
+            if not self._thread.is_alive() and self.failure is None:
+                raise RuntimeError("the rank group exited before it was ready")
+
+    def _launch(self) -> None:
+        from sgld.parallel.launch import launch_function
+        from sgld.parallel.serving import serve_ranks
+
+        try:
+            launch_function(self.run, serve_ranks, self.run, self.jobs, self.events, self.cancel)
+            message = "the rank group stopped"
+        except UserError as exc:
+            message = str(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever ended the group is reported, not raised
+            message = f"{type(exc).__name__}: {exc}"
+        self.failure = message
+        log.error("rank group ended: %s", message)
+        self.on_failure(message)
+
+    def _drain_until(self, kinds: tuple, timeout: float):
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if event[0] == "ready":
+            self._ready.set()
+        return event
+
+    def stop(self) -> None:
+        """Ask the ranks to exit after the current job."""
+        from sgld.parallel.serving import STOP
+
+        if self.failure is None:
+            self.jobs.put(STOP)
+
+    def request_config(self, **options: Any) -> RunConfig:
+        cfg = OmegaConf.structured(self.run)
+        apply_values(cfg, options_to_values(options, sections=(SAMPLING, OUTPUT)))
+        return finalize(cfg)
+
+    def check(self, **options: Any) -> RunConfig:
+        """Validate a request from the model folder's configs, as the ranks will."""
+        from sgld.outputs import check_output_file_name
+        from sgld.pipelines.constraints import check_request_in_folder
+        from sgld.request import Request
+
+        run = self.request_config(**options)
+        check_request_in_folder(self.pipeline.family, self.folder, Request.from_sampling(run.sampling))
+        if run.output.save and run.output.file_name:
+            check_output_file_name(run.output.file_name, self.pipeline.output_kind)
+        return run
+
+    def generate(self, step_callback: Optional[Callable[[int, int], None]] = None, **options: Any) -> RemoteResult:
+        """Run one job on the group; raises what the job service expects (its cancel error, RuntimeError, UserError)."""
+        if self.failure is not None:
+            raise RuntimeError(f"the model's rank group has failed: {self.failure}")
+        self.cancel.clear()
+        self.jobs.put({k: v for k, v in options.items() if not callable(v)})
+        cancelled: Optional[BaseException] = None
+        while True:
+            event = self._drain_until((), timeout=0.5)
+            if event is None:
+                if self.failure is not None:
+                    raise RuntimeError(f"the model's rank group failed during the job: {self.failure}")
+                continue
+            kind = event[0]
+            if kind == "progress" and step_callback is not None and cancelled is None:
+                try:
+                    step_callback(event[1], event[2])
+                except Exception as exc:  # noqa: BLE001 - the service's cancel signal: stop the ranks, re-raise after
+                    cancelled = exc
+                    self.cancel.set()
+            elif kind == "cancelled":
+                raise cancelled if cancelled is not None else RuntimeError("the job was stopped")
+            elif kind == "error":
+                raise UserError(event[1])
+            elif kind == "done":
+                if cancelled is not None:
+                    raise cancelled
+                return RemoteResult(Path(event[1]) if event[1] else None, event[2])

@@ -1,0 +1,96 @@
+"""The ranks' side of serving on several processes: rank 0 takes jobs from the server, every rank runs them.
+
+The HTTP server stays in the launching process (``server.rank_group.RankGroupEngine``), so
+when a rank dies and torch's elastic agent stops the group, the server survives to fail the
+job with the rank's message and report it on ``/health``. Jobs reach rank 0 through a
+multiprocessing queue and are broadcast to the other ranks over a gloo control group with
+no practical timeout (an idle server waits for work as long as it likes); the data-plane
+group keeps ``parallel.timeout_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from sgld.config.schema import RunConfig
+from sgld.errors import GenerationStopped, UserError
+
+STOP = ("stop",)
+# One year: the control group's broadcast is how idle ranks wait for the next job.
+_IDLE_WAIT = timedelta(days=365)
+
+
+def serve_ranks(run: RunConfig, jobs: Any, events: Any, cancel: Any) -> None:
+    """Entry point of each rank (module-level for the spawn start method)."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    record(_serve_as_rank)(run, jobs, events, cancel)
+
+
+def _serve_as_rank(run: RunConfig, jobs: Any, events: Any, cancel: Any) -> None:
+    import torch.distributed as dist
+
+    from sgld.api import DiffGenerator
+    from sgld.parallel.state import init_distributed, shutdown
+
+    state = init_distributed(run)
+    parent = os.getppid()
+    if not state.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        generator = DiffGenerator.from_run_config(run)
+        control = dist.new_group(backend="gloo", timeout=_IDLE_WAIT)
+        dist.barrier(group=control)
+        if state.is_main:
+            events.put(("ready",))
+        while True:
+            message = [_next_job(jobs, parent) if state.is_main else None]
+            dist.broadcast_object_list(message, src=0, group=control)
+            if message[0] == STOP:
+                return
+            _run_job(generator, state, message[0], events, cancel)
+    finally:
+        shutdown()
+        if os.getppid() != parent:
+            # The server was killed: nobody will collect this rank's result, and torch's
+            # worker wrapper would wait for that forever. Leave now.
+            os._exit(0)
+
+
+def _next_job(jobs: Any, parent: int) -> Any:
+    """Rank 0 waits for a job; if the server process is gone (killed), the group shuts down instead."""
+    import queue
+
+    while True:
+        try:
+            return jobs.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return STOP
+
+
+def _run_job(generator, state, options: dict, events: Any, cancel: Any) -> None:
+    """Every rank runs the job; rank 0 reports progress and the result."""
+    if (os.environ.get("SGLD_TEST_FAULTS") and not state.is_main
+            and "[[sgld-test-rank-fault]]" in str(options.get("prompt", ""))):
+        raise RuntimeError(f"injected test failure on rank {state.rank}")  # test-only: a rank dies mid-job
+    cancel_flag = cancel.is_set if state.is_main else (lambda: False)
+    progress = (lambda done, total: events.put(("progress", done, total))) if state.is_main else None
+    try:
+        result = generator.generate(step_callback=progress, stop_check=cancel_flag, **options)
+    except GenerationStopped:
+        if state.is_main:
+            events.put(("cancelled",))
+        return
+    except UserError as exc:
+        # Bad input caught by the engine's own checks before any collective: the same on every rank.
+        if state.is_main:
+            events.put(("error", str(exc)))
+        return
+    if state.is_main:
+        first = result.frames[:1] if result.frames is not None else None
+        events.put(("done", str(result.path) if result.path else None, first))
