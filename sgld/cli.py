@@ -98,6 +98,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = run_generation(run)
     elapsed = time.perf_counter() - start
+    if result is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     where = str(result.path) if result.path else "not saved (--no-save-output)"
     print(f"done in {elapsed:.1f} s: {where}")
     return 0

@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> int:
     except UserError as exc:
         log.error("error: %s", exc)
         return 2
-    if result.path:
+    if result is not None and result.path:  # None: a rank other than 0 under torchrun
         log.info("saved %s", result.path)
     return 0
 

@@ -95,3 +95,12 @@ def test_cli_num_gpus_2_and_bad_layouts(tmp_path):
                   "--ulysses-degree", "2", "--tp-size", "2", "--text-encoder-cpu-offload", timeout=60)
     assert bad.returncode == 2 and "layer-wise offload with prefetch is faster" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_joins_a_group_torchrun_started(tmp_path):
+    """Under torchrun sgld joins instead of launching: one output, written by rank 0."""
+    proc = run_cli("torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sgld.generate",
+                   "model=tiny_wan", "parallel=usp2", "sampling.prompt=a cat", "sampling.num_inference_steps=2",
+                   f"output.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in tmp_path.glob("*.mp4")] == ["a_cat_seed1024.mp4"]

@@ -81,3 +81,24 @@ def test_materialize_rebuilds_a_missing_model(sgld_home, monkeypatch, tmp_path):
     (folder / ".sgld-tiny-version").unlink()
     tiny.materialize_tiny("tiny-wan-t2v")
     assert len(calls) == 2  # an incomplete folder is rebuilt
+
+
+def test_concurrent_processes_build_once_and_never_delete_a_finished_model(tmp_path):
+    """The ranks of a torchrun group ask for the same tiny model at once: one builds, the others wait."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import time; from sgld.models import tiny\n"
+        "def build(folder):\n"
+        "    time.sleep(1); (folder / 'model_index.json').write_text('{}'); open(marker, 'a').write('x')\n"
+        f"marker = {str(tmp_path / 'builds')!r}\n"
+        "tiny.TINY_BUILDERS['tiny-wan-t2v'] = build\n"
+        "folder = tiny.materialize_tiny('tiny-wan-t2v')\n"
+        "time.sleep(0.5); assert (folder / 'model_index.json').is_file()\n"
+    )
+    env = {**os.environ, "SGLD_HOME": str(tmp_path / "home")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(3)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0]
+    assert (tmp_path / "builds").read_text() == "x"  # built exactly once

@@ -222,26 +222,31 @@ def sgld_home() -> Path:
 def materialize_tiny(name: str) -> Path:
     """Return the folder of built-in tiny model ``name``, building it once if missing.
 
-    The model is built in a temporary folder and renamed into place, so concurrent
-    processes never see a half-written model.
+    Processes that ask at the same time (the ranks of a torchrun group) take turns on a
+    file lock: the first builds, in a temporary folder renamed into place, and the others
+    find the finished folder.
     """
+    from filelock import FileLock
+
     folder = sgld_home() / "models" / name
     stamp = folder / ".sgld-tiny-version"
-    if stamp.is_file() and stamp.read_text() == TINY_FORMAT_VERSION:
+
+    def ready() -> bool:
+        return stamp.is_file() and stamp.read_text() == TINY_FORMAT_VERSION
+
+    if ready():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
-    try:
-        TINY_BUILDERS[name](tmp)
-        (tmp / ".sgld-tiny-version").write_text(TINY_FORMAT_VERSION)
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+    with FileLock(str(folder.parent / f".{name}.lock")):
+        if ready():
+            return folder
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
         try:
+            TINY_BUILDERS[name](tmp)
+            (tmp / ".sgld-tiny-version").write_text(TINY_FORMAT_VERSION)
+            if folder.exists():  # an older format version
+                shutil.rmtree(folder)
             os.replace(tmp, folder)
-        except OSError:
-            # Another process won the race and its folder is complete.
-            if not (stamp.is_file() and stamp.read_text() == TINY_FORMAT_VERSION):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
