@@ -5,7 +5,8 @@ token sequence after the patch embedding and gather it at ``proj_out`` for Wan, 
 Qwen-Image, Ulysses all-to-all and ring attention with log-sum-exp merging. We give it
 our device mesh and fill the two gaps that stop it on CPU/gloo: it derives the device
 from ``torch.accelerator.device_count()`` (0 on CPU), and its native SDPA op returns no
-log-sum-exp, which ring attention needs; on CPU we use ATen's flash kernel, which does.
+log-sum-exp, which ring attention needs; we use ATen's kernels that do (flash on CPU,
+memory-efficient on CUDA, any dtype).
 """
 
 from __future__ import annotations
@@ -29,30 +30,39 @@ def _cpu_as_one_device() -> Iterator[None]:
         torch.accelerator.device_count = original
 
 
-def _install_cpu_lse_attention() -> None:
-    """Let diffusers' native attention return the log-sum-exp on CPU tensors (ring attention merges with it)."""
+def _attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, is_causal: bool,
+                        scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDPA that also returns the log-sum-exp; (B, H, S, D) in, (out (B, H, S, D), lse (B, H, S)) out."""
+    if q.device.type == "cpu":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout_p, is_causal, scale=scale)
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, dropout_p, is_causal,
+                                                                       scale=scale)[:2]
+    return out, lse[:, :, : q.shape[2]]  # the kernel pads the LSE's sequence dim to a multiple of 32
+
+
+def _install_lse_attention() -> None:
+    """Let diffusers' native attention return the log-sum-exp (ring attention merges partial results with it)."""
     from diffusers.models import attention_dispatch as ad
 
-    if getattr(ad._native_attention_forward_op, "_sgld_cpu_lse", False):
+    if getattr(ad._native_attention_forward_op, "_sgld_lse", False):
         return
     original = ad._native_attention_forward_op
 
     def forward_op(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                    enable_gqa=False, return_lse=False, _save_ctx=True, _parallel_config=None):
-        if not (return_lse and query.device.type == "cpu" and attn_mask is None and not enable_gqa):
+        if not return_lse or attn_mask is not None or enable_gqa:
             return original(ctx, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, return_lse,
                             _save_ctx, _parallel_config)
         q, k, v = (x.permute(0, 2, 1, 3) for x in (query, key, value))  # (B, S, H, D) -> (B, H, S, D)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout_p, is_causal,
-                                                                                scale=scale)
+        out, lse = _attention_with_lse(q, k, v, dropout_p, is_causal, scale)
         return out.permute(0, 2, 1, 3), lse.permute(0, 2, 1)  # model layout: (B, S, H, D), (B, S, H)
 
-    forward_op._sgld_cpu_lse = True
+    forward_op._sgld_lse = True
     ad._native_attention_forward_op = forward_op
 
 
 def _pad_gather_anything(tensor: torch.Tensor, dim: int, group) -> torch.Tensor:
-    """All-gather shards of different lengths along ``dim`` with equal-sized messages (gloo needs them)."""
+    """All-gather shards of different lengths along ``dim`` with equal-sized messages (gloo needs them; NCCL is fine with them too)."""
     import torch.distributed as dist
 
     tensor = tensor.contiguous()
@@ -69,7 +79,7 @@ def _pad_gather_anything(tensor: torch.Tensor, dim: int, group) -> torch.Tensor:
     return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim)
 
 
-def _install_gloo_uneven_gather() -> None:
+def _install_padded_uneven_gather() -> None:
     from diffusers.hooks import context_parallel as cp
 
     cp._all_gather_anything = _pad_gather_anything
@@ -91,9 +101,9 @@ def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState)
     config = ContextParallelConfig(ring_degree=state.ring_degree, ulysses_degree=state.ulysses_degree,
                                    mesh=state.mesh["ring", "ulysses"],
                                    ulysses_anything=state.ring_degree == 1, ring_anything=state.ulysses_degree == 1)
+    _install_lse_attention()
+    _install_padded_uneven_gather()
     if state.device.type == "cpu":
-        _install_cpu_lse_attention()
-        _install_gloo_uneven_gather()
         with _cpu_as_one_device():
             transformer.enable_parallelism(config=config)
     else:
