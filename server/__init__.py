@@ -13,12 +13,14 @@ from flask import Flask, request
 
 from sgld.config.schema import RunConfig
 
-PUBLIC_PATHS = {"/health", "/openapi.json"}
+# The playground page and its assets load without a key; the page then sends the key the user types.
+PUBLIC_PATHS = {"/health", "/openapi.json", "/", "/playground", "/playground/app.js", "/playground/style.css",
+                "/playground/info"}
 
 
 def create_app(run: RunConfig, engine: Any = None, service: Optional[Any] = None, start: bool = True) -> Flask:
     """The Flask app for ``run``. ``engine``: a loaded DiffGenerator (tests); ``start``: run the worker."""
-    from server import images, meta, videos
+    from server import images, meta, playground, videos
     from server.errors import APIError, register_error_handlers
     from server.jobs import JobService
     from server.metrics import Metrics
@@ -31,7 +33,7 @@ def create_app(run: RunConfig, engine: Any = None, service: Optional[Any] = None
     app.extensions["sgld"] = svc
     app.extensions["sgld_metrics"] = metrics
     register_error_handlers(app)
-    for blueprint in (videos.bp, images.bp, meta.bp):
+    for blueprint in (videos.bp, images.bp, meta.bp, playground.bp):
         app.register_blueprint(blueprint)
     app.url_map.strict_slashes = False
 

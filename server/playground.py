@@ -1,0 +1,48 @@
+"""The browser playground: one static page at ``/`` and ``/playground`` that uses the public API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, jsonify, send_from_directory
+
+from server.context import service
+
+STATIC = Path(__file__).resolve().parent / "playground"
+bp = Blueprint("playground", __name__)
+
+
+@bp.get("/")
+@bp.get("/playground")
+def page():
+    """The playground page."""
+    return send_from_directory(STATIC, "index.html")
+
+
+@bp.get("/playground/<any('app.js', 'style.css'):name>")
+def asset(name: str):
+    """The page's script and style sheet (served locally: no CDN)."""
+    return send_from_directory(STATIC, name)
+
+
+@bp.get("/playground/info")
+def info():
+    """What the page needs to build its form: the model, its kind and defaults, whether a key is required."""
+    from sgld.models.registry import family_of, read_model_index, resolve_model_folder
+    from sgld.pipelines.constraints import NEEDS_IMAGE, OUTPUT_KINDS
+
+    svc = service()
+    run = svc.run
+    family = family_of(read_model_index(resolve_model_folder(run.model.path)))
+    s = run.sampling
+    return jsonify({
+        "model": svc.model_id,
+        "kind": OUTPUT_KINDS[family],
+        "needs_image": family in NEEDS_IMAGE,
+        "api_key_required": bool(run.server.api_key),
+        "defaults": {
+            "width": s.width, "height": s.height, "num_frames": s.num_frames, "fps": s.fps,
+            "num_inference_steps": s.num_inference_steps, "guidance_scale": s.guidance_scale,
+            "seed": s.seed, "negative_prompt": s.negative_prompt,
+        },
+    })

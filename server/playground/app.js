@@ -1,0 +1,202 @@
+// sgld playground: a thin client of the server's own public API (/v1/videos, /v1/images/*).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let info = null;
+const imageHistory = [];
+
+function authHeaders(extra = {}) {
+  const key = $("api-key").value.trim();
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: authHeaders(options.headers || {}) });
+  if (!response.ok) {
+    let message = `HTTP ${response.status}`;
+    try {
+      const body = await response.json();
+      message = (body.error && body.error.message) || body.detail || message;
+    } catch (_) { /* not JSON: keep the status line */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function setValue(id, value) {
+  if (value !== null && value !== undefined) $(id).value = value;
+}
+
+function number(id) {
+  const raw = $(id).value.trim();
+  return raw === "" ? undefined : Number(raw);
+}
+
+function setStatus(text, progress) {
+  $("status").textContent = text;
+  const bar = $("progress");
+  bar.hidden = progress === undefined;
+  if (progress === null) bar.removeAttribute("value");  // indeterminate: images have no step progress
+  else if (progress !== undefined) bar.value = progress;
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+  setStatus("Failed.", undefined);
+}
+
+function commonFields() {
+  const fields = {
+    prompt: $("prompt").value,
+    negative_prompt: $("negative-prompt").value || undefined,
+    num_inference_steps: number("steps"),
+    seed: number("seed"),
+    guidance_scale: number("guidance"),
+  };
+  const width = number("width"), height = number("height");
+  if (width !== undefined && height !== undefined) fields.size = `${width}x${height}`;
+  return fields;
+}
+
+function showMedia(kind, url, name) {
+  const output = $("output");
+  output.replaceChildren();
+  const media = document.createElement(kind === "video" ? "video" : "img");
+  media.src = url;
+  if (kind === "video") { media.controls = true; media.setAttribute("aria-label", "Generated video"); }
+  else media.alt = "Generated image";
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = name;
+  link.textContent = `Download ${name}`;
+  output.append(media, link);
+}
+
+async function showVideo(id) {
+  const blob = await (await api(`/v1/videos/${id}/content`)).blob();
+  showMedia("video", URL.createObjectURL(blob), `${id}.mp4`);
+}
+
+async function runVideo() {
+  const body = { ...commonFields(), num_frames: number("num-frames") };
+  let video = await (await api("/v1/videos", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  })).json();
+  loadHistory();
+  while (video.status !== "completed" && video.status !== "failed") {
+    setStatus(`${video.status === "queued" ? "Queued" : "Generating"}… ${video.progress}%`, video.progress);
+    await sleep(400);
+    video = await (await api(`/v1/videos/${video.id}`)).json();
+  }
+  if (video.status === "failed") throw new Error(video.error ? video.error.message : "generation failed");
+  setStatus(`Done: ${video.id}`, 100);
+  await showVideo(video.id);
+  loadHistory();
+}
+
+async function runImage() {
+  setStatus("Generating…", null);
+  let response;
+  if (info.needs_image) {
+    const file = $("image").files[0];
+    if (!file) throw new Error("Choose an input image to edit.");
+    const form = new FormData();
+    for (const [key, value] of Object.entries(commonFields())) if (value !== undefined) form.append(key, value);
+    form.append("image", file);
+    form.append("response_format", "b64_json");
+    response = await api("/v1/images/edits", { method: "POST", body: form });
+  } else {
+    const body = { ...commonFields(), n: 1, response_format: "b64_json" };
+    response = await api("/v1/images/generations", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+  }
+  const result = await response.json();
+  const url = `data:image/png;base64,${result.data[0].b64_json}`;
+  setStatus("Done.", 100);
+  showMedia("image", url, "image.png");
+  imageHistory.unshift({ url, prompt: $("prompt").value });
+  renderImageHistory();
+}
+
+function historyItem(prompt, status, thumbnailUrl, onShow) {
+  const item = document.createElement("li");
+  const img = document.createElement("img");
+  img.alt = `Thumbnail: ${prompt}`;
+  if (thumbnailUrl) img.src = thumbnailUrl;
+  const text = document.createElement("div");
+  text.textContent = prompt.length > 60 ? `${prompt.slice(0, 57)}…` : prompt;
+  const state = document.createElement("div");
+  state.className = "muted";
+  state.textContent = status;
+  item.append(img, text, state);
+  if (onShow) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Show";
+    button.addEventListener("click", onShow);
+    item.append(button);
+  }
+  return item;
+}
+
+async function loadHistory() {
+  if (!info || info.kind !== "video") return;
+  try {
+    const list = await (await api("/v1/videos?limit=12&order=desc")).json();
+    const items = await Promise.all(list.data.map(async (video) => {
+      let thumb = null;
+      if (video.status === "completed") {
+        try { thumb = URL.createObjectURL(await (await api(`/v1/videos/${video.id}/content?variant=thumbnail`)).blob()); }
+        catch (_) { /* no thumbnail: show the text only */ }
+      }
+      const show = video.status === "completed" ? () => showVideo(video.id) : null;
+      return historyItem(video.prompt, video.status, thumb, show);
+    }));
+    $("history").replaceChildren(...items);
+  } catch (error) {
+    $("history").replaceChildren(historyItem("History unavailable", error.message, null, null));
+  }
+}
+
+function renderImageHistory() {
+  $("history").replaceChildren(...imageHistory.map((entry) =>
+    historyItem(entry.prompt, "done", entry.url, () => showMedia("image", entry.url, "image.png"))));
+}
+
+async function submit(event) {
+  event.preventDefault();
+  $("error").hidden = true;
+  if (!$("prompt").value.trim()) { showError("Write a prompt first."); $("prompt").focus(); return; }
+  localStorage.setItem("sgld-api-key", $("api-key").value);
+  $("submit").disabled = true;
+  try {
+    if (info.kind === "video") await runVideo();
+    else await runImage();
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    $("submit").disabled = false;
+  }
+}
+
+async function init() {
+  info = await (await fetch("/playground/info")).json();
+  const d = info.defaults;
+  $("model-line").textContent = `Model: ${info.model} — ${info.kind}${info.needs_image ? " editing" : ""}`;
+  setValue("width", d.width); setValue("height", d.height); setValue("num-frames", d.num_frames);
+  setValue("steps", d.num_inference_steps); setValue("seed", d.seed); setValue("guidance", d.guidance_scale);
+  setValue("negative-prompt", d.negative_prompt);
+  if (d.width === null) { $("width").placeholder = "from input"; $("height").placeholder = "from input"; }
+  for (const el of document.querySelectorAll(".video-only")) el.hidden = info.kind !== "video";
+  $("image-field").hidden = !info.needs_image;
+  $("api-key-field").hidden = !info.api_key_required;
+  $("api-key").value = localStorage.getItem("sgld-api-key") || "";
+  $("form").addEventListener("submit", submit);
+  loadHistory();
+}
+
+init().catch((error) => showError(`Cannot reach the server: ${error.message}`));
