@@ -93,9 +93,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sgld.config.compose import run_config_from_options
 
     run = run_config_from_options(collect_options(args))
-    from sgld.runner import run_generation
+    from sgld.runner import run_generation, run_prompt_set
 
     start = time.perf_counter()
+    if run.sampling.prompts_file:
+        summary = run_prompt_set(run)
+        print(f"done in {time.perf_counter() - start:.1f} s: {summary['done']} of {summary['total']} outputs, "
+              f"{summary['failed']} failed, in {run.output.path} (manifest.jsonl, summary.json)")
+        return 1 if summary["failed"] else 0
     result = run_generation(run)
     elapsed = time.perf_counter() - start
     if result is None:  # a rank other than 0 under torchrun: rank 0 reports

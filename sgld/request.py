@@ -54,5 +54,9 @@ class Request:
 
     @classmethod
     def from_sampling(cls, sampling: Any, **extra: Any) -> "Request":
-        """Build from a SamplingConfig: every sampling key is a Request field of the same name."""
-        return cls(**{f.name: getattr(sampling, f.name) for f in fields(sampling)}, **extra)
+        """Build from a SamplingConfig: sampling keys become the Request fields of the same name.
+
+        Run-level keys (``prompts_file``) are not part of one request and are left out.
+        """
+        names = {f.name for f in fields(cls)}
+        return cls(**{f.name: getattr(sampling, f.name) for f in fields(sampling) if f.name in names}, **extra)

@@ -7,6 +7,7 @@ import time
 
 from sgld.api import DiffGenerator, GenerationResult
 from sgld.config.schema import RunConfig
+from sgld.errors import UserError
 from sgld.request import Request
 
 log = logging.getLogger("sgld")
@@ -35,6 +36,8 @@ def check_before_loading(run: RunConfig) -> None:
 
 def run_generation(run: RunConfig) -> GenerationResult:
     """Generate ``run.sampling`` on one process, or on ``parallel.num_gpus`` ranks through torchrun."""
+    if run.sampling.prompts_file:
+        raise UserError("run_generation makes one output; prompt sets go through run_prompt_set", param="prompts_file")
     if run.parallel.num_gpus == 1:
         return run_local(run)
     from sgld.parallel.launch import launch, run_as_rank
@@ -44,6 +47,15 @@ def run_generation(run: RunConfig) -> GenerationResult:
         return run_as_rank(run)
     check_before_loading(run)  # bad input fails here, before any process starts
     return launch(run)
+
+
+def run_prompt_set(run: RunConfig) -> dict:
+    """Generate a prompt set (``sampling.prompts_file``) with one loaded model; the run summary."""
+    from sgld.batch import run_prompt_set as run_set
+
+    if run.parallel.num_gpus > 1:
+        raise UserError("prompt sets run on one process for now; use --num-gpus 1", param="num_gpus")
+    return run_set(run)
 
 
 def run_local(run: RunConfig) -> GenerationResult:

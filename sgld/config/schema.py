@@ -97,6 +97,8 @@ class SamplingConfig:
     fps: int = II("model.sampling_defaults.fps")
     flow_shift: Optional[float] = II("model.sampling_defaults.flow_shift")
     image_path: Optional[str] = None
+    # A prompt set (text: one prompt per line; JSONL: per-line prompt and sampling overrides).
+    prompts_file: Optional[str] = None
 
 
 @dataclass
@@ -121,6 +123,8 @@ class OutputConfig:
     file_name: Optional[str] = None
     save: bool = True
     return_frames: bool = False
+    # Prompt sets: skip items the output directory's manifest already records as done.
+    resume: bool = True
 
 
 @dataclass

@@ -1,0 +1,124 @@
+"""Prompt sets: many generations with one loaded model, a manifest per output, resume, a run summary.
+
+A prompt set is a text file (one prompt per line) or JSONL (one object per line with
+``prompt`` and any sampling option: ``seed``, ``negative_prompt``, ``height``, ...). Every
+item's result is appended to ``manifest.jsonl`` in the output directory as soon as it is
+written, so an interrupted run loses at most the item in progress; running the same command
+again skips the items the manifest records as done whose files still exist. A failing item
+is recorded with its error and the run goes on. ``summary.json`` is rewritten after every item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sgld.config.options import BY_NAME, SAMPLING
+from sgld.config.schema import RunConfig
+from sgld.errors import UserError
+from sgld.outputs import slug
+
+log = logging.getLogger("sgld")
+
+MANIFEST = "manifest.jsonl"
+SUMMARY = "summary.json"
+
+
+def load_prompt_set(path: str) -> list[dict]:
+    """The items of a prompt file: ``[{"prompt": ..., <sampling option>: ...}, ...]``."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"prompts file {path!r} does not exist", param="prompts_file")
+    items = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if file.suffix != ".jsonl":
+            items.append({"prompt": line.strip()})
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} line {number} is not valid JSON: {exc.msg}", param="prompts_file") from None
+        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+            raise UserError(f"{path} line {number} needs a \"prompt\" string", param="prompts_file")
+        unknown = [k for k in item if k not in BY_NAME or BY_NAME[k].section != SAMPLING]
+        if unknown:
+            raise UserError(f"{path} line {number}: {', '.join(map(repr, unknown))} is not a sampling option",
+                            param="prompts_file")
+        items.append(item)
+    if not items:
+        raise UserError(f"prompts file {path!r} has no prompts", param="prompts_file")
+    return items
+
+
+def _done_items(manifest: Path) -> set[int]:
+    """Indexes the manifest records as finished whose output file is still there."""
+    done = set()
+    if manifest.is_file():
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write
+            if record.get("status") == "ok" and record.get("output") and Path(record["output"]).is_file():
+                done.add(record["index"])
+    return done
+
+
+def _peak_memory() -> int | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
+def run_prompt_set(run: RunConfig) -> dict:
+    """Generate every item of ``run.sampling.prompts_file`` into ``run.output.path``; the summary."""
+    from tqdm import tqdm
+
+    from sgld.api import DiffGenerator
+
+    items = load_prompt_set(run.sampling.prompts_file)
+    out_dir = Path(run.output.path).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / MANIFEST
+    done = _done_items(manifest) if run.output.resume else set()
+    todo = [i for i in range(len(items)) if i not in done]
+    log.info("%d prompts: %d already done, %d to generate into %s", len(items), len(done), len(todo), out_dir)
+    summary = {"total": len(items), "done": len(done), "failed": 0, "skipped": len(done), "load_seconds": 0.0,
+               "seconds": 0.0, "s_per_output": None}
+    start = time.perf_counter()
+    generator = DiffGenerator.from_run_config(run) if todo else None
+    summary["load_seconds"] = round(time.perf_counter() - start, 3)
+    extension = "mp4" if generator is not None and generator.pipeline.output_kind == "video" else "png"
+    with tqdm(total=len(items), initial=len(done), desc="prompts", unit="output") as bar:
+        for index in todo:
+            item = items[index]
+            name = f"{index:04d}_{slug(item['prompt'])[:60]}.{extension}"
+            record: dict[str, Any] = {"index": index, "prompt": item["prompt"]}
+            item_start = time.perf_counter()
+            try:
+                result = generator.generate(progress=True, output_path=str(out_dir), output_file_name=name,
+                                            save_output=True, **item)
+                record.update(status="ok", output=str(result.path), seed=result.seed,
+                              settings=asdict(result.config.sampling), timings=result.timings,
+                              seconds=round(time.perf_counter() - item_start, 3), peak_memory_bytes=_peak_memory())
+                summary["done"] += 1
+            except UserError as exc:
+                record.update(status="failed", error=str(exc), param=exc.param)
+                summary["failed"] += 1
+                log.error("prompt %d failed: %s", index, exc)
+            with manifest.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            summary["seconds"] = round(time.perf_counter() - start, 3)
+            made = summary["done"] - summary["skipped"]
+            # Generation time per new output, the one model load left out.
+            summary["s_per_output"] = round((summary["seconds"] - summary["load_seconds"]) / made, 3) if made else None
+            (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
+            bar.update(1)
+    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
+    return summary

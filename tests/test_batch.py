@@ -1,0 +1,87 @@
+"""Prompt sets: one model load for many outputs, a manifest line per output, failures recorded, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, read_mp4, run_cli
+
+SET = [
+    {"prompt": "a red fox", "seed": 1},
+    {"prompt": "a blue cat", "seed": 2, "num_inference_steps": 2},
+    {"prompt": "a dog", "height": 60},  # not a multiple of 16: recorded as failed, the others go on
+    {"prompt": "a bird", "negative_prompt": "blurry", "seed": 4},
+    {"prompt": "a horse", "num_frames": 5, "seed": 5},
+]
+
+
+def manifest(out):
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_jsonl_set_with_overrides_and_a_failing_line(tmp_path, tiny_wan_folder):
+    prompts = tmp_path / "set.jsonl"
+    prompts.write_text("\n".join(json.dumps(item) for item in SET) + "\n")
+    out = tmp_path / "out"
+    proc = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt-file", str(prompts),
+                   "--output-path", str(out))
+    assert proc.returncode == 1, proc.stderr  # one item failed
+    assert "4 of 5 outputs, 1 failed" in proc.stdout
+    records = {r["index"]: r for r in manifest(out)}
+    assert records[2]["status"] == "failed" and "height=60 must be a multiple of 16" in records[2]["error"]
+    assert records[1]["settings"]["num_inference_steps"] == 2 and records[1]["seed"] == 2
+    assert records[3]["settings"]["negative_prompt"] == "blurry"
+    assert records[0]["settings"]["num_inference_steps"] == 4  # the model default where the line says nothing
+    _, frames = read_mp4(records[4]["output"])
+    assert len(frames) == 5
+    assert set(records[0]["timings"]) >= {"encode_prompt", "denoise", "decode"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["total"] == 5 and summary["done"] == 4 and summary["failed"] == 1 and summary["s_per_output"] > 0
+
+
+def test_an_interrupted_run_resumes_without_redoing_outputs(tmp_path, tiny_wan_folder):
+    prompts = tmp_path / "set.txt"
+    prompts.write_text("".join(f"prompt number {i}\n" for i in range(5)))
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt-file",
+            str(prompts), "--num-inference-steps", "12", "--output-path", str(out)]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "manifest.jsonl").is_file() and len(manifest(out)) >= 2):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(10)
+    first = {r["index"]: r for r in manifest(out)}
+    assert 2 <= len(first) < 5, "the run was not interrupted in the middle"
+    stamps = {i: (out / r["output"]).stat().st_mtime_ns for i, r in first.items()}
+    again = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt-file", str(prompts),
+                    "--num-inference-steps", "12", "--output-path", str(out))
+    assert again.returncode == 0, again.stderr
+    records = manifest(out)
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 3, 4]  # each output made exactly once
+    assert all((out / r["output"]).stat().st_mtime_ns == stamps[i] for i, r in first.items())
+    assert len(list(out.glob("*.mp4"))) == 5
+
+
+def test_hydra_door_and_bad_files(tmp_path, tiny_wan_folder):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n\na dog\n")
+    proc = run_cli("sgld.generate", "model=tiny_wan", f"sampling.prompts_file={prompts}",
+                   "sampling.num_inference_steps=2", f"output.path={tmp_path / 'hydra'}")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "hydra").glob("*.mp4")) == ["0000_a_cat.mp4", "0001_a_dog.mp4"]
+
+    bad = tmp_path / "bad.jsonl"
+    for content, message in (('{"prompt": "x"}\n{oops\n', "line 2 is not valid JSON"),
+                             ('{"prompt": "x", "num_gpus": 2}\n', "'num_gpus' is not a sampling option"),
+                             ('{"seed": 3}\n', 'line 1 needs a "prompt" string')):
+        bad.write_text(content)
+        proc = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt-file", str(bad), timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt-file", "/no/such.txt", timeout=60)
+    assert proc.returncode == 2 and "prompts file '/no/such.txt' does not exist" in proc.stderr
