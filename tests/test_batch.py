@@ -85,3 +85,21 @@ def test_hydra_door_and_bad_files(tmp_path, tiny_wan_folder):
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt-file", "/no/such.txt", timeout=60)
     assert proc.returncode == 2 and "prompts file '/no/such.txt' does not exist" in proc.stderr
+
+
+def test_sweep_over_a_prompt_set_and_the_report(tmp_path, tiny_wan_folder):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\n")
+    proc = run_cli("sgld.generate", "-m", "sampling.seed=1,2", "sampling.num_inference_steps=1,2",
+                   f"sampling.prompts_file={prompts}", f"output.path={tmp_path / 'sweep'}", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted((tmp_path / "sweep").glob("multirun/*/*/*/summary.json"))
+    assert len(jobs) == 4
+    report = run_cli("sgld.report", str(tmp_path / "sweep"), "--csv", str(tmp_path / "r.csv"),
+                     "--contact-sheet", str(tmp_path / "sheet.png"))
+    assert report.returncode == 0, report.stderr
+    rows = [line for line in report.stdout.splitlines() if line.startswith("| multirun")]
+    assert len(rows) == 4
+    assert any("sampling.seed=2" in row and "sampling.num_inference_steps=1" in row for row in rows)
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 5
+    assert "contact sheet: 8 outputs" in report.stdout
