@@ -76,29 +76,53 @@ def _peak_memory() -> int | None:
     return torch.cuda.max_memory_allocated() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
 
 
+def expand(items: list[dict], per_prompt: int, base_seed: int) -> list[tuple[str, dict]]:
+    """(file stem, options) of every output: ``per_prompt`` per item, seeds counting up from the item's."""
+    outputs = []
+    for i, item in enumerate(items):
+        stem = f"{i:04d}_{slug(item['prompt'])[:60]}"
+        if per_prompt == 1:
+            outputs.append((stem, item))
+            continue
+        seed = item.get("seed", base_seed)
+        outputs.extend((f"{stem}_{k}", {**item, "seed": seed + k}) for k in range(per_prompt))
+    return outputs
+
+
+def is_prompt_set(run: RunConfig) -> bool:
+    """Whether ``run`` makes several outputs (a prompts file, or several outputs per prompt)."""
+    return bool(run.sampling.prompts_file) or run.output.num_outputs_per_prompt > 1
+
+
 def run_prompt_set(run: RunConfig) -> dict:
-    """Generate every item of ``run.sampling.prompts_file`` into ``run.output.path``; the summary."""
+    """Generate every output of the run's prompt set into ``run.output.path``; the summary."""
     from tqdm import tqdm
 
     from sgld.api import DiffGenerator
 
-    items = load_prompt_set(run.sampling.prompts_file)
+    if run.sampling.prompts_file:
+        items = load_prompt_set(run.sampling.prompts_file)
+    elif run.sampling.prompt:
+        items = [{"prompt": run.sampling.prompt}]
+    else:
+        raise UserError("give --prompt or --prompt-file", param="prompt")
+    outputs = expand(items, run.output.num_outputs_per_prompt, run.sampling.seed)
     out_dir = Path(run.output.path).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / MANIFEST
     done = _done_items(manifest) if run.output.resume else set()
-    todo = [i for i in range(len(items)) if i not in done]
-    log.info("%d prompts: %d already done, %d to generate into %s", len(items), len(done), len(todo), out_dir)
-    summary = {"total": len(items), "done": len(done), "failed": 0, "skipped": len(done), "load_seconds": 0.0,
+    todo = [i for i in range(len(outputs)) if i not in done]
+    log.info("%d outputs: %d already done, %d to generate into %s", len(outputs), len(done), len(todo), out_dir)
+    summary = {"total": len(outputs), "done": len(done), "failed": 0, "skipped": len(done), "load_seconds": 0.0,
                "seconds": 0.0, "s_per_output": None}
     start = time.perf_counter()
     generator = DiffGenerator.from_run_config(run) if todo else None
     summary["load_seconds"] = round(time.perf_counter() - start, 3)
     extension = "mp4" if generator is not None and generator.pipeline.output_kind == "video" else "png"
-    with tqdm(total=len(items), initial=len(done), desc="prompts", unit="output") as bar:
+    with tqdm(total=len(outputs), initial=len(done), desc="prompts", unit="output") as bar:
         for index in todo:
-            item = items[index]
-            name = f"{index:04d}_{slug(item['prompt'])[:60]}.{extension}"
+            stem, item = outputs[index]
+            name = f"{stem}.{extension}"
             record: dict[str, Any] = {"index": index, "prompt": item["prompt"]}
             item_start = time.perf_counter()
             try:

@@ -93,10 +93,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sgld.config.compose import run_config_from_options
 
     run = run_config_from_options(collect_options(args))
+    from sgld.batch import is_prompt_set
     from sgld.runner import run_generation, run_prompt_set
 
     start = time.perf_counter()
-    if run.sampling.prompts_file:
+    if is_prompt_set(run):
         summary = run_prompt_set(run)
         print(f"done in {time.perf_counter() - start:.1f} s: {summary['done']} of {summary['total']} outputs, "
               f"{summary['failed']} failed, in {run.output.path} (manifest.jsonl, summary.json)")

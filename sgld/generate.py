@@ -31,9 +31,10 @@ def run(cfg: DictConfig) -> int:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             # One output per sweep job, in that job's own directory.
             run_config.output.path = HydraConfig.get().runtime.output_dir
+        from sgld.batch import is_prompt_set
         from sgld.runner import run_generation, run_prompt_set
 
-        if run_config.sampling.prompts_file:
+        if is_prompt_set(run_config):
             summary = run_prompt_set(run_config)
             log.info("prompt set: %d of %d outputs, %d failed", summary["done"], summary["total"], summary["failed"])
             return 1 if summary["failed"] else 0

@@ -36,7 +36,7 @@ def check_before_loading(run: RunConfig) -> None:
 
 def run_generation(run: RunConfig) -> GenerationResult:
     """Generate ``run.sampling`` on one process, or on ``parallel.num_gpus`` ranks through torchrun."""
-    if run.sampling.prompts_file:
+    if run.sampling.prompts_file or run.output.num_outputs_per_prompt > 1:
         raise UserError("run_generation makes one output; prompt sets go through run_prompt_set", param="prompts_file")
     if run.parallel.num_gpus == 1:
         return run_local(run)

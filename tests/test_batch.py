@@ -103,3 +103,12 @@ def test_sweep_over_a_prompt_set_and_the_report(tmp_path, tiny_wan_folder):
     assert any("sampling.seed=2" in row and "sampling.num_inference_steps=1" in row for row in rows)
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 5
     assert "contact sheet: 8 outputs" in report.stdout
+
+
+def test_several_outputs_per_prompt(tmp_path, tiny_wan_folder):
+    proc = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt", "a cat", "--seed", "10",
+                   "--num-outputs-per-prompt", "2", "--num-inference-steps", "2", "--output-path", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    records = manifest(tmp_path)
+    assert [(r["seed"], r["output"].rsplit("/", 1)[1]) for r in records] == [
+        (10, "0000_a_cat_0.mp4"), (11, "0000_a_cat_1.mp4")]

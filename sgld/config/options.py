@@ -68,6 +68,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("flow_shift", "sampling.flow_shift", float, "flow-matching shift of the scheduler", SAMPLING),
     Option("image_path", "sampling.image_path", str, "input image (image-to-video and edit models)", SAMPLING),
     Option("prompt_file", "sampling.prompts_file", str, "prompt set: a text file (one prompt per line) or JSONL with per-line overrides", SERVER),
+    Option("num_outputs_per_prompt", "output.num_outputs_per_prompt", int, "outputs per prompt, with seeds seed, seed+1, ...", SERVER),
     Option("output_path", "output.path", str, "directory to save outputs in", OUTPUT),
     Option("output_file_name", "output.file_name", str, "file name of the output; unset: made from the prompt and seed", OUTPUT),
     Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT),

@@ -125,6 +125,8 @@ class OutputConfig:
     return_frames: bool = False
     # Prompt sets: skip items the output directory's manifest already records as done.
     resume: bool = True
+    # Outputs per prompt (seeds seed, seed+1, ...); more than 1 runs as a prompt set.
+    num_outputs_per_prompt: int = 1
 
 
 @dataclass

@@ -61,6 +61,7 @@ def validate(run: RunConfig) -> None:
             _check_positive(f"sampling.{key}", getattr(s, key))
     _check_positive("sampling.num_frames", s.num_frames)
     _check_positive("sampling.fps", s.fps)
+    _check_positive("output.num_outputs_per_prompt", run.output.num_outputs_per_prompt)
     if s.guidance_scale < 0:
         raise ConfigError(f"sampling.guidance_scale must be >= 0, got {s.guidance_scale}", param="sampling.guidance_scale")
     if not 0 <= s.seed < 2**63:
