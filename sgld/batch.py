@@ -110,6 +110,9 @@ def run_prompt_set(run: RunConfig) -> dict:
     out_dir = Path(run.output.path).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / MANIFEST
+    from sgld.config.compose import run_config_yaml
+
+    (out_dir / "config.yaml").write_text(run_config_yaml(run))  # the composed run, beside its outputs
     done = _done_items(manifest) if run.output.resume else set()
     todo = [i for i in range(len(outputs)) if i not in done]
     log.info("%d outputs: %d already done, %d to generate into %s", len(outputs), len(done), len(todo), out_dir)

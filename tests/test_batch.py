@@ -40,6 +40,7 @@ def test_jsonl_set_with_overrides_and_a_failing_line(tmp_path, tiny_wan_folder):
     _, frames = read_mp4(records[4]["output"])
     assert len(frames) == 5
     assert set(records[0]["timings"]) >= {"encode_prompt", "denoise", "decode"}
+    assert "prompts_file:" in (out / "config.yaml").read_text()  # the composed run config beside the outputs
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total"] == 5 and summary["done"] == 4 and summary["failed"] == 1 and summary["s_per_output"] > 0
 
