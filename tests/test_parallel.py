@@ -34,6 +34,16 @@ WAN_TILED = dict(model_path="tiny-wan-t2v", height=64, width=80, num_frames=9, v
 
 
 @pytest.fixture(scope="module")
+def input_image(tmp_path_factory):
+    from PIL import Image
+
+    y, x = np.mgrid[0:40, 0:56]
+    path = tmp_path_factory.mktemp("edit") / "input.png"
+    Image.fromarray(np.stack([x * 4, y * 6, 255 - x * 4], axis=-1).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def single(sgld_home):
     cache = {}
 
@@ -54,10 +64,15 @@ def single(sgld_home):
         ("wan-odd-ring2", WAN_ODD, dict(num_gpus=2, ring_degree=2)),
         ("wan-vae-sp2", WAN_TILED, dict(num_gpus=2, ulysses_degree=2, vae_sp=True)),
         ("flux-ulysses2", dict(model_path="tiny-flux", height=64, width=64), dict(num_gpus=2, ulysses_degree=2)),
+        ("flux-ring2-tp2", dict(model_path="tiny-flux", height=64, width=64), dict(num_gpus=2, ring_degree=2, tp_size=2)),
         ("qwen-cfg2", dict(model_path="tiny-qwen-image", height=64, width=48), dict(num_gpus=2, enable_cfg_parallel=True)),
+        ("qwen-ring2", dict(model_path="tiny-qwen-image", height=64, width=48), dict(num_gpus=2, ring_degree=2)),
+        ("qwen-edit-ulysses2", dict(model_path="tiny-qwen-image-edit", height=32, width=32, image_path="INPUT"),
+         dict(num_gpus=2, ulysses_degree=2)),
     ],
 )
-def test_parallel_layout_equals_single_process(name, model, layout, single):
+def test_parallel_layout_equals_single_process(name, model, layout, single, input_image):
+    model = {k: str(input_image) if v == "INPUT" else v for k, v in model.items()}
     reference = single(repr(sorted(model.items())), model)
     frames = generate(**model, **layout)
     assert frames.shape == reference.shape
