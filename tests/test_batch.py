@@ -89,9 +89,12 @@ def test_hydra_door_and_bad_files(tmp_path, tiny_wan_folder):
 
 
 def test_sweep_over_a_prompt_set_and_the_report(tmp_path, tiny_wan_folder):
+    """A 2x2 sweep under submitit's local launcher (jobs as local processes, as on a SLURM node)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\na dog\n")
-    proc = run_cli("sgld.generate", "-m", "sampling.seed=1,2", "sampling.num_inference_steps=1,2",
+    proc = run_cli("sgld.generate", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                   "sampling.seed=1,2", "sampling.num_inference_steps=1,2",
                    f"sampling.prompts_file={prompts}", f"output.path={tmp_path / 'sweep'}", timeout=600)
     assert proc.returncode == 0, proc.stderr
     jobs = sorted((tmp_path / "sweep").glob("multirun/*/*/*/summary.json"))
