@@ -89,23 +89,27 @@ def expand(items: list[dict], per_prompt: int, base_seed: int) -> list[tuple[str
     return outputs
 
 
+def _items_of(run: RunConfig) -> list[dict]:
+    if run.sampling.prompts_file:
+        return load_prompt_set(run.sampling.prompts_file)
+    if run.sampling.prompt:
+        return [{"prompt": run.sampling.prompt}]
+    raise UserError("give --prompt or --prompt-file", param="prompt")
+
+
 def is_prompt_set(run: RunConfig) -> bool:
     """Whether ``run`` makes several outputs (a prompts file, or several outputs per prompt)."""
     return bool(run.sampling.prompts_file) or run.output.num_outputs_per_prompt > 1
 
 
-def run_prompt_set(run: RunConfig) -> dict:
-    """Generate every output of the run's prompt set into ``run.output.path``; the summary."""
+def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
+    """Generate every output of the prompt set (``items``, or the run's prompts file) into ``run.output.path``."""
     from tqdm import tqdm
 
     from sgld.api import DiffGenerator
 
-    if run.sampling.prompts_file:
-        items = load_prompt_set(run.sampling.prompts_file)
-    elif run.sampling.prompt:
-        items = [{"prompt": run.sampling.prompt}]
-    else:
-        raise UserError("give --prompt or --prompt-file", param="prompt")
+    if items is None:
+        items = _items_of(run)
     outputs = expand(items, run.output.num_outputs_per_prompt, run.sampling.seed)
     out_dir = Path(run.output.path).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

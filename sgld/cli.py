@@ -71,6 +71,9 @@ def _add_option(group: argparse._ArgumentGroup, option: Option, default: str) ->
             kwargs["metavar"] = "{" + ",".join(option.choices) + "}"
         if option.many:
             kwargs["nargs"] = "+"
+    if option.name == "prompt":
+        kwargs["action"] = "append"  # several --prompt values make a prompt set
+        kwargs["help"] += "; give it several times for several outputs"
     group.add_argument(option.flag, dest=option.name, **kwargs)
 
 
@@ -92,13 +95,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Compose the run, generate once, report where the output went."""
     from sgld.config.compose import run_config_from_options
 
+    prompts = args.prompt or []
+    args.prompt = prompts[0] if prompts else None
     run = run_config_from_options(collect_options(args))
     from sgld.batch import is_prompt_set
     from sgld.runner import run_generation, run_prompt_set
 
     start = time.perf_counter()
-    if is_prompt_set(run):
-        summary = run_prompt_set(run)
+    if is_prompt_set(run) or len(prompts) > 1:
+        if len(prompts) > 1 and run.sampling.prompts_file:
+            raise UserError("give several --prompt values or --prompt-file, not both", param="prompt")
+        summary = run_prompt_set(run, [{"prompt": p} for p in prompts] if len(prompts) > 1 else None)
         print(f"done in {time.perf_counter() - start:.1f} s: {summary['done']} of {summary['total']} outputs, "
               f"{summary['failed']} failed, in {run.output.path} (manifest.jsonl, summary.json)")
         return 1 if summary["failed"] else 0
@@ -114,6 +121,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Compose the run and serve it over HTTP until interrupted."""
     from sgld.config.compose import run_config_from_options
+
+    if args.prompt and len(args.prompt) > 1:
+        raise UserError("serve takes at most one --prompt (the default prompt of requests)", param="prompt")
+    args.prompt = args.prompt[0] if args.prompt else None
 
     run = run_config_from_options(collect_options(args))
     from sgld.runner import check_model_folder

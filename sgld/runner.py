@@ -49,13 +49,13 @@ def run_generation(run: RunConfig) -> GenerationResult:
     return launch(run)
 
 
-def run_prompt_set(run: RunConfig) -> dict:
-    """Generate a prompt set (``sampling.prompts_file``) with one loaded model; the run summary."""
+def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
+    """Generate a prompt set (``items``, else ``sampling.prompts_file``) with one loaded model; the run summary."""
     from sgld.batch import run_prompt_set as run_set
 
     if run.parallel.num_gpus > 1:
         raise UserError("prompt sets run on one process for now; use --num-gpus 1", param="num_gpus")
-    return run_set(run)
+    return run_set(run, items)
 
 
 def run_local(run: RunConfig) -> GenerationResult:

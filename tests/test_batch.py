@@ -116,3 +116,10 @@ def test_several_outputs_per_prompt(tmp_path, tiny_wan_folder):
     records = manifest(tmp_path)
     assert [(r["seed"], r["output"].rsplit("/", 1)[1]) for r in records] == [
         (10, "0000_a_cat_0.mp4"), (11, "0000_a_cat_1.mp4")]
+
+
+def test_several_prompt_flags_make_a_set(tmp_path, tiny_wan_folder):
+    proc = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt", "a cat", "--prompt", "a dog",
+                   "--num-inference-steps", "1", "--output-path", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["0000_a_cat.mp4", "0001_a_dog.mp4"]
