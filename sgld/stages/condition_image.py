@@ -9,6 +9,7 @@ import torch
 from sgld.models.loading import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.decoding import latent_stats
 from sgld.stages.validation import open_input_image
 
 # Qwen-Image-Edit conditions on the input image resized to about this many pixels,
@@ -66,9 +67,7 @@ class ConditionLatentStage(Stage):
         self.vae = vae
         self.placement = placement
         self.vae_scale_factor = vae_scale_factor
-        z = vae.config.z_dim
-        self.mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)
-        self.std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
+        self.mean, self.std = latent_stats(vae)
 
     @torch.no_grad()
     def forward(self, req: Request) -> Request:

@@ -9,6 +9,13 @@ from sgld.request import Request
 from sgld.stages.base import Stage
 
 
+def latent_stats(vae) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) of a Wan-style VAE's latents, shaped (1, C, 1, 1, 1) for video latents."""
+    z = vae.config.z_dim
+    return (torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1),
+            torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1))
+
+
 class WanVaeDecodingStage(Stage):
     """Un-normalises latents with the VAE's mean/std and decodes to (frames, H, W, 3) uint8.
 
@@ -25,9 +32,7 @@ class WanVaeDecodingStage(Stage):
         self.placement = placement
         self.parallel = current()
         self.split_tiles = split_tiles and self.parallel.world_size > 1
-        z = vae.config.z_dim
-        self.mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)
-        self.std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
+        self.mean, self.std = latent_stats(vae)
 
     @torch.no_grad()
     def forward(self, req: Request) -> Request:
@@ -88,9 +93,7 @@ class QwenVaeDecodingStage(Stage):
         self.vae = vae
         self.placement = placement
         self.vae_scale_factor = vae_scale_factor
-        z = vae.config.z_dim
-        self.mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)
-        self.std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
+        self.mean, self.std = latent_stats(vae)
 
     @torch.no_grad()
     def forward(self, req: Request) -> Request:
