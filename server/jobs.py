@@ -141,7 +141,7 @@ class JobService:
                 from server.rank_group import RankGroupEngine
 
                 engine = RankGroupEngine(self.run, on_failure=self._engine_failed)
-                engine.start(timeout=self.run.parallel.timeout_s)
+                engine.start()
                 self.engine = engine
             else:
                 self.engine = DiffGenerator.from_run_config(self.run)

@@ -17,10 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from omegaconf import OmegaConf
-
-from sgld.config.compose import apply_values, finalize
-from sgld.config.options import OUTPUT, SAMPLING, options_to_values
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
 
@@ -29,11 +25,28 @@ log = logging.getLogger("sgld.server")
 
 @dataclass
 class PipelineInfo:
-    """What the HTTP layer asks of a pipeline: its output kind and whether it needs an input image."""
+    """What the HTTP layer asks of a pipeline, answered from the model folder's configs (no weights)."""
 
     family: str
-    output_kind: str
-    needs_image: bool
+    folder: Path
+
+    @property
+    def output_kind(self) -> str:
+        from sgld.pipelines.constraints import OUTPUT_KINDS
+
+        return OUTPUT_KINDS[self.family]
+
+    @property
+    def needs_image(self) -> bool:
+        from sgld.pipelines.constraints import NEEDS_IMAGE
+
+        return self.family in NEEDS_IMAGE
+
+    def check_request(self, req) -> None:
+        """The same request check the ranks' pipeline runs, from the folder's JSON configs."""
+        from sgld.pipelines.constraints import check_request_in_folder
+
+        check_request_in_folder(self.family, self.folder, req)
 
 
 @dataclass
@@ -51,12 +64,10 @@ class RankGroupEngine:
         import multiprocessing
 
         from sgld.models.registry import family_of, read_model_index, resolve_model_folder
-        from sgld.pipelines.constraints import NEEDS_IMAGE, OUTPUT_KINDS
 
         self.run = run
-        self.folder = resolve_model_folder(run.model.path)
-        family = family_of(read_model_index(self.folder), str(self.folder))
-        self.pipeline = PipelineInfo(family, OUTPUT_KINDS[family], family in NEEDS_IMAGE)
+        folder = resolve_model_folder(run.model.path)
+        self.pipeline = PipelineInfo(family_of(read_model_index(folder), str(folder)), folder)
         self.on_failure = on_failure
         context = multiprocessing.get_context("spawn")
         self.jobs, self.events, self.cancel = context.Queue(), context.Queue(), context.Event()
@@ -64,13 +75,13 @@ class RankGroupEngine:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._launch, name="sgld-rank-group", daemon=True)
 
-    def start(self, timeout: float) -> None:
+    def start(self) -> None:
         """Launch the ranks and wait until every rank has loaded the model."""
         self._thread.start()
         while not self._ready.wait(0.2):
             if self.failure is not None:
                 raise RuntimeError(self.failure)
-            self._drain_until(("ready",), timeout=0)
+            self._next_event(timeout=0)
             if not self._thread.is_alive() and self.failure is None:
                 raise RuntimeError("the rank group exited before it was ready")
 
@@ -89,7 +100,8 @@ class RankGroupEngine:
         log.error("rank group ended: %s", message)
         self.on_failure(message)
 
-    def _drain_until(self, kinds: tuple, timeout: float):
+    def _next_event(self, timeout: float):
+        """The next event from rank 0 (None after ``timeout``); notes readiness on the way."""
         try:
             event = self.events.get(timeout=timeout)
         except queue.Empty:
@@ -105,22 +117,11 @@ class RankGroupEngine:
         if self.failure is None:
             self.jobs.put(STOP)
 
-    def request_config(self, **options: Any) -> RunConfig:
-        cfg = OmegaConf.structured(self.run)
-        apply_values(cfg, options_to_values(options, sections=(SAMPLING, OUTPUT)))
-        return finalize(cfg)
-
     def check(self, **options: Any) -> RunConfig:
         """Validate a request from the model folder's configs, as the ranks will."""
-        from sgld.outputs import check_output_file_name
-        from sgld.pipelines.constraints import check_request_in_folder
-        from sgld.request import Request
+        from sgld.api import check_request_options
 
-        run = self.request_config(**options)
-        check_request_in_folder(self.pipeline.family, self.folder, Request.from_sampling(run.sampling))
-        if run.output.save and run.output.file_name:
-            check_output_file_name(run.output.file_name, self.pipeline.output_kind)
-        return run
+        return check_request_options(self.run, self.pipeline, options)
 
     def generate(self, step_callback: Optional[Callable[[int, int], None]] = None, **options: Any) -> RemoteResult:
         """Run one job on the group; raises what the job service expects (its cancel error, RuntimeError, UserError)."""
@@ -130,7 +131,7 @@ class RankGroupEngine:
         self.jobs.put({k: v for k, v in options.items() if not callable(v)})
         cancelled: Optional[BaseException] = None
         while True:
-            event = self._drain_until((), timeout=0.5)
+            event = self._next_event(timeout=0.5)
             if event is None:
                 if self.failure is not None:
                     raise RuntimeError(f"the model's rank group failed during the job: {self.failure}")

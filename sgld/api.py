@@ -44,6 +44,23 @@ def quiet_library_logs() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def check_request_options(run: RunConfig, pipeline: Any, options: dict[str, Any]) -> RunConfig:
+    """``run`` with per-call sampling/output ``options`` applied, validated against ``pipeline``.
+
+    ``pipeline`` needs ``check_request(Request)`` and ``output_kind``: a loaded Pipeline, or
+    the folder-only stand-in of a server whose model runs on other processes.
+    """
+    from sgld.outputs import check_output_file_name
+
+    cfg = OmegaConf.structured(run)
+    apply_values(cfg, options_to_values(options, sections=(SAMPLING, OUTPUT)))
+    request_run = finalize(cfg)
+    pipeline.check_request(Request.from_sampling(request_run.sampling))
+    if request_run.output.save and request_run.output.file_name:
+        check_output_file_name(request_run.output.file_name, pipeline.output_kind)
+    return request_run
+
+
 class DiffGenerator:
     """A loaded model, ready to generate many times with per-call sampling settings."""
 
@@ -97,21 +114,9 @@ class DiffGenerator:
                  f" (rank {state.rank} of {state.world_size})" if state.world_size > 1 else "")
         return cls(run, pipeline)
 
-    def request_config(self, **options: Any) -> RunConfig:
-        """This generator's RunConfig with per-call sampling/output options applied and validated."""
-        cfg = OmegaConf.structured(self.run)
-        apply_values(cfg, options_to_values(options, sections=(SAMPLING, OUTPUT)))
-        return finalize(cfg)
-
     def check(self, **options: Any) -> RunConfig:
         """Validate a request against the config and the model without running it."""
-        from sgld.outputs import check_output_file_name
-
-        run = self.request_config(**options)
-        self.pipeline.check_request(Request.from_sampling(run.sampling))
-        if run.output.save and run.output.file_name:
-            check_output_file_name(run.output.file_name, self.pipeline.output_kind)
-        return run
+        return check_request_options(self.run, self.pipeline, options)
 
     def generate(
         self,

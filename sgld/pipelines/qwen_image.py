@@ -76,7 +76,6 @@ class QwenImageEditTI2IPipeline(QwenImageT2IPipeline):
     """Qwen-Image-Edit: the input image conditions the prompt encoding (VL) and the DiT (latent tokens)."""
 
     family = "qwen_image_edit"
-    needs_image = True
 
     def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
         return QwenTextEncodingStage(self.components["processor"], self.components["text_encoder"], self.placement,
