@@ -41,6 +41,20 @@ def tiny_wan_generator(tiny_wan_folder):
     return DiffGenerator.from_pretrained("tiny-wan-t2v")
 
 
+@pytest.fixture(scope="session")
+def input_png(tmp_path_factory) -> Path:
+    """A fixed 56x40 RGB PNG (a gradient with a red square): the input image of edit-model tests."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:40, 0:56]
+    pixels = np.stack([x * 4, y * 6, 255 - x * 4], axis=-1).astype(np.uint8)
+    pixels[10:30, 20:40] = (250, 40, 30)
+    path = tmp_path_factory.mktemp("inputs") / "input.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m <args>`` in a subprocess with the session's env; text output."""
     return subprocess.run(

@@ -9,14 +9,6 @@ from PIL import Image
 from tests.conftest import run_cli
 
 
-@pytest.fixture(scope="module")
-def input_png(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inputs") / "input.png"
-    y, x = np.mgrid[0:40, 0:56]
-    Image.fromarray(np.stack([x * 4, y * 6, 255 - x * 4], axis=-1).astype(np.uint8)).save(path)
-    return path
-
-
 def read_image(path):
     with Image.open(path) as image:
         return image.format, image.size, np.asarray(image.convert("RGB"))

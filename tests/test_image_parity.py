@@ -18,19 +18,6 @@ EDIT_PROMPT = "make the cat blue"
 
 
 @pytest.fixture(scope="module")
-def input_image(tmp_path_factory):
-    """A fixed 56x40 RGB PNG (a gradient with a square), the edit model's input."""
-    from PIL import Image
-
-    y, x = np.mgrid[0:40, 0:56]
-    pixels = np.stack([x * 4, y * 6, 255 - x * 4], axis=-1).astype(np.uint8)
-    pixels[10:30, 20:40] = (250, 40, 30)
-    path = tmp_path_factory.mktemp("edit") / "input.png"
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def generators(sgld_home):
     from sgld import DiffGenerator
 
@@ -96,12 +83,12 @@ def test_qwen_image_matches_diffusers(generators):
     assert_close(mine, ref)
 
 
-def test_qwen_image_edit_matches_diffusers(generators, input_image):
+def test_qwen_image_edit_matches_diffusers(generators, input_png):
     from PIL import Image
 
-    mine = ours(generators, "tiny-qwen-image-edit", prompt=EDIT_PROMPT, image_path=str(input_image), seed=5,
+    mine = ours(generators, "tiny-qwen-image-edit", prompt=EDIT_PROMPT, image_path=str(input_png), seed=5,
                 num_inference_steps=2, guidance_scale=4.0, height=64, width=48)
-    ref = reference("tiny-qwen-image-edit", image=Image.open(input_image).convert("RGB"), prompt=EDIT_PROMPT,
+    ref = reference("tiny-qwen-image-edit", image=Image.open(input_png).convert("RGB"), prompt=EDIT_PROMPT,
                     negative_prompt=" ", seed=5, num_inference_steps=2, true_cfg_scale=4.0, height=64, width=48)
     assert mine.shape == (64, 48, 3)
     assert_close(mine, ref)
@@ -122,17 +109,17 @@ def test_text_to_image_sensitivity(generators, model, base, guided):
     assert_moves(a, ours(generators, model, **{**settings, **guided}), "guidance scale")
 
 
-def test_edit_sensitivity(generators, input_image, tmp_path):
+def test_edit_sensitivity(generators, input_png, tmp_path):
     from PIL import Image
 
-    settings = dict(prompt=EDIT_PROMPT, image_path=str(input_image), seed=5, num_inference_steps=2,
+    settings = dict(prompt=EDIT_PROMPT, image_path=str(input_png), seed=5, num_inference_steps=2,
                     guidance_scale=4.0, height=32, width=32)
     a = ours(generators, "tiny-qwen-image-edit", **settings)
     assert_moves(a, ours(generators, "tiny-qwen-image-edit", **{**settings, "prompt": "a red fox"}), "prompt")
     assert_moves(a, ours(generators, "tiny-qwen-image-edit", **{**settings, "seed": 6}), "seed")
     assert_moves(a, ours(generators, "tiny-qwen-image-edit", **{**settings, "guidance_scale": 1.0}), "guidance scale")
     other = tmp_path / "other.png"
-    Image.open(input_image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    Image.open(input_png).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
     assert_moves(a, ours(generators, "tiny-qwen-image-edit", **{**settings, "image_path": str(other)}), "input image")
 
 
@@ -166,14 +153,14 @@ def test_tiny_qwen_tokenizer_cuts_the_template_where_the_prompt_starts(sgld_home
     assert tokenizer.decode(edit[64:]).startswith("<|vision_start|><|image_pad|><|vision_end|>zebra")
 
 
-def test_edit_output_size_follows_the_input_image(generators, input_image):
+def test_edit_output_size_follows_the_input_png(generators, input_png):
     """No height/width: the output takes the ~1 MP condition size of the input's aspect ratio (56x40 -> 1216x864)."""
     from sgld.request import Request
     from sgld.stages.condition_image import ConditionImageStage
 
     stage = next(s for s in generators("tiny-qwen-image-edit").pipeline.stages if isinstance(s, ConditionImageStage))
-    req = stage(Request(prompt="x", height=None, width=None, num_frames=1, image_path=str(input_image)))
+    req = stage(Request(prompt="x", height=None, width=None, num_frames=1, image_path=str(input_png)))
     assert (req.width, req.height) == (1216, 864)
     assert req.condition_image.size == (1216, 864)
-    req = stage(Request(prompt="x", height=64, width=48, num_frames=1, image_path=str(input_image)))
+    req = stage(Request(prompt="x", height=64, width=48, num_frames=1, image_path=str(input_png)))
     assert (req.width, req.height) == (48, 64) and req.condition_image.size == (1216, 864)

@@ -34,16 +34,6 @@ WAN_TILED = dict(model_path="tiny-wan-t2v", height=64, width=80, num_frames=9, v
 
 
 @pytest.fixture(scope="module")
-def input_image(tmp_path_factory):
-    from PIL import Image
-
-    y, x = np.mgrid[0:40, 0:56]
-    path = tmp_path_factory.mktemp("edit") / "input.png"
-    Image.fromarray(np.stack([x * 4, y * 6, 255 - x * 4], axis=-1).astype(np.uint8)).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def single(sgld_home):
     cache = {}
 
@@ -71,8 +61,8 @@ def single(sgld_home):
          dict(num_gpus=2, ulysses_degree=2)),
     ],
 )
-def test_parallel_layout_equals_single_process(name, model, layout, single, input_image):
-    model = {k: str(input_image) if v == "INPUT" else v for k, v in model.items()}
+def test_parallel_layout_equals_single_process(name, model, layout, single, input_png):
+    model = {k: str(input_png) if v == "INPUT" else v for k, v in model.items()}
     reference = single(repr(sorted(model.items())), model)
     frames = generate(**model, **layout)
     assert frames.shape == reference.shape

@@ -43,14 +43,6 @@ def decode(item) -> Image.Image:
     return image
 
 
-@pytest.fixture(scope="module")
-def input_png(tmp_path_factory):
-    path = tmp_path_factory.mktemp("upload") / "photo.png"
-    y, x = np.mgrid[0:40, 0:56]
-    Image.fromarray(np.stack([x * 4, y * 6, 255 - x * 4], axis=-1).astype(np.uint8)).save(path)
-    return path
-
-
 def test_generations_return_n_images_of_the_asked_size(t2i_server):
     client = client_for(t2i_server)
     result = client.images.generate(prompt="a red fox in the snow", size="64x48", n=2,
