@@ -28,17 +28,16 @@ def asset(name: str):
 @bp.get("/playground/info")
 def info():
     """What the page needs to build its form: the model, its kind and defaults, whether a key is required."""
-    from sgld.models.registry import family_of, read_model_index, resolve_model_folder
-    from sgld.pipelines.constraints import NEEDS_IMAGE, OUTPUT_KINDS
+    from sgld.pipelines.constraints import FolderModel
 
     svc = service()
     run = svc.run
-    family = family_of(read_model_index(resolve_model_folder(run.model.path)))
+    model = FolderModel.of(run.model.path)
     s = run.sampling
     return jsonify({
         "model": svc.model_id,
-        "kind": OUTPUT_KINDS[family],
-        "needs_image": family in NEEDS_IMAGE,
+        "kind": model.output_kind,
+        "needs_image": model.needs_image,
         "api_key_required": bool(run.server.api_key),
         "defaults": {
             "width": s.width, "height": s.height, "num_frames": s.num_frames, "fps": s.fps,

@@ -24,32 +24,6 @@ log = logging.getLogger("sgld.server")
 
 
 @dataclass
-class PipelineInfo:
-    """What the HTTP layer asks of a pipeline, answered from the model folder's configs (no weights)."""
-
-    family: str
-    folder: Path
-
-    @property
-    def output_kind(self) -> str:
-        from sgld.pipelines.constraints import OUTPUT_KINDS
-
-        return OUTPUT_KINDS[self.family]
-
-    @property
-    def needs_image(self) -> bool:
-        from sgld.pipelines.constraints import NEEDS_IMAGE
-
-        return self.family in NEEDS_IMAGE
-
-    def check_request(self, req) -> None:
-        """The same request check the ranks' pipeline runs, from the folder's JSON configs."""
-        from sgld.pipelines.constraints import check_request_in_folder
-
-        check_request_in_folder(self.family, self.folder, req)
-
-
-@dataclass
 class RemoteResult:
     """Rank 0's answer for one job: the saved file and its first frame (for thumbnails)."""
 
@@ -63,11 +37,10 @@ class RankGroupEngine:
     def __init__(self, run: RunConfig, on_failure: Callable[[str], None]):
         import multiprocessing
 
-        from sgld.models.registry import family_of, read_model_index, resolve_model_folder
+        from sgld.pipelines.constraints import FolderModel
 
         self.run = run
-        folder = resolve_model_folder(run.model.path)
-        self.pipeline = PipelineInfo(family_of(read_model_index(folder), str(folder)), folder)
+        self.pipeline = FolderModel.of(run.model.path)  # checks requests and says the output kind, no weights
         self.on_failure = on_failure
         context = multiprocessing.get_context("spawn")
         self.jobs, self.events, self.cancel = context.Queue(), context.Queue(), context.Event()

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sgld.config.compose import run_config_yaml
 from sgld.config.options import BY_NAME, SAMPLING
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
@@ -114,8 +115,6 @@ def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
     out_dir = Path(run.output.path).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / MANIFEST
-    from sgld.config.compose import run_config_yaml
-
     (out_dir / "config.yaml").write_text(run_config_yaml(run))  # the composed run, beside its outputs
     done = _done_items(manifest) if run.output.resume else set()
     todo = [i for i in range(len(outputs)) if i not in done]

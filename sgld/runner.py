@@ -15,23 +15,20 @@ log = logging.getLogger("sgld")
 
 def check_model_folder(run: RunConfig) -> str:
     """Resolve the model folder (building a tiny model if needed) and return its family."""
-    from sgld.models.registry import family_of, read_model_index, resolve_model_folder
+    from sgld.pipelines.constraints import FolderModel
 
-    folder = resolve_model_folder(run.model.path)
-    return family_of(read_model_index(folder), str(folder))
+    return FolderModel.of(run.model.path).family
 
 
 def check_before_loading(run: RunConfig) -> None:
     """Validate the request against the model's configs before any weights load."""
-    from sgld.models.registry import family_of, read_model_index, resolve_model_folder
     from sgld.outputs import check_output_file_name
-    from sgld.pipelines.constraints import OUTPUT_KINDS, check_request_in_folder
+    from sgld.pipelines.constraints import FolderModel
 
-    folder = resolve_model_folder(run.model.path)
-    family = family_of(read_model_index(folder), str(folder))
-    check_request_in_folder(family, folder, Request.from_sampling(run.sampling))
+    model = FolderModel.of(run.model.path)
+    model.check_request(Request.from_sampling(run.sampling))
     if run.output.save and run.output.file_name:
-        check_output_file_name(run.output.file_name, OUTPUT_KINDS[family])
+        check_output_file_name(run.output.file_name, model.output_kind)
 
 
 def run_generation(run: RunConfig) -> GenerationResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -69,3 +70,31 @@ FOLDER_CHECKS = {
 def check_request_in_folder(family: str, folder: Path, req: Request) -> None:
     """Raise UserError when the model in ``folder`` cannot run ``req``."""
     FOLDER_CHECKS[family](folder, req)
+
+
+@dataclass(frozen=True)
+class FolderModel:
+    """A model known from its folder's JSON configs alone: what its Pipeline would answer, without weights."""
+
+    family: str
+    folder: Path
+
+    @classmethod
+    def of(cls, model_path: str) -> "FolderModel":
+        """Resolve ``model_path`` (building a tiny model if needed) and read its family."""
+        from sgld.models.registry import family_of, read_model_index, resolve_model_folder
+
+        folder = resolve_model_folder(model_path)
+        return cls(family_of(read_model_index(folder), str(folder)), folder)
+
+    @property
+    def output_kind(self) -> str:
+        return OUTPUT_KINDS[self.family]
+
+    @property
+    def needs_image(self) -> bool:
+        return self.family in NEEDS_IMAGE
+
+    def check_request(self, req: Request) -> None:
+        """The request check the loaded pipeline runs, from the folder's configs."""
+        check_request_in_folder(self.family, self.folder, req)
