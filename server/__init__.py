@@ -24,6 +24,7 @@ def create_app(run: RunConfig, engine: Any = None, service: Optional[Any] = None
     from server.errors import APIError, register_error_handlers
     from server.jobs import JobService
     from server.metrics import Metrics
+    from server.schemas import check_query
 
     app = Flask("sgld-server")
     app.config["MAX_CONTENT_LENGTH"] = run.server.max_body_mb * 1024 * 1024
@@ -48,6 +49,13 @@ def create_app(run: RunConfig, engine: Any = None, service: Optional[Any] = None
         if not hmac.compare_digest(token.encode(), api_key.encode()):
             raise APIError(401, "missing or incorrect API key (send 'Authorization: Bearer KEY')", code="invalid_api_key")
         return None
+
+    @app.before_request
+    def _query_params():
+        # API endpoints name the query parameters they take; a misspelt one is an error, not ignored.
+        view = app.view_functions.get(request.endpoint) if request.endpoint else None
+        if view is not None and request.path.startswith("/v1/"):
+            check_query(request.args, getattr(view, "query_params", frozenset()))
 
     @app.after_request
     def _count(response):

@@ -23,6 +23,23 @@ def ready_service() -> JobService:
     raise APIError(503, "the model is still loading; retry shortly", code="model_loading", headers={"Retry-After": "5"})
 
 
+def queue_full(svc: JobService) -> APIError:
+    """The 429 a create request gets when the queue is at its bound."""
+    return APIError(429, f"the queue is full ({svc.queue.max_size} jobs waiting); retry later",
+                    code="queue_full", headers={"Retry-After": "10"})
+
+
+def accepting_service() -> JobService:
+    """The ready job service, refusing early (before any parsing) when its queue is already full.
+
+    Under load this keeps a refusal cheap; ``JobService.submit`` still enforces the bound exactly.
+    """
+    svc = ready_service()
+    if len(svc.queue) >= svc.queue.max_size:
+        raise queue_full(svc)
+    return svc
+
+
 def check_model(requested, svc: JobService) -> None:
     """A request may name the loaded model (by path or config name) or none; anything else is a 400."""
     if requested in (None, ""):

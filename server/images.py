@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify, request
 
 from sgld.errors import UserError
 
-from server.context import check_model, ready_service
+from server.context import accepting_service, check_model, queue_full
 from server.errors import APIError
 from server.jobs import QueueFull, new_id
 from server.schemas import ENGINE_PARAM_TO_FIELD, MAX_SEED, Fields, bad, parse_size, read_image_upload
@@ -72,8 +72,7 @@ def _run_sync(svc, job_id: str, prompt: str, options: dict, size: str):
     try:
         svc.submit("image", prompt, options, size, None, job_id=job_id)
     except QueueFull:
-        raise APIError(429, f"the queue is full ({svc.queue.max_size} jobs waiting); retry later",
-                       code="queue_full", headers={"Retry-After": "10"}) from None
+        raise queue_full(svc) from None
     job = svc.wait(job_id, svc.run.server.image_timeout_s)
     if job is None:
         raise APIError(500, "the image job vanished before it finished", code="job_lost")
@@ -90,7 +89,7 @@ def _run_sync(svc, job_id: str, prompt: str, options: dict, size: str):
 @bp.post("/generations")
 def generate_images():
     """Text to image."""
-    svc = ready_service()
+    svc = accepting_service()
     fields = Fields(request, COMMON)
     prompt, options, _ = _parse(fields, svc, edit=False)
     size = _check(svc, options)
@@ -100,7 +99,7 @@ def generate_images():
 @bp.post("/edits")
 def edit_images():
     """Image (plus text) to image: multipart with ``image`` or ``image[]``."""
-    svc = ready_service()
+    svc = accepting_service()
     fields = Fields(request, COMMON | {"mask"}, {"image", "image[]", "mask"})
     prompt, options, _ = _parse(fields, svc, edit=True)
     uploads = fields.files.get("image", []) + fields.files.get("image[]", [])

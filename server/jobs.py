@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -203,6 +204,13 @@ class JobService:
         self._finish(job_id)
         return True
 
+    @functools.cached_property
+    def folder_model(self):
+        """The served model as its folder describes it (kind, needs an image), known before it loads."""
+        from sgld.pipelines.constraints import FolderModel
+
+        return FolderModel.of(self.run.model.path)
+
     @property
     def model_id(self) -> str:
         """The loaded model's id (what ``--model-path`` named)."""
@@ -252,6 +260,11 @@ class JobService:
             status = "cancelled"
         except UserError as exc:
             self._fail(job, "invalid_request", str(exc))
+            status = "failed"
+        except OSError as exc:  # the output directory is full, read-only or gone
+            log.error("job %s: could not write its output: %s", job.id, exc)
+            self._fail(job, "output_write_failed", f"could not write the output file in {self.files_dir}: {exc}")
+            self._remove_files(job)
             status = "failed"
         except Exception as exc:  # noqa: BLE001 - one bad job must not stop the server
             log.exception("job %s failed", job.id)

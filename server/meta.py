@@ -48,4 +48,6 @@ def metrics():
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI 3 description of every endpoint."""
-    return jsonify(openapi_spec())
+    svc = service()
+    model = svc.folder_model
+    return jsonify(openapi_spec(svc.run.server, model.output_kind, model.needs_image, bool(svc.run.server.api_key)))

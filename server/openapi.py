@@ -19,33 +19,43 @@ def _errors(*statuses: int) -> dict:
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
 
-VIDEO_FIELDS = {
-    "prompt": {"type": "string", "minLength": 1},
-    "model": {"type": "string"},
-    "size": {"type": "string", "example": "1280x720"},
-    "seconds": {"type": "string", "example": "4"},
-    "negative_prompt": {"type": "string"},
-    "num_inference_steps": {"type": "integer", "minimum": 1},
-    "seed": {"type": "integer", "minimum": 0},
-    "guidance_scale": {"type": "number", "minimum": 0},
-    "fps": {"type": "integer", "minimum": 1, "maximum": 120},
-    "num_frames": {"type": "integer", "minimum": 1},
-    "user": {"type": "string"},
-}
+SIZE = {"type": "string", "pattern": r"^[1-9][0-9]{0,5}x[1-9][0-9]{0,5}$", "example": "1280x720"}
+JOB_ID = r"^(video|image)_[0-9a-f]{32}$"
 
-IMAGE_FIELDS = {
-    "prompt": {"type": "string", "minLength": 1},
-    "model": {"type": "string"},
-    "n": {"type": "integer", "minimum": 1},
-    "size": {"type": "string", "example": "1024x1024"},
-    "response_format": {"type": "string", "enum": ["b64_json", "url"]},
-    "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
-    "seed": {"type": "integer", "minimum": 0},
-    "negative_prompt": {"type": "string"},
-    "num_inference_steps": {"type": "integer", "minimum": 1},
-    "guidance_scale": {"type": "number", "minimum": 0},
-    "user": {"type": "string"},
-}
+
+def video_fields(limits: Any) -> dict:
+    """The create-video fields, bounded by this server's limits (ServerConfig)."""
+    return {
+        "prompt": {"type": "string", "minLength": 1, "maxLength": limits.max_prompt_chars, "pattern": r"\S"},
+        "model": {"type": "string"},
+        "size": SIZE,
+        "seconds": {"type": "string", "pattern": r"^[0-9]{1,4}(\.[0-9]{1,3})?$", "example": "4"},
+        "negative_prompt": {"type": "string", "maxLength": limits.max_prompt_chars},
+        "num_inference_steps": {"type": "integer", "minimum": 1, "maximum": limits.max_steps},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        "guidance_scale": {"type": "number", "minimum": 0, "maximum": 100},
+        "fps": {"type": "integer", "minimum": 1, "maximum": 120},
+        "num_frames": {"type": "integer", "minimum": 1, "maximum": limits.max_frames},
+        "user": {"type": "string", "maxLength": 256},
+    }
+
+
+def image_fields(limits: Any) -> dict:
+    """The image request fields, bounded by this server's limits (ServerConfig)."""
+    return {
+        "prompt": {"type": "string", "minLength": 1, "maxLength": limits.max_prompt_chars, "pattern": r"\S"},
+        "model": {"type": "string"},
+        "n": {"type": "integer", "minimum": 1, "maximum": limits.max_images},
+        "size": {"type": "string", "example": "1024x1024", "anyOf": [SIZE, {"enum": ["auto"]}]},
+        "response_format": {"type": "string", "enum": ["b64_json"]},  # url is refused with a 400
+        "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1 - limits.max_images},
+        "negative_prompt": {"type": "string", "maxLength": limits.max_prompt_chars},
+        "num_inference_steps": {"type": "integer", "minimum": 1, "maximum": limits.max_steps},
+        "guidance_scale": {"type": "number", "minimum": 0, "maximum": 100},
+        "user": {"type": "string", "maxLength": 256},
+    }
+
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -104,18 +114,6 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "object", "deleted"],
         "properties": {"id": {"type": "string"}, "object": {"type": "string", "enum": ["video.deleted"]}, "deleted": {"type": "boolean"}},
     },
-    "VideoCreate": {"type": "object", "required": ["prompt"], "properties": VIDEO_FIELDS},
-    "VideoCreateForm": {
-        "type": "object",
-        "required": ["prompt"],
-        "properties": {**VIDEO_FIELDS, "input_reference": {"type": "string", "format": "binary"}},
-    },
-    "ImageGenerate": {"type": "object", "required": ["prompt"], "properties": IMAGE_FIELDS},
-    "ImageEditForm": {
-        "type": "object",
-        "required": ["prompt", "image"],
-        "properties": {**IMAGE_FIELDS, "image": {"type": "string", "format": "binary"}, "mask": {"type": "string", "format": "binary"}},
-    },
     "ImagesResponse": {
         "type": "object",
         "required": ["created", "data"],
@@ -148,72 +146,99 @@ SCHEMAS: dict[str, Any] = {
 }
 
 VIDEO_ID = {"name": "video_id", "in": "path", "required": True, "schema": {"type": "string"}}
+FILE = {"type": "string", "format": "binary"}
 
 
-def openapi_spec() -> dict[str, Any]:
-    """The OpenAPI document."""
+def _body(*media: tuple[str, dict]) -> dict:
+    return {"required": True, "content": {kind: {"schema": schema} for kind, schema in media}}
+
+
+def _object(properties: dict, required: list[str]) -> dict:
+    # An optional field sent as JSON null takes its default, as if it were left out.
+    properties = {name: schema if name in required or schema.get("format") == "binary" else {**schema, "nullable": True}
+                  for name, schema in properties.items()}
+    return {"type": "object", "required": required, "properties": properties, "additionalProperties": False}
+
+
+def request_schemas(limits: Any) -> dict[str, Any]:
+    """The request bodies, bounded by this server's limits."""
+    video, image = video_fields(limits), image_fields(limits)
+    return {
+        "VideoCreate": _object(video, ["prompt"]),
+        "ImageGenerate": _object(image, ["prompt"]),
+        "ImageEditForm": _object({**image, "image": FILE}, ["prompt", "image"]),
+    }
+
+
+def _video_paths() -> dict:
+    return {
+        "/v1/videos": {
+            "post": {
+                "summary": "create a video job",
+                "requestBody": _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreate"))),
+                "responses": {"200": _json(_ref("Video"), "queued job"), **_errors(400, 401, 413, 415, 429, 503)},
+            },
+            "get": {
+                "summary": "list video jobs",
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "string", "pattern": JOB_ID}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
+                ],
+                "responses": {"200": _json(_ref("VideoList"), "a page of jobs"), **_errors(400, 401)},
+            },
+        },
+        "/v1/videos/{video_id}": {
+            "get": {"summary": "retrieve a video job", "parameters": [VIDEO_ID],
+                    "responses": {"200": _json(_ref("Video"), "the job"), **_errors(401, 404)}},
+            "delete": {"summary": "cancel and delete a video job", "parameters": [VIDEO_ID],
+                       "responses": {"200": _json(_ref("VideoDeleted"), "deleted"), **_errors(401, 404)}},
+        },
+        "/v1/videos/{video_id}/content": {
+            "get": {
+                "summary": "download the MP4 or its thumbnail",
+                "parameters": [VIDEO_ID, {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["video", "thumbnail"]}}],
+                "responses": {
+                    "200": {"description": "file", "content": {"video/mp4": {"schema": FILE}, "image/webp": {"schema": FILE}}},
+                    **_errors(400, 401, 404, 409),
+                },
+            }
+        },
+    }
+
+
+def _image_path(edit: bool) -> dict:
+    if edit:
+        path, summary, body = "/v1/images/edits", "image and text to image", _body(("multipart/form-data", _ref("ImageEditForm")))
+    else:
+        path, summary, body = "/v1/images/generations", "text to image", _body(("application/json", _ref("ImageGenerate")))
+    return {path: {"post": {
+        "summary": summary, "requestBody": body,
+        "responses": {"200": _json(_ref("ImagesResponse"), "images"), **_errors(400, 401, 413, 415, 429, 503)},
+    }}}
+
+
+def openapi_spec(limits: Any, output_kind: str, needs_image: bool, require_key: bool) -> dict[str, Any]:
+    """The OpenAPI document of this server: the endpoints and bounds of its model and limits.
+
+    Only the endpoints the loaded model serves are described (the others answer 400
+    ``wrong_endpoint``); ``require_key``: the server was started with an API key.
+    """
+    model_paths = _video_paths() if output_kind == "video" else _image_path(edit=needs_image)
     return {
         "openapi": "3.0.3",
         "info": {"title": "sgld", "version": "0.1.0", "description": "OpenAI-compatible video and image generation"},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **request_schemas(limits)},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}] if require_key else [],
         "paths": {
             "/health": {"get": {"summary": "readiness", "security": [], "responses": {
                 "200": _json(_ref("Health"), "model loaded"), "503": _json(_ref("Health"), "loading or failed")}}},
             "/v1/models": {"get": {"summary": "the served model", "responses": {
                 "200": _json(_ref("ModelList"), "models"), **_errors(401)}}},
-            "/v1/videos": {
-                "post": {
-                    "summary": "create a video job",
-                    "requestBody": {"required": True, "content": {
-                        "application/json": {"schema": _ref("VideoCreate")},
-                        "multipart/form-data": {"schema": _ref("VideoCreateForm")}}},
-                    "responses": {"200": _json(_ref("Video"), "queued job"), **_errors(400, 401, 413, 415, 429, 503)},
-                },
-                "get": {
-                    "summary": "list video jobs",
-                    "parameters": [
-                        {"name": "after", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                        {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
-                    ],
-                    "responses": {"200": _json(_ref("VideoList"), "a page of jobs"), **_errors(400, 401)},
-                },
-            },
-            "/v1/videos/{video_id}": {
-                "get": {"summary": "retrieve a video job", "parameters": [VIDEO_ID],
-                        "responses": {"200": _json(_ref("Video"), "the job"), **_errors(401, 404)}},
-                "delete": {"summary": "cancel and delete a video job", "parameters": [VIDEO_ID],
-                           "responses": {"200": _json(_ref("VideoDeleted"), "deleted"), **_errors(401, 404)}},
-            },
-            "/v1/videos/{video_id}/content": {
-                "get": {
-                    "summary": "download the MP4 or its thumbnail",
-                    "parameters": [VIDEO_ID, {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["video", "thumbnail"]}}],
-                    "responses": {
-                        "200": {"description": "file", "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}},
-                                                                   "image/webp": {"schema": {"type": "string", "format": "binary"}}}},
-                        **_errors(400, 401, 404, 409),
-                    },
-                }
-            },
-            "/v1/images/generations": {
-                "post": {
-                    "summary": "text to image",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ImageGenerate")}}},
-                    "responses": {"200": _json(_ref("ImagesResponse"), "images"), **_errors(400, 401, 413, 415, 429, 503)},
-                }
-            },
-            "/v1/images/edits": {
-                "post": {
-                    "summary": "image and text to image",
-                    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _ref("ImageEditForm")}}},
-                    "responses": {"200": _json(_ref("ImagesResponse"), "images"), **_errors(400, 401, 413, 415, 429, 503)},
-                }
-            },
+            **model_paths,
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)}}},
         },

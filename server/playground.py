@@ -28,11 +28,9 @@ def asset(name: str):
 @bp.get("/playground/info")
 def info():
     """What the page needs to build its form: the model, its kind and defaults, whether a key is required."""
-    from sgld.pipelines.constraints import FolderModel
-
     svc = service()
     run = svc.run
-    model = FolderModel.of(run.model.path)
+    model = svc.folder_model
     s = run.sampling
     return jsonify({
         "model": svc.model_id,

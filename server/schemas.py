@@ -6,6 +6,7 @@ Every check happens before a job is queued, and every failure is a 400 naming th
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -31,9 +32,10 @@ class Fields:
     def __init__(self, request: Request, allowed: set[str], file_fields: set[str] = frozenset()):
         self.files: dict[str, list] = {}
         if request.mimetype == "application/json":
-            data = request.get_json(silent=True)
-            if data is None:
-                raise APIError(400, "request body is not valid JSON", code="invalid_json")
+            try:
+                data = json.loads(request.get_data())
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
             if not isinstance(data, dict):
                 raise APIError(400, "request body must be a JSON object", code="invalid_json")
             self.values: dict[str, Any] = data
@@ -60,7 +62,8 @@ class Fields:
                 raise bad(key, f"unexpected file field '{key}'", "unknown_field")
 
     def has(self, name: str) -> bool:
-        return self.values.get(name) not in (None, "")
+        """The field is present (JSON null counts as absent: the default applies)."""
+        return self.values.get(name) is not None
 
     def text(self, name: str, *, required: bool = False, max_chars: int = 10000, allow_empty: bool = True) -> Optional[str]:
         value = self.values.get(name)
@@ -78,7 +81,7 @@ class Fields:
 
     def integer(self, name: str, low: int, high: int) -> Optional[int]:
         value = self.values.get(name)
-        if value in (None, ""):
+        if value is None:
             return None
         if isinstance(value, bool):
             raise bad(name, f"'{name}' must be an integer")
@@ -97,7 +100,7 @@ class Fields:
 
     def number(self, name: str, low: float, high: float, *, exclusive_low: bool = False) -> Optional[float]:
         value = self.values.get(name)
-        if value in (None, ""):
+        if value is None:
             return None
         if isinstance(value, bool):
             raise bad(name, f"'{name}' must be a number")
@@ -112,10 +115,28 @@ class Fields:
         return value
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.values.get(name, default)
+        value = self.values.get(name)
+        value = default if value is None else value
         if value not in choices:
             raise bad(name, f"'{name}' must be one of {', '.join(choices)}, got {value!r}")
         return value
+
+
+def accepts_query(*names: str):
+    """Mark a view as taking these query parameters; any other on an API path is a 400 (see create_app)."""
+
+    def mark(view):
+        view.query_params = frozenset(names)
+        return view
+
+    return mark
+
+
+def check_query(args, allowed: frozenset) -> None:
+    """400 naming the first query parameter the endpoint does not take."""
+    for name in args.keys():
+        if name not in allowed:
+            raise bad(name, f"unknown query parameter '{name}'", "unknown_parameter")
 
 
 def parse_size(value: Any, max_pixels: int) -> tuple[int, int]:
@@ -192,7 +213,7 @@ def read_image_upload(storage, param: str, max_pixels: int):
     except APIError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise bad(param, f"'{param}' has too many pixels") from None
+        raise bad(param, f"'{param}' has too many pixels; the limit is {max_pixels} pixels") from None
     except Exception:  # noqa: BLE001 - Pillow raises many types for broken files
         raise bad(param, f"'{param}' is not a readable PNG, JPEG or WebP image") from None
     return image.convert("RGB")

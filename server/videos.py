@@ -6,11 +6,12 @@ from flask import Blueprint, jsonify, request, send_file
 
 from sgld.errors import UserError
 
-from server.context import check_model, ready_service, service
+from server.context import accepting_service, check_model, queue_full, service
 from server.errors import APIError
 from server.jobs import QueueFull
 from server.schemas import (
-    ENGINE_PARAM_TO_FIELD, MAX_SEED, Fields, ParsedVideo, bad, nearest_frame_count, parse_size, video_object,
+    ENGINE_PARAM_TO_FIELD, MAX_SEED, Fields, ParsedVideo, accepts_query, bad, nearest_frame_count, parse_size,
+    video_object,
 )
 
 bp = Blueprint("videos", __name__, url_prefix="/v1/videos")
@@ -82,20 +83,18 @@ def _poll_headers(response):
 @bp.post("")
 def create_video():
     """Queue a video generation job."""
-    svc = ready_service()
+    svc = accepting_service()
     fields = Fields(request, FIELDS, {"input_reference"})
     parsed = parse_video_request(fields, svc)
     try:
         job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds)
     except QueueFull:
-        raise APIError(
-            429, f"the queue is full ({svc.queue.max_size} jobs waiting); retry later",
-            code="queue_full", headers={"Retry-After": "10"},
-        ) from None
+        raise queue_full(svc) from None
     return _poll_headers(jsonify(video_object(job)))
 
 
 @bp.get("")
+@accepts_query("after", "limit", "order")
 def list_videos():
     """Jobs, newest first by default, with cursor pagination (``after``, ``limit``, ``order``)."""
     args = request.args
@@ -109,7 +108,7 @@ def list_videos():
     if order not in ("asc", "desc"):
         raise bad("order", f"'order' must be asc or desc, got {order!r}")
     try:
-        jobs, has_more = service().store.page("video", limit, order, args.get("after") or None)
+        jobs, has_more = service().store.page("video", limit, order, args.get("after"))
     except KeyError:
         raise bad("after", f"no video with id {args.get('after')!r}") from None
     data = [video_object(job) for job in jobs]
@@ -134,6 +133,7 @@ def delete_video(video_id: str):
 
 
 @bp.get("/<video_id>/content")
+@accepts_query("variant")
 def video_content(video_id: str):
     """The MP4 (or ``variant=thumbnail``: a WebP of the first frame) of a completed job."""
     variant = request.args.get("variant", "video")

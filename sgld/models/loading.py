@@ -92,6 +92,7 @@ def load_components(folder: Path, run: RunConfig) -> dict[str, Any]:
         if not sub.is_dir():
             raise UserError(f"model folder {folder} lists component {name!r} but has no {name}/ folder")
         if dtype is not None:
+            require_safetensors(sub)
             if library == "diffusers":
                 module = cls.from_pretrained(folder, subfolder=name, torch_dtype=dtype, use_safetensors=True)
             else:
@@ -110,6 +111,22 @@ def load_components(folder: Path, run: RunConfig) -> dict[str, Any]:
         if isinstance(spec, list) and name not in components:
             components[name] = None
     return components
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def require_safetensors(component: Path) -> None:
+    """Refuse a weights folder without safetensors files before any loader can fall back to unpickling."""
+    if any(component.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in component.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    found = f"only pickle weights ({', '.join(pickled)})" if pickled else "no .safetensors weights"
+    raise UserError(
+        f"{component} has {found}; sgld loads safetensors only, because unpickling can run arbitrary code. "
+        "Convert the checkpoint to safetensors (safetensors.torch.save_file) or use the model's safetensors release",
+        param="model_path",
+    )
 
 
 class Placement:

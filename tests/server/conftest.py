@@ -25,10 +25,13 @@ def free_port() -> int:
 class ServerProcess:
     """``sgl-diffusion serve`` in a subprocess; ``url`` is its /v1 base."""
 
-    def __init__(self, output_dir: Path, *extra: str, env: dict | None = None, model: str = "tiny-wan-t2v"):
+    def __init__(self, output_dir: Path, *extra: str, env: dict | None = None, model: str = "tiny-wan-t2v",
+                 hydra: bool = False):
         self.output_dir = output_dir
         self.model = model
         self.extra = extra
+        # hydra=True: ``python -m server model=NAME key=value...`` (limits that have no CLI flag).
+        self.hydra = hydra
         self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -45,9 +48,14 @@ class ServerProcess:
     def start(self, timeout: float = 120) -> float:
         """Start and wait for /health 200; returns seconds to ready."""
         start = time.perf_counter()
+        if self.hydra:
+            command = ["-m", "server", f"model={self.model}", f"server.port={self.port}", f"output.path={self.output_dir}",
+                       f"hydra.run.dir={self.output_dir.parent / 'hydra'}", *self.extra]
+        else:
+            command = ["-m", "sgld.cli", "serve", "--model-path", self.model, "--port", str(self.port),
+                       "--output-path", str(self.output_dir), *self.extra]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sgld.cli", "serve", "--model-path", self.model, "--port", str(self.port),
-             "--output-path", str(self.output_dir), *self.extra],
+            [sys.executable, *command],
             cwd=REPO, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
         )
         while time.perf_counter() - start < timeout:

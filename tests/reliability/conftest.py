@@ -1,0 +1,74 @@
+"""Servers for the reliability suite: real Waitress processes on 127.0.0.1 with an API key and small limits.
+
+The limits keep every request a fuzzer or a load test can make valid cheap on the CPU
+(at most 64x64 pixels, 9 frames, 2 steps), so the suite stays bounded in time.
+"""
+
+from __future__ import annotations
+
+import httpx2 as httpx
+import pytest
+
+from tests.server.conftest import ServerProcess
+
+API_KEY = "sk-reliability"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+SMALL_LIMITS = ("server.max_frames=9", "server.max_steps=2", "server.max_pixels=4096", "server.max_images=2")
+
+
+def start_server(tmp_path_factory, model: str, *extra: str) -> ServerProcess:
+    """A keyed server for ``model`` (a conf/model name) with SMALL_LIMITS and the test fault hook on."""
+    srv = ServerProcess(tmp_path_factory.mktemp(model) / "out", *SMALL_LIMITS, *extra, model=model, hydra=True,
+                        env={"SGLD_API_KEY": API_KEY, "SGLD_TEST_FAULTS": "1"})
+    srv.ready_seconds = srv.start()
+    return srv
+
+
+@pytest.fixture(scope="package")
+def video_server(tmp_path_factory, tiny_wan_folder):
+    """tiny Wan text-to-video, queue bound 8."""
+    srv = start_server(tmp_path_factory, "tiny_wan", "server.max_queue=8")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="package")
+def image_server(tmp_path_factory):
+    """tiny Qwen-Image text-to-image."""
+    srv = start_server(tmp_path_factory, "tiny_qwen_image")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="package")
+def edit_server(tmp_path_factory):
+    """tiny Qwen-Image-Edit, one image per request."""
+    srv = start_server(tmp_path_factory, "tiny_qwen_image_edit", "server.max_images=1")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def http(video_server):
+    """An httpx client with the key, based at the video server's root."""
+    with httpx.Client(base_url=video_server.base, headers=AUTH, timeout=60) as client:
+        yield client
+
+
+def openai_client(srv: ServerProcess):
+    """The real openai SDK pointed at ``srv`` with the key."""
+    from openai import OpenAI
+
+    return OpenAI(api_key=API_KEY, base_url=srv.url, max_retries=0, timeout=120)
+
+
+def assert_error(r: httpx.Response, status: int, param=None, code=None) -> dict:
+    """``r`` is an OpenAI-shaped error with ``status`` (and ``param``/``code`` when given); its error object."""
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    if param is not None:
+        assert err["param"] == param, err
+    if code is not None:
+        assert err["code"] == code, err
+    return err
