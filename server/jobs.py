@@ -233,7 +233,12 @@ class JobService:
             if self.engine is None:
                 self._fail(job, "model_unavailable", f"the model failed to load: {self.load_error}")
                 continue
-            self._run(job)
+            try:
+                self._run(job)
+            except Exception:  # noqa: BLE001 - the worker must outlive any one job's bookkeeping error
+                log.exception("job %s: unexpected error outside generation", job.id)
+                self._fail(job, "internal_error", "the server hit an unexpected error while finishing this job")
+                self._finish(job.id)
 
     def _run(self, job: Job) -> None:
         self._running = job.id
@@ -282,6 +287,11 @@ class JobService:
             self._running = None
             self._cancel.discard(job.id)
             self._finish(job.id)
+        if "image_path" in job.options:  # an edit's upload: needed until its job ends (a restart re-runs it)
+            try:
+                (self.files_dir / f"{job.id}_input.png").unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("job %s: could not remove its input image: %s", job.id, exc)
         if self.metrics is not None:
             self.metrics.job_seconds.labels(kind=job.kind, status=status).observe(time.perf_counter() - started)
 

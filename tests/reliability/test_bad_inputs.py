@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.reliability.conftest import AUTH, assert_error, openai_client
+from tests.server.conftest import wait_for
 
 
 @pytest.mark.parametrize(
@@ -95,8 +96,8 @@ def test_path_traversal_ids_are_404(http, video_server, name):
 def test_unicode_and_emoji_prompts_work(video_server):
     client = openai_client(video_server)
     prompt = "狐狸在雪中奔跑 🦊 \u200d e\u0301 \U0001F9D1\u200D\U0001F680"
-    video = client.videos.create_and_poll(prompt=prompt, size="64x64", extra_body={"num_frames": 1, "num_inference_steps": 1},
-                                          poll_interval_ms=100)
+    video = wait_for(client, client.videos.create(prompt=prompt, size="64x64",
+                                                  extra_body={"num_frames": 1, "num_inference_steps": 1}).id)
     assert video.status == "completed" and video.prompt == prompt
 
 

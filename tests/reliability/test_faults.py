@@ -52,7 +52,7 @@ def test_engine_exception_fails_that_job_only(video_server):
     final = wait_for(client, bad.id)
     assert final.status == "failed" and final.error.code == "generation_failed"
     assert "injected test fault" in final.error.message
-    ok = client.videos.create_and_poll(prompt="fine", poll_interval_ms=100, **SMALL)
+    ok = wait_for(client, client.videos.create(prompt="fine", **SMALL).id)
     assert ok.status == "completed"
 
 
@@ -71,7 +71,7 @@ def test_unwritable_output_dir_fails_the_job_with_a_clear_message(video_server):
         aside.rename(files)
     assert final.status == "failed" and final.error.code == "output_write_failed", final.error
     assert "could not write the output file in" in final.error.message and str(files) in final.error.message
-    ok = client.videos.create_and_poll(prompt="saved again", poll_interval_ms=100, **SMALL)
+    ok = wait_for(client, client.videos.create(prompt="saved again", **SMALL).id)
     assert ok.status == "completed"
 
 

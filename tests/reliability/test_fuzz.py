@@ -70,8 +70,10 @@ def test_fuzz_edit_server(edit_server):
 
 
 def test_fuzz_report(video_server, image_server, edit_server):
-    """What the fuzzers sent (figures for docs/reliability.md); no 5xx among them, no traceback logged."""
+    """What the fuzzers sent (figures for docs/reliability.md); no 5xx among them, none logged as unhandled."""
     for srv in (video_server, image_server, edit_server):
-        assert "Traceback" not in srv.log.read_text(errors="replace")
+        log = srv.log.read_text(errors="replace")
+        # the 500 handler's and the worker's last-resort messages (injected engine faults log their own traceback)
+        assert "unhandled error" not in log and "unexpected error outside generation" not in log
     print(f"\nfuzz responses by status: {dict(sorted(STATUSES.items()))}, total {sum(STATUSES.values())}")
     assert not [s for s in STATUSES if s >= 500]

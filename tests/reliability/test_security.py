@@ -12,6 +12,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.reliability.conftest import AUTH, assert_error, openai_client
+from tests.server.conftest import wait_for
 
 API_ROUTES = [("GET", "/v1/models"), ("GET", "/v1/videos"), ("POST", "/v1/videos"), ("GET", "/v1/videos/video_x"),
               ("DELETE", "/v1/videos/video_x"), ("GET", "/v1/videos/video_x/content"), ("POST", "/v1/images/generations"),
@@ -44,8 +45,9 @@ def test_no_file_outside_the_output_dir_is_served(video_server):
 
 def test_metrics_leak_no_prompts(video_server):
     client = openai_client(video_server)
-    client.videos.create_and_poll(prompt="a very private calico prompt", size="64x64", poll_interval_ms=100,
-                                  extra_body={"num_frames": 1, "num_inference_steps": 1})
+    job = client.videos.create(prompt="a very private calico prompt", size="64x64",
+                               extra_body={"num_frames": 1, "num_inference_steps": 1})
+    assert wait_for(client, job.id).status == "completed"
     text = httpx.get(video_server.base + "/metrics", headers=AUTH).text
     assert "sgld_http_requests_total" in text and "calico" not in text and "private" not in text
 
