@@ -94,7 +94,7 @@ class DiffGenerator:
         device = state.device if state.world_size > 1 else resolve_device(run.device)
         folder = resolve_model_folder(run.model.path)
         family = family_of(read_model_index(folder), str(folder))
-        components = load_components(folder, run)
+        components = load_components(folder, run, device)
         pipeline = pipeline_class(family)(components, run, device)
         if state.tp_degree > 1:
             from sgld.parallel.tensor import shard_text_encoder

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from sgld.config.schema import ATTENTION_BACKENDS, PRECISIONS
+from sgld.config.schema import ATTENTION_BACKENDS, CACHE_KINDS, PRECISIONS
 from sgld.errors import UserError
 
 SERVER, SAMPLING, OUTPUT, HTTP = "server", "sampling", "output", "http"
@@ -53,6 +53,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("vae_sp", "vae.sp", bool, "split VAE decode tiles across ranks", SERVER),
     Option("attention_backend", "model.attention_backend", str, "attention kernel", SERVER, ATTENTION_BACKENDS),
     Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks", SERVER),
+    Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, CACHE_KINDS),
+    Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER),
     Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention mask strategy JSON (not supported yet)", SERVER),
     Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER),
     Option("prompt", "sampling.prompt", str, "text description of the output", SAMPLING),

@@ -16,6 +16,8 @@ from omegaconf import II, MISSING
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 ATTENTION_BACKENDS = ("auto", "sdpa", "cudnn", "flash", "efficient", "math", "sage")
+# Step caches (lossy, opt-in): reuse transformer work between steps through diffusers' cache hooks.
+CACHE_KINDS = ("none", "first_block", "taylorseer")
 
 
 @dataclass
@@ -48,6 +50,10 @@ class ModelConfig:
     text_encoder_precisions: List[str] = field(default_factory=list)
     attention_backend: str = "auto"
     enable_torch_compile: bool = False
+    # Lossy speed-up, off by default: first_block skips the other blocks while the first block's
+    # output changes less than cache_threshold (relative); taylorseer extrapolates cached features.
+    cache: str = "none"
+    cache_threshold: float = 0.05
     # Sliding-tile attention mask strategy (FastVideo format); not supported yet.
     mask_strategy_file_path: Optional[str] = None
     sampling_defaults: ModelDefaults = field(default_factory=ModelDefaults)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sgld.config.schema import ATTENTION_BACKENDS, PRECISIONS, RunConfig
+from sgld.config.schema import ATTENTION_BACKENDS, CACHE_KINDS, PRECISIONS, RunConfig
 from sgld.errors import ConfigError
 
 
@@ -42,6 +42,10 @@ def validate(run: RunConfig) -> None:
     for i, p in enumerate(run.model.text_encoder_precisions):
         _check_choice(f"model.text_encoder_precisions[{i}]", p, PRECISIONS)
     _check_choice("model.attention_backend", run.model.attention_backend, ATTENTION_BACKENDS)
+    _check_choice("model.cache", run.model.cache, CACHE_KINDS)
+    if not 0 < run.model.cache_threshold < 1:
+        raise ConfigError(f"model.cache_threshold must be between 0 and 1, got {run.model.cache_threshold}",
+                          param="model.cache_threshold")
     if run.model.mask_strategy_file_path:
         raise ConfigError(
             "model.mask_strategy_file_path: sliding-tile attention is not supported yet; leave it unset (null)",

@@ -67,13 +67,22 @@ def _component_dtype(name: str, run: RunConfig, text_encoders: list[str]) -> tor
     return None
 
 
-def load_components(folder: Path, run: RunConfig) -> dict[str, Any]:
+def load_components(folder: Path, run: RunConfig, device: torch.device | None = None) -> dict[str, Any]:
     """Instantiate every component of ``folder`` with the run's precisions (on the CPU).
 
     Weights load from safetensors only; a folder with only pickle weights fails to load.
+    A ``random:`` model's folder has configs only: its weights are made on ``device``
+    (components the run offloads then move to the CPU).
     Non-component entries of model_index.json (``boundary_ratio`` ...) are returned too.
     """
+    from sgld.models.random_weights import build_random_module, is_random_folder
+
     index = read_model_index(folder)
+    random_weights = is_random_folder(folder)
+    if random_weights:
+        from sgld.pipelines.base import Pipeline
+
+        offloaded = Pipeline.offloaded_components(run)
     specs = _component_specs(index)
     text_encoders = [name for name, _, _ in specs if name.startswith("text_encoder")]
     if run.model.text_encoder_precisions and len(run.model.text_encoder_precisions) != len(text_encoders):
@@ -91,7 +100,12 @@ def load_components(folder: Path, run: RunConfig) -> dict[str, Any]:
         sub = folder / name
         if not sub.is_dir():
             raise UserError(f"model folder {folder} lists component {name!r} but has no {name}/ folder")
-        if dtype is not None:
+        if dtype is not None and random_weights:
+            target = device or torch.device("cpu")
+            module = build_random_module(library, cls, sub, dtype, target, seed=len(components))
+            if name in offloaded and target.type != "cpu":
+                module.to("cpu")
+        elif dtype is not None:
             require_safetensors(sub)
             if library == "diffusers":
                 module = cls.from_pretrained(folder, subfolder=name, torch_dtype=dtype, use_safetensors=True)
@@ -170,8 +184,21 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig) -> None:
             module.set_attention_backend(ATTENTION_BACKENDS[backend])
         except (ImportError, RuntimeError, ValueError) as exc:
             raise UserError(f"attention_backend={backend!r} cannot run here: {exc}", param="attention_backend") from None
+    if run.model.cache != "none":
+        enable_step_cache(module, run.model.cache, run.model.cache_threshold)
     if run.model.enable_torch_compile:
         module.compile_repeated_blocks(fullgraph=True)
+
+
+def enable_step_cache(module: torch.nn.Module, kind: str, threshold: float) -> None:
+    """Install diffusers' step-cache hooks on a DiT (the denoise loop names each branch's cache context)."""
+    from diffusers import FirstBlockCacheConfig, TaylorSeerCacheConfig
+
+    config = FirstBlockCacheConfig(threshold=threshold) if kind == "first_block" else TaylorSeerCacheConfig()
+    try:
+        module.enable_cache(config)
+    except (ValueError, AttributeError) as exc:
+        raise UserError(f"cache={kind!r} is not available for {type(module).__name__}: {exc}", param="cache") from None
 
 
 def enable_vae_tiling(vae: torch.nn.Module, tile_height: int | None, tile_width: int | None) -> None:

@@ -110,6 +110,12 @@ def choose_model(model_path: str) -> ModelChoice:
     files = model_files()
     if model_path in files:
         return ModelChoice(model_path, {})
+    if model_path.startswith("random:"):  # a released architecture with random weights (benchmarks)
+        from sgld.models.random_weights import full_size_model
+
+        repo, model = full_size_model(model_path)
+        group = next((g for g, data in files.items() if data.get("path") == repo), None)
+        return ModelChoice(group or _default_group_for_index(model.model_index(), model_path), {"model.path": model_path})
     for group, data in files.items():
         if data.get("path") == model_path:
             return ModelChoice(group, {})
@@ -148,6 +154,10 @@ def resolve_model_folder(model_path: str) -> Path:
         from sgld.models.tiny import materialize_tiny
 
         return materialize_tiny(model_path)
+    if model_path.startswith("random:"):
+        from sgld.models.random_weights import materialize_random
+
+        return materialize_random(model_path)
     folder = Path(model_path).expanduser()
     if folder.is_dir():
         read_model_index(folder)

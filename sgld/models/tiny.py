@@ -220,7 +220,12 @@ def sgld_home() -> Path:
 
 
 def materialize_tiny(name: str) -> Path:
-    """Return the folder of built-in tiny model ``name``, building it once if missing.
+    """Return the folder of built-in tiny model ``name``, building it once if missing."""
+    return build_once(sgld_home() / "models" / name, TINY_BUILDERS[name], TINY_FORMAT_VERSION)
+
+
+def build_once(folder: Path, builder, version: str) -> Path:
+    """``folder``, built by ``builder(tmp_folder)`` unless a build of ``version`` is already there.
 
     Processes that ask at the same time (the ranks of a torchrun group) take turns on a
     file lock: the first builds, in a temporary folder renamed into place, and the others
@@ -228,22 +233,21 @@ def materialize_tiny(name: str) -> Path:
     """
     from filelock import FileLock
 
-    folder = sgld_home() / "models" / name
     stamp = folder / ".sgld-tiny-version"
 
     def ready() -> bool:
-        return stamp.is_file() and stamp.read_text() == TINY_FORMAT_VERSION
+        return stamp.is_file() and stamp.read_text() == version
 
     if ready():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder.parent / f".{name}.lock")):
+    with FileLock(str(folder.parent / f".{folder.name}.lock")):
         if ready():
             return folder
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
-            TINY_BUILDERS[name](tmp)
-            (tmp / ".sgld-tiny-version").write_text(TINY_FORMAT_VERSION)
+            builder(tmp)
+            (tmp / ".sgld-tiny-version").write_text(version)
             if folder.exists():  # an older format version
                 shutil.rmtree(folder)
             os.replace(tmp, folder)

@@ -80,21 +80,28 @@ class DenoisingStage(Stage):
             cond, uncond = self._predict_cfg_parallel(module, x, latents, t, req)
         elif guided and self.cfg_mode == CFG_BATCHED:
             branch = {k: None if v is None else torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
-            out = module(hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2),
-                         **req.model_kwargs, **branch, return_dict=False)[0]
+            out = self._call(module, "cond_uncond", hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2),
+                             **req.model_kwargs, **branch)
             cond, uncond = self._noise_tokens(out, latents, req).chunk(2)
         else:
             timestep = self._timestep(t, latents, x.shape[0])
-            cond = module(hidden_states=x, timestep=timestep, **req.model_kwargs, **req.cond_kwargs, return_dict=False)[0]
+            cond = self._call(module, "cond", hidden_states=x, timestep=timestep, **req.model_kwargs, **req.cond_kwargs)
             cond = self._noise_tokens(cond, latents, req)
             if not guided:
                 return cond
-            uncond = module(hidden_states=x, timestep=timestep, **req.model_kwargs, **req.uncond_kwargs, return_dict=False)[0]
+            uncond = self._call(module, "uncond", hidden_states=x, timestep=timestep, **req.model_kwargs, **req.uncond_kwargs)
             uncond = self._noise_tokens(uncond, latents, req)
         combined = uncond + scale * (cond - uncond)
         if self.rescale_cfg:
             combined = combined * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
         return combined
+
+    def _call(self, module, branch: str, **kwargs) -> torch.Tensor:
+        """One DiT forward; with a step cache on, inside the branch's cache context (cond/uncond keep separate state)."""
+        if getattr(module, "is_cache_enabled", False):
+            with module.cache_context(branch, step_index=self._step_index):
+                return module(**kwargs, return_dict=False)[0]
+        return module(**kwargs, return_dict=False)[0]
 
     def _should_stop(self, req: Request) -> bool:
         if self.parallel.world_size == 1:
@@ -110,8 +117,8 @@ class DenoisingStage(Stage):
         import torch.distributed as dist
 
         branch = req.cond_kwargs if self.parallel.cfg_rank == 0 else req.uncond_kwargs
-        mine = module(hidden_states=x, timestep=self._timestep(t, latents, x.shape[0]), **req.model_kwargs, **branch,
-                      return_dict=False)[0]
+        mine = self._call(module, "cond" if self.parallel.cfg_rank == 0 else "uncond", hidden_states=x,
+                          timestep=self._timestep(t, latents, x.shape[0]), **req.model_kwargs, **branch)
         mine = self._noise_tokens(mine, latents, req).contiguous()
         both = [torch.empty_like(mine) for _ in range(2)]
         dist.all_gather(both, mine, group=self.parallel.cfg_group)
@@ -124,6 +131,10 @@ class DenoisingStage(Stage):
         schedule = self.expert_schedule(req.timesteps)
         guidance_2 = req.guidance_scale if req.guidance_scale_2 is None else req.guidance_scale_2
         total = len(req.timesteps)
+        for _, module in self.experts:
+            if getattr(module, "is_cache_enabled", False):
+                module._reset_stateful_cache()  # a step cache must not carry over from the last request
+        self._step_index = 0
         if req.step_callback is not None:
             req.step_callback(0, total)  # the loop starts now: progress bars time from here
         # Consecutive steps of one expert run together, so an offloaded expert moves once.
@@ -133,6 +144,7 @@ class DenoisingStage(Stage):
             with self.placement.active(name, module):
                 for i in steps:
                     t = req.timesteps[i]
+                    self._step_index = i
                     noise = self._predict(module, latents, t, req, scale)
                     latents = scheduler.step(noise, t, latents, return_dict=False)[0]
                     if req.step_callback is not None:

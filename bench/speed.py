@@ -1,0 +1,484 @@
+"""sgld against diffusers on the same random full-size weights, in one process, on one GPU.
+
+    python bench/speed.py --out results.json [--workloads wan13,flux,qwen] [--steps 3]
+
+For each workload the model is made once (``random:<repo-id>``: weights created on the GPU)
+and shared: the diffusers reference pipeline is built from sgld's own component objects,
+runs first with the modules untouched, then sgld runs with its defaults and with each
+speed lever. Every figure comes from this run: s/step (median step interval, the GPU
+synchronised at step ends in both), DiT forward time per CFG branch (CUDA events around
+the transformer's forward), MFU against the bf16 matmul rate measured here, text-encode
+and VAE-decode time, end-to-end time of ``--steps`` steps and its explicit extrapolation
+to the model's full step count, and peak GPU memory. Lossy levers report PSNR of the
+output against sgld's lossless output.
+
+``--tiny`` runs the same code on the tiny built-in models on the CPU (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROMPT = "A red fox runs through fresh snow at dawn, cinematic, detailed fur, slow motion"
+NEGATIVE = "blurry, low quality"
+
+
+@dataclass
+class Workload:
+    """One model at one size, as the issue's table names it."""
+
+    key: str
+    repo: str
+    tiny: str
+    reference: str  # diffusers pipeline class
+    height: int
+    width: int
+    frames: int
+    steps: int  # the model's full step count (extrapolated to)
+    guidance: float
+    true_cfg: bool = False  # Qwen-Image: guidance is true CFG (two branches)
+    cfg: bool = True  # the pipeline runs a second (negative) branch
+
+
+WORKLOADS = {
+    "wan13": Workload("wan13", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "tiny-wan-t2v", "WanPipeline", 480, 832, 81, 50, 5.0),
+    "flux": Workload("flux", "black-forest-labs/FLUX.1-dev", "tiny-flux", "FluxPipeline", 1024, 1024, 1, 28, 3.5, cfg=False),
+    "qwen": Workload("qwen", "Qwen/Qwen-Image", "tiny-qwen-image", "QwenImagePipeline", 1024, 1024, 1, 50, 4.0,
+                     true_cfg=True),
+}
+
+
+@dataclass
+class Measurement:
+    """One pipeline's figures for one workload."""
+
+    name: str
+    steps_run: int
+    e2e_s: float
+    step_s: float
+    dit_forward_ms: float
+    text_encode_s: float | None
+    vae_decode_s: float | None
+    peak_gib: float
+    full_steps: int
+    compile_s: float | None = None
+    psnr_db: float | None = None
+    note: str = ""
+    mfu: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def e2e_full_s(self) -> float:
+        """End-to-end at the model's full step count: measured run + (full - run) x s/step."""
+        return self.e2e_s + (self.full_steps - self.steps_run) * self.step_s
+
+
+class ForwardTimer:
+    """CUDA events around every forward of a module (no host sync inside the loop)."""
+
+    def __init__(self, module: torch.nn.Module, cuda: bool):
+        self.pairs: list[tuple[Any, Any]] = []
+        self.batch: list[int] = []
+        self.cuda = cuda
+        self._handles = [module.register_forward_pre_hook(self._pre, with_kwargs=True),
+                         module.register_forward_hook(self._post)]
+
+    def _event(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _pre(self, module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        self.batch.append(int(hidden.shape[0]) if hidden is not None else 1)
+        self.pairs.append((self._event(), None))
+
+    def _post(self, module, args, output):
+        start, _ = self.pairs[-1]
+        self.pairs[-1] = (start, self._event())
+
+    def ms_per_branch(self) -> float:
+        """Median forward time divided by its batch (CFG batched runs two branches in one forward)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            times = [s.elapsed_time(e) for s, e in self.pairs]
+        else:
+            times = [(e - s) * 1000 for s, e in self.pairs]
+        per_branch = [t / b for t, b in zip(times, self.batch)]
+        return statistics.median(per_branch[1:] if len(per_branch) > 2 else per_branch)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class StepClock:
+    """Step-end timestamps (the GPU synchronised at each step end, in both pipelines alike).
+
+    s/step is the median gap between step ends, so it needs at least 2 steps and leaves out
+    everything before the first step's end in both pipelines.
+    """
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.times: list[float] = []
+
+    def tick(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter())
+
+    def step_s(self) -> float:
+        gaps = [b - a for a, b in zip(self.times, self.times[1:])]
+        return statistics.median(gaps) if gaps else float("nan")
+
+
+def sync(cuda: bool) -> None:
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def matmul_peak_tflops(device: torch.device) -> float:
+    """Measured bf16 GEMM rate (8192^3, median of 20) on this GPU: the MFU denominator."""
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return 2 * 8192**3 / statistics.median(times) / 1e12
+
+
+def forward_flops(transformer: torch.nn.Module, run_once: Callable[[], None]) -> float:
+    """FLOPs of one single-branch DiT forward, counted by torch's FlopCounterMode on a real forward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops: list[int] = []
+    batches: list[int] = []
+
+    def pre(module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        batches.append(int(hidden.shape[0]))
+        counter = FlopCounterMode(display=False)
+        counter.__enter__()
+        module._sgld_counter = counter
+
+    def post(module, args, output):
+        counter = module._sgld_counter
+        counter.__exit__(None, None, None)
+        flops.append(counter.get_total_flops())
+        raise StopForward
+
+    handles = [transformer.register_forward_pre_hook(pre, with_kwargs=True), transformer.register_forward_hook(post)]
+    try:
+        run_once()
+    except StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return flops[0] / batches[0]
+
+
+class StopForward(Exception):
+    """Ends a run after the first DiT forward (FLOP counting needs one)."""
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 arrays."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def to_uint8(frames) -> np.ndarray:
+    """diffusers' np output (float 0..1, video or image batch) -> uint8 (frames, H, W, 3)."""
+    array = np.asarray(frames)
+    if array.ndim == 5:
+        array = array[0]
+    if array.dtype != np.uint8:
+        array = (array * 255).round().clip(0, 255).astype(np.uint8)
+    return array.reshape(-1, *array.shape[-3:])
+
+
+class Bench:
+    """Runs one workload's reference and sgld variants on shared components."""
+
+    def __init__(self, wl: Workload, tiny: bool, steps: int, device: torch.device, peak_tflops: float | None):
+        from sgld import DiffGenerator
+
+        self.wl, self.tiny, self.steps, self.device, self.peak = wl, tiny, steps, device, peak_tflops
+        self.cuda = device.type == "cuda"
+        start = time.perf_counter()
+        model_path = wl.tiny if tiny else f"random:{wl.repo}"
+        self.gen = DiffGenerator.from_pretrained(model_path, device=str(device))
+        sync(self.cuda)
+        self.load_s = time.perf_counter() - start
+        self.components = self.gen.pipeline.components
+        self.transformer = self.components["transformer"]
+        self.height = 64 if tiny else wl.height
+        self.width = 64 if tiny else wl.width
+        self.frames = 5 if tiny and wl.frames > 1 else wl.frames
+        self.results: list[Measurement] = []
+        self.lossless: np.ndarray | None = None
+
+    # -- the diffusers reference ------------------------------------------------------------
+
+    def reference_pipeline(self):
+        import inspect
+
+        import diffusers
+
+        cls = getattr(diffusers, self.wl.reference)
+        names = inspect.signature(cls.__init__).parameters
+        return cls(**{n: self.components.get(n) for n in names if n != "self" and n in self.components})
+
+    def reference_kwargs(self, steps: int, clock: StepClock | None) -> dict:
+        kwargs: dict[str, Any] = dict(prompt=PROMPT, height=self.height, width=self.width, num_inference_steps=steps,
+                                      generator=torch.Generator(self.device).manual_seed(0), output_type="np")
+        if self.wl.frames > 1:
+            kwargs.update(num_frames=self.frames, negative_prompt=NEGATIVE, guidance_scale=self.wl.guidance)
+        elif self.wl.true_cfg:
+            kwargs.update(negative_prompt=NEGATIVE, true_cfg_scale=self.wl.guidance)
+        else:
+            kwargs.update(guidance_scale=self.wl.guidance)
+        if clock is not None:
+            def on_step_end(pipe, i, t, callback_kwargs):
+                clock.tick()
+                return callback_kwargs
+
+            kwargs["callback_on_step_end"] = on_step_end
+        return kwargs
+
+    def run_reference(self) -> None:
+        pipe = self.reference_pipeline()
+        pipe(**self.reference_kwargs(1, None))  # warm-up: kernels, cuBLAS handles
+        sync(self.cuda)
+        text_s = self._time(lambda: self._reference_encode(pipe))
+        clock, timer = StepClock(self.cuda), ForwardTimer(self.transformer, self.cuda)
+        self._reset_peak()
+        start = time.perf_counter()
+        out = pipe(**self.reference_kwargs(self.steps, clock))
+        sync(self.cuda)
+        e2e = time.perf_counter() - start
+        dit_ms = timer.ms_per_branch()
+        timer.close()
+        vae_s = self._reference_decode_time(pipe)
+        self.reference_frames = to_uint8(out.frames if hasattr(out, "frames") else out.images)
+        if self.cuda:
+            self.flops = forward_flops(self.transformer, lambda: pipe(**self.reference_kwargs(1, None)))
+        self.results.append(self._measurement("diffusers", e2e, clock.step_s(), dit_ms, text_s, vae_s))
+
+    def _reference_encode(self, pipe) -> None:
+        if self.wl.reference == "FluxPipeline":
+            pipe.encode_prompt(prompt=PROMPT, prompt_2=None, device=self.device)
+        elif self.wl.reference == "WanPipeline":
+            pipe.encode_prompt(prompt=PROMPT, negative_prompt=NEGATIVE, device=self.device)
+        else:
+            pipe.encode_prompt(prompt=PROMPT, device=self.device)
+            pipe.encode_prompt(prompt=NEGATIVE, device=self.device)
+
+    def _reference_decode_time(self, pipe) -> float:
+        """diffusers' VAE decode of a latent of this workload's shape (as its pipeline calls it)."""
+        vae = pipe.vae
+        factor = 2 ** (len(vae.config.block_out_channels) - 1) if hasattr(vae.config, "block_out_channels") else 8
+        channels = getattr(vae.config, "z_dim", None) or vae.config.latent_channels
+        h, w = self.height // factor, self.width // factor
+        if self.wl.reference == "FluxPipeline":
+            latent = torch.randn(1, channels, h, w, device=self.device, dtype=vae.dtype)
+        else:
+            f = (self.frames - 1) // 4 + 1
+            latent = torch.randn(1, channels, f, h, w, device=self.device, dtype=vae.dtype)
+        return self._time(lambda: vae.decode(latent, return_dict=False), repeats=2)
+
+    # -- sgld ---------------------------------------------------------------------------------
+
+    def sgld_kwargs(self, steps: int) -> dict:
+        kwargs: dict[str, Any] = dict(height=self.height, width=self.width, num_inference_steps=steps, seed=0,
+                                      guidance_scale=self.wl.guidance, save_output=False, return_frames=True)
+        if self.wl.frames > 1:
+            kwargs.update(num_frames=self.frames, negative_prompt=NEGATIVE)
+        elif self.wl.true_cfg:
+            kwargs.update(negative_prompt=NEGATIVE)
+        return kwargs
+
+    def run_sgld(self, name: str, note: str = "", lossy: bool = False, compile_s: float | None = None) -> Measurement:
+        self.gen.generate(PROMPT, **self.sgld_kwargs(1))  # warm-up (and compile, when a lever compiles)
+        clock, timer = StepClock(self.cuda), ForwardTimer(self.transformer, self.cuda)
+        self._reset_peak()
+        start = time.perf_counter()
+        result = self.gen.generate(PROMPT, step_callback=lambda done, total: done and clock.tick(),
+                                   **self.sgld_kwargs(self.steps))
+        e2e = time.perf_counter() - start
+        dit_ms = timer.ms_per_branch()
+        timer.close()
+        timings = result.timings
+        text_s = timings.get("encode_prompt")
+        vae_s = timings.get("decode")
+        frames = result.frames.reshape(-1, *result.frames.shape[-3:])
+        extra: dict = {}
+        if not lossy:
+            self.lossless = frames
+            diff = int(np.abs(frames.astype(int) - self.reference_frames.astype(int)).max())
+            extra["max_diff_vs_diffusers"] = diff
+            note = f"{note}; max |Δ| vs diffusers {diff}/255" if note else f"max |Δ| vs diffusers {diff}/255"
+        m = self._measurement(name, e2e, clock.step_s(), dit_ms, text_s, vae_s, note=note, compile_s=compile_s)
+        m.extra.update(extra)
+        if lossy and self.lossless is not None:
+            m.psnr_db = psnr(frames, self.lossless)
+        self.results.append(m)
+        return m
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _measurement(self, name, e2e, step_s, dit_ms, text_s, vae_s, note="", compile_s=None) -> Measurement:
+        m = Measurement(name, self.steps, e2e, step_s, dit_ms, text_s, vae_s, self._peak(), self.wl.steps,
+                        compile_s=compile_s, note=note)
+        if self.peak and getattr(self, "flops", None):
+            m.mfu = self.flops / (dit_ms / 1000) / (self.peak * 1e12)
+        return m
+
+    def _time(self, fn: Callable[[], Any], repeats: int = 3) -> float:
+        times = []
+        for _ in range(repeats):
+            sync(self.cuda)
+            start = time.perf_counter()
+            with torch.no_grad():
+                fn()
+            sync(self.cuda)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def _reset_peak(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def _peak(self) -> float:
+        return torch.cuda.max_memory_allocated() / 2**30 if self.cuda else 0.0
+
+
+def run_levers(bench: Bench, levers: list[str]) -> None:
+    """sgld with its defaults, then each lever on top of the previous lossless ones."""
+    from sgld.models.loading import ATTENTION_BACKENDS
+
+    from sgld.stages.denoising import DenoisingStage
+
+    cfg_mode = next(stage.cfg_mode for stage in bench.gen.pipeline.stages if isinstance(stage, DenoisingStage))
+    bench.run_sgld("sgld default", f"CFG {cfg_mode}; attention as diffusers picks")
+    transformer = bench.transformer
+    if "cudnn" in levers and bench.cuda:
+        transformer.set_attention_backend(ATTENTION_BACKENDS["cudnn"])
+        bench.run_sgld("sgld +cudnn attention", "--attention-backend cudnn")
+    if "compile" in levers:
+        start = time.perf_counter()
+        transformer.compile_repeated_blocks(fullgraph=True)
+        bench.gen.generate(PROMPT, **bench.sgld_kwargs(1))
+        sync(bench.cuda)
+        compile_s = time.perf_counter() - start
+        bench.run_sgld("sgld +compile", "--enable-torch-compile (regional)", compile_s=compile_s)
+    if "vae_bf16" in levers:
+        vae = bench.components["vae"]
+        dtype = vae.dtype
+        vae.to(torch.bfloat16)
+        bench.run_sgld("sgld +bf16 VAE", "--vae-precision bf16", lossy=True)
+        vae.to(dtype)
+    if "sage" in levers:
+        try:
+            transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            print(f"sage: not available here ({type(exc).__name__}: {exc})")
+        else:
+            bench.run_sgld("sgld +sage attention", "--attention-backend sage (8-bit QK)", lossy=True)
+            transformer.set_attention_backend(ATTENTION_BACKENDS["cudnn"] if bench.cuda else "native")
+    if "cache" in levers:
+        from sgld.models.loading import enable_step_cache
+
+        enable_step_cache(transformer, "first_block", 0.05)
+        bench.run_sgld("sgld +first-block cache 0.05", "--cache first_block --cache-threshold 0.05", lossy=True)
+        transformer.disable_cache()
+
+
+def table(results: dict[str, list[Measurement]], peak: float | None) -> str:
+    """The markdown table of every measurement, with ratios against diffusers."""
+    lines = ["| workload | pipeline | steps run | s/step | DiT fwd ms/branch | MFU | text s | VAE s | e2e s (run) "
+             "| e2e s (full, extrapolated) | vs diffusers | peak GiB | compile s | PSNR dB | note |",
+             "|" + "---|" * 15]
+    for key, ms in results.items():
+        ref = ms[0].e2e_full_s
+        for m in ms:
+            fmt = lambda v, f="{:.3f}": "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v)  # noqa: E731
+            lines.append(f"| {key} | {m.name} | {m.steps_run} | {fmt(m.step_s)} | {fmt(m.dit_forward_ms, '{:.1f}')} | "
+                         f"{fmt(m.mfu, '{:.0%}')} | {fmt(m.text_encode_s)} | {fmt(m.vae_decode_s)} | {fmt(m.e2e_s, '{:.2f}')} | "
+                         f"{fmt(m.e2e_full_s, '{:.2f}')} | {m.e2e_full_s / ref:.2f}× | {fmt(m.peak_gib, '{:.1f}')} | "
+                         f"{fmt(m.compile_s, '{:.1f}')} | {fmt(m.psnr_db, '{:.1f}')} | {m.note} |")
+    if peak:
+        lines.append(f"\nbf16 GEMM peak measured in this run: {peak:.0f} TFLOP/s (MFU denominator).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the table; write JSON (and the table) to --out."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="wan13,flux,qwen")
+    parser.add_argument("--steps", type=int, default=4, help="denoise steps actually run, at least 2 (extrapolated to the full count)")
+    parser.add_argument("--levers", default="cudnn,compile,vae_bf16,sage,cache")
+    parser.add_argument("--tiny", action="store_true", help="tiny built-in models on the CPU (smoke test)")
+    parser.add_argument("--out", type=Path, default=Path("bench_speed.json"))
+    args = parser.parse_args(argv)
+
+    from sgld.api import quiet_library_logs
+
+    quiet_library_logs()
+    device = torch.device("cpu" if args.tiny else "cuda")
+    peak = matmul_peak_tflops(device) if device.type == "cuda" else None
+    levers = [lever for lever in args.levers.split(",") if lever]
+    results: dict[str, list[Measurement]] = {}
+    meta: dict[str, Any] = {"command": " ".join(sys.argv), "torch": torch.__version__, "peak_bf16_tflops": peak,
+                            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+    for key in args.workloads.split(","):
+        wl = WORKLOADS[key]
+        bench = Bench(wl, args.tiny, args.steps, device, peak)
+        meta[f"{key}_load_s"] = bench.load_s
+        bench.run_reference()
+        run_levers(bench, levers)
+        results[key] = bench.results
+        meta[f"{key}_flops_per_forward"] = getattr(bench, "flops", None)
+        print(table({key: bench.results}, None), flush=True)
+        write(args.out, meta, results, peak)  # after each workload: a later failure loses nothing
+        del bench
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print("\n" + table(results, peak))
+    return 0
+
+
+def write(out: Path, meta: dict, results: dict[str, list[Measurement]], peak: float | None) -> None:
+    """The JSON of every measurement, and the markdown table beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "results": {k: [dict(vars(m), e2e_full_s=m.e2e_full_s) for m in ms] for k, ms in results.items()}}
+    out.write_text(json.dumps(payload, indent=2, default=str))
+    out.with_suffix(".md").write_text(table(results, peak) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Full-size architectures of the released models, for ``random:<repo-id>`` model paths.
+
+Each entry is the public repo's model_index.json with every weighted component's
+config.json (values from the released configs), so a ``random:`` model has the real shapes,
+layer counts and vocabulary sizes; only the weights are random. Speed does not depend on
+weight values, which is what these models are for: benchmarks without downloads.
+Tokenizers are sgld's offline tiny ones (their ids fit every real vocabulary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DIFFUSERS_VERSION = "0.42.1"
+
+# Text encoders.
+UMT5_XXL = {  # google/umt5-xxl encoder (Wan)
+    "model_type": "umt5", "vocab_size": 256384, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24,
+    "num_decoder_layers": 24, "num_heads": 64, "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128, "dropout_rate": 0.0, "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False, "scalable_attention": True,
+    "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+}
+T5_V1_1_XXL = {  # google/t5-v1_1-xxl encoder (FLUX text_encoder_2)
+    "model_type": "t5", "vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24,
+    "num_decoder_layers": 24, "num_heads": 64, "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128, "dropout_rate": 0.0, "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+    "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+}
+CLIP_L_TEXT = {  # openai/clip-vit-large-patch14 text tower (FLUX text_encoder)
+    "model_type": "clip_text_model", "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
+    "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+    "projection_dim": 768, "layer_norm_eps": 1e-5, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+}
+QWEN25_VL_7B = {  # Qwen/Qwen2.5-VL-7B-Instruct (Qwen-Image text_encoder)
+    "model_type": "qwen2_5_vl",
+    "text_config": {
+        "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+        "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 128000,
+        "rms_norm_eps": 1e-6, "hidden_act": "silu", "tie_word_embeddings": False,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+        "bos_token_id": 151643, "eos_token_id": 151645,
+    },
+    "vision_config": {
+        "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_channels": 3,
+        "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+        "out_hidden_size": 3584, "fullatt_block_indexes": [7, 15, 23, 31], "hidden_act": "silu",
+        "tokens_per_second": 2,
+    },
+    "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+}
+
+# DiTs.
+WAN_1_3B = {"patch_size": [1, 2, 2], "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
+            "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960, "num_layers": 30,
+            "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "image_dim": None,
+            "added_kv_proj_dim": None, "rope_max_seq_len": 1024}
+WAN_14B = {**WAN_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
+FLUX_DEV = {"patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19, "num_single_layers": 38,
+            "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
+            "pooled_projection_dim": 768, "guidance_embeds": True, "axes_dims_rope": [16, 56, 56]}
+QWEN_IMAGE = {"patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 60, "attention_head_dim": 128,
+              "num_attention_heads": 24, "joint_attention_dim": 3584, "guidance_embeds": False,
+              "axes_dims_rope": [16, 56, 56]}
+
+# VAEs.
+WAN_VAE = {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+           "temperal_downsample": [False, True, True], "dropout": 0.0,
+           "latents_mean": [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                            0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921],
+           "latents_std": [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                           3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.916]}
+QWEN_VAE = {k: v for k, v in WAN_VAE.items()}
+FLUX_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_out_channels": [128, 256, 512, 512],
+            "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+            "layers_per_block": 2, "act_fn": "silu", "norm_num_groups": 32, "sample_size": 1024,
+            "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False, "use_post_quant_conv": False,
+            "mid_block_add_attention": True, "force_upcast": True}
+
+# Schedulers.
+WAN_UNIPC = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+             "solver_order": 2, "prediction_type": "flow_prediction", "predict_x0": True, "solver_type": "bh2",
+             "lower_order_final": True, "use_flow_sigmas": True, "flow_shift": 3.0, "final_sigmas_type": "zero",
+             "timestep_spacing": "linspace", "steps_offset": 0}
+FLUX_EULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
+              "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}
+QWEN_EULER = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": True, "base_shift": 0.5,
+              "max_shift": 0.9, "base_image_seq_len": 256, "max_image_seq_len": 8192, "shift_terminal": 0.02,
+              "time_shift_type": "exponential"}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One entry of model_index.json: its library and class, and its config (None for tokenizers)."""
+
+    library: str
+    class_name: str
+    config: dict | None = None
+    # For tokenizers: which offline builder makes it ("t5", "clip", "qwen2").
+    tokenizer: str | None = None
+
+
+@dataclass(frozen=True)
+class FullSizeModel:
+    """A released model's pipeline class, components and extra model_index.json entries."""
+
+    pipeline: str
+    components: dict[str, Component]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def model_index(self) -> dict[str, Any]:
+        """The model_index.json of the model (null entries for absent optional components)."""
+        index: dict[str, Any] = {"_class_name": self.pipeline, "_diffusers_version": DIFFUSERS_VERSION}
+        for name, comp in self.components.items():
+            index[name] = [comp.library, comp.class_name]
+        index.update(self.extra)
+        return index
+
+
+def _wan(transformer: dict, two_experts: bool = False) -> FullSizeModel:
+    components = {
+        "scheduler": Component("diffusers", "UniPCMultistepScheduler", WAN_UNIPC),
+        "text_encoder": Component("transformers", "UMT5EncoderModel", UMT5_XXL),
+        "tokenizer": Component("transformers", "T5TokenizerFast", tokenizer="t5"),
+        "transformer": Component("diffusers", "WanTransformer3DModel", transformer),
+        "vae": Component("diffusers", "AutoencoderKLWan", WAN_VAE),
+    }
+    extra: dict[str, Any] = {"transformer_2": [None, None], "boundary_ratio": None, "expand_timesteps": False}
+    if two_experts:
+        components["transformer_2"] = Component("diffusers", "WanTransformer3DModel", transformer)
+        extra = {"boundary_ratio": 0.875, "expand_timesteps": False}
+    return FullSizeModel("WanPipeline", components, extra)
+
+
+FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
+    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": _wan(WAN_1_3B),
+    "Wan-AI/Wan2.1-T2V-14B-Diffusers": _wan(WAN_14B),
+    "Wan-AI/Wan2.2-T2V-A14B-Diffusers": _wan(WAN_14B, two_experts=True),
+    "black-forest-labs/FLUX.1-dev": FullSizeModel("FluxPipeline", {
+        "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", FLUX_EULER),
+        "text_encoder": Component("transformers", "CLIPTextModel", CLIP_L_TEXT),
+        "text_encoder_2": Component("transformers", "T5EncoderModel", T5_V1_1_XXL),
+        "tokenizer": Component("transformers", "CLIPTokenizer", tokenizer="clip"),
+        "tokenizer_2": Component("transformers", "T5TokenizerFast", tokenizer="t5"),
+        "transformer": Component("diffusers", "FluxTransformer2DModel", FLUX_DEV),
+        "vae": Component("diffusers", "AutoencoderKL", FLUX_VAE),
+    }, {"feature_extractor": [None, None], "image_encoder": [None, None]}),
+    "Qwen/Qwen-Image": FullSizeModel("QwenImagePipeline", {
+        "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", QWEN_EULER),
+        "text_encoder": Component("transformers", "Qwen2_5_VLForConditionalGeneration", QWEN25_VL_7B),
+        "tokenizer": Component("transformers", "Qwen2Tokenizer", tokenizer="qwen2"),
+        "transformer": Component("diffusers", "QwenImageTransformer2DModel", QWEN_IMAGE),
+        "vae": Component("diffusers", "AutoencoderKLQwenImage", QWEN_VAE),
+    }),
+}
+
+RANDOM_PREFIX = "random:"

@@ -1,0 +1,92 @@
+"""``random:<repo-id>`` models: the released architecture with random weights made on the target device.
+
+The model folder holds only configs and an offline tokenizer (built once under $SGLD_HOME);
+the loader creates each weighted component directly on the device it will run on, seeded,
+and casts it to the run's precision — a 14B transformer is never initialised on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from sgld.errors import UserError
+from sgld.models.full_size import FULL_SIZE_MODELS, RANDOM_PREFIX, DIFFUSERS_VERSION, FullSizeModel
+
+RANDOM_MARKER = ".sgld-random.json"
+RANDOM_FORMAT_VERSION = "1"
+
+
+def is_random_path(model_path: str) -> bool:
+    """True for ``random:<repo-id>`` model paths."""
+    return model_path.startswith(RANDOM_PREFIX)
+
+
+def full_size_model(model_path: str) -> tuple[str, FullSizeModel]:
+    """The repo id and architecture a ``random:`` path names, or a UserError listing the known ones."""
+    repo = model_path[len(RANDOM_PREFIX):]
+    try:
+        return repo, FULL_SIZE_MODELS[repo]
+    except KeyError:
+        known = ", ".join(RANDOM_PREFIX + r for r in FULL_SIZE_MODELS)
+        raise UserError(f"no full-size architecture for {model_path!r}; known: {known}", param="model_path") from None
+
+
+def materialize_random(model_path: str) -> Path:
+    """The configs-only folder of a ``random:`` model (written once under $SGLD_HOME/models/random)."""
+    from sgld.models.tiny import build_once, sgld_home
+
+    repo, model = full_size_model(model_path)
+    folder = sgld_home() / "models" / "random" / repo.replace("/", "--")
+    return build_once(folder, lambda tmp: write_random_folder(model, repo, tmp), RANDOM_FORMAT_VERSION)
+
+
+def _tokenizer(kind: str):
+    from sgld.models import tiny, tiny_qwen
+
+    return {"t5": tiny.build_t5_tokenizer, "clip": tiny.build_clip_tokenizer, "qwen2": tiny_qwen.build_qwen2_tokenizer}[kind]()
+
+
+def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
+    """model_index.json, each component's config and the tokenizers; no weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model_index.json").write_text(json.dumps(model.model_index(), indent=2))
+    for name, comp in model.components.items():
+        sub = folder / name
+        sub.mkdir()
+        if comp.tokenizer:
+            _tokenizer(comp.tokenizer).save_pretrained(sub)
+        elif name.startswith("scheduler"):
+            (sub / "scheduler_config.json").write_text(json.dumps({"_class_name": comp.class_name, **comp.config}, indent=2))
+        elif comp.library == "diffusers":
+            config = {"_class_name": comp.class_name, "_diffusers_version": DIFFUSERS_VERSION, **comp.config}
+            (sub / "config.json").write_text(json.dumps(config, indent=2))
+        else:
+            (sub / "config.json").write_text(json.dumps({**comp.config, "architectures": [comp.class_name]}, indent=2))
+    (folder / RANDOM_MARKER).write_text(json.dumps({"repo_id": repo, "weights": "random, made on the device at load"}))
+
+
+def is_random_folder(folder: Path) -> bool:
+    """True for a folder written by ``write_random_folder``."""
+    return (folder / RANDOM_MARKER).is_file()
+
+
+def build_random_module(library: str, cls: type, sub: Path, dtype: torch.dtype, device: torch.device,
+                        seed: int) -> torch.nn.Module:
+    """``cls`` from the config in ``sub``, created on ``device`` with seeded random weights, in ``dtype``.
+
+    Modules are created in fp32 (their own initialisers, and buffers such as rotary tables,
+    stay as the released code computes them) and then cast: the peak is one fp32 copy of
+    this component on the device.
+    """
+    torch.manual_seed(seed)
+    with torch.device(device):
+        if library == "diffusers":
+            module = cls.from_config(cls.load_config(sub))
+        else:
+            from transformers import AutoConfig
+
+            module = cls._from_config(AutoConfig.from_pretrained(sub))
+    return module.to(dtype).eval().requires_grad_(False)
