@@ -287,7 +287,9 @@ class Bench:
         self.reference_frames = to_uint8(out.frames if hasattr(out, "frames") else out.images)
         if self.cuda:
             self.flops = forward_flops(self.transformer, lambda: pipe(**self.reference_kwargs(1, None)))
-        self.results.append(self._measurement("diffusers", e2e, clock.step_s(), dit_ms, text_s, vae_s))
+        m = self._measurement("diffusers", e2e, clock.step_s(), dit_ms, text_s, vae_s)
+        self.results.append(m)
+        print(f"MEASURED {self.wl.key} {json.dumps(dict(vars(m), e2e_full_s=m.e2e_full_s), default=str)}", flush=True)
 
     def _reference_encode(self, pipe) -> None:
         if self.wl.reference == "FluxPipeline":
@@ -347,6 +349,7 @@ class Bench:
         if lossy and self.lossless is not None:
             m.psnr_db = psnr(frames, self.lossless)
         self.results.append(m)
+        print(f"MEASURED {self.wl.key} {json.dumps(dict(vars(m), e2e_full_s=m.e2e_full_s), default=str)}", flush=True)
         return m
 
     # -- helpers --------------------------------------------------------------------------------
@@ -378,44 +381,65 @@ class Bench:
 
 
 def run_levers(bench: Bench, levers: list[str]) -> None:
-    """sgld with its defaults, then each lever on top of the previous lossless ones."""
-    from sgld.models.loading import ATTENTION_BACKENDS
-
+    """sgld with its defaults, then each lever on top of the lossless ones (compile last: it stays on)."""
+    from sgld.models.loading import ATTENTION_BACKENDS, enable_step_cache
     from sgld.stages.denoising import DenoisingStage
 
     cfg_mode = next(stage.cfg_mode for stage in bench.gen.pipeline.stages if isinstance(stage, DenoisingStage))
     bench.run_sgld("sgld default", f"CFG {cfg_mode}; attention as diffusers picks")
     transformer = bench.transformer
-    if "cudnn" in levers and bench.cuda:
+    fallback = "native"
+
+    def lever(name: str, fn: Callable[[], None]) -> None:
+        if name not in levers:
+            return
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - one lever failing must not lose the others' figures
+            print(f"lever {name} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+
+    def cudnn():
+        nonlocal fallback
         transformer.set_attention_backend(ATTENTION_BACKENDS["cudnn"])
-        bench.run_sgld("sgld +cudnn attention", "--attention-backend cudnn")
-    if "compile" in levers:
+        try:
+            bench.run_sgld("sgld +cudnn attention", "--attention-backend cudnn")
+        except Exception:
+            transformer.set_attention_backend("native")
+            raise
+        fallback = ATTENTION_BACKENDS["cudnn"]
+
+    def vae_bf16():
+        vae = bench.components["vae"]
+        dtype = vae.dtype
+        vae.to(torch.bfloat16)
+        try:
+            bench.run_sgld("sgld +bf16 VAE", "--vae-precision bf16", lossy=True)
+        finally:
+            vae.to(dtype)
+
+    def sage():
+        transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
+        try:
+            bench.run_sgld("sgld +sage attention", "--attention-backend sage (8-bit QK)", lossy=True)
+        finally:
+            transformer.set_attention_backend(fallback)
+
+    def cache():
+        enable_step_cache(transformer, "first_block", 0.05)
+        try:
+            bench.run_sgld("sgld +first-block cache 0.05", "--cache first_block --cache-threshold 0.05", lossy=True)
+        finally:
+            transformer.disable_cache()
+
+    def compile_blocks():
         start = time.perf_counter()
         transformer.compile_repeated_blocks(fullgraph=True)
         bench.gen.generate(PROMPT, **bench.sgld_kwargs(1))
         sync(bench.cuda)
-        compile_s = time.perf_counter() - start
-        bench.run_sgld("sgld +compile", "--enable-torch-compile (regional)", compile_s=compile_s)
-    if "vae_bf16" in levers:
-        vae = bench.components["vae"]
-        dtype = vae.dtype
-        vae.to(torch.bfloat16)
-        bench.run_sgld("sgld +bf16 VAE", "--vae-precision bf16", lossy=True)
-        vae.to(dtype)
-    if "sage" in levers:
-        try:
-            transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
-        except Exception as exc:  # noqa: BLE001 - reported in the table
-            print(f"sage: not available here ({type(exc).__name__}: {exc})")
-        else:
-            bench.run_sgld("sgld +sage attention", "--attention-backend sage (8-bit QK)", lossy=True)
-            transformer.set_attention_backend(ATTENTION_BACKENDS["cudnn"] if bench.cuda else "native")
-    if "cache" in levers:
-        from sgld.models.loading import enable_step_cache
+        bench.run_sgld("sgld +compile", "--enable-torch-compile (regional)", compile_s=time.perf_counter() - start)
 
-        enable_step_cache(transformer, "first_block", 0.05)
-        bench.run_sgld("sgld +first-block cache 0.05", "--cache first_block --cache-threshold 0.05", lossy=True)
-        transformer.disable_cache()
+    for name, fn in (("cudnn", cudnn), ("vae_bf16", vae_bf16), ("sage", sage), ("cache", cache), ("compile", compile_blocks)):
+        lever(name, fn)
 
 
 def table(results: dict[str, list[Measurement]], peak: float | None) -> str:

@@ -43,6 +43,9 @@ def validate(run: RunConfig) -> None:
         _check_choice(f"model.text_encoder_precisions[{i}]", p, PRECISIONS)
     _check_choice("model.attention_backend", run.model.attention_backend, ATTENTION_BACKENDS)
     _check_choice("model.cache", run.model.cache, CACHE_KINDS)
+    if run.model.cache != "none" and run.model.enable_torch_compile:
+        raise ConfigError("model.cache and model.enable_torch_compile cannot be combined: diffusers' cache hooks "
+                          "do not compile; choose one", param="model.cache")
     if not 0 < run.model.cache_threshold < 1:
         raise ConfigError(f"model.cache_threshold must be between 0 and 1, got {run.model.cache_threshold}",
                           param="model.cache_threshold")
