@@ -51,14 +51,14 @@ class Workload:
     guidance: float
     true_cfg: bool = False  # Qwen-Image: guidance is true CFG (two branches)
     cfg: bool = True  # the pipeline runs a second (negative) branch
-    # sgld options for the run; FLUX's reference decodes in the transformer's dtype, so its VAE is bf16 here.
+    # sgld options for the run; FLUX's reference decodes in the transformer's dtype ("match": the DiT precision).
     sgld_options: dict = field(default_factory=dict)
 
 
 WORKLOADS = {
     "wan13": Workload("wan13", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "tiny-wan-t2v", "WanPipeline", 480, 832, 81, 50, 5.0),
     "flux": Workload("flux", "black-forest-labs/FLUX.1-dev", "tiny-flux", "FluxPipeline", 1024, 1024, 1, 28, 3.5, cfg=False,
-                     sgld_options={"vae_precision": "bf16"}),
+                     sgld_options={"vae_precision": "match"}),
     "qwen": Workload("qwen", "Qwen/Qwen-Image", "tiny-qwen-image", "QwenImagePipeline", 1024, 1024, 1, 50, 4.0,
                      true_cfg=True),
 }
@@ -234,7 +234,12 @@ class Bench:
         self.cuda = device.type == "cuda"
         start = time.perf_counter()
         model_path = wl.tiny if tiny else f"random:{wl.repo}"
-        self.gen = DiffGenerator.from_pretrained(model_path, device=str(device), **wl.sgld_options)
+        options = dict(wl.sgld_options)
+        if options.get("vae_precision") == "match":
+            from sgld.config.compose import run_config_from_options
+
+            options["vae_precision"] = run_config_from_options({"model_path": model_path}).model.precision
+        self.gen = DiffGenerator.from_pretrained(model_path, device=str(device), **options)
         sync(self.cuda)
         self.load_s = time.perf_counter() - start
         self.components = self.gen.pipeline.components
