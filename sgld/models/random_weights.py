@@ -16,7 +16,7 @@ from sgld.errors import UserError
 from sgld.models.full_size import FULL_SIZE_MODELS, RANDOM_PREFIX, DIFFUSERS_VERSION, FullSizeModel
 
 RANDOM_MARKER = ".sgld-random.json"
-RANDOM_FORMAT_VERSION = "1"
+RANDOM_FORMAT_VERSION = "2"
 
 
 def is_random_path(model_path: str) -> bool:
@@ -58,14 +58,24 @@ def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
         sub.mkdir()
         if comp.tokenizer:
             _tokenizer(comp.tokenizer).save_pretrained(sub)
-        elif name.startswith("scheduler"):
-            (sub / "scheduler_config.json").write_text(json.dumps({"_class_name": comp.class_name, **comp.config}, indent=2))
         elif comp.library == "diffusers":
-            config = {"_class_name": comp.class_name, "_diffusers_version": DIFFUSERS_VERSION, **comp.config}
-            (sub / "config.json").write_text(json.dumps(config, indent=2))
+            # Every init argument, defaults included, as diffusers' save_pretrained writes it (readers expect them).
+            config = {"_class_name": comp.class_name, "_diffusers_version": DIFFUSERS_VERSION, **_full_config(comp)}
+            file = "scheduler_config.json" if name.startswith("scheduler") else "config.json"
+            (sub / file).write_text(json.dumps(config, indent=2))
         else:
             (sub / "config.json").write_text(json.dumps({**comp.config, "architectures": [comp.class_name]}, indent=2))
     (folder / RANDOM_MARKER).write_text(json.dumps({"repo_id": repo, "weights": "random, made on the device at load"}))
+
+
+def _full_config(comp) -> dict:
+    """A diffusers component's config with every default filled in (built on the meta device: no memory)."""
+    import diffusers
+
+    cls = getattr(diffusers, comp.class_name)
+    with torch.device("meta"):
+        obj = cls.from_config(comp.config)
+    return {k: v for k, v in dict(obj.config).items() if not k.startswith("_")}
 
 
 def is_random_folder(folder: Path) -> bool:
