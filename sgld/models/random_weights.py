@@ -73,7 +73,10 @@ def _full_config(comp) -> dict:
     import diffusers
 
     cls = getattr(diffusers, comp.class_name)
-    with torch.device("meta"):
+    if issubclass(cls, torch.nn.Module):
+        with torch.device("meta"):
+            obj = cls.from_config(comp.config)
+    else:  # a scheduler: small, and it computes tables at init
         obj = cls.from_config(comp.config)
     return {k: v for k, v in dict(obj.config).items() if not k.startswith("_")}
 
