@@ -1,0 +1,72 @@
+"""``random:<repo-id>``: the released architectures with random weights (for GPU benchmarks without downloads)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from sgld.errors import UserError
+from sgld.models.full_size import FULL_SIZE_MODELS
+
+# Parameter counts of the released components (billions), as their model cards and configs give them.
+RELEASED_SIZES = {
+    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": {"transformer": 1.419, "text_encoder": 5.681, "vae": 0.127},
+    "Wan-AI/Wan2.1-T2V-14B-Diffusers": {"transformer": 14.288, "text_encoder": 5.681, "vae": 0.127},
+    "Wan-AI/Wan2.2-T2V-A14B-Diffusers": {"transformer": 14.288, "transformer_2": 14.288, "text_encoder": 5.681},
+    "black-forest-labs/FLUX.1-dev": {"transformer": 11.901, "text_encoder": 0.123, "text_encoder_2": 4.762, "vae": 0.0838},
+    "Qwen/Qwen-Image": {"transformer": 20.430, "text_encoder": 8.292, "vae": 0.127},
+}
+
+
+def _meta_module(folder, name, comp):
+    from transformers import AutoConfig
+
+    cls = getattr(importlib.import_module(comp.library), comp.class_name)
+    with torch.device("meta"):
+        if comp.library == "diffusers":
+            return cls.from_config(cls.load_config(folder / name))
+        return cls._from_config(AutoConfig.from_pretrained(folder / name))
+
+
+@pytest.mark.parametrize("repo", sorted(RELEASED_SIZES))
+def test_folders_have_the_released_architecture(sgld_home, repo):
+    from sgld.models.random_weights import is_random_folder, materialize_random
+    from sgld.models.registry import read_model_index
+
+    folder = materialize_random(f"random:{repo}")
+    assert is_random_folder(folder) and not list(folder.rglob("*.safetensors"))
+    index = read_model_index(folder)
+    for name, billions in RELEASED_SIZES[repo].items():
+        comp = FULL_SIZE_MODELS[repo].components[name]
+        assert index[name] == [comp.library, comp.class_name]
+        count = sum(p.numel() for p in _meta_module(folder, name, comp).parameters()) / 1e9
+        assert count == pytest.approx(billions, rel=2e-3), (name, count)
+
+
+def test_random_paths_compose_with_the_model_file(sgld_home):
+    from sgld.config.compose import run_config_from_options
+    from sgld.runner import check_before_loading
+
+    run = run_config_from_options({"model_path": "random:Wan-AI/Wan2.1-T2V-14B-Diffusers", "prompt": "x"})
+    assert run.model.name == "wan21_14b" and run.model.path == "random:Wan-AI/Wan2.1-T2V-14B-Diffusers"
+    assert (run.sampling.height, run.sampling.width, run.sampling.num_inference_steps) == (720, 1280, 50)
+    check_before_loading(run)  # the pre-load checks read the written configs
+    with pytest.raises(UserError) as info:
+        run_config_from_options({"model_path": "random:acme/nothing", "prompt": "x"})
+    assert "random:Qwen/Qwen-Image" in str(info.value)
+
+
+def test_weights_are_made_on_the_device_seeded_and_cast(sgld_home):
+    from diffusers import AutoencoderKL
+
+    from sgld.models.random_weights import build_random_module, materialize_random
+
+    sub = materialize_random("random:black-forest-labs/FLUX.1-dev") / "vae"
+    make = lambda seed: build_random_module("diffusers", AutoencoderKL, sub, torch.bfloat16, torch.device("cpu"), seed)  # noqa: E731
+    a, b, c = make(0), make(0), make(1)
+    wa, wb, wc = (m.decoder.conv_in.weight for m in (a, b, c))
+    assert wa.dtype == torch.bfloat16 and wa.device.type == "cpu" and not wa.requires_grad
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert wa.float().std() > 0

@@ -1,0 +1,59 @@
+"""Speed levers on the tiny models (their logic; their speed is measured by bench/speed.py on a GPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sgld import DiffGenerator
+from sgld.errors import UserError
+
+SMALL = dict(height=32, width=32, num_frames=5, num_inference_steps=4, seed=5, save_output=False, return_frames=True)
+
+
+def test_first_block_cache_is_exact_until_it_skips(tiny_wan_folder, tiny_wan_generator):
+    lossless = tiny_wan_generator.generate("a red fox", **SMALL).frames
+    never_skips = DiffGenerator.from_pretrained("tiny-wan-t2v", cache="first_block", cache_threshold=1e-9)
+    transformer = never_skips.pipeline.components["transformer"]
+    assert transformer.is_cache_enabled
+    same = never_skips.generate("a red fox", **SMALL).frames
+    assert np.array_equal(same, lossless)
+    # The cache state is reset per request: a second identical request gives the identical output.
+    assert np.array_equal(never_skips.generate("a red fox", **SMALL).frames, same)
+    skips = DiffGenerator.from_pretrained("tiny-wan-t2v", cache="first_block", cache_threshold=0.99)
+    assert not np.array_equal(skips.generate("a red fox", **SMALL).frames, lossless)  # blocks were skipped
+
+
+def test_cache_options_are_checked(tiny_wan_folder):
+    with pytest.raises(UserError, match="cache='sometimes' is not one of none, first_block, taylorseer"):
+        DiffGenerator.from_pretrained("tiny-wan-t2v", cache="sometimes")
+    with pytest.raises(UserError, match="cannot be combined"):
+        DiffGenerator.from_pretrained("tiny-wan-t2v", cache="first_block", enable_torch_compile=True)
+    with pytest.raises(UserError, match="cache_threshold must be between 0 and 1"):
+        DiffGenerator.from_pretrained("tiny-wan-t2v", cache="first_block", cache_threshold=2.0)
+
+
+def test_cache_flags_map_to_config_keys():
+    from sgld.cli import build_parser, collect_options
+    from sgld.config.compose import run_config_from_options
+
+    args = build_parser().parse_args(["generate", "--model-path", "tiny-wan-t2v", "--cache", "taylorseer",
+                                      "--cache-threshold", "0.1"])
+    run = run_config_from_options(collect_options(args))
+    assert (run.model.cache, run.model.cache_threshold) == ("taylorseer", 0.1)
+
+
+def test_speed_benchmark_runs_on_tiny_models(tiny_wan_folder, tmp_path):
+    out = tmp_path / "speed.json"
+    proc = subprocess.run([sys.executable, "bench/speed.py", "--tiny", "--workloads", "wan13", "--steps", "2",
+                           "--levers", "cache", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]["wan13"]
+    assert [r["name"] for r in rows] == ["diffusers", "sgld default", "sgld +first-block cache 0.05"]
+    assert rows[1]["extra"]["max_diff_vs_diffusers"] <= 2  # same weights, same noise: sgld equals its reference
+    assert all(r["e2e_s"] > 0 and r["step_s"] > 0 for r in rows)
+    assert "| wan13 | diffusers |" in out.with_suffix(".md").read_text()
