@@ -29,7 +29,7 @@ def test_first_block_cache_is_exact_until_it_skips(tiny_wan_folder, tiny_wan_gen
 
 
 def test_cache_options_are_checked(tiny_wan_folder):
-    with pytest.raises(UserError, match="cache='sometimes' is not one of none, first_block, taylorseer"):
+    with pytest.raises(UserError, match="cache='sometimes' is not one of none, first_block"):
         DiffGenerator.from_pretrained("tiny-wan-t2v", cache="sometimes")
     with pytest.raises(UserError, match="cannot be combined"):
         DiffGenerator.from_pretrained("tiny-wan-t2v", cache="first_block", enable_torch_compile=True)
@@ -41,10 +41,10 @@ def test_cache_flags_map_to_config_keys():
     from sgld.cli import build_parser, collect_options
     from sgld.config.compose import run_config_from_options
 
-    args = build_parser().parse_args(["generate", "--model-path", "tiny-wan-t2v", "--cache", "taylorseer",
+    args = build_parser().parse_args(["generate", "--model-path", "tiny-wan-t2v", "--cache", "first_block",
                                       "--cache-threshold", "0.1"])
     run = run_config_from_options(collect_options(args))
-    assert (run.model.cache, run.model.cache_threshold) == ("taylorseer", 0.1)
+    assert (run.model.cache, run.model.cache_threshold) == ("first_block", 0.1)
 
 
 def test_speed_benchmark_runs_on_tiny_models(tiny_wan_folder, tmp_path):

@@ -17,7 +17,7 @@ from omegaconf import II, MISSING
 PRECISIONS = ("fp32", "fp16", "bf16")
 ATTENTION_BACKENDS = ("auto", "sdpa", "cudnn", "flash", "efficient", "math", "sage")
 # Step caches (lossy, opt-in): reuse transformer work between steps through diffusers' cache hooks.
-CACHE_KINDS = ("none", "first_block", "taylorseer")
+CACHE_KINDS = ("none", "first_block")
 
 
 @dataclass
@@ -51,7 +51,8 @@ class ModelConfig:
     attention_backend: str = "auto"
     enable_torch_compile: bool = False
     # Lossy speed-up, off by default: first_block skips the other blocks while the first block's
-    # output changes less than cache_threshold (relative); taylorseer extrapolates cached features.
+    # output changes less than cache_threshold (relative). (diffusers' TaylorSeer hooks no module of
+    # these DiTs with its default patterns, so it is not offered.)
     cache: str = "none"
     cache_threshold: float = 0.05
     # Sliding-tile attention mask strategy (FastVideo format); not supported yet.

@@ -192,9 +192,11 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig) -> None:
 
 def enable_step_cache(module: torch.nn.Module, kind: str, threshold: float) -> None:
     """Install diffusers' step-cache hooks on a DiT (the denoise loop names each branch's cache context)."""
-    from diffusers import FirstBlockCacheConfig, TaylorSeerCacheConfig
+    from diffusers import FirstBlockCacheConfig
 
-    config = FirstBlockCacheConfig(threshold=threshold) if kind == "first_block" else TaylorSeerCacheConfig()
+    if kind != "first_block":
+        raise UserError(f"cache={kind!r} is not available; use first_block", param="cache")
+    config = FirstBlockCacheConfig(threshold=threshold)
     try:
         module.enable_cache(config)
     except (ValueError, AttributeError) as exc:
