@@ -31,7 +31,7 @@ def reference_frames(folder, prompt, negative_prompt, seed, steps, guidance, gui
 
 @pytest.mark.parametrize(
     "model,guidance_2",
-    [("tiny-wan-t2v", None), ("tiny-wan22-t2v", 3.0)],
+    [("tiny-wan-t2v", None), ("tiny-wan22-t2v", 3.0), ("tiny-wan22-ti2v", None)],
 )
 def test_frames_match_diffusers(model, guidance_2, request):
     from sgld import DiffGenerator

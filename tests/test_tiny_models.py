@@ -102,3 +102,16 @@ def test_concurrent_processes_build_once_and_never_delete_a_finished_model(tmp_p
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(3)]
     assert [p.wait(60) for p in procs] == [0, 0, 0]
     assert (tmp_path / "builds").read_text() == "x"  # built exactly once
+
+
+def test_ti2v_layout_is_sensitive_to_prompt_seed_and_guidance(sgld_home):
+    """The Wan2.2 TI2V tiny model (16x VAE, per-token timesteps) moves with every input, like tiny Wan."""
+    from sgld import DiffGenerator
+
+    gen = DiffGenerator.from_pretrained("tiny-wan22-ti2v")
+    run = lambda **kw: gen.generate(**{"prompt": "a red fox running through snow", "seed": 7, "guidance_scale": 5.0,  # noqa: E731
+                                       "return_frames": True, "save_output": False, **kw}).frames
+    base = run()
+    assert base.shape == (9, 64, 64, 3)
+    for change in ({"prompt": "a blue whale in the deep ocean"}, {"seed": 8}, {"guidance_scale": 1.0}):
+        assert _max_change(run(**change), base) >= MIN_CHANGE, change

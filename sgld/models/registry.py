@@ -21,6 +21,7 @@ CONF_MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 BUILTIN_MODELS = {
     "tiny-wan-t2v": "tiny_wan",
     "tiny-wan22-t2v": "tiny_wan22",
+    "tiny-wan22-ti2v": "tiny_wan22_ti2v",
     "tiny-flux": "tiny_flux",
     "tiny-qwen-image": "tiny_qwen_image",
     "tiny-qwen-image-edit": "tiny_qwen_image_edit",
@@ -81,6 +82,8 @@ def _default_group_for_index(index: dict, where: str) -> str:
     family = family_of(index, where)
     if family == "wan":
         two_experts = (index.get("transformer_2") or [None])[0] is not None
+        if index.get("expand_timesteps"):
+            return "wan22_ti2v"
         return "wan22" if two_experts else "wan21"
     return {"flux": "flux_dev", "qwen_image": "qwen_image", "qwen_image_edit": "qwen_image_edit"}[family]
 

@@ -73,8 +73,12 @@ def _tiny_wan_transformer(seed: int, text_dim: int, channels: int):
     return model
 
 
-def build_tiny_wan(folder: Path, two_experts: bool) -> None:
-    """Write a tiny Wan T2V model (one or two experts) into ``folder``."""
+def build_tiny_wan(folder: Path, two_experts: bool, ti2v: bool = False) -> None:
+    """Write a tiny Wan T2V model (one or two experts, or Wan2.2 TI2V's layout) into ``folder``.
+
+    ``ti2v``: the Wan2.2 TI2V-5B layout — a residual VAE with 2x2 pixel patches (16x spatial
+    compression) and ``expand_timesteps`` (one timestep per latent token).
+    """
     import torch
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
     from transformers import UMT5Config, UMT5EncoderModel
@@ -102,6 +106,8 @@ def build_tiny_wan(folder: Path, two_experts: bool) -> None:
     transformer = _tiny_wan_transformer(1, text_dim=32, channels=channels)
     transformer_2 = _tiny_wan_transformer(2, text_dim=32, channels=channels) if two_experts else None
     torch.manual_seed(3)
+    ti2v_vae = dict(decoder_base_dim=16, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+                    scale_factor_spatial=16) if ti2v else {}
     vae = AutoencoderKLWan(
         base_dim=16,
         z_dim=channels,
@@ -110,6 +116,7 @@ def build_tiny_wan(folder: Path, two_experts: bool) -> None:
         temperal_downsample=[False, True, True],
         latents_mean=[0.0] * channels,
         latents_std=[1.0] * channels,
+        **ti2v_vae,
     )
     # A wider pixel range, so latent differences show in the frames.
     _scale_([vae.decoder.conv_out], 2.5)
@@ -124,6 +131,7 @@ def build_tiny_wan(folder: Path, two_experts: bool) -> None:
         transformer=transformer,
         transformer_2=transformer_2,
         boundary_ratio=0.875 if two_experts else None,
+        expand_timesteps=ti2v,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
 
@@ -199,6 +207,7 @@ def build_tiny_flux(folder: Path) -> None:
 TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-wan-t2v": lambda folder: build_tiny_wan(folder, two_experts=False),
     "tiny-wan22-t2v": lambda folder: build_tiny_wan(folder, two_experts=True),
+    "tiny-wan22-ti2v": lambda folder: build_tiny_wan(folder, two_experts=False, ti2v=True),
     "tiny-flux": build_tiny_flux,
     "tiny-qwen-image": lambda folder: _tiny_qwen().build_tiny_qwen_image(folder),
     "tiny-qwen-image-edit": lambda folder: _tiny_qwen().build_tiny_qwen_image_edit(folder),

@@ -28,8 +28,6 @@ class WanT2VPipeline(Pipeline):
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
         super().__init__(components, run, device)
-        if components.get("expand_timesteps"):
-            raise UserError("Wan2.2 TI2V (expand_timesteps) models are not supported yet", param="model_path")
         vae, scheduler = components["vae"], components["scheduler"]
         experts = [(n, components[n]) for n in ("transformer", "transformer_2") if components.get(n) is not None]
         if not experts:
@@ -56,9 +54,17 @@ class WanT2VPipeline(Pipeline):
             T5TextEncodingStage(components["tokenizer"], components["text_encoder"], self.placement, dit_dtype),
             TimestepPreparationStage(scheduler, device),
             VideoLatentPreparationStage(experts[0][1].config.in_channels, spatial, self.temporal_factor, device),
-            DenoisingStage(experts, self.placement, boundary),
+            DenoisingStage(experts, self.placement, boundary, token_patch=self._token_patch(components, experts[0][1])),
             WanVaeDecodingStage(vae, self.placement, split_tiles=run.vae.sp),
         ]
+
+    @staticmethod
+    def _token_patch(components: dict[str, Any], transformer) -> tuple[int, int] | None:
+        """Wan2.2 TI2V conditions every latent token on its own timestep (expand_timesteps)."""
+        if not components.get("expand_timesteps"):
+            return None
+        patch = transformer.config.patch_size
+        return (patch[1], patch[2])
 
     def check_request(self, req: Request) -> None:
         check_video_request(req, self.spatial_multiple, self.temporal_factor)

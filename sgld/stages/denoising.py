@@ -44,6 +44,7 @@ class DenoisingStage(Stage):
         cfg_mode: str = CFG_BATCHED,
         timestep_divisor: float | None = None,
         rescale_cfg: bool = False,
+        token_patch: tuple[int, int] | None = None,
     ):
         self.experts = list(experts)
         self.placement = placement
@@ -51,6 +52,8 @@ class DenoisingStage(Stage):
         self.cfg_mode = cfg_mode
         self.timestep_divisor = timestep_divisor
         self.rescale_cfg = rescale_cfg
+        # Wan2.2 TI2V (expand_timesteps): one timestep per latent token, (batch, frames * h/ph * w/pw).
+        self.token_patch = token_patch
         # ModelMixin.dtype, as diffusers uses it: some modules stay fp32 (_keep_in_fp32_modules).
         self.dtype = self.experts[0][1].dtype
         self.parallel = parallel_state()
@@ -62,6 +65,10 @@ class DenoisingStage(Stage):
         return [0 if float(t) >= self.boundary_timestep else 1 for t in timesteps.cpu()]
 
     def _timestep(self, t: torch.Tensor, latents: torch.Tensor, batch: int) -> torch.Tensor:
+        if self.token_patch is not None:
+            frames, height, width = latents.shape[2:]
+            tokens = frames * (height // self.token_patch[0]) * (width // self.token_patch[1])
+            return (torch.ones(tokens, dtype=torch.float32, device=latents.device) * t).expand(batch, -1)
         if self.timestep_divisor is None:
             return t.expand(batch)
         return t.expand(batch).to(latents.dtype) / self.timestep_divisor
