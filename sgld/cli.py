@@ -113,7 +113,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     if result is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
+    from sgld.runner import describe_timings
+
     where = str(result.path) if result.path else "not saved (--no-save-output)"
+    print(describe_timings(result))
     print(f"done in {elapsed:.1f} s: {where}")
     return 0
 

@@ -42,8 +42,12 @@ def run(cfg: DictConfig) -> int:
     except UserError as exc:
         log.error("error: %s", exc)
         return 2
-    if result is not None and result.path:  # None: a rank other than 0 under torchrun
-        log.info("saved %s", result.path)
+    if result is not None:  # None: a rank other than 0 under torchrun
+        from sgld.runner import describe_timings
+
+        log.info("%s", describe_timings(result))
+        if result.path:
+            log.info("saved %s", result.path)
     return 0
 
 

@@ -62,6 +62,13 @@ def run_local(run: RunConfig) -> GenerationResult:
     generator = DiffGenerator.from_run_config(run)
     load_s = time.perf_counter() - start
     result = generator.generate(progress=True)
-    stages = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
-    log.info("load %.2fs; %s", load_s, stages)
+    result.timings = {"load": load_s, **result.timings}
     return result
+
+
+def describe_timings(result: GenerationResult) -> str:
+    """``load 1.20s; encode_prompt 0.05s, denoise 3.10s, ...`` — the launcher prints rank 0's after a parallel run too."""
+    timings = dict(result.timings)
+    load = timings.pop("load", None)
+    stages = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in timings.items())
+    return f"load {load:.2f}s; {stages}" if load is not None else stages
