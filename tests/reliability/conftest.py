@@ -57,9 +57,7 @@ def http(video_server):
 
 def openai_client(srv: ServerProcess):
     """The real openai SDK pointed at ``srv`` with the key."""
-    from openai import OpenAI
-
-    return OpenAI(api_key=API_KEY, base_url=srv.url, max_retries=0, timeout=120)
+    return srv.openai(API_KEY)
 
 
 def assert_error(r: httpx.Response, status: int, param=None, code=None) -> dict:

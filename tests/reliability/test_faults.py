@@ -7,7 +7,6 @@ import sqlite3
 import threading
 import time
 
-from openai import OpenAI
 
 from tests.reliability.conftest import API_KEY, openai_client
 from tests.server.conftest import ServerProcess, wait_for
@@ -18,7 +17,7 @@ SMALL = dict(size="64x64", extra_body={"num_frames": 1, "num_inference_steps": 1
 def test_kill_9_with_running_and_queued_jobs_loses_nothing(tmp_path, tiny_wan_folder):
     srv = ServerProcess(tmp_path / "out", env={"SGLD_API_KEY": API_KEY})
     srv.start()
-    client = OpenAI(api_key=API_KEY, base_url=srv.url, max_retries=0)
+    client = openai_client(srv)
     # The first job runs long enough to be killed mid-denoise; the others wait behind it.
     running = client.videos.create(prompt="job 0", size="64x64", extra_body={"num_frames": 5, "num_inference_steps": 60})
     queued = [client.videos.create(prompt=f"job {i}", **SMALL).id for i in (1, 2, 3)]
@@ -32,7 +31,7 @@ def test_kill_9_with_running_and_queued_jobs_loses_nothing(tmp_path, tiny_wan_fo
     restart = ServerProcess(tmp_path / "out", env={"SGLD_API_KEY": API_KEY})
     ready = restart.start()
     try:
-        client = OpenAI(api_key=API_KEY, base_url=restart.url, max_retries=0)
+        client = openai_client(restart)
         ids = [running.id, *queued]
         assert set(ids) <= {v.id for v in client.videos.list(limit=100).data}
         finals = [wait_for(client, vid, timeout=120) for vid in ids]

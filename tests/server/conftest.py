@@ -69,6 +69,12 @@ class ServerProcess:
             time.sleep(0.2)
         raise TimeoutError(f"server not ready in {timeout} s: {self.log.read_text()[-2000:]}")
 
+    def openai(self, api_key: str = "sk-anything"):
+        """The real openai SDK pointed at this server (no retries; a bounded request timeout)."""
+        from openai import OpenAI
+
+        return OpenAI(api_key=api_key, base_url=self.url, max_retries=0, timeout=120)
+
     def kill(self) -> None:
         """SIGKILL: no clean shutdown."""
         if self.proc and self.proc.poll() is None:
@@ -94,9 +100,7 @@ def server(tmp_path_factory, tiny_wan_folder):
 
 @pytest.fixture
 def client(server):
-    from openai import OpenAI
-
-    return OpenAI(api_key="sk-anything", base_url=server.url, max_retries=0)
+    return server.openai()
 
 
 def wait_for(client, video_id: str, timeout: float = 60):

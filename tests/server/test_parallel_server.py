@@ -22,9 +22,7 @@ def two_rank_server(tmp_path_factory, tiny_wan_folder):
 
 
 def test_two_rank_server_makes_the_single_process_video(two_rank_server, tmp_path):
-    from openai import OpenAI
-
-    client = OpenAI(api_key="sk-anything", base_url=two_rank_server.url, max_retries=0)
+    client = two_rank_server.openai()
     video = client.videos.create(prompt="a red fox", size="64x64",
                                  extra_body={"num_inference_steps": 2, "seed": 5, "num_frames": 9})
     video = wait_for(client, video.id, timeout=120)
@@ -44,9 +42,7 @@ def test_two_rank_server_makes_the_single_process_video(two_rank_server, tmp_pat
 
 def test_a_dead_rank_fails_the_job_and_health_says_so(two_rank_server):
     """Runs last in this module: it ends the server's rank group."""
-    from openai import OpenAI
-
-    client = OpenAI(api_key="sk-anything", base_url=two_rank_server.url, max_retries=0)
+    client = two_rank_server.openai()
     video = client.videos.create(prompt="a cat [[sgld-test-rank-fault]]", size="64x64",
                                  extra_body={"num_inference_steps": 2})
     start = time.perf_counter()
