@@ -8,27 +8,17 @@ import torch
 
 from sgld.config.schema import RunConfig
 from sgld.models.loading import Placement
-from sgld.pipelines.constraints import NEEDS_IMAGE, OUTPUT_KINDS
+from sgld.pipelines.constraints import FamilyTraits
 from sgld.request import Request
 from sgld.stages.base import Stage
 
 
-class Pipeline:
+class Pipeline(FamilyTraits):
     """A family's pipeline. Subclasses build ``self.stages`` and ``check_request``."""
 
     family: ClassVar[str] = ""
     # Whether the family's VAE decode can split its tiles across ranks (vae.sp).
     supports_vae_sp: ClassVar[bool] = False
-
-    @property
-    def output_kind(self) -> str:
-        """"video" (mp4) or "image" (png/jpeg/webp)."""
-        return OUTPUT_KINDS[self.family]
-
-    @property
-    def needs_image(self) -> bool:
-        """True for models that transform an input image (``image_path``): edit and image-to-video."""
-        return self.family in NEEDS_IMAGE
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
         if run.vae.sp and not self.supports_vae_sp:

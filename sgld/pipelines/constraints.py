@@ -72,8 +72,24 @@ def check_request_in_folder(family: str, folder: Path, req: Request) -> None:
     FOLDER_CHECKS[family](folder, req)
 
 
+class FamilyTraits:
+    """What a model family is, derived from ``self.family``: shared by loaded pipelines and FolderModel."""
+
+    family: str
+
+    @property
+    def output_kind(self) -> str:
+        """"video" (mp4) or "image" (png/jpeg/webp)."""
+        return OUTPUT_KINDS[self.family]
+
+    @property
+    def needs_image(self) -> bool:
+        """True for models that transform an input image (``image_path``): edit and image-to-video."""
+        return self.family in NEEDS_IMAGE
+
+
 @dataclass(frozen=True)
-class FolderModel:
+class FolderModel(FamilyTraits):
     """A model known from its folder's JSON configs alone: what its Pipeline would answer, without weights."""
 
     family: str
@@ -86,14 +102,6 @@ class FolderModel:
 
         folder = resolve_model_folder(model_path)
         return cls(family_of(read_model_index(folder), str(folder)), folder)
-
-    @property
-    def output_kind(self) -> str:
-        return OUTPUT_KINDS[self.family]
-
-    @property
-    def needs_image(self) -> bool:
-        return self.family in NEEDS_IMAGE
 
     def check_request(self, req: Request) -> None:
         """The request check the loaded pipeline runs, from the folder's configs."""
