@@ -78,35 +78,36 @@ class DenoisingStage(Stage):
         """The DiT predicts the appended condition tokens too; the scheduler steps only the noise tokens."""
         return out if req.condition_tokens is None else out[:, : latents.shape[1]]
 
-    def _predict(self, module, latents: torch.Tensor, t: torch.Tensor, req: Request, scale: float) -> torch.Tensor:
+    def _predict(self, module, latents: torch.Tensor, t: torch.Tensor, req: Request, scale: float,
+                 step: int) -> torch.Tensor:
         x = latents.to(self.dtype)
         if req.condition_tokens is not None:
             x = torch.cat([x, req.condition_tokens.to(self.dtype)], dim=1)
         guided = req.uncond_kwargs is not None and self.cfg_mode != CFG_NONE
         if guided and self.parallel.cfg_degree > 1:
-            cond, uncond = self._predict_cfg_parallel(module, x, latents, t, req)
+            cond, uncond = self._predict_cfg_parallel(module, x, latents, t, req, step)
         elif guided and self.cfg_mode == CFG_BATCHED:
             branch = {k: None if v is None else torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
-            out = self._call(module, "cond_uncond", hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2),
+            out = self._call(module, "cond_uncond", step, hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2),
                              **req.model_kwargs, **branch)
             cond, uncond = self._noise_tokens(out, latents, req).chunk(2)
         else:
             timestep = self._timestep(t, latents, x.shape[0])
-            cond = self._call(module, "cond", hidden_states=x, timestep=timestep, **req.model_kwargs, **req.cond_kwargs)
+            cond = self._call(module, "cond", step, hidden_states=x, timestep=timestep, **req.model_kwargs, **req.cond_kwargs)
             cond = self._noise_tokens(cond, latents, req)
             if not guided:
                 return cond
-            uncond = self._call(module, "uncond", hidden_states=x, timestep=timestep, **req.model_kwargs, **req.uncond_kwargs)
+            uncond = self._call(module, "uncond", step, hidden_states=x, timestep=timestep, **req.model_kwargs, **req.uncond_kwargs)
             uncond = self._noise_tokens(uncond, latents, req)
         combined = uncond + scale * (cond - uncond)
         if self.rescale_cfg:
             combined = combined * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
         return combined
 
-    def _call(self, module, branch: str, **kwargs) -> torch.Tensor:
+    def _call(self, module, branch: str, step: int, **kwargs) -> torch.Tensor:
         """One DiT forward; with a step cache on, inside the branch's cache context (cond/uncond keep separate state)."""
         if getattr(module, "is_cache_enabled", False):
-            with module.cache_context(branch, step_index=self._step_index):
+            with module.cache_context(branch, step_index=step):
                 return module(**kwargs, return_dict=False)[0]
         return module(**kwargs, return_dict=False)[0]
 
@@ -119,12 +120,12 @@ class DenoisingStage(Stage):
         dist.broadcast(flag, src=0)
         return bool(flag.item())
 
-    def _predict_cfg_parallel(self, module, x, latents, t, req: Request) -> tuple[torch.Tensor, torch.Tensor]:
+    def _predict_cfg_parallel(self, module, x, latents, t, req: Request, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """CFG parallel: this rank's cfg slice runs one branch; the two predictions are exchanged."""
         import torch.distributed as dist
 
         branch = req.cond_kwargs if self.parallel.cfg_rank == 0 else req.uncond_kwargs
-        mine = self._call(module, "cond" if self.parallel.cfg_rank == 0 else "uncond", hidden_states=x,
+        mine = self._call(module, "cond" if self.parallel.cfg_rank == 0 else "uncond", step, hidden_states=x,
                           timestep=self._timestep(t, latents, x.shape[0]), **req.model_kwargs, **branch)
         mine = self._noise_tokens(mine, latents, req).contiguous()
         both = [torch.empty_like(mine) for _ in range(2)]
@@ -141,7 +142,6 @@ class DenoisingStage(Stage):
         for _, module in self.experts:
             if getattr(module, "is_cache_enabled", False):
                 module._reset_stateful_cache()  # a step cache must not carry over from the last request
-        self._step_index = 0
         if req.step_callback is not None:
             req.step_callback(0, total)  # the loop starts now: progress bars time from here
         # Consecutive steps of one expert run together, so an offloaded expert moves once.
@@ -151,8 +151,7 @@ class DenoisingStage(Stage):
             with self.placement.active(name, module):
                 for i in steps:
                     t = req.timesteps[i]
-                    self._step_index = i
-                    noise = self._predict(module, latents, t, req, scale)
+                    noise = self._predict(module, latents, t, req, scale, i)
                     latents = scheduler.step(noise, t, latents, return_dict=False)[0]
                     if req.step_callback is not None:
                         req.step_callback(i + 1, total)
