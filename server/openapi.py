@@ -165,17 +165,28 @@ def request_schemas(limits: Any) -> dict[str, Any]:
     video, image = video_fields(limits), image_fields(limits)
     return {
         "VideoCreate": _object(video, ["prompt"]),
+        "VideoCreateForm": _object({**video, "input_reference": FILE}, ["prompt"]),
+        "VideoFromImageForm": _object({**video, "input_reference": FILE}, ["prompt", "input_reference"]),
         "ImageGenerate": _object(image, ["prompt"]),
         "ImageEditForm": _object({**image, "image": FILE}, ["prompt", "image"]),
     }
 
 
-def _video_paths() -> dict:
+def _video_create_body(needs_image: bool, takes_image: bool) -> dict:
+    """Text-to-video: JSON or form; image-to-video: a form with the ``input_reference`` file (TI2V: optional)."""
+    if needs_image:
+        return _body(("multipart/form-data", _ref("VideoFromImageForm")))
+    if takes_image:
+        return _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreateForm")))
+    return _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreate")))
+
+
+def _video_paths(needs_image: bool, takes_image: bool) -> dict:
     return {
         "/v1/videos": {
             "post": {
                 "summary": "create a video job",
-                "requestBody": _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreate"))),
+                "requestBody": _video_create_body(needs_image, takes_image),
                 "responses": {"200": _json(_ref("Video"), "queued job"), **_errors(400, 401, 413, 415, 429, 503)},
             },
             "get": {
@@ -218,13 +229,18 @@ def _image_path(edit: bool) -> dict:
     }}}
 
 
-def openapi_spec(limits: Any, output_kind: str, needs_image: bool, require_key: bool) -> dict[str, Any]:
+def openapi_spec(limits: Any, output_kind: str, needs_image: bool, takes_image: bool,
+                 require_key: bool) -> dict[str, Any]:
     """The OpenAPI document of this server: the endpoints and bounds of its model and limits.
 
     Only the endpoints the loaded model serves are described (the others answer 400
-    ``wrong_endpoint``); ``require_key``: the server was started with an API key.
+    ``wrong_endpoint``); ``needs_image`` / ``takes_image``: the model requires / accepts an
+    input image; ``require_key``: the server was started with an API key.
     """
-    model_paths = _video_paths() if output_kind == "video" else _image_path(edit=needs_image)
+    if output_kind == "video":
+        model_paths = _video_paths(needs_image, takes_image)
+    else:
+        model_paths = _image_path(edit=needs_image)
     return {
         "openapi": "3.0.3",
         "info": {"title": "sgld", "version": "0.1.0", "description": "OpenAI-compatible video and image generation"},

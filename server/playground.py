@@ -36,6 +36,7 @@ def info():
         "model": svc.model_id,
         "kind": model.output_kind,
         "needs_image": model.needs_image,
+        "takes_image": model.takes_image,
         "api_key_required": bool(run.server.api_key),
         "defaults": {
             "width": s.width, "height": s.height, "num_frames": s.num_frames, "fps": s.fps,

@@ -8,10 +8,10 @@ from sgld.errors import UserError
 
 from server.context import accepting_service, check_model, queue_full, service
 from server.errors import APIError
-from server.jobs import QueueFull
+from server.jobs import QueueFull, new_id
 from server.schemas import (
     ENGINE_PARAM_TO_FIELD, MAX_SEED, Fields, ParsedVideo, accepts_query, bad, nearest_frame_count, parse_size,
-    video_object,
+    read_image_upload, video_object,
 )
 
 bp = Blueprint("videos", __name__, url_prefix="/v1/videos")
@@ -20,18 +20,40 @@ FIELDS = {"prompt", "model", "size", "seconds", "input_reference", "negative_pro
           "guidance_scale", "fps", "num_frames", "user"}
 
 
-def parse_video_request(fields: Fields, svc) -> ParsedVideo:
-    """Validate a create request against the server's limits and the loaded model."""
+def read_input_reference(fields: Fields, svc):
+    """The uploaded first frame (PIL) for image-to-video models, None when none is given and none is needed."""
+    pipeline = svc.engine.pipeline
+    uploads = fields.files.get("input_reference", [])
+    if not pipeline.takes_image:
+        if uploads or fields.has("input_reference"):
+            raise bad("input_reference", f"{svc.model_id!r} is a text-to-video model; input_reference needs an "
+                                         "image-to-video model")
+        return None
+    if fields.has("input_reference"):
+        raise bad("input_reference", "input_reference must be an uploaded image file (multipart/form-data)")
+    if not uploads:
+        if pipeline.needs_image:
+            raise bad("input_reference", f"{svc.model_id!r} is an image-to-video model: input_reference (the first "
+                                         "frame, an image file) is required", "missing_required_parameter")
+        return None
+    if len(uploads) > 1:
+        raise bad("input_reference", f"{len(uploads)} images given; input_reference takes one")
+    return read_image_upload(uploads[0], "input_reference", svc.run.server.max_pixels)
+
+
+def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> ParsedVideo:
+    """Validate a create request against the server's limits and the loaded model.
+
+    ``image_path``: the saved ``input_reference`` upload of an image-to-video request.
+    """
     limits = svc.run.server
     prompt = fields.text("prompt", required=True, max_chars=limits.max_prompt_chars, allow_empty=False)
     check_model(fields.values.get("model"), svc)
     engine = svc.engine
-    if engine.pipeline.output_kind != "video":
-        raise APIError(400, f"{svc.model_id!r} makes images; use /v1/images/generations", param="model", code="wrong_endpoint")
-    if fields.files.get("input_reference") or fields.has("input_reference"):
-        raise bad("input_reference", f"{svc.model_id!r} is a text-to-video model; input_reference needs an image-to-video model")
     fields.text("user", max_chars=256)
     options: dict = {"prompt": prompt}
+    if image_path is not None:
+        options["image_path"] = image_path
     if fields.has("size"):
         options["width"], options["height"] = parse_size(fields.values["size"], limits.max_pixels)
     fps = fields.integer("fps", 1, 120)
@@ -61,6 +83,8 @@ def parse_video_request(fields: Fields, svc) -> ParsedVideo:
         run = engine.check(**options)
     except UserError as exc:
         param = ENGINE_PARAM_TO_FIELD.get(exc.param or "", exc.param)
+        if param == "image_path":
+            param = "input_reference"
         if param == "num_frames" and num_frames is None and seconds is not None:
             param = "seconds"
         raise bad(param or "request", str(exc)) from None
@@ -82,14 +106,28 @@ def _poll_headers(response):
 
 @bp.post("")
 def create_video():
-    """Queue a video generation job."""
+    """Queue a video generation job (image-to-video models: with the ``input_reference`` upload as first frame)."""
     svc = accepting_service()
     fields = Fields(request, FIELDS, {"input_reference"})
-    parsed = parse_video_request(fields, svc)
+    if svc.engine.pipeline.output_kind != "video":
+        raise APIError(400, f"{svc.model_id!r} makes images; use /v1/images/generations", param="model", code="wrong_endpoint")
+    image = read_input_reference(fields, svc)
+    job_id = new_id("video")
+    path = None
+    if image is not None:  # kept until the job ends; the worker removes it
+        path = svc.files_dir / f"{job_id}_input.png"
+        image.save(path, format="PNG")
     try:
-        job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds)
+        parsed = parse_video_request(fields, svc, None if path is None else str(path))
+        job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds, job_id=job_id)
     except QueueFull:
+        if path is not None:
+            path.unlink(missing_ok=True)
         raise queue_full(svc) from None
+    except APIError:
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
     return _poll_headers(jsonify(video_object(job)))
 
 

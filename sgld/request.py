@@ -38,12 +38,16 @@ class Request:
     timesteps: Any = None
     scheduler: Any = None
     latents: Any = None
-    # Edit models: the input image (PIL, resized), its pixels for the VAE, its (height, width),
+    # Edit and image-to-video models: the input image (PIL), its pixels for the VAE, its (height, width),
     # and its packed latent tokens, appended after the noise tokens in every DiT call.
     condition_image: Any = None
     condition_pixels: Any = None
     condition_size: Any = None
     condition_tokens: Any = None
+    # Wan image-to-video: mask + condition latents concatenated to the noise on the channel axis,
+    # or (Wan2.2 TI2V) the latent first frame that replaces the noisy one at every step.
+    condition_channels: Any = None
+    first_frame_latents: Any = None
     frames: Any = None  # numpy uint8 (frames, height, width, 3)
     timings: dict = field(default_factory=dict)
 

@@ -80,11 +80,23 @@ async function showVideo(id) {
   showMedia("video", URL.createObjectURL(blob), `${id}.mp4`);
 }
 
-async function runVideo() {
+async function createVideo() {
   const body = { ...commonFields(), num_frames: number("num-frames") };
-  let video = await (await api("/v1/videos", {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-  })).json();
+  const file = info.takes_image ? $("image").files[0] : undefined;
+  if (info.needs_image && !file) throw new Error("Choose the first frame: this model makes video from an image.");
+  if (!file) {
+    return api("/v1/videos", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+  }
+  const form = new FormData();
+  for (const [key, value] of Object.entries(body)) if (value !== undefined) form.append(key, value);
+  form.append("input_reference", file);
+  return api("/v1/videos", { method: "POST", body: form });
+}
+
+async function runVideo() {
+  let video = await (await createVideo()).json();
   loadHistory();
   while (video.status !== "completed" && video.status !== "failed") {
     setStatus(`${video.status === "queued" ? "Queued" : "Generating"}… ${video.progress}%`, video.progress);
@@ -186,13 +198,16 @@ async function submit(event) {
 async function init() {
   info = await (await fetch("/playground/info")).json();
   const d = info.defaults;
-  $("model-line").textContent = `Model: ${info.model} — ${info.kind}${info.needs_image ? " editing" : ""}`;
+  const mode = info.kind === "image" ? " editing" : (info.needs_image ? " from an image" : " from text or an image");
+  $("model-line").textContent = `Model: ${info.model} — ${info.kind}${info.takes_image ? mode : ""}`;
   setValue("width", d.width); setValue("height", d.height); setValue("num-frames", d.num_frames);
   setValue("steps", d.num_inference_steps); setValue("seed", d.seed); setValue("guidance", d.guidance_scale);
   setValue("negative-prompt", d.negative_prompt);
   if (d.width === null) { $("width").placeholder = "from input"; $("height").placeholder = "from input"; }
   for (const el of document.querySelectorAll(".video-only")) el.hidden = info.kind !== "video";
-  $("image-field").hidden = !info.needs_image;
+  $("image-field").hidden = !info.takes_image;
+  if (info.kind === "video") $("image-label").textContent = info.needs_image
+    ? "First frame (PNG, JPEG or WebP)" : "First frame (optional: PNG, JPEG or WebP)";
   $("api-key-field").hidden = !info.api_key_required;
   $("api-key").value = localStorage.getItem("sgld-api-key") || "";
   $("form").addEventListener("submit", submit);

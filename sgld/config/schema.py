@@ -48,6 +48,8 @@ class ModelConfig:
     precision: str = "bf16"
     # One entry per text encoder, in model_index.json order; empty: same as `precision`.
     text_encoder_precisions: List[str] = field(default_factory=list)
+    # Image-to-video models' CLIP vision encoder (Wan2.1 I2V); the reference runs it in fp32.
+    image_encoder_precision: str = "fp32"
     attention_backend: str = "auto"
     enable_torch_compile: bool = False
     # Lossy speed-up, off by default: first_block skips the other blocks while the first block's

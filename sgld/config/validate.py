@@ -39,6 +39,7 @@ def validate(run: RunConfig) -> None:
     """Raise ConfigError for values no model can run; model-specific checks come later."""
     _check_choice("model.precision", run.model.precision, PRECISIONS)
     _check_choice("vae.precision", run.vae.precision, PRECISIONS)
+    _check_choice("model.image_encoder_precision", run.model.image_encoder_precision, PRECISIONS)
     for i, p in enumerate(run.model.text_encoder_precisions):
         _check_choice(f"model.text_encoder_precisions[{i}]", p, PRECISIONS)
     _check_choice("model.attention_backend", run.model.attention_backend, ATTENTION_BACKENDS)

@@ -60,6 +60,8 @@ def _component_dtype(name: str, run: RunConfig, text_encoders: list[str]) -> tor
         return DTYPES[run.model.precision]
     if name == "vae":
         return DTYPES[run.vae.precision]
+    if name == "image_encoder":
+        return DTYPES[run.model.image_encoder_precision]
     if name in text_encoders:
         precisions = run.model.text_encoder_precisions
         i = text_encoders.index(name)

@@ -22,6 +22,8 @@ BUILTIN_MODELS = {
     "tiny-wan-t2v": "tiny_wan",
     "tiny-wan22-t2v": "tiny_wan22",
     "tiny-wan22-ti2v": "tiny_wan22_ti2v",
+    "tiny-wan21-i2v": "tiny_wan21_i2v",
+    "tiny-wan22-i2v": "tiny_wan22_i2v",
     "tiny-flux": "tiny_flux",
     "tiny-qwen-image": "tiny_qwen_image",
     "tiny-qwen-image-edit": "tiny_qwen_image_edit",
@@ -30,6 +32,7 @@ BUILTIN_MODELS = {
 # Pipeline class in model_index.json -> sgld family.
 PIPELINE_FAMILIES = {
     "WanPipeline": "wan",
+    "WanImageToVideoPipeline": "wan_i2v",
     "FluxPipeline": "flux",
     "QwenImagePipeline": "qwen_image",
     "QwenImageEditPipeline": "qwen_image_edit",
@@ -65,26 +68,35 @@ def read_model_index(folder: Path) -> dict:
 
 
 def family_of(index: dict, where: str = "") -> str:
-    """The sgld family of a model_index.json (``wan``, ...)."""
+    """The sgld family of a model_index.json (``wan``, ...).
+
+    Wan2.2 TI2V-5B ships as a ``WanPipeline`` with ``expand_timesteps``: it makes video from
+    text, or from text and a first frame, so it is its own family (``wan_ti2v``).
+    """
     cls = index.get("_class_name")
     try:
-        return PIPELINE_FAMILIES[cls]
+        family = PIPELINE_FAMILIES[cls]
     except KeyError:
         known = ", ".join(sorted(PIPELINE_FAMILIES))
         raise UserError(
             f"unsupported pipeline class {cls!r}{' in ' + where if where else ''}; sgld runs: {known}",
             param="model_path",
         ) from None
+    if family == "wan" and index.get("expand_timesteps"):
+        return "wan_ti2v"
+    return family
 
 
 def _default_group_for_index(index: dict, where: str) -> str:
     """The model file whose sampling defaults suit a folder we have no file for."""
     family = family_of(index, where)
+    two_experts = (index.get("transformer_2") or [None])[0] is not None
     if family == "wan":
-        two_experts = (index.get("transformer_2") or [None])[0] is not None
-        if index.get("expand_timesteps"):
-            return "wan22_ti2v"
         return "wan22" if two_experts else "wan21"
+    if family == "wan_i2v":
+        return "wan22_i2v" if two_experts else "wan21_i2v"
+    if family == "wan_ti2v":
+        return "wan22_ti2v"
     return {"flux": "flux_dev", "qwen_image": "qwen_image", "qwen_image_edit": "qwen_image_edit"}[family]
 
 

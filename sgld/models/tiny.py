@@ -46,17 +46,23 @@ def _scale_(modules, factor: float) -> None:
                 p.mul_(factor)
 
 
-def _tiny_wan_transformer(seed: int, text_dim: int, channels: int):
+def _tiny_wan_transformer(seed: int, text_dim: int, channels: int, in_channels: int | None = None,
+                          image_dim: int | None = None):
+    """A 2-block Wan DiT; ``in_channels`` > ``channels`` for image-to-video (mask + condition latents
+    concatenated), ``image_dim`` for Wan2.1 I2V's CLIP image tokens."""
     import torch
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
+    heads, head_dim = 2, 12
     model = WanTransformer3DModel(
         patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=channels,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=in_channels or channels,
         out_channels=channels,
+        image_dim=image_dim,
+        added_kv_proj_dim=heads * head_dim if image_dim is not None else None,
         text_dim=text_dim,
         freq_dim=32,
         ffn_dim=48,
@@ -73,14 +79,17 @@ def _tiny_wan_transformer(seed: int, text_dim: int, channels: int):
     return model
 
 
-def build_tiny_wan(folder: Path, two_experts: bool, ti2v: bool = False) -> None:
-    """Write a tiny Wan T2V model (one or two experts, or Wan2.2 TI2V's layout) into ``folder``.
+def build_tiny_wan(folder: Path, two_experts: bool, ti2v: bool = False, i2v: bool = False) -> None:
+    """Write a tiny Wan model (one or two experts, Wan2.2 TI2V's layout, or image-to-video) into ``folder``.
 
     ``ti2v``: the Wan2.2 TI2V-5B layout — a residual VAE with 2x2 pixel patches (16x spatial
     compression) and ``expand_timesteps`` (one timestep per latent token).
+    ``i2v``: ``WanImageToVideoPipeline``'s layout — the DiT takes noise, a 4-channel frame mask
+    and the condition latents on the channel axis; with one expert (Wan2.1 I2V) it also
+    cross-attends to CLIP vision tokens of the input image, with two (Wan2.2 I2V A14B) it does not.
     """
     import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanPipeline
     from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = build_t5_tokenizer()
@@ -103,8 +112,19 @@ def build_tiny_wan(folder: Path, two_experts: bool, ti2v: bool = False) -> None:
         )
     ).eval()
     channels = 4
-    transformer = _tiny_wan_transformer(1, text_dim=32, channels=channels)
-    transformer_2 = _tiny_wan_transformer(2, text_dim=32, channels=channels) if two_experts else None
+    image_encoder = image_processor = None
+    dit = dict(text_dim=32, channels=channels)
+    if i2v:
+        dit["in_channels"] = 2 * channels + 4  # noise + frame mask (temporal factor 4) + condition
+        if not two_experts:
+            image_encoder, image_processor = _tiny_clip_vision()
+            dit["image_dim"] = image_encoder.config.hidden_size
+    transformer = _tiny_wan_transformer(1, **dit)
+    transformer_2 = _tiny_wan_transformer(2, **dit) if two_experts else None
+    if i2v:  # make the input image matter: strong weights on the mask + condition input channels
+        for expert in filter(None, (transformer, transformer_2)):
+            with torch.no_grad():
+                expert.patch_embedding.weight[:, channels:].mul_(6.0)
     torch.manual_seed(3)
     ti2v_vae = dict(decoder_base_dim=16, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
                     scale_factor_spatial=16) if ti2v else {}
@@ -120,20 +140,32 @@ def build_tiny_wan(folder: Path, two_experts: bool, ti2v: bool = False) -> None:
     )
     # A wider pixel range, so latent differences show in the frames.
     _scale_([vae.decoder.conv_out], 2.5)
+    if i2v:  # encoded input images with a latent spread like the noise's, so the image shows
+        _scale_([vae.quant_conv], 4.0)
     scheduler = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
     )
-    pipe = WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        scheduler=scheduler,
-        transformer=transformer,
-        transformer_2=transformer_2,
-        boundary_ratio=0.875 if two_experts else None,
-        expand_timesteps=ti2v,
-    )
+    common = dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                  transformer=transformer, transformer_2=transformer_2, boundary_ratio=0.875 if two_experts else None)
+    if i2v:
+        pipe = WanImageToVideoPipeline(image_encoder=image_encoder, image_processor=image_processor, **common)
+    else:
+        pipe = WanPipeline(expand_timesteps=ti2v, **common)
     pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def _tiny_clip_vision():
+    """A 2-layer CLIP vision tower on 32x32 crops (Wan2.1 I2V uses the penultimate layer's tokens)."""
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(4)
+    encoder = CLIPVisionModel(CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+        projection_dim=16,
+    )).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return encoder, processor
 
 
 def build_clip_tokenizer():
@@ -208,6 +240,8 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-wan-t2v": lambda folder: build_tiny_wan(folder, two_experts=False),
     "tiny-wan22-t2v": lambda folder: build_tiny_wan(folder, two_experts=True),
     "tiny-wan22-ti2v": lambda folder: build_tiny_wan(folder, two_experts=False, ti2v=True),
+    "tiny-wan21-i2v": lambda folder: build_tiny_wan(folder, two_experts=False, i2v=True),
+    "tiny-wan22-i2v": lambda folder: build_tiny_wan(folder, two_experts=True, i2v=True),
     "tiny-flux": build_tiny_flux,
     "tiny-qwen-image": lambda folder: _tiny_qwen().build_tiny_qwen_image(folder),
     "tiny-qwen-image-edit": lambda folder: _tiny_qwen().build_tiny_qwen_image_edit(folder),
@@ -220,7 +254,7 @@ def _tiny_qwen():
     return tiny_qwen
 
 # Bump when a builder changes, so old folders are rebuilt instead of silently reused.
-TINY_FORMAT_VERSION = "1"
+TINY_FORMAT_VERSION = "2"
 
 
 def sgld_home() -> Path:

@@ -11,6 +11,8 @@ if TYPE_CHECKING:  # importing the base pulls in torch; the registry must stay l
 # family -> "module:class"
 PIPELINES = {
     "wan": "sgld.pipelines.wan:WanT2VPipeline",
+    "wan_ti2v": "sgld.pipelines.wan:WanTI2VPipeline",
+    "wan_i2v": "sgld.pipelines.wan:WanI2VPipeline",
     "flux": "sgld.pipelines.flux:FluxT2IPipeline",
     "qwen_image": "sgld.pipelines.qwen_image:QwenImageT2IPipeline",
     "qwen_image_edit": "sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sgld.request import Request
-from sgld.stages.validation import check_image_request, check_video_request
+from sgld.stages.validation import (
+    IMAGE_NEVER, IMAGE_OPTIONAL, IMAGE_REQUIRED, check_image_request, check_video_request,
+)
 
 
 def wan_size_constraints(vae_config: Mapping[str, Any], dit_config: Mapping[str, Any]) -> tuple[int, int]:
@@ -21,10 +23,18 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def check_wan_request_in_folder(folder: Path, req: Request) -> None:
+def _wan_dit_config(folder: Path) -> dict:
+    """The first expert's config (Wan2.2 A14B folders may hold only ``transformer_2``)."""
+    for name in ("transformer", "transformer_2"):
+        if (folder / name / "config.json").is_file():
+            return _read_json(folder / name / "config.json")
+    return _read_json(folder / "transformer" / "config.json")  # missing: the usual file-not-found message
+
+
+def check_wan_request_in_folder(folder: Path, req: Request, image: str = IMAGE_NEVER) -> None:
     """Validate ``req`` against a Wan folder's configs."""
-    constraints = wan_size_constraints(_read_json(folder / "vae" / "config.json"), _read_json(folder / "transformer" / "config.json"))
-    check_video_request(req, *constraints)
+    constraints = wan_size_constraints(_read_json(folder / "vae" / "config.json"), _wan_dit_config(folder))
+    check_video_request(req, *constraints, image=image)
 
 
 def flux_vae_scale(vae_config: Mapping[str, Any]) -> int:
@@ -50,17 +60,22 @@ def check_qwen_request_in_folder(folder: Path, req: Request, needs_image: bool =
 # family -> what it writes ("video": mp4, "image": png/jpeg/webp).
 OUTPUT_KINDS = {
     "wan": "video",
+    "wan_ti2v": "video",
+    "wan_i2v": "video",
     "flux": "image",
     "qwen_image": "image",
     "qwen_image_edit": "image",
 }
 
-# Families that transform an input image (image_path required).
-NEEDS_IMAGE = {"qwen_image_edit"}
+# Families that transform an input image (image_path required), and those that take one optionally.
+NEEDS_IMAGE = {"qwen_image_edit", "wan_i2v"}
+TAKES_IMAGE = NEEDS_IMAGE | {"wan_ti2v"}
 
 # family -> request check from the folder alone: runs before any weights load.
 FOLDER_CHECKS = {
     "wan": check_wan_request_in_folder,
+    "wan_ti2v": lambda folder, req: check_wan_request_in_folder(folder, req, IMAGE_OPTIONAL),
+    "wan_i2v": lambda folder, req: check_wan_request_in_folder(folder, req, IMAGE_REQUIRED),
     "flux": check_flux_request_in_folder,
     "qwen_image": check_qwen_request_in_folder,
     "qwen_image_edit": lambda folder, req: check_qwen_request_in_folder(folder, req, needs_image=True),
@@ -86,6 +101,11 @@ class FamilyTraits:
     def needs_image(self) -> bool:
         """True for models that transform an input image (``image_path``): edit and image-to-video."""
         return self.family in NEEDS_IMAGE
+
+    @property
+    def takes_image(self) -> bool:
+        """True when an input image is accepted: required (``needs_image``) or optional (Wan2.2 TI2V)."""
+        return self.family in TAKES_IMAGE
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Wan text-to-video (Wan2.1 and the two-expert Wan2.2 A14B)."""
+"""Wan video models: text-to-video (Wan2.1, Wan2.2 A14B), Wan2.2 TI2V-5B, image-to-video (Wan2.1/2.2 I2V)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,27 @@ from sgld.pipelines.constraints import wan_size_constraints
 from sgld.request import Request
 from sgld.stages.decoding import WanVaeDecodingStage
 from sgld.stages.denoising import DenoisingStage
+from sgld.stages.first_frame import FirstFrameConditionStage, ImageEmbeddingStage
 from sgld.stages.latents import VideoLatentPreparationStage
 from sgld.stages.text_encoding import T5TextEncodingStage
 from sgld.stages.timesteps import TimestepPreparationStage
-from sgld.stages.validation import InputValidationStage, check_video_request
+from sgld.stages.validation import (
+    IMAGE_NEVER, IMAGE_OPTIONAL, IMAGE_REQUIRED, InputValidationStage, check_video_request,
+)
 
 
 class WanT2VPipeline(Pipeline):
-    """UMT5 text encoder -> Wan DiT (one or two experts) -> Wan VAE."""
+    """UMT5 text encoder -> Wan DiT (one or two experts) -> Wan VAE.
+
+    Subclasses add the input image: ``image`` says whether one is never taken, optional or
+    required; ``first_frame_only`` picks TI2V's one-latent-frame conditioning over I2V's
+    channel-concatenated whole-video condition.
+    """
 
     family = "wan"
     supports_vae_sp = True
+    image = IMAGE_NEVER
+    first_frame_only = False
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
         super().__init__(components, run, device)
@@ -36,12 +46,19 @@ class WanT2VPipeline(Pipeline):
         if run.vae.tiling or run.vae.sp:  # vae_sp splits the tiles of a tiled decode
             enable_vae_tiling(vae, run.vae.tile_sample_min_height, run.vae.tile_sample_min_width)
         if not run.vae.load_encoder:
+            if self.image == IMAGE_REQUIRED:
+                raise UserError("vae_config.load_encoder=false: this image-to-video model encodes the input image "
+                                "with the VAE; leave load_encoder on", param="vae_config.load_encoder")
             vae.encoder = None  # text-to-video never encodes pixels
+        self.encodes_images = self.image != IMAGE_NEVER and vae.encoder is not None
         for name, module in experts:
             configure_transformer(module, run)
             self.placement.place(name, module)
         self.placement.place("text_encoder", components["text_encoder"])
         self.placement.place("vae", vae)
+        image_encoder = components.get("image_encoder")
+        if image_encoder is not None:
+            self.placement.place("image_encoder", image_encoder)
 
         spatial = vae.config.scale_factor_spatial
         self.spatial_multiple, self.temporal_factor = wan_size_constraints(vae.config, experts[0][1].config)
@@ -52,8 +69,16 @@ class WanT2VPipeline(Pipeline):
         self.stages = [
             InputValidationStage(self.check_request),
             T5TextEncodingStage(components["tokenizer"], components["text_encoder"], self.placement, dit_dtype),
+        ]
+        if image_encoder is not None:
+            self.stages.append(ImageEmbeddingStage(components["image_processor"], image_encoder, self.placement, dit_dtype))
+        self.stages += [
             TimestepPreparationStage(scheduler, device),
-            VideoLatentPreparationStage(experts[0][1].config.in_channels, spatial, self.temporal_factor, device),
+            VideoLatentPreparationStage(vae.config.z_dim, spatial, self.temporal_factor, device),
+        ]
+        if self.encodes_images:
+            self.stages.append(FirstFrameConditionStage(vae, self.placement, self.first_frame_only))
+        self.stages += [
             DenoisingStage(experts, self.placement, boundary, token_patch=self._token_patch(components, experts[0][1])),
             WanVaeDecodingStage(vae, self.placement, split_tiles=run.vae.sp),
         ]
@@ -67,4 +92,22 @@ class WanT2VPipeline(Pipeline):
         return (patch[1], patch[2])
 
     def check_request(self, req: Request) -> None:
-        check_video_request(req, self.spatial_multiple, self.temporal_factor)
+        check_video_request(req, self.spatial_multiple, self.temporal_factor, self.image)
+        if req.image_path and not self.encodes_images:
+            raise UserError("image_path: this run skips the VAE encoder (vae_config.load_encoder=false), "
+                            "so it cannot take an input image", param="image_path")
+
+
+class WanTI2VPipeline(WanT2VPipeline):
+    """Wan2.2 TI2V-5B: text-to-video, or text + first frame (``--image-path``) to video."""
+
+    family = "wan_ti2v"
+    image = IMAGE_OPTIONAL
+    first_frame_only = True
+
+
+class WanI2VPipeline(WanT2VPipeline):
+    """Wan2.1 I2V (with CLIP image tokens) and Wan2.2 I2V A14B: the input image is the first frame."""
+
+    family = "wan_i2v"
+    image = IMAGE_REQUIRED

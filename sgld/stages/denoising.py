@@ -64,11 +64,14 @@ class DenoisingStage(Stage):
             return [0] * len(timesteps)
         return [0 if float(t) >= self.boundary_timestep else 1 for t in timesteps.cpu()]
 
-    def _timestep(self, t: torch.Tensor, latents: torch.Tensor, batch: int) -> torch.Tensor:
+    def _timestep(self, t: torch.Tensor, latents: torch.Tensor, batch: int, req: Request) -> torch.Tensor:
         if self.token_patch is not None:
             frames, height, width = latents.shape[2:]
-            tokens = frames * (height // self.token_patch[0]) * (width // self.token_patch[1])
-            return (torch.ones(tokens, dtype=torch.float32, device=latents.device) * t).expand(batch, -1)
+            grid = torch.ones(frames, height // self.token_patch[0], width // self.token_patch[1],
+                              dtype=torch.float32, device=latents.device)
+            if req.first_frame_latents is not None:
+                grid[0] = 0  # the given first frame is clean
+            return (grid * t).flatten().expand(batch, -1)
         if self.timestep_divisor is None:
             return t.expand(batch)
         return t.expand(batch).to(latents.dtype) / self.timestep_divisor
@@ -78,21 +81,36 @@ class DenoisingStage(Stage):
         """The DiT predicts the appended condition tokens too; the scheduler steps only the noise tokens."""
         return out if req.condition_tokens is None else out[:, : latents.shape[1]]
 
-    def _predict(self, module, latents: torch.Tensor, t: torch.Tensor, req: Request, scale: float,
-                 step: int) -> torch.Tensor:
-        x = latents.to(self.dtype)
+    @staticmethod
+    def _with_first_frame(latents: torch.Tensor, req: Request) -> torch.Tensor:
+        """Wan2.2 TI2V image-to-video: the latent first frame is the given image's."""
+        if req.first_frame_latents is None:
+            return latents
+        return torch.cat([req.first_frame_latents.to(latents.dtype), latents[:, :, 1:]], dim=2)
+
+    def _model_input(self, latents: torch.Tensor, req: Request) -> torch.Tensor:
+        """The DiT's hidden_states: the latents plus whatever condition the model appends."""
+        x = self._with_first_frame(latents, req)
+        if req.condition_channels is not None:
+            x = torch.cat([x, req.condition_channels], dim=1)
+        x = x.to(self.dtype)
         if req.condition_tokens is not None:
             x = torch.cat([x, req.condition_tokens.to(self.dtype)], dim=1)
+        return x
+
+    def _predict(self, module, latents: torch.Tensor, t: torch.Tensor, req: Request, scale: float,
+                 step: int) -> torch.Tensor:
+        x = self._model_input(latents, req)
         guided = req.uncond_kwargs is not None and self.cfg_mode != CFG_NONE
         if guided and self.parallel.cfg_degree > 1:
             cond, uncond = self._predict_cfg_parallel(module, x, latents, t, req, step)
         elif guided and self.cfg_mode == CFG_BATCHED:
             branch = {k: None if v is None else torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
-            out = self._call(module, "cond_uncond", step, hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2),
+            out = self._call(module, "cond_uncond", step, hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2, req),
                              **req.model_kwargs, **branch)
             cond, uncond = self._noise_tokens(out, latents, req).chunk(2)
         else:
-            timestep = self._timestep(t, latents, x.shape[0])
+            timestep = self._timestep(t, latents, x.shape[0], req)
             cond = self._call(module, "cond", step, hidden_states=x, timestep=timestep, **req.model_kwargs, **req.cond_kwargs)
             cond = self._noise_tokens(cond, latents, req)
             if not guided:
@@ -126,7 +144,7 @@ class DenoisingStage(Stage):
 
         branch = req.cond_kwargs if self.parallel.cfg_rank == 0 else req.uncond_kwargs
         mine = self._call(module, "cond" if self.parallel.cfg_rank == 0 else "uncond", step, hidden_states=x,
-                          timestep=self._timestep(t, latents, x.shape[0]), **req.model_kwargs, **branch)
+                          timestep=self._timestep(t, latents, x.shape[0], req), **req.model_kwargs, **branch)
         mine = self._noise_tokens(mine, latents, req).contiguous()
         both = [torch.empty_like(mine) for _ in range(2)]
         dist.all_gather(both, mine, group=self.parallel.cfg_group)
@@ -157,5 +175,5 @@ class DenoisingStage(Stage):
                         req.step_callback(i + 1, total)
                     if req.stop_check is not None and self._should_stop(req):
                         raise GenerationStopped(f"stopped after step {i + 1} of {total}")
-        req.latents = latents
+        req.latents = self._with_first_frame(latents, req)
         return req

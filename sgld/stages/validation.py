@@ -65,11 +65,23 @@ def _check_common(req: Request, spatial_multiple: int, size_optional: bool = Fal
             )
 
 
-def check_video_request(req: Request, spatial_multiple: int, temporal_factor: int) -> None:
-    """Raise UserError naming the field when the model cannot produce this size or length."""
+# Whether a model takes an input image (image_path).
+IMAGE_NEVER, IMAGE_OPTIONAL, IMAGE_REQUIRED = "never", "optional", "required"
+
+
+def check_video_request(req: Request, spatial_multiple: int, temporal_factor: int, image: str = IMAGE_NEVER) -> None:
+    """Raise UserError naming the field when the model cannot produce this size or length.
+
+    ``image``: whether the model takes a first frame (``image_path``): never (text-to-video),
+    optional (Wan2.2 TI2V) or required (image-to-video); a given image is opened and checked here.
+    """
     _check_common(req, spatial_multiple)
-    if req.image_path:
+    if req.image_path and image == IMAGE_NEVER:
         raise UserError("image_path: this model generates video from text only", param="image_path")
+    if not req.image_path and image == IMAGE_REQUIRED:
+        raise UserError("this is an image-to-video model: give --image-path (the first frame)", param="image_path")
+    if req.image_path:
+        open_input_image(req.image_path)
     n = req.num_frames
     if n < 1 or (n - 1) % temporal_factor:
         low = max((n - 1) // temporal_factor * temporal_factor + 1, 1)

@@ -1,0 +1,54 @@
+"""/v1/videos with an image-to-video model: the openai SDK's ``input_reference`` upload is the first frame."""
+
+from __future__ import annotations
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from tests.conftest import read_mp4
+from tests.server.conftest import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def i2v_server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("i2v") / "out", model="tiny-wan21-i2v")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_input_reference_makes_the_first_frame(i2v_server, input_png, tmp_path):
+    client = i2v_server.openai()
+    video = client.videos.create_and_poll(
+        prompt="a red fox running through snow", size="64x64", input_reference=("first.png", input_png.read_bytes(), "image/png"),
+        extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": 3}, poll_interval_ms=100,
+    )
+    assert video.status == "completed", video.error
+    path = tmp_path / "out.mp4"
+    path.write_bytes(client.videos.download_content(video_id=video.id).read())
+    meta, frames = read_mp4(path)
+    assert meta["size"] == (64, 64) and len(frames) == 5
+    # The upload is kept only while its job runs.
+    assert not list(i2v_server.output_dir.rglob("*_input.png"))
+
+
+def test_missing_or_bad_input_reference_is_a_400_naming_it(i2v_server):
+    client = i2v_server.openai()
+    with pytest.raises(openai.BadRequestError) as missing:
+        client.videos.create(prompt="a fox", size="64x64")
+    assert missing.value.body["param"] == "input_reference" and "required" in missing.value.body["message"]
+    r = httpx.post(i2v_server.url + "/videos", data={"prompt": "a fox", "input_reference": "/etc/passwd"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input_reference"
+    r = httpx.post(i2v_server.url + "/videos", data={"prompt": "a fox"},
+                   files={"input_reference": ("x.png", b"not an image", "image/png")})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input_reference"
+    assert not list(i2v_server.output_dir.rglob("*_input.png"))
+
+
+def test_openapi_describes_the_upload(i2v_server):
+    spec = httpx.get(i2v_server.base + "/openapi.json").json()
+    body = spec["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
+    assert list(body) == ["multipart/form-data"]
+    form = spec["components"]["schemas"]["VideoFromImageForm"]
+    assert "input_reference" in form["required"] and form["properties"]["input_reference"]["format"] == "binary"
