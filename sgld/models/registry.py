@@ -25,6 +25,7 @@ BUILTIN_MODELS = {
     "tiny-wan21-i2v": "tiny_wan21_i2v",
     "tiny-wan22-i2v": "tiny_wan22_i2v",
     "tiny-flux": "tiny_flux",
+    "tiny-hunyuan": "tiny_hunyuan",
     "tiny-qwen-image": "tiny_qwen_image",
     "tiny-qwen-image-edit": "tiny_qwen_image_edit",
 }
@@ -34,6 +35,7 @@ PIPELINE_FAMILIES = {
     "WanPipeline": "wan",
     "WanImageToVideoPipeline": "wan_i2v",
     "FluxPipeline": "flux",
+    "HunyuanVideoPipeline": "hunyuan",
     "QwenImagePipeline": "qwen_image",
     "QwenImageEditPipeline": "qwen_image_edit",
 }
@@ -97,7 +99,7 @@ def _default_group_for_index(index: dict, where: str) -> str:
         return "wan22_i2v" if two_experts else "wan21_i2v"
     if family == "wan_ti2v":
         return "wan22_ti2v"
-    return {"flux": "flux_dev", "qwen_image": "qwen_image", "qwen_image_edit": "qwen_image_edit"}[family]
+    return {"flux": "flux_dev", "hunyuan": "hunyuan", "qwen_image": "qwen_image", "qwen_image_edit": "qwen_image_edit"}[family]
 
 
 def _hf_cached_folder(repo_id: str) -> Path | None:

@@ -243,6 +243,7 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-wan21-i2v": lambda folder: build_tiny_wan(folder, two_experts=False, i2v=True),
     "tiny-wan22-i2v": lambda folder: build_tiny_wan(folder, two_experts=True, i2v=True),
     "tiny-flux": build_tiny_flux,
+    "tiny-hunyuan": lambda folder: _tiny_hunyuan().build_tiny_hunyuan(folder),
     "tiny-qwen-image": lambda folder: _tiny_qwen().build_tiny_qwen_image(folder),
     "tiny-qwen-image-edit": lambda folder: _tiny_qwen().build_tiny_qwen_image_edit(folder),
 }
@@ -252,6 +253,12 @@ def _tiny_qwen():
     from sgld.models import tiny_qwen  # imports this module: load lazily
 
     return tiny_qwen
+
+
+def _tiny_hunyuan():
+    from sgld.models import tiny_hunyuan  # imports this module: load lazily
+
+    return tiny_hunyuan
 
 # Bump when a builder changes, so old folders are rebuilt instead of silently reused.
 TINY_FORMAT_VERSION = "2"

@@ -1,8 +1,14 @@
-"""VAE sp: the tiles of a tiled Wan-VAE decode are split across ranks and gathered on rank 0.
+"""VAE sp: the tiles of a tiled VAE decode are split across ranks and the video assembled on rank 0.
 
-The tiling (tile and stride sizes, per-tile causal decode over time, blending) is the same
-as diffusers' ``AutoencoderKLWan.tiled_decode``, so the result equals a single-process
+Wan: the tiling (tile and stride sizes, per-tile causal decode over time, blending) is the
+same as diffusers' ``AutoencoderKLWan.tiled_decode``, so the result equals a single-process
 tiled decode exactly; tile (i, j) is decoded by rank ``index % world_size``.
+
+HunyuanVideo: its tiled decode (spatial tiles inside overlapping temporal chunks) calls the
+decoder once per tile, independently, and blends the results linearly. Every rank runs the
+VAE's own tiled decode, but computes only its share of decoder calls (round robin) and
+puts zeros for the others; the sum over ranks is the full video, equal to a one-process
+decode up to float rounding (the blend's products are added in another order).
 """
 
 from __future__ import annotations
@@ -72,3 +78,34 @@ def parallel_tiled_decode(vae, z: torch.Tensor, state: ParallelState) -> Optiona
     if vae.config.patch_size is not None:
         video = unpatchify(video, patch_size=vae.config.patch_size)
     return torch.clamp(video, min=-1.0, max=1.0)
+
+
+def _decoded_shape(vae, z: torch.Tensor) -> tuple[int, ...]:
+    """Output shape of a HunyuanVideo-style causal decoder for latents ``z`` (B, C, F, h, w)."""
+    b, _, frames, h, w = z.shape
+    spatial, temporal = vae.spatial_compression_ratio, vae.temporal_compression_ratio
+    return (b, vae.config.out_channels, (frames - 1) * temporal + 1, h * spatial, w * spatial)
+
+
+@torch.no_grad()
+def round_robin_decode(vae, z: torch.Tensor, state: ParallelState) -> Optional[torch.Tensor]:
+    """Decode ``z`` with the decoder calls of the VAE's tiled decode shared round robin; the video on rank 0."""
+    import torch.distributed as dist
+
+    decoder = vae.decoder
+    own_forward = decoder.forward
+    calls = 0
+
+    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        nonlocal calls
+        mine = calls % state.world_size == state.rank
+        calls += 1
+        return own_forward(x, *args, **kwargs) if mine else x.new_zeros(_decoded_shape(vae, x))
+
+    decoder.forward = forward
+    try:
+        video = vae.decode(z, return_dict=False)[0].contiguous()
+    finally:
+        del decoder.forward  # back to the class's forward
+    dist.reduce(video, dst=0, op=dist.ReduceOp.SUM)
+    return video if state.is_main else None

@@ -14,6 +14,7 @@ PIPELINES = {
     "wan_ti2v": "sgld.pipelines.wan:WanTI2VPipeline",
     "wan_i2v": "sgld.pipelines.wan:WanI2VPipeline",
     "flux": "sgld.pipelines.flux:FluxT2IPipeline",
+    "hunyuan": "sgld.pipelines.hunyuan:HunyuanT2VPipeline",
     "qwen_image": "sgld.pipelines.qwen_image:QwenImageT2IPipeline",
     "qwen_image_edit": "sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",
 }

@@ -37,6 +37,18 @@ def check_wan_request_in_folder(folder: Path, req: Request, image: str = IMAGE_N
     check_video_request(req, *constraints, image=image)
 
 
+def hunyuan_size_constraints(vae_config: Mapping[str, Any], dit_config: Mapping[str, Any]) -> tuple[int, int]:
+    """(multiple that height/width must be, temporal VAE factor) of a HunyuanVideo model."""
+    return vae_config["spatial_compression_ratio"] * dit_config["patch_size"], vae_config["temporal_compression_ratio"]
+
+
+def check_hunyuan_request_in_folder(folder: Path, req: Request) -> None:
+    """Validate ``req`` against a HunyuanVideo folder's configs."""
+    constraints = hunyuan_size_constraints(_read_json(folder / "vae" / "config.json"),
+                                           _read_json(folder / "transformer" / "config.json"))
+    check_video_request(req, *constraints)
+
+
 def flux_vae_scale(vae_config: Mapping[str, Any]) -> int:
     """FLUX's VAE downsampling factor: one per block after the first."""
     return 2 ** (len(vae_config["block_out_channels"]) - 1)
@@ -63,6 +75,7 @@ OUTPUT_KINDS = {
     "wan_ti2v": "video",
     "wan_i2v": "video",
     "flux": "image",
+    "hunyuan": "video",
     "qwen_image": "image",
     "qwen_image_edit": "image",
 }
@@ -77,6 +90,7 @@ FOLDER_CHECKS = {
     "wan_ti2v": lambda folder, req: check_wan_request_in_folder(folder, req, IMAGE_OPTIONAL),
     "wan_i2v": lambda folder, req: check_wan_request_in_folder(folder, req, IMAGE_REQUIRED),
     "flux": check_flux_request_in_folder,
+    "hunyuan": check_hunyuan_request_in_folder,
     "qwen_image": check_qwen_request_in_folder,
     "qwen_image_edit": lambda folder, req: check_qwen_request_in_folder(folder, req, needs_image=True),
 }

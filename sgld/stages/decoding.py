@@ -54,6 +54,41 @@ class WanVaeDecodingStage(Stage):
         return req
 
 
+class HunyuanVaeDecodingStage(Stage):
+    """Undoes the VAE's scaling factor and decodes video latents to (frames, H, W, 3) uint8.
+
+    ``split_tiles`` (``vae.sp``): in a parallel run the tiled decode's tiles are spread over
+    the ranks; only rank 0 keeps the frames.
+    """
+
+    name = "decode"
+
+    def __init__(self, vae, placement: Placement, split_tiles: bool = False):
+        from sgld.parallel.state import current
+
+        self.vae = vae
+        self.placement = placement
+        self.parallel = current()
+        self.split_tiles = split_tiles and self.parallel.world_size > 1
+
+    @torch.no_grad()
+    def forward(self, req: Request) -> Request:
+        if not (self.parallel.is_main or self.split_tiles):
+            return req
+        with self.placement.active("vae", self.vae) as vae:
+            device = next(vae.parameters()).device
+            latents = req.latents.to(device=device, dtype=vae.dtype) / vae.config.scaling_factor
+            if self.split_tiles:
+                from sgld.parallel.vae import round_robin_decode
+
+                video = round_robin_decode(vae, latents, self.parallel)
+            else:
+                video = vae.decode(latents, return_dict=False)[0]
+        if video is not None:
+            req.frames = to_uint8_images(video[0].transpose(0, 1))
+        return req
+
+
 def to_uint8_images(images: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
     """(N, C, H, W) in [-1, 1] -> numpy uint8 (N, H, W, C)."""
     images = (images.float() / 2 + 0.5).clamp(0, 1)
