@@ -131,7 +131,7 @@ def test_prompt_text_is_not_interpolated(monkeypatch):
         ({"num_inference_steps": 0}, "num_inference_steps must be >= 1"),
         ({"precision": "fp64"}, "model.precision='fp64'"),
         ({"attention_backend": "magic"}, "attention_backend"),
-        ({"mask_strategy_file_path": "m.json"}, "not supported yet"),
+        ({"mask_strategy_file_path": "m.json", "enable_torch_compile": True}, "cannot be combined"),
         ({"vae_config": {"load_decoder": False}}, "load_decoder"),
         ({"vae_config": {"tile_size": 3}}, "vae_config.tile_size"),
         ({"bogus_option": 1}, "bogus_option"),

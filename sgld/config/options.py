@@ -55,7 +55,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks", SERVER),
     Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, CACHE_KINDS),
     Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER),
-    Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention mask strategy JSON (not supported yet)", SERVER),
+    Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention: FastVideo mask-strategy JSON (HunyuanVideo); unset: dense attention", SERVER),
     Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER),
     Option("prompt", "sampling.prompt", str, "text description of the output", SAMPLING),
     Option("negative_prompt", "sampling.negative_prompt", str, "what to steer away from", SAMPLING),

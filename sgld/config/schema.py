@@ -57,7 +57,8 @@ class ModelConfig:
     # the tiny Wan output unchanged over 20 steps, i.e. did nothing here, so it is not offered.)
     cache: str = "none"
     cache_threshold: float = 0.05
-    # Sliding-tile attention mask strategy (FastVideo format); not supported yet.
+    # Sliding-tile attention mask strategy (FastVideo's JSON: "step_layer_head" -> window in tiles), HunyuanVideo
+    # only; None: dense attention.
     mask_strategy_file_path: Optional[str] = None
     sampling_defaults: ModelDefaults = field(default_factory=ModelDefaults)
 

@@ -50,11 +50,10 @@ def validate(run: RunConfig) -> None:
     if not 0 < run.model.cache_threshold < 1:
         raise ConfigError(f"model.cache_threshold must be between 0 and 1, got {run.model.cache_threshold}",
                           param="model.cache_threshold")
-    if run.model.mask_strategy_file_path:
-        raise ConfigError(
-            "model.mask_strategy_file_path: sliding-tile attention is not supported yet; leave it unset (null)",
-            param="model.mask_strategy_file_path",
-        )
+    if run.model.mask_strategy_file_path and run.model.enable_torch_compile:
+        raise ConfigError("model.mask_strategy_file_path and model.enable_torch_compile cannot be combined: the "
+                          "sliding-tile windows change per step and layer outside the compiled blocks; choose one",
+                          param="model.mask_strategy_file_path")
     if not run.vae.load_decoder:
         raise ConfigError("vae.load_decoder=false leaves no decoder to turn latents into frames", param="vae.load_decoder")
     for key in ("tile_sample_min_height", "tile_sample_min_width"):

@@ -188,6 +188,10 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig) -> None:
             raise UserError(f"attention_backend={backend!r} cannot run here: {exc}", param="attention_backend") from None
     if run.model.cache != "none":
         enable_step_cache(module, run.model.cache, run.model.cache_threshold)
+    if run.model.mask_strategy_file_path:
+        from sgld.models.sliding_tile import enable_sliding_tile_attention
+
+        enable_sliding_tile_attention(module, run.model.mask_strategy_file_path)
     if run.model.enable_torch_compile:
         module.compile_repeated_blocks(fullgraph=True)
 

@@ -65,3 +65,9 @@ class HunyuanT2VPipeline(Pipeline):
 
     def check_request(self, req: Request) -> None:
         check_video_request(req, self.spatial_multiple, self.temporal_factor)
+        sliding_tiles = getattr(self.components["transformer"], "sgld_sta_state", None)
+        if sliding_tiles is not None:
+            from sgld.models.sliding_tile import check_coverage
+
+            check_coverage(sliding_tiles.strategy, req.num_inference_steps, sliding_tiles.layers, sliding_tiles.heads,
+                           self.run.model.mask_strategy_file_path)

@@ -124,6 +124,9 @@ class DenoisingStage(Stage):
 
     def _call(self, module, branch: str, step: int, **kwargs) -> torch.Tensor:
         """One DiT forward; with a step cache on, inside the branch's cache context (cond/uncond keep separate state)."""
+        sliding_tiles = getattr(module, "sgld_sta_state", None)
+        if sliding_tiles is not None:  # sliding-tile windows are chosen per step
+            sliding_tiles.step = step
         if getattr(module, "is_cache_enabled", False):
             with module.cache_context(branch, step_index=step):
                 return module(**kwargs, return_dict=False)[0]
