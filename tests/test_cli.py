@@ -76,6 +76,7 @@ def test_config_file_with_flags_winning(tmp_path, tiny_wan_folder):
         (["--ulysses-degree", "2", "--ring-degree", "2", "--sp-size", "2", "--num-gpus", "4"], "must equal parallel.sp_size"),
         (["--enable-cfg-parallel", "--sp-size", "2", "--num-gpus", "2"], "is more than parallel.num_gpus (2)"),
         (["--output-file-name", "../escape.mp4"], "plain file name"),
+        (["--model-path", "tiny-hunyuan", "--num-gpus", "2"], "hunyuan models have no sequence-parallel split"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(args, message, tiny_wan_folder):

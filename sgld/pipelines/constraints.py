@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from sgld.errors import UserError
 from sgld.request import Request
 from sgld.stages.validation import (
     IMAGE_NEVER, IMAGE_OPTIONAL, IMAGE_REQUIRED, check_image_request, check_video_request,
@@ -84,6 +85,9 @@ OUTPUT_KINDS = {
 NEEDS_IMAGE = {"qwen_image_edit", "wan_i2v"}
 TAKES_IMAGE = NEEDS_IMAGE | {"wan_ti2v"}
 
+# Families whose DiT has no sequence-parallel plan in diffusers (no Ulysses/ring split of its tokens).
+NO_SEQUENCE_PARALLEL = {"hunyuan"}
+
 # family -> request check from the folder alone: runs before any weights load.
 FOLDER_CHECKS = {
     "wan": check_wan_request_in_folder,
@@ -115,6 +119,12 @@ class FamilyTraits:
     def needs_image(self) -> bool:
         """True for models that transform an input image (``image_path``): edit and image-to-video."""
         return self.family in NEEDS_IMAGE
+
+    def check_parallel(self, sp_size: int | None) -> None:
+        """Raise UserError before any rank starts when the family cannot split its tokens ``sp_size`` ways."""
+        if (sp_size or 1) > 1 and self.family in NO_SEQUENCE_PARALLEL:
+            raise UserError(f"sp_size={sp_size}: {self.family} models have no sequence-parallel split yet; "
+                            "run them with --sp-size 1 (one GPU per run)", param="sp_size")
 
     @property
     def takes_image(self) -> bool:
