@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 WORKLOADS = {
     "wan14b_720p": dict(model_path="random:Wan-AI/Wan2.1-T2V-14B-Diffusers", height=720, width=1280, num_frames=81,
@@ -161,6 +162,8 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", default=["1"], help="N[:ulysses=U,ring=R,cfg,tp=T,vae_sp]")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--profile", nargs="*", default=[], help="layouts to profile one step of")
+    parser.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE",
+                        help="extra sgld options for every layout, e.g. enable_torch_compile=true")
     parser.add_argument("--out", help="JSON file for the rows")
     args = parser.parse_args()
     spec = dict(WORKLOADS[args.workload])
@@ -168,6 +171,9 @@ def main() -> None:
     base = dict(spec, prompt="A red fox runs through fresh snow at dawn", seed=0, precision="bf16")
     if args.workload == "tiny":
         base.update(precision="fp32", device="cpu")
+    for item in args.set:
+        key, _, value = item.partition("=")
+        base[key] = yaml.safe_load(value)  # true/false/numbers as YAML reads them
     rows = []
     with tempfile.TemporaryDirectory(prefix="sgld-scaling-") as workdir:
         for layout in args.layouts:
@@ -190,8 +196,8 @@ def main() -> None:
                   f"efficiency {row.get('efficiency', float('nan')):.3f}, {full_steps} steps ≈ {row['extrapolated_s']:.1f} s, "
                   f"vs 1 GPU max {row.get('max_diff_255')}/255 mean {row.get('mean_diff_255', float('nan')):.3f}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"workload": args.workload, "steps": args.steps, "rows": rows,
-                                              "complete": True}, indent=1))
+        Path(args.out).write_text(json.dumps({"workload": args.workload, "steps": args.steps, "set": args.set,
+                                              "rows": rows, "complete": True}, indent=1))
 
 
 if __name__ == "__main__":

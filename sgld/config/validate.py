@@ -102,6 +102,14 @@ def _validate_parallel(run: RunConfig) -> None:
             f"{par.num_gpus // cfg_degree} or num_gpus to {used}",
             param="parallel.sp_size",
         )
+    if par.sp_size > 1 and run.model.enable_torch_compile:
+        # Measured on 4xH200 (bench/scaling.py, FLUX Ulysses-4): dynamo fails inside diffusers'
+        # context-parallel hooks, on every rank, after the weights load.
+        raise ConfigError(
+            f"model.enable_torch_compile cannot be combined with sequence parallelism (sp_size={par.sp_size}) yet: "
+            "torch.compile fails inside the context-parallel hooks; choose one",
+            param="model.enable_torch_compile",
+        )
     if par.tp_size > par.num_gpus or par.num_gpus % par.tp_size:
         raise ConfigError(
             f"parallel.tp_size ({par.tp_size}) must divide parallel.num_gpus ({par.num_gpus})",
