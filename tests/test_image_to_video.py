@@ -67,13 +67,12 @@ def test_ti2v_with_an_image_differs_from_text_only(input_png):
     assert np.abs(text_only.astype(np.float64) - with_image).max() >= 20
 
 
-def test_i2v_without_an_image_is_a_clear_error(tmp_path):
-    from tests.conftest import run_cli
+def test_i2v_without_an_image_is_a_clear_error(tmp_path, capsys):
+    from sgld.cli import main
 
-    result = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan21-i2v", "--prompt", "a fox",
-                     "--output-path", str(tmp_path))
-    assert result.returncode == 2, result.stderr
-    assert "give --image-path" in result.stderr and "Traceback" not in result.stderr
+    code = main(["generate", "--model-path", "tiny-wan21-i2v", "--prompt", "a fox", "--output-path", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "give --image-path" in err and "Traceback" not in err
     assert not list(tmp_path.glob("*.mp4"))
 
 
