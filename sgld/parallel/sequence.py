@@ -5,8 +5,8 @@ token sequence after the patch embedding and gather it at ``proj_out`` for Wan, 
 Qwen-Image, Ulysses all-to-all and ring attention with log-sum-exp merging. We give it
 our device mesh and fill the two gaps that stop it on CPU/gloo: it derives the device
 from ``torch.accelerator.device_count()`` (0 on CPU), and its native SDPA op returns no
-log-sum-exp, which ring attention needs; we use ATen's kernels that do (flash on CPU,
-memory-efficient on CUDA, any dtype).
+log-sum-exp, which ring attention needs; we use ATen's kernels that do (flash on CPU; on
+CUDA cuDNN, else flash, else memory-efficient — bench/lse_kernels.py times them).
 """
 
 from __future__ import annotations
@@ -30,14 +30,44 @@ def _cpu_as_one_device() -> Iterator[None]:
         torch.accelerator.device_count = original
 
 
+def _cudnn_with_lse(q, k, v, dropout_p, is_causal, scale):
+    out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, dropout_p, is_causal, False,
+                                                                  scale=scale)[:2]
+    return out, lse.reshape(q.shape[0], q.shape[1], q.shape[2])  # cuDNN's stats come as (B, H, S, 1)
+
+
+def _flash_with_lse(q, k, v, dropout_p, is_causal, scale):
+    return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, dropout_p, is_causal, False, scale=scale)[:2]
+
+
+def _efficient_with_lse(q, k, v, dropout_p, is_causal, scale):
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, dropout_p, is_causal,
+                                                                       scale=scale)[:2]
+    return out, lse[:, :, : q.shape[2]]  # the kernel pads the LSE's sequence dim to a multiple of 32
+
+
+# CUDA kernels that return the log-sum-exp, fastest first on Hopper (cuDNN ~600 TFLOP/s at our shapes,
+# FA2 ~350); the first that runs for a dtype is kept. Memory-efficient takes any dtype.
+_CUDA_LSE_KERNELS = (_cudnn_with_lse, _flash_with_lse, _efficient_with_lse)
+_chosen_cuda_kernel: dict = {}
+
+
 def _attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, is_causal: bool,
                         scale) -> tuple[torch.Tensor, torch.Tensor]:
     """SDPA that also returns the log-sum-exp; (B, H, S, D) in, (out (B, H, S, D), lse (B, H, S)) out."""
     if q.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout_p, is_causal, scale=scale)
-    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, dropout_p, is_causal,
-                                                                       scale=scale)[:2]
-    return out, lse[:, :, : q.shape[2]]  # the kernel pads the LSE's sequence dim to a multiple of 32
+    key = (q.dtype, q.shape[-1])
+    if key in _chosen_cuda_kernel:
+        return _chosen_cuda_kernel[key](q, k, v, dropout_p, is_causal, scale)
+    for kernel in _CUDA_LSE_KERNELS:
+        try:
+            result = kernel(q, k, v, dropout_p, is_causal, scale)
+        except RuntimeError:  # not built for this GPU / dtype / head size: try the next
+            continue
+        _chosen_cuda_kernel[key] = kernel
+        return result
+    raise RuntimeError(f"no CUDA attention kernel with log-sum-exp runs {q.dtype} with head size {q.shape[-1]}")
 
 
 def _install_lse_attention() -> None:
