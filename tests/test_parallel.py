@@ -109,3 +109,29 @@ def test_joins_a_group_torchrun_started(tmp_path):
                    f"output.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.name for p in tmp_path.glob("*.mp4")] == ["a_cat_seed1024.mp4"]
+
+
+def test_ring_attention_takes_the_first_lse_kernel_that_runs():
+    """The CUDA path's choice (cuDNN, then flash, then memory-efficient), with stand-in kernels."""
+    from sgld.parallel.sequence import run_first_working
+
+    calls = []
+
+    def failing(x):
+        calls.append("cudnn")
+        raise RuntimeError("not supported on this GPU")
+
+    def working(x):
+        calls.append("flash")
+        return x + 1
+
+    def never(x):
+        calls.append("efficient")
+        return x
+
+    chosen = {}
+    assert run_first_working((failing, working, never), chosen, "bf16", 1) == 2
+    assert run_first_working((failing, working, never), chosen, "bf16", 5) == 6  # remembered: no retry
+    assert calls == ["cudnn", "flash", "flash"] and chosen == {"bf16": working}
+    with pytest.raises(RuntimeError, match="no attention kernel"):
+        run_first_working((failing,), {}, "fp8", 1)

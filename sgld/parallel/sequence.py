@@ -57,17 +57,22 @@ def _attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropo
     """SDPA that also returns the log-sum-exp; (B, H, S, D) in, (out (B, H, S, D), lse (B, H, S)) out."""
     if q.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout_p, is_causal, scale=scale)
-    key = (q.dtype, q.shape[-1])
-    if key in _chosen_cuda_kernel:
-        return _chosen_cuda_kernel[key](q, k, v, dropout_p, is_causal, scale)
-    for kernel in _CUDA_LSE_KERNELS:
+    return run_first_working(_CUDA_LSE_KERNELS, _chosen_cuda_kernel, (q.dtype, q.shape[-1]),
+                             q, k, v, dropout_p, is_causal, scale)
+
+
+def run_first_working(kernels, chosen: dict, key, *args):
+    """Call the kernel remembered for ``key``, else the first of ``kernels`` that runs (and remember it)."""
+    if key in chosen:
+        return chosen[key](*args)
+    for kernel in kernels:
         try:
-            result = kernel(q, k, v, dropout_p, is_causal, scale)
+            result = kernel(*args)
         except RuntimeError:  # not built for this GPU / dtype / head size: try the next
             continue
-        _chosen_cuda_kernel[key] = kernel
+        chosen[key] = kernel
         return result
-    raise RuntimeError(f"no CUDA attention kernel with log-sum-exp runs {q.dtype} with head size {q.shape[-1]}")
+    raise RuntimeError(f"no attention kernel with log-sum-exp runs {key}")
 
 
 def _install_lse_attention() -> None:
