@@ -16,8 +16,8 @@ def latent_stats(vae) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1))
 
 
-class WanVaeDecodingStage(Stage):
-    """Un-normalises latents with the VAE's mean/std and decodes to (frames, H, W, 3) uint8.
+class VideoVaeDecodingStage(Stage):
+    """Decodes video latents to (frames, H, W, 3) uint8; subclasses say how latents are un-normalised.
 
     In a parallel run only rank 0 decodes, unless ``split_tiles`` (``vae.sp``) spreads the
     tiles of the tiled decode over all ranks; other ranks end with ``frames = None``.
@@ -32,21 +32,23 @@ class WanVaeDecodingStage(Stage):
         self.placement = placement
         self.parallel = current()
         self.split_tiles = split_tiles and self.parallel.world_size > 1
-        self.mean, self.std = latent_stats(vae)
+
+    def unscale(self, latents: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Latents (on the VAE's device and dtype) as the VAE's decoder expects them."""
+        raise NotImplementedError
+
+    def split_decode(self, vae, latents: torch.Tensor):  # pragma: no cover - abstract
+        """The tiled decode shared by all ranks; the video on rank 0, None elsewhere."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def forward(self, req: Request) -> Request:
         if not (self.parallel.is_main or self.split_tiles):
             return req  # the other ranks neither save nor return frames
         with self.placement.active("vae", self.vae) as vae:
-            device, dtype = next(vae.parameters()).device, vae.dtype
-            latents = req.latents.to(device=device, dtype=dtype)
-            # Same arithmetic as diffusers (divide by 1/std) so results match bit for bit.
-            latents = latents / (1.0 / self.std.to(device, dtype)) + self.mean.to(device, dtype)
+            latents = self.unscale(req.latents.to(device=next(vae.parameters()).device, dtype=vae.dtype))
             if self.split_tiles:
-                from sgld.parallel.vae import parallel_tiled_decode
-
-                video = parallel_tiled_decode(vae, latents, self.parallel)
+                video = self.split_decode(vae, latents)
             else:
                 video = vae.decode(latents, return_dict=False)[0]
         if video is not None:
@@ -54,39 +56,34 @@ class WanVaeDecodingStage(Stage):
         return req
 
 
-class HunyuanVaeDecodingStage(Stage):
-    """Undoes the VAE's scaling factor and decodes video latents to (frames, H, W, 3) uint8.
-
-    ``split_tiles`` (``vae.sp``): in a parallel run the tiled decode's tiles are spread over
-    the ranks; only rank 0 keeps the frames.
-    """
-
-    name = "decode"
+class WanVaeDecodingStage(VideoVaeDecodingStage):
+    """Wan: per-channel mean/std from the VAE config; VAE sp splits the tiles (bit-equal to one process)."""
 
     def __init__(self, vae, placement: Placement, split_tiles: bool = False):
-        from sgld.parallel.state import current
+        super().__init__(vae, placement, split_tiles)
+        self.mean, self.std = latent_stats(vae)
 
-        self.vae = vae
-        self.placement = placement
-        self.parallel = current()
-        self.split_tiles = split_tiles and self.parallel.world_size > 1
+    def unscale(self, latents: torch.Tensor) -> torch.Tensor:
+        device, dtype = latents.device, latents.dtype
+        # Same arithmetic as diffusers (divide by 1/std) so results match bit for bit.
+        return latents / (1.0 / self.std.to(device, dtype)) + self.mean.to(device, dtype)
 
-    @torch.no_grad()
-    def forward(self, req: Request) -> Request:
-        if not (self.parallel.is_main or self.split_tiles):
-            return req
-        with self.placement.active("vae", self.vae) as vae:
-            device = next(vae.parameters()).device
-            latents = req.latents.to(device=device, dtype=vae.dtype) / vae.config.scaling_factor
-            if self.split_tiles:
-                from sgld.parallel.vae import round_robin_decode
+    def split_decode(self, vae, latents: torch.Tensor):
+        from sgld.parallel.vae import parallel_tiled_decode
 
-                video = round_robin_decode(vae, latents, self.parallel)
-            else:
-                video = vae.decode(latents, return_dict=False)[0]
-        if video is not None:
-            req.frames = to_uint8_images(video[0].transpose(0, 1))
-        return req
+        return parallel_tiled_decode(vae, latents, self.parallel)
+
+
+class HunyuanVaeDecodingStage(VideoVaeDecodingStage):
+    """HunyuanVideo: one scaling factor; VAE sp shares the decoder calls of its tiled decode."""
+
+    def unscale(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents / self.vae.config.scaling_factor
+
+    def split_decode(self, vae, latents: torch.Tensor):
+        from sgld.parallel.vae import round_robin_decode
+
+        return round_robin_decode(vae, latents, self.parallel)
 
 
 def to_uint8_images(images: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
