@@ -57,3 +57,34 @@ def test_speed_benchmark_runs_on_tiny_models(tiny_wan_folder, tmp_path):
     assert rows[1]["extra"]["max_diff_vs_diffusers"] <= 2  # same weights, same noise: sgld equals its reference
     assert all(r["e2e_s"] > 0 and r["step_s"] > 0 for r in rows)
     assert "| wan13 | diffusers |" in out.with_suffix(".md").read_text()
+
+
+def test_layerwise_dit_offload_installs_block_hooks_and_changes_nothing(tiny_wan22_folder):
+    """Both experts get diffusers' block-level group offloading; the frames are the resident run's."""
+    from sgld import DiffGenerator
+
+    settings = dict(seed=2, num_inference_steps=4, height=64, width=64, num_frames=9, return_frames=True,
+                    save_output=False)
+    resident = DiffGenerator.from_pretrained("tiny-wan22-t2v").generate("a red fox", **settings).frames
+    gen = DiffGenerator.from_pretrained("tiny-wan22-t2v", dit_layerwise_offload=True)
+    for name in ("transformer", "transformer_2"):
+        module = gen.pipeline.components[name]
+        assert gen.pipeline.placement.home(name).type == "cpu"
+        hooked = [m for m in module.modules() if getattr(m, "_diffusers_hook", None) is not None
+                  and m._diffusers_hook.get_hook("group_offloading") is not None]
+        assert len(hooked) >= len(module.blocks)  # one group per block, plus the layers outside the blocks
+    offloaded = gen.generate("a red fox", **settings).frames
+    assert np.array_equal(offloaded, resident)
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"dit_layerwise_offload": True, "dit_cpu_offload": True}, "whole-model DiT offload"),
+    ({"dit_layerwise_offload": True, "enable_torch_compile": True}, "enable_torch_compile"),
+    ({"dit_layerwise_offload": True, "cache": "first_block"}, "model.cache=first_block"),
+])
+def test_layerwise_offload_refuses_unverified_combinations(options, match):
+    from sgld.config.compose import run_config_from_options
+    from sgld.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        run_config_from_options({"model_path": "tiny-wan-t2v", **options})

@@ -44,6 +44,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("enable_cfg_parallel", "parallel.enable_cfg_parallel", bool, "run the conditional and unconditional branches on different ranks", SERVER),
     Option("text_encoder_cpu_offload", "offload.text_encoder", bool, "keep the text encoder on the CPU between uses", SERVER),
     Option("dit_cpu_offload", "offload.dit", bool, "keep the DiT on the CPU between uses", SERVER),
+    Option("dit_layerwise_offload", "offload.dit_layerwise", bool, "keep the DiT's blocks on the CPU and copy each in as it runs, the next one prefetched", SERVER),
     Option("vae_cpu_offload", "offload.vae", bool, "keep the VAE on the CPU between uses", SERVER),
     Option("pin_cpu_memory", "offload.pin_cpu_memory", bool, "pin offloaded weights for faster transfers", SERVER),
     Option("precision", "model.precision", str, "DiT precision", SERVER, PRECISIONS),

@@ -87,6 +87,9 @@ class OffloadConfig:
 
     text_encoder: bool = False
     dit: bool = False
+    # Layer-wise: the DiT's blocks wait on the CPU (pinned) and each is copied in just before it runs,
+    # the next one prefetched on a side stream while the current one computes.
+    dit_layerwise: bool = False
     vae: bool = False
     pin_cpu_memory: bool = False
 

@@ -110,6 +110,13 @@ def _validate_parallel(run: RunConfig) -> None:
             "torch.compile fails inside the context-parallel hooks; choose one",
             param="model.enable_torch_compile",
         )
+    if run.offload.dit_layerwise and (run.offload.dit or run.model.enable_torch_compile or par.sp_size > 1
+                                      or run.model.cache != "none"):
+        other = ("offload.dit (whole-model DiT offload)" if run.offload.dit else
+                 "model.enable_torch_compile" if run.model.enable_torch_compile else
+                 f"model.cache={run.model.cache}" if run.model.cache != "none" else f"sp_size={par.sp_size}")
+        raise ConfigError(f"offload.dit_layerwise cannot be combined with {other}: the block hooks that copy "
+                          "weights in are not verified with it; choose one", param="offload.dit_layerwise")
     if par.tp_size > par.num_gpus or par.num_gpus % par.tp_size:
         raise ConfigError(
             f"parallel.tp_size ({par.tp_size}) must divide parallel.num_gpus ({par.num_gpus})",

@@ -84,7 +84,7 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
     if random_weights:
         from sgld.pipelines.base import Pipeline
 
-        offloaded = Pipeline.offloaded_components(run)
+        offloaded = Pipeline.offloaded_components(run) | Pipeline.layerwise_components(run)
     specs = _component_specs(index)
     text_encoders = [name for name, _, _ in specs if name.startswith("text_encoder")]
     if run.model.text_encoder_precisions and len(run.model.text_encoder_precisions) != len(text_encoders):
@@ -146,19 +146,33 @@ def require_safetensors(component: Path) -> None:
 
 
 class Placement:
-    """Keeps each module where the offload settings say, and brings it in for its stage."""
+    """Keeps each module where the offload settings say, and brings it in for its stage.
 
-    def __init__(self, device: torch.device, offloaded: set[str], pin_memory: bool = False):
+    ``layerwise`` modules stay on the CPU block by block: diffusers' group offloading
+    copies each block in just before it runs (on CUDA: from pinned memory on a side
+    stream, prefetching the next block while this one computes) and drops it after.
+    """
+
+    def __init__(self, device: torch.device, offloaded: set[str], pin_memory: bool = False,
+                 layerwise: set[str] | None = None):
         self.device = device
         self.offloaded = offloaded if device.type != "cpu" else set()
         self.pin_memory = pin_memory and device.type == "cuda"
+        self.layerwise = layerwise or set()
 
     def home(self, name: str) -> torch.device:
         """Where ``name`` lives between its uses."""
-        return torch.device("cpu") if name in self.offloaded else self.device
+        return torch.device("cpu") if name in self.offloaded or name in self.layerwise else self.device
 
     def place(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
         """Move ``module`` to its home; pin it when it waits on the CPU and pinning is on."""
+        if name in self.layerwise:
+            cuda = self.device.type == "cuda"
+            module.to("cpu")
+            module.enable_group_offload(onload_device=self.device, offload_device=torch.device("cpu"),
+                                        offload_type="block_level", num_blocks_per_group=1, non_blocking=cuda,
+                                        use_stream=cuda, record_stream=cuda)
+            return module
         module.to(self.home(name))
         if name in self.offloaded and self.pin_memory:
             for p in module.parameters():

@@ -29,7 +29,8 @@ class Pipeline(FamilyTraits):
         self.components = components
         self.run = run
         self.device = device
-        self.placement = Placement(device, self.offloaded_components(run), run.offload.pin_cpu_memory)
+        self.placement = Placement(device, self.offloaded_components(run), run.offload.pin_cpu_memory,
+                                   self.layerwise_components(run))
         self.stages: list[Stage] = []
 
     @staticmethod
@@ -43,6 +44,11 @@ class Pipeline(FamilyTraits):
         if run.offload.vae:
             names.add("vae")
         return names
+
+    @staticmethod
+    def layerwise_components(run: RunConfig) -> set[str]:
+        """Component names whose blocks wait on the CPU and are copied in one by one as they run."""
+        return {"transformer", "transformer_2"} if run.offload.dit_layerwise else set()
 
     def check_request(self, req: Request) -> None:  # pragma: no cover - abstract
         """Raise UserError when this model cannot run ``req``; touches no weights."""
