@@ -187,21 +187,30 @@ def build_clip_tokenizer():
     )
 
 
+def build_tiny_clip_text_encoder(tokenizer, hidden_size: int):
+    """A 2-layer CLIP text tower for ``build_clip_tokenizer()``'s ids (seed it before calling).
+
+    Keeps the legacy ``eos_token_id=2`` of the released FLUX/Hunyuan configs: pooling then
+    lands on ``argmax(input_ids)``, the end token.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=77, bos_token_id=len(tokenizer) - 2, eos_token_id=2,
+        pad_token_id=len(tokenizer) - 1, projection_dim=hidden_size,
+    )).eval()
+
+
 def build_tiny_flux(folder: Path) -> None:
     """Write a tiny FLUX.1-dev-style model (CLIP + T5 encoders, guidance-distilled DiT) into ``folder``."""
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import T5Config, T5EncoderModel
 
     tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=77, bos_token_id=len(tokenizer) - 2,
-            eos_token_id=2, pad_token_id=len(tokenizer) - 1, projection_dim=32,
-        )
-    ).eval()
+    text_encoder = build_tiny_clip_text_encoder(tokenizer, hidden_size=32)
     torch.manual_seed(1)
     text_encoder_2 = T5EncoderModel(
         T5Config(

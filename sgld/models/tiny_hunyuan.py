@@ -7,7 +7,7 @@ import re
 import string
 from pathlib import Path
 
-from sgld.models.tiny import _WORDS, _scale_, build_clip_tokenizer
+from sgld.models.tiny import _WORDS, _scale_, build_clip_tokenizer, build_tiny_clip_text_encoder
 
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 # The reference drops this many leading tokens (BOS + the system part of its prompt template):
@@ -67,7 +67,7 @@ def build_tiny_hunyuan(folder: Path) -> None:
         AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline,
         HunyuanVideoTransformer3DModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+    from transformers import LlamaConfig, LlamaModel
 
     tokenizer, tokenizer_2 = build_llama_tokenizer(), build_clip_tokenizer()
     torch.manual_seed(0)
@@ -78,11 +78,7 @@ def build_tiny_hunyuan(folder: Path) -> None:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )).eval()
     torch.manual_seed(1)
-    text_encoder_2 = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer_2), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=77, bos_token_id=len(tokenizer_2) - 2, eos_token_id=2, pad_token_id=len(tokenizer_2) - 1,
-        projection_dim=16,
-    )).eval()
+    text_encoder_2 = build_tiny_clip_text_encoder(tokenizer_2, hidden_size=16)
     torch.manual_seed(2)
     latent_channels = 4
     transformer = HunyuanVideoTransformer3DModel(

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from sgld.config.schema import RunConfig
-from sgld.models.loading import Placement
+from sgld.models.loading import Placement, enable_vae_tiling
 from sgld.pipelines.constraints import FamilyTraits
 from sgld.request import Request
 from sgld.stages.base import Stage
@@ -32,6 +32,14 @@ class Pipeline(FamilyTraits):
         self.placement = Placement(device, self.offloaded_components(run), run.offload.pin_cpu_memory,
                                    self.layerwise_components(run))
         self.stages: list[Stage] = []
+
+    def configure_video_vae(self, vae) -> None:
+        """Tiling as the run asks (vae_sp splits the tiles of a tiled decode); the encoder dropped when not loaded."""
+        vae_config = self.run.vae
+        if vae_config.tiling or vae_config.sp:
+            enable_vae_tiling(vae, vae_config.tile_sample_min_height, vae_config.tile_sample_min_width)
+        if not vae_config.load_encoder:
+            vae.encoder = None
 
     @staticmethod
     def offloaded_components(run: RunConfig) -> set[str]:

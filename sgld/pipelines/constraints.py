@@ -43,11 +43,11 @@ def hunyuan_size_constraints(vae_config: Mapping[str, Any], dit_config: Mapping[
     return vae_config["spatial_compression_ratio"] * dit_config["patch_size"], vae_config["temporal_compression_ratio"]
 
 
-def check_hunyuan_request_in_folder(folder: Path, req: Request) -> None:
+def check_hunyuan_request_in_folder(folder: Path, req: Request, image: str = IMAGE_NEVER) -> None:
     """Validate ``req`` against a HunyuanVideo folder's configs."""
     constraints = hunyuan_size_constraints(_read_json(folder / "vae" / "config.json"),
                                            _read_json(folder / "transformer" / "config.json"))
-    check_video_request(req, *constraints)
+    check_video_request(req, *constraints, image=image)
 
 
 def flux_vae_scale(vae_config: Mapping[str, Any]) -> int:
@@ -60,14 +60,14 @@ def qwen_vae_scale(vae_config: Mapping[str, Any]) -> int:
     return 2 ** len(vae_config["temperal_downsample"])
 
 
-def check_flux_request_in_folder(folder: Path, req: Request) -> None:
+def check_flux_request_in_folder(folder: Path, req: Request, image: str = IMAGE_NEVER) -> None:
     """Height/width multiples of 2x the VAE factor (2x2 packing), one frame."""
-    check_image_request(req, 2 * flux_vae_scale(_read_json(folder / "vae" / "config.json")))
+    check_image_request(req, 2 * flux_vae_scale(_read_json(folder / "vae" / "config.json")), image == IMAGE_REQUIRED)
 
 
-def check_qwen_request_in_folder(folder: Path, req: Request, needs_image: bool = False) -> None:
+def check_qwen_request_in_folder(folder: Path, req: Request, image: str = IMAGE_NEVER) -> None:
     """As FLUX, with Qwen-Image's VAE."""
-    check_image_request(req, 2 * qwen_vae_scale(_read_json(folder / "vae" / "config.json")), needs_image)
+    check_image_request(req, 2 * qwen_vae_scale(_read_json(folder / "vae" / "config.json")), image == IMAGE_REQUIRED)
 
 
 # family -> what it writes ("video": mp4, "image": png/jpeg/webp).
@@ -88,21 +88,29 @@ TAKES_IMAGE = NEEDS_IMAGE | {"wan_ti2v"}
 # Families whose DiT has no sequence-parallel plan in diffusers (no Ulysses/ring split of its tokens).
 NO_SEQUENCE_PARALLEL = {"hunyuan"}
 
-# family -> request check from the folder alone: runs before any weights load.
+
+def image_mode(family: str) -> str:
+    """Whether ``family`` takes an input image: IMAGE_REQUIRED, IMAGE_OPTIONAL or IMAGE_NEVER."""
+    if family in NEEDS_IMAGE:
+        return IMAGE_REQUIRED
+    return IMAGE_OPTIONAL if family in TAKES_IMAGE else IMAGE_NEVER
+
+
+# family -> request check from the folder alone (folder, request, image mode): runs before any weights load.
 FOLDER_CHECKS = {
     "wan": check_wan_request_in_folder,
-    "wan_ti2v": lambda folder, req: check_wan_request_in_folder(folder, req, IMAGE_OPTIONAL),
-    "wan_i2v": lambda folder, req: check_wan_request_in_folder(folder, req, IMAGE_REQUIRED),
+    "wan_ti2v": check_wan_request_in_folder,
+    "wan_i2v": check_wan_request_in_folder,
     "flux": check_flux_request_in_folder,
     "hunyuan": check_hunyuan_request_in_folder,
     "qwen_image": check_qwen_request_in_folder,
-    "qwen_image_edit": lambda folder, req: check_qwen_request_in_folder(folder, req, needs_image=True),
+    "qwen_image_edit": check_qwen_request_in_folder,
 }
 
 
 def check_request_in_folder(family: str, folder: Path, req: Request) -> None:
     """Raise UserError when the model in ``folder`` cannot run ``req``."""
-    FOLDER_CHECKS[family](folder, req)
+    FOLDER_CHECKS[family](folder, req, image_mode(family))
 
 
 class FamilyTraits:
@@ -130,6 +138,11 @@ class FamilyTraits:
     def takes_image(self) -> bool:
         """True when an input image is accepted: required (``needs_image``) or optional (Wan2.2 TI2V)."""
         return self.family in TAKES_IMAGE
+
+    @property
+    def image_mode(self) -> str:
+        """IMAGE_REQUIRED, IMAGE_OPTIONAL or IMAGE_NEVER (what ``check_video_request`` takes)."""
+        return image_mode(self.family)
 
 
 @dataclass(frozen=True)

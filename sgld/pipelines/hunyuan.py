@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from sgld.config.schema import RunConfig
-from sgld.models.loading import configure_transformer, enable_vae_tiling
+from sgld.models.loading import configure_transformer
 from sgld.pipelines.base import Pipeline
 from sgld.pipelines.constraints import hunyuan_size_constraints
 from sgld.request import Request
@@ -42,10 +42,7 @@ class HunyuanT2VPipeline(Pipeline):
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
         super().__init__(components, run, device)
         vae, transformer = components["vae"], components["transformer"]
-        if run.vae.tiling or run.vae.sp:  # vae_sp splits the tiles of a tiled decode
-            enable_vae_tiling(vae, run.vae.tile_sample_min_height, run.vae.tile_sample_min_width)
-        if not run.vae.load_encoder:
-            vae.encoder = None  # text-to-video never encodes pixels
+        self.configure_video_vae(vae)
         configure_transformer(transformer, run)
         for name in ("transformer", "text_encoder", "text_encoder_2", "vae"):
             self.placement.place(name, components[name])

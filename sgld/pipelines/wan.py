@@ -8,7 +8,7 @@ import torch
 
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
-from sgld.models.loading import configure_transformer, enable_vae_tiling
+from sgld.models.loading import configure_transformer
 from sgld.pipelines.base import Pipeline
 from sgld.pipelines.constraints import wan_size_constraints
 from sgld.request import Request
@@ -18,22 +18,19 @@ from sgld.stages.first_frame import FirstFrameConditionStage, ImageEmbeddingStag
 from sgld.stages.latents import VideoLatentPreparationStage
 from sgld.stages.text_encoding import T5TextEncodingStage
 from sgld.stages.timesteps import TimestepPreparationStage
-from sgld.stages.validation import (
-    IMAGE_NEVER, IMAGE_OPTIONAL, IMAGE_REQUIRED, InputValidationStage, check_video_request,
-)
+from sgld.stages.validation import IMAGE_NEVER, IMAGE_REQUIRED, InputValidationStage, check_video_request
 
 
 class WanT2VPipeline(Pipeline):
     """UMT5 text encoder -> Wan DiT (one or two experts) -> Wan VAE.
 
-    Subclasses add the input image: ``image`` says whether one is never taken, optional or
-    required; ``first_frame_only`` picks TI2V's one-latent-frame conditioning over I2V's
+    Subclasses add the input image (whether one is taken follows the family: ``image_mode``);
+    ``first_frame_only`` picks TI2V's one-latent-frame conditioning over I2V's
     channel-concatenated whole-video condition.
     """
 
     family = "wan"
     supports_vae_sp = True
-    image = IMAGE_NEVER
     first_frame_only = False
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
@@ -43,14 +40,11 @@ class WanT2VPipeline(Pipeline):
         if not experts:
             raise UserError("model folder has no transformer", param="model_path")
 
-        if run.vae.tiling or run.vae.sp:  # vae_sp splits the tiles of a tiled decode
-            enable_vae_tiling(vae, run.vae.tile_sample_min_height, run.vae.tile_sample_min_width)
-        if not run.vae.load_encoder:
-            if self.image == IMAGE_REQUIRED:
-                raise UserError("vae_config.load_encoder=false: this image-to-video model encodes the input image "
-                                "with the VAE; leave load_encoder on", param="vae_config.load_encoder")
-            vae.encoder = None  # text-to-video never encodes pixels
-        self.encodes_images = self.image != IMAGE_NEVER and vae.encoder is not None
+        if not run.vae.load_encoder and self.image_mode == IMAGE_REQUIRED:
+            raise UserError("vae_config.load_encoder=false: this image-to-video model encodes the input image "
+                            "with the VAE; leave load_encoder on", param="vae_config.load_encoder")
+        self.configure_video_vae(vae)
+        self.encodes_images = self.image_mode != IMAGE_NEVER and vae.encoder is not None
         for name, module in experts:
             configure_transformer(module, run)
             self.placement.place(name, module)
@@ -92,7 +86,7 @@ class WanT2VPipeline(Pipeline):
         return (patch[1], patch[2])
 
     def check_request(self, req: Request) -> None:
-        check_video_request(req, self.spatial_multiple, self.temporal_factor, self.image)
+        check_video_request(req, self.spatial_multiple, self.temporal_factor, self.image_mode)
         if req.image_path and not self.encodes_images:
             raise UserError("image_path: this run skips the VAE encoder (vae_config.load_encoder=false), "
                             "so it cannot take an input image", param="image_path")
@@ -102,7 +96,6 @@ class WanTI2VPipeline(WanT2VPipeline):
     """Wan2.2 TI2V-5B: text-to-video, or text + first frame (``--image-path``) to video."""
 
     family = "wan_ti2v"
-    image = IMAGE_OPTIONAL
     first_frame_only = True
 
 
@@ -110,4 +103,3 @@ class WanI2VPipeline(WanT2VPipeline):
     """Wan2.1 I2V (with CLIP image tokens) and Wan2.2 I2V A14B: the input image is the first frame."""
 
     family = "wan_i2v"
-    image = IMAGE_REQUIRED

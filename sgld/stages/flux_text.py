@@ -7,6 +7,7 @@ import torch
 from sgld.models.loading import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.text_encoding import clip_pooled
 
 
 class FluxTextEncodingStage(Stage):
@@ -25,10 +26,8 @@ class FluxTextEncodingStage(Stage):
     @torch.no_grad()
     def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(T5 hidden states (1, L, D), CLIP pooled output (1, P)) on the run's device."""
-        clip_ids = self.tokenizer([text], padding="max_length", max_length=self.tokenizer.model_max_length,
-                                  truncation=True, return_tensors="pt").input_ids
-        with self.placement.active("text_encoder", self.text_encoder) as encoder:
-            pooled = encoder(clip_ids.to(next(encoder.parameters()).device), output_hidden_states=False).pooler_output
+        pooled = clip_pooled(self.tokenizer, self.text_encoder, self.placement, "text_encoder", text,
+                             self.tokenizer.model_max_length)
         t5_ids = self.tokenizer_2([text], padding="max_length", max_length=self.max_sequence_length,
                                   truncation=True, return_tensors="pt").input_ids
         with self.placement.active("text_encoder_2", self.text_encoder_2) as encoder:

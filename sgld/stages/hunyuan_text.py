@@ -7,6 +7,7 @@ import torch
 from sgld.models.loading import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.text_encoding import clip_pooled
 
 
 def prompt_template() -> tuple[str, int]:
@@ -49,13 +50,8 @@ class HunyuanTextEncodingStage(Stage):
             hidden = encoder(input_ids=inputs.input_ids.to(device), attention_mask=mask,
                              output_hidden_states=True).hidden_states[-(self.skip_layers + 1)]
         hidden, mask = hidden[:, self.crop_start:], mask[:, self.crop_start:]
-        clip_ids = self.tokenizer_2([text], padding="max_length", max_length=77, truncation=True,
-                                    return_tensors="pt").input_ids
-        with self.placement.active("text_encoder_2", self.text_encoder_2) as encoder:
-            pooled = encoder(clip_ids.to(next(encoder.parameters()).device), output_hidden_states=False).pooler_output
+        pooled = clip_pooled(self.tokenizer_2, self.text_encoder_2, self.placement, "text_encoder_2", text, 77)
         device = self.placement.device
-        # The reference casts the embeddings to the text encoder's dtype, then everything to the DiT's.
-        hidden = hidden.to(self.text_encoder.dtype)
         return (hidden.to(device=device, dtype=self.out_dtype), mask.to(device=device, dtype=self.out_dtype),
                 pooled.to(device=device, dtype=self.out_dtype))
 

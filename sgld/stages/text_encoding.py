@@ -10,6 +10,14 @@ from sgld.request import Request
 from sgld.stages.base import Stage
 
 
+@torch.no_grad()
+def clip_pooled(tokenizer, text_encoder, placement: Placement, name: str, text: str, max_length: int) -> torch.Tensor:
+    """CLIP's pooled output (1, P) for ``text`` padded to ``max_length``, as FLUX and HunyuanVideo take it."""
+    ids = tokenizer([text], padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+    with placement.active(name, text_encoder) as encoder:
+        return encoder(ids.to(next(encoder.parameters()).device), output_hidden_states=False).pooler_output
+
+
 class T5TextEncodingStage(Stage):
     """Encodes prompt and negative prompt in one batch; zeroes embeddings past each prompt.
 
