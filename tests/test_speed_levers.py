@@ -88,3 +88,70 @@ def test_layerwise_offload_refuses_unverified_combinations(options, match):
 
     with pytest.raises(UserError, match=match):
         run_config_from_options({"model_path": "tiny-wan-t2v", **options})
+
+
+def test_fp8_linear_is_close_to_the_bf16_layer_and_stores_e4m3():
+    import torch
+
+    from sgld.models.fp8 import Fp8Linear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48).to(torch.bfloat16).requires_grad_(False)
+    x = torch.randn(3, 10, 64, dtype=torch.bfloat16)
+    x[0, 0] *= 50  # an outlier token: per-token scales keep it from costing the other tokens precision
+    fp8 = Fp8Linear(linear, hardware=False)
+    assert fp8.weight_fp8.dtype == torch.float8_e4m3fn and fp8.weight_scale.shape == (1, 48)
+    out, ref = fp8(x), linear(x)
+    assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+    rel = lambda a, b: float((a.float() - b.float()).norm() / b.float().norm())  # noqa: E731
+    assert rel(out[1:], ref[1:]) < 0.06  # e4m3 carries 3 mantissa bits: a few percent, not more
+    assert rel(out[0, 1:], ref[0, 1:]) < 0.06
+
+
+def test_fp8_converts_the_blocks_linear_layers_but_not_the_modulation():
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    from sgld.models.fp8 import Fp8Linear, quantize_blocks_fp8
+    from sgld.models.tiny import materialize_tiny
+
+    transformer = FluxTransformer2DModel.from_pretrained(materialize_tiny("tiny-flux"), subfolder="transformer")
+    count = quantize_blocks_fp8(transformer, torch.device("cpu"))
+    block, single = transformer.transformer_blocks[0], transformer.single_transformer_blocks[0]
+    assert isinstance(block.attn.to_q, Fp8Linear) and isinstance(block.ff.net[2], Fp8Linear)
+    assert isinstance(single.proj_mlp, Fp8Linear) and isinstance(single.attn.to_k, Fp8Linear)
+    for modulation in (block.norm1.linear, block.norm1_context.linear, single.norm.linear):
+        assert type(modulation) is torch.nn.Linear
+    assert type(transformer.proj_out) is torch.nn.Linear and type(transformer.x_embedder) is torch.nn.Linear
+    expected = 12 * len(transformer.transformer_blocks) + 5 * len(transformer.single_transformer_blocks)
+    assert count == expected
+
+
+def test_fp8_quantization_runs_end_to_end_and_changes_the_output_a_little(tiny_wan_folder, tiny_wan_generator):
+    lossless = tiny_wan_generator.generate("a red fox", **SMALL).frames
+    gen = DiffGenerator.from_pretrained("tiny-wan-t2v", quantization="fp8")
+    from sgld.models.fp8 import Fp8Linear
+
+    assert isinstance(gen.pipeline.components["transformer"].blocks[0].attn1.to_q, Fp8Linear)
+    frames = gen.generate("a red fox", **SMALL).frames
+    diff = np.abs(frames.astype(int) - lossless.astype(int))
+    assert 0 < diff.max() and diff.mean() < 8  # lossy, but the same video
+
+
+def test_quantization_option_is_checked():
+    from sgld.config.compose import run_config_from_options
+
+    with pytest.raises(UserError, match="quantization='int4' is not one of none, fp8"):
+        run_config_from_options({"model_path": "tiny-wan-t2v", "quantization": "int4"})
+    with pytest.raises(UserError, match="model.quantization=fp8"):
+        run_config_from_options({"model_path": "tiny-wan-t2v", "quantization": "fp8", "dit_layerwise_offload": True})
+
+
+def test_sage_attention_falls_back_with_a_message_where_it_cannot_run(tiny_wan_folder, tiny_wan_generator, caplog):
+    import logging
+
+    lossless = tiny_wan_generator.generate("a red fox", **SMALL).frames
+    with caplog.at_level(logging.WARNING, logger="sgld.models.loading"):
+        gen = DiffGenerator.from_pretrained("tiny-wan-t2v", attention_backend="sage")
+    assert "attention_backend='sage' is not available here (it needs a CUDA GPU, this run is on cpu)" in caplog.text
+    assert np.array_equal(gen.generate("a red fox", **SMALL).frames, lossless)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from sgld.config.schema import ATTENTION_BACKENDS, CACHE_KINDS, PRECISIONS
+from sgld.config.schema import ATTENTION_BACKENDS, CACHE_KINDS, PRECISIONS, QUANTIZATIONS
 from sgld.errors import UserError
 
 SERVER, SAMPLING, OUTPUT, HTTP = "server", "sampling", "output", "http"
@@ -55,6 +55,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("attention_backend", "model.attention_backend", str, "attention kernel", SERVER, ATTENTION_BACKENDS),
     Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks", SERVER),
     Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, CACHE_KINDS),
+    Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, QUANTIZATIONS),
     Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER),
     Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention: FastVideo mask-strategy JSON (HunyuanVideo); unset: dense attention", SERVER),
     Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER),

@@ -18,6 +18,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 ATTENTION_BACKENDS = ("auto", "sdpa", "cudnn", "flash", "efficient", "math", "sage")
 # Step caches (lossy, opt-in): reuse transformer work between steps through diffusers' cache hooks.
 CACHE_KINDS = ("none", "first_block")
+# DiT weight/activation quantization (lossy, opt-in): fp8 = e4m3 linear layers in the repeated blocks.
+QUANTIZATIONS = ("none", "fp8")
 
 
 @dataclass
@@ -57,6 +59,9 @@ class ModelConfig:
     # the tiny Wan output unchanged over 20 steps, i.e. did nothing here, so it is not offered.)
     cache: str = "none"
     cache_threshold: float = 0.05
+    # Lossy speed-up, off by default: fp8 runs the blocks' linear layers in float8 e4m3 (row-wise weight
+    # scales, per-token activation scales) on FP8 tensor cores (compute capability 8.9+).
+    quantization: str = "none"
     # Sliding-tile attention mask strategy (FastVideo's JSON: "step_layer_head" -> window in tiles), HunyuanVideo
     # only; None: dense attention.
     mask_strategy_file_path: Optional[str] = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sgld.config.schema import ATTENTION_BACKENDS, CACHE_KINDS, PRECISIONS, RunConfig
+from sgld.config.schema import ATTENTION_BACKENDS, CACHE_KINDS, PRECISIONS, QUANTIZATIONS, RunConfig
 from sgld.errors import ConfigError
 
 
@@ -44,6 +44,7 @@ def validate(run: RunConfig) -> None:
         _check_choice(f"model.text_encoder_precisions[{i}]", p, PRECISIONS)
     _check_choice("model.attention_backend", run.model.attention_backend, ATTENTION_BACKENDS)
     _check_choice("model.cache", run.model.cache, CACHE_KINDS)
+    _check_choice("model.quantization", run.model.quantization, QUANTIZATIONS)
     if run.model.cache != "none" and run.model.enable_torch_compile:
         raise ConfigError("model.cache and model.enable_torch_compile cannot be combined: diffusers' cache hooks "
                           "do not compile; choose one", param="model.cache")
@@ -111,10 +112,12 @@ def _validate_parallel(run: RunConfig) -> None:
             param="model.enable_torch_compile",
         )
     if run.offload.dit_layerwise and (run.offload.dit or run.model.enable_torch_compile or par.sp_size > 1
-                                      or run.model.cache != "none"):
+                                      or run.model.cache != "none" or run.model.quantization != "none"):
         other = ("offload.dit (whole-model DiT offload)" if run.offload.dit else
                  "model.enable_torch_compile" if run.model.enable_torch_compile else
-                 f"model.cache={run.model.cache}" if run.model.cache != "none" else f"sp_size={par.sp_size}")
+                 f"model.cache={run.model.cache}" if run.model.cache != "none" else
+                 f"model.quantization={run.model.quantization}" if run.model.quantization != "none" else
+                 f"sp_size={par.sp_size}")
         raise ConfigError(f"offload.dit_layerwise cannot be combined with {other}: the block hooks that copy "
                           "weights in are not verified with it; choose one", param="offload.dit_layerwise")
     if par.tp_size > par.num_gpus or par.num_gpus % par.tp_size:

@@ -192,14 +192,15 @@ class Placement:
             module.to("cpu")
 
 
-def configure_transformer(module: torch.nn.Module, run: RunConfig) -> None:
-    """Attention backend and regional torch.compile, as the run asks."""
-    backend = run.model.attention_backend
-    if backend != "auto":
-        try:
-            module.set_attention_backend(ATTENTION_BACKENDS[backend])
-        except (ImportError, RuntimeError, ValueError) as exc:
-            raise UserError(f"attention_backend={backend!r} cannot run here: {exc}", param="attention_backend") from None
+def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch.device) -> None:
+    """Quantization, attention backend, step cache, sliding tiles and regional compile, as the run asks."""
+    if run.model.quantization == "fp8":
+        from sgld.models.fp8 import fp8_matmul_supported, quantize_blocks_fp8
+
+        count = quantize_blocks_fp8(module, device)
+        how = "FP8 tensor cores" if fp8_matmul_supported(device) else "dequantized matmuls (no FP8 tensor cores here)"
+        log.info("quantization=fp8: %d linear layers of %s in e4m3, run with %s", count, type(module).__name__, how)
+    set_attention_backend(module, run.model.attention_backend, device)
     if run.model.cache != "none":
         enable_step_cache(module, run.model.cache, run.model.cache_threshold)
     if run.model.mask_strategy_file_path:
@@ -208,6 +209,35 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig) -> None:
         enable_sliding_tile_attention(module, run.model.mask_strategy_file_path)
     if run.model.enable_torch_compile:
         module.compile_repeated_blocks(fullgraph=True)
+
+
+def set_attention_backend(module: torch.nn.Module, backend: str, device: torch.device) -> None:
+    """The DiT's attention kernel. ``sage`` where it cannot run falls back to the default, saying why."""
+    if backend == "auto":
+        return
+    if backend == "sage":
+        reason = sage_unavailable_reason(device)
+        if reason:
+            log.warning("attention_backend='sage' is not available here (%s); using the default attention", reason)
+            return
+    try:
+        module.set_attention_backend(ATTENTION_BACKENDS[backend])
+    except (ImportError, RuntimeError, ValueError) as exc:
+        raise UserError(f"attention_backend={backend!r} cannot run here: {exc}", param="attention_backend") from None
+
+
+def sage_unavailable_reason(device: torch.device) -> str | None:
+    """Why SageAttention cannot run on ``device`` (None: it can)."""
+    if device.type != "cuda":
+        return f"it needs a CUDA GPU, this run is on {device.type}"
+    from diffusers.utils import is_sageattention_available, is_sageattention_version
+
+    if not is_sageattention_available():
+        return ("the sageattention package is not installed; build SageAttention2 from source "
+                "(github.com/thu-ml/SageAttention, see docs/performance.md)")
+    if not is_sageattention_version(">=", "2.1.1"):
+        return "sageattention is older than 2.1.1"
+    return None
 
 
 def enable_step_cache(module: torch.nn.Module, kind: str, threshold: float) -> None:

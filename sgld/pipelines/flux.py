@@ -28,7 +28,7 @@ class FluxT2IPipeline(Pipeline):
         vae, transformer = components["vae"], components["transformer"]
         if run.vae.tiling:
             enable_vae_tiling(vae, run.vae.tile_sample_min_height, run.vae.tile_sample_min_width)
-        configure_transformer(transformer, run)
+        configure_transformer(transformer, run, device)
         for name in ("transformer", "text_encoder", "text_encoder_2", "vae"):
             self.placement.place(name, components[name])
         vae_scale = flux_vae_scale(vae.config)

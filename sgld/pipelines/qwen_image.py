@@ -35,7 +35,7 @@ class QwenImageT2IPipeline(Pipeline):
                 raise UserError("vae_config.load_encoder=false: this edit model encodes its input image with the "
                                 "VAE encoder; leave it true", param="vae.load_encoder")
             vae.encoder = None  # text-to-image never encodes pixels
-        configure_transformer(transformer, run)
+        configure_transformer(transformer, run, device)
         for name in ("transformer", "text_encoder", "vae"):
             self.placement.place(name, components[name])
         self.vae_scale = qwen_vae_scale(vae.config)

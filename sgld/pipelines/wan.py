@@ -46,7 +46,7 @@ class WanT2VPipeline(Pipeline):
         self.configure_video_vae(vae)
         self.encodes_images = self.image_mode != IMAGE_NEVER and vae.encoder is not None
         for name, module in experts:
-            configure_transformer(module, run)
+            configure_transformer(module, run, device)
             self.placement.place(name, module)
         self.placement.place("text_encoder", components["text_encoder"])
         self.placement.place("vae", vae)
