@@ -83,6 +83,29 @@ def test_qwen_image_matches_diffusers(generators):
     assert_close(mine, ref)
 
 
+def test_qwen_image_batched_true_cfg_equals_two_forwards(generators):
+    """Padding the shorter prompt (masked) and running both branches in one forward changes nothing."""
+    from sgld.stages.denoising import CFG_BATCHED, CFG_SEQUENTIAL
+
+    settings = dict(prompt=PROMPT, negative_prompt="blurry", seed=5, num_inference_steps=3, guidance_scale=4.0,
+                    height=64, width=64)
+    pipeline = generators("tiny-qwen-image").pipeline
+    calls = []
+    handle = pipeline.components["transformer"].register_forward_pre_hook(
+        lambda m, a, kw: calls.append((kw["hidden_states"].shape[0], kw["encoder_hidden_states_mask"])), with_kwargs=True)
+    try:
+        two = ours(generators, "tiny-qwen-image", **settings)
+        pipeline.set_cfg_mode(CFG_BATCHED)
+        one = ours(generators, "tiny-qwen-image", **settings)
+    finally:
+        pipeline.set_cfg_mode(CFG_SEQUENTIAL)
+        handle.remove()
+    assert [b for b, _ in calls] == [1] * 6 + [2] * 3  # 3 steps: two forwards each, then one of batch 2
+    mask = calls[-1][1]
+    assert mask is not None and mask.shape[0] == 2 and not mask.all()  # prompts of different lengths
+    assert np.abs(one - two).max() <= 1 / 255
+
+
 def test_qwen_image_edit_matches_diffusers(generators, input_png):
     from PIL import Image
 

@@ -14,7 +14,7 @@ from sgld.pipelines.constraints import qwen_vae_scale
 from sgld.request import Request
 from sgld.stages.condition_image import ConditionImageStage, ConditionLatentStage
 from sgld.stages.decoding import QwenVaeDecodingStage
-from sgld.stages.denoising import CFG_SEQUENTIAL, DenoisingStage
+from sgld.stages.denoising import CFG_BATCHED, CFG_SEQUENTIAL, DenoisingStage
 from sgld.stages.image_latents import FlowMatchTimestepStage, PackedLatentPreparationStage
 from sgld.stages.qwen_text import QWEN_IMAGE_EDIT_TEMPLATE, QWEN_IMAGE_TEMPLATE, QwenTextEncodingStage
 from sgld.stages.validation import InputValidationStage, check_image_request
@@ -24,6 +24,9 @@ class QwenImageT2IPipeline(Pipeline):
     """Qwen2.5-VL -> Qwen-Image MMDiT with true CFG (``guidance_scale`` is ``true_cfg_scale``) -> VAE."""
 
     family = "qwen_image"
+    # The branches' prompts differ in length: by default two forwards, as the reference runs them.
+    # CFG_BATCHED pads the shorter prompt (masked) and runs both in one forward.
+    cfg_mode = CFG_SEQUENTIAL
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
         super().__init__(components, run, device)
@@ -48,17 +51,24 @@ class QwenImageT2IPipeline(Pipeline):
                                          img_shapes=True),
             *self.condition_latent_stages(),
             FlowMatchTimestepStage(components["scheduler"], device),
-            # The branches' prompts differ in length: two forwards, guided prediction rescaled
-            # to the conditional one's norm, as the reference's true CFG does.
-            DenoisingStage([("transformer", transformer)], self.placement, cfg_mode=CFG_SEQUENTIAL,
+            # Guided prediction rescaled to the conditional one's norm, as the reference's true CFG does.
+            DenoisingStage([("transformer", transformer)], self.placement, cfg_mode=self.cfg_mode,
                            timestep_divisor=1000, rescale_cfg=True),
             QwenVaeDecodingStage(vae, self.placement, self.vae_scale),
         ]
 
+    def set_cfg_mode(self, mode: str) -> None:
+        """Run the true-CFG branches as two forwards (CFG_SEQUENTIAL) or padded into one (CFG_BATCHED)."""
+        for stage in self.stages:
+            if isinstance(stage, QwenTextEncodingStage):
+                stage.pad_branches = mode == CFG_BATCHED
+            elif isinstance(stage, DenoisingStage):
+                stage.cfg_mode = mode
+
     def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
         """Prompt encoding with the text-to-image template."""
         return QwenTextEncodingStage(self.components["tokenizer"], self.components["text_encoder"], self.placement,
-                                     dtype, QWEN_IMAGE_TEMPLATE)
+                                     dtype, QWEN_IMAGE_TEMPLATE, pad_branches=self.cfg_mode == CFG_BATCHED)
 
     def condition_stages(self) -> list:
         """Stages that prepare the input image before prompt encoding (none for text-to-image)."""
@@ -79,7 +89,8 @@ class QwenImageEditTI2IPipeline(QwenImageT2IPipeline):
 
     def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
         return QwenTextEncodingStage(self.components["processor"], self.components["text_encoder"], self.placement,
-                                     dtype, QWEN_IMAGE_EDIT_TEMPLATE, with_image=True)
+                                     dtype, QWEN_IMAGE_EDIT_TEMPLATE, with_image=True,
+                                     pad_branches=self.cfg_mode == CFG_BATCHED)
 
     def condition_stages(self) -> list:
         return [ConditionImageStage(self.vae_scale)]

@@ -4,7 +4,8 @@ The prompt is wrapped in a chat template, the last hidden layer is taken, and th
 template's leading tokens (the system prompt: 34 tokens for Qwen-Image, 64 for Edit)
 are dropped. Edit passes the condition image through the VL processor into the same
 encoding. Prompt and negative prompt are encoded separately: their lengths differ, and
-the reference runs the two guidance branches unpadded.
+the reference runs the two guidance branches unpadded. ``pad_branches`` pads the shorter
+one (with a mask that hides the padding from attention) so both run as one batch.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ class QwenTextEncodingStage(Stage):
     name = "encode_prompt"
 
     def __init__(self, tokenizer, text_encoder, placement: Placement, out_dtype: torch.dtype,
-                 template: PromptTemplate, with_image: bool = False):
+                 template: PromptTemplate, with_image: bool = False, pad_branches: bool = False):
         self.tokenizer = tokenizer
+        self.pad_branches = pad_branches
         self.text_encoder = text_encoder
         self.placement = placement
         self.out_dtype = out_dtype
@@ -92,4 +94,26 @@ class QwenTextEncodingStage(Stage):
         image = req.condition_image if self.with_image else None
         req.cond_kwargs = self.encode(req.prompt, image)
         req.uncond_kwargs = self.encode(req.negative_prompt, image) if req.do_cfg else None
+        if req.uncond_kwargs is not None and self.pad_branches:
+            req.cond_kwargs, req.uncond_kwargs = pad_to_one_length(req.cond_kwargs, req.uncond_kwargs)
         return req
+
+
+def pad_to_one_length(*branches: dict) -> tuple[dict, ...]:
+    """Zero-pad every branch's ``encoder_hidden_states`` to the longest, with masks marking the real tokens.
+
+    Branches already of one length come back unchanged (no mask: attention keeps its fastest kernel).
+    Text positions (RoPE) count from the start, so padding at the end moves no real token.
+    """
+    lengths = [b["encoder_hidden_states"].shape[1] for b in branches]
+    longest = max(lengths)
+    if min(lengths) == longest:
+        return branches
+    padded = []
+    for branch, length in zip(branches, lengths):
+        hidden = branch["encoder_hidden_states"]
+        mask = torch.zeros(hidden.shape[0], longest, dtype=torch.bool, device=hidden.device)
+        mask[:, :length] = True
+        padded.append({**branch, "encoder_hidden_states": torch.nn.functional.pad(hidden, (0, 0, 0, longest - length)),
+                       "encoder_hidden_states_mask": mask})
+    return tuple(padded)
