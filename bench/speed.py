@@ -248,6 +248,8 @@ class Bench:
         self.frames = 5 if tiny and wl.frames > 1 else wl.frames
         self.results: list[Measurement] = []
         self.lossless: np.ndarray | None = None
+        self.best_lossless: Measurement | None = None
+        self.meta: dict[str, Any] = {}
 
     # -- the diffusers reference ------------------------------------------------------------
 
@@ -331,10 +333,18 @@ class Bench:
             kwargs.update(negative_prompt=NEGATIVE)
         return kwargs
 
-    def run_sgld(self, name: str, note: str = "", lossy: bool = False, compile_s: float | None = None) -> Measurement:
-        """Time sgld as it is now set up; a lever that compiles has already warmed it up (compile_s)."""
+    def run_sgld(self, name: str, note: str = "", lossy: bool = False, compile_s: float | None = None,
+                 recompile: bool = False) -> Measurement:
+        """Time sgld as it is now set up; a lever that compiles has already warmed it up (compile_s).
+
+        ``recompile``: the compiled blocks see changed modules; the warm-up recompiles them, timed.
+        """
         if compile_s is None:
+            start = time.perf_counter()
             self.gen.generate(PROMPT, **self.sgld_kwargs(1))  # warm-up: kernels, cuBLAS handles
+            sync(self.cuda)
+            if recompile:
+                compile_s = time.perf_counter() - start
         clock, timer = StepClock(self.cuda), ForwardTimer(self.transformer, self.cuda)
         self._reset_peak()
         start = time.perf_counter()
@@ -360,6 +370,17 @@ class Bench:
         self.results.append(m)
         print(f"MEASURED {self.wl.key} {json.dumps(dict(vars(m), e2e_full_s=m.e2e_full_s), default=str)}", flush=True)
         return m
+
+    def profile(self, label: str) -> None:
+        """Kernel time of one DiT forward as sgld is now set up, by kind (bench/kernels.py)."""
+        from kernels import breakdown_table, capture_forward_inputs, kernel_breakdown
+
+        args, kwargs = capture_forward_inputs(self.transformer,
+                                              lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(1)))
+        report = kernel_breakdown(self.transformer, args, kwargs)
+        report["batch"] = int(kwargs.get("hidden_states", args[0] if args else None).shape[0])
+        self.meta.setdefault("profiles", {})[label] = report
+        print(breakdown_table(f"{self.wl.key} {label} (one forward, batch {report['batch']})", report), flush=True)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -389,15 +410,22 @@ class Bench:
         return torch.cuda.max_memory_allocated() / 2**30 if self.cuda else 0.0
 
 
-def run_levers(bench: Bench, levers: list[str]) -> None:
-    """sgld with its defaults, then each lever on top of the lossless ones (compile last: it stays on)."""
-    from sgld.models.loading import ATTENTION_BACKENDS, enable_step_cache
-    from sgld.stages.denoising import DenoisingStage
+def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
+    """sgld with its defaults, then each lever.
 
-    cfg_mode = next(stage.cfg_mode for stage in bench.gen.pipeline.stages if isinstance(stage, DenoisingStage))
-    bench.run_sgld("sgld default", f"CFG {cfg_mode}; attention as diffusers picks")
+    Lossless levers that pay stay on for the ones after them (cuDNN, fused QKV, batched CFG,
+    compile); lossy ones are measured on top of the lossless state and undone, except FP8,
+    which rewrites the weights in place: it and the fast mode after it come last.
+    """
+    from sgld.models.fp8 import quantize_blocks_fp8
+    from sgld.models.loading import ATTENTION_BACKENDS, enable_step_cache, sage_unavailable_reason
+    from sgld.stages.denoising import CFG_BATCHED, CFG_SEQUENTIAL, DenoisingStage
+
+    pipeline = bench.gen.pipeline
+    cfg_mode = next(stage.cfg_mode for stage in pipeline.stages if isinstance(stage, DenoisingStage))
+    bench.best_lossless = bench.run_sgld("sgld default", f"CFG {cfg_mode}; attention as diffusers picks")
     transformer = bench.transformer
-    fallback = "native"
+    state = {"backend": "native", "compiled": False}
 
     def lever(name: str, fn: Callable[[], None]) -> None:
         if name not in levers:
@@ -406,16 +434,38 @@ def run_levers(bench: Bench, levers: list[str]) -> None:
             fn()
         except Exception as exc:  # noqa: BLE001 - one lever failing must not lose the others' figures
             print(f"lever {name} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+            bench.meta.setdefault("failed_levers", {})[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+
+    def keep_if_faster(row: Measurement, undo: Callable[[], None]) -> None:
+        base = bench.best_lossless
+        if base is not None and row.step_s >= base.step_s:
+            undo()
+            row.note += "; not kept (no faster)"
+        else:
+            bench.best_lossless = row
 
     def cudnn():
-        nonlocal fallback
         transformer.set_attention_backend(ATTENTION_BACKENDS["cudnn"])
         try:
-            bench.run_sgld("sgld +cudnn attention", "--attention-backend cudnn")
+            row = bench.run_sgld("sgld +cudnn attention", "--attention-backend cudnn")
         except Exception:
-            transformer.set_attention_backend("native")
+            transformer.set_attention_backend(state["backend"])
             raise
-        fallback = ATTENTION_BACKENDS["cudnn"]
+        keep_if_faster(row, lambda: transformer.set_attention_backend(state["backend"]))
+        if bench.best_lossless is row:
+            state["backend"] = ATTENTION_BACKENDS["cudnn"]
+
+    def fuse_qkv():
+        transformer.fuse_qkv_projections()
+        row = bench.run_sgld("sgld +fused QKV", "q/k/v projections as one GEMM (diffusers fuse_qkv_projections)")
+        keep_if_faster(row, transformer.unfuse_qkv_projections)
+
+    def batched_cfg():
+        if not hasattr(pipeline, "set_cfg_mode"):
+            return
+        pipeline.set_cfg_mode(CFG_BATCHED)
+        row = bench.run_sgld("sgld +batched true-CFG", "both branches in one forward, shorter prompt padded + masked")
+        keep_if_faster(row, lambda: pipeline.set_cfg_mode(CFG_SEQUENTIAL))
 
     def vae_bf16():
         vae = bench.components["vae"]
@@ -425,13 +475,6 @@ def run_levers(bench: Bench, levers: list[str]) -> None:
             bench.run_sgld("sgld +bf16 VAE", "--vae-precision bf16", lossy=True)
         finally:
             vae.to(dtype)
-
-    def sage():
-        transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
-        try:
-            bench.run_sgld("sgld +sage attention", "--attention-backend sage (8-bit QK)", lossy=True)
-        finally:
-            transformer.set_attention_backend(fallback)
 
     def cache():
         enable_step_cache(transformer, "first_block", 0.05)
@@ -445,9 +488,38 @@ def run_levers(bench: Bench, levers: list[str]) -> None:
         transformer.compile_repeated_blocks(fullgraph=True)
         bench.gen.generate(PROMPT, **bench.sgld_kwargs(1))
         sync(bench.cuda)
-        bench.run_sgld("sgld +compile", "--enable-torch-compile (regional)", compile_s=time.perf_counter() - start)
+        bench.best_lossless = bench.run_sgld("sgld +compile", "--enable-torch-compile (regional)",
+                                             compile_s=time.perf_counter() - start)
+        state["compiled"] = True
+        if profile:
+            bench.profile("lossless (as the row above)")
 
-    for name, fn in (("cudnn", cudnn), ("vae_bf16", vae_bf16), ("sage", sage), ("cache", cache), ("compile", compile_blocks)):
+    def with_sage(name: str, note: str) -> None:
+        reason = sage_unavailable_reason(bench.device)
+        if reason:
+            raise RuntimeError(reason)
+        transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
+        try:
+            bench.run_sgld(name, note, lossy=True, recompile=state["compiled"])
+        finally:
+            transformer.set_attention_backend(state["backend"])
+
+    def sage():
+        with_sage("sgld +sage attention", "--attention-backend sage (SageAttention2: INT8 QK, FP8 PV)")
+
+    def fp8():
+        quantize_blocks_fp8(transformer, bench.device)
+        bench.run_sgld("sgld +fp8 linear", "--quantization fp8 (e4m3, row-wise scales)", lossy=True,
+                       recompile=state["compiled"])
+
+    def fast():
+        with_sage("sgld fast mode", "--attention-backend sage --quantization fp8 (+ the lossless levers)")
+        if profile:
+            transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
+            bench.profile("fast mode")
+
+    for name, fn in (("cudnn", cudnn), ("fuse_qkv", fuse_qkv), ("batched_cfg", batched_cfg), ("vae_bf16", vae_bf16),
+                     ("cache", cache), ("compile", compile_blocks), ("sage", sage), ("fp8", fp8), ("fast", fast)):
         lever(name, fn)
 
 
@@ -474,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="wan13,flux,qwen")
     parser.add_argument("--steps", type=int, default=4, help="denoise steps actually run, at least 2 (extrapolated to the full count)")
-    parser.add_argument("--levers", default="cudnn,compile,vae_bf16,sage,cache")
+    parser.add_argument("--levers", default="cudnn,fuse_qkv,batched_cfg,vae_bf16,cache,compile,sage,fp8,fast")
+    parser.add_argument("--profile", action="store_true", help="kernel time by kind of one DiT forward (lossless, fast)")
     parser.add_argument("--tiny", action="store_true", help="tiny built-in models on the CPU (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("bench_speed.json"))
     args = parser.parse_args(argv)
@@ -493,8 +566,9 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(wl, args.tiny, args.steps, device, peak)
         meta[f"{key}_load_s"] = bench.load_s
         bench.run_reference()
-        run_levers(bench, levers)
+        run_levers(bench, levers, args.profile and device.type == "cuda")
         results[key] = bench.results
+        meta[key] = bench.meta
         meta[f"{key}_flops_per_forward"] = getattr(bench, "flops", None)
         print(table({key: bench.results}, None), flush=True)
         write(args.out, meta, results, peak)  # after each workload: a later failure loses nothing
