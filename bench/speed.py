@@ -418,7 +418,7 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
     which rewrites the weights in place: it and the fast mode after it come last.
     """
     from sgld.models.fp8 import quantize_blocks_fp8
-    from sgld.models.loading import ATTENTION_BACKENDS, enable_step_cache, sage_unavailable_reason
+    from sgld.models.loading import ATTENTION_BACKENDS, compiles_fullgraph, enable_step_cache, sage_unavailable_reason
     from sgld.stages.denoising import CFG_BATCHED, CFG_SEQUENTIAL, DenoisingStage
 
     pipeline = bench.gen.pipeline
@@ -466,6 +466,7 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
         pipeline.set_cfg_mode(CFG_BATCHED)
         row = bench.run_sgld("sgld +batched true-CFG", "both branches in one forward, shorter prompt padded + masked")
         keep_if_faster(row, lambda: pipeline.set_cfg_mode(CFG_SEQUENTIAL))
+        state["batched_cfg"] = bench.best_lossless is row
 
     def vae_bf16():
         vae = bench.components["vae"]
@@ -499,10 +500,18 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
         if reason:
             raise RuntimeError(reason)
         transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
+        if state["compiled"]:
+            transformer.compile_repeated_blocks(fullgraph=compiles_fullgraph("sage"))
+        if state.get("batched_cfg"):  # sage takes no attention mask: the padded batch cannot use it
+            pipeline.set_cfg_mode(CFG_SEQUENTIAL)
         try:
             bench.run_sgld(name, note, lossy=True, recompile=state["compiled"])
         finally:
             transformer.set_attention_backend(state["backend"])
+            if state["compiled"]:
+                transformer.compile_repeated_blocks(fullgraph=True)
+            if state.get("batched_cfg"):
+                pipeline.set_cfg_mode(CFG_BATCHED)
 
     def sage():
         with_sage("sgld +sage attention", "--attention-backend sage (SageAttention2: INT8 QK, FP8 PV)")
@@ -511,11 +520,21 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
         quantize_blocks_fp8(transformer, bench.device)
         bench.run_sgld("sgld +fp8 linear", "--quantization fp8 (e4m3, row-wise scales)", lossy=True,
                        recompile=state["compiled"])
+        if profile:
+            bench.profile("fp8 linear")
 
     def fast():
-        with_sage("sgld fast mode", "--attention-backend sage --quantization fp8 (+ the lossless levers)")
-        if profile:
+        vae = bench.components["vae"]
+        dtype = vae.dtype
+        vae.to(torch.bfloat16)
+        try:
+            with_sage("sgld fast mode", "+experiment=fast: sage attention, fp8 linear, bf16 VAE (+ the lossless levers)")
+        finally:
+            vae.to(dtype)
+        if profile and not state.get("batched_cfg"):
             transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
+            if state["compiled"]:
+                transformer.compile_repeated_blocks(fullgraph=compiles_fullgraph("sage"))
             bench.profile("fast mode")
 
     for name, fn in (("cudnn", cudnn), ("fuse_qkv", fuse_qkv), ("batched_cfg", batched_cfg), ("vae_bf16", vae_bf16),

@@ -200,7 +200,7 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch
         count = quantize_blocks_fp8(module, device)
         how = "FP8 tensor cores" if fp8_matmul_supported(device) else "dequantized matmuls (no FP8 tensor cores here)"
         log.info("quantization=fp8: %d linear layers of %s in e4m3, run with %s", count, type(module).__name__, how)
-    set_attention_backend(module, run.model.attention_backend, device)
+    backend = set_attention_backend(module, run.model.attention_backend, device)
     if run.model.cache != "none":
         enable_step_cache(module, run.model.cache, run.model.cache_threshold)
     if run.model.mask_strategy_file_path:
@@ -208,22 +208,35 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch
 
         enable_sliding_tile_attention(module, run.model.mask_strategy_file_path)
     if run.model.enable_torch_compile:
-        module.compile_repeated_blocks(fullgraph=True)
+        module.compile_repeated_blocks(fullgraph=compiles_fullgraph(backend))
 
 
-def set_attention_backend(module: torch.nn.Module, backend: str, device: torch.device) -> None:
-    """The DiT's attention kernel. ``sage`` where it cannot run falls back to the default, saying why."""
+def compiles_fullgraph(backend: str) -> bool:
+    """Whether the blocks compile as whole graphs with this attention backend.
+
+    sageattn cannot be traced (measured, torch 2.11: "torch.* op returned non-Tensor"), so with
+    sage each block compiles in pieces around its attention calls.
+    """
+    return backend != "sage"
+
+
+def set_attention_backend(module: torch.nn.Module, backend: str, device: torch.device) -> str:
+    """Set the DiT's attention kernel; returns the backend in effect.
+
+    ``sage`` where it cannot run falls back to the default (``auto``), saying why.
+    """
     if backend == "auto":
-        return
+        return backend
     if backend == "sage":
         reason = sage_unavailable_reason(device)
         if reason:
             log.warning("attention_backend='sage' is not available here (%s); using the default attention", reason)
-            return
+            return "auto"
     try:
         module.set_attention_backend(ATTENTION_BACKENDS[backend])
     except (ImportError, RuntimeError, ValueError) as exc:
         raise UserError(f"attention_backend={backend!r} cannot run here: {exc}", param="attention_backend") from None
+    return backend
 
 
 def sage_unavailable_reason(device: torch.device) -> str | None:
