@@ -2,9 +2,9 @@
 
     python3 bench/attention.py --out attention.json      # on a GPU
 
-Kernels: SDPA as torch picks, SDPA pinned to cuDNN / flash / memory-efficient, and
+Kernels: SDPA as torch picks, SDPA pinned to cuDNN / flash / memory-efficient,
 SageAttention2 (``sageattn``, INT8 QK / FP8 PV) when the ``sageattention`` package is
-installed. Also checks that ``sageattn`` compiles inside ``torch.compile(fullgraph=True)``,
+installed, and FlashAttention-3 when ``flash_attn_3`` is. Also checks that ``sageattn`` compiles inside ``torch.compile(fullgraph=True)``,
 since sgld compiles the blocks that call it.
 """
 
@@ -47,6 +47,14 @@ def kernels() -> dict:
         found["sage"] = lambda q, k, v: sageattn(q, k, v, tensor_layout="HND")
     except ImportError as exc:
         print(f"sage: not installed ({exc})")
+    try:
+        from flash_attn_interface import flash_attn_func
+
+        # FA3 takes (batch, tokens, heads, dim): transposed views, no copies.
+        found["fa3"] = lambda q, k, v: flash_attn_func(q.transpose(1, 2), k.transpose(1, 2),
+                                                       v.transpose(1, 2))[0].transpose(1, 2)
+    except ImportError as exc:
+        print(f"fa3: not installed ({exc})")
     return found
 
 

@@ -418,7 +418,7 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
     which rewrites the weights in place: it and the fast mode after it come last.
     """
     from sgld.models.fp8 import quantize_blocks_fp8
-    from sgld.models.loading import ATTENTION_BACKENDS, compiles_fullgraph, enable_step_cache, sage_unavailable_reason
+    from sgld.models.loading import ATTENTION_BACKENDS, compiles_fullgraph, enable_step_cache, optional_backend_unavailable_reason
     from sgld.stages.denoising import CFG_BATCHED, CFG_SEQUENTIAL, DenoisingStage
 
     pipeline = bench.gen.pipeline
@@ -495,8 +495,25 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
         if profile:
             bench.profile("lossless (as the row above)")
 
+    def fa3():
+        reason = optional_backend_unavailable_reason("fa3", bench.device)
+        if reason:
+            raise RuntimeError(reason)
+        transformer.set_attention_backend(ATTENTION_BACKENDS["fa3"])
+        try:
+            row = bench.run_sgld("sgld +fa3 attention", "--attention-backend fa3 (FlashAttention-3, exact)",
+                                 recompile=state["compiled"])
+        except Exception:
+            transformer.set_attention_backend(state["backend"])
+            raise
+        keep_if_faster(row, lambda: transformer.set_attention_backend(state["backend"]))
+        if bench.best_lossless is row:
+            state["backend"] = ATTENTION_BACKENDS["fa3"]
+            if profile:
+                bench.profile("lossless with fa3")
+
     def with_sage(name: str, note: str) -> None:
-        reason = sage_unavailable_reason(bench.device)
+        reason = optional_backend_unavailable_reason("sage", bench.device)
         if reason:
             raise RuntimeError(reason)
         transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
@@ -538,7 +555,7 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
             bench.profile("fast mode")
 
     for name, fn in (("cudnn", cudnn), ("fuse_qkv", fuse_qkv), ("batched_cfg", batched_cfg), ("vae_bf16", vae_bf16),
-                     ("cache", cache), ("compile", compile_blocks), ("sage", sage), ("fp8", fp8), ("fast", fast)):
+                     ("cache", cache), ("compile", compile_blocks), ("fa3", fa3), ("sage", sage), ("fp8", fp8), ("fast", fast)):
         lever(name, fn)
 
 
@@ -565,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="wan13,flux,qwen")
     parser.add_argument("--steps", type=int, default=4, help="denoise steps actually run, at least 2 (extrapolated to the full count)")
-    parser.add_argument("--levers", default="cudnn,fuse_qkv,batched_cfg,vae_bf16,cache,compile,sage,fp8,fast")
+    parser.add_argument("--levers", default="cudnn,fuse_qkv,batched_cfg,vae_bf16,cache,compile,fa3,sage,fp8,fast")
     parser.add_argument("--profile", action="store_true", help="kernel time by kind of one DiT forward (lossless, fast)")
     parser.add_argument("--tiny", action="store_true", help="tiny built-in models on the CPU (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("bench_speed.json"))

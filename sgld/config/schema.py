@@ -15,7 +15,7 @@ from typing import List, Optional
 from omegaconf import II, MISSING
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-ATTENTION_BACKENDS = ("auto", "sdpa", "cudnn", "flash", "efficient", "math", "sage")
+ATTENTION_BACKENDS = ("auto", "sdpa", "cudnn", "flash", "efficient", "math", "sage", "fa3")
 # Step caches (lossy, opt-in): reuse transformer work between steps through diffusers' cache hooks.
 CACHE_KINDS = ("none", "first_block")
 # DiT weight/activation quantization (lossy, opt-in): fp8 = e4m3 linear layers in the repeated blocks.

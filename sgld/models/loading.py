@@ -26,6 +26,15 @@ ATTENTION_BACKENDS = {
     "efficient": "_native_efficient",
     "math": "_native_math",
     "sage": "sage",
+    "fa3": "_flash_3",
+}
+# Backends from packages built from source (not on PyPI for every GPU/torch pair): where one cannot
+# run, the run falls back to the default attention and says why. Package, minimum version, where to get it.
+OPTIONAL_BACKENDS = {
+    "sage": ("sageattention", "2.1.1", "build SageAttention2 from source (github.com/thu-ml/SageAttention; "
+                                       "bench/build_sage.sh, see docs/performance.md)"),
+    "fa3": ("flash_attn_3", None, "build FlashAttention-3 from source (github.com/Dao-AILab/flash-attention, "
+                                  "hopper/; bench/build_fa3.sh, see docs/performance.md)"),
 }
 
 
@@ -223,14 +232,14 @@ def compiles_fullgraph(backend: str) -> bool:
 def set_attention_backend(module: torch.nn.Module, backend: str, device: torch.device) -> str:
     """Set the DiT's attention kernel; returns the backend in effect.
 
-    ``sage`` where it cannot run falls back to the default (``auto``), saying why.
+    An optional backend (sage, fa3) where it cannot run falls back to the default (``auto``), saying why.
     """
     if backend == "auto":
         return backend
-    if backend == "sage":
-        reason = sage_unavailable_reason(device)
+    if backend in OPTIONAL_BACKENDS:
+        reason = optional_backend_unavailable_reason(backend, device)
         if reason:
-            log.warning("attention_backend='sage' is not available here (%s); using the default attention", reason)
+            log.warning("attention_backend=%r is not available here (%s); using the default attention", backend, reason)
             return "auto"
     try:
         module.set_attention_backend(ATTENTION_BACKENDS[backend])
@@ -239,17 +248,23 @@ def set_attention_backend(module: torch.nn.Module, backend: str, device: torch.d
     return backend
 
 
-def sage_unavailable_reason(device: torch.device) -> str | None:
-    """Why SageAttention cannot run on ``device`` (None: it can)."""
+def optional_backend_unavailable_reason(backend: str, device: torch.device) -> str | None:
+    """Why an optional attention backend (sage, fa3) cannot run on ``device`` (None: it can)."""
+    import importlib.metadata
+
+    from packaging.version import Version
+
+    package, minimum, how = OPTIONAL_BACKENDS[backend]
     if device.type != "cuda":
         return f"it needs a CUDA GPU, this run is on {device.type}"
-    from diffusers.utils import is_sageattention_available, is_sageattention_version
-
-    if not is_sageattention_available():
-        return ("the sageattention package is not installed; build SageAttention2 from source "
-                "(github.com/thu-ml/SageAttention, see docs/performance.md)")
-    if not is_sageattention_version(">=", "2.1.1"):
-        return "sageattention is older than 2.1.1"
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return f"the {package} package is not installed; {how}"
+    if minimum and Version(version) < Version(minimum):
+        return f"{package} {version} is older than {minimum}"
+    if backend == "fa3" and torch.cuda.get_device_capability(device)[0] != 9:
+        return "FlashAttention-3 runs on Hopper GPUs (compute capability 9.x) only"
     return None
 
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build a FlashAttention-3 wheel (Hopper, bf16, head dim 128, forward only: what sgld's DiTs run) from source:
+#   bash bench/build_fa3.sh SOURCE_DIR OUT_DIR
+# SOURCE_DIR holds flash-attention's hopper/ and csrc/cutlass/include (the cutlass commit its submodule
+# names). Install with `pip install --no-deps OUT_DIR/flash_attn_3-*.whl`, choose with --attention-backend fa3.
+set -euo pipefail
+src=${1:?source dir}; out=${2:?output dir}
+for feature in BACKWARD SPLIT PAGEDKV APPENDKV LOCAL SOFTCAP PACKGQA FP16 FP8 VARLEN CLUSTER \
+               HDIM64 HDIM96 HDIM192 HDIM256 SM80 HDIMDIFF64 HDIMDIFF192; do
+  export FLASH_ATTENTION_DISABLE_$feature=TRUE
+done
+export NVCC_THREADS=${NVCC_THREADS:-8} MAX_JOBS=${MAX_JOBS:-4}
+cd "$src/hopper"
+python3 -m pip wheel . --no-build-isolation --no-deps -w "$out"
