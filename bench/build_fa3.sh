@@ -9,6 +9,7 @@ for feature in BACKWARD SPLIT PAGEDKV APPENDKV LOCAL SOFTCAP PACKGQA FP16 FP8 VA
                HDIM64 HDIM96 HDIM192 HDIM256 SM80 HDIMDIFF64 HDIMDIFF192; do
   export FLASH_ATTENTION_DISABLE_$feature=TRUE
 done
-export NVCC_THREADS=${NVCC_THREADS:-8} MAX_JOBS=${MAX_JOBS:-4}
+# FORCE_BUILD: compile here instead of looking for a prebuilt wheel online.
+export FLASH_ATTENTION_FORCE_BUILD=TRUE NVCC_THREADS=${NVCC_THREADS:-8} MAX_JOBS=${MAX_JOBS:-4}
 cd "$src/hopper"
 python3 -m pip wheel . --no-build-isolation --no-deps -w "$out"

@@ -591,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     from sgld.api import quiet_library_logs
 
     quiet_library_logs()
+    # One process compiles the blocks for every lever in turn (attention backends, FP8 modules): past
+    # dynamo's default of 8 graphs per frame it would silently run the blocks eagerly.
+    torch._dynamo.config.cache_size_limit = 64
     device = torch.device("cpu" if args.tiny else "cuda")
     peak = matmul_peak_tflops(device) if device.type == "cuda" else None
     levers = [lever for lever in args.levers.split(",") if lever]
