@@ -50,9 +50,12 @@ def kernels() -> dict:
     try:
         from flash_attn_interface import flash_attn_func
 
-        # FA3 takes (batch, tokens, heads, dim): transposed views, no copies.
-        found["fa3"] = lambda q, k, v: flash_attn_func(q.transpose(1, 2), k.transpose(1, 2),
-                                                       v.transpose(1, 2))[0].transpose(1, 2)
+        def fa3(q, k, v):
+            # FA3 takes (batch, tokens, heads, dim): transposed views, no copies. Some releases return (out, lse).
+            out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
+
+        found["fa3"] = fa3
     except ImportError as exc:
         print(f"fa3: not installed ({exc})")
     return found

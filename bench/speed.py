@@ -425,7 +425,7 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
     cfg_mode = next(stage.cfg_mode for stage in pipeline.stages if isinstance(stage, DenoisingStage))
     bench.best_lossless = bench.run_sgld("sgld default", f"CFG {cfg_mode}; attention as diffusers picks")
     transformer = bench.transformer
-    state = {"backend": "native", "compiled": False}
+    state = {"backend": "native", "compiled": False, "fullgraph": True, "compile_kwargs": {}}
 
     def lever(name: str, fn: Callable[[], None]) -> None:
         if name not in levers:
@@ -512,13 +512,28 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
             if profile:
                 bench.profile("lossless with fa3")
 
+    def cudagraphs():
+        if not state["compiled"]:
+            raise RuntimeError("needs the compile lever first")
+        start = time.perf_counter()
+        transformer.compile_repeated_blocks(fullgraph=True, mode="reduce-overhead")
+        bench.gen.generate(PROMPT, **bench.sgld_kwargs(1))
+        sync(bench.cuda)
+        row = bench.run_sgld("sgld +CUDA graphs", "compiled blocks replayed as CUDA graphs (mode=reduce-overhead)",
+                             compile_s=time.perf_counter() - start)
+        keep_if_faster(row, lambda: transformer.compile_repeated_blocks(fullgraph=True))
+        if bench.best_lossless is row:
+            state["compile_kwargs"] = {"mode": "reduce-overhead"}
+            if profile:
+                bench.profile("lossless with CUDA graphs")
+
     def with_sage(name: str, note: str) -> None:
         reason = optional_backend_unavailable_reason("sage", bench.device)
         if reason:
             raise RuntimeError(reason)
         transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
         if state["compiled"]:
-            transformer.compile_repeated_blocks(fullgraph=compiles_fullgraph("sage"))
+            transformer.compile_repeated_blocks(fullgraph=compiles_fullgraph("sage"), **state["compile_kwargs"])
         if state.get("batched_cfg"):  # sage takes no attention mask: the padded batch cannot use it
             pipeline.set_cfg_mode(CFG_SEQUENTIAL)
         try:
@@ -526,7 +541,10 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
         finally:
             transformer.set_attention_backend(state["backend"])
             if state["compiled"]:
-                transformer.compile_repeated_blocks(fullgraph=True)
+                # Measured: a fullgraph recompile after sage's piecewise graphs ran the blocks eagerly
+                # (no error); compiling in pieces from here on keeps them compiled.
+                state["fullgraph"] = False
+                transformer.compile_repeated_blocks(fullgraph=False, **state["compile_kwargs"])
             if state.get("batched_cfg"):
                 pipeline.set_cfg_mode(CFG_BATCHED)
 
@@ -551,11 +569,12 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
         if profile and not state.get("batched_cfg"):
             transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
             if state["compiled"]:
-                transformer.compile_repeated_blocks(fullgraph=compiles_fullgraph("sage"))
+                transformer.compile_repeated_blocks(fullgraph=compiles_fullgraph("sage"), **state["compile_kwargs"])
             bench.profile("fast mode")
 
     for name, fn in (("cudnn", cudnn), ("fuse_qkv", fuse_qkv), ("batched_cfg", batched_cfg), ("vae_bf16", vae_bf16),
-                     ("cache", cache), ("compile", compile_blocks), ("fa3", fa3), ("sage", sage), ("fp8", fp8), ("fast", fast)):
+                     ("cache", cache), ("compile", compile_blocks), ("fa3", fa3),
+                     ("cudagraphs", cudagraphs), ("sage", sage), ("fp8", fp8), ("fast", fast)):
         lever(name, fn)
 
 
@@ -582,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="wan13,flux,qwen")
     parser.add_argument("--steps", type=int, default=4, help="denoise steps actually run, at least 2 (extrapolated to the full count)")
-    parser.add_argument("--levers", default="cudnn,fuse_qkv,batched_cfg,vae_bf16,cache,compile,fa3,sage,fp8,fast")
+    parser.add_argument("--levers", default="cudnn,fuse_qkv,batched_cfg,vae_bf16,cache,compile,fa3,cudagraphs,sage,fp8,fast")
     parser.add_argument("--profile", action="store_true", help="kernel time by kind of one DiT forward (lossless, fast)")
     parser.add_argument("--tiny", action="store_true", help="tiny built-in models on the CPU (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("bench_speed.json"))
