@@ -601,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="wan13,flux,qwen")
     parser.add_argument("--steps", type=int, default=4, help="denoise steps actually run, at least 2 (extrapolated to the full count)")
-    parser.add_argument("--levers", default="cudnn,fuse_qkv,batched_cfg,vae_bf16,cache,compile,fa3,cudagraphs,sage,fp8,fast")
+    parser.add_argument("--levers", default="cudnn,fuse_qkv,batched_cfg,vae_bf16,cache,compile,fa3,sage,fp8,fast",
+                        help="levers in order; also cudagraphs (measured 2026-11-28: fails with regional compile)")
     parser.add_argument("--profile", action="store_true", help="kernel time by kind of one DiT forward (lossless, fast)")
     parser.add_argument("--tiny", action="store_true", help="tiny built-in models on the CPU (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("bench_speed.json"))

@@ -147,11 +147,33 @@ def test_quantization_option_is_checked():
         run_config_from_options({"model_path": "tiny-wan-t2v", "quantization": "fp8", "dit_layerwise_offload": True})
 
 
-def test_sage_attention_falls_back_with_a_message_where_it_cannot_run(tiny_wan_folder, tiny_wan_generator, caplog):
+@pytest.mark.parametrize("backend", ["sage", "fa3"])
+def test_optional_attention_backends_fall_back_with_a_message_where_they_cannot_run(
+        backend, tiny_wan_folder, tiny_wan_generator, caplog):
     import logging
 
     lossless = tiny_wan_generator.generate("a red fox", **SMALL).frames
     with caplog.at_level(logging.WARNING, logger="sgld.models.loading"):
-        gen = DiffGenerator.from_pretrained("tiny-wan-t2v", attention_backend="sage")
-    assert "attention_backend='sage' is not available here (it needs a CUDA GPU, this run is on cpu)" in caplog.text
+        gen = DiffGenerator.from_pretrained("tiny-wan-t2v", attention_backend=backend)
+    assert (f"attention_backend='{backend}' is not available here (it needs a CUDA GPU, this run is on cpu)"
+            in caplog.text)
     assert np.array_equal(gen.generate("a red fox", **SMALL).frames, lossless)
+
+
+def test_auto_attention_picks_fa3_where_it_runs_on_one_shard(monkeypatch):
+    import torch
+
+    from sgld.models import loading
+
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(loading, "optional_backend_unavailable_reason", lambda backend, device: None)
+    assert loading.auto_attention_backend(gpu, sp_size=1) == "fa3"
+    assert loading.auto_attention_backend(gpu, sp_size=2) == "auto"  # sequence parallel keeps its verified kernels
+    monkeypatch.setattr(loading, "optional_backend_unavailable_reason", lambda backend, device: "not installed")
+    assert loading.auto_attention_backend(gpu, sp_size=1) == "auto"
+
+
+def test_maskless_attention_is_refused_for_a_model_that_masks_its_text():
+    with pytest.raises(UserError, match="attention_backend='sage' takes no attention mask, and "
+                                        "HunyuanVideoTransformer3DModel masks its text padding"):
+        DiffGenerator.from_pretrained("tiny-hunyuan", attention_backend="sage")
