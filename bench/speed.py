@@ -23,6 +23,7 @@ import math
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -418,14 +419,15 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
     which rewrites the weights in place: it and the fast mode after it come last.
     """
     from sgld.models.fp8 import quantize_blocks_fp8
-    from sgld.models.loading import ATTENTION_BACKENDS, compiles_fullgraph, enable_step_cache, optional_backend_unavailable_reason
+    from sgld.models.loading import (ATTENTION_BACKENDS, OPTIONAL_BACKENDS, compiles_fullgraph, enable_step_cache,
+                                     optional_backend_unavailable_reason)
     from sgld.stages.denoising import CFG_BATCHED, CFG_SEQUENTIAL, DenoisingStage
 
     pipeline = bench.gen.pipeline
     cfg_mode = next(stage.cfg_mode for stage in pipeline.stages if isinstance(stage, DenoisingStage))
     bench.best_lossless = bench.run_sgld("sgld default", f"CFG {cfg_mode}; attention as diffusers picks")
     transformer = bench.transformer
-    state = {"backend": "native", "compiled": False, "fullgraph": True, "compile_kwargs": {}}
+    state = {"backend": "native", "compiled": False, "compile_kwargs": {}}
 
     def lever(name: str, fn: Callable[[], None]) -> None:
         if name not in levers:
@@ -444,16 +446,36 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
         else:
             bench.best_lossless = row
 
-    def cudnn():
-        transformer.set_attention_backend(ATTENTION_BACKENDS["cudnn"])
+    def lossless_backend(backend: str, name: str, note: str) -> None:
+        """An exact attention kernel, kept for the rows after it if it is faster."""
+        if backend in OPTIONAL_BACKENDS:
+            reason = optional_backend_unavailable_reason(backend, bench.device)
+            if reason:
+                raise RuntimeError(reason)
+        transformer.set_attention_backend(ATTENTION_BACKENDS[backend])
         try:
-            row = bench.run_sgld("sgld +cudnn attention", "--attention-backend cudnn")
+            row = bench.run_sgld(name, note, recompile=state["compiled"])
         except Exception:
             transformer.set_attention_backend(state["backend"])
             raise
         keep_if_faster(row, lambda: transformer.set_attention_backend(state["backend"]))
         if bench.best_lossless is row:
-            state["backend"] = ATTENTION_BACKENDS["cudnn"]
+            state["backend"] = ATTENTION_BACKENDS[backend]
+            if profile and state["compiled"]:
+                bench.profile(f"lossless with {backend}")
+
+    @contextmanager
+    def bf16_vae():
+        vae = bench.components["vae"]
+        dtype = vae.dtype
+        vae.to(torch.bfloat16)
+        try:
+            yield
+        finally:
+            vae.to(dtype)
+
+    def cudnn():
+        lossless_backend("cudnn", "sgld +cudnn attention", "--attention-backend cudnn")
 
     def fuse_qkv():
         transformer.fuse_qkv_projections()
@@ -469,13 +491,8 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
         state["batched_cfg"] = bench.best_lossless is row
 
     def vae_bf16():
-        vae = bench.components["vae"]
-        dtype = vae.dtype
-        vae.to(torch.bfloat16)
-        try:
+        with bf16_vae():
             bench.run_sgld("sgld +bf16 VAE", "--vae-precision bf16", lossy=True)
-        finally:
-            vae.to(dtype)
 
     def cache():
         enable_step_cache(transformer, "first_block", 0.05)
@@ -496,21 +513,7 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
             bench.profile("lossless (as the row above)")
 
     def fa3():
-        reason = optional_backend_unavailable_reason("fa3", bench.device)
-        if reason:
-            raise RuntimeError(reason)
-        transformer.set_attention_backend(ATTENTION_BACKENDS["fa3"])
-        try:
-            row = bench.run_sgld("sgld +fa3 attention", "--attention-backend fa3 (FlashAttention-3, exact)",
-                                 recompile=state["compiled"])
-        except Exception:
-            transformer.set_attention_backend(state["backend"])
-            raise
-        keep_if_faster(row, lambda: transformer.set_attention_backend(state["backend"]))
-        if bench.best_lossless is row:
-            state["backend"] = ATTENTION_BACKENDS["fa3"]
-            if profile:
-                bench.profile("lossless with fa3")
+        lossless_backend("fa3", "sgld +fa3 attention", "--attention-backend fa3 (FlashAttention-3, exact)")
 
     def cudagraphs():
         if not state["compiled"]:
@@ -543,7 +546,6 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
             if state["compiled"]:
                 # Measured: a fullgraph recompile after sage's piecewise graphs ran the blocks eagerly
                 # (no error); compiling in pieces from here on keeps them compiled.
-                state["fullgraph"] = False
                 transformer.compile_repeated_blocks(fullgraph=False, **state["compile_kwargs"])
             if state.get("batched_cfg"):
                 pipeline.set_cfg_mode(CFG_BATCHED)
@@ -559,13 +561,8 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
             bench.profile("fp8 linear")
 
     def fast():
-        vae = bench.components["vae"]
-        dtype = vae.dtype
-        vae.to(torch.bfloat16)
-        try:
+        with bf16_vae():
             with_sage("sgld fast mode", "+experiment=fast: sage attention, fp8 linear, bf16 VAE (+ the lossless levers)")
-        finally:
-            vae.to(dtype)
         if profile and not state.get("batched_cfg"):
             transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
             if state["compiled"]:
