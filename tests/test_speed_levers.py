@@ -145,6 +145,8 @@ def test_quantization_option_is_checked():
         run_config_from_options({"model_path": "tiny-wan-t2v", "quantization": "int4"})
     with pytest.raises(UserError, match="model.quantization=fp8"):
         run_config_from_options({"model_path": "tiny-wan-t2v", "quantization": "fp8", "dit_layerwise_offload": True})
+    with pytest.raises(UserError, match="attention_backend=fa3 is not verified with sequence parallelism"):
+        run_config_from_options({"model_path": "tiny-wan-t2v", "attention_backend": "fa3", "num_gpus": 2})
 
 
 @pytest.mark.parametrize("backend", ["sage", "fa3"])

@@ -111,6 +111,12 @@ def _validate_parallel(run: RunConfig) -> None:
             "torch.compile fails inside the context-parallel hooks; choose one",
             param="model.enable_torch_compile",
         )
+    if par.sp_size > 1 and run.model.attention_backend in ("sage", "fa3"):
+        raise ConfigError(
+            f"model.attention_backend={run.model.attention_backend} is not verified with sequence parallelism "
+            f"(sp_size={par.sp_size}); use auto (cuDNN/flash through the parallel attention paths)",
+            param="model.attention_backend",
+        )
     if run.offload.dit_layerwise and (run.offload.dit or run.model.enable_torch_compile or par.sp_size > 1
                                       or run.model.cache != "none" or run.model.quantization != "none"):
         other = ("offload.dit (whole-model DiT offload)" if run.offload.dit else

@@ -3,9 +3,11 @@
 Weights are stored as float8 e4m3 with one scale per output row, made once at load; each
 call quantizes its input with one scale per token, so an outlier token costs only its own
 precision. On a GPU with FP8 tensor cores (compute capability 8.9+: Ada, Hopper) the
-product runs through ``torch._scaled_mm`` with those row-wise scales, about twice the bf16
-matmul rate; the per-token quantization is elementwise work that regional compile fuses
-into the preceding kernel. Elsewhere the same arithmetic runs dequantized (CPU tests).
+product runs through ``torch._scaled_mm`` with those row-wise scales (measured on an H200:
+1.4-1.7x the bf16 GEMMs); the per-token quantization is a row reduction that regional compile
+fuses with the preceding elementwise work, but that kernel runs well below memory bandwidth,
+which eats much of the gain (docs/performance.md). Elsewhere the same arithmetic runs
+dequantized (CPU tests).
 
 Only the linear layers inside the repeated transformer blocks are converted, and not the
 adaptive-norm modulation layers (one row per sample: no speed to win, and their error
