@@ -41,7 +41,7 @@ class RankGroupEngine:
 
         self.run = run
         self.pipeline = FolderModel.of(run.model.path)  # checks requests and says the output kind, no weights
-        self.pipeline.check_parallel(run.parallel.sp_size)
+        self.pipeline.check_run(run)
         self.on_failure = on_failure
         context = multiprocessing.get_context("spawn")
         self.jobs, self.events, self.cancel = context.Queue(), context.Queue(), context.Event()

@@ -26,7 +26,7 @@ def check_before_loading(run: RunConfig) -> None:
     from sgld.pipelines.constraints import FolderModel
 
     model = FolderModel.of(run.model.path)
-    model.check_parallel(run.parallel.sp_size)
+    model.check_run(run)
     model.check_request(Request.from_sampling(run.sampling))
     if run.output.save and run.output.file_name:
         check_output_file_name(run.output.file_name, model.output_kind)

@@ -176,6 +176,13 @@ def test_auto_attention_picks_fa3_where_it_runs_on_one_shard(monkeypatch):
 
 
 def test_maskless_attention_is_refused_for_a_model_that_masks_its_text():
-    with pytest.raises(UserError, match="attention_backend='sage' takes no attention mask, and "
-                                        "HunyuanVideoTransformer3DModel masks its text padding"):
+    from sgld.config.compose import run_config_from_options
+    from sgld.pipelines.constraints import FolderModel
+
+    message = "attention_backend='sage' takes no attention mask, and HunyuanVideoTransformer3DModel masks its text padding"
+    with pytest.raises(UserError, match=message):
         DiffGenerator.from_pretrained("tiny-hunyuan", attention_backend="sage")
+    # The CLI and the server refuse it from the folder's configs, before any weights load.
+    run = run_config_from_options({"model_path": "tiny-hunyuan", "attention_backend": "sage"})
+    with pytest.raises(UserError, match=message):
+        FolderModel.of(run.model.path).check_run(run)

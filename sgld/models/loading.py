@@ -201,16 +201,12 @@ class Placement:
             module.to("cpu")
 
 
-# Attention backends that take no attention mask (diffusers raises on one).
-MASKLESS_BACKENDS = ("sage", "fa3")
-
-
 def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch.device,
                           attention_mask: bool = False) -> None:
     """Quantization, attention backend, step cache, sliding tiles and regional compile, as the run asks.
 
-    ``attention_mask``: the model's attention takes a mask (HunyuanVideo's text padding), which
-    rules out the mask-less backends.
+    ``attention_mask``: the model's attention takes a mask (HunyuanVideo's text padding), so
+    ``auto`` keeps SDPA (the family refused explicit mask-less backends before loading).
     """
     if run.model.quantization == "fp8":
         from sgld.models.fp8 import fp8_matmul_supported, quantize_blocks_fp8
@@ -219,9 +215,6 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch
         how = "FP8 tensor cores" if fp8_matmul_supported(device) else "dequantized matmuls (no FP8 tensor cores here)"
         log.info("quantization=fp8: %d linear layers of %s in e4m3, run with %s", count, type(module).__name__, how)
     backend = run.model.attention_backend
-    if backend in MASKLESS_BACKENDS and attention_mask:
-        raise UserError(f"attention_backend={backend!r} takes no attention mask, and {type(module).__name__} masks its "
-                        "text padding; use auto, cudnn, flash or efficient", param="attention_backend")
     if backend == "auto" and not attention_mask:
         backend = auto_attention_backend(device, run.parallel.sp_size or 1)
     backend = set_attention_backend(module, backend, device)

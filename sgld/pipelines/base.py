@@ -26,6 +26,7 @@ class Pipeline(FamilyTraits):
 
             raise UserError(f"vae_sp: splitting the VAE decode across ranks is supported for Wan models, "
                             f"not {self.family}; leave vae_sp off", param="vae.sp")
+        self.check_attention_backend(run.model.attention_backend)
         self.components = components
         self.run = run
         self.device = device

@@ -88,6 +88,11 @@ TAKES_IMAGE = NEEDS_IMAGE | {"wan_ti2v"}
 # Families whose DiT has no sequence-parallel plan in diffusers (no Ulysses/ring split of its tokens).
 NO_SEQUENCE_PARALLEL = {"hunyuan"}
 
+# Families whose DiT attention takes a mask (text padding), and the DiT class that does it.
+MASKED_ATTENTION = {"hunyuan": "HunyuanVideoTransformer3DModel"}
+# Attention backends that take no attention mask (diffusers raises on one).
+MASKLESS_BACKENDS = ("sage", "fa3")
+
 
 def image_mode(family: str) -> str:
     """Whether ``family`` takes an input image: IMAGE_REQUIRED, IMAGE_OPTIONAL or IMAGE_NEVER."""
@@ -128,11 +133,28 @@ class FamilyTraits:
         """True for models that transform an input image (``image_path``): edit and image-to-video."""
         return self.family in NEEDS_IMAGE
 
+    def check_run(self, run) -> None:
+        """Raise UserError before any rank starts or weights load when the family cannot run ``run``'s settings."""
+        self.check_parallel(run.parallel.sp_size)
+        self.check_attention_backend(run.model.attention_backend)
+
     def check_parallel(self, sp_size: int | None) -> None:
         """Raise UserError before any rank starts when the family cannot split its tokens ``sp_size`` ways."""
         if (sp_size or 1) > 1 and self.family in NO_SEQUENCE_PARALLEL:
             raise UserError(f"sp_size={sp_size}: {self.family} models have no sequence-parallel split yet; "
                             "run them with --sp-size 1 (one GPU per run)", param="sp_size")
+
+    @property
+    def masks_attention(self) -> bool:
+        """True when the family's DiT attention takes a mask, which rules out the mask-less backends."""
+        return self.family in MASKED_ATTENTION
+
+    def check_attention_backend(self, backend: str) -> None:
+        """Raise UserError before any weights load when ``backend`` cannot take this family's attention mask."""
+        if backend in MASKLESS_BACKENDS and self.masks_attention:
+            raise UserError(f"attention_backend={backend!r} takes no attention mask, and "
+                            f"{MASKED_ATTENTION[self.family]} masks its text padding; use auto, cudnn, flash or "
+                            "efficient", param="attention_backend")
 
     @property
     def takes_image(self) -> bool:

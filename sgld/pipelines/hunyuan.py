@@ -43,7 +43,7 @@ class HunyuanT2VPipeline(Pipeline):
         super().__init__(components, run, device)
         vae, transformer = components["vae"], components["transformer"]
         self.configure_video_vae(vae)
-        configure_transformer(transformer, run, device, attention_mask=True)
+        configure_transformer(transformer, run, device, attention_mask=self.masks_attention)
         for name in ("transformer", "text_encoder", "text_encoder_2", "vae"):
             self.placement.place(name, components[name])
         self.spatial_multiple, self.temporal_factor = hunyuan_size_constraints(vae.config, transformer.config)
