@@ -35,7 +35,7 @@ SKIP = {("tiny-flux", "cfg"), ("tiny-flux", "ulysses+vae_sp"), ("tiny-qwen-image
 
 
 def run(options: dict):
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
     from sgld.runner import run_generation
 
     start = time.perf_counter()

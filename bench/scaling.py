@@ -73,7 +73,7 @@ def bench_rank(run, frames_file: str, profile: bool):
     state = init_distributed(run)
     try:
         start = time.perf_counter()
-        generator = DiffGenerator.from_run_config(run)
+        generator = DiffGenerator.from_run_config(run, state)
         _sync(state.device)
         load_s = time.perf_counter() - start
         marks: list[float] = []
@@ -123,7 +123,7 @@ def _profiled_step(generator, state) -> dict:
 
 def run_layout(base: dict, spec: str, steps: int, profile: bool, workdir: Path) -> dict:
     """Run one layout in its own process group; its timings, and where rank 0's frames are."""
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
     from sgld.parallel.launch import launch_function
 
     options = {**base, **parse_layout(spec), "num_inference_steps": steps}

@@ -236,7 +236,7 @@ class Bench:
         model_path = wl.tiny if tiny else f"random:{wl.repo}"
         options = dict(wl.sgld_options)
         if options.get("vae_precision") == "match":
-            from sgld.config.compose import run_config_from_options
+            from sgld.run_config import run_config_from_options
 
             options["vae_precision"] = run_config_from_options({"model_path": model_path}).model.precision
         self.gen = DiffGenerator.from_pretrained(model_path, device=str(device), **options)
@@ -419,12 +419,14 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
     which rewrites the weights in place: it and the fast mode after it come last.
     """
     from sgld.models.fp8 import quantize_blocks_fp8
-    from sgld.models.loading import (ATTENTION_BACKENDS, OPTIONAL_BACKENDS, compiles_fullgraph, enable_step_cache,
-                                     optional_backend_unavailable_reason)
+    from sgld.models.attention import (ATTENTION_BACKENDS, OPTIONAL_BACKENDS, compiles_fullgraph,
+                                       optional_backend_unavailable_reason)
+    from sgld.models.step_cache import enable_step_cache
     from sgld.stages.denoising import CFG_BATCHED, CFG_SEQUENTIAL, DenoisingStage
 
     pipeline = bench.gen.pipeline
-    cfg_mode = next(stage.cfg_mode for stage in pipeline.stages if isinstance(stage, DenoisingStage))
+    denoise = pipeline.stage(DenoisingStage)
+    cfg_mode = denoise.cfg_mode
     bench.best_lossless = bench.run_sgld("sgld default", f"CFG {cfg_mode}; attention as diffusers picks")
     transformer = bench.transformer
     state = {"backend": "native", "compiled": False, "compile_kwargs": {}}
@@ -495,10 +497,12 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
             bench.run_sgld("sgld +bf16 VAE", "--vae-precision bf16", lossy=True)
 
     def cache():
-        enable_step_cache(transformer, "first_block", 0.05)
+        hook = enable_step_cache(transformer, "first_block", 0.05)
+        denoise.step_hooks["transformer"].append(hook)  # what the pipeline does with --cache first_block
         try:
             bench.run_sgld("sgld +first-block cache 0.05", "--cache first_block --cache-threshold 0.05", lossy=True)
         finally:
+            denoise.step_hooks["transformer"].remove(hook)
             transformer.disable_cache()
 
     def compile_blocks():

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench_vae.json"))
     args = parser.parse_args(argv)
 
-    from sgld.models.loading import DTYPES, enable_vae_tiling
+    from sgld.models.components import DTYPES
+    from sgld.models.vae_setup import enable_vae_tiling
 
     device = torch.device("cpu" if args.tiny else "cuda")
     cuda = device.type == "cuda"

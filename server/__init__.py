@@ -1,26 +1,33 @@
 """sgld's OpenAI-compatible HTTP server: a Flask app (served by Waitress) over one engine.
 
 ``create_app(run, engine=None)`` builds the app from a composed RunConfig; with no engine
-it loads the model named by ``run`` in the background (``/health`` says when it is ready).
+it loads the model named by ``run`` with ``load`` in the background (``/health`` says when it
+is ready). Tests enter here: a loaded engine, or a loader that wraps the real one.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from flask import Flask, request
 
 from sgld.config.schema import RunConfig
+
+if TYPE_CHECKING:
+    from server.engine import Engine, EngineLoader
 
 # The playground page and its assets load without a key; the page then sends the key the user types.
 PUBLIC_PATHS = {"/health", "/openapi.json", "/", "/playground", "/playground/app.js", "/playground/style.css",
                 "/playground/info"}
 
 
-def create_app(run: RunConfig, engine: Any = None, service: Optional[Any] = None, start: bool = True) -> Flask:
-    """The Flask app for ``run``. ``engine``: a loaded DiffGenerator (tests); ``start``: run the worker."""
+def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optional[Any] = None, start: bool = True,
+               load: Optional["EngineLoader"] = None) -> Flask:
+    """The Flask app for ``run``. ``engine``: a loaded engine; ``load``: how to load one (default: ``load_engine``);
+    ``start``: run the worker."""
     from server import images, meta, playground, videos
+    from server.engine import load_engine
     from server.errors import APIError, register_error_handlers
     from server.jobs import JobService
     from server.metrics import Metrics
@@ -30,7 +37,7 @@ def create_app(run: RunConfig, engine: Any = None, service: Optional[Any] = None
     app.config["MAX_CONTENT_LENGTH"] = run.server.max_body_mb * 1024 * 1024
     app.json.sort_keys = False
     metrics = Metrics()
-    svc = service or JobService(run, engine, metrics)
+    svc = service or JobService(run, engine, metrics, load or load_engine)
     app.extensions["sgld"] = svc
     app.extensions["sgld_metrics"] = metrics
     register_error_handlers(app)

@@ -7,12 +7,12 @@ import time
 
 from flask import Blueprint, jsonify, request
 
-from sgld.errors import UserError
+from sgld.families import OutputKind
 
 from server.context import accepting_service, check_model, queue_full
 from server.errors import APIError
 from server.jobs import QueueFull, new_id
-from server.schemas import ENGINE_PARAM_TO_FIELD, MAX_SEED, Fields, bad, parse_size, read_image_upload
+from server.schemas import MAX_SEED, Fields, bad, check_with_engine, parse_common, read_image_upload
 
 bp = Blueprint("images", __name__, url_prefix="/v1/images")
 
@@ -27,42 +27,25 @@ def _parse(fields: Fields, svc, *, edit: bool) -> tuple[str, dict, str]:
         raise APIError(400, URL_DETAIL, param="response_format", code="unsupported_value", extra={"detail": URL_DETAIL})
     prompt = fields.text("prompt", required=True, max_chars=limits.max_prompt_chars, allow_empty=False)
     check_model(fields.values.get("model"), svc)
-    pipeline = svc.engine.pipeline
-    if pipeline.output_kind != "image":
+    spec = svc.engine.pipeline.spec
+    if spec.output != OutputKind.image:
         raise APIError(400, f"{svc.model_id!r} makes videos; use /v1/videos", param="model", code="wrong_endpoint")
-    needs_image = pipeline.needs_image
-    if needs_image and not edit:
+    if spec.needs_image and not edit:
         raise APIError(400, f"{svc.model_id!r} edits images; use /v1/images/edits", param="model", code="wrong_endpoint")
-    if edit and not needs_image:
+    if edit and not spec.needs_image:
         raise APIError(400, f"{svc.model_id!r} does not edit images; use /v1/images/generations", param="model", code="wrong_endpoint")
-    fields.text("user", max_chars=256)
     options: dict = {
         "prompt": prompt,
+        **parse_common(fields, limits, max_seed=MAX_SEED - limits.max_images, size_auto=True),
         "n": fields.integer("n", 1, limits.max_images) or 1,
         "output_format": fields.choice("output_format", ("png", "jpeg", "webp"), "png"),
     }
-    # "auto" (OpenAI's default for edits): the model's default size; edit models follow the input image.
-    if fields.has("size") and fields.values["size"] != "auto":
-        options["width"], options["height"] = parse_size(fields.values["size"], limits.max_pixels)
-    negative = fields.text("negative_prompt", max_chars=limits.max_prompt_chars)
-    if negative is not None:
-        options["negative_prompt"] = negative
-    for name, value in (
-        ("num_inference_steps", fields.integer("num_inference_steps", 1, limits.max_steps)),
-        ("seed", fields.integer("seed", 0, MAX_SEED - limits.max_images)),
-        ("guidance_scale", fields.number("guidance_scale", 0, 100)),
-    ):
-        if value is not None:
-            options[name] = value
     return prompt, options, ""
 
 
 def _check(svc, options: dict) -> str:
     engine_options = {k: v for k, v in options.items() if k not in ("n", "output_format")}
-    try:
-        run = svc.engine.check(**engine_options)
-    except UserError as exc:
-        raise bad(ENGINE_PARAM_TO_FIELD.get(exc.param or "", exc.param) or "request", str(exc)) from None
+    run = check_with_engine(svc.engine, engine_options)
     if run.sampling.width is None or run.sampling.height is None:
         return "auto"  # edit models: the output follows the input image
     return f"{run.sampling.width}x{run.sampling.height}"

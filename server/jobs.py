@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import secrets
 import shutil
 import threading
@@ -15,7 +14,9 @@ from typing import Any, Callable, Optional
 
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
+from sgld.models.folder_model import FolderModel
 
+from server.engine import Engine, EngineLoader, load_engine
 from server.store import Job, JobStore, now
 
 log = logging.getLogger("sgld.server")
@@ -89,19 +90,21 @@ def new_id(kind: str) -> str:
 class JobService:
     """Owns the store, the queue, the engine and the worker thread.
 
-    ``engine`` is a loaded DiffGenerator, or None to load one from ``run`` in the
+    ``engine`` is a loaded engine, or None to load one from ``run`` with ``load`` in the
     background (``/health`` reports ``loading`` until it is ready).
     """
 
-    def __init__(self, run: RunConfig, engine: Any = None, metrics: Any = None):
+    def __init__(self, run: RunConfig, engine: Optional[Engine] = None, metrics: Any = None,
+                 load: EngineLoader = load_engine):
         self.run = run
+        self.load = load
         self.output_dir = Path(run.output.path).expanduser().resolve()
         self.files_dir = self.output_dir / "files"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.output_dir / "jobs.sqlite3")
         self.queue = JobQueue(run.server.max_queue)
         self.metrics = metrics
-        self.engine = engine
+        self.engine: Optional[Engine] = engine
         self.load_error: Optional[str] = None
         self.ready = threading.Event()
         self._done: dict[str, threading.Event] = {}
@@ -122,7 +125,7 @@ class JobService:
         """Ask the worker to stop after the current job."""
         self._stop.set()
         self._worker.join(timeout)
-        if hasattr(self.engine, "stop"):  # a multi-rank engine: let its ranks exit
+        if self.engine is not None:  # a multi-rank engine: let its ranks exit
             self.engine.stop()
 
     def _recover(self) -> None:
@@ -134,18 +137,9 @@ class JobService:
             self.queue.requeue(job.id)
 
     def _load_engine(self) -> None:
-        from sgld.api import DiffGenerator
-
         start = time.perf_counter()
         try:
-            if self.run.parallel.num_gpus > 1:
-                from server.rank_group import RankGroupEngine
-
-                engine = RankGroupEngine(self.run, on_failure=self._engine_failed)
-                engine.start()
-                self.engine = engine
-            else:
-                self.engine = DiffGenerator.from_run_config(self.run)
+            self.engine = self.load(self.run, self._engine_failed)
         except Exception as exc:  # noqa: BLE001 - reported on /health, the server keeps answering
             log.exception("model failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -205,10 +199,8 @@ class JobService:
         return True
 
     @functools.cached_property
-    def folder_model(self):
+    def folder_model(self) -> FolderModel:
         """The served model as its folder describes it (kind, needs an image), known before it loads."""
-        from sgld.pipelines.constraints import FolderModel
-
         return FolderModel.of(self.run.model.path)
 
     @property
@@ -297,8 +289,6 @@ class JobService:
 
     def _generate(self, job: Job, on_step: Callable[[int, int], None]) -> list[str]:
         options = dict(job.options)
-        if _FAULT_HOOK_ENABLED and "[[sgld-test-fault]]" in job.prompt:
-            raise RuntimeError("injected test fault")
         if job.kind == "video":
             name = f"{job.id}.mp4"
             result = self.engine.generate(
@@ -344,10 +334,6 @@ class JobService:
         if path.parent != self.files_dir:
             raise FileNotFoundError(name)
         return path
-
-
-# A prompt containing the marker fails its job on purpose; only when the env var is set (tests).
-_FAULT_HOOK_ENABLED = os.environ.get("SGLD_TEST_FAULTS") == "1"
 
 
 def _save_thumbnail(frame, path: Path) -> None:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import logging
 import time
 
+from typing import TYPE_CHECKING, Optional
+
 from sgld.config.schema import RunConfig
+
+if TYPE_CHECKING:
+    from server.engine import EngineLoader
 
 log = logging.getLogger("sgld.server")
 
 
-def serve(run: RunConfig) -> None:
-    """Serve until interrupted; the model loads in the background while /health says 'loading'."""
+def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
+    """Serve until interrupted; the model loads in the background (with ``load``) while /health says 'loading'."""
     import waitress
 
     from server import create_app
 
     start = time.perf_counter()
-    app = create_app(run)
+    app = create_app(run, load=load)
     host, port = run.server.host, run.server.port
     log.info("sgld serving %s on http://%s:%d (outputs and job store in %s)", run.model.path, host, port, run.output.path)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -50,5 +50,4 @@ def openapi():
     """The OpenAPI 3 description of every endpoint."""
     svc = service()
     model = svc.folder_model
-    return jsonify(openapi_spec(svc.run.server, model.output_kind, model.needs_image, model.takes_image,
-                                bool(svc.run.server.api_key)))
+    return jsonify(openapi_spec(svc.run.server, model.spec, bool(svc.run.server.api_key)))

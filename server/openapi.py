@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sgld.families import FamilySpec, OutputKind
+
 
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -229,18 +231,16 @@ def _image_path(edit: bool) -> dict:
     }}}
 
 
-def openapi_spec(limits: Any, output_kind: str, needs_image: bool, takes_image: bool,
-                 require_key: bool) -> dict[str, Any]:
+def openapi_spec(limits: Any, spec: FamilySpec, require_key: bool) -> dict[str, Any]:
     """The OpenAPI document of this server: the endpoints and bounds of its model and limits.
 
-    Only the endpoints the loaded model serves are described (the others answer 400
-    ``wrong_endpoint``); ``needs_image`` / ``takes_image``: the model requires / accepts an
-    input image; ``require_key``: the server was started with an API key.
+    Only the endpoints the model's family serves are described (the others answer 400
+    ``wrong_endpoint``); ``require_key``: the server was started with an API key.
     """
-    if output_kind == "video":
-        model_paths = _video_paths(needs_image, takes_image)
+    if spec.output == OutputKind.video:
+        model_paths = _video_paths(spec.needs_image, spec.takes_image)
     else:
-        model_paths = _image_path(edit=needs_image)
+        model_paths = _image_path(edit=spec.needs_image)
     return {
         "openapi": "3.0.3",
         "info": {"title": "sgld", "version": "0.1.0", "description": "OpenAI-compatible video and image generation"},

@@ -30,13 +30,13 @@ def info():
     """What the page needs to build its form: the model, its kind and defaults, whether a key is required."""
     svc = service()
     run = svc.run
-    model = svc.folder_model
+    spec = svc.folder_model.spec
     s = run.sampling
     return jsonify({
         "model": svc.model_id,
-        "kind": model.output_kind,
-        "needs_image": model.needs_image,
-        "takes_image": model.takes_image,
+        "kind": spec.output,
+        "needs_image": spec.needs_image,
+        "takes_image": spec.takes_image,
         "api_key_required": bool(run.server.api_key),
         "defaults": {
             "width": s.width, "height": s.height, "num_frames": s.num_frames, "fps": s.fps,

@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional
 
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
+from sgld.models.folder_model import FolderModel
+from sgld.parallel.serving import RankLoader
 
 log = logging.getLogger("sgld.server")
 
@@ -34,14 +36,14 @@ class RemoteResult:
 class RankGroupEngine:
     """Runs jobs on a group of ranks; one job at a time, like the single-process engine."""
 
-    def __init__(self, run: RunConfig, on_failure: Callable[[str], None]):
+    def __init__(self, run: RunConfig, on_failure: Callable[[str], None], load: RankLoader):
+        """``load(run, state)`` loads the model on each rank (importable by name: the ranks are spawned)."""
         import multiprocessing
-
-        from sgld.pipelines.constraints import FolderModel
 
         self.run = run
         self.pipeline = FolderModel.of(run.model.path)  # checks requests and says the output kind, no weights
-        self.pipeline.check_run(run)
+        self.pipeline.spec.check_run(run)
+        self.load = load
         self.on_failure = on_failure
         context = multiprocessing.get_context("spawn")
         self.jobs, self.events, self.cancel = context.Queue(), context.Queue(), context.Event()
@@ -64,7 +66,7 @@ class RankGroupEngine:
         from sgld.parallel.serving import serve_ranks
 
         try:
-            launch_function(self.run, serve_ranks, self.run, self.jobs, self.events, self.cancel)
+            launch_function(self.run, serve_ranks, self.run, self.load, self.jobs, self.events, self.cancel)
             message = "the rank group stopped"
         except UserError as exc:
             message = str(exc)

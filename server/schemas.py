@@ -14,6 +14,10 @@ from typing import Any, Optional
 
 from flask import Request
 
+from sgld.config.schema import RunConfig, ServerConfig
+from sgld.errors import UserError
+
+from server.engine import Engine
 from server.errors import APIError
 from server.store import Job
 
@@ -157,6 +161,38 @@ def nearest_frame_count(seconds: float, fps: int, temporal_factor: int) -> int:
     frames = max(1, round(seconds * fps))
     k = max(0, round((frames - 1) / temporal_factor))
     return k * temporal_factor + 1
+
+
+def parse_common(fields: Fields, limits: ServerConfig, *, max_seed: int = MAX_SEED, size_auto: bool = False) -> dict:
+    """The options every create request shares: size, negative prompt, steps, seed, guidance (and ``user``).
+
+    ``size_auto``: "auto" (OpenAI's default for edits) leaves the size to the model.
+    """
+    fields.text("user", max_chars=256)
+    options: dict = {}
+    if fields.has("size") and not (size_auto and fields.values["size"] == "auto"):
+        options["width"], options["height"] = parse_size(fields.values["size"], limits.max_pixels)
+    negative = fields.text("negative_prompt", max_chars=limits.max_prompt_chars)
+    if negative is not None:
+        options["negative_prompt"] = negative
+    for name, value in (
+        ("num_inference_steps", fields.integer("num_inference_steps", 1, limits.max_steps)),
+        ("seed", fields.integer("seed", 0, max_seed)),
+        ("guidance_scale", fields.number("guidance_scale", 0, 100)),
+    ):
+        if value is not None:
+            options[name] = value
+    return options
+
+
+def check_with_engine(engine: Engine, options: dict, renames: Optional[dict[str, str]] = None) -> RunConfig:
+    """The engine's check of a request (sizes, frames, image); its failure as a 400 naming the client's field."""
+    try:
+        return engine.check(**options)
+    except UserError as exc:
+        param = ENGINE_PARAM_TO_FIELD.get(exc.param or "", exc.param)
+        param = (renames or {}).get(param or "", param)
+        raise bad(param or "request", str(exc)) from None
 
 
 # Our names for the engine's option names when an engine check fails: the client's field.

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request, send_file
 
-from sgld.errors import UserError
+from sgld.families import OutputKind
 
 from server.context import accepting_service, check_model, queue_full, service
 from server.errors import APIError
 from server.jobs import QueueFull, new_id
 from server.schemas import (
-    ENGINE_PARAM_TO_FIELD, MAX_SEED, Fields, ParsedVideo, accepts_query, bad, nearest_frame_count, parse_size,
-    read_image_upload, video_object,
+    Fields, ParsedVideo, accepts_query, bad, check_with_engine, nearest_frame_count, parse_common, read_image_upload,
+    video_object,
 )
 
 bp = Blueprint("videos", __name__, url_prefix="/v1/videos")
@@ -22,9 +22,9 @@ FIELDS = {"prompt", "model", "size", "seconds", "input_reference", "negative_pro
 
 def read_input_reference(fields: Fields, svc):
     """The uploaded first frame (PIL) for image-to-video models, None when none is given and none is needed."""
-    pipeline = svc.engine.pipeline
+    spec = svc.engine.pipeline.spec
     uploads = fields.files.get("input_reference", [])
-    if not pipeline.takes_image:
+    if not spec.takes_image:
         if uploads or fields.has("input_reference"):
             raise bad("input_reference", f"{svc.model_id!r} is a text-to-video model; input_reference needs an "
                                          "image-to-video model")
@@ -32,7 +32,7 @@ def read_input_reference(fields: Fields, svc):
     if fields.has("input_reference"):
         raise bad("input_reference", "input_reference must be an uploaded image file (multipart/form-data)")
     if not uploads:
-        if pipeline.needs_image:
+        if spec.needs_image:
             raise bad("input_reference", f"{svc.model_id!r} is an image-to-video model: input_reference (the first "
                                          "frame, an image file) is required", "missing_required_parameter")
         return None
@@ -50,12 +50,9 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
     prompt = fields.text("prompt", required=True, max_chars=limits.max_prompt_chars, allow_empty=False)
     check_model(fields.values.get("model"), svc)
     engine = svc.engine
-    fields.text("user", max_chars=256)
-    options: dict = {"prompt": prompt}
+    options: dict = {"prompt": prompt, **parse_common(fields, limits)}
     if image_path is not None:
         options["image_path"] = image_path
-    if fields.has("size"):
-        options["width"], options["height"] = parse_size(fields.values["size"], limits.max_pixels)
     fps = fields.integer("fps", 1, 120)
     if fps is not None:
         options["fps"] = fps
@@ -64,30 +61,16 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
     if num_frames is not None:
         options["num_frames"] = num_frames
     elif seconds is not None:
-        factor = getattr(engine.pipeline, "temporal_factor", 1)
+        # The model's own temporal factor (folder configs or loaded modules: the same size constraints).
+        factor = engine.pipeline.constraints.temporal_factor
         frames = nearest_frame_count(seconds, fps or engine.run.sampling.fps, factor)
         if frames > limits.max_frames:
             raise bad("seconds", f"{seconds:g} s is {frames} frames; the server's limit is {limits.max_frames}")
         options["num_frames"] = frames
-    negative = fields.text("negative_prompt", max_chars=limits.max_prompt_chars)
-    if negative is not None:
-        options["negative_prompt"] = negative
-    for name, value in (
-        ("num_inference_steps", fields.integer("num_inference_steps", 1, limits.max_steps)),
-        ("seed", fields.integer("seed", 0, MAX_SEED)),
-        ("guidance_scale", fields.number("guidance_scale", 0, 100)),
-    ):
-        if value is not None:
-            options[name] = value
-    try:
-        run = engine.check(**options)
-    except UserError as exc:
-        param = ENGINE_PARAM_TO_FIELD.get(exc.param or "", exc.param)
-        if param == "image_path":
-            param = "input_reference"
-        if param == "num_frames" and num_frames is None and seconds is not None:
-            param = "seconds"
-        raise bad(param or "request", str(exc)) from None
+    renames = {"image_path": "input_reference"}
+    if num_frames is None and seconds is not None:
+        renames["num_frames"] = "seconds"
+    run = check_with_engine(engine, options, renames)
     s = run.sampling
     return ParsedVideo(prompt, options, f"{s.width}x{s.height}", f"{s.num_frames / s.fps:g}")
 
@@ -109,7 +92,7 @@ def create_video():
     """Queue a video generation job (image-to-video models: with the ``input_reference`` upload as first frame)."""
     svc = accepting_service()
     fields = Fields(request, FIELDS, {"input_reference"})
-    if svc.engine.pipeline.output_kind != "video":
+    if svc.engine.pipeline.spec.output != OutputKind.video:
         raise APIError(400, f"{svc.model_id!r} makes images; use /v1/images/generations", param="model", code="wrong_endpoint")
     image = read_input_reference(fields, svc)
     job_id = new_id("video")

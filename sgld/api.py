@@ -5,16 +5,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from sgld.config.compose import apply_values, finalize, run_config_from_options
+from sgld.config.compose import apply_values, finalize
+from sgld.run_config import run_config_from_options
 from sgld.config.options import OUTPUT, SAMPLING, options_to_values
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
+from sgld.families import DescribedModel, OutputKind
 from sgld.request import Request, StepCallback
+
+if TYPE_CHECKING:
+    from sgld.parallel.state import ParallelState
+    from sgld.pipelines.base import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +50,29 @@ def quiet_library_logs() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def check_request_options(run: RunConfig, pipeline: Any, options: dict[str, Any]) -> RunConfig:
-    """``run`` with per-call sampling/output ``options`` applied, validated against ``pipeline``.
+def check_request_options(run: RunConfig, model: DescribedModel, options: dict[str, Any]) -> RunConfig:
+    """``run`` with per-call sampling/output ``options`` applied, validated against ``model``.
 
-    ``pipeline`` needs ``check_request(Request)`` and ``output_kind``: a loaded Pipeline, or
-    the folder-only stand-in of a server whose model runs on other processes.
+    ``model``: a loaded Pipeline, or the FolderModel of a server whose model runs on other processes.
     """
     from sgld.outputs import check_output_file_name
 
     cfg = OmegaConf.structured(run)
     apply_values(cfg, options_to_values(options, sections=(SAMPLING, OUTPUT)))
     request_run = finalize(cfg)
-    pipeline.check_request(Request.from_sampling(request_run.sampling))
+    model.check_request(Request.from_sampling(request_run.sampling))
     if request_run.output.save and request_run.output.file_name:
-        check_output_file_name(request_run.output.file_name, pipeline.output_kind)
+        check_output_file_name(request_run.output.file_name, model.spec.output)
     return request_run
 
 
 class DiffGenerator:
     """A loaded model, ready to generate many times with per-call sampling settings."""
 
-    def __init__(self, run: RunConfig, pipeline: Any):
+    def __init__(self, run: RunConfig, pipeline: "Pipeline", parallel: "ParallelState"):
         self.run = run
         self.pipeline = pipeline
+        self.parallel = parallel
 
     @classmethod
     def from_pretrained(cls, model_path: str, **server_args: Any) -> "DiffGenerator":
@@ -78,24 +84,26 @@ class DiffGenerator:
         return cls.from_run_config(run)
 
     @classmethod
-    def from_run_config(cls, run: RunConfig) -> "DiffGenerator":
-        """Load the model a validated RunConfig names."""
-        from sgld.models.loading import load_components, resolve_device
-        from sgld.models.registry import family_of, read_model_index, resolve_model_folder
-        from sgld.pipelines import pipeline_class
-
-        from sgld.parallel.state import current
+    def from_run_config(cls, run: RunConfig, parallel: "Optional[ParallelState]" = None) -> "DiffGenerator":
+        """Load the model a validated RunConfig names; ``parallel``: this rank's state in a multi-process run."""
+        from sgld.diffusers_patches import apply_diffusers_patches
+        from sgld.families import family_of_index
+        from sgld.models.components import load_components, resolve_device
+        from sgld.models.registry import read_model_index, resolve_model_folder
+        from sgld.parallel.state import single_process
 
         quiet_library_logs()
-        state = current()
-        if run.parallel.num_gpus > 1 and state.world_size == 1:
+        if run.parallel.num_gpus > 1 and (parallel is None or parallel.world_size == 1):
             raise UserError("parallel.num_gpus > 1: start the run with sgl-diffusion / python -m sgld.generate "
                             "(they launch the ranks) or under torchrun", param="num_gpus")
-        device = state.device if state.world_size > 1 else resolve_device(run.device)
+        state = parallel or single_process(resolve_device(run.device))
+        device = state.device
         folder = resolve_model_folder(run.model.path)
-        family = family_of(read_model_index(folder), str(folder))
+        spec = family_of_index(read_model_index(folder), str(folder))
+        spec.check_run(run)  # before any weights load
+        apply_diffusers_patches()
         components = load_components(folder, run, device)
-        pipeline = pipeline_class(family)(components, run, device)
+        pipeline = spec.pipeline_class()(components, run, device, state)
         if state.tp_degree > 1:
             from sgld.parallel.tensor import shard_text_encoder
 
@@ -112,7 +120,10 @@ class DiffGenerator:
                     enable_sequence_parallel(components[name], state)
         log.info("loaded %s (%s) on %s%s", run.model.name, folder, device,
                  f" (rank {state.rank} of {state.world_size})" if state.world_size > 1 else "")
-        return cls(run, pipeline)
+        return cls(run, pipeline, state)
+
+    def stop(self) -> None:
+        """Nothing to release: the model lives in this process (a server's multi-rank engine ends its ranks here)."""
 
     def check(self, **options: Any) -> RunConfig:
         """Validate a request against the config and the model without running it."""
@@ -136,9 +147,7 @@ class DiffGenerator:
         run = self.check(**options)
         callback = step_callback
         bar = None
-        from sgld.parallel.state import current
-
-        is_main = current().is_main
+        is_main = self.parallel.is_main
         if progress and callback is None and is_main:
             from tqdm import tqdm
 
@@ -172,8 +181,8 @@ class DiffGenerator:
         """Write the request's frames under ``run.output.path``."""
         from sgld.outputs import output_path, save_image, save_video
 
-        kind = self.pipeline.output_kind
+        kind = self.pipeline.spec.output
         path = output_path(run.output.path, run.output.file_name, req.prompt, req.seed, kind)
-        if kind == "video":
+        if kind == OutputKind.video:
             return save_video(req.frames, path, req.fps)
         return save_image(req.frames[0], path)

@@ -124,7 +124,7 @@ def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
     start = time.perf_counter()
     generator = DiffGenerator.from_run_config(run) if todo else None
     summary["load_seconds"] = round(time.perf_counter() - start, 3)
-    extension = "mp4" if generator is not None and generator.pipeline.output_kind == "video" else "png"
+    extension = "mp4" if generator is not None and generator.pipeline.spec.output == "video" else "png"
     with tqdm(total=len(outputs), initial=len(done), desc="prompts", unit="output") as bar:
         for index in todo:
             stem, item = outputs[index]

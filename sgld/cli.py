@@ -32,6 +32,8 @@ def _default_text(option: Option, defaults: Any) -> str:
     if isinstance(raw, str) and raw.startswith("${model.sampling_defaults."):
         return "the model's own (conf/model/*.yaml)"
     value = OmegaConf.select(defaults, node_key)
+    if option.value is not None:  # a switch of a choice key
+        return "on" if value == option.value else "off"
     if OmegaConf.is_list(value):
         value = list(value) or "same as --precision"
     return "unset" if value is None else str(value)
@@ -93,7 +95,7 @@ def collect_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Compose the run, generate once, report where the output went."""
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
 
     prompts = args.prompt or []
     args.prompt = prompts[0] if prompts else None
@@ -123,7 +125,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Compose the run and serve it over HTTP until interrupted."""
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
 
     if args.prompt and len(args.prompt) > 1:
         raise UserError("serve takes at most one --prompt (the default prompt of requests)", param="prompt")

@@ -9,22 +9,26 @@ from typing import Any, Callable, Optional
 StepCallback = Callable[[int, int], None]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Request:
-    """Inputs of one generation, then what each stage adds to it."""
+    """Inputs of one generation, then what each stage adds to it.
+
+    The sampling inputs have no defaults here: they come from the run's config (the model's
+    ``sampling_defaults`` and the request's overrides), built with ``from_sampling``.
+    """
 
     prompt: str
-    negative_prompt: str = ""
+    negative_prompt: str
     # None: the model decides (Qwen-Image-Edit: from the input image's aspect ratio).
-    height: Optional[int] = 480
-    width: Optional[int] = 832
-    num_frames: int = 81
-    num_inference_steps: int = 50
-    guidance_scale: float = 5.0
-    guidance_scale_2: Optional[float] = None
-    seed: int = 1024
-    fps: int = 16
-    flow_shift: Optional[float] = None
+    height: Optional[int]
+    width: Optional[int]
+    num_frames: int
+    num_inference_steps: int
+    guidance_scale: float
+    guidance_scale_2: Optional[float]
+    seed: int
+    fps: int
+    flow_shift: Optional[float]
     image_path: Optional[str] = None
     step_callback: Optional[StepCallback] = None
     # Asked after every denoise step; True stops the generation (GenerationStopped). In a
@@ -58,9 +62,9 @@ class Request:
 
     @classmethod
     def from_sampling(cls, sampling: Any, **extra: Any) -> "Request":
-        """Build from a SamplingConfig: sampling keys become the Request fields of the same name.
+        """Build from a SamplingConfig: sampling keys become the Request fields of the same name; ``extra`` wins.
 
         Run-level keys (``prompts_file``) are not part of one request and are left out.
         """
         names = {f.name for f in fields(cls)}
-        return cls(**{f.name: getattr(sampling, f.name) for f in fields(sampling) if f.name in names}, **extra)
+        return cls(**{**{f.name: getattr(sampling, f.name) for f in fields(sampling) if f.name in names}, **extra})

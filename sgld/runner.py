@@ -4,32 +4,35 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Optional
 
 from sgld.api import DiffGenerator, GenerationResult
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
+from sgld.models.folder_model import FolderModel
 from sgld.request import Request
+
+if TYPE_CHECKING:
+    from sgld.parallel.state import ParallelState
 
 log = logging.getLogger("sgld")
 
 
-def check_model_folder(run: RunConfig) -> str:
-    """Resolve the model folder (building a tiny model if needed) and return its family."""
-    from sgld.pipelines.constraints import FolderModel
-
-    return FolderModel.of(run.model.path).family
+def check_model_folder(run: RunConfig) -> FolderModel:
+    """Resolve the model folder (building a tiny model if needed); its family's checks of ``run``'s settings."""
+    model = FolderModel.of(run.model.path)
+    model.spec.check_run(run)
+    return model
 
 
 def check_before_loading(run: RunConfig) -> None:
-    """Validate the request against the model's configs before any weights load."""
+    """Validate the settings and the request against the model's configs before any weights load."""
     from sgld.outputs import check_output_file_name
-    from sgld.pipelines.constraints import FolderModel
 
-    model = FolderModel.of(run.model.path)
-    model.check_run(run)
+    model = check_model_folder(run)
     model.check_request(Request.from_sampling(run.sampling))
     if run.output.save and run.output.file_name:
-        check_output_file_name(run.output.file_name, model.output_kind)
+        check_output_file_name(run.output.file_name, model.spec.output)
 
 
 def run_generation(run: RunConfig) -> GenerationResult:
@@ -42,9 +45,9 @@ def run_generation(run: RunConfig) -> GenerationResult:
     from sgld.parallel.state import in_torchrun
 
     if in_torchrun():  # started by torchrun / srun: this process is one rank
-        return run_as_rank(run)
+        return run_as_rank(run, run_local)
     check_before_loading(run)  # bad input fails here, before any process starts
-    return launch(run)
+    return launch(run, run_local)
 
 
 def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
@@ -56,11 +59,14 @@ def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
     return run_set(run, items)
 
 
-def run_local(run: RunConfig) -> GenerationResult:
-    """Load the model, generate ``run.sampling`` with a progress bar, save per ``run.output``."""
+def run_local(run: RunConfig, parallel: "Optional[ParallelState]" = None) -> GenerationResult:
+    """Load the model, generate ``run.sampling`` with a progress bar, save per ``run.output``.
+
+    ``parallel``: this rank's state when the run is one rank of a group (``launch`` passes it).
+    """
     check_before_loading(run)
     start = time.perf_counter()
-    generator = DiffGenerator.from_run_config(run)
+    generator = DiffGenerator.from_run_config(run, parallel)
     load_s = time.perf_counter() - start
     result = generator.generate(progress=True)
     result.timings = {"load": load_s, **result.timings}

@@ -103,7 +103,7 @@ def test_vae_tiling_and_encoder_skip(tiny_wan_folder):
 
 
 def test_placement_moves_offloaded_modules_for_their_stage():
-    from sgld.models.loading import Placement
+    from sgld.models.placement import Placement
 
     placement = Placement(torch.device("cpu"), offloaded={"vae"})
     assert placement.offloaded == set()  # nothing to offload to on a CPU-only run
@@ -122,13 +122,13 @@ def test_placement_moves_offloaded_modules_for_their_stage():
 
 
 def test_offload_flags_select_components():
-    from sgld.config import run_config_from_options
-    from sgld.pipelines.base import Pipeline
+    from sgld.models.placement import offloaded_components
+    from sgld.run_config import run_config_from_options
 
     run = run_config_from_options({"model_path": "tiny-wan-t2v", "text_encoder_cpu_offload": True})
-    assert Pipeline.offloaded_components(run) == {"text_encoder", "text_encoder_2"}
+    assert offloaded_components(run) == {"text_encoder", "text_encoder_2"}
     run = run_config_from_options({"model_path": "tiny-wan-t2v", "dit_cpu_offload": True, "vae_cpu_offload": True})
-    assert Pipeline.offloaded_components(run) == {"transformer", "transformer_2", "vae"}
+    assert offloaded_components(run) == {"transformer", "transformer_2", "vae"}
 
 
 def test_pickle_only_folder_is_refused(tmp_path, tiny_wan_folder):

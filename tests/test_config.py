@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sgld.config import compose_config, finalize, run_config_from_options, run_config_yaml
+from sgld.config import compose_config, finalize, run_config_yaml
+from sgld.run_config import run_config_from_options
 from sgld.config.compose import CONF_DIR
 from sgld.config.config_file import read_config_file
 from sgld.errors import ConfigError, UserError

@@ -75,7 +75,7 @@ def _seed_argv(config: Path, out: Path) -> list[str]:
 @pytest.mark.parametrize("name", ["seed_fasthunyuan.yaml", "seed_fasthunyuan.json"])
 def test_the_seeds_config_file_runs_and_every_key_is_honoured(name, tmp_path, sgld_home, monkeypatch):
     from sgld.cli import build_parser, collect_options, main
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
 
     config = DATA / name
     argv = _seed_argv(config, tmp_path / "out")
@@ -117,7 +117,7 @@ def _decode_rank(rank: int, port: int, latents: torch.Tensor, folder: str, out: 
     import torch.distributed as dist
     from diffusers import AutoencoderKLHunyuanVideo
 
-    from sgld.models.loading import enable_vae_tiling
+    from sgld.models.vae_setup import enable_vae_tiling
     from sgld.parallel.state import ParallelState
     from sgld.parallel.vae import round_robin_decode
 
@@ -140,7 +140,7 @@ def test_vae_sp_splits_the_tiled_decode_over_two_ranks(tmp_path, sgld_home):
     import torch.multiprocessing as mp
     from diffusers import AutoencoderKLHunyuanVideo
 
-    from sgld.models.loading import enable_vae_tiling
+    from sgld.models.vae_setup import enable_vae_tiling
     from sgld.models.tiny import materialize_tiny
     from tests.server.conftest import free_port
 

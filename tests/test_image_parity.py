@@ -181,9 +181,12 @@ def test_edit_output_size_follows_the_input_png(generators, input_png):
     from sgld.request import Request
     from sgld.stages.condition_image import ConditionImageStage
 
-    stage = next(s for s in generators("tiny-qwen-image-edit").pipeline.stages if isinstance(s, ConditionImageStage))
-    req = stage(Request(prompt="x", height=None, width=None, num_frames=1, image_path=str(input_png)))
+    gen = generators("tiny-qwen-image-edit")
+    stage = gen.pipeline.stage(ConditionImageStage)
+    req = stage(Request.from_sampling(gen.run.sampling, prompt="x", height=None, width=None, num_frames=1,
+                                      image_path=str(input_png)))
     assert (req.width, req.height) == (1216, 864)
     assert req.condition_image.size == (1216, 864)
-    req = stage(Request(prompt="x", height=64, width=48, num_frames=1, image_path=str(input_png)))
+    req = stage(Request.from_sampling(gen.run.sampling, prompt="x", height=64, width=48, num_frames=1,
+                                      image_path=str(input_png)))
     assert (req.width, req.height) == (48, 64) and req.condition_image.size == (1216, 864)

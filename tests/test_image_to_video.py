@@ -78,15 +78,19 @@ def test_i2v_without_an_image_is_a_clear_error(tmp_path, capsys):
 
 def test_unreadable_images_are_refused_before_weights_load(tmp_path):
     from sgld.errors import UserError
-    from sgld.pipelines.constraints import FolderModel
+    from sgld.models.folder_model import FolderModel
     from sgld.request import Request
+    from sgld.run_config import run_config_from_options
 
+    sampling = run_config_from_options({"model_path": "tiny-wan21-i2v"}).sampling
     model = FolderModel.of("tiny-wan21-i2v")
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     for path, message in (("/nonexistent/first.png", "does not exist"), (str(broken), "not a readable")):
         with pytest.raises(UserError, match=message):
-            model.check_request(Request(prompt="a fox", height=64, width=64, num_frames=9, image_path=path))
+            model.check_request(Request.from_sampling(sampling, prompt="a fox", height=64, width=64, num_frames=9,
+                                                      image_path=path))
     with pytest.raises(UserError, match="generates video from text only"):
-        FolderModel.of("tiny-wan-t2v").check_request(Request(prompt="a fox", height=64, width=64, num_frames=9,
-                                                             image_path=str(broken)))
+        FolderModel.of("tiny-wan-t2v").check_request(Request.from_sampling(sampling, prompt="a fox", height=64,
+                                                                           width=64, num_frames=9,
+                                                                           image_path=str(broken)))

@@ -17,7 +17,7 @@ TOLERANCE = 2  # /255, per pixel
 
 
 def generate(**options):
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
     from sgld.runner import run_generation
 
     base = dict(prompt="a red fox running through fresh snow", seed=3, num_inference_steps=2, save_output=False,
@@ -70,13 +70,17 @@ def test_parallel_layout_equals_single_process(name, model, layout, single, inpu
     assert diff <= TOLERANCE, f"{name}: max per-pixel difference {diff}/255"
 
 
-def test_a_failing_rank_ends_the_group_with_its_message(sgld_home, monkeypatch):
+def test_a_failing_rank_ends_the_group_with_its_message(sgld_home):
     from sgld.errors import UserError
+    from sgld.parallel.launch import launch
+    from sgld.run_config import run_config_from_options
+    from tests.support.faults import fail_on_rank_one
 
-    monkeypatch.setenv("SGLD_TEST_FAIL_RANK", "1")
+    run = run_config_from_options({**WAN, "prompt": "a fox", "num_inference_steps": 2, "save_output": False,
+                                   "num_gpus": 2, "ulysses_degree": 2})
     start = time.perf_counter()
     with pytest.raises(UserError, match="rank 1 failed: .*injected test failure on rank 1"):
-        generate(**WAN, num_gpus=2, ulysses_degree=2)
+        launch(run, fail_on_rank_one)
     assert time.perf_counter() - start < 120  # rank 0 does not wait out the collective timeout
 
 

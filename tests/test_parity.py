@@ -53,12 +53,15 @@ def test_two_experts_are_both_used(tiny_wan22_folder):
     """Wan2.2: with boundary 0.875 and 4 steps, the first step is the high-noise expert's."""
     from sgld import DiffGenerator
 
-    gen = DiffGenerator.from_pretrained("tiny-wan22-t2v")
-    denoise = gen.pipeline.stages[4]
-    scheduler_stage = gen.pipeline.stages[2]
     from sgld.request import Request
+    from sgld.stages.denoising import DenoisingStage
+    from sgld.stages.timesteps import TimestepPreparationStage
 
-    req = scheduler_stage(Request(prompt="x", num_inference_steps=4))
+    gen = DiffGenerator.from_pretrained("tiny-wan22-t2v")
+    denoise = gen.pipeline.stage(DenoisingStage)
+    scheduler_stage = gen.pipeline.stage(TimestepPreparationStage)
+
+    req = scheduler_stage(Request.from_sampling(gen.run.sampling, prompt="x", num_inference_steps=4))
     schedule = denoise.expert_schedule(req.timesteps)
     assert schedule[0] == 0 and schedule[-1] == 1 and set(schedule) == {0, 1}
 
@@ -68,10 +71,12 @@ def test_text_encoding_matches_encode_prompt(tiny_wan_folder):
 
     from sgld import DiffGenerator
     from sgld.request import Request
+    from sgld.stages.text_encoding import T5TextEncodingStage
 
     gen = DiffGenerator.from_pretrained("tiny-wan-t2v")
-    stage = gen.pipeline.stages[1]
-    req = stage(Request(prompt="  a red  fox &amp; a cat ", negative_prompt="blurry", guidance_scale=5.0))
+    stage = gen.pipeline.stage(T5TextEncodingStage)
+    req = stage(Request.from_sampling(gen.run.sampling, prompt="  a red  fox &amp; a cat ", negative_prompt="blurry",
+                                      guidance_scale=5.0))
     positive, negative = req.cond_kwargs["encoder_hidden_states"], req.uncond_kwargs["encoder_hidden_states"]
     pipe = WanPipeline.from_pretrained(tiny_wan_folder)
     ref_pos, ref_neg = pipe.encode_prompt("  a red  fox &amp; a cat ", "blurry", max_sequence_length=512, device="cpu")

@@ -46,7 +46,7 @@ def test_folders_have_the_released_architecture(sgld_home, repo):
 
 
 def test_random_paths_compose_with_the_model_file(sgld_home):
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
     from sgld.runner import check_before_loading
 
     run = run_config_from_options({"model_path": "random:Wan-AI/Wan2.1-T2V-14B-Diffusers", "prompt": "x"})

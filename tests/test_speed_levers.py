@@ -39,7 +39,7 @@ def test_cache_options_are_checked(tiny_wan_folder):
 
 def test_cache_flags_map_to_config_keys():
     from sgld.cli import build_parser, collect_options
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
 
     args = build_parser().parse_args(["generate", "--model-path", "tiny-wan-t2v", "--cache", "first_block",
                                       "--cache-threshold", "0.1"])
@@ -83,7 +83,7 @@ def test_layerwise_dit_offload_installs_block_hooks_and_changes_nothing(tiny_wan
     ({"dit_layerwise_offload": True, "cache": "first_block"}, "model.cache=first_block"),
 ])
 def test_layerwise_offload_refuses_unverified_combinations(options, match):
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
     from sgld.errors import UserError
 
     with pytest.raises(UserError, match=match):
@@ -139,7 +139,7 @@ def test_fp8_quantization_runs_end_to_end_and_changes_the_output_a_little(tiny_w
 
 
 def test_quantization_option_is_checked():
-    from sgld.config.compose import run_config_from_options
+    from sgld.run_config import run_config_from_options
 
     with pytest.raises(UserError, match="quantization='int4' is not one of none, fp8"):
         run_config_from_options({"model_path": "tiny-wan-t2v", "quantization": "int4"})
@@ -155,7 +155,7 @@ def test_optional_attention_backends_fall_back_with_a_message_where_they_cannot_
     import logging
 
     lossless = tiny_wan_generator.generate("a red fox", **SMALL).frames
-    with caplog.at_level(logging.WARNING, logger="sgld.models.loading"):
+    with caplog.at_level(logging.WARNING, logger="sgld.models.attention"):
         gen = DiffGenerator.from_pretrained("tiny-wan-t2v", attention_backend=backend)
     assert (f"attention_backend='{backend}' is not available here (it needs a CUDA GPU, this run is on cpu)"
             in caplog.text)
@@ -165,19 +165,19 @@ def test_optional_attention_backends_fall_back_with_a_message_where_they_cannot_
 def test_auto_attention_picks_fa3_where_it_runs_on_one_shard(monkeypatch):
     import torch
 
-    from sgld.models import loading
+    from sgld.models import attention
 
     gpu = torch.device("cuda")
-    monkeypatch.setattr(loading, "optional_backend_unavailable_reason", lambda backend, device: None)
-    assert loading.auto_attention_backend(gpu, sp_size=1) == "fa3"
-    assert loading.auto_attention_backend(gpu, sp_size=2) == "auto"  # sequence parallel keeps its verified kernels
-    monkeypatch.setattr(loading, "optional_backend_unavailable_reason", lambda backend, device: "not installed")
-    assert loading.auto_attention_backend(gpu, sp_size=1) == "auto"
+    monkeypatch.setattr(attention, "optional_backend_unavailable_reason", lambda backend, device: None)
+    assert attention.auto_attention_backend(gpu, sp_size=1) == "fa3"
+    assert attention.auto_attention_backend(gpu, sp_size=2) == "auto"  # sequence parallel keeps its verified kernels
+    monkeypatch.setattr(attention, "optional_backend_unavailable_reason", lambda backend, device: "not installed")
+    assert attention.auto_attention_backend(gpu, sp_size=1) == "auto"
 
 
 def test_maskless_attention_is_refused_for_a_model_that_masks_its_text():
-    from sgld.config.compose import run_config_from_options
-    from sgld.pipelines.constraints import FolderModel
+    from sgld.run_config import run_config_from_options
+    from sgld.models.folder_model import FolderModel
 
     message = "attention_backend='sage' takes no attention mask, and HunyuanVideoTransformer3DModel masks its text padding"
     with pytest.raises(UserError, match=message):
@@ -185,4 +185,4 @@ def test_maskless_attention_is_refused_for_a_model_that_masks_its_text():
     # The CLI and the server refuse it from the folder's configs, before any weights load.
     run = run_config_from_options({"model_path": "tiny-hunyuan", "attention_backend": "sage"})
     with pytest.raises(UserError, match=message):
-        FolderModel.of(run.model.path).check_run(run)
+        FolderModel.of(run.model.path).spec.check_run(run)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sgld.config.schema import RunConfig, register_schema
@@ -67,9 +68,27 @@ def apply_values(cfg: DictConfig, values: Mapping[str, Any]) -> None:
             parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
             if not isinstance(parent, DictConfig) or leaf not in parent:
                 raise ConfigError(f"unknown config key '{key}'", param=key)
+            _check_choice(key, parent._get_node(leaf), value)  # noqa: SLF001
             OmegaConf.update(cfg, key, value, merge=False)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"bad value {value!r} for '{key}': {_clean_message(exc)}", param=key) from None
+
+
+def _check_choice(key: str, node: Any, value: Any) -> None:
+    """A choice key (an enum in the schema) set to a value it does not have: name the key and the choices."""
+    if isinstance(node, ListConfig):  # a list of choices (text_encoder_precisions)
+        element = node._metadata.element_type  # noqa: SLF001
+        for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            _check_one_choice(f"{key}[{i}]", element, item)
+    else:
+        _check_one_choice(key, getattr(node, "enum_type", None), value)
+
+
+def _check_one_choice(key: str, enum: Any, value: Any) -> None:
+    if not (isinstance(enum, type) and issubclass(enum, Enum)) or value is None or isinstance(value, enum):
+        return
+    if value not in enum.__members__:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(enum.__members__)}", param=key)
 
 
 def finalize(cfg: DictConfig) -> RunConfig:
@@ -86,23 +105,3 @@ def finalize(cfg: DictConfig) -> RunConfig:
 def run_config_yaml(run: RunConfig) -> str:
     """The RunConfig as YAML: what a run records and what the two doors are compared by."""
     return OmegaConf.to_yaml(OmegaConf.structured(run))
-
-
-def run_config_from_options(options: Mapping[str, Any], overrides: Sequence[str] = ()) -> RunConfig:
-    """The RunConfig for SGLang-style options (CLI flags, --config keys, Python kwargs).
-
-    ``model_path`` selects the ``conf/model`` file (see sgld.models.registry.choose_model);
-    every other option sets its one config key on top of the composed defaults.
-    """
-    from sgld.config.options import options_to_values
-    from sgld.models.registry import choose_model
-
-    groups = list(overrides)
-    values: dict[str, Any] = {}
-    model_path = options.get("model_path")
-    if model_path:
-        choice = choose_model(str(model_path))
-        groups.insert(0, f"model={choice.group}")
-        values.update(choice.values)
-    values.update(options_to_values(options))
-    return finalize(compose_config(groups, values))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from sgld.config.schema import ATTENTION_BACKENDS, CACHE_KINDS, PRECISIONS, QUANTIZATIONS
+from sgld.config.schema import AttentionBackend, CacheKind, DitOffload, Precision, Quantization, choices
 from sgld.errors import UserError
 
 SERVER, SAMPLING, OUTPUT, HTTP = "server", "sampling", "output", "http"
@@ -27,6 +27,9 @@ class Option:
     section: str
     choices: tuple[str, ...] = ()
     many: bool = False  # a list of values
+    # A switch that sets a choice key: on sets ``key`` to ``value``; off leaves it to the other switches of that
+    # key, or their "none" when none is on (--dit-cpu-offload / --dit-layerwise-offload -> offload.dit).
+    value: str | None = None
 
     @property
     def flag(self) -> str:
@@ -43,19 +46,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("ring_degree", "parallel.ring_degree", int, "ring-attention degree of sequence parallelism", SERVER),
     Option("enable_cfg_parallel", "parallel.enable_cfg_parallel", bool, "run the conditional and unconditional branches on different ranks", SERVER),
     Option("text_encoder_cpu_offload", "offload.text_encoder", bool, "keep the text encoder on the CPU between uses", SERVER),
-    Option("dit_cpu_offload", "offload.dit", bool, "keep the DiT on the CPU between uses", SERVER),
-    Option("dit_layerwise_offload", "offload.dit_layerwise", bool, "keep the DiT's blocks on the CPU and copy each in as it runs, the next one prefetched", SERVER),
+    Option("dit_cpu_offload", "offload.dit", bool, "keep the DiT on the CPU between uses (offload.dit=model)", SERVER, value=DitOffload.model.value),
+    Option("dit_layerwise_offload", "offload.dit", bool, "keep the DiT's blocks on the CPU and copy each in as it runs, the next one prefetched (offload.dit=layerwise)", SERVER, value=DitOffload.layerwise.value),
     Option("vae_cpu_offload", "offload.vae", bool, "keep the VAE on the CPU between uses", SERVER),
     Option("pin_cpu_memory", "offload.pin_cpu_memory", bool, "pin offloaded weights for faster transfers", SERVER),
-    Option("precision", "model.precision", str, "DiT precision", SERVER, PRECISIONS),
-    Option("text_encoder_precisions", "model.text_encoder_precisions", str, "one precision per text encoder", SERVER, PRECISIONS, many=True),
-    Option("vae_precision", "vae.precision", str, "VAE precision", SERVER, PRECISIONS),
+    Option("precision", "model.precision", str, "DiT precision", SERVER, choices(Precision)),
+    Option("text_encoder_precisions", "model.text_encoder_precisions", str, "one precision per text encoder", SERVER, choices(Precision), many=True),
+    Option("vae_precision", "vae.precision", str, "VAE precision", SERVER, choices(Precision)),
     Option("vae_tiling", "vae.tiling", bool, "decode the VAE in tiles (less memory)", SERVER),
     Option("vae_sp", "vae.sp", bool, "split VAE decode tiles across ranks", SERVER),
-    Option("attention_backend", "model.attention_backend", str, "attention kernel: auto (FlashAttention-3 where installed on Hopper, else SDPA), fa3, sage (8-bit, lossy), cudnn, flash, efficient, math", SERVER, ATTENTION_BACKENDS),
+    Option("attention_backend", "model.attention_backend", str, "attention kernel: auto (FlashAttention-3 where installed on Hopper, else SDPA), fa3, sage (8-bit, lossy), cudnn, flash, efficient, math", SERVER, choices(AttentionBackend)),
     Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks", SERVER),
-    Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, CACHE_KINDS),
-    Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, QUANTIZATIONS),
+    Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, choices(CacheKind)),
+    Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, choices(Quantization)),
     Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER),
     Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention: FastVideo mask-strategy JSON (HunyuanVideo); unset: dense attention", SERVER),
     Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER),
@@ -101,6 +104,8 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
     """
     allowed = set(sections) if sections is not None else None
     values: dict[str, Any] = {}
+    switched_on: dict[str, str] = {}  # choice key -> the switch option that set it
+    switched_off: set[str] = set()
     for name, value in options.items():
         if name == "vae_config":
             if not isinstance(value, Mapping):
@@ -117,7 +122,24 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
             raise UserError(f"unknown option {name!r}", param=name)
         if option.name == "model_path":
             continue
+        if option.value is not None:
+            if not value:
+                switched_off.add(option.key)
+                continue
+            other = switched_on.get(option.key)
+            if other is not None and BY_NAME[other].value != option.value:
+                raise UserError(f"{other} and {name} cannot be combined: they set {option.key} to "
+                                f"{BY_NAME[other].value} and {option.value} ({_SWITCH_MEANING[option.key]}); "
+                                "choose one", param=name)
+            switched_on[option.key] = name
+            value = option.value
         if option.many and isinstance(value, str):
             value = [value]
         values[option.key] = value
+    for key in switched_off - set(switched_on):
+        values[key] = "none"
     return values
+
+
+# What the values of switch-set keys mean, for the message when two switches disagree.
+_SWITCH_MEANING = {"offload.dit": "model: whole-model DiT offload; layerwise: block by block"}

@@ -10,16 +10,61 @@ config file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import List, Optional
 
 from omegaconf import II, MISSING
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-ATTENTION_BACKENDS = ("auto", "sdpa", "cudnn", "flash", "efficient", "math", "sage", "fa3")
-# Step caches (lossy, opt-in): reuse transformer work between steps through diffusers' cache hooks.
-CACHE_KINDS = ("none", "first_block")
-# DiT weight/activation quantization (lossy, opt-in): fp8 = e4m3 linear layers in the repeated blocks.
-QUANTIZATIONS = ("none", "fp8")
+# Choice keys are enums: OmegaConf refuses any other value at composition, naming the key and the choices.
+# Member names equal their values, so YAML, Hydra overrides and CLI flags all spell them the same way.
+
+
+class Precision(StrEnum):
+    """Weights' and activations' floating-point type."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class AttentionBackend(StrEnum):
+    """The DiT's attention kernel (auto: FlashAttention-3 where installed on Hopper, else SDPA's pick)."""
+
+    auto = "auto"
+    sdpa = "sdpa"
+    cudnn = "cudnn"
+    flash = "flash"
+    efficient = "efficient"
+    math = "math"
+    sage = "sage"
+    fa3 = "fa3"
+
+
+class CacheKind(StrEnum):
+    """Step caches (lossy, opt-in): reuse transformer work between steps through diffusers' cache hooks."""
+
+    none = "none"
+    first_block = "first_block"
+
+
+class Quantization(StrEnum):
+    """DiT weight/activation quantization (lossy, opt-in): fp8 = e4m3 linear layers in the repeated blocks."""
+
+    none = "none"
+    fp8 = "fp8"
+
+
+class DitOffload(StrEnum):
+    """Where the DiT waits between uses: resident, on the CPU as a whole, or on the CPU block by block."""
+
+    none = "none"
+    model = "model"
+    layerwise = "layerwise"
+
+
+def choices(enum: type[StrEnum]) -> tuple[str, ...]:
+    """The values of a choice key, in declaration order (for help texts and messages)."""
+    return tuple(member.value for member in enum)
 
 
 @dataclass
@@ -47,21 +92,21 @@ class ModelConfig:
     name: str = MISSING
     # A built-in name (tiny-wan-t2v), a local diffusers folder, or a Hugging Face repo id.
     path: str = MISSING
-    precision: str = "bf16"
+    precision: Precision = Precision.bf16
     # One entry per text encoder, in model_index.json order; empty: same as `precision`.
-    text_encoder_precisions: List[str] = field(default_factory=list)
+    text_encoder_precisions: List[Precision] = field(default_factory=list)
     # Image-to-video models' CLIP vision encoder (Wan2.1 I2V); the reference runs it in fp32.
-    image_encoder_precision: str = "fp32"
-    attention_backend: str = "auto"
+    image_encoder_precision: Precision = Precision.fp32
+    attention_backend: AttentionBackend = AttentionBackend.auto
     enable_torch_compile: bool = False
     # Lossy speed-up, off by default: first_block skips the other blocks while the first block's
     # output changes less than cache_threshold (relative). (diffusers' TaylorSeer with its defaults left
     # the tiny Wan output unchanged over 20 steps, i.e. did nothing here, so it is not offered.)
-    cache: str = "none"
+    cache: CacheKind = CacheKind.none
     cache_threshold: float = 0.05
     # Lossy speed-up, off by default: fp8 runs the blocks' linear layers in float8 e4m3 (row-wise weight
     # scales, per-token activation scales) on FP8 tensor cores (compute capability 8.9+).
-    quantization: str = "none"
+    quantization: Quantization = Quantization.none
     # Sliding-tile attention mask strategy (FastVideo's JSON: "step_layer_head" -> window in tiles), HunyuanVideo
     # only; None: dense attention.
     mask_strategy_file_path: Optional[str] = None
@@ -91,10 +136,9 @@ class OffloadConfig:
     """Which components wait on the CPU while they are not running."""
 
     text_encoder: bool = False
-    dit: bool = False
-    # Layer-wise: the DiT's blocks wait on the CPU (pinned) and each is copied in just before it runs,
-    # the next one prefetched on a side stream while the current one computes.
-    dit_layerwise: bool = False
+    # model: the whole DiT waits on the CPU and moves in for the denoise loop. layerwise: its blocks wait on
+    # the CPU (pinned) and each is copied in just before it runs, the next one prefetched on a side stream.
+    dit: DitOffload = DitOffload.none
     vae: bool = False
     pin_cpu_memory: bool = False
 
@@ -123,7 +167,7 @@ class SamplingConfig:
 class VaeConfig:
     """VAE precision, tiling and which halves to load."""
 
-    precision: str = "fp32"
+    precision: Precision = Precision.fp32
     tiling: bool = False
     tile_sample_min_height: Optional[int] = None
     tile_sample_min_width: Optional[int] = None

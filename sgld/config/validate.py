@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sgld.config.schema import ATTENTION_BACKENDS, CACHE_KINDS, PRECISIONS, QUANTIZATIONS, RunConfig
+from sgld.config.conflicts import check_conflicts
+from sgld.config.schema import RunConfig
 from sgld.errors import ConfigError
 
 
@@ -25,11 +26,6 @@ def adjust(run: RunConfig) -> None:
     par.ulysses_degree, par.ring_degree = u, r
 
 
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}", param=key)
-
-
 def _check_positive(key: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{key} must be >= 1, got {value}", param=key)
@@ -37,24 +33,9 @@ def _check_positive(key: str, value: int) -> None:
 
 def validate(run: RunConfig) -> None:
     """Raise ConfigError for values no model can run; model-specific checks come later."""
-    _check_choice("model.precision", run.model.precision, PRECISIONS)
-    _check_choice("vae.precision", run.vae.precision, PRECISIONS)
-    _check_choice("model.image_encoder_precision", run.model.image_encoder_precision, PRECISIONS)
-    for i, p in enumerate(run.model.text_encoder_precisions):
-        _check_choice(f"model.text_encoder_precisions[{i}]", p, PRECISIONS)
-    _check_choice("model.attention_backend", run.model.attention_backend, ATTENTION_BACKENDS)
-    _check_choice("model.cache", run.model.cache, CACHE_KINDS)
-    _check_choice("model.quantization", run.model.quantization, QUANTIZATIONS)
-    if run.model.cache != "none" and run.model.enable_torch_compile:
-        raise ConfigError("model.cache and model.enable_torch_compile cannot be combined: diffusers' cache hooks "
-                          "do not compile; choose one", param="model.cache")
     if not 0 < run.model.cache_threshold < 1:
         raise ConfigError(f"model.cache_threshold must be between 0 and 1, got {run.model.cache_threshold}",
                           param="model.cache_threshold")
-    if run.model.mask_strategy_file_path and run.model.enable_torch_compile:
-        raise ConfigError("model.mask_strategy_file_path and model.enable_torch_compile cannot be combined: the "
-                          "sliding-tile windows change per step and layer outside the compiled blocks; choose one",
-                          param="model.mask_strategy_file_path")
     if not run.vae.load_decoder:
         raise ConfigError("vae.load_decoder=false leaves no decoder to turn latents into frames", param="vae.load_decoder")
     for key in ("tile_sample_min_height", "tile_sample_min_width"):
@@ -76,6 +57,7 @@ def validate(run: RunConfig) -> None:
         raise ConfigError(f"sampling.seed must be in [0, 2**63), got {s.seed}", param="sampling.seed")
 
     _validate_parallel(run)
+    check_conflicts(run)
 
 
 def _validate_parallel(run: RunConfig) -> None:
@@ -103,38 +85,8 @@ def _validate_parallel(run: RunConfig) -> None:
             f"{par.num_gpus // cfg_degree} or num_gpus to {used}",
             param="parallel.sp_size",
         )
-    if par.sp_size > 1 and run.model.enable_torch_compile:
-        # Measured on 4xH200 (bench/scaling.py, FLUX Ulysses-4): dynamo fails inside diffusers'
-        # context-parallel hooks, on every rank, after the weights load.
-        raise ConfigError(
-            f"model.enable_torch_compile cannot be combined with sequence parallelism (sp_size={par.sp_size}) yet: "
-            "torch.compile fails inside the context-parallel hooks; choose one",
-            param="model.enable_torch_compile",
-        )
-    if par.sp_size > 1 and run.model.attention_backend in ("sage", "fa3"):
-        raise ConfigError(
-            f"model.attention_backend={run.model.attention_backend} is not verified with sequence parallelism "
-            f"(sp_size={par.sp_size}); use auto (cuDNN/flash through the parallel attention paths)",
-            param="model.attention_backend",
-        )
-    if run.offload.dit_layerwise and (run.offload.dit or run.model.enable_torch_compile or par.sp_size > 1
-                                      or run.model.cache != "none" or run.model.quantization != "none"):
-        other = ("offload.dit (whole-model DiT offload)" if run.offload.dit else
-                 "model.enable_torch_compile" if run.model.enable_torch_compile else
-                 f"model.cache={run.model.cache}" if run.model.cache != "none" else
-                 f"model.quantization={run.model.quantization}" if run.model.quantization != "none" else
-                 f"sp_size={par.sp_size}")
-        raise ConfigError(f"offload.dit_layerwise cannot be combined with {other}: the block hooks that copy "
-                          "weights in are not verified with it; choose one", param="offload.dit_layerwise")
     if par.tp_size > par.num_gpus or par.num_gpus % par.tp_size:
         raise ConfigError(
             f"parallel.tp_size ({par.tp_size}) must divide parallel.num_gpus ({par.num_gpus})",
-            param="parallel.tp_size",
-        )
-    if par.tp_size > 1 and run.offload.text_encoder:
-        raise ConfigError(
-            "parallel.tp_size > 1 cannot be combined with offload.text_encoder (--text-encoder-cpu-offload): "
-            "the offloaded encoder runs on the CPU, where layer-wise offload with prefetch is faster than "
-            "sharding it; choose one",
             param="parallel.tp_size",
         )

@@ -44,9 +44,10 @@ def materialize_random(model_path: str) -> Path:
 
 
 def _tokenizer(kind: str):
-    from sgld.models import tiny, tiny_qwen
+    from sgld.models import tiny_parts, tiny_qwen
 
-    return {"t5": tiny.build_t5_tokenizer, "clip": tiny.build_clip_tokenizer, "qwen2": tiny_qwen.build_qwen2_tokenizer}[kind]()
+    return {"t5": tiny_parts.build_t5_tokenizer, "clip": tiny_parts.build_clip_tokenizer,
+            "qwen2": tiny_qwen.build_qwen2_tokenizer}[kind]()
 
 
 def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:

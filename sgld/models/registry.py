@@ -1,4 +1,4 @@
-"""Model registry: which config file a model path selects, where its folder is, which family it is.
+"""Model registry: which config file a model path selects and where its folder is (the family: sgld.families).
 
 Importing this module does not import torch: the CLI resolves ``--model-path`` to a
 ``conf/model`` file before anything heavy loads.
@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from sgld.errors import UserError
+from sgld.families import default_model_of_index
 
 CONF_MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 
@@ -29,17 +30,6 @@ BUILTIN_MODELS = {
     "tiny-qwen-image": "tiny_qwen_image",
     "tiny-qwen-image-edit": "tiny_qwen_image_edit",
 }
-
-# Pipeline class in model_index.json -> sgld family.
-PIPELINE_FAMILIES = {
-    "WanPipeline": "wan",
-    "WanImageToVideoPipeline": "wan_i2v",
-    "FluxPipeline": "flux",
-    "HunyuanVideoPipeline": "hunyuan",
-    "QwenImagePipeline": "qwen_image",
-    "QwenImageEditPipeline": "qwen_image_edit",
-}
-
 
 @dataclass(frozen=True)
 class ModelChoice:
@@ -67,39 +57,6 @@ def read_model_index(folder: Path) -> dict:
         return json.loads(index.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"'{index}' is not valid JSON: {exc}", param="model_path") from None
-
-
-def family_of(index: dict, where: str = "") -> str:
-    """The sgld family of a model_index.json (``wan``, ...).
-
-    Wan2.2 TI2V-5B ships as a ``WanPipeline`` with ``expand_timesteps``: it makes video from
-    text, or from text and a first frame, so it is its own family (``wan_ti2v``).
-    """
-    cls = index.get("_class_name")
-    try:
-        family = PIPELINE_FAMILIES[cls]
-    except KeyError:
-        known = ", ".join(sorted(PIPELINE_FAMILIES))
-        raise UserError(
-            f"unsupported pipeline class {cls!r}{' in ' + where if where else ''}; sgld runs: {known}",
-            param="model_path",
-        ) from None
-    if family == "wan" and index.get("expand_timesteps"):
-        return "wan_ti2v"
-    return family
-
-
-def _default_group_for_index(index: dict, where: str) -> str:
-    """The model file whose sampling defaults suit a folder we have no file for."""
-    family = family_of(index, where)
-    two_experts = (index.get("transformer_2") or [None])[0] is not None
-    if family == "wan":
-        return "wan22" if two_experts else "wan21"
-    if family == "wan_i2v":
-        return "wan22_i2v" if two_experts else "wan21_i2v"
-    if family == "wan_ti2v":
-        return "wan22_ti2v"
-    return {"flux": "flux_dev", "hunyuan": "hunyuan", "qwen_image": "qwen_image", "qwen_image_edit": "qwen_image_edit"}[family]
 
 
 def _hf_cached_folder(repo_id: str) -> Path | None:
@@ -132,20 +89,20 @@ def choose_model(model_path: str) -> ModelChoice:
 
         repo, model = full_size_model(model_path)
         group = next((g for g, data in files.items() if data.get("path") == repo), None)
-        return ModelChoice(group or _default_group_for_index(model.model_index(), model_path), {"model.path": model_path})
+        return ModelChoice(group or default_model_of_index(model.model_index(), model_path), {"model.path": model_path})
     for group, data in files.items():
         if data.get("path") == model_path:
             return ModelChoice(group, {})
     folder = Path(model_path).expanduser()
     if folder.is_dir():
         index = read_model_index(folder)
-        group = _default_group_for_index(index, str(folder))
+        group = default_model_of_index(index, str(folder))
         return ModelChoice(group, {"model.path": str(folder.resolve()), "model.name": folder.resolve().name})
     if _looks_like_repo_id(model_path):
         cached = _hf_cached_folder(model_path)
         if cached is None:
             raise UserError(_not_downloaded_message(model_path), param="model_path")
-        group = _default_group_for_index(read_model_index(cached), model_path)
+        group = default_model_of_index(read_model_index(cached), model_path)
         return ModelChoice(group, {"model.path": model_path, "model.name": model_path})
     if model_path.startswith((".", "/", "~")) or model_path.count("/") > 1:
         raise UserError(f"model folder {model_path!r} does not exist", param="model_path")

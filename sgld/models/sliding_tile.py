@@ -21,7 +21,8 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from contextlib import nullcontext
+from typing import ContextManager, Optional
 
 import torch
 
@@ -156,6 +157,14 @@ class StaState:
     def windows(self, layer: int, heads: int) -> torch.Tensor:
         return torch.tensor([self.strategy[(self.step, layer, h)] for h in range(heads)])
 
+    def start(self) -> None:
+        """StepHook: nothing carries over between requests (the step is set before every forward)."""
+
+    def around_forward(self, branch: str, step: int) -> ContextManager[None]:
+        """StepHook: the windows of this step apply to the forward."""
+        self.step = step
+        return nullcontext()
+
 
 class SlidingTileAttnProcessor:
     """HunyuanVideo's attention processor, with the attention call windowed for ``layer``."""
@@ -171,7 +180,10 @@ class SlidingTileAttnProcessor:
             _ACTIVE.reset(token)
 
 
-def _windowed_dispatch(original):
+def windowed_dispatch(original):
+    """HunyuanVideo's attention dispatch, windowed while a sliding-tile processor is active (installed by
+    ``sgld.diffusers_patches``; dense attention otherwise)."""
+
     def dispatch(query, key, value, attn_mask=None, **kwargs):
         active = _ACTIVE.get()
         if active is None:
@@ -182,14 +194,11 @@ def _windowed_dispatch(original):
         valid_text = query.shape[1] - video if attn_mask is None else int(attn_mask[0, 0, 0].sum()) - video
         return sliding_tile_attention(query, key, value, grid, windows, valid_text)
 
-    dispatch.sgld_windowed = True
     return dispatch
 
 
 def enable_sliding_tile_attention(transformer: torch.nn.Module, path: str) -> StaState:
     """Window HunyuanVideo's attention with the strategy in ``path``; returns the state the denoise loop steps."""
-    from diffusers.models.transformers import transformer_hunyuan_video as hunyuan
-
     if not hasattr(transformer, "single_transformer_blocks"):
         raise UserError(f"mask_strategy_file_path: sliding-tile attention is implemented for HunyuanVideo, "
                         f"not {type(transformer).__name__}", param=PARAM)
@@ -201,8 +210,6 @@ def enable_sliding_tile_attention(transformer: torch.nn.Module, path: str) -> St
         raise UserError(f"mask strategy {path!r} names layer {max(layers_seen)}, but the model has {len(blocks)} "
                         f"({transformer.config.num_layers} dual-stream + {transformer.config.num_single_layers} single-stream)",
                         param=PARAM)
-    if not getattr(hunyuan.dispatch_attention_fn, "sgld_windowed", False):
-        hunyuan.dispatch_attention_fn = _windowed_dispatch(hunyuan.dispatch_attention_fn)
     state = StaState(strategy, len(blocks), heads)
     for layer, block in enumerate(blocks):
         block.attn.set_processor(SlidingTileAttnProcessor(block.attn.processor, layer, state))
@@ -214,5 +221,4 @@ def enable_sliding_tile_attention(transformer: torch.nn.Module, path: str) -> St
         state.grid = (f // patch_t, h // patch, w // patch)
 
     transformer.register_forward_pre_hook(record_grid, with_kwargs=True)
-    transformer.sgld_sta_state = state
     return state

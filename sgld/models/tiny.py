@@ -11,40 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import string
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-# Words the tiny tokenizer knows whole; anything else falls back to single characters.
-_WORDS = (
-    "a an the and of in on with at to over under through by from is are red blue green yellow white black "
-    "orange purple golden silver fox cat dog bird horse raccoon robot woman man child city street forest "
-    "snow rain sea ocean river mountain sky night sunset sunrise light fire water piano stage playing "
-    "running walking jumping flying dancing curious calico cute beautiful dress fresh slow fast camera "
-    "shot close up wide view cinematic style video image photo painting gpu cluster hacking"
-).split()
-
-
-def build_t5_tokenizer():
-    """A T5/UMT5-style Unigram tokenizer built in memory (pad=0, eos=1, unk=2), no downloads."""
-    from transformers import T5Tokenizer
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    vocab += [("\u2581" + w, -2.0) for w in _WORDS]
-    vocab += [("\u2581", -4.0)]
-    vocab += [(c, -6.0) for c in string.ascii_letters + string.digits + string.punctuation]
-    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
-
-
-def _scale_(modules, factor: float) -> None:
-    import torch
-
-    with torch.no_grad():
-        for module in modules:
-            for p in module.parameters():
-                p.mul_(factor)
-
+from sgld.models import tiny_hunyuan, tiny_qwen
+from sgld.models.tiny_parts import (
+    build_clip_tokenizer, build_t5_tokenizer, build_tiny_clip_text_encoder, scale_parameters_,
+)
 
 def _tiny_wan_transformer(seed: int, text_dim: int, channels: int, in_channels: int | None = None,
                           image_dim: int | None = None):
@@ -73,9 +47,9 @@ def _tiny_wan_transformer(seed: int, text_dim: int, channels: int, in_channels: 
         rope_max_seq_len=32,
     )
     # Make the prompt matter: strong text projection and cross-attention values/outputs.
-    _scale_([model.condition_embedder.text_embedder], 3.0)
-    _scale_([blk.attn2.to_v for blk in model.blocks] + [blk.attn2.to_out[0] for blk in model.blocks], 6.0)
-    _scale_([model.proj_out], 4.0)
+    scale_parameters_([model.condition_embedder.text_embedder], 3.0)
+    scale_parameters_([blk.attn2.to_v for blk in model.blocks] + [blk.attn2.to_out[0] for blk in model.blocks], 6.0)
+    scale_parameters_([model.proj_out], 4.0)
     return model
 
 
@@ -139,9 +113,9 @@ def build_tiny_wan(folder: Path, two_experts: bool, ti2v: bool = False, i2v: boo
         **ti2v_vae,
     )
     # A wider pixel range, so latent differences show in the frames.
-    _scale_([vae.decoder.conv_out], 2.5)
+    scale_parameters_([vae.decoder.conv_out], 2.5)
     if i2v:  # encoded input images with a latent spread like the noise's, so the image shows
-        _scale_([vae.quant_conv], 4.0)
+        scale_parameters_([vae.quant_conv], 4.0)
     scheduler = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
     )
@@ -168,40 +142,6 @@ def _tiny_clip_vision():
     return encoder, processor
 
 
-def build_clip_tokenizer():
-    """A CLIP-style BPE tokenizer over single characters; ``<|endoftext|>`` has the highest id.
-
-    FLUX's CLIP config keeps the legacy ``eos_token_id=2``, so transformers pools at
-    ``argmax(input_ids)``: the end token must be the largest id for pooling to land on it.
-    """
-    from transformers import CLIPTokenizer
-
-    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(
-        vocab=vocab, merges=[], model_max_length=77, unk_token="<|endoftext|>",
-        bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-    )
-
-
-def build_tiny_clip_text_encoder(tokenizer, hidden_size: int):
-    """A 2-layer CLIP text tower for ``build_clip_tokenizer()``'s ids (seed it before calling).
-
-    Keeps the legacy ``eos_token_id=2`` of the released FLUX/Hunyuan configs: pooling then
-    lands on ``argmax(input_ids)``, the end token.
-    """
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=77, bos_token_id=len(tokenizer) - 2, eos_token_id=2,
-        pad_token_id=len(tokenizer) - 1, projection_dim=hidden_size,
-    )).eval()
-
-
 def build_tiny_flux(folder: Path) -> None:
     """Write a tiny FLUX.1-dev-style model (CLIP + T5 encoders, guidance-distilled DiT) into ``folder``."""
     import torch
@@ -226,8 +166,8 @@ def build_tiny_flux(folder: Path) -> None:
         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
         guidance_embeds=True, axes_dims_rope=(4, 6, 6),
     )
-    _scale_([transformer.context_embedder], 4.0)
-    _scale_([transformer.time_text_embed.text_embedder, transformer.time_text_embed.guidance_embedder], 4.0)
+    scale_parameters_([transformer.context_embedder], 4.0)
+    scale_parameters_([transformer.time_text_embed.text_embedder, transformer.time_text_embed.guidance_embedder], 4.0)
     torch.manual_seed(3)
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
@@ -252,22 +192,12 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-wan21-i2v": lambda folder: build_tiny_wan(folder, two_experts=False, i2v=True),
     "tiny-wan22-i2v": lambda folder: build_tiny_wan(folder, two_experts=True, i2v=True),
     "tiny-flux": build_tiny_flux,
-    "tiny-hunyuan": lambda folder: _tiny_hunyuan().build_tiny_hunyuan(folder),
-    "tiny-qwen-image": lambda folder: _tiny_qwen().build_tiny_qwen_image(folder),
-    "tiny-qwen-image-edit": lambda folder: _tiny_qwen().build_tiny_qwen_image_edit(folder),
+    "tiny-hunyuan": lambda folder: tiny_hunyuan.build_tiny_hunyuan(folder),
+    "tiny-qwen-image": lambda folder: tiny_qwen.build_tiny_qwen_image(folder),
+    "tiny-qwen-image-edit": lambda folder: tiny_qwen.build_tiny_qwen_image_edit(folder),
 }
 
 
-def _tiny_qwen():
-    from sgld.models import tiny_qwen  # imports this module: load lazily
-
-    return tiny_qwen
-
-
-def _tiny_hunyuan():
-    from sgld.models import tiny_hunyuan  # imports this module: load lazily
-
-    return tiny_hunyuan
 
 # Bump when a builder changes, so old folders are rebuilt instead of silently reused.
 TINY_FORMAT_VERSION = "2"

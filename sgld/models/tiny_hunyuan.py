@@ -7,7 +7,7 @@ import re
 import string
 from pathlib import Path
 
-from sgld.models.tiny import _WORDS, _scale_, build_clip_tokenizer, build_tiny_clip_text_encoder
+from sgld.models.tiny_parts import WORDS, build_clip_tokenizer, build_tiny_clip_text_encoder, scale_parameters_
 
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 # The reference drops this many leading tokens (BOS + the system part of its prompt template):
@@ -30,7 +30,7 @@ def build_llama_tokenizer():
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
     specials = re.compile("|".join(re.escape(s) for s in LLAMA_SPECIALS))
-    texts = [part for part in specials.split(template.format("")) if part] + [" ".join(_WORDS)]
+    texts = [part for part in specials.split(template.format("")) if part] + [" ".join(WORDS)]
     bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=8192, show_progress=False, special_tokens=["<unk>"],
                                                        initial_alphabet=list(string.printable)))
     model = json.loads(bpe.to_str())["model"]
@@ -87,13 +87,13 @@ def build_tiny_hunyuan(folder: Path) -> None:
         guidance_embeds=True, text_embed_dim=32, pooled_projection_dim=16, rope_axes_dim=(4, 4, 4),
     )
     # Make the prompt matter (random weights barely let it through).
-    _scale_([transformer.context_embedder.proj_in, transformer.time_text_embed.text_embedder], 4.0)
-    _scale_([transformer.proj_out], 3.0)
+    scale_parameters_([transformer.context_embedder.proj_in, transformer.time_text_embed.text_embedder], 4.0)
+    scale_parameters_([transformer.proj_out], 3.0)
     torch.manual_seed(3)
     vae = AutoencoderKLHunyuanVideo(
         latent_channels=latent_channels, block_out_channels=(16, 16, 16, 16), layers_per_block=1, norm_num_groups=8,
     )
-    _scale_([vae.decoder.conv_out], 2.5)
+    scale_parameters_([vae.decoder.conv_out], 2.5)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
     HunyuanVideoPipeline(
         text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae, scheduler=scheduler,

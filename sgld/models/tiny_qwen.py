@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from sgld.models.tiny import _WORDS, _scale_
+from sgld.models.tiny_parts import WORDS, scale_parameters_
 
 # The reference pipelines' templates (diffusers QwenImagePipeline / QwenImageEditPipeline).
 T2I_TEMPLATE = (
@@ -48,7 +48,7 @@ def build_qwen2_tokenizer():
     ])
     specials = re.compile("|".join(re.escape(s) for s in SPECIAL_TOKENS))
     texts = [part for t in (T2I_TEMPLATE.format(""), EDIT_TEMPLATE.format("")) for part in specials.split(t) if part]
-    texts.append(" ".join(_WORDS))
+    texts.append(" ".join(WORDS))
     # A vocabulary larger than the corpus needs: training runs until every word is one token.
     trainer = trainers.BpeTrainer(vocab_size=8192, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
@@ -103,17 +103,17 @@ def _tiny_parts(seed_offset: int = 0):
     # Make the prompt matter: a strong text projection into the joint attention, and text
     # keys sharp enough to be attended next to Edit's thousands of condition-image tokens.
     blocks = transformer.transformer_blocks
-    _scale_([transformer.txt_in], 4.0)
-    _scale_([blk.attn.add_v_proj for blk in blocks], 24.0)
-    _scale_([blk.attn.to_out[0] for blk in blocks], 2.0)
-    _scale_([blk.attn.norm_added_k for blk in blocks], 6.0)
+    scale_parameters_([transformer.txt_in], 4.0)
+    scale_parameters_([blk.attn.add_v_proj for blk in blocks], 24.0)
+    scale_parameters_([blk.attn.to_out[0] for blk in blocks], 2.0)
+    scale_parameters_([blk.attn.norm_added_k for blk in blocks], 6.0)
     torch.manual_seed(2)
     vae = AutoencoderKLQwenImage(
         base_dim=16, z_dim=latent_channels, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
         temperal_downsample=[False, True, True], latents_mean=[0.0] * latent_channels,
         latents_std=[1.0] * latent_channels,
     )
-    _scale_([vae.decoder.conv_out], 2.5)
+    scale_parameters_([vae.decoder.conv_out], 2.5)
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, time_shift_type="exponential",
         base_shift=0.5, max_shift=0.9, base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02,

@@ -14,17 +14,24 @@ import json
 import logging
 import os
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
+from sgld.parallel.state import ParallelState
 
 log = logging.getLogger("sgld")
 
+# What a rank runs once it has joined the group: (run, this rank's state) -> its result.
+RankBody = Callable[[RunConfig, ParallelState], Any]
 
-def launch(run: RunConfig) -> Any:
-    """Run ``run`` on ``parallel.num_gpus`` local processes; returns rank 0's GenerationResult."""
-    return launch_function(run, rank_main, run)[0]
+
+def launch(run: RunConfig, body: RankBody) -> Any:
+    """Run ``body(run, state)`` on ``parallel.num_gpus`` local processes; returns rank 0's result.
+
+    ``body`` must be importable by name (a module-level function): the ranks are spawned.
+    """
+    return launch_function(run, rank_main, run, body)[0]
 
 
 def launch_function(run: RunConfig, function, *args: Any) -> dict:
@@ -56,26 +63,28 @@ def _failure_message(exc) -> str:
     return f"rank {rank} failed: {text[-1] if text else 'no message'}"
 
 
-def rank_main(run: RunConfig):
-    """One rank's body (module-level, so the spawn start method can import it)."""
+def rank_main(run: RunConfig, body: RankBody):
+    """One rank's entry point (module-level, so the spawn start method can import it)."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    return record(run_as_rank)(run)
+    return record(run_as_rank)(run, body)
 
 
-def run_as_rank(run: RunConfig):
-    """Join the process group, generate together, leave; rank 0's result (None on the others)."""
-    from sgld.parallel.state import init_distributed, shutdown
-    from sgld.runner import run_local
-
-    state = init_distributed(run)
+def quiet_other_ranks(state: ParallelState) -> None:
+    """Only rank 0 logs at INFO and shows progress bars."""
     if not state.is_main:
         logging.getLogger().setLevel(logging.WARNING)
         os.environ["TQDM_DISABLE"] = "1"
+
+
+def run_as_rank(run: RunConfig, body: RankBody):
+    """Join the process group, run ``body`` together, leave; rank 0's result (None on the others)."""
+    from sgld.parallel.state import init_distributed, shutdown
+
+    state = init_distributed(run)
+    quiet_other_ranks(state)
     try:
-        if os.environ.get("SGLD_TEST_FAIL_RANK") == str(state.rank):  # test-only: a rank that dies mid-run
-            raise RuntimeError(f"injected test failure on rank {state.rank}")
-        result = run_local(run)
+        result = body(run, state)
     except UserError as exc:
         # The message must reach the launcher: raise a plain error that @record writes out.
         raise RuntimeError(str(exc)) from None

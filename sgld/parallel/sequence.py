@@ -3,10 +3,12 @@
 diffusers 0.42 ships the pieces we need: per-model plans (``_cp_plan``) that shard the
 token sequence after the patch embedding and gather it at ``proj_out`` for Wan, FLUX and
 Qwen-Image, Ulysses all-to-all and ring attention with log-sum-exp merging. We give it
-our device mesh and fill the two gaps that stop it on CPU/gloo: it derives the device
-from ``torch.accelerator.device_count()`` (0 on CPU), and its native SDPA op returns no
-log-sum-exp, which ring attention needs; we use ATen's kernels that do (flash on CPU; on
-CUDA cuDNN, else flash, else memory-efficient — bench/lse_kernels.py times them).
+our device mesh and fill the gaps that stop it on CPU/gloo: it derives the device from
+``torch.accelerator.device_count()`` (0 on CPU; overridden while parallelism is enabled), its
+native SDPA op returns no log-sum-exp, which ring attention needs (``lse_attention_op`` uses
+ATen's kernels that do: flash on CPU; on CUDA cuDNN, else flash, else memory-efficient), and
+its gather of uneven shards sends unequal messages, which gloo refuses (``pad_gather_anything``).
+The last two replace diffusers internals: ``sgld.diffusers_patches`` installs them.
 """
 
 from __future__ import annotations
@@ -75,13 +77,9 @@ def run_first_working(kernels, chosen: dict, key, *args):
     raise RuntimeError(f"no attention kernel with log-sum-exp runs {key}")
 
 
-def _install_lse_attention() -> None:
-    """Let diffusers' native attention return the log-sum-exp (ring attention merges partial results with it)."""
-    from diffusers.models import attention_dispatch as ad
-
-    if getattr(ad._native_attention_forward_op, "_sgld_lse", False):
-        return
-    original = ad._native_attention_forward_op
+def lse_attention_op(original):
+    """diffusers' native attention op, extended to return the log-sum-exp (ring attention merges partial results
+    with it); installed by ``sgld.diffusers_patches``."""
 
     def forward_op(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                    enable_gqa=False, return_lse=False, _save_ctx=True, _parallel_config=None):
@@ -92,11 +90,10 @@ def _install_lse_attention() -> None:
         out, lse = _attention_with_lse(q, k, v, dropout_p, is_causal, scale)
         return out.permute(0, 2, 1, 3), lse.permute(0, 2, 1)  # model layout: (B, S, H, D), (B, S, H)
 
-    forward_op._sgld_lse = True
-    ad._native_attention_forward_op = forward_op
+    return forward_op
 
 
-def _pad_gather_anything(tensor: torch.Tensor, dim: int, group) -> torch.Tensor:
+def pad_gather_anything(tensor: torch.Tensor, dim: int, group) -> torch.Tensor:
     """All-gather shards of different lengths along ``dim`` with equal-sized messages (gloo needs them; NCCL is fine with them too)."""
     import torch.distributed as dist
 
@@ -112,12 +109,6 @@ def _pad_gather_anything(tensor: torch.Tensor, dim: int, group) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded, group=group)
     return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim)
-
-
-def _install_padded_uneven_gather() -> None:
-    from diffusers.hooks import context_parallel as cp
-
-    cp._all_gather_anything = _pad_gather_anything
 
 
 def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState) -> None:
@@ -136,8 +127,6 @@ def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState)
     config = ContextParallelConfig(ring_degree=state.ring_degree, ulysses_degree=state.ulysses_degree,
                                    mesh=state.mesh["ring", "ulysses"],
                                    ulysses_anything=state.ring_degree == 1, ring_anything=state.ulysses_degree == 1)
-    _install_lse_attention()
-    _install_padded_uneven_gather()
     if state.device.type == "cpu":
         with _cpu_as_one_device():
             transformer.enable_parallelism(config=config)

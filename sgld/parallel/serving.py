@@ -10,10 +10,9 @@ group keeps ``parallel.timeout_s``.
 
 from __future__ import annotations
 
-import logging
 import os
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from sgld.config.schema import RunConfig
 from sgld.errors import GenerationStopped, UserError
@@ -23,26 +22,29 @@ STOP = ("stop",)
 _IDLE_WAIT = timedelta(days=365)
 
 
-def serve_ranks(run: RunConfig, jobs: Any, events: Any, cancel: Any) -> None:
-    """Entry point of each rank (module-level for the spawn start method)."""
+# Loads the model on one rank: (run, this rank's state) -> a generator (DiffGenerator.from_run_config).
+# Passed in by the server, so this package never imports the API layer.
+RankLoader = Callable[[RunConfig, Any], Any]
+
+
+def serve_ranks(run: RunConfig, load: RankLoader, jobs: Any, events: Any, cancel: Any) -> None:
+    """Entry point of each rank (module-level for the spawn start method); ``load`` must be importable by name."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    record(_serve_as_rank)(run, jobs, events, cancel)
+    record(_serve_as_rank)(run, load, jobs, events, cancel)
 
 
-def _serve_as_rank(run: RunConfig, jobs: Any, events: Any, cancel: Any) -> None:
+def _serve_as_rank(run: RunConfig, load: RankLoader, jobs: Any, events: Any, cancel: Any) -> None:
     import torch.distributed as dist
 
-    from sgld.api import DiffGenerator
+    from sgld.parallel.launch import quiet_other_ranks
     from sgld.parallel.state import init_distributed, shutdown
 
     state = init_distributed(run)
     parent = os.getppid()
-    if not state.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-        os.environ["TQDM_DISABLE"] = "1"
+    quiet_other_ranks(state)
     try:
-        generator = DiffGenerator.from_run_config(run)
+        generator = load(run, state)
         control = dist.new_group(backend="gloo", timeout=_IDLE_WAIT)
         dist.barrier(group=control)
         if state.is_main:
@@ -75,9 +77,6 @@ def _next_job(jobs: Any, parent: int) -> Any:
 
 def _run_job(generator, state, options: dict, events: Any, cancel: Any) -> None:
     """Every rank runs the job; rank 0 reports progress and the result."""
-    if (os.environ.get("SGLD_TEST_FAULTS") and not state.is_main
-            and "[[sgld-test-rank-fault]]" in str(options.get("prompt", ""))):
-        raise RuntimeError(f"injected test failure on rank {state.rank}")  # test-only: a rank dies mid-job
     cancel_flag = cancel.is_set if state.is_main else (lambda: False)
     progress = (lambda done, total: events.put(("progress", done, total))) if state.is_main else None
     try:

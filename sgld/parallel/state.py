@@ -51,13 +51,9 @@ class ParallelState:
         return self.mesh["cfg"].get_group() if self.cfg_degree > 1 else None
 
 
-SINGLE = ParallelState()
-_current: ParallelState = SINGLE
-
-
-def current() -> ParallelState:
-    """The state set up by ``init_distributed`` (single-process until then)."""
-    return _current
+def single_process(device: torch.device) -> ParallelState:
+    """The state of a run in this process alone, on ``device``."""
+    return ParallelState(device=device)
 
 
 def in_torchrun() -> bool:
@@ -66,11 +62,13 @@ def in_torchrun() -> bool:
 
 
 def init_distributed(run: RunConfig) -> ParallelState:
-    """Join the process group torchrun started and build the mesh (NCCL on GPUs, gloo on CPU)."""
+    """Join the process group torchrun started and build the mesh (NCCL on GPUs, gloo on CPU); this rank's state.
+
+    The state is passed on explicitly (DiffGenerator.from_run_config, the pipeline, its stages): nothing
+    reads it from a global."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
-    global _current
     par = run.parallel
     world = int(os.environ["WORLD_SIZE"])
     if world != par.num_gpus:
@@ -92,16 +90,13 @@ def init_distributed(run: RunConfig) -> ParallelState:
     if par.tp_size > 1:  # consecutive ranks share a text encoder
         tp_mesh = init_device_mesh(device.type, (world // par.tp_size, par.tp_size),
                                    mesh_dim_names=("tp_replica", "tp"))["tp"]
-    _current = ParallelState(dist.get_rank(), world, local_rank, device, cfg_degree, par.ring_degree,
-                             par.ulysses_degree, mesh, par.tp_size, tp_mesh)
-    return _current
+    return ParallelState(dist.get_rank(), world, local_rank, device, cfg_degree, par.ring_degree,
+                         par.ulysses_degree, mesh, par.tp_size, tp_mesh)
 
 
 def shutdown() -> None:
     """Leave the process group."""
     import torch.distributed as dist
 
-    global _current
     if dist.is_initialized():
         dist.destroy_process_group()
-    _current = SINGLE

@@ -7,61 +7,54 @@ from typing import Any, ClassVar
 import torch
 
 from sgld.config.schema import RunConfig
-from sgld.models.loading import Placement, enable_vae_tiling
-from sgld.pipelines.constraints import FamilyTraits
+from sgld.families import FamilySpec, SizeConstraints
+from sgld.models.placement import Placement
+from sgld.models.step_hooks import StepHook
+from sgld.models.transformer_setup import configure_transformer
+from sgld.models.vae_setup import configure_vae
+from sgld.parallel.state import ParallelState
 from sgld.request import Request
 from sgld.stages.base import Stage
 
 
-class Pipeline(FamilyTraits):
-    """A family's pipeline. Subclasses build ``self.stages`` and ``check_request``."""
+class Pipeline:
+    """A family's loaded pipeline (a ``DescribedModel``): subclasses set ``spec``, ``constraints`` and ``stages``."""
 
-    family: ClassVar[str] = ""
-    # Whether the family's VAE decode can split its tiles across ranks (vae.sp).
-    supports_vae_sp: ClassVar[bool] = False
+    spec: ClassVar[FamilySpec]
 
-    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
-        if run.vae.sp and not self.supports_vae_sp:
-            from sgld.errors import UserError
-
-            raise UserError(f"vae_sp: splitting the VAE decode across ranks is supported for Wan models, "
-                            f"not {self.family}; leave vae_sp off", param="vae.sp")
-        self.check_attention_backend(run.model.attention_backend)
+    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
+        self.spec.check_run(run)
         self.components = components
         self.run = run
         self.device = device
-        self.placement = Placement(device, self.offloaded_components(run), run.offload.pin_cpu_memory,
-                                   self.layerwise_components(run))
+        self.parallel = parallel
+        self.placement = Placement.for_run(run, device)
+        self.constraints: SizeConstraints
         self.stages: list[Stage] = []
 
-    def configure_video_vae(self, vae) -> None:
-        """Tiling as the run asks (vae_sp splits the tiles of a tiled decode); the encoder dropped when not loaded."""
-        vae_config = self.run.vae
-        if vae_config.tiling or vae_config.sp:
-            enable_vae_tiling(vae, vae_config.tile_sample_min_height, vae_config.tile_sample_min_width)
-        if not vae_config.load_encoder:
-            vae.encoder = None
+    def configure_vae(self, vae: torch.nn.Module) -> None:
+        """Tiling and encoder as the run asks: one set-up for every family's VAE."""
+        configure_vae(vae, self.run.vae, needs_encoder=self.spec.needs_image)
 
-    @staticmethod
-    def offloaded_components(run: RunConfig) -> set[str]:
-        """Component names that wait on the CPU between uses."""
-        names = set()
-        if run.offload.text_encoder:
-            names |= {"text_encoder", "text_encoder_2"}
-        if run.offload.dit:
-            names |= {"transformer", "transformer_2"}
-        if run.offload.vae:
-            names.add("vae")
-        return names
+    def configure_dit(self, name: str, module: torch.nn.Module) -> list[StepHook]:
+        """Apply the run's speed levers to a DiT, place it, and return its per-step hooks for the denoise loop."""
+        hooks = configure_transformer(module, self.run, self.device, masked_attention=bool(self.spec.masked_attention))
+        self.placement.place(name, module)
+        return hooks
 
-    @staticmethod
-    def layerwise_components(run: RunConfig) -> set[str]:
-        """Component names whose blocks wait on the CPU and are copied in one by one as they run."""
-        return {"transformer", "transformer_2"} if run.offload.dit_layerwise else set()
+    def place(self, *names: str) -> None:
+        """Put the named components (those present) where the offload settings say."""
+        for name in names:
+            if self.components.get(name) is not None:
+                self.placement.place(name, self.components[name])
 
-    def check_request(self, req: Request) -> None:  # pragma: no cover - abstract
+    def check_request(self, req: Request) -> None:
         """Raise UserError when this model cannot run ``req``; touches no weights."""
-        raise NotImplementedError
+        self.spec.check_request(req, self.constraints)
+
+    def stage(self, kind: type) -> Stage:
+        """The pipeline's stage of type ``kind`` (tests and benchmarks find stages by type, not position)."""
+        return next(stage for stage in self.stages if isinstance(stage, kind))
 
     def __call__(self, req: Request) -> Request:
         for stage in self.stages:

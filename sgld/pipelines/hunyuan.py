@@ -7,17 +7,18 @@ from typing import Any
 import torch
 
 from sgld.config.schema import RunConfig
-from sgld.models.loading import configure_transformer
+from sgld.families import FAMILIES
+from sgld.models.sliding_tile import StaState, check_coverage
+from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
-from sgld.pipelines.constraints import hunyuan_size_constraints
 from sgld.request import Request
 from sgld.stages.base import Stage
 from sgld.stages.decoding import HunyuanVaeDecodingStage
-from sgld.stages.denoising import CFG_NONE, DenoisingStage
+from sgld.stages.denoising import CFG_MODES, DenoisingStage
 from sgld.stages.hunyuan_text import HunyuanTextEncodingStage
 from sgld.stages.latents import VideoLatentPreparationStage
 from sgld.stages.timesteps import TimestepPreparationStage
-from sgld.stages.validation import InputValidationStage, check_video_request
+from sgld.stages.validation import InputValidationStage
 
 
 class GuidanceInputStage(Stage):
@@ -36,17 +37,16 @@ class GuidanceInputStage(Stage):
 class HunyuanT2VPipeline(Pipeline):
     """Llama + CLIP -> HunyuanVideo DiT (``guidance_scale`` is the embedded guidance) -> causal 3D VAE."""
 
-    family = "hunyuan"
-    supports_vae_sp = True
+    spec = FAMILIES["hunyuan"]
 
-    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
-        super().__init__(components, run, device)
+    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
+        super().__init__(components, run, device, parallel)
         vae, transformer = components["vae"], components["transformer"]
-        self.configure_video_vae(vae)
-        configure_transformer(transformer, run, device, attention_mask=self.masks_attention)
-        for name in ("transformer", "text_encoder", "text_encoder_2", "vae"):
-            self.placement.place(name, components[name])
-        self.spatial_multiple, self.temporal_factor = hunyuan_size_constraints(vae.config, transformer.config)
+        self.configure_vae(vae)
+        step_hooks = self.configure_dit("transformer", transformer)
+        self.sliding_tiles = next((hook for hook in step_hooks if isinstance(hook, StaState)), None)
+        self.place("text_encoder", "text_encoder_2", "vae")
+        self.constraints = self.spec.sizes(vae.config, transformer.config)
         dtype = transformer.dtype
         self.stages = [
             InputValidationStage(self.check_request),
@@ -55,16 +55,15 @@ class HunyuanT2VPipeline(Pipeline):
             GuidanceInputStage(device, dtype),
             TimestepPreparationStage(components["scheduler"], device, linear_sigmas=True),
             VideoLatentPreparationStage(transformer.config.in_channels, vae.config.spatial_compression_ratio,
-                                        self.temporal_factor, device),
-            DenoisingStage([("transformer", transformer)], self.placement, cfg_mode=CFG_NONE),
-            HunyuanVaeDecodingStage(vae, self.placement, split_tiles=run.vae.sp),
+                                        self.constraints.temporal_factor, device),
+            DenoisingStage([("transformer", transformer)], self.placement, parallel,
+                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_MODES[self.spec.guidance]),
+            HunyuanVaeDecodingStage(vae, self.placement, parallel, split_tiles=run.vae.sp),
         ]
 
     def check_request(self, req: Request) -> None:
-        check_video_request(req, self.spatial_multiple, self.temporal_factor)
-        sliding_tiles = getattr(self.components["transformer"], "sgld_sta_state", None)
-        if sliding_tiles is not None:
-            from sgld.models.sliding_tile import check_coverage
-
-            check_coverage(sliding_tiles.strategy, req.num_inference_steps, sliding_tiles.layers, sliding_tiles.heads,
+        super().check_request(req)
+        tiles = self.sliding_tiles
+        if tiles is not None:  # the mask strategy must give a window for every step this request runs
+            check_coverage(tiles.strategy, req.num_inference_steps, tiles.layers, tiles.heads,
                            self.run.model.mask_strategy_file_path)

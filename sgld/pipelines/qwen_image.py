@@ -7,40 +7,32 @@ from typing import Any
 import torch
 
 from sgld.config.schema import RunConfig
-from sgld.errors import UserError
-from sgld.models.loading import configure_transformer, enable_vae_tiling
+from sgld.families import FAMILIES, qwen_vae_scale
+from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
-from sgld.pipelines.constraints import qwen_vae_scale
-from sgld.request import Request
 from sgld.stages.condition_image import ConditionImageStage, ConditionLatentStage
 from sgld.stages.decoding import QwenVaeDecodingStage
-from sgld.stages.denoising import CFG_BATCHED, CFG_SEQUENTIAL, DenoisingStage
+from sgld.stages.denoising import CFG_BATCHED, CFG_MODES, DenoisingStage
 from sgld.stages.image_latents import FlowMatchTimestepStage, PackedLatentPreparationStage
 from sgld.stages.qwen_text import QWEN_IMAGE_EDIT_TEMPLATE, QWEN_IMAGE_TEMPLATE, QwenTextEncodingStage
-from sgld.stages.validation import InputValidationStage, check_image_request
+from sgld.stages.validation import InputValidationStage
 
 
 class QwenImageT2IPipeline(Pipeline):
     """Qwen2.5-VL -> Qwen-Image MMDiT with true CFG (``guidance_scale`` is ``true_cfg_scale``) -> VAE."""
 
-    family = "qwen_image"
-    # The branches' prompts differ in length: by default two forwards, as the reference runs them.
-    # CFG_BATCHED pads the shorter prompt (masked) and runs both in one forward.
-    cfg_mode = CFG_SEQUENTIAL
+    spec = FAMILIES["qwen_image"]
+    # The branches' prompts differ in length (true CFG): by default two forwards, as the reference runs them.
+    # CFG_BATCHED pads the shorter prompt (masked) and runs both in one forward (set_cfg_mode).
+    cfg_mode = CFG_MODES[spec.guidance]
 
-    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
-        super().__init__(components, run, device)
+    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
+        super().__init__(components, run, device, parallel)
         vae, transformer = components["vae"], components["transformer"]
-        if run.vae.tiling:
-            enable_vae_tiling(vae, run.vae.tile_sample_min_height, run.vae.tile_sample_min_width)
-        if not run.vae.load_encoder:
-            if self.needs_image:
-                raise UserError("vae_config.load_encoder=false: this edit model encodes its input image with the "
-                                "VAE encoder; leave it true", param="vae.load_encoder")
-            vae.encoder = None  # text-to-image never encodes pixels
-        configure_transformer(transformer, run, device)
-        for name in ("transformer", "text_encoder", "vae"):
-            self.placement.place(name, components[name])
+        self.configure_vae(vae)
+        step_hooks = self.configure_dit("transformer", transformer)
+        self.place("text_encoder", "vae")
+        self.constraints = self.spec.sizes(vae.config, transformer.config)
         self.vae_scale = qwen_vae_scale(vae.config)
         dtype = transformer.dtype
         self.stages = [
@@ -52,8 +44,9 @@ class QwenImageT2IPipeline(Pipeline):
             *self.condition_latent_stages(),
             FlowMatchTimestepStage(components["scheduler"], device),
             # Guided prediction rescaled to the conditional one's norm, as the reference's true CFG does.
-            DenoisingStage([("transformer", transformer)], self.placement, cfg_mode=self.cfg_mode,
-                           timestep_divisor=1000, rescale_cfg=True),
+            DenoisingStage([("transformer", transformer)], self.placement, parallel,
+                           step_hooks={"transformer": step_hooks}, cfg_mode=self.cfg_mode, timestep_divisor=1000,
+                           rescale_cfg=True),
             QwenVaeDecodingStage(vae, self.placement, self.vae_scale),
         ]
 
@@ -78,14 +71,11 @@ class QwenImageT2IPipeline(Pipeline):
         """Stages that add the input image's latent tokens (none for text-to-image)."""
         return []
 
-    def check_request(self, req: Request) -> None:
-        check_image_request(req, 2 * self.vae_scale, needs_image=self.needs_image)
-
 
 class QwenImageEditTI2IPipeline(QwenImageT2IPipeline):
     """Qwen-Image-Edit: the input image conditions the prompt encoding (VL) and the DiT (latent tokens)."""
 
-    family = "qwen_image_edit"
+    spec = FAMILIES["qwen_image_edit"]
 
     def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
         return QwenTextEncodingStage(self.components["processor"], self.components["text_encoder"], self.placement,

@@ -8,54 +8,45 @@ import torch
 
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
-from sgld.models.loading import configure_transformer
+from sgld.families import FAMILIES
+from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
-from sgld.pipelines.constraints import wan_size_constraints
 from sgld.request import Request
 from sgld.stages.decoding import WanVaeDecodingStage
-from sgld.stages.denoising import DenoisingStage
+from sgld.stages.denoising import CFG_MODES, DenoisingStage
 from sgld.stages.first_frame import FirstFrameConditionStage, ImageEmbeddingStage
 from sgld.stages.latents import VideoLatentPreparationStage
 from sgld.stages.text_encoding import T5TextEncodingStage
 from sgld.stages.timesteps import TimestepPreparationStage
-from sgld.stages.validation import IMAGE_NEVER, IMAGE_REQUIRED, InputValidationStage, check_video_request
+from sgld.stages.validation import InputValidationStage
 
 
 class WanT2VPipeline(Pipeline):
     """UMT5 text encoder -> Wan DiT (one or two experts) -> Wan VAE.
 
-    Subclasses add the input image (whether one is taken follows the family: ``image_mode``);
+    Subclasses add the input image (whether one is taken follows the family's ``image_mode``);
     ``first_frame_only`` picks TI2V's one-latent-frame conditioning over I2V's
     channel-concatenated whole-video condition.
     """
 
-    family = "wan"
-    supports_vae_sp = True
+    spec = FAMILIES["wan_t2v"]
     first_frame_only = False
 
-    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device):
-        super().__init__(components, run, device)
+    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
+        super().__init__(components, run, device, parallel)
         vae, scheduler = components["vae"], components["scheduler"]
         experts = [(n, components[n]) for n in ("transformer", "transformer_2") if components.get(n) is not None]
         if not experts:
             raise UserError("model folder has no transformer", param="model_path")
 
-        if not run.vae.load_encoder and self.image_mode == IMAGE_REQUIRED:
-            raise UserError("vae_config.load_encoder=false: this image-to-video model encodes the input image "
-                            "with the VAE; leave load_encoder on", param="vae_config.load_encoder")
-        self.configure_video_vae(vae)
-        self.encodes_images = self.image_mode != IMAGE_NEVER and vae.encoder is not None
-        for name, module in experts:
-            configure_transformer(module, run, device)
-            self.placement.place(name, module)
-        self.placement.place("text_encoder", components["text_encoder"])
-        self.placement.place("vae", vae)
+        self.configure_vae(vae)
+        self.encodes_images = self.spec.takes_image and vae.encoder is not None
+        step_hooks = {name: self.configure_dit(name, module) for name, module in experts}
+        self.place("text_encoder", "vae", "image_encoder")
         image_encoder = components.get("image_encoder")
-        if image_encoder is not None:
-            self.placement.place("image_encoder", image_encoder)
 
-        spatial = vae.config.scale_factor_spatial
-        self.spatial_multiple, self.temporal_factor = wan_size_constraints(vae.config, experts[0][1].config)
+        self.constraints = self.spec.sizes(vae.config, experts[0][1].config)
+        temporal = self.constraints.temporal_factor
         boundary_ratio = components.get("boundary_ratio")
         boundary = boundary_ratio * scheduler.config.num_train_timesteps if boundary_ratio is not None else None
         dit_dtype = experts[0][1].dtype
@@ -68,13 +59,14 @@ class WanT2VPipeline(Pipeline):
             self.stages.append(ImageEmbeddingStage(components["image_processor"], image_encoder, self.placement, dit_dtype))
         self.stages += [
             TimestepPreparationStage(scheduler, device),
-            VideoLatentPreparationStage(vae.config.z_dim, spatial, self.temporal_factor, device),
+            VideoLatentPreparationStage(vae.config.z_dim, vae.config.scale_factor_spatial, temporal, device),
         ]
         if self.encodes_images:
             self.stages.append(FirstFrameConditionStage(vae, self.placement, self.first_frame_only))
         self.stages += [
-            DenoisingStage(experts, self.placement, boundary, token_patch=self._token_patch(components, experts[0][1])),
-            WanVaeDecodingStage(vae, self.placement, split_tiles=run.vae.sp),
+            DenoisingStage(experts, self.placement, parallel, boundary, step_hooks=step_hooks,
+                           cfg_mode=CFG_MODES[self.spec.guidance], token_patch=self._token_patch(components, experts[0][1])),
+            WanVaeDecodingStage(vae, self.placement, parallel, split_tiles=run.vae.sp),
         ]
 
     @staticmethod
@@ -86,7 +78,7 @@ class WanT2VPipeline(Pipeline):
         return (patch[1], patch[2])
 
     def check_request(self, req: Request) -> None:
-        check_video_request(req, self.spatial_multiple, self.temporal_factor, self.image_mode)
+        super().check_request(req)
         if req.image_path and not self.encodes_images:
             raise UserError("image_path: this run skips the VAE encoder (vae_config.load_encoder=false), "
                             "so it cannot take an input image", param="image_path")
@@ -95,11 +87,11 @@ class WanT2VPipeline(Pipeline):
 class WanTI2VPipeline(WanT2VPipeline):
     """Wan2.2 TI2V-5B: text-to-video, or text + first frame (``--image-path``) to video."""
 
-    family = "wan_ti2v"
+    spec = FAMILIES["wan_ti2v"]
     first_frame_only = True
 
 
 class WanI2VPipeline(WanT2VPipeline):
     """Wan2.1 I2V (with CLIP image tokens) and Wan2.2 I2V A14B: the input image is the first frame."""
 
-    family = "wan_i2v"
+    spec = FAMILIES["wan_i2v"]

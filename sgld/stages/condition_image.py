@@ -6,11 +6,11 @@ import math
 
 import torch
 
-from sgld.models.loading import Placement
+from sgld.checks import open_input_image
+from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
-from sgld.stages.decoding import latent_stats
-from sgld.stages.validation import open_input_image
+from sgld.stages.latent_norm import LatentNorm
 
 # Qwen-Image-Edit conditions on the input image resized to about this many pixels,
 # whatever the output size (the reference's calculate_dimensions(1024 * 1024, ratio)).
@@ -67,7 +67,7 @@ class ConditionLatentStage(Stage):
         self.vae = vae
         self.placement = placement
         self.vae_scale_factor = vae_scale_factor
-        self.mean, self.std = latent_stats(vae)
+        self.norm = LatentNorm.of(vae)
 
     @torch.no_grad()
     def forward(self, req: Request) -> Request:
@@ -76,7 +76,7 @@ class ConditionLatentStage(Stage):
         with self.placement.active("vae", self.vae) as vae:
             device, dtype = next(vae.parameters()).device, vae.dtype
             latents = vae.encode(req.condition_pixels.to(device=device, dtype=dtype)).latent_dist.mode()
-        latents = (latents - self.mean.to(latents.device, latents.dtype)) / self.std.to(latents.device, latents.dtype)
+        latents = self.norm.normalize(latents)
         _, channels, _, h, w = latents.shape
         tokens = FluxPipeline._pack_latents(latents[:, :, 0], 1, channels, h, w)
         req.condition_tokens = tokens.to(device=req.latents.device, dtype=req.latents.dtype)

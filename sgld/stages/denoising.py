@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from itertools import groupby
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from sgld.errors import GenerationStopped
-from sgld.models.loading import Placement
-from sgld.parallel.state import current as parallel_state
+from sgld.families import GuidanceKind
+from sgld.models.placement import Placement
+from sgld.models.step_hooks import StepHook
+from sgld.parallel.state import ParallelState
 from sgld.request import Request
 from sgld.stages.base import Stage
 
@@ -17,6 +20,9 @@ from sgld.stages.base import Stage
 CFG_BATCHED = "batched"  # cond and uncond in one forward of batch 2 (same-shaped text inputs)
 CFG_SEQUENTIAL = "sequential"  # two forwards (text inputs of different lengths, e.g. Qwen-Image)
 CFG_NONE = "none"  # guidance-distilled models (FLUX): one forward, guidance is a model input
+
+# The default way each guidance kind runs its branches.
+CFG_MODES = {GuidanceKind.cfg: CFG_BATCHED, GuidanceKind.true_cfg: CFG_SEQUENTIAL, GuidanceKind.embedded: CFG_NONE}
 
 
 class DenoisingStage(Stage):
@@ -30,7 +36,9 @@ class DenoisingStage(Stage):
 
     ``timestep_divisor`` divides the scheduler's timestep (FLUX and Qwen-Image take
     t / 1000 in the latents' dtype); ``rescale_cfg`` rescales the guided prediction to the
-    conditional one's norm, as Qwen-Image's true CFG does.
+    conditional one's norm, as Qwen-Image's true CFG does. ``step_hooks`` (by expert name) are
+    the model's per-step behaviours (step cache, sliding-tile windows): started once per request
+    and entered around every forward of that expert.
     """
 
     name = "denoise"
@@ -39,8 +47,10 @@ class DenoisingStage(Stage):
         self,
         experts: Sequence[tuple[str, torch.nn.Module]],
         placement: Placement,
+        parallel: ParallelState,
         boundary_timestep: float | None = None,
         *,
+        step_hooks: Mapping[str, Sequence[StepHook]] | None = None,
         cfg_mode: str = CFG_BATCHED,
         timestep_divisor: float | None = None,
         rescale_cfg: bool = False,
@@ -56,7 +66,8 @@ class DenoisingStage(Stage):
         self.token_patch = token_patch
         # ModelMixin.dtype, as diffusers uses it: some modules stay fp32 (_keep_in_fp32_modules).
         self.dtype = self.experts[0][1].dtype
-        self.parallel = parallel_state()
+        self.parallel = parallel
+        self.step_hooks = {name: list((step_hooks or {}).get(name, ())) for name, _ in self.experts}
 
     def expert_schedule(self, timesteps: torch.Tensor) -> list[int]:
         """Index into ``experts`` for every step, computed once on the host before the loop."""
@@ -123,14 +134,14 @@ class DenoisingStage(Stage):
         return combined
 
     def _call(self, module, branch: str, step: int, **kwargs) -> torch.Tensor:
-        """One DiT forward; with a step cache on, inside the branch's cache context (cond/uncond keep separate state)."""
-        sliding_tiles = getattr(module, "sgld_sta_state", None)
-        if sliding_tiles is not None:  # sliding-tile windows are chosen per step
-            sliding_tiles.step = step
-        if getattr(module, "is_cache_enabled", False):
-            with module.cache_context(branch, step_index=step):
-                return module(**kwargs, return_dict=False)[0]
-        return module(**kwargs, return_dict=False)[0]
+        """One DiT forward, inside the expert's step hooks (a step cache keeps cond/uncond state apart)."""
+        with ExitStack() as stack:
+            for hook in self._hooks_of(module):
+                stack.enter_context(hook.around_forward(branch, step))
+            return module(**kwargs, return_dict=False)[0]
+
+    def _hooks_of(self, module) -> list[StepHook]:
+        return next(self.step_hooks[name] for name, expert in self.experts if expert is module)
 
     def _should_stop(self, req: Request) -> bool:
         if self.parallel.world_size == 1:
@@ -160,9 +171,9 @@ class DenoisingStage(Stage):
         schedule = self.expert_schedule(req.timesteps)
         guidance_2 = req.guidance_scale if req.guidance_scale_2 is None else req.guidance_scale_2
         total = len(req.timesteps)
-        for _, module in self.experts:
-            if getattr(module, "is_cache_enabled", False):
-                module._reset_stateful_cache()  # a step cache must not carry over from the last request
+        for hooks in self.step_hooks.values():
+            for hook in hooks:
+                hook.start()
         if req.step_callback is not None:
             req.step_callback(0, total)  # the loop starts now: progress bars time from here
         # Consecutive steps of one expert run together, so an offloaded expert moves once.

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from sgld.models.loading import Placement
+from sgld.checks import open_input_image
+from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
-from sgld.stages.decoding import latent_stats
-from sgld.stages.validation import open_input_image
+from sgld.stages.latent_norm import LatentNorm
 
 
 def input_image(req: Request):
@@ -71,7 +71,7 @@ class FirstFrameConditionStage(Stage):
         self.spatial = vae.config.scale_factor_spatial
         self.temporal = vae.config.scale_factor_temporal
         self.video_processor = VideoProcessor(vae_scale_factor=self.spatial)
-        self.mean, self.std = latent_stats(vae)
+        self.norm = LatentNorm.of(vae)
 
     @torch.no_grad()
     def forward(self, req: Request) -> Request:
@@ -88,8 +88,7 @@ class FirstFrameConditionStage(Stage):
             latents = vae.encode(video.to(device=param.device, dtype=vae.dtype)).latent_dist.mode()
         device = req.latents.device
         latents = latents.to(device=device, dtype=torch.float32)
-        # Same arithmetic as the reference: multiply by 1/std.
-        latents = (latents - self.mean.to(device)) * (1.0 / self.std).to(device)
+        latents = self.norm.normalize(latents)
         if self.first_frame_only:
             req.first_frame_latents = latents
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sgld.models.loading import Placement
+from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
 from sgld.stages.text_encoding import clip_pooled

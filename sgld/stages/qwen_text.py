@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from sgld.models.loading import Placement
+from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
-from sgld.models.loading import Placement
+from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
 

@@ -17,9 +17,9 @@ SMALL_LIMITS = ("server.max_frames=9", "server.max_steps=2", "server.max_pixels=
 
 
 def start_server(tmp_path_factory, model: str, *extra: str) -> ServerProcess:
-    """A keyed server for ``model`` (a conf/model name) with SMALL_LIMITS and the test fault hook on."""
-    srv = ServerProcess(tmp_path_factory.mktemp(model) / "out", *SMALL_LIMITS, *extra, model=model, hydra=True,
-                        env={"SGLD_API_KEY": API_KEY, "SGLD_TEST_FAULTS": "1"})
+    """A keyed server for ``model`` (a conf/model name) with SMALL_LIMITS and the test faults (a failing prompt)."""
+    srv = ServerProcess(tmp_path_factory.mktemp(model) / "out", *SMALL_LIMITS, *extra, model=model, faults=True,
+                        env={"SGLD_API_KEY": API_KEY})
     srv.ready_seconds = srv.start()
     return srv
 

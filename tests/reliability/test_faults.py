@@ -10,6 +10,7 @@ import time
 
 from tests.reliability.conftest import API_KEY, openai_client
 from tests.server.conftest import ServerProcess, wait_for
+from tests.support.faults import JOB_FAULT
 
 SMALL = dict(size="64x64", extra_body={"num_frames": 1, "num_inference_steps": 1})
 
@@ -47,7 +48,7 @@ def test_kill_9_with_running_and_queued_jobs_loses_nothing(tmp_path, tiny_wan_fo
 
 def test_engine_exception_fails_that_job_only(video_server):
     client = openai_client(video_server)
-    bad = client.videos.create(prompt="boom [[sgld-test-fault]]", **SMALL)
+    bad = client.videos.create(prompt=f"boom {JOB_FAULT}", **SMALL)
     final = wait_for(client, bad.id)
     assert final.status == "failed" and final.error.code == "generation_failed"
     assert "injected test fault" in final.error.message

@@ -26,12 +26,14 @@ class ServerProcess:
     """``sgl-diffusion serve`` in a subprocess; ``url`` is its /v1 base."""
 
     def __init__(self, output_dir: Path, *extra: str, env: dict | None = None, model: str = "tiny-wan-t2v",
-                 hydra: bool = False):
+                 hydra: bool = False, faults: bool = False):
         self.output_dir = output_dir
         self.model = model
         self.extra = extra
         # hydra=True: ``python -m server model=NAME key=value...`` (limits that have no CLI flag).
-        self.hydra = hydra
+        # faults=True: the same door with test prompts that fail a job or kill a rank (tests/support/faults.py).
+        self.hydra = hydra or faults
+        self.module = "tests.support.fault_server" if faults else "server"
         self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -49,7 +51,7 @@ class ServerProcess:
         """Start and wait for /health 200; returns seconds to ready."""
         start = time.perf_counter()
         if self.hydra:
-            command = ["-m", "server", f"model={self.model}", f"server.port={self.port}", f"output.path={self.output_dir}",
+            command = ["-m", self.module, f"model={self.model}", f"server.port={self.port}", f"output.path={self.output_dir}",
                        f"hydra.run.dir={self.output_dir.parent / 'hydra'}", *self.extra]
         else:
             command = ["-m", "sgld.cli", "serve", "--model-path", self.model, "--port", str(self.port),
@@ -92,7 +94,7 @@ class ServerProcess:
 
 @pytest.fixture(scope="package")
 def server(tmp_path_factory, tiny_wan_folder):
-    srv = ServerProcess(tmp_path_factory.mktemp("server") / "out", env={"SGLD_TEST_FAULTS": "1"})
+    srv = ServerProcess(tmp_path_factory.mktemp("server") / "out")
     srv.ready_seconds = srv.start()
     yield srv
     srv.stop()

@@ -10,12 +10,13 @@ import pytest
 
 from tests.conftest import read_mp4, run_cli
 from tests.server.conftest import ServerProcess, wait_for
+from tests.support.faults import RANK_FAULT
 
 
 @pytest.fixture(scope="module")
 def two_rank_server(tmp_path_factory, tiny_wan_folder):
-    srv = ServerProcess(tmp_path_factory.mktemp("ranks") / "out", "--num-gpus", "2", "--ulysses-degree", "2",
-                        env={"SGLD_TEST_FAULTS": "1"})
+    srv = ServerProcess(tmp_path_factory.mktemp("ranks") / "out", "parallel.num_gpus=2", "parallel.ulysses_degree=2",
+                        model="tiny_wan", faults=True)
     srv.ready_seconds = srv.start(timeout=180)
     yield srv
     srv.stop()
@@ -43,7 +44,7 @@ def test_two_rank_server_makes_the_single_process_video(two_rank_server, tmp_pat
 def test_a_dead_rank_fails_the_job_and_health_says_so(two_rank_server):
     """Runs last in this module: it ends the server's rank group."""
     client = two_rank_server.openai()
-    video = client.videos.create(prompt="a cat [[sgld-test-rank-fault]]", size="64x64",
+    video = client.videos.create(prompt=f"a cat {RANK_FAULT}", size="64x64",
                                  extra_body={"num_inference_steps": 2})
     start = time.perf_counter()
     video = wait_for(client, video.id, timeout=120)

@@ -1,0 +1,49 @@
+"""What the job service asks of an engine, and how the server gets one.
+
+Two engines fit: a DiffGenerator (the model in this process) and a RankGroupEngine (the model
+in N ranks, this process holding only its folder's description). Tests hand ``create_app`` an
+engine, or a loader that builds one (fault injection wraps the real engine there).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Protocol
+
+from sgld.config.schema import RunConfig
+from sgld.families import DescribedModel
+
+
+class Engine(Protocol):
+    """A loaded model the worker runs jobs on, one at a time."""
+
+    run: RunConfig
+
+    @property
+    def pipeline(self) -> DescribedModel:
+        """The model's family, size constraints and request check (no weights needed)."""
+
+    def check(self, **options: Any) -> RunConfig:
+        """Validate a request without running it; the request's RunConfig."""
+
+    def generate(self, *, step_callback: Optional[Callable[[int, int], None]] = None, **options: Any) -> Any:
+        """Run one request; a result with ``path`` and ``frames``."""
+
+    def stop(self) -> None:
+        """Release what the engine holds (a rank group's processes)."""
+
+
+# (run, on_failure) -> a ready Engine. on_failure(message) reports an engine that dies after loading.
+EngineLoader = Callable[[RunConfig, Callable[[str], None]], Engine]
+
+
+def load_engine(run: RunConfig, on_failure: Callable[[str], None]) -> Engine:
+    """The engine ``run`` asks for: in this process, or on ``parallel.num_gpus`` ranks."""
+    from sgld.api import DiffGenerator
+
+    if run.parallel.num_gpus > 1:
+        from server.rank_group import RankGroupEngine
+
+        engine = RankGroupEngine(run, on_failure, load=DiffGenerator.from_run_config)
+        engine.start()
+        return engine
+    return DiffGenerator.from_run_config(run)

@@ -1,0 +1,118 @@
+"""Request checks that need no weights (and no torch): sizes, lengths, input images."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+
+from sgld.errors import UserError
+from sgld.request import Request
+
+
+def _nearest_multiples(value: int, multiple: int) -> str:
+    low = max(value // multiple * multiple, multiple)
+    high = low + multiple if low <= value else low
+    return f"{low} or {high}" if low != high else str(low)
+
+
+# Input images: formats we accept, and a pixel cap against decompression bombs.
+INPUT_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+MAX_INPUT_PIXELS = 64 * 1024 * 1024
+
+
+def open_input_image(path: str) -> "PIL.Image.Image":  # noqa: F821
+    """Open ``path`` as an RGB image, or raise UserError saying what is wrong with the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise UserError(f"image_path {path!r} does not exist or is not a file", param="image_path")
+    try:
+        with Image.open(path) as probe:
+            fmt, (width, height) = probe.format, probe.size
+            if fmt not in INPUT_IMAGE_FORMATS:
+                raise UserError(f"image_path {path!r} is a {fmt} image; use PNG, JPEG or WebP", param="image_path")
+            if width * height > MAX_INPUT_PIXELS:
+                raise UserError(f"image_path {path!r} is {width}x{height}; the limit is {MAX_INPUT_PIXELS} pixels",
+                                param="image_path")
+            probe.load()
+            return probe.convert("RGB")
+    except UserError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"image_path {path!r} is not a readable PNG, JPEG or WebP image ({exc})",
+                        param="image_path") from None
+
+
+def _check_common(req: Request, spatial_multiple: int, size_optional: bool = False) -> None:
+    if not isinstance(req.prompt, str) or not req.prompt.strip():
+        raise UserError("prompt must be a non-empty string (--prompt)", param="prompt")
+    if req.num_inference_steps < 1:
+        raise UserError(f"num_inference_steps must be >= 1, got {req.num_inference_steps}", param="num_inference_steps")
+    if req.guidance_scale < 0:
+        raise UserError(f"guidance_scale must be >= 0, got {req.guidance_scale}", param="guidance_scale")
+    for field in ("height", "width"):
+        value = getattr(req, field)
+        if value is None:
+            if size_optional:
+                continue
+            raise UserError(f"{field} is not set; this model needs --height and --width", param=field)
+        if value < spatial_multiple or value % spatial_multiple:
+            raise UserError(
+                f"{field}={value} must be a multiple of {spatial_multiple} for this model; "
+                f"nearest valid: {_nearest_multiples(value, spatial_multiple)}",
+                param=field,
+            )
+
+
+class ImageMode(StrEnum):
+    """Whether a model takes an input image (``image_path``)."""
+
+    never = "never"  # text only
+    optional = "optional"  # text, or text and a first frame (Wan2.2 TI2V)
+    required = "required"  # edit and image-to-video models
+
+
+def check_video_request(req: Request, spatial_multiple: int, temporal_factor: int, image: ImageMode = ImageMode.never) -> None:
+    """Raise UserError naming the field when the model cannot produce this size or length.
+
+    ``image``: whether the model takes a first frame (``image_path``): never (text-to-video),
+    optional (Wan2.2 TI2V) or required (image-to-video); a given image is opened and checked here.
+    """
+    _check_common(req, spatial_multiple)
+    if req.image_path and image == ImageMode.never:
+        raise UserError("image_path: this model generates video from text only", param="image_path")
+    if not req.image_path and image == ImageMode.required:
+        raise UserError("this is an image-to-video model: give --image-path (the first frame)", param="image_path")
+    if req.image_path:
+        open_input_image(req.image_path)
+    n = req.num_frames
+    if n < 1 or (n - 1) % temporal_factor:
+        low = max((n - 1) // temporal_factor * temporal_factor + 1, 1)
+        high = low + temporal_factor
+        raise UserError(
+            f"num_frames={n} must be {temporal_factor}k+1 for this model; nearest valid: {low} or {high}",
+            param="num_frames",
+        )
+
+
+def check_image_request(req: Request, spatial_multiple: int, needs_image: bool = False) -> None:
+    """Like check_video_request for image models: one frame, no flow-shift override, input image if needed.
+
+    Edit models (``needs_image``) may leave height/width unset: the output then takes
+    the input image's aspect ratio. The input image is opened and checked here.
+    """
+    _check_common(req, spatial_multiple, size_optional=needs_image)
+    if (req.height is None) != (req.width is None):
+        raise UserError("give both --height and --width, or neither", param="height" if req.height is None else "width")
+    if req.num_frames != 1:
+        raise UserError(
+            f"num_frames={req.num_frames}: this model makes images; --num-frames is for video models", param="num_frames"
+        )
+    if req.flow_shift is not None:
+        raise UserError("flow_shift: this model's shift follows the image size; leave it unset", param="flow_shift")
+    if needs_image and not req.image_path:
+        raise UserError("this model edits an input image: give --image-path", param="image_path")
+    if needs_image:
+        open_input_image(req.image_path)
+    if not needs_image and req.image_path:
+        raise UserError("image_path: this model generates from text only", param="image_path")

@@ -1,0 +1,70 @@
+"""Settings that cannot be combined: one table of (setting, setting, reason) rows, checked before any process starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from sgld.config.schema import CacheKind, DitOffload, Quantization, RunConfig
+from sgld.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A condition on a run, the config key it is about, and how a message names it."""
+
+    key: str
+    holds: Callable[[RunConfig], bool]
+    describe: Callable[[RunConfig], str]
+
+
+def _switch(key: str, holds: Callable[[RunConfig], bool], text: str = "") -> Setting:
+    return Setting(key, holds, lambda run: text or key)
+
+
+def _choice(key: str, value_of: Callable[[RunConfig], object], off: object) -> Setting:
+    """A choice key set to anything but ``off``; named with its value (``model.cache=first_block``)."""
+    return Setting(key, lambda run: value_of(run) != off, lambda run: f"{key}={value_of(run)}")
+
+
+COMPILE = _switch("model.enable_torch_compile", lambda run: run.model.enable_torch_compile)
+SEQUENCE_PARALLEL = Setting("parallel.sp_size", lambda run: (run.parallel.sp_size or 1) > 1,
+                            lambda run: f"sequence parallelism (sp_size={run.parallel.sp_size})")
+LAYERWISE = _switch("offload.dit", lambda run: run.offload.dit == DitOffload.layerwise, "offload.dit=layerwise")
+CACHE = _choice("model.cache", lambda run: run.model.cache, CacheKind.none)
+QUANTIZED = _choice("model.quantization", lambda run: run.model.quantization, Quantization.none)
+MASKLESS_ATTENTION = Setting("model.attention_backend", lambda run: run.model.attention_backend in ("sage", "fa3"),
+                             lambda run: f"model.attention_backend={run.model.attention_backend}")
+SLIDING_TILES = _switch("model.mask_strategy_file_path", lambda run: bool(run.model.mask_strategy_file_path))
+TEXT_ENCODER_TP = _switch("parallel.tp_size", lambda run: run.parallel.tp_size > 1, "parallel.tp_size > 1")
+TEXT_ENCODER_OFFLOAD = _switch("offload.text_encoder", lambda run: run.offload.text_encoder,
+                               "offload.text_encoder (--text-encoder-cpu-offload)")
+
+_UNVERIFIED_LAYERWISE = "the block hooks that copy weights in are not verified with it"
+
+# (first, second, reason): the message names the first setting's key as the one to change.
+CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
+    (CACHE, COMPILE, "diffusers' cache hooks do not compile"),
+    (SLIDING_TILES, COMPILE, "the sliding-tile windows change per step and layer outside the compiled blocks"),
+    # Measured on 4xH200 (bench/scaling.py, FLUX Ulysses-4): dynamo fails inside diffusers' context-parallel
+    # hooks, on every rank, after the weights load.
+    (COMPILE, SEQUENCE_PARALLEL, "torch.compile fails inside the context-parallel hooks (not yet supported)"),
+    (MASKLESS_ATTENTION, SEQUENCE_PARALLEL,
+     "attention_backend={value} is not verified with sequence parallelism; use auto (cuDNN/flash through the "
+     "parallel attention paths)"),
+    (LAYERWISE, COMPILE, _UNVERIFIED_LAYERWISE),
+    (LAYERWISE, SEQUENCE_PARALLEL, _UNVERIFIED_LAYERWISE),
+    (LAYERWISE, CACHE, _UNVERIFIED_LAYERWISE),
+    (LAYERWISE, QUANTIZED, _UNVERIFIED_LAYERWISE),
+    (TEXT_ENCODER_TP, TEXT_ENCODER_OFFLOAD,
+     "the offloaded encoder runs on the CPU, where layer-wise offload with prefetch is faster than sharding it"),
+)
+
+
+def check_conflicts(run: RunConfig) -> None:
+    """Raise ConfigError for the first row of CONFLICTS whose two settings both hold, naming both and why."""
+    for first, second, reason in CONFLICTS:
+        if first.holds(run) and second.holds(run):
+            why = reason.format(value=run.model.attention_backend)
+            raise ConfigError(f"{first.describe(run)} cannot be combined with {second.describe(run)}: {why}; "
+                              "choose one", param=first.key)

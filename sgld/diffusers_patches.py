@@ -1,0 +1,56 @@
+"""Every change sgld makes to diffusers' internals, in one place, checked against the version it was written for.
+
+Each patch is inert until its feature runs: the log-sum-exp attention op answers only calls that ask
+for the log-sum-exp (ring attention), the padded gather only serves sequence-parallel runs, and the
+windowed dispatch only acts while a sliding-tile processor is active.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+# The diffusers release these patches were written and tested against (pyproject pins it).
+WRITTEN_FOR = "0.42.1"
+
+
+def _patches() -> list[tuple[str, str, Callable[[Callable], Callable], str]]:
+    """(module, attribute, wrap(original) -> replacement, what it is for)."""
+    from sgld.models.sliding_tile import windowed_dispatch
+    from sgld.parallel.sequence import lse_attention_op, pad_gather_anything
+
+    return [
+        ("diffusers.models.attention_dispatch", "_native_attention_forward_op", lse_attention_op,
+         "ring attention (the native op returns no log-sum-exp)"),
+        ("diffusers.hooks.context_parallel", "_all_gather_anything", lambda original: pad_gather_anything,
+         "sequence parallelism with uneven shards on gloo"),
+        ("diffusers.models.transformers.transformer_hunyuan_video", "dispatch_attention_fn", windowed_dispatch,
+         "sliding-tile attention for HunyuanVideo"),
+    ]
+
+
+def apply_diffusers_patches() -> None:
+    """Install sgld's patches to diffusers' internals once per process.
+
+    A diffusers other than WRITTEN_FOR gets a warning naming both versions; a patched name that is
+    gone raises a RuntimeError saying which feature it serves, rather than failing later inside diffusers.
+    """
+    import diffusers
+
+    if getattr(apply_diffusers_patches, "applied", False):
+        return
+    if diffusers.__version__ != WRITTEN_FOR:
+        log.warning("sgld's patches to diffusers internals were written for diffusers %s; this is %s. "
+                    "Sequence parallelism and sliding-tile attention may fail: install diffusers==%s",
+                    WRITTEN_FOR, diffusers.__version__, WRITTEN_FOR)
+    for module_name, attribute, wrap, purpose in _patches():
+        module = importlib.import_module(module_name)
+        original = getattr(module, attribute, None)
+        if original is None:
+            raise RuntimeError(f"diffusers {diffusers.__version__} has no {module_name}.{attribute}, which sgld "
+                               f"patches for {purpose} (written for diffusers {WRITTEN_FOR})")
+        setattr(module, attribute, wrap(original))
+    apply_diffusers_patches.applied = True

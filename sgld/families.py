@@ -1,0 +1,225 @@
+"""Model families: one frozen spec per family, the one place that says what a family is and can do.
+
+Every check that runs before weights load (CLI, runner, server, rank group, playground)
+reads a family's spec; loaded pipelines read the same spec. A new family is one more
+entry in ``FAMILIES`` plus its pipeline module. No torch here: ``--help`` and bad-input
+errors stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
+
+from sgld.checks import ImageMode, check_image_request, check_video_request
+from sgld.errors import UserError
+from sgld.request import Request
+
+if TYPE_CHECKING:
+    from sgld.config.schema import RunConfig
+
+
+class OutputKind(StrEnum):
+    """What a family writes."""
+
+    video = "video"  # mp4
+    image = "image"  # png / jpeg / webp
+
+
+class GuidanceKind(StrEnum):
+    """How ``guidance_scale`` steers a family's DiT."""
+
+    cfg = "cfg"  # classifier-free guidance: cond and uncond branches of the same shape (one batch of two)
+    true_cfg = "true_cfg"  # CFG whose branches' prompts differ in length, rescaled to the cond norm (Qwen-Image)
+    embedded = "embedded"  # guidance-distilled: the scale is a model input, one branch (FLUX, HunyuanVideo)
+
+
+@dataclass(frozen=True)
+class SizeConstraints:
+    """What sizes a model accepts: height/width multiples, and frames = k * temporal_factor + 1."""
+
+    spatial_multiple: int
+    temporal_factor: int = 1
+
+
+def wan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
+    """Wan: VAE spatial factor x the DiT's spatial patch; the VAE's temporal factor."""
+    patch = dit["patch_size"]
+    return SizeConstraints(vae["scale_factor_spatial"] * max(patch[1], patch[2]), vae["scale_factor_temporal"])
+
+
+def hunyuan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
+    """HunyuanVideo: VAE spatial compression x the DiT's patch; the VAE's temporal compression."""
+    return SizeConstraints(vae["spatial_compression_ratio"] * dit["patch_size"], vae["temporal_compression_ratio"])
+
+
+def flux_vae_scale(vae: Mapping[str, Any]) -> int:
+    """FLUX's VAE downsampling factor: one per block after the first."""
+    return 2 ** (len(vae["block_out_channels"]) - 1)
+
+
+def qwen_vae_scale(vae: Mapping[str, Any]) -> int:
+    """Qwen-Image's VAE downsampling factor: one per temporal-downsample entry."""
+    return 2 ** len(vae["temperal_downsample"])
+
+
+def flux_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
+    """Multiples of twice the VAE factor (latents are packed 2x2); one frame."""
+    return SizeConstraints(2 * flux_vae_scale(vae))
+
+
+def qwen_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
+    """As FLUX, with Qwen-Image's VAE."""
+    return SizeConstraints(2 * qwen_vae_scale(vae))
+
+
+# Attention backends that take no attention mask (diffusers raises on one).
+MASKLESS_BACKENDS = ("sage", "fa3")
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything sgld knows about one model family, read from nowhere else."""
+
+    name: str
+    output: OutputKind
+    image_mode: ImageMode
+    guidance: GuidanceKind
+    # Reads the size constraints from the VAE's and the DiT's configs (a folder's JSON or loaded modules' .config).
+    sizes: Callable[[Mapping[str, Any], Mapping[str, Any]], SizeConstraints]
+    # "module:Class" of sgld's pipeline, and the diffusers pipeline class its folders name in model_index.json.
+    pipeline: str
+    reference_pipeline: str
+    # conf/model file whose sampling defaults suit a folder sgld ships no config for (one expert, two experts).
+    default_model: str
+    default_model_two_experts: Optional[str] = None
+    # A model_index.json key that marks this family among folders of the same pipeline class (Wan2.2 TI2V).
+    index_marker: Optional[str] = None
+    sequence_parallel: bool = True
+    vae_sp: bool = False
+    # The DiT class whose attention takes a mask (text padding); None: mask-less attention.
+    masked_attention: Optional[str] = None
+
+    @property
+    def needs_image(self) -> bool:
+        """True for models that transform an input image (``image_path``): edit and image-to-video."""
+        return self.image_mode == ImageMode.required
+
+    @property
+    def takes_image(self) -> bool:
+        """True when an input image is accepted: required or optional (Wan2.2 TI2V)."""
+        return self.image_mode != ImageMode.never
+
+    def pipeline_class(self) -> type:
+        """sgld's Pipeline subclass for this family (imports torch)."""
+        import importlib
+
+        module, _, name = self.pipeline.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def constraints_in_folder(self, folder: Path) -> SizeConstraints:
+        """The size constraints from a model folder's JSON configs (the first expert's DiT config)."""
+        return self.sizes(_read_json(folder / "vae" / "config.json"), _read_json(_dit_config_file(folder)))
+
+    def check_request(self, req: Request, constraints: SizeConstraints) -> None:
+        """Raise UserError naming the field when a model of this family cannot run ``req``."""
+        if self.output == OutputKind.video:
+            check_video_request(req, constraints.spatial_multiple, constraints.temporal_factor, self.image_mode)
+        else:
+            check_image_request(req, constraints.spatial_multiple, needs_image=self.needs_image)
+
+    def check_run(self, run: "RunConfig") -> None:
+        """Raise UserError before any rank starts or weights load when this family cannot run ``run``'s settings."""
+        sp_size = run.parallel.sp_size or 1
+        if sp_size > 1 and not self.sequence_parallel:
+            raise UserError(f"sp_size={sp_size}: {self.name} models have no sequence-parallel split yet; "
+                            "run them with --sp-size 1 (one GPU per run)", param="sp_size")
+        backend = run.model.attention_backend
+        if backend in MASKLESS_BACKENDS and self.masked_attention:
+            raise UserError(f"attention_backend='{backend}' takes no attention mask, and "
+                            f"{self.masked_attention} masks its text padding; use auto, cudnn, flash or "
+                            "efficient", param="attention_backend")
+        if run.vae.sp and not self.vae_sp:
+            video = ", ".join(spec.name for spec in FAMILIES.values() if spec.vae_sp)
+            raise UserError(f"vae_sp: splitting the VAE decode across ranks is supported for {video}, "
+                            f"not {self.name}; leave vae_sp off", param="vae.sp")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _dit_config_file(folder: Path) -> Path:
+    """The first expert's config (Wan2.2 A14B folders may hold only ``transformer_2``)."""
+    for name in ("transformer", "transformer_2"):
+        if (folder / name / "config.json").is_file():
+            return folder / name / "config.json"
+    return folder / "transformer" / "config.json"  # missing: the usual file-not-found message
+
+
+_WAN = dict(output=OutputKind.video, guidance=GuidanceKind.cfg, sizes=wan_sizes, vae_sp=True)
+
+FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
+    FamilySpec("wan_t2v", image_mode=ImageMode.never, pipeline="sgld.pipelines.wan:WanT2VPipeline",
+               reference_pipeline="WanPipeline", default_model="wan21", default_model_two_experts="wan22", **_WAN),
+    FamilySpec("wan_ti2v", image_mode=ImageMode.optional, pipeline="sgld.pipelines.wan:WanTI2VPipeline",
+               reference_pipeline="WanPipeline", index_marker="expand_timesteps", default_model="wan22_ti2v", **_WAN),
+    FamilySpec("wan_i2v", image_mode=ImageMode.required, pipeline="sgld.pipelines.wan:WanI2VPipeline",
+               reference_pipeline="WanImageToVideoPipeline", default_model="wan21_i2v",
+               default_model_two_experts="wan22_i2v", **_WAN),
+    FamilySpec("hunyuan", output=OutputKind.video, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
+               sizes=hunyuan_sizes, pipeline="sgld.pipelines.hunyuan:HunyuanT2VPipeline",
+               reference_pipeline="HunyuanVideoPipeline", default_model="hunyuan", sequence_parallel=False,
+               vae_sp=True, masked_attention="HunyuanVideoTransformer3DModel"),
+    FamilySpec("flux", output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
+               sizes=flux_sizes, pipeline="sgld.pipelines.flux:FluxT2IPipeline", reference_pipeline="FluxPipeline",
+               default_model="flux_dev"),
+    FamilySpec("qwen_image", output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.true_cfg,
+               sizes=qwen_sizes, pipeline="sgld.pipelines.qwen_image:QwenImageT2IPipeline",
+               reference_pipeline="QwenImagePipeline", default_model="qwen_image"),
+    FamilySpec("qwen_image_edit", output=OutputKind.image, image_mode=ImageMode.required,
+               guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
+               pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",
+               reference_pipeline="QwenImageEditPipeline", default_model="qwen_image_edit"),
+)}
+
+
+def family_of_index(index: Mapping[str, Any], where: str = "") -> FamilySpec:
+    """The family of a folder's model_index.json, or a UserError naming the pipeline classes sgld runs.
+
+    Folders of one diffusers pipeline class are told apart by a marker key (Wan2.2 TI2V-5B
+    ships as a ``WanPipeline`` with ``expand_timesteps``).
+    """
+    cls = index.get("_class_name")
+    candidates = [spec for spec in FAMILIES.values() if spec.reference_pipeline == cls]
+    if not candidates:
+        known = ", ".join(sorted({spec.reference_pipeline for spec in FAMILIES.values()}))
+        raise UserError(f"unsupported pipeline class {cls!r}{' in ' + where if where else ''}; sgld runs: {known}",
+                        param="model_path")
+    marked = [spec for spec in candidates if spec.index_marker and index.get(spec.index_marker)]
+    return marked[0] if marked else next(spec for spec in candidates if spec.index_marker is None)
+
+
+def default_model_of_index(index: Mapping[str, Any], where: str = "") -> str:
+    """The conf/model file whose sampling defaults suit a folder sgld has no config for."""
+    spec = family_of_index(index, where)
+    two_experts = (index.get("transformer_2") or [None])[0] is not None
+    return spec.default_model_two_experts if two_experts and spec.default_model_two_experts else spec.default_model
+
+
+class DescribedModel(Protocol):
+    """What the server and the front doors ask of a model: a loaded Pipeline or a folder-only FolderModel."""
+
+    @property
+    def spec(self) -> FamilySpec:
+        """The model's family."""
+
+    @property
+    def constraints(self) -> SizeConstraints:
+        """The sizes this model accepts."""
+
+    def check_request(self, req: Request) -> None:
+        """Raise UserError naming the field when the model cannot run ``req``; touches no weights."""

@@ -1,0 +1,87 @@
+"""Where each component lives between uses (offload), and bringing it in for its stage."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from sgld.config.schema import DitOffload, RunConfig
+
+DIT_NAMES = ("transformer", "transformer_2")
+TEXT_ENCODER_NAMES = ("text_encoder", "text_encoder_2")
+
+
+def offloaded_components(run: RunConfig) -> set[str]:
+    """Component names that wait on the CPU between uses and move in whole for their stage."""
+    names = set()
+    if run.offload.text_encoder:
+        names |= set(TEXT_ENCODER_NAMES)
+    if run.offload.dit == DitOffload.model:
+        names |= set(DIT_NAMES)
+    if run.offload.vae:
+        names.add("vae")
+    return names
+
+
+def layerwise_components(run: RunConfig) -> set[str]:
+    """Component names whose blocks wait on the CPU and are copied in one by one as they run."""
+    return set(DIT_NAMES) if run.offload.dit == DitOffload.layerwise else set()
+
+
+def cpu_homed_components(run: RunConfig) -> set[str]:
+    """Every component name that lives on the CPU between uses, whole or block by block."""
+    return offloaded_components(run) | layerwise_components(run)
+
+
+class Placement:
+    """Keeps each module where the offload settings say, and brings it in for its stage.
+
+    ``layerwise`` modules stay on the CPU block by block: diffusers' group offloading
+    copies each block in just before it runs (on CUDA: from pinned memory on a side
+    stream, prefetching the next block while this one computes) and drops it after.
+    """
+
+    @classmethod
+    def for_run(cls, run: RunConfig, device: torch.device) -> "Placement":
+        """The placement ``run``'s offload settings ask for on ``device``."""
+        return cls(device, offloaded_components(run), run.offload.pin_cpu_memory, layerwise_components(run))
+
+    def __init__(self, device: torch.device, offloaded: set[str], pin_memory: bool = False,
+                 layerwise: set[str] | None = None):
+        self.device = device
+        self.offloaded = offloaded if device.type != "cpu" else set()
+        self.pin_memory = pin_memory and device.type == "cuda"
+        self.layerwise = layerwise or set()
+
+    def home(self, name: str) -> torch.device:
+        """Where ``name`` lives between its uses."""
+        return torch.device("cpu") if name in self.offloaded or name in self.layerwise else self.device
+
+    def place(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        """Move ``module`` to its home; pin it when it waits on the CPU and pinning is on."""
+        if name in self.layerwise:
+            cuda = self.device.type == "cuda"
+            module.to("cpu")
+            module.enable_group_offload(onload_device=self.device, offload_device=torch.device("cpu"),
+                                        offload_type="block_level", num_blocks_per_group=1, non_blocking=cuda,
+                                        use_stream=cuda, record_stream=cuda)
+            return module
+        module.to(self.home(name))
+        if name in self.offloaded and self.pin_memory:
+            for p in module.parameters():
+                p.data = p.data.pin_memory()
+        return module
+
+    @contextmanager
+    def active(self, name: str, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """Run ``module`` on the device for the duration of the block, then send it home."""
+        if name not in self.offloaded:
+            yield module
+            return
+        module.to(self.device, non_blocking=self.pin_memory)
+        try:
+            yield module
+        finally:
+            module.to("cpu")

@@ -1,0 +1,44 @@
+"""A DiT's speed and memory levers, applied once at load as the run asks."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from sgld.config.schema import CacheKind, Quantization, RunConfig
+from sgld.models.attention import auto_attention_backend, compiles_fullgraph, set_attention_backend
+from sgld.models.step_hooks import StepHook
+
+log = logging.getLogger(__name__)
+
+
+def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch.device,
+                          masked_attention: bool = False) -> list[StepHook]:
+    """Quantization, attention backend, step cache, sliding tiles and regional compile; the denoise loop's hooks.
+
+    ``masked_attention``: the model's attention takes a mask (HunyuanVideo's text padding), so
+    ``auto`` keeps SDPA (the family refused explicit mask-less backends before loading).
+    """
+    hooks: list[StepHook] = []
+    if run.model.quantization == Quantization.fp8:
+        from sgld.models.fp8 import fp8_matmul_supported, quantize_blocks_fp8
+
+        count = quantize_blocks_fp8(module, device)
+        how = "FP8 tensor cores" if fp8_matmul_supported(device) else "dequantized matmuls (no FP8 tensor cores here)"
+        log.info("quantization=fp8: %d linear layers of %s in e4m3, run with %s", count, type(module).__name__, how)
+    backend = run.model.attention_backend.value
+    if backend == "auto" and not masked_attention:
+        backend = auto_attention_backend(device, run.parallel.sp_size or 1)
+    backend = set_attention_backend(module, backend, device)
+    if run.model.cache != CacheKind.none:
+        from sgld.models.step_cache import enable_step_cache
+
+        hooks.append(enable_step_cache(module, run.model.cache.value, run.model.cache_threshold))
+    if run.model.mask_strategy_file_path:
+        from sgld.models.sliding_tile import enable_sliding_tile_attention
+
+        hooks.append(enable_sliding_tile_attention(module, run.model.mask_strategy_file_path))
+    if run.model.enable_torch_compile:
+        module.compile_repeated_blocks(fullgraph=compiles_fullgraph(backend))
+    return hooks
