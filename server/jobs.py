@@ -125,7 +125,7 @@ class JobService:
         """Ask the worker to stop after the current job."""
         self._stop.set()
         self._worker.join(timeout)
-        if self.engine is not None:  # a multi-rank engine: let its ranks exit
+        if self.engine is not None:  # a multi-rank engine's ranks exit here
             self.engine.stop()
 
     def _recover(self) -> None:

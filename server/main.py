@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-
 from typing import TYPE_CHECKING, Optional
 
 from sgld.config.schema import RunConfig

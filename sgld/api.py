@@ -11,12 +11,12 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sgld.config.compose import apply_values, finalize
-from sgld.run_config import run_config_from_options
 from sgld.config.options import OUTPUT, SAMPLING, options_to_values
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
 from sgld.families import DescribedModel, OutputKind
 from sgld.request import Request, StepCallback
+from sgld.run_config import run_config_from_options
 
 if TYPE_CHECKING:
     from sgld.parallel.state import ParallelState

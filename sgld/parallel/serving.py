@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sgld.config.schema import RunConfig
 from sgld.errors import GenerationStopped, UserError
+
+if TYPE_CHECKING:
+    from sgld.parallel.state import ParallelState
 
 STOP = ("stop",)
 # One year: the control group's broadcast is how idle ranks wait for the next job.
@@ -24,7 +27,7 @@ _IDLE_WAIT = timedelta(days=365)
 
 # Loads the model on one rank: (run, this rank's state) -> a generator (DiffGenerator.from_run_config).
 # Passed in by the server, so this package never imports the API layer.
-RankLoader = Callable[[RunConfig, Any], Any]
+RankLoader = Callable[[RunConfig, "ParallelState"], Any]
 
 
 def serve_ranks(run: RunConfig, load: RankLoader, jobs: Any, events: Any, cancel: Any) -> None:

@@ -80,7 +80,7 @@ class WanT2VPipeline(Pipeline):
     def check_request(self, req: Request) -> None:
         super().check_request(req)
         if req.image_path and not self.encodes_images:
-            raise UserError("image_path: this run skips the VAE encoder (vae_config.load_encoder=false), "
+            raise UserError("image_path: this run skips the VAE encoder (vae.load_encoder=false), "
                             "so it cannot take an input image", param="image_path")
 
 
