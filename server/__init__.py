@@ -8,6 +8,7 @@ is ready). Tests enter here: a loaded engine, or a loader that wraps the real on
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import TYPE_CHECKING, Any, Optional
 
 from flask import Flask, request
@@ -16,6 +17,8 @@ from sgld.config.schema import RunConfig
 
 if TYPE_CHECKING:
     from server.engine import Engine, EngineLoader
+
+log = logging.getLogger("sgld.server")
 
 # The playground page and its assets load without a key; the page then sends the key the user types.
 PUBLIC_PATHS = {"/health", "/openapi.json", "/", "/playground", "/playground/app.js", "/playground/style.css",
@@ -31,6 +34,7 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
     from server.errors import APIError, register_error_handlers
     from server.jobs import JobService
     from server.metrics import Metrics
+    from server.request_ids import current_request_id, install_request_ids
     from server.schemas import check_query
 
     app = Flask("sgld-server")
@@ -40,6 +44,7 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
     svc = service or JobService(run, engine, metrics, load or load_engine)
     app.extensions["sgld"] = svc
     app.extensions["sgld_metrics"] = metrics
+    install_request_ids(app)  # first: every later hook, error and log line can name the request
     register_error_handlers(app)
     for blueprint in (videos.bp, images.bp, meta.bp, playground.bp):
         app.register_blueprint(blueprint)
@@ -65,9 +70,10 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
             check_query(request.args, getattr(view, "query_params", frozenset()))
 
     @app.after_request
-    def _count(response):
+    def _count_and_log(response):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         metrics.requests.labels(method=request.method, route=route, status=str(response.status_code)).inc()
+        log.info("%s %s %d request_id=%s", request.method, request.path, response.status_code, current_request_id())
         return response
 
     if start:

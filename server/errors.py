@@ -67,5 +67,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error")
+        from server.request_ids import current_request_id
+
+        log.exception("unhandled error (request_id=%s)", current_request_id())
         return _respond(APIError(500, "internal server error", code="internal_error"))

@@ -12,6 +12,7 @@ from sgld.families import OutputKind
 from server.context import accepting_service, check_model, queue_full
 from server.errors import APIError
 from server.jobs import QueueFull, new_id
+from server.request_ids import current_request_id
 from server.schemas import MAX_SEED, Fields, bad, check_with_engine, parse_common, read_image_upload
 
 bp = Blueprint("images", __name__, url_prefix="/v1/images")
@@ -53,7 +54,7 @@ def _check(svc, options: dict) -> str:
 
 def _run_sync(svc, job_id: str, prompt: str, options: dict, size: str):
     try:
-        svc.submit("image", prompt, options, size, None, job_id=job_id)
+        svc.submit("image", prompt, options, size, None, job_id=job_id, request_id=current_request_id())
     except QueueFull:
         raise queue_full(svc) from None
     job = svc.wait(job_id, svc.run.server.image_timeout_s)

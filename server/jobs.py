@@ -154,8 +154,12 @@ class JobService:
 
     # -- submitting ------------------------------------------------------------------------------
 
-    def submit(self, kind: str, prompt: str, options: dict, size: str, seconds: Optional[str], job_id: Optional[str] = None) -> Job:
-        """Persist and enqueue a validated job; QueueFull when the queue is at its bound."""
+    def submit(self, kind: str, prompt: str, options: dict, size: str, seconds: Optional[str], job_id: Optional[str] = None,
+               request_id: Optional[str] = None) -> Job:
+        """Persist and enqueue a validated job; QueueFull when the queue is at its bound.
+
+        ``request_id``: the creating request's x-request-id, named by the job's error and log lines.
+        """
         job = Job(
             id=job_id or new_id(kind),
             kind=kind,
@@ -166,6 +170,7 @@ class JobService:
             size=size,
             seconds=seconds,
             created_at=now(),
+            request_id=request_id,
         )
         with self._done_lock:
             self._done[job.id] = threading.Event()
@@ -201,7 +206,7 @@ class JobService:
     @functools.cached_property
     def folder_model(self) -> FolderModel:
         """The served model as its folder describes it (kind, needs an image), known before it loads."""
-        return FolderModel.of(self.run.model.path)
+        return FolderModel.of(self.run.model.path, self.run.model.download)
 
     @property
     def model_id(self) -> str:
@@ -228,7 +233,7 @@ class JobService:
             try:
                 self._run(job)
             except Exception:  # noqa: BLE001 - the worker must outlive any one job's bookkeeping error
-                log.exception("job %s: unexpected error outside generation", job.id)
+                log.exception("job %s (request_id=%s): unexpected error outside generation", job.id, job.request_id)
                 self._fail(job, "internal_error", "the server hit an unexpected error while finishing this job")
                 self._finish(job.id)
 
@@ -252,19 +257,19 @@ class JobService:
         try:
             outputs = self._generate(job, on_step)
         except JobCancelled:
-            log.info("job %s cancelled", job.id)
+            log.info("job %s cancelled (request_id=%s)", job.id, job.request_id)
             self._remove_files(job)
             status = "cancelled"
         except UserError as exc:
             self._fail(job, "invalid_request", str(exc))
             status = "failed"
         except OSError as exc:  # the output directory is full, read-only or gone
-            log.error("job %s: could not write its output: %s", job.id, exc)
+            log.error("job %s (request_id=%s): could not write its output: %s", job.id, job.request_id, exc)
             self._fail(job, "output_write_failed", f"could not write the output file in {self.files_dir}: {exc}")
             self._remove_files(job)
             status = "failed"
         except Exception as exc:  # noqa: BLE001 - one bad job must not stop the server
-            log.exception("job %s failed", job.id)
+            log.exception("job %s failed (request_id=%s)", job.id, job.request_id)
             self._fail(job, "generation_failed", f"{type(exc).__name__}: {exc}")
             self._remove_files(job)
             status = "failed"
@@ -312,6 +317,8 @@ class JobService:
         return names
 
     def _fail(self, job: Job, code: str, message: str) -> None:
+        if job.request_id:
+            message = f"{message} (request_id={job.request_id})"
         if self.store.get(job.id) is not None:
             self.store.update(job.id, status="failed", completed_at=now(), error_code=code, error_message=message)
 

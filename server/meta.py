@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from server.context import service
+from server.errors import APIError
 from server.openapi import openapi_spec
 
 bp = Blueprint("meta", __name__)
@@ -25,13 +26,31 @@ def health():
     return response
 
 
+def model_object(svc) -> dict:
+    """OpenAI's model object, with what SGLang's clients read: the path, task type, GPUs and precisions."""
+    run = svc.run
+    created = svc.store.path.stat().st_mtime if svc.store.path.exists() else 0
+    return {
+        "id": svc.model_id, "object": "model", "created": int(created), "owned_by": "sgld",
+        "root": run.model.path, "task_type": svc.folder_model.spec.task, "num_gpus": run.parallel.num_gpus,
+        "dit_precision": run.model.precision, "vae_precision": run.vae.precision,
+    }
+
+
 @bp.get("/v1/models")
 def list_models():
     """The one model this server serves."""
+    return jsonify({"object": "list", "data": [model_object(service())]})
+
+
+@bp.get("/v1/models/<path:model>")
+def retrieve_model(model: str):
+    """The served model's object (by its path or config name); 404 ``model_not_found`` for any other id."""
     svc = service()
-    created = svc.store.path.stat().st_mtime if svc.store.path.exists() else 0
-    model = {"id": svc.model_id, "object": "model", "created": int(created), "owned_by": "sgld"}
-    return jsonify({"object": "list", "data": [model]})
+    if model not in (svc.model_id, svc.run.model.name):
+        raise APIError(404, f"model {model!r} is not served here; this server serves {svc.model_id!r}",
+                       param="model", code="model_not_found")
+    return jsonify(model_object(svc))
 
 
 @bp.get("/metrics")

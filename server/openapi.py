@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgld.families import FamilySpec, OutputKind
+from sgld.families import FamilySpec, OutputKind, TaskType
 
 
 def _ref(name: str) -> dict:
@@ -124,20 +124,22 @@ SCHEMAS: dict[str, Any] = {
             "data": {"type": "array", "items": {"type": "object", "required": ["b64_json"], "properties": {"b64_json": {"type": "string"}}}},
         },
     },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by", "root", "task_type", "num_gpus", "dit_precision",
+                     "vae_precision"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"type": "string", "enum": ["model"]}, "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+            # SGLang's extensions: the model path, what it does, and how it runs.
+            "root": {"type": "string"}, "task_type": {"type": "string", "enum": [t.value for t in TaskType]},
+            "num_gpus": {"type": "integer"}, "dit_precision": {"type": "string"}, "vae_precision": {"type": "string"},
+        },
+    },
     "ModelList": {
         "type": "object",
         "required": ["object", "data"],
-        "properties": {
-            "object": {"type": "string", "enum": ["list"]},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "object", "created", "owned_by"],
-                    "properties": {"id": {"type": "string"}, "object": {"type": "string"}, "created": {"type": "integer"}, "owned_by": {"type": "string"}},
-                },
-            },
-        },
+        "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": _ref("Model")}},
     },
     "Health": {
         "type": "object",
@@ -254,6 +256,10 @@ def openapi_spec(limits: Any, spec: FamilySpec, require_key: bool) -> dict[str, 
                 "200": _json(_ref("Health"), "model loaded"), "503": _json(_ref("Health"), "loading or failed")}}},
             "/v1/models": {"get": {"summary": "the served model", "responses": {
                 "200": _json(_ref("ModelList"), "models"), **_errors(401)}}},
+            "/v1/models/{model}": {"get": {
+                "summary": "the served model by id (its path or config name)",
+                "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("Model"), "the model"), **_errors(401, 404)}}},
             **model_paths,
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)}}},

@@ -41,7 +41,7 @@ class RankGroupEngine:
         import multiprocessing
 
         self.run = run
-        self.pipeline = FolderModel.of(run.model.path)  # checks requests and says the output kind, no weights
+        self.pipeline = FolderModel.of(run.model.path, run.model.download)  # checks requests and says the output kind, no weights
         self.pipeline.spec.check_run(run)
         self.load = load
         self.on_failure = on_failure

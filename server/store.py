@@ -28,10 +28,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_code TEXT,
     error_message TEXT,
     outputs TEXT NOT NULL DEFAULT '[]',
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 """
+# Columns added after the first release: (name, SQL type), added to an older store when it opens.
+ADDED_COLUMNS = (("request_id", "TEXT"),)
 
 ACTIVE = ("queued", "in_progress")
 
@@ -56,6 +59,8 @@ class Job:
     error_message: Optional[str] = None
     outputs: list = field(default_factory=list)
     attempts: int = 0
+    # The x-request-id of the request that created the job (named in its error and log lines).
+    request_id: Optional[str] = None
     seq: int = 0
 
     @classmethod
@@ -75,6 +80,10 @@ class JobStore:
         self._local = threading.local()
         with self._connect() as conn:
             conn.executescript(SCHEMA)
+            present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for name, kind in ADDED_COLUMNS:
+                if name not in present:  # a store written by an older sgld
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -90,9 +99,10 @@ class JobStore:
     def insert(self, job: Job) -> None:
         """Record a newly accepted job (committed before the client hears of it)."""
         self._connect().execute(
-            "INSERT INTO jobs (id, kind, status, progress, model, prompt, options, size, seconds, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job.id, job.kind, job.status, job.progress, job.model, job.prompt, json.dumps(job.options), job.size, job.seconds, job.created_at),
+            "INSERT INTO jobs (id, kind, status, progress, model, prompt, options, size, seconds, created_at, request_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.kind, job.status, job.progress, job.model, job.prompt, json.dumps(job.options), job.size,
+             job.seconds, job.created_at, job.request_id),
         )
 
     def get(self, job_id: str) -> Optional[Job]:

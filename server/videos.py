@@ -9,6 +9,7 @@ from sgld.families import OutputKind
 from server.context import accepting_service, check_model, queue_full, service
 from server.errors import APIError
 from server.jobs import QueueFull, new_id
+from server.request_ids import current_request_id
 from server.schemas import (
     Fields, ParsedVideo, accepts_query, bad, check_with_engine, nearest_frame_count, parse_common, read_image_upload,
     video_object,
@@ -102,7 +103,8 @@ def create_video():
         image.save(path, format="PNG")
     try:
         parsed = parse_video_request(fields, svc, None if path is None else str(path))
-        job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds, job_id=job_id)
+        job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds, job_id=job_id,
+                         request_id=current_request_id())
     except QueueFull:
         if path is not None:
             path.unlink(missing_ok=True)

@@ -98,7 +98,7 @@ class DiffGenerator:
                             "(they launch the ranks) or under torchrun", param="num_gpus")
         state = parallel or single_process(resolve_device(run.device))
         device = state.device
-        folder = resolve_model_folder(run.model.path)
+        folder = resolve_model_folder(run.model.path, run.model.download)
         spec = family_of_index(read_model_index(folder), str(folder))
         spec.check_run(run)  # before any weights load
         apply_diffusers_patches()

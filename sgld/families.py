@@ -29,6 +29,16 @@ class OutputKind(StrEnum):
     image = "image"  # png / jpeg / webp
 
 
+class TaskType(StrEnum):
+    """SGLang's name for what a family does (clients read it from /v1/models)."""
+
+    T2V = "T2V"  # text to video
+    I2V = "I2V"  # image (and text) to video
+    TI2V = "TI2V"  # text, optionally with a first frame, to video
+    T2I = "T2I"  # text to image
+    TI2I = "TI2I"  # text and image to image (edit)
+
+
 class GuidanceKind(StrEnum):
     """How ``guidance_scale`` steers a family's DiT."""
 
@@ -85,6 +95,7 @@ class FamilySpec:
     """Everything sgld knows about one model family, read from nowhere else."""
 
     name: str
+    task: TaskType
     output: OutputKind
     image_mode: ImageMode
     guidance: GuidanceKind
@@ -163,24 +174,24 @@ def _dit_config_file(folder: Path) -> Path:
 _WAN = dict(output=OutputKind.video, guidance=GuidanceKind.cfg, sizes=wan_sizes, vae_sp=True)
 
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
-    FamilySpec("wan_t2v", image_mode=ImageMode.never, pipeline="sgld.pipelines.wan:WanT2VPipeline",
+    FamilySpec("wan_t2v", task=TaskType.T2V, image_mode=ImageMode.never, pipeline="sgld.pipelines.wan:WanT2VPipeline",
                reference_pipeline="WanPipeline", default_model="wan21", default_model_two_experts="wan22", **_WAN),
-    FamilySpec("wan_ti2v", image_mode=ImageMode.optional, pipeline="sgld.pipelines.wan:WanTI2VPipeline",
+    FamilySpec("wan_ti2v", task=TaskType.TI2V, image_mode=ImageMode.optional, pipeline="sgld.pipelines.wan:WanTI2VPipeline",
                reference_pipeline="WanPipeline", index_marker="expand_timesteps", default_model="wan22_ti2v", **_WAN),
-    FamilySpec("wan_i2v", image_mode=ImageMode.required, pipeline="sgld.pipelines.wan:WanI2VPipeline",
+    FamilySpec("wan_i2v", task=TaskType.I2V, image_mode=ImageMode.required, pipeline="sgld.pipelines.wan:WanI2VPipeline",
                reference_pipeline="WanImageToVideoPipeline", default_model="wan21_i2v",
                default_model_two_experts="wan22_i2v", **_WAN),
-    FamilySpec("hunyuan", output=OutputKind.video, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
+    FamilySpec("hunyuan", task=TaskType.T2V, output=OutputKind.video, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
                sizes=hunyuan_sizes, pipeline="sgld.pipelines.hunyuan:HunyuanT2VPipeline",
                reference_pipeline="HunyuanVideoPipeline", default_model="hunyuan", sequence_parallel=False,
                vae_sp=True, masked_attention="HunyuanVideoTransformer3DModel"),
-    FamilySpec("flux", output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
+    FamilySpec("flux", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
                sizes=flux_sizes, pipeline="sgld.pipelines.flux:FluxT2IPipeline", reference_pipeline="FluxPipeline",
                default_model="flux_dev"),
-    FamilySpec("qwen_image", output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.true_cfg,
+    FamilySpec("qwen_image", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.true_cfg,
                sizes=qwen_sizes, pipeline="sgld.pipelines.qwen_image:QwenImageT2IPipeline",
                reference_pipeline="QwenImagePipeline", default_model="qwen_image"),
-    FamilySpec("qwen_image_edit", output=OutputKind.image, image_mode=ImageMode.required,
+    FamilySpec("qwen_image_edit", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",
                reference_pipeline="QwenImageEditPipeline", default_model="qwen_image_edit"),

@@ -23,7 +23,7 @@ def run_config_from_options(options: Mapping[str, Any], overrides: Sequence[str]
     values: dict[str, Any] = {}
     model_path = options.get("model_path")
     if model_path:
-        choice = choose_model(str(model_path))
+        choice = choose_model(str(model_path), download=bool(options.get("download", True)))
         groups.insert(0, f"model={choice.group}")
         values.update(choice.values)
     values.update(options_to_values(options))

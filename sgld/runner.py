@@ -20,7 +20,7 @@ log = logging.getLogger("sgld")
 
 def check_model_folder(run: RunConfig) -> FolderModel:
     """Resolve the model folder (building a tiny model if needed); its family's checks of ``run``'s settings."""
-    model = FolderModel.of(run.model.path)
+    model = FolderModel.of(run.model.path, run.model.download)
     model.spec.check_run(run)
     return model
 

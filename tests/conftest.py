@@ -17,6 +17,8 @@ def sgld_home(tmp_path_factory) -> Path:
     """A fresh model cache for the session (subprocesses inherit it through the env)."""
     home = Path(os.environ.get("SGLD_TEST_HOME") or tmp_path_factory.mktemp("sgld_home"))
     os.environ["SGLD_HOME"] = str(home)
+    # No test reaches the Hugging Face Hub (tests that cover downloading fake it).
+    os.environ["HF_HUB_OFFLINE"] = "1"
     return home
 
 

@@ -101,3 +101,23 @@ def test_bad_config_file_exits_2(tmp_path, content, message):
 def test_serve_rejects_bad_input_before_listening():
     proc = run_cli("sgld.cli", "serve", "--model-path", "no-such-model", timeout=60)
     assert proc.returncode == 2 and "unknown model 'no-such-model'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_output_file_path_writes_exactly_there(tmp_path, tiny_wan_folder, monkeypatch, capsys):
+    from sgld.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    small = ["--model-path", "tiny-wan-t2v", "--prompt", "a fox", "--num-inference-steps", "1"]
+    target = tmp_path / "nested" / "fox.mp4"
+    assert main(["generate", *small, "--output-file-path", str(target)]) == 0
+    assert [p.name for p in target.parent.iterdir()] == ["fox.mp4"] and read_mp4(target)[1]
+    # Agreeing with --output-path / --output-file-name is fine; disagreeing names both.
+    assert main(["generate", *small, "--output-file-path", "same/fox.mp4", "--output-path", "./same/"]) == 0
+    assert (tmp_path / "same" / "fox.mp4").is_file()
+    capsys.readouterr()
+    assert main(["generate", *small, "--output-file-path", "a/fox.mp4", "--output-file-name", "cat.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert "output_file_path='a/fox.mp4' and output_file_name='cat.mp4' disagree" in err
+    assert main(["generate", *small, "--output-file-path", "a/fox.png"]) == 2  # the extension picks the format
+    assert "a video is saved as .mp4" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

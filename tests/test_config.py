@@ -221,7 +221,7 @@ def test_model_path_resolution(tmp_path, tiny_wan_folder):
     local = choose_model(str(tiny_wan_folder))
     assert local.group == "wan21" and local.values["model.path"] == str(tiny_wan_folder)
     with pytest.raises(UserError, match="not downloaded"):
-        choose_model("some-org/not-downloaded-model")
+        choose_model("some-org/not-downloaded-model", download=False)
     with pytest.raises(UserError, match="does not exist"):
         choose_model(str(tmp_path / "missing"))
     with pytest.raises(UserError, match="no model_index.json"):

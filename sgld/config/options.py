@@ -8,7 +8,8 @@ The same table serves the ``sgl-diffusion`` flags (``--num-gpus``), the keys of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 from sgld.config.schema import AttentionBackend, CacheKind, DitOffload, Precision, Quantization, choices
 from sgld.errors import UserError
@@ -30,6 +31,9 @@ class Option:
     # A switch that sets a choice key: on sets ``key`` to ``value``; off leaves it to the other switches of that
     # key, or their "none" when none is on (--dit-cpu-offload / --dit-layerwise-offload -> offload.dit).
     value: str | None = None
+    # An option that is shorthand for several keys (SGLang's --output-file-path: directory and file name):
+    # value -> {key: value}; other options may set those keys too only when they agree.
+    splits: Callable[[Any], dict[str, Any]] | None = None
 
     @property
     def flag(self) -> str:
@@ -37,8 +41,23 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+def split_output_file_path(value: Any) -> dict[str, Any]:
+    """``outputs/fox.mp4`` -> output.path ``outputs``, output.file_name ``fox.mp4`` (no file name: an error)."""
+    if not isinstance(value, str) or not value.strip() or value.endswith(("/", "\\")) or Path(value).name in ("", ".", ".."):
+        raise UserError(f"output_file_path={value!r} must name a file, e.g. outputs/fox.mp4", param="output_file_path")
+    path = Path(value).expanduser()
+    return {"output.path": str(path.parent), "output.file_name": path.name}
+
+
+def _same_setting(key: str, a: Any, b: Any) -> bool:
+    if key == "output.path":  # "outputs", "./outputs" and "outputs/" are one directory
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    return a == b
+
+
 OPTIONS: tuple[Option, ...] = (
-    Option("model_path", "model.path", str, "built-in name (tiny-wan-t2v), local diffusers folder, or Hugging Face repo id (read from the local HF cache)", SERVER),
+    Option("model_path", "model.path", str, "built-in name (tiny-wan-t2v), local diffusers folder, or Hugging Face repo id (from the local HF cache, else downloaded: only configs, safetensors and tokenizer files)", SERVER),
+    Option("download", "model.download", bool, "download a Hugging Face repo id missing from the local cache (--no-download: the cache only, as HF_HUB_OFFLINE=1)", SERVER),
     Option("num_gpus", "parallel.num_gpus", int, "number of processes (GPUs; on a CPU-only machine, gloo processes)", SERVER),
     Option("tp_size", "parallel.tp_size", int, "tensor parallel size of the text encoder", SERVER),
     Option("sp_size", "parallel.sp_size", int, "sequence parallel size (= ulysses_degree x ring_degree)", SERVER),
@@ -78,6 +97,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_outputs_per_prompt", "output.num_outputs_per_prompt", int, "outputs per prompt, with seeds seed, seed+1, ...", SERVER),
     Option("output_path", "output.path", str, "directory to save outputs in", OUTPUT),
     Option("output_file_name", "output.file_name", str, "file name of the output; unset: made from the prompt and seed", OUTPUT),
+    Option("output_file_path", "output.file_name", str, "the whole output path, directory and file name (its extension picks the format); sets output_path and output_file_name", OUTPUT, splits=split_output_file_path),
     Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT),
     Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT),
     Option("host", "server.host", str, "address the HTTP server binds", HTTP),
@@ -106,6 +126,8 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
     values: dict[str, Any] = {}
     switched_on: dict[str, str] = {}  # choice key -> the switch option that set it
     switched_off: set[str] = set()
+    set_by: dict[str, str] = {}  # config key -> the option that set it
+    shorthands: list[tuple[str, dict[str, Any]]] = []
     for name, value in options.items():
         if name == "vae_config":
             if not isinstance(value, Mapping):
@@ -122,6 +144,9 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
             raise UserError(f"unknown option {name!r}", param=name)
         if option.name == "model_path":
             continue
+        if option.splits is not None:
+            shorthands.append((name, option.splits(value)))
+            continue
         if option.value is not None:
             if not value:
                 switched_off.add(option.key)
@@ -136,8 +161,16 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
         if option.many and isinstance(value, str):
             value = [value]
         values[option.key] = value
+        set_by[option.key] = name
     for key in switched_off - set(switched_on):
         values[key] = "none"
+    for name, keyed in shorthands:
+        for key, value in keyed.items():
+            other = set_by.get(key)
+            if other is not None and not _same_setting(key, values[key], value):
+                raise UserError(f"{name}={options[name]!r} and {other}={options[other]!r} disagree about {key}; "
+                                f"give {name} alone, or both with the same value", param=name)
+            values[key] = value
     return values
 
 

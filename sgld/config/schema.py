@@ -92,6 +92,8 @@ class ModelConfig:
     name: str = MISSING
     # A built-in name (tiny-wan-t2v), a local diffusers folder, or a Hugging Face repo id.
     path: str = MISSING
+    # A repo id missing from the Hugging Face cache is downloaded (only what sgld loads); false: the cache only.
+    download: bool = True
     precision: Precision = Precision.bf16
     # One entry per text encoder, in model_index.json order; empty: same as `precision`.
     text_encoder_precisions: List[Precision] = field(default_factory=list)

@@ -19,9 +19,9 @@ class FolderModel:
     constraints: SizeConstraints
 
     @classmethod
-    def of(cls, model_path: str) -> "FolderModel":
-        """Resolve ``model_path`` (building a tiny model if needed) and read its family and size constraints."""
-        folder = resolve_model_folder(model_path)
+    def of(cls, model_path: str, download: bool = True) -> "FolderModel":
+        """Resolve ``model_path`` (building a tiny model or downloading a repo id if needed); its family and sizes."""
+        folder = resolve_model_folder(model_path, download)
         spec = family_of_index(read_model_index(folder), str(folder))
         return cls(spec, folder, spec.constraints_in_folder(folder))
 

@@ -15,6 +15,7 @@ import yaml
 
 from sgld.errors import UserError
 from sgld.families import default_model_of_index
+from sgld.models.hub import looks_like_repo_id, repo_folder
 
 CONF_MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 
@@ -59,27 +60,12 @@ def read_model_index(folder: Path) -> dict:
         raise UserError(f"'{index}' is not valid JSON: {exc}", param="model_path") from None
 
 
-def _hf_cached_folder(repo_id: str) -> Path | None:
-    """The local snapshot of a Hugging Face repo id, or None when it is not in the cache."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError, OSError):
-        return None
-
-
-def _looks_like_repo_id(path: str) -> bool:
-    parts = path.split("/")
-    return len(parts) == 2 and all(parts) and not path.startswith((".", "/", "~"))
-
-
-def choose_model(model_path: str) -> ModelChoice:
+def choose_model(model_path: str, download: bool = True) -> ModelChoice:
     """Map ``--model-path`` to a ``conf/model`` file plus overrides (no weights are read).
 
     Order: a model file's name or its ``path`` (built-in names and the repo ids we ship
-    configs for), then a local folder, then a repo id found in the local HF cache.
+    configs for), then a local folder, then a Hugging Face repo id: from the local cache,
+    else downloaded (unless ``download`` is off).
     """
     files = model_files()
     if model_path in files:
@@ -98,11 +84,8 @@ def choose_model(model_path: str) -> ModelChoice:
         index = read_model_index(folder)
         group = default_model_of_index(index, str(folder))
         return ModelChoice(group, {"model.path": str(folder.resolve()), "model.name": folder.resolve().name})
-    if _looks_like_repo_id(model_path):
-        cached = _hf_cached_folder(model_path)
-        if cached is None:
-            raise UserError(_not_downloaded_message(model_path), param="model_path")
-        group = default_model_of_index(read_model_index(cached), model_path)
+    if looks_like_repo_id(model_path):
+        group = default_model_of_index(read_model_index(repo_folder(model_path, download)), model_path)
         return ModelChoice(group, {"model.path": model_path, "model.name": model_path})
     if model_path.startswith((".", "/", "~")) or model_path.count("/") > 1:
         raise UserError(f"model folder {model_path!r} does not exist", param="model_path")
@@ -113,17 +96,8 @@ def choose_model(model_path: str) -> ModelChoice:
     )
 
 
-def _not_downloaded_message(repo_id: str) -> str:
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    return (
-        f"model {repo_id!r} is not downloaded: it is not in the Hugging Face cache ({HF_HUB_CACHE}). "
-        f"Download it first (huggingface-cli download {repo_id}) or pass a local folder"
-    )
-
-
-def resolve_model_folder(model_path: str) -> Path:
-    """The local folder holding ``model_path``'s weights (building a tiny model if needed)."""
+def resolve_model_folder(model_path: str, download: bool = True) -> Path:
+    """The local folder holding ``model_path``'s weights (building a tiny model, or downloading a repo id, if needed)."""
     if model_path in BUILTIN_MODELS:
         from sgld.models.tiny import materialize_tiny
 
@@ -136,9 +110,6 @@ def resolve_model_folder(model_path: str) -> Path:
     if folder.is_dir():
         read_model_index(folder)
         return folder.resolve()
-    if _looks_like_repo_id(model_path):
-        cached = _hf_cached_folder(model_path)
-        if cached is not None:
-            return cached
-        raise UserError(_not_downloaded_message(model_path), param="model_path")
+    if looks_like_repo_id(model_path):
+        return repo_folder(model_path, download)
     raise UserError(f"model folder {model_path!r} does not exist", param="model_path")
