@@ -104,6 +104,7 @@ class DiffGenerator:
         apply_diffusers_patches()
         components = load_components(folder, run, device)
         pipeline = spec.pipeline_class()(components, run, device, state)
+        pipeline.finish_setup(folder)  # LoRA adapters, then compile
         if state.tp_degree > 1:
             from sgld.parallel.tensor import shard_text_encoder
 
@@ -122,6 +123,17 @@ class DiffGenerator:
                  f" (rank {state.rank} of {state.world_size})" if state.world_size > 1 else "")
         return cls(run, pipeline, state)
 
+    def use_loras(self, loras: Optional[list[dict[str, Any]]]) -> None:
+        """Activate a request's adapters (None: the run's own); loads what is missing, before any denoise work."""
+        from sgld.models.lora import request_adapters
+
+        if loras is None and self.pipeline.loras is None:
+            return
+        adapters = self.pipeline.defaults if loras is None else request_adapters(loras, self.run.server.lora_dir)
+        if self.pipeline.loras is None:
+            raise UserError("this model was loaded without LoRA support: give --lora-path or --lora-dir", param="loras")
+        self.pipeline.loras.apply(adapters)
+
     def stop(self) -> None:
         """Nothing to release: the model lives in this process (a server's multi-rank engine ends its ranks here)."""
 
@@ -136,15 +148,19 @@ class DiffGenerator:
         step_callback: Optional[StepCallback] = None,
         stop_check: Optional[Callable[[], bool]] = None,
         progress: bool = False,
+        loras: Optional[list[dict[str, Any]]] = None,
         **options: Any,
     ) -> GenerationResult:
         """Generate one video/image. ``options`` are sampling and output options by name.
 
-        ``stop_check`` is asked after every denoise step; True raises GenerationStopped.
+        ``stop_check`` is asked after every denoise step; True raises GenerationStopped. ``loras``
+        (``[{"name", "scale", "target"}]``, names inside ``server.lora_dir``) replaces the run's own
+        adapters for this request; None keeps them.
         """
         if prompt is not None:
             options["prompt"] = prompt
         run = self.check(**options)
+        self.use_loras(loras)
         callback = step_callback
         bar = None
         is_main = self.parallel.is_main

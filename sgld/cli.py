@@ -34,6 +34,9 @@ def _default_text(option: Option, defaults: Any) -> str:
     value = OmegaConf.select(defaults, node_key)
     if option.value is not None:  # a switch of a choice key
         return "on" if value == option.value else "off"
+    if option.key == "model.loras":
+        return "none" if option.name == "lora_path" else "1.0" if option.name == "lora_scale" else \
+            "transformer" if option.name == "lora_target" else "the file's stem"
     if OmegaConf.is_list(value):
         value = list(value) or "same as --precision"
     return "unset" if value is None else str(value)
@@ -73,6 +76,8 @@ def _add_option(group: argparse._ArgumentGroup, option: Option, default: str) ->
             kwargs["metavar"] = "{" + ",".join(option.choices) + "}"
         if option.many:
             kwargs["nargs"] = "+"
+        if option.repeat:
+            kwargs["action"] = "extend"
     if option.name == "prompt":
         kwargs["action"] = "append"  # several --prompt values make a prompt set
         kwargs["help"] += "; give it several times for several outputs"

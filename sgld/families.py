@@ -113,6 +113,8 @@ class FamilySpec:
     vae_sp: bool = False
     # The DiT class whose attention takes a mask (text padding); None: mask-less attention.
     masked_attention: Optional[str] = None
+    # diffusers' LoRA loader mixin whose lora_state_dict reads this family's adapters (Kohya layouts included).
+    lora_loader: str = ""
 
     @property
     def needs_image(self) -> bool:
@@ -171,7 +173,8 @@ def _dit_config_file(folder: Path) -> Path:
     return folder / "transformer" / "config.json"  # missing: the usual file-not-found message
 
 
-_WAN = dict(output=OutputKind.video, guidance=GuidanceKind.cfg, sizes=wan_sizes, vae_sp=True)
+_WAN = dict(output=OutputKind.video, guidance=GuidanceKind.cfg, sizes=wan_sizes, vae_sp=True,
+            lora_loader="WanLoraLoaderMixin")
 
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("wan_t2v", task=TaskType.T2V, image_mode=ImageMode.never, pipeline="sgld.pipelines.wan:WanT2VPipeline",
@@ -184,17 +187,20 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("hunyuan", task=TaskType.T2V, output=OutputKind.video, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
                sizes=hunyuan_sizes, pipeline="sgld.pipelines.hunyuan:HunyuanT2VPipeline",
                reference_pipeline="HunyuanVideoPipeline", default_model="hunyuan", sequence_parallel=False,
-               vae_sp=True, masked_attention="HunyuanVideoTransformer3DModel"),
+               vae_sp=True, masked_attention="HunyuanVideoTransformer3DModel",
+               lora_loader="HunyuanVideoLoraLoaderMixin"),
     FamilySpec("flux", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
                sizes=flux_sizes, pipeline="sgld.pipelines.flux:FluxT2IPipeline", reference_pipeline="FluxPipeline",
-               default_model="flux_dev"),
+               default_model="flux_dev", lora_loader="FluxLoraLoaderMixin"),
     FamilySpec("qwen_image", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.true_cfg,
                sizes=qwen_sizes, pipeline="sgld.pipelines.qwen_image:QwenImageT2IPipeline",
-               reference_pipeline="QwenImagePipeline", default_model="qwen_image"),
+               reference_pipeline="QwenImagePipeline", default_model="qwen_image",
+               lora_loader="QwenImageLoraLoaderMixin"),
     FamilySpec("qwen_image_edit", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",
-               reference_pipeline="QwenImageEditPipeline", default_model="qwen_image_edit"),
+               reference_pipeline="QwenImageEditPipeline", default_model="qwen_image_edit",
+               lora_loader="QwenImageLoraLoaderMixin"),
 )}
 
 

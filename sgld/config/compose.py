@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -68,10 +69,20 @@ def apply_values(cfg: DictConfig, values: Mapping[str, Any]) -> None:
             parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
             if not isinstance(parent, DictConfig) or leaf not in parent:
                 raise ConfigError(f"unknown config key '{key}'", param=key)
-            _check_choice(key, parent._get_node(leaf), value)  # noqa: SLF001
-            OmegaConf.update(cfg, key, value, merge=False)
+            node = parent._get_node(leaf)  # noqa: SLF001
+            _check_choice(key, node, value)
+            OmegaConf.update(cfg, key, _structured_items(node, value), merge=False)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"bad value {value!r} for '{key}': {_clean_message(exc)}", param=key) from None
+
+
+def _structured_items(node: Any, value: Any) -> Any:
+    """Mappings for a list of structured entries (``model.loras``) as typed nodes: unknown keys and bad values fail."""
+    element = getattr(getattr(node, "_metadata", None), "element_type", None)
+    if not (isinstance(node, ListConfig) and dataclasses.is_dataclass(element) and isinstance(value, list)):
+        return value
+    return [OmegaConf.merge(OmegaConf.structured(element), item) if isinstance(item, Mapping) else item
+            for item in value]
 
 
 def _check_choice(key: str, node: Any, value: Any) -> None:

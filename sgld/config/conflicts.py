@@ -36,6 +36,10 @@ QUANTIZED = _choice("model.quantization", lambda run: run.model.quantization, Qu
 MASKLESS_ATTENTION = Setting("model.attention_backend", lambda run: run.model.attention_backend in ("sage", "fa3"),
                              lambda run: f"model.attention_backend={run.model.attention_backend}")
 SLIDING_TILES = _switch("model.mask_strategy_file_path", lambda run: bool(run.model.mask_strategy_file_path))
+LORAS = _switch("model.loras", lambda run: bool(run.model.loras) or bool(run.server.lora_dir),
+                "LoRA adapters (model.loras / server.lora_dir)")
+LORA_SWITCHING = _switch("server.lora_dir", lambda run: bool(run.server.lora_dir) or run.model.lora_merge_mode == "dynamic",
+                         "switchable LoRA adapters (server.lora_dir or model.lora_merge_mode=dynamic)")
 TEXT_ENCODER_TP = _switch("parallel.tp_size", lambda run: run.parallel.tp_size > 1, "parallel.tp_size > 1")
 TEXT_ENCODER_OFFLOAD = _switch("offload.text_encoder", lambda run: run.offload.text_encoder,
                                "offload.text_encoder (--text-encoder-cpu-offload)")
@@ -56,6 +60,10 @@ CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     (LAYERWISE, SEQUENCE_PARALLEL, _UNVERIFIED_LAYERWISE),
     (LAYERWISE, CACHE, _UNVERIFIED_LAYERWISE),
     (LAYERWISE, QUANTIZED, _UNVERIFIED_LAYERWISE),
+    (LORAS, QUANTIZED, "PEFT's adapter layers wrap bf16 linear layers, not sgld's FP8 ones"),
+    (LORAS, LAYERWISE, _UNVERIFIED_LAYERWISE),
+    # Loading or switching adapters changes the blocks the compiled graphs were traced from (no hotswap yet).
+    (LORA_SWITCHING, COMPILE, "switching adapters would recompile the blocks; merge a fixed set of adapters instead"),
     (TEXT_ENCODER_TP, TEXT_ENCODER_OFFLOAD,
      "the offloaded encoder runs on the CPU, where layer-wise offload with prefetch is faster than sharding it"),
 )

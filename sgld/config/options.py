@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from sgld.config.schema import AttentionBackend, CacheKind, DitOffload, Precision, Quantization, choices
+from sgld.config.schema import (
+    AttentionBackend, CacheKind, DitOffload, LoraMergeMode, LoraTarget, Precision, Quantization, choices,
+)
 from sgld.errors import UserError
 
 SERVER, SAMPLING, OUTPUT, HTTP = "server", "sampling", "output", "http"
@@ -28,6 +30,8 @@ class Option:
     section: str
     choices: tuple[str, ...] = ()
     many: bool = False  # a list of values
+    # Repeatable on the command line (--lora-path a --lora-path b, or --lora-path a b); implies many.
+    repeat: bool = False
     # A switch that sets a choice key: on sets ``key`` to ``value``; off leaves it to the other switches of that
     # key, or their "none" when none is on (--dit-cpu-offload / --dit-layerwise-offload -> offload.dit).
     value: str | None = None
@@ -79,6 +83,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, choices(CacheKind)),
     Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, choices(Quantization)),
     Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER),
+    Option("lora_path", "model.loras", str, "LoRA adapter: a .safetensors file or a folder holding one (diffusers/PEFT or Kohya layout); repeat for several", SERVER, many=True, repeat=True),
+    Option("lora_scale", "model.loras", float, "strength of each --lora-path, in the same order (one value: all)", SERVER, many=True, repeat=True),
+    Option("lora_target", "model.loras", str, "the DiT each --lora-path goes into (Wan2.2 A14B: transformer, transformer_2 or all; one value: all)", SERVER, choices(LoraTarget), many=True, repeat=True),
+    Option("lora_nickname", "model.loras", str, "name of each --lora-path (default: the file's stem)", SERVER, many=True, repeat=True),
+    Option("lora_merge_mode", "model.lora_merge_mode", str, "merge: fuse the adapters into the weights (no per-step cost); dynamic: keep them separate so requests can switch them; auto: merge unless the server has --lora-dir", SERVER, choices(LoraMergeMode)),
     Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention: FastVideo mask-strategy JSON (HunyuanVideo); unset: dense attention", SERVER),
     Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER),
     Option("prompt", "sampling.prompt", str, "text description of the output", SAMPLING),
@@ -104,6 +113,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "server.port", int, "port the HTTP server listens on", HTTP),
     Option("api_key", "server.api_key", str, "require 'Authorization: Bearer KEY' (also from SGLD_API_KEY)", HTTP),
     Option("max_queue", "server.max_queue", int, "jobs waiting for the engine before new ones get 429", HTTP),
+    Option("lora_dir", "server.lora_dir", str, "folder of LoRA adapters requests may name (relative to it)", HTTP),
+    Option("max_loaded_loras", "server.max_loaded_loras", int, "LoRA adapters kept loaded; the least recently used is dropped", HTTP),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}
@@ -123,7 +134,8 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
     ``model_path`` is kept out (it selects a model config, see sgld.models.registry).
     """
     allowed = set(sections) if sections is not None else None
-    values: dict[str, Any] = {}
+    options = dict(options)
+    values: dict[str, Any] = _lora_values(options)
     switched_on: dict[str, str] = {}  # choice key -> the switch option that set it
     switched_off: set[str] = set()
     set_by: dict[str, str] = {}  # config key -> the option that set it
@@ -172,6 +184,33 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
                                 f"give {name} alone, or both with the same value", param=name)
             values[key] = value
     return values
+
+
+LORA_OPTIONS = ("lora_path", "lora_scale", "lora_target", "lora_nickname")
+
+
+def _lora_values(options: dict[str, Any]) -> dict[str, Any]:
+    """``model.loras`` from the LoRA options (taken out of ``options``): one entry per path, the others paired."""
+    given = {name: options.pop(name) for name in LORA_OPTIONS if options.get(name) is not None}
+    if not given:
+        return {}
+    lists = {name: value if isinstance(value, (list, tuple)) else [value] for name, value in given.items()}
+    paths = lists.get("lora_path", [])
+    if not paths:
+        raise UserError(f"{', '.join(given)} given without lora_path", param=next(iter(given)))
+    loras = [{"path": str(path)} for path in paths]
+    for name, key in (("lora_scale", "scale"), ("lora_target", "target"), ("lora_nickname", "name")):
+        items = lists.get(name)
+        if items is None:
+            continue
+        if len(items) == 1 and name != "lora_nickname":
+            items = items * len(paths)
+        if len(items) != len(paths):
+            raise UserError(f"{len(items)} {name} value(s) for {len(paths)} lora_path(s): give one per path"
+                            + ("" if name == "lora_nickname" else " (or one for all)"), param=name)
+        for lora, item in zip(loras, items):
+            lora[key] = item
+    return {"model.loras": loras}
 
 
 # What the values of switch-set keys mean, for the message when two switches disagree.

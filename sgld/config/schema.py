@@ -54,6 +54,22 @@ class Quantization(StrEnum):
     fp8 = "fp8"
 
 
+class LoraMergeMode(StrEnum):
+    """How LoRA adapters run: auto (merge a fixed set; dynamic when requests may choose), merge, dynamic."""
+
+    auto = "auto"
+    merge = "merge"
+    dynamic = "dynamic"
+
+
+class LoraTarget(StrEnum):
+    """Which DiT an adapter goes into (Wan2.2 A14B has two experts)."""
+
+    transformer = "transformer"
+    transformer_2 = "transformer_2"
+    all = "all"
+
+
 class DitOffload(StrEnum):
     """Where the DiT waits between uses: resident, on the CPU as a whole, or on the CPU block by block."""
 
@@ -86,6 +102,18 @@ class ModelDefaults:
 
 
 @dataclass
+class LoraConfig:
+    """One LoRA adapter applied to every request (unless a server request names its own)."""
+
+    # A .safetensors file, or a folder holding one (diffusers/PEFT or Kohya layout).
+    path: str = MISSING
+    scale: float = 1.0
+    target: LoraTarget = LoraTarget.transformer
+    # The adapter's nickname; None: the file's stem.
+    name: Optional[str] = None
+
+
+@dataclass
 class ModelConfig:
     """Which weights to load and how to run them."""
 
@@ -112,6 +140,9 @@ class ModelConfig:
     # Sliding-tile attention mask strategy (FastVideo's JSON: "step_layer_head" -> window in tiles), HunyuanVideo
     # only; None: dense attention.
     mask_strategy_file_path: Optional[str] = None
+    # LoRA adapters loaded with the model (--lora-path, --lora-scale, --lora-target, --lora-nickname).
+    loras: List[LoraConfig] = field(default_factory=list)
+    lora_merge_mode: LoraMergeMode = LoraMergeMode.auto
     sampling_defaults: ModelDefaults = field(default_factory=ModelDefaults)
 
 
@@ -215,6 +246,10 @@ class ServerConfig:
     image_timeout_s: float = 600.0
     # Poll interval the OpenAI SDK is told to use (openai-poll-after-ms).
     poll_after_ms: int = 250
+    # LoRA adapters requests may name (relative to this folder); None: requests take no adapters.
+    lora_dir: Optional[str] = None
+    # Adapters kept loaded at once; the least recently used is dropped beyond it.
+    max_loaded_loras: int = 8
 
 
 @dataclass

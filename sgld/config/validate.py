@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from sgld.config.conflicts import check_conflicts
 from sgld.config.schema import RunConfig
 from sgld.errors import ConfigError
@@ -36,6 +38,10 @@ def validate(run: RunConfig) -> None:
     if not 0 < run.model.cache_threshold < 1:
         raise ConfigError(f"model.cache_threshold must be between 0 and 1, got {run.model.cache_threshold}",
                           param="model.cache_threshold")
+    for i, lora in enumerate(run.model.loras):
+        if not math.isfinite(lora.scale):
+            raise ConfigError(f"model.loras[{i}].scale must be a finite number, got {lora.scale}",
+                              param=f"model.loras[{i}].scale")
     if not run.vae.load_decoder:
         raise ConfigError("vae.load_decoder=false leaves no decoder to turn latents into frames", param="vae.load_decoder")
     for key in ("tile_sample_min_height", "tile_sample_min_width"):

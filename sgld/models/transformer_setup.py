@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -13,9 +14,17 @@ from sgld.models.step_hooks import StepHook
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class DitSetup:
+    """What configuring a DiT leaves: the denoise loop's per-step hooks and the attention backend in effect."""
+
+    hooks: list[StepHook]
+    backend: str
+
+
 def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch.device,
-                          masked_attention: bool = False) -> list[StepHook]:
-    """Quantization, attention backend, step cache, sliding tiles and regional compile; the denoise loop's hooks.
+                          masked_attention: bool = False) -> DitSetup:
+    """Quantization, attention backend, step cache and sliding tiles (compile comes last: ``compile_transformer``).
 
     ``masked_attention``: the model's attention takes a mask (HunyuanVideo's text padding), so
     ``auto`` keeps SDPA (the family refused explicit mask-less backends before loading).
@@ -39,6 +48,9 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch
         from sgld.models.sliding_tile import enable_sliding_tile_attention
 
         hooks.append(enable_sliding_tile_attention(module, run.model.mask_strategy_file_path))
-    if run.model.enable_torch_compile:
-        module.compile_repeated_blocks(fullgraph=compiles_fullgraph(backend))
-    return hooks
+    return DitSetup(hooks, backend)
+
+
+def compile_transformer(module: torch.nn.Module, backend: str) -> None:
+    """Regional compile of the repeated blocks, after everything that changes the modules (LoRA layers)."""
+    module.compile_repeated_blocks(fullgraph=compiles_fullgraph(backend))

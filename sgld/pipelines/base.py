@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -10,7 +11,8 @@ from sgld.config.schema import RunConfig
 from sgld.families import FamilySpec, SizeConstraints
 from sgld.models.placement import Placement
 from sgld.models.step_hooks import StepHook
-from sgld.models.transformer_setup import configure_transformer
+from sgld.models.lora import Adapter, LoraSet
+from sgld.models.transformer_setup import compile_transformer, configure_transformer
 from sgld.models.vae_setup import configure_vae
 from sgld.parallel.state import ParallelState
 from sgld.request import Request
@@ -31,6 +33,10 @@ class Pipeline:
         self.placement = Placement.for_run(run, device)
         self.constraints: SizeConstraints
         self.stages: list[Stage] = []
+        self.dits: dict[str, torch.nn.Module] = {}
+        self._backends: dict[str, str] = {}
+        self.loras: LoraSet | None = None
+        self.defaults: list[Adapter] = []  # the adapters a request without ``loras`` runs with
 
     def configure_vae(self, vae: torch.nn.Module) -> None:
         """Tiling and encoder as the run asks: one set-up for every family's VAE."""
@@ -38,9 +44,29 @@ class Pipeline:
 
     def configure_dit(self, name: str, module: torch.nn.Module) -> list[StepHook]:
         """Apply the run's speed levers to a DiT, place it, and return its per-step hooks for the denoise loop."""
-        hooks = configure_transformer(module, self.run, self.device, masked_attention=bool(self.spec.masked_attention))
+        setup = configure_transformer(module, self.run, self.device, masked_attention=bool(self.spec.masked_attention))
         self.placement.place(name, module)
-        return hooks
+        self.dits[name] = module
+        self._backends[name] = setup.backend
+        return setup.hooks
+
+    def finish_setup(self, folder: Path | None = None) -> None:
+        """After the stages are built: the run's LoRA adapters, then the regional compile (it must see the LoRA layers).
+
+        ``folder``: the model folder, whose stored weights make unmerging LoRA adapters exact.
+        """
+        run = self.run
+        merge = run.model.lora_merge_mode == "merge" or (run.model.lora_merge_mode == "auto" and not run.server.lora_dir)
+        self.defaults = [Adapter(lora.name or Path(lora.path).stem, Path(lora.path).expanduser().resolve(), lora.scale,
+                                 str(lora.target)) for lora in run.model.loras]
+        if run.model.loras or run.server.lora_dir:
+            folders = {name: folder / name for name in self.dits} if folder is not None else None
+            self.loras = LoraSet(self.spec, self.dits, merge, run.server.max_loaded_loras, folders)
+            self.loras.apply(self.defaults)
+        if run.model.enable_torch_compile:
+            for name, module in self.dits.items():
+                compile_transformer(module, self._backends[name])
+
 
     def place(self, *names: str) -> None:
         """Put the named components (those present) where the offload settings say."""
