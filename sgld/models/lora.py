@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import re
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,11 @@ class Adapter:
     path: Path
     scale: float = 1.0
     target: str = "transformer"
+
+    @property
+    def key(self) -> str:
+        """The name PEFT keeps it under (module names take no dots or slashes)."""
+        return re.sub(r"[^A-Za-z0-9_]", "_", self.name)
 
 
 def adapter_file(path: str | Path) -> Path:
@@ -194,9 +201,9 @@ class LoraSet:
 
     def load(self, adapter: Adapter) -> None:
         """Load ``adapter`` into its experts unless it is loaded already (same name and file)."""
-        known = self.loaded.get(adapter.name)
+        known = self.loaded.get(adapter.key)
         if known is not None and known.path == adapter.path and known.target == adapter.target:
-            self.loaded.move_to_end(adapter.name)
+            self.loaded.move_to_end(adapter.key)
             return
         if known is not None:
             raise UserError(f"LoRA name {adapter.name!r} is already used by {str(known.path)!r}; give this adapter "
@@ -207,35 +214,37 @@ class LoraSet:
         weights = read_adapter(self.spec, file, self.experts[experts[0]])
         for name in experts:  # every check before any expert is touched
             check_fits(weights.state, self.experts[name], file, name)
-        self._make_room()
         done = []
         try:
             for name in experts:
-                self.experts[name].load_lora_adapter(dict(weights.state), network_alphas=weights.alphas,
-                                                     adapter_name=adapter.name, metadata=weights.metadata)
+                with warnings.catch_warnings():  # PEFT warns whenever a model gets a second adapter
+                    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                    self.experts[name].load_lora_adapter(dict(weights.state), network_alphas=weights.alphas,
+                                                         adapter_name=adapter.key, metadata=weights.metadata)
                 done.append(name)
         except Exception as exc:
             for name in done:  # nothing half-applied
-                self.experts[name].delete_adapters(adapter.name)
+                self.experts[name].delete_adapters(adapter.key)
             raise UserError(f"LoRA {str(file)!r} could not be applied: {exc}", param="lora_path") from None
-        self.loaded[adapter.name] = adapter
+        self.loaded[adapter.key] = adapter
         log.info("LoRA %s (%s) loaded into %s", adapter.name, file, ", ".join(experts))
 
-    def _make_room(self) -> None:
-        in_use = {adapter.name for adapter in self.active}
-        while self.max_loaded is not None and len(self.loaded) >= self.max_loaded:
+    def _evict(self) -> None:
+        """Drop the least recently used adapters not in use while more than ``max_loaded`` are loaded."""
+        in_use = {adapter.key for adapter in self.active}
+        while self.max_loaded is not None and len(self.loaded) > self.max_loaded:
             victim = next((name for name in self.loaded if name not in in_use), None)
             if victim is None:
                 break
             self.unload(victim)
 
-    def unload(self, name: str) -> None:
+    def unload(self, key: str) -> None:
         """Drop a loaded adapter that is not active."""
-        if any(adapter.name == name for adapter in self.active):
-            raise UserError(f"LoRA {name!r} is in use; switch it off first", param="lora_nickname")
-        adapter = self.loaded.pop(name)
+        if any(adapter.key == key for adapter in self.active):
+            raise UserError(f"LoRA {key!r} is in use; switch it off first", param="lora_nickname")
+        adapter = self.loaded.pop(key)
         for expert in self.targets(adapter):
-            self.experts[expert].delete_adapters(name)
+            self.experts[expert].delete_adapters(key)
 
     def apply(self, adapters: Sequence[Adapter]) -> None:
         """Make exactly ``adapters`` active with their scales (loading what is missing); merged or dynamic."""
@@ -252,20 +261,21 @@ class LoraSet:
                 continue  # nothing was ever loaded into this expert
             if mine:
                 module.enable_lora()
-                module.set_adapters([a.name for a in mine], [a.scale for a in mine])
+                module.set_adapters([a.key for a in mine], [a.scale for a in mine])
             else:
                 module.disable_lora()
         self.active = adapters
         for adapter in adapters:
-            self.loaded.move_to_end(adapter.name)
+            self.loaded.move_to_end(adapter.key)
+        self._evict()
         if self.merge and adapters:
             self._fuse()
 
     def _fuse(self) -> None:
         for name, module in self.experts.items():
-            names = [a.name for a in self.active if name in TARGETS[a.target]]
-            if names:
-                module.fuse_lora(adapter_names=names)
+            keys = [a.key for a in self.active if name in TARGETS[a.target]]
+            if keys:
+                module.fuse_lora(adapter_names=keys)
         self.fused = True
 
     def _unfuse(self) -> None:
@@ -289,7 +299,9 @@ class UnknownAdapter(UserError):
 
 
 def adapter_in_dir(lora_dir: Optional[str], name: str) -> Path:
-    """The file a request's adapter ``name`` means: inside ``lora_dir`` (``x`` finds ``x.safetensors`` too), never outside."""
+    """The file a request's adapter ``name`` means: inside ``lora_dir`` (``x`` finds ``x.safetensors`` too), never outside.
+
+    Nothing outside the folder is opened."""
     if not lora_dir:
         raise UserError("this server takes no per-request LoRA adapters: start it with --lora-dir DIR", param="loras")
     if not isinstance(name, str) or not name.strip() or "\0" in name:
@@ -310,14 +322,15 @@ def request_adapters(items: Sequence[Mapping], lora_dir: Optional[str]) -> list[
     for item in items:
         if not isinstance(item, Mapping) or set(item) - {"name", "scale", "target"} or "name" not in item:
             raise UserError(f"each LoRA is an object {{name, scale, target}}, got {item!r}", param="loras")
-        name = item["name"]
-        path = adapter_in_dir(lora_dir, name)
+        path = adapter_in_dir(lora_dir, item["name"])
+        # One name per file: "style", "style.safetensors" and "./style.safetensors" are one adapter.
+        name = path.relative_to(Path(lora_dir).expanduser().resolve()).with_suffix("").as_posix()
         scale = check_scale(name, item.get("scale", 1.0))
         target = item.get("target", "transformer")
         if target not in TARGETS:
             raise UserError(f"LoRA {name!r}: target {target!r} is not one of {', '.join(TARGETS)}", param="loras")
         adapters.append(Adapter(name, path, scale, target))
-    if len({a.name for a in adapters}) != len(adapters):
+    if len({a.key for a in adapters}) != len(adapters):
         raise UserError("a LoRA is named twice in one request", param="loras")
     return adapters
 
