@@ -29,7 +29,7 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
                load: Optional["EngineLoader"] = None) -> Flask:
     """The Flask app for ``run``. ``engine``: a loaded engine; ``load``: how to load one (default: ``load_engine``);
     ``start``: run the worker."""
-    from server import images, meta, playground, videos
+    from server import images, loras, meta, playground, videos
     from server.engine import load_engine
     from server.errors import APIError, register_error_handlers
     from server.jobs import JobService
@@ -46,7 +46,7 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
     app.extensions["sgld_metrics"] = metrics
     install_request_ids(app)  # first: every later hook, error and log line can name the request
     register_error_handlers(app)
-    for blueprint in (videos.bp, images.bp, meta.bp, playground.bp):
+    for blueprint in (videos.bp, images.bp, meta.bp, playground.bp, loras.bp):
         app.register_blueprint(blueprint)
     app.url_map.strict_slashes = False
 

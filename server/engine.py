@@ -31,6 +31,15 @@ class Engine(Protocol):
     def stop(self) -> None:
         """Release what the engine holds (a rank group's processes)."""
 
+    def loaded_loras(self) -> list[str]:
+        """Names of the LoRA adapters loaded now (empty where the engine cannot tell)."""
+
+    def set_default_loras(self, loras: list[dict[str, Any]]) -> None:
+        """The adapters a request without ``loras`` runs with (names inside the LoRA dir)."""
+
+    def set_lora_merged(self, merged: bool) -> None:
+        """Fuse the active adapters into the weights, or keep them as separate layers."""
+
 
 # (run, on_failure) -> a ready Engine. on_failure(message) reports an engine that dies after loading.
 EngineLoader = Callable[[RunConfig, Callable[[str], None]], Engine]

@@ -13,12 +13,12 @@ from server.context import accepting_service, check_model, queue_full
 from server.errors import APIError
 from server.jobs import QueueFull, new_id
 from server.request_ids import current_request_id
-from server.schemas import MAX_SEED, Fields, bad, check_with_engine, parse_common, read_image_upload
+from server.schemas import MAX_SEED, Fields, bad, check_with_engine, parse_common, parse_loras, read_image_upload
 
 bp = Blueprint("images", __name__, url_prefix="/v1/images")
 
 COMMON = {"prompt", "model", "n", "size", "response_format", "output_format", "seed", "negative_prompt",
-          "num_inference_steps", "guidance_scale", "user"}
+          "num_inference_steps", "guidance_scale", "user", "loras"}
 URL_DETAIL = "response_format=url is not supported"
 
 
@@ -41,11 +41,14 @@ def _parse(fields: Fields, svc, *, edit: bool) -> tuple[str, dict, str]:
         "n": fields.integer("n", 1, limits.max_images) or 1,
         "output_format": fields.choice("output_format", ("png", "jpeg", "webp"), "png"),
     }
+    loras = parse_loras(fields, limits)
+    if loras is not None:
+        options["loras"] = loras
     return prompt, options, ""
 
 
 def _check(svc, options: dict) -> str:
-    engine_options = {k: v for k, v in options.items() if k not in ("n", "output_format")}
+    engine_options = {k: v for k, v in options.items() if k not in ("n", "output_format", "loras")}
     run = check_with_engine(svc.engine, engine_options)
     if run.sampling.width is None or run.sampling.height is None:
         return "auto"  # edit models: the output follows the input image

@@ -111,6 +111,8 @@ class JobService:
         self._done_lock = threading.Lock()
         self._cancel: set[str] = set()
         self._running: Optional[str] = None
+        # Held while the engine runs a job or a control action (LoRA endpoints): the engine is not re-entrant.
+        self.engine_lock = threading.Lock()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="sgld-engine-worker", daemon=True)
         self._recover()
@@ -203,6 +205,11 @@ class JobService:
         self._finish(job_id)
         return True
 
+    def control(self, action: Callable[[Engine], Any]) -> Any:
+        """Run ``action`` on the loaded engine between jobs (it waits for the running one)."""
+        with self.engine_lock:
+            return action(self.engine)
+
     @functools.cached_property
     def folder_model(self) -> FolderModel:
         """The served model as its folder describes it (kind, needs an image), known before it loads."""
@@ -255,7 +262,8 @@ class JobService:
                 self.metrics.steps.inc()
 
         try:
-            outputs = self._generate(job, on_step)
+            with self.engine_lock:
+                outputs = self._generate(job, on_step)
         except JobCancelled:
             log.info("job %s cancelled (request_id=%s)", job.id, job.request_id)
             self._remove_files(job)

@@ -42,6 +42,12 @@ def video_fields(limits: Any) -> dict:
     }
 
 
+# A request's LoRA adapters (JSON bodies): names in the server's LoRA dir (GET /v1/loras).
+LORAS = {"type": "array", "items": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+    "name": {"type": "string"}, "scale": {"type": "number"},
+    "target": {"type": "string", "enum": ["transformer", "transformer_2", "all"]}}}}
+
+
 def image_fields(limits: Any) -> dict:
     """The image request fields, bounded by this server's limits (ServerConfig)."""
     return {
@@ -141,6 +147,20 @@ SCHEMAS: dict[str, Any] = {
         "required": ["object", "data"],
         "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": _ref("Model")}},
     },
+    "LoraList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": {
+            "type": "object", "required": ["name", "object", "file_size", "target_modules", "loaded"],
+            "properties": {"name": {"type": "string"}, "object": {"type": "string", "enum": ["lora"]},
+                           "file_size": {"type": "integer"}, "target_modules": {"type": "array", "items": {"type": "string"}},
+                           "loaded": {"type": "boolean"}}}}},
+    },
+    "LoraDone": {
+        "type": "object",
+        "required": ["success", "message"],
+        "properties": {"success": {"type": "boolean"}, "message": {"type": "string"}},
+    },
     "Health": {
         "type": "object",
         "required": ["status", "model"],
@@ -168,10 +188,11 @@ def request_schemas(limits: Any) -> dict[str, Any]:
     """The request bodies, bounded by this server's limits."""
     video, image = video_fields(limits), image_fields(limits)
     return {
-        "VideoCreate": _object(video, ["prompt"]),
+        "VideoCreate": _object({**video, "loras": LORAS}, ["prompt"]),
+        "VideoCreateTextForm": _object(video, ["prompt"]),
         "VideoCreateForm": _object({**video, "input_reference": FILE}, ["prompt"]),
         "VideoFromImageForm": _object({**video, "input_reference": FILE}, ["prompt", "input_reference"]),
-        "ImageGenerate": _object(image, ["prompt"]),
+        "ImageGenerate": _object({**image, "loras": LORAS}, ["prompt"]),
         "ImageEditForm": _object({**image, "image": FILE}, ["prompt", "image"]),
     }
 
@@ -181,8 +202,8 @@ def _video_create_body(needs_image: bool, takes_image: bool) -> dict:
     if needs_image:
         return _body(("multipart/form-data", _ref("VideoFromImageForm")))
     if takes_image:
-        return _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreateForm")))
-    return _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreate")))
+        return _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreateTextForm")))
+    return _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreateTextForm")))
 
 
 def _video_paths(needs_image: bool, takes_image: bool) -> dict:
@@ -233,6 +254,23 @@ def _image_path(edit: bool) -> dict:
     }}}
 
 
+def _lora_paths() -> dict:
+    """The LoRA endpoints: our listing and SGLang's control endpoints (400 where the server has no adapters)."""
+    listing = {"get": {"summary": "the LoRA dir's adapters", "responses": {
+        "200": _json(_ref("LoraList"), "adapters"), **_errors(401)}}}
+    done = {"200": _json(_ref("LoraDone"), "done"), **_errors(400, 401, 404, 503)}
+    set_lora = _object({"lora_path": {"type": "string"}, "lora_nickname": {"type": "string"},
+                        "strength": {"type": "number"}, "target": {"type": "string"}}, ["lora_path"])
+    return {
+        "/v1/loras": listing,
+        "/v1/list_loras": listing,
+        "/v1/set_lora": {"post": {"summary": "the server's default adapters (SGLang)",
+                                  "requestBody": _body(("application/json", set_lora)), "responses": done}},
+        "/v1/merge_lora_weights": {"post": {"summary": "fuse the active adapters (SGLang)", "responses": done}},
+        "/v1/unmerge_lora_weights": {"post": {"summary": "unfuse them (SGLang)", "responses": done}},
+    }
+
+
 def openapi_spec(limits: Any, spec: FamilySpec, require_key: bool) -> dict[str, Any]:
     """The OpenAPI document of this server: the endpoints and bounds of its model and limits.
 
@@ -261,6 +299,7 @@ def openapi_spec(limits: Any, spec: FamilySpec, require_key: bool) -> dict[str, 
                 "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": _json(_ref("Model"), "the model"), **_errors(401, 404)}}},
             **model_paths,
+            **_lora_paths(),
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)}}},
         },

@@ -93,6 +93,19 @@ class RankGroupEngine:
         if self.failure is None:
             self.jobs.put(STOP)
 
+    def loaded_loras(self) -> list[str]:
+        """Unknown here: the adapters live in the ranks."""
+        return []
+
+    def set_default_loras(self, loras: list[dict[str, Any]]) -> None:
+        """Not offered on several ranks yet; requests still choose their own adapters."""
+        raise UserError("LoRA control endpoints need a one-process server for now; give each request its 'loras'",
+                        param="loras")
+
+    def set_lora_merged(self, merged: bool) -> None:
+        """Not offered on several ranks yet."""
+        self.set_default_loras([])
+
     def check(self, **options: Any) -> RunConfig:
         """Validate a request from the model folder's configs, as the ranks will."""
         from sgld.api import check_request_options

@@ -22,6 +22,22 @@ from server.errors import APIError
 from server.store import Job
 
 SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
+# A list of objects in a form, as the OpenAI SDK flattens it: loras[][name]=a, loras[][scale]=0.8, loras[][name]=b ...
+LIST_KEY = re.compile(r"^(\w+)\[\]\[(\w+)\]$")
+
+
+def _form_lists(form) -> dict[str, list[dict]]:
+    """The form's flattened lists of objects, rebuilt in order (a key seen again starts the next object)."""
+    lists: dict[str, list[dict]] = {}
+    for key, value in form.items(multi=True):
+        match = LIST_KEY.match(key)
+        if not match:
+            continue
+        items = lists.setdefault(match.group(1), [])
+        if not items or match.group(2) in items[-1]:
+            items.append({})
+        items[-1][match.group(2)] = value
+    return lists
 MAX_SEED = 2**63 - 1
 
 
@@ -44,8 +60,10 @@ class Fields:
                 raise APIError(400, "request body must be a JSON object", code="invalid_json")
             self.values: dict[str, Any] = data
         elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            self.values = {}
+            self.values = _form_lists(request.form)
             for key in request.form.keys():
+                if LIST_KEY.match(key):
+                    continue
                 items = request.form.getlist(key)
                 if len(items) > 1:
                     raise bad(key, f"field '{key}' is given {len(items)} times; give it once", "duplicate_field")
@@ -183,6 +201,45 @@ def parse_common(fields: Fields, limits: ServerConfig, *, max_seed: int = MAX_SE
         if value is not None:
             options[name] = value
     return options
+
+
+def parse_loras(fields: Fields, limits: ServerConfig) -> Optional[list[dict]]:
+    """A request's ``loras`` (JSON, or a JSON string in a form): adapters in the LoRA dir, checked now, not loaded.
+
+    400 for a bad entry or a name outside the LoRA dir, 404 (``lora_not_found``) for one it does not hold.
+    """
+    from sgld.models.lora import UnknownAdapter, request_adapters
+
+    if not fields.has("loras"):
+        return None
+    value = fields.values["loras"]
+    if isinstance(value, str):  # multipart forms carry it as JSON text
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise bad("loras", "'loras' must be a JSON array of {name, scale}") from None
+    if not isinstance(value, list):
+        raise bad("loras", "'loras' must be an array of {name, scale}")
+    value = [_form_numbers(item) for item in value]
+    if len(value) > limits.max_loaded_loras:
+        raise bad("loras", f"{len(value)} adapters; this server runs at most {limits.max_loaded_loras} at once")
+    try:
+        adapters = request_adapters(value, limits.lora_dir)
+    except UnknownAdapter as exc:
+        raise APIError(404, str(exc), param="loras", code="lora_not_found") from None
+    except UserError as exc:
+        raise bad("loras", str(exc)) from None
+    return [{"name": a.name, "scale": a.scale, "target": a.target} for a in adapters]
+
+
+def _form_numbers(item):
+    """A form's adapter carries its scale as text: the number it spells (anything else stays and is refused)."""
+    if isinstance(item, dict) and isinstance(item.get("scale"), str):
+        try:
+            return {**item, "scale": float(item["scale"])}
+        except ValueError:
+            return item
+    return item
 
 
 def check_with_engine(engine: Engine, options: dict, renames: Optional[dict[str, str]] = None) -> RunConfig:

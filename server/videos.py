@@ -11,14 +11,15 @@ from server.errors import APIError
 from server.jobs import QueueFull, new_id
 from server.request_ids import current_request_id
 from server.schemas import (
-    Fields, ParsedVideo, accepts_query, bad, check_with_engine, nearest_frame_count, parse_common, read_image_upload,
+    Fields, ParsedVideo, accepts_query, bad, check_with_engine, nearest_frame_count, parse_common, parse_loras,
+    read_image_upload,
     video_object,
 )
 
 bp = Blueprint("videos", __name__, url_prefix="/v1/videos")
 
 FIELDS = {"prompt", "model", "size", "seconds", "input_reference", "negative_prompt", "num_inference_steps", "seed",
-          "guidance_scale", "fps", "num_frames", "user"}
+          "guidance_scale", "fps", "num_frames", "user", "loras"}
 
 
 def read_input_reference(fields: Fields, svc):
@@ -72,6 +73,9 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
     if num_frames is None and seconds is not None:
         renames["num_frames"] = "seconds"
     run = check_with_engine(engine, options, renames)
+    loras = parse_loras(fields, limits)
+    if loras is not None:
+        options["loras"] = loras
     s = run.sampling
     return ParsedVideo(prompt, options, f"{s.width}x{s.height}", f"{s.num_frames / s.fps:g}")
 

@@ -130,9 +130,31 @@ class DiffGenerator:
         if loras is None and self.pipeline.loras is None:
             return
         adapters = self.pipeline.defaults if loras is None else request_adapters(loras, self.run.server.lora_dir)
+        if self.pipeline.loras is None and not adapters:
+            return  # an explicit empty set on a model without adapters
         if self.pipeline.loras is None:
             raise UserError("this model was loaded without LoRA support: give --lora-path or --lora-dir", param="loras")
         self.pipeline.loras.apply(adapters)
+
+    def loaded_loras(self) -> list[str]:
+        """Names of the LoRA adapters loaded now, least recently used first."""
+        return [] if self.pipeline.loras is None else [a.name for a in self.pipeline.loras.loaded.values()]
+
+    def set_default_loras(self, loras: list[dict[str, Any]]) -> None:
+        """The adapters a request without ``loras`` runs with (names inside ``server.lora_dir``); applied now."""
+        from sgld.models.lora import request_adapters
+
+        adapters = request_adapters(loras, self.run.server.lora_dir)
+        if self.pipeline.loras is None:
+            raise UserError("this model was loaded without LoRA support: give --lora-path or --lora-dir", param="loras")
+        self.pipeline.loras.apply(adapters)
+        self.pipeline.defaults = adapters
+
+    def set_lora_merged(self, merged: bool) -> None:
+        """Fuse the active adapters into the weights (merged) or keep them as separate layers (dynamic)."""
+        if self.pipeline.loras is None:
+            raise UserError("no LoRA adapters are loaded: give --lora-path or --lora-dir", param="loras")
+        self.pipeline.loras.set_merged(merged)
 
     def stop(self) -> None:
         """Nothing to release: the model lives in this process (a server's multi-rank engine ends its ranks here)."""
