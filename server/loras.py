@@ -78,7 +78,7 @@ def set_lora():
     paths = body["lora_path"] if isinstance(body["lora_path"], list) else [body["lora_path"]]
 
     def per_path(key: str, default):
-        value = body.get(key, default)
+        value = default if body.get(key) is None else body[key]  # JSON null: the default
         return value if isinstance(value, list) else [value] * len(paths)
 
     strengths, targets = per_path("strength", 1.0), per_path("target", "transformer")

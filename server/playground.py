@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import Blueprint, jsonify, send_from_directory
 
 from server.context import service
+from server.loras import lora_files
 
 STATIC = Path(__file__).resolve().parent / "playground"
 bp = Blueprint("playground", __name__)
@@ -38,6 +39,8 @@ def info():
         "needs_image": spec.needs_image,
         "takes_image": spec.takes_image,
         "api_key_required": bool(run.server.api_key),
+        # The LoRA dir's adapters a request may name (null: the server takes none).
+        "loras": [name for name, _ in lora_files(run.server.lora_dir)] if run.server.lora_dir else None,
         "defaults": {
             "width": s.width, "height": s.height, "num_frames": s.num_frames, "fps": s.fps,
             "num_inference_steps": s.num_inference_steps, "guidance_scale": s.guidance_scale,

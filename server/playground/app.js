@@ -58,7 +58,15 @@ function commonFields() {
   };
   const width = number("width"), height = number("height");
   if (width !== undefined && height !== undefined) fields.size = `${width}x${height}`;
+  if (info.loras && $("lora").value) fields.loras = [{ name: $("lora").value, scale: number("lora-scale") ?? 1 }];
   return fields;
+}
+
+function appendFields(form, fields) {
+  // Forms carry lists (the LoRA adapters) as JSON text; the server reads it back.
+  for (const [key, value] of Object.entries(fields)) {
+    if (value !== undefined) form.append(key, typeof value === "object" ? JSON.stringify(value) : value);
+  }
 }
 
 function showMedia(kind, url, name) {
@@ -90,7 +98,7 @@ async function createVideo() {
     });
   }
   const form = new FormData();
-  for (const [key, value] of Object.entries(body)) if (value !== undefined) form.append(key, value);
+  appendFields(form, body);
   form.append("input_reference", file);
   return api("/v1/videos", { method: "POST", body: form });
 }
@@ -116,7 +124,7 @@ async function runImage() {
     const file = $("image").files[0];
     if (!file) throw new Error("Choose an input image to edit.");
     const form = new FormData();
-    for (const [key, value] of Object.entries(commonFields())) if (value !== undefined) form.append(key, value);
+    appendFields(form, commonFields());
     form.append("image", file);
     form.append("response_format", "b64_json");
     response = await api("/v1/images/edits", { method: "POST", body: form });
@@ -209,6 +217,13 @@ async function init() {
   if (info.kind === "video") $("image-label").textContent = info.needs_image
     ? "First frame (PNG, JPEG or WebP)" : "First frame (optional: PNG, JPEG or WebP)";
   $("api-key-field").hidden = !info.api_key_required;
+  $("lora-field").hidden = !info.loras;
+  for (const name of info.loras || []) {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = name;
+    $("lora").append(option);
+  }
   $("api-key").value = localStorage.getItem("sgld-api-key") || "";
   $("form").addEventListener("submit", submit);
   loadHistory();

@@ -111,3 +111,20 @@ def test_sglangs_control_endpoints(lora_server, tmp_path):
     missing = httpx.post(lora_server.url + "/set_lora", json={"lora_path": "nope"}, timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "lora_not_found"
     assert httpx.post(lora_server.url + "/set_lora", json={"lora_path": []}, timeout=10).status_code == 400
+
+
+def test_the_playground_offers_the_adapters(lora_server, browser):
+    page = browser.new_page()
+    page.goto(lora_server.base + "/")
+    page.wait_for_function("document.getElementById('model-line').textContent.includes('tiny-wan-t2v')")
+    assert page.locator("#lora option").all_text_contents() == ["none", "nested/style_b", "style_a"]
+    page.get_by_label("Prompt", exact=True).fill("a red fox with a style")
+    page.get_by_label("Steps").fill("2")
+    page.get_by_label("LoRA adapter").select_option("style_a")
+    page.get_by_label("Strength").fill("0.8")
+    with page.expect_request(lambda r: r.url.endswith("/v1/videos") and r.method == "POST") as sent:
+        page.get_by_role("button", name="Generate").click()
+    assert sent.value.post_data_json["loras"] == [{"name": "style_a", "scale": 0.8}]
+    page.wait_for_selector("#output video", timeout=120_000)
+    assert page.get_by_role("status").text_content().startswith("Done")
+    page.close()

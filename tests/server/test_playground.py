@@ -1,47 +1,15 @@
 """The browser playground in a real headless Chromium (Playwright), against a real server with tiny-wan-t2v.
 
-On a developer machine without Playwright or a Chromium binary the browser tests skip, saying why
-(Debian: apt-get install chromium). In CI (``CI`` set; .ci/run installs Chromium) they fail instead:
-CI never passes without running them.
+The ``browser`` fixture (tests/server/conftest.py) skips on a developer machine without Playwright or a
+Chromium binary, saying why (Debian: apt-get install chromium); in CI (``CI`` set; .ci/run installs
+Chromium) it fails instead: CI never passes without running the browser tests.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 
 import httpx2 as httpx
-import pytest
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _missing(reason: str):
-    """Skip on a developer machine; fail in CI, which must run the browser tests."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI must run the browser tests (.ci/run installs Chromium)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        import playwright.sync_api as playwright
-    except ImportError:
-        _missing("Playwright is not installed (pip install playwright)")
-    path = chromium_path()
-    if path is None:
-        _missing("no Chromium binary on PATH (Debian: apt-get install chromium)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def test_page_and_assets_are_served_locally(server):

@@ -48,6 +48,15 @@ class FaultyEngine:
     def stop(self) -> None:
         self.inner.stop()
 
+    def loaded_loras(self) -> list[str]:
+        return self.inner.loaded_loras()
+
+    def set_default_loras(self, loras: list[dict[str, Any]]) -> None:
+        self.inner.set_default_loras(loras)
+
+    def set_lora_merged(self, merged: bool) -> None:
+        self.inner.set_lora_merged(merged)
+
 
 def load_rank_with_fault(run: RunConfig, state: Any) -> FaultyEngine:
     """A rank's generator (for RankGroupEngine) whose ranks other than 0 die on a RANK_FAULT prompt."""
