@@ -7,6 +7,8 @@ For each workload the model is made once with random weights; two rank-32 adapte
 and FFN projections are made with PEFT on it and saved (safetensors) into a LoRA dir. Each row times
 ``--steps`` denoise steps (synchronized per step) after a warm-up; the switch rows time
 ``DiffGenerator.use_loras``: the first use of an adapter (read + inject) and switching between two loaded ones.
+The compiled rows run ``--enable-torch-compile`` with the LoRA dir (adapters swapped into a slot prepared
+before compile) and count the graphs compiled after the first call (0: no switch recompiled).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def run(workload: str, tiny: bool, steps: int, rank: int) -> dict:
+def run(workload: str, tiny: bool, steps: int, rank: int, compiled: bool = True) -> dict:
     import diffusers
 
     from sgld import DiffGenerator
@@ -105,8 +107,32 @@ def run(workload: str, tiny: bool, steps: int, rank: int) -> dict:
     rows["merged"] = time_steps(gen, size, steps, [{"name": "a"}])
     rows["switch a -> b (merged: unfuse, restore, fuse)"] = timed(lambda: gen.use_loras([{"name": "b"}]))
     base = rows["none"]
-    return {"model": model, "size": size, "rank": rank, "steps_timed": steps, "seconds": rows,
-            "merged_vs_none": rows["merged"] / base, "dynamic_vs_none": rows["dynamic"] / base}
+    result = {"model": model, "size": size, "rank": rank, "steps_timed": steps, "seconds": rows,
+              "merged_vs_none": rows["merged"] / base, "dynamic_vs_none": rows["dynamic"] / base}
+    if compiled:
+        del gen, transformer
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        result["compiled"] = run_compiled(model, lora_dir, size, steps)
+    return result
+
+
+def run_compiled(model: str, lora_dir: Path, size: dict, steps: int) -> dict:
+    """--enable-torch-compile with the LoRA dir: the hotswap slot; step times and whether a switch recompiles."""
+    from torch._dynamo.utils import counters
+
+    from sgld import DiffGenerator
+
+    gen = DiffGenerator.from_pretrained(model, lora_dir=str(lora_dir), enable_torch_compile=True, max_loaded_loras=4)
+    compile_s = timed(lambda: time_steps(gen, size, 2, [{"name": "a"}]))  # compiles the blocks
+    graphs = counters["stats"]["unique_graphs"]
+    rows = {"first call (compile)": compile_s,
+            "adapter a": time_steps(gen, size, steps, [{"name": "a"}]),
+            "switch a -> b (hotswap copy)": timed(lambda: gen.use_loras([{"name": "b", "scale": 0.7}])),
+            "adapter b": time_steps(gen, size, steps, [{"name": "b", "scale": 0.7}]),
+            "switch b -> none (zeros)": timed(lambda: gen.use_loras([])),
+            "none (zero slot)": time_steps(gen, size, steps, [])}
+    return {"seconds": rows, "graphs_compiled": graphs, "recompiles_after_switches": counters["stats"]["unique_graphs"] - graphs}
 
 
 def main() -> int:
@@ -115,6 +141,7 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny models (a smoke run on any machine)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled (hotswap) rows")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     from sgld.api import quiet_library_logs
@@ -123,7 +150,7 @@ def main() -> int:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     results = {}
     for workload in args.workloads:
-        results[workload] = run(workload, args.tiny, args.steps, args.rank)
+        results[workload] = run(workload, args.tiny, args.steps, args.rank, not args.no_compile)
         print(workload, json.dumps(results[workload], indent=1), flush=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

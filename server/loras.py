@@ -6,8 +6,6 @@ Requests name adapters by their path in the server's LoRA dir (``--lora-dir``); 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Blueprint, jsonify, request
 
 from sgld.errors import UserError
@@ -19,15 +17,8 @@ from server.schemas import bad
 bp = Blueprint("loras", __name__, url_prefix="/v1")
 
 
-def lora_files(lora_dir: str) -> list[tuple[str, Path]]:
-    """(name, file) of every adapter in the LoRA dir: the path without ``.safetensors``, sorted."""
-    root = Path(lora_dir).expanduser().resolve()
-    return sorted((p.relative_to(root).with_suffix("").as_posix(), p) for p in root.rglob("*.safetensors")
-                  if p.is_file() and root in p.resolve().parents)
-
-
 def _listing() -> dict:
-    from sgld.models.lora import adapter_layers
+    from sgld.models.lora import adapter_layers, lora_files
 
     svc = service()
     lora_dir = svc.run.server.lora_dir

@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Blueprint, jsonify, send_from_directory
 
 from server.context import service
-from server.loras import lora_files
+from sgld.models.lora import lora_files
 
 STATIC = Path(__file__).resolve().parent / "playground"
 bp = Blueprint("playground", __name__)

@@ -335,6 +335,13 @@ def request_adapters(items: Sequence[Mapping], lora_dir: Optional[str]) -> list[
     return adapters
 
 
+def lora_files(lora_dir: str) -> list[tuple[str, Path]]:
+    """(name, file) of every adapter in the LoRA dir: the path without ``.safetensors``, sorted."""
+    root = Path(lora_dir).expanduser().resolve()
+    return sorted((p.relative_to(root).with_suffix("").as_posix(), p) for p in root.rglob("*.safetensors")
+                  if p.is_file() and root in p.resolve().parents)
+
+
 def adapter_layers(file: Path) -> list[str]:
     """The layer kinds an adapter file targets (``attn1.to_q``, ``ffn.net.0.proj``...), read from its header only."""
     from safetensors import safe_open
@@ -346,3 +353,91 @@ def adapter_layers(file: Path) -> list[str]:
             parts = [p for p in layer.split(".") if not p.isdigit() and p not in ("transformer", "blocks")]
             kinds.add(".".join(parts[-2:]) if len(parts) >= 2 else layer)
     return sorted(kinds)
+
+
+class HotswapLoraSet(LoraSet):
+    """Switchable adapters on a compiled DiT: one adapter slot whose weights are swapped in place, never recompiling.
+
+    Before compile, each expert gets a slot adapter of zeros over every layer the known adapters
+    (``files``: the LoRA dir's and the run's) touch, at their highest rank; diffusers' hotswap then
+    copies a request's adapter into it (padded to that rank, its scale folded into the B matrices,
+    layers it does not touch zeroed) or zeros for no adapter. Shapes and code stay as compiled, so
+    a switch costs a copy. One adapter per request; one that touches layers outside the slot is
+    refused (restart the server to include it).
+    """
+
+    SLOT = "sgld_slot"
+
+    def __init__(self, spec: FamilySpec, experts: Mapping[str, torch.nn.Module], files: Sequence[Path],
+                 max_loaded: Optional[int] = None, weight_folders: Optional[Mapping[str, Path]] = None):
+        super().__init__(spec, experts, merge=False, max_loaded=max_loaded, weight_folders=weight_folders)
+        self.cache: OrderedDict[Path, AdapterWeights] = OrderedDict()
+        shapes: dict[str, tuple[int, int]] = {}
+        rank = 1
+        first = next(iter(self.experts.values()))
+        for file in files:
+            weights = self._weights(adapter_file(file), first)
+            for key, tensor in weights.state.items():
+                layer, _, kind = key.partition(".lora_")
+                if kind.startswith("A") and kind.endswith("weight"):
+                    rank = max(rank, tensor.shape[0])
+                    shapes[layer] = (tensor.shape[1], weights.state[f"{layer}.lora_B.weight"].shape[0])
+        self.zero = {}
+        for layer, (fan_in, fan_out) in shapes.items():
+            self.zero[f"{layer}.lora_A.weight"] = torch.zeros(rank, fan_in)
+            self.zero[f"{layer}.lora_B.weight"] = torch.zeros(fan_out, rank)
+        if not self.zero:
+            raise UserError("switching LoRA adapters with --enable-torch-compile needs the adapters present at start: "
+                            "put them in the LoRA dir (or give --lora-path)", param="lora_dir")
+        for name, module in self.experts.items():
+            check_fits(self.zero, module, Path("the LoRA dir"), name)
+            module.enable_lora_hotswap(target_rank=rank)
+            module.load_lora_adapter(dict(self.zero), adapter_name=self.SLOT)
+            module.set_adapters([self.SLOT], [1.0])
+
+    def _weights(self, file: Path, transformer: torch.nn.Module) -> AdapterWeights:
+        weights = self.cache.get(file)
+        if weights is None:
+            weights = read_adapter(self.spec, file, transformer)
+            self.cache[file] = weights
+            while self.max_loaded is not None and len(self.cache) > self.max_loaded:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(file)
+        return weights
+
+    def apply(self, adapters: Sequence[Adapter]) -> None:
+        """Swap ``adapters`` (at most one) into the slot of the experts it targets; zeros everywhere else."""
+        adapters = tuple(adapters)
+        if adapters == self.active:
+            return
+        if len(adapters) > 1:
+            raise UserError("with --enable-torch-compile a request runs one LoRA adapter at a time", param="loras")
+        states = {name: self.zero for name in self.experts}
+        for adapter in adapters:
+            check_scale(adapter.name, adapter.scale)
+            file = adapter_file(adapter.path)
+            weights = self._weights(file, next(iter(self.experts.values())))
+            if weights.alphas:
+                raise UserError(f"LoRA {str(file)!r} carries network alphas, which the compiled slot does not take; "
+                                "run without --enable-torch-compile", param="lora_path")
+            unknown = sorted({k.partition(".lora_")[0] for k in weights.state} - {k.partition(".lora_")[0]
+                                                                                    for k in self.zero})
+            if unknown:
+                raise UserError(f"LoRA {str(file)!r} touches layers the compiled slot has not got (e.g. {unknown[0]}); "
+                                "it was not in the LoRA dir at start: restart the server", param="lora_path")
+            scaled = {k: v * adapter.scale if ".lora_B." in k else v for k, v in weights.state.items()}
+            for name in self.targets(adapter):
+                check_fits(scaled, self.experts[name], file, name)
+                states[name] = scaled
+            self.loaded[adapter.key] = adapter
+            self.loaded.move_to_end(adapter.key)
+            while self.max_loaded is not None and len(self.loaded) > self.max_loaded:
+                self.loaded.popitem(last=False)
+        for name, module in self.experts.items():
+            module.load_lora_adapter(dict(states[name]), adapter_name=self.SLOT, hotswap=True)
+        self.active = adapters
+
+    def set_merged(self, merged: bool) -> None:
+        """A compiled slot stays unmerged (fusing would change the weights the graphs were traced with)."""
+        if merged:
+            raise UserError("with --enable-torch-compile and switchable adapters, adapters run unmerged", param="loras")

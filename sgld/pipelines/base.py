@@ -59,8 +59,17 @@ class Pipeline:
         merge = run.model.lora_merge_mode == "merge" or (run.model.lora_merge_mode == "auto" and not run.server.lora_dir)
         self.defaults = [Adapter(lora.name or Path(lora.path).stem, Path(lora.path).expanduser().resolve(), lora.scale,
                                  str(lora.target)) for lora in run.model.loras]
-        if run.model.loras or run.server.lora_dir:
-            folders = {name: folder / name for name in self.dits} if folder is not None else None
+        folders = {name: folder / name for name in self.dits} if folder is not None else None
+        switchable = bool(run.server.lora_dir) or run.model.lora_merge_mode == "dynamic"
+        if run.model.enable_torch_compile and switchable:
+            # Adapters switch by copying into a slot prepared before compile: no recompile per request.
+            from sgld.models.lora import HotswapLoraSet, lora_files
+
+            in_dir = lora_files(run.server.lora_dir) if run.server.lora_dir else []
+            files = [a.path for a in self.defaults] + [path for _, path in in_dir]
+            self.loras = HotswapLoraSet(self.spec, self.dits, files, run.server.max_loaded_loras, folders)
+            self.loras.apply(self.defaults)
+        elif run.model.loras or run.server.lora_dir:
             self.loras = LoraSet(self.spec, self.dits, merge, run.server.max_loaded_loras, folders)
             self.loras.apply(self.defaults)
         if run.model.enable_torch_compile:
