@@ -56,11 +56,11 @@ class Pipeline:
         ``folder``: the model folder, whose stored weights make unmerging LoRA adapters exact.
         """
         run = self.run
-        merge = run.model.lora_merge_mode == "merge" or (run.model.lora_merge_mode == "auto" and not run.server.lora_dir)
         self.defaults = [Adapter(lora.name or Path(lora.path).stem, Path(lora.path).expanduser().resolve(), lora.scale,
                                  str(lora.target)) for lora in run.model.loras]
         folders = {name: folder / name for name in self.dits} if folder is not None else None
-        switchable = bool(run.server.lora_dir) or run.model.lora_merge_mode == "dynamic"
+        mode = run.model.lora_merge_mode
+        switchable = bool(run.server.lora_dir) or mode == "dynamic"
         if run.model.enable_torch_compile and switchable:
             # Adapters switch by copying into a slot prepared before compile: no recompile per request.
             from sgld.models.lora import HotswapLoraSet, lora_files
@@ -70,12 +70,13 @@ class Pipeline:
             self.loras = HotswapLoraSet(self.spec, self.dits, files, run.server.max_loaded_loras, folders)
             self.loras.apply(self.defaults)
         elif run.model.loras or run.server.lora_dir:
+            # auto: merge a fixed set (no per-step cost); keep them apart where requests choose (a LoRA dir).
+            merge = mode == "merge" or (mode == "auto" and not run.server.lora_dir)
             self.loras = LoraSet(self.spec, self.dits, merge, run.server.max_loaded_loras, folders)
             self.loras.apply(self.defaults)
         if run.model.enable_torch_compile:
             for name, module in self.dits.items():
                 compile_transformer(module, self._backends[name])
-
 
     def place(self, *names: str) -> None:
         """Put the named components (those present) where the offload settings say."""
