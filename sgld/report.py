@@ -3,7 +3,8 @@
 Every directory holding a ``summary.json`` is one row: its Hydra overrides (from
 ``.hydra/overrides.yaml`` when present), outputs done/failed, model load time, s/output and
 peak GPU memory from its manifest. ``--markdown FILE`` / ``--csv FILE`` write the table;
-``--contact-sheet FILE.png`` puts the first frame of every output on one image.
+``--contact-sheet FILE.png`` draws every output in a labelled grid: one row per run (its overrides),
+one column per prompt, the seed under each tile, videos as first / middle / last frame.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def collect(root: Path) -> list[dict]:
         run_dir = summary_file.parent
         summary = json.loads(summary_file.read_text())
         overrides_file = run_dir / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        overrides = (yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
         peaks = []
         manifest = run_dir / "manifest.jsonl"
         if manifest.is_file():
@@ -55,43 +56,123 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def contact_sheet(root: Path, path: Path, cell: int = 160) -> int:
-    """First frame of every output under ``root``, in a grid; the number of tiles."""
+# Contact sheet layout: tiles of at least TILE px, labels in LABEL_FONT_SIZE px text.
+TILE = 256
+LABEL_FONT_SIZE = 16
+ROW_LABEL_WIDTH = 280
+PAD = 8
+
+
+def label_font():
+    """The labels' font (Pillow's bundled one, so the sheet looks the same on every machine)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=LABEL_FONT_SIZE)
+
+
+def render_label(text: str, width: int, lines: int = 1):
+    """``text`` as black-on-white label of ``width`` px and ``lines`` lines (wrapped, then cut with an ellipsis)."""
+    from PIL import Image, ImageDraw
+
+    font = label_font()
+    line_height = LABEL_FONT_SIZE + 4
+    image = Image.new("RGB", (width, line_height * lines), "white")
+    draw = ImageDraw.Draw(image)
+    words, rows = text.split(), []
+    while words and len(rows) < lines:
+        row = words.pop(0)
+        while words and draw.textlength(f"{row} {words[0]}", font=font) <= width - 4:
+            row += " " + words.pop(0)
+        rows.append(row)
+    if words and rows:
+        rows[-1] = rows[-1].rstrip() + " …"
+    for i, row in enumerate(rows):
+        while draw.textlength(row, font=font) > width - 4 and len(row) > 2:
+            row = row[:-2] + "…"
+        draw.text((2, i * line_height), row, fill="black", font=font)
+    return image
+
+
+def sheet_cells(root: Path) -> tuple[list[str], list[str], dict[tuple[int, int], list[dict]]]:
+    """(row labels: one per run, column labels: one per prompt, (row, column) -> its outputs' manifest records)."""
+    rows, columns, cells = [], [], {}
+    for row_info in collect(root):
+        manifest = root / row_info["run"] / "manifest.jsonl"
+        if not manifest.is_file():
+            continue
+        records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        records = [r for r in records if r.get("status") == "ok" and Path(r.get("output", "")).is_file()]
+        if not records:
+            continue
+        rows.append(row_info["settings"] or row_info["run"])
+        for record in records:
+            if record["prompt"] not in columns:
+                columns.append(record["prompt"])
+            cells.setdefault((len(rows) - 1, columns.index(record["prompt"])), []).append(record)
+    return rows, columns, cells
+
+
+def contact_sheet(root: Path, path: Path) -> int:
+    """One row per run (its overrides as the label), one column per prompt, the seed under each tile; the tiles.
+
+    Tiles are at least TILE px (small outputs upscaled nearest-neighbour, so pixels stay visible);
+    a video shows its first, middle and last frame side by side.
+    """
     from PIL import Image
 
-    frames = []
-    for manifest in sorted(root.rglob("manifest.jsonl")):
-        for line in manifest.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("status") == "ok" and Path(record["output"]).is_file():
-                frames.append(_first_frame(Path(record["output"])))
-    if not frames:
+    rows, columns, cells = sheet_cells(root)
+    if not cells:
         return 0
-    columns = min(len(frames), 6)
-    rows = (len(frames) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * cell, rows * cell), "white")
-    for i, frame in enumerate(frames):
-        frame.thumbnail((cell, cell))
-        sheet.paste(frame, ((i % columns) * cell, (i // columns) * cell))
+    tiles = {key: [(_frames(Path(r["output"])), r["seed"]) for r in records] for key, records in cells.items()}
+    per_cell = max(len(v) for v in tiles.values())
+    strip = max(len(frames) for v in tiles.values() for frames, _ in v)  # 3 for videos, 1 for images
+    cell_w = per_cell * (strip * TILE + PAD)
+    header, seed_h = 2 * (LABEL_FONT_SIZE + 4), LABEL_FONT_SIZE + 4
+    cell_h = TILE + seed_h + PAD
+    sheet = Image.new("RGB", (ROW_LABEL_WIDTH + len(columns) * cell_w, header + len(rows) * cell_h), "white")
+    for c, prompt in enumerate(columns):
+        sheet.paste(render_label(prompt, cell_w - PAD, lines=2), (ROW_LABEL_WIDTH + c * cell_w, 0))
+    for r, label in enumerate(rows):
+        sheet.paste(render_label(label, ROW_LABEL_WIDTH - PAD, lines=TILE // (LABEL_FONT_SIZE + 4)),
+                    (0, header + r * cell_h))
+    count = 0
+    for (r, c), entries in tiles.items():
+        for k, (frames, seed) in enumerate(entries):
+            x = ROW_LABEL_WIDTH + c * cell_w + k * (strip * TILE + PAD)
+            y = header + r * cell_h
+            for f, frame in enumerate(frames):
+                sheet.paste(_fit(frame), (x + f * TILE, y))
+            sheet.paste(render_label(f"seed {seed}", strip * TILE), (x, y + TILE))
+            count += 1
     sheet.save(path)
-    return len(frames)
+    return count
 
 
-def _first_frame(path: Path):
+def _fit(frame):
+    """``frame`` scaled to fit a TILE box: upscaled nearest-neighbour (crisp pixels), downscaled smoothly."""
     from PIL import Image
 
-    if path.suffix == ".mp4":
-        import imageio_ffmpeg
-        import numpy as np
+    scale = TILE / max(frame.size)
+    size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+    return frame.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
 
-        reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-        width, height = meta["size"]
-        frame = np.frombuffer(next(reader), dtype=np.uint8).reshape(height, width, 3)
-        reader.close()
-        return Image.fromarray(frame)
-    with Image.open(path) as image:
-        return image.convert("RGB")
+
+def _frames(path: Path) -> list:
+    """An image's one frame, or a video's first, middle and last frames (PIL)."""
+    from PIL import Image
+
+    if path.suffix != ".mp4":
+        with Image.open(path) as image:
+            return [image.convert("RGB")]
+    import imageio_ffmpeg
+    import numpy as np
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    width, height = meta["size"]
+    frames = [np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3) for buf in reader]
+    picks = sorted({0, len(frames) // 2, len(frames) - 1})
+    return [Image.fromarray(frames[i]) for i in picks]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
     parser.add_argument("--csv", type=Path, help="write the table as CSV")
-    parser.add_argument("--contact-sheet", type=Path, help="write the first frame of every output as one PNG")
+    parser.add_argument("--contact-sheet", type=Path,
+                        help="write every output as one labelled PNG grid (a row per run, a column per prompt)")
     args = parser.parse_args(argv)
     if not args.directory.is_dir():
         print(f"error: {args.directory} is not a directory", file=sys.stderr)
