@@ -4,7 +4,8 @@ Every directory holding a ``summary.json`` is one row: its Hydra overrides (from
 ``.hydra/overrides.yaml`` when present), outputs done/failed, model load time, s/output and
 peak GPU memory from its manifest. ``--markdown FILE`` / ``--csv FILE`` write the table;
 ``--contact-sheet FILE.png`` draws every output in a labelled grid: one row per run (its overrides),
-one column per prompt, the seed under each tile, videos as first / middle / last frame.
+one column per prompt, the seed under each tile, videos as first / middle / last frame; ``--html FILE``
+writes the same grid as one self-contained page with the videos playable and each tile's settings on hover.
 """
 
 from __future__ import annotations
@@ -148,6 +149,55 @@ def contact_sheet(root: Path, path: Path) -> int:
     return count
 
 
+def html_report(root: Path, path: Path) -> int:
+    """The contact sheet's grid as one self-contained HTML page: videos playable side by side, each tile's
+    settings and timings from the manifest on hover; outputs embedded as data URIs (no files beside it, no CDN)."""
+    import base64
+    import html
+
+    rows, columns, cells = sheet_cells(root)
+    if not cells:
+        return 0
+    kinds = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+
+    def tile(record: dict) -> str:
+        file = Path(record["output"])
+        data = f"data:{kinds.get(file.suffix.lower(), 'application/octet-stream')};base64," \
+               f"{base64.b64encode(file.read_bytes()).decode('ascii')}"
+        details = {**record.get("settings", {}), "seed": record.get("seed"), "seconds": record.get("seconds"),
+                   **{f"{k} s": round(v, 3) for k, v in (record.get("timings") or {}).items()}}
+        title = html.escape("\n".join(f"{k}: {v}" for k, v in details.items() if v is not None))
+        media = (f'<video src="{data}" controls loop muted playsinline></video>' if file.suffix == ".mp4"
+                 else f'<img src="{data}" alt="{html.escape(record["prompt"])}">')
+        return f'<figure title="{title}">{media}<figcaption>seed {record.get("seed")}</figcaption></figure>'
+
+    head = "".join(f"<th>{html.escape(p)}</th>" for p in columns)
+    body = []
+    for r, label in enumerate(rows):
+        cells_html = "".join("<td>" + "".join(tile(rec) for rec in cells.get((r, c), [])) + "</td>"
+                             for c in range(len(columns)))
+        body.append(f'<tr><th scope="row">{html.escape(label)}</th>{cells_html}</tr>')
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>sgld report: {html.escape(str(root))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1rem; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 6px; vertical-align: top; }}
+thead th {{ max-width: {TILE}px; font-weight: 600; }}
+tbody th {{ text-align: left; max-width: {ROW_LABEL_WIDTH}px; font-family: monospace; font-weight: 400; }}
+figure {{ display: inline-block; margin: 0 6px 6px 0; }}
+img, video {{ width: {TILE}px; image-rendering: pixelated; display: block; }}
+figcaption {{ font-size: 0.85rem; color: #444; }}
+</style></head>
+<body><h1>sgld report</h1><p>{len(rows)} runs × {len(columns)} prompts; hover a tile for its settings and timings.</p>
+<table><thead><tr><th>run</th>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table></body></html>
+"""
+    path.write_text(page, encoding="utf-8")
+    return sum(len(v) for v in cells.values())
+
+
 def _fit(frame):
     """``frame`` scaled to fit a TILE box: upscaled nearest-neighbour (crisp pixels), downscaled smoothly."""
     from PIL import Image
@@ -183,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="write the table as CSV")
     parser.add_argument("--contact-sheet", type=Path,
                         help="write every output as one labelled PNG grid (a row per run, a column per prompt)")
+    parser.add_argument("--html", type=Path, help="write the same grid as one self-contained HTML page (videos play)")
     args = parser.parse_args(argv)
     if not args.directory.is_dir():
         print(f"error: {args.directory} is not a directory", file=sys.stderr)
@@ -203,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.contact_sheet:
         count = contact_sheet(args.directory, args.contact_sheet)
         print(f"contact sheet: {count} outputs in {args.contact_sheet}")
+    if args.html:
+        count = html_report(args.directory, args.html)
+        print(f"html report: {count} outputs in {args.html}")
     return 0
 
 

@@ -74,3 +74,28 @@ def test_a_video_shows_its_first_middle_and_last_frames(tmp_path):
     header = 2 * (LABEL_FONT_SIZE + 4)
     middles = [sheet[header + TILE // 2, ROW_LABEL_WIDTH + f * TILE + TILE // 2].mean() for f in range(3)]
     assert abs(middles[0] - 0) < 12 and abs(middles[1] - 127) < 12 and abs(middles[2] - 255) < 12
+
+
+def test_the_html_report_plays_the_videos_in_a_browser(tmp_path, browser):
+    from sgld.outputs import save_video
+    from sgld.report import html_report
+
+    frames = np.zeros((9, 16, 16, 3), dtype=np.uint8)
+    video = save_video(frames, tmp_path / "v.mp4", 8)
+    image = solid(tmp_path / "a.png", (200, 0, 0))
+    make_run(tmp_path / "sweep", "0", ["sampling.seed=1"], [("a fox <runs>", 7, video)])
+    make_run(tmp_path / "sweep", "1", ["sampling.seed=2"], [("a cat", 2, image)])
+    page_file = tmp_path / "report.html"
+    assert html_report(tmp_path / "sweep", page_file) == 2
+    text = page_file.read_text()
+    assert "http://" not in text and "https://" not in text  # self-contained: no CDN, outputs embedded
+    page = browser.new_page()
+    page.goto(page_file.as_uri())
+    assert page.locator("thead th").all_text_contents() == ["run", "a fox <runs>", "a cat"]
+    assert page.locator("tbody th").all_text_contents() == ["sampling.seed=1", "sampling.seed=2"]
+    duration = page.wait_for_function("() => { const v = document.querySelector('video');"
+                                      " return v && v.readyState >= 1 ? v.duration : null; }", timeout=30_000).json_value()
+    assert abs(duration - 9 / 8) < 0.2
+    assert page.locator("img").evaluate("img => img.naturalWidth") == 32
+    assert "seed: 7" in page.locator("figure").first.get_attribute("title")
+    page.close()

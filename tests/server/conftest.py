@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -115,33 +114,3 @@ def wait_for(client, video_id: str, timeout: float = 60):
             return video
         time.sleep(0.1)
     raise TimeoutError(video_id)
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _missing(reason: str):
-    """Skip on a developer machine; fail in CI, which must run the browser tests."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI must run the browser tests (.ci/run installs Chromium)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="package")
-def browser():
-    try:
-        import playwright.sync_api as playwright
-    except ImportError:
-        _missing("Playwright is not installed (pip install playwright)")
-    path = chromium_path()
-    if path is None:
-        _missing("no Chromium binary on PATH (Debian: apt-get install chromium)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield browser
-        browser.close()

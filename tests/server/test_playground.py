@@ -1,6 +1,6 @@
 """The browser playground in a real headless Chromium (Playwright), against a real server with tiny-wan-t2v.
 
-The ``browser`` fixture (tests/server/conftest.py) skips on a developer machine without Playwright or a
+The ``browser`` fixture (tests/conftest.py) skips on a developer machine without Playwright or a
 Chromium binary, saying why (Debian: apt-get install chromium); in CI (``CI`` set; .ci/run installs
 Chromium) it fails instead: CI never passes without running the browser tests.
 """
