@@ -161,6 +161,8 @@ def test_bad_adapters_are_refused_before_the_model_changes(adapters, tmp_path):
         assert np.array_equal(generator.generate(PROMPT, **settings).frames, before), loras
     with pytest.raises(UserError, match="does not exist"):
         DiffGenerator.from_pretrained("tiny-wan-t2v", lora_path=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(UserError, match="unknown option 'lora_path'"):  # per request: `loras`, not a load option
+        generator.generate(PROMPT, lora_path=str(good), **settings)
 
 
 def test_request_adapters_come_from_the_lora_dir_with_a_bounded_cache(adapters, tmp_path):

@@ -135,7 +135,9 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
     """
     allowed = set(sections) if sections is not None else None
     options = dict(options)
-    values: dict[str, Any] = _lora_values(options)
+    # The LoRA options build one key together; where they are not allowed (per-request options) they stay
+    # in ``options`` and fail below as unknown, never silently ignored.
+    values: dict[str, Any] = _lora_values(options) if allowed is None or SERVER in allowed else {}
     switched_on: dict[str, str] = {}  # choice key -> the switch option that set it
     switched_off: set[str] = set()
     set_by: dict[str, str] = {}  # config key -> the option that set it
