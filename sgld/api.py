@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -23,6 +24,15 @@ if TYPE_CHECKING:
     from sgld.pipelines.base import Pipeline
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchItem:
+    """One output of ``generate_batch``: its options by name, and its own progress callback and stop check."""
+
+    options: dict[str, Any]
+    step_callback: Optional[StepCallback] = None
+    stop_check: Optional[Callable[[], bool]] = None
 
 
 @dataclass
@@ -183,28 +193,89 @@ class DiffGenerator:
             options["prompt"] = prompt
         run = self.check(**options)
         self.use_loras(loras)
-        callback = step_callback
-        bar = None
-        is_main = self.parallel.is_main
-        if progress and callback is None and is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=run.sampling.num_inference_steps, desc="denoise", unit="step", leave=False)
-
-            def callback(done: int, total: int) -> None:
-                if done == 0:
-                    bar.reset(total=total)  # time the steps, not the stages before the loop
-                else:
-                    bar.update(done - bar.n)
-
-        req = Request.from_sampling(run.sampling, step_callback=callback, stop_check=stop_check)
-        try:
+        req = Request.from_sampling(run.sampling, step_callback=step_callback, stop_check=stop_check)
+        with self._progress_bar(progress, [req]):
             req = self.pipeline(req)
+        return self._result(req, run)
+
+    def generate_batch(self, items: list[BatchItem], *, loras: Optional[list[dict[str, Any]]] = None,
+                       progress: bool = False, max_batch_size: Optional[int] = None) -> list[GenerationResult | Exception]:
+        """Generate several outputs, sharing forwards among items that can (same size, steps, scheduler).
+
+        Each item is checked first: one that fails its check gets its UserError and never enters a
+        batch. Items are grouped by the family's batch key in order and each group runs as batches of
+        at most ``max_batch_size`` (default: all of it; 1 where the run has a step cache). Each output
+        equals the one its item gets alone. The result list follows ``items``: a GenerationResult, or
+        the exception that ended that item (its callback's, GenerationStopped, an OSError writing it);
+        an error of the engine itself (not of one item) is the outcome of every item of its batch.
+        """
+        outcomes: list[GenerationResult | Exception | None] = [None] * len(items)
+        groups: dict[tuple, list[tuple[int, Request, RunConfig]]] = {}
+        for index, item in enumerate(items):
+            try:
+                run = self.check(**item.options)
+                req = Request.from_sampling(run.sampling, step_callback=item.step_callback, stop_check=item.stop_check)
+                key = self.pipeline.spec.batch_key(req)
+            except UserError as exc:
+                outcomes[index] = exc
+                continue
+            groups.setdefault(key, []).append((index, req, run))
+        if groups:
+            self.use_loras(loras)
+        limit = max_batch_size or len(items)
+        if not self.pipeline.batchable:
+            limit = 1
+        for group in groups.values():
+            for start in range(0, len(group), limit):
+                chunk = group[start : start + limit]
+                reqs = [req for _, req, _ in chunk]
+                try:
+                    with self._progress_bar(progress, reqs):
+                        self.pipeline.run_batch(reqs)
+                except Exception as exc:  # noqa: BLE001 - an engine error fails the chunk's items, the others go on
+                    for index, _, _ in chunk:
+                        outcomes[index] = exc
+                    continue
+                for index, req, run in chunk:
+                    if req.error is not None:
+                        outcomes[index] = req.error
+                        continue
+                    try:
+                        outcomes[index] = self._result(req, run)
+                    except OSError as exc:
+                        outcomes[index] = exc
+        return outcomes  # type: ignore[return-value]
+
+    @contextmanager
+    def _progress_bar(self, progress: bool, reqs: list[Request]):
+        """A tqdm bar over the denoise steps (on the main rank) fed by the first request's step callback."""
+        if not (progress and self.parallel.is_main):
+            yield
+            return
+        from tqdm import tqdm
+
+        first = reqs[0]
+        bar = tqdm(total=first.num_inference_steps, desc="denoise" if len(reqs) == 1 else f"denoise x{len(reqs)}",
+                   unit="step", leave=False)
+        own = first.step_callback
+
+        def callback(done: int, total: int) -> None:
+            if done == 0:
+                bar.reset(total=total)  # time the steps, not the stages before the loop
+            else:
+                bar.update(done - bar.n)
+            if own is not None:
+                own(done, total)
+
+        first.step_callback = callback
+        try:
+            yield
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
+
+    def _result(self, req: Request, run: RunConfig) -> GenerationResult:
         path = None
-        if run.output.save and is_main:  # every rank holds the frames; one writes them
+        if run.output.save and self.parallel.is_main:  # every rank holds the frames; one writes them
             path = self.save(req, run)
         return GenerationResult(
             prompt=req.prompt,

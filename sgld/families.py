@@ -144,6 +144,22 @@ class FamilySpec:
         else:
             check_image_request(req, constraints.spatial_multiple, needs_image=self.needs_image)
 
+    def batch_key(self, req: Request) -> tuple:
+        """What requests must share to run as one batch: output size, steps, scheduler, branches.
+
+        Prompts, seeds, guidance scales and input images differ per sample. An edit model's output
+        and condition tokens follow its input image's size, so that size is part of the key; a
+        TI2V model conditions with or without a first frame.
+        """
+        image_size = None
+        if self.takes_image and req.image_path and (self.output == OutputKind.image or self.image_mode == ImageMode.optional):
+            from PIL import Image
+
+            with Image.open(req.image_path) as probe:
+                image_size = probe.size if self.output == OutputKind.image else "first_frame"
+        frames = req.num_frames if self.output == OutputKind.video else 1
+        return (req.height, req.width, frames, req.num_inference_steps, req.flow_shift, req.do_cfg, image_size)
+
     def check_run(self, run: "RunConfig") -> None:
         """Raise UserError before any rank starts or weights load when this family cannot run ``run``'s settings."""
         sp_size = run.parallel.sp_size or 1

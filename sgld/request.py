@@ -54,6 +54,9 @@ class Request:
     first_frame_latents: Any = None
     frames: Any = None  # numpy uint8 (frames, height, width, 3)
     timings: dict = field(default_factory=dict)
+    # Set when this request left a batch early (its step callback raised, or it was stopped); the later
+    # stages skip it and the others of its batch go on.
+    error: Optional[BaseException] = None
 
     @property
     def do_cfg(self) -> bool:

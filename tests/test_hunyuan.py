@@ -54,7 +54,7 @@ def test_text_encoding_matches_encode_prompt(generator):
     from sgld.stages.hunyuan_text import HunyuanTextEncodingStage
 
     stage = generator.pipeline.stage(HunyuanTextEncodingStage)
-    ours, our_mask, our_pooled = stage.encode("a red fox &amp; a cat")
+    ours, our_mask, our_pooled = stage.encode(["a red fox &amp; a cat"])
     assert ours.shape == (1, 256, 32)  # the template's 95 tokens are cropped, 256 prompt tokens stay
     torch.testing.assert_close(ours, hidden, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(our_mask, mask.float())

@@ -92,7 +92,28 @@ class Pipeline:
         """The pipeline's stage of type ``kind`` (tests and benchmarks find stages by type, not position)."""
         return next(stage for stage in self.stages if isinstance(stage, kind))
 
-    def __call__(self, req: Request) -> Request:
+    @property
+    def batchable(self) -> bool:
+        """Whether requests may share a forward: a step cache decides per forward, so it keeps requests apart."""
+        return self.run.model.cache == "none"
+
+    def run_batch(self, reqs: list[Request]) -> list[Request]:
+        """Run requests of one ``spec.batch_key`` as one batch; a request that left early carries its ``error``.
+
+        Each stage sees the requests still going; an error raised by a stage (not by one request's
+        callback) fails the whole batch and propagates.
+        """
+        if len(reqs) > 1 and not self.batchable:
+            raise ValueError(f"model.cache={self.run.model.cache}: requests cannot share a batch")
+        going = list(reqs)
         for stage in self.stages:
-            req = stage(req)
+            going = [req for req in stage.run_batch(going) if req.error is None]
+            if not going:
+                break
+        return reqs
+
+    def __call__(self, req: Request) -> Request:
+        (req,) = self.run_batch([req])
+        if req.error is not None:
+            raise req.error
         return req

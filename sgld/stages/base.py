@@ -1,4 +1,4 @@
-"""Stage base class: runs ``forward`` and records its wall time in ``req.timings``."""
+"""Stage base class: runs ``forward`` (one request) or ``forward_batch`` (several) and records the wall time."""
 
 from __future__ import annotations
 
@@ -16,12 +16,22 @@ class Stage:
         """Do this stage's work on ``req`` and return it."""
         raise NotImplementedError
 
+    def forward_batch(self, reqs: list[Request]) -> list[Request]:
+        """Do this stage's work on several requests that share one batch; stages with batched kernels override it."""
+        return [self.forward(req) for req in reqs]
+
     def __call__(self, req: Request) -> Request:
+        return self.run_batch([req])[0]
+
+    def run_batch(self, reqs: list[Request]) -> list[Request]:
+        """``forward_batch`` timed: every request of the batch records the batch's stage time."""
         start = time.perf_counter()
-        req = self.forward(req)
+        reqs = self.forward_batch(reqs) if len(reqs) > 1 else [self.forward(reqs[0])]
         _sync_accelerator()
-        req.timings[self.name] = time.perf_counter() - start
-        return req
+        elapsed = time.perf_counter() - start
+        for req in reqs:
+            req.timings[self.name] = elapsed
+        return reqs
 
 
 def _sync_accelerator() -> None:

@@ -85,14 +85,20 @@ class PackedImageDecodingStage(Stage):
         """Tokens (B, N, C*4) -> the decoder's latent layout."""
         raise NotImplementedError
 
-    @torch.no_grad()
     def forward(self, req: Request) -> Request:
-        latents = self.unpack(req.latents, req)
+        return self.forward_batch([req])[0]
+
+    @torch.no_grad()
+    def forward_batch(self, reqs: list[Request]) -> list[Request]:
+        # One decoder call for the batch's images (same size: they share a batch).
+        latents = torch.cat([self.unpack(req.latents, req) for req in reqs])
         with self.placement.active("vae", self.vae) as vae:
             latents = self.norm.denormalize(latents.to(device=next(vae.parameters()).device, dtype=vae.dtype))
-            image = vae.decode(latents, return_dict=False)[0]
-        req.frames = to_uint8_images(image if image.dim() == 4 else image[:, :, 0])  # Qwen's VAE decodes one frame
-        return req
+            images = vae.decode(latents, return_dict=False)[0]
+        frames = to_uint8_images(images if images.dim() == 4 else images[:, :, 0])  # Qwen's VAE decodes one frame
+        for i, req in enumerate(reqs):
+            req.frames = frames[i : i + 1]
+        return reqs
 
 
 class FluxVaeDecodingStage(PackedImageDecodingStage):

@@ -15,6 +15,7 @@ from sgld.models.step_hooks import StepHook
 from sgld.parallel.state import ParallelState
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.sample_batch import merge_requests
 
 # How guidance combines the two branches.
 CFG_BATCHED = "batched"  # cond and uncond in one forward of batch 2 (same-shaped text inputs)
@@ -109,7 +110,15 @@ class DenoisingStage(Stage):
             x = torch.cat([x, req.condition_tokens.to(self.dtype)], dim=1)
         return x
 
-    def _predict(self, module, latents: torch.Tensor, t: torch.Tensor, req: Request, scale: float,
+    @staticmethod
+    def _guided(cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+        """uncond + scale * (cond - uncond), with each sample's own scale."""
+        if len(set(scales)) == 1:
+            return uncond + scales[0] * (cond - uncond)
+        scale = torch.tensor(scales, device=cond.device, dtype=torch.float32).view(-1, *[1] * (cond.dim() - 1))
+        return (uncond + scale * (cond - uncond)).to(cond.dtype)
+
+    def _predict(self, module, latents: torch.Tensor, t: torch.Tensor, req: Request, scales: Sequence[float],
                  step: int) -> torch.Tensor:
         x = self._model_input(latents, req)
         guided = req.uncond_kwargs is not None and self.cfg_mode != CFG_NONE
@@ -117,8 +126,8 @@ class DenoisingStage(Stage):
             cond, uncond = self._predict_cfg_parallel(module, x, latents, t, req, step)
         elif guided and self.cfg_mode == CFG_BATCHED:
             branch = {k: None if v is None else torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
-            out = self._call(module, "cond_uncond", step, hidden_states=torch.cat([x, x]), timestep=self._timestep(t, latents, 2, req),
-                             **req.model_kwargs, **branch)
+            out = self._call(module, "cond_uncond", step, hidden_states=torch.cat([x, x]),
+                             timestep=self._timestep(t, latents, 2 * x.shape[0], req), **req.model_kwargs, **branch)
             cond, uncond = self._noise_tokens(out, latents, req).chunk(2)
         else:
             timestep = self._timestep(t, latents, x.shape[0], req)
@@ -128,7 +137,7 @@ class DenoisingStage(Stage):
                 return cond
             uncond = self._call(module, "uncond", step, hidden_states=x, timestep=timestep, **req.model_kwargs, **req.uncond_kwargs)
             uncond = self._noise_tokens(uncond, latents, req)
-        combined = uncond + scale * (cond - uncond)
+        combined = self._guided(cond, uncond, scales)
         if self.rescale_cfg:
             combined = combined * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
         return combined
@@ -143,14 +152,35 @@ class DenoisingStage(Stage):
     def _hooks_of(self, module) -> list[StepHook]:
         return next(self.step_hooks[name] for name, expert in self.experts if expert is module)
 
-    def _should_stop(self, req: Request) -> bool:
+    def _stop_flags(self, alive: list[Request]) -> list[bool]:
+        """Whether each live sample is asked to stop; in a parallel run rank 0's answers, so all ranks agree."""
+        asked = [bool(req.stop_check is not None and (self.parallel.world_size == 1 or self.parallel.is_main)
+                      and req.stop_check()) for req in alive]
         if self.parallel.world_size == 1:
-            return bool(req.stop_check())
+            return asked
         import torch.distributed as dist
 
-        flag = torch.tensor([1 if self.parallel.is_main and req.stop_check() else 0], device=self.parallel.device)
-        dist.broadcast(flag, src=0)
-        return bool(flag.item())
+        flags = torch.tensor(asked, dtype=torch.int32, device=self.parallel.device)
+        dist.broadcast(flags, src=0)
+        return [bool(flag) for flag in flags.tolist()]
+
+    def _report(self, alive: list[Request], done: int, total: int) -> list[Request]:
+        """Progress to each sample's callback, then its stop check; the samples that go on.
+
+        A sample whose callback raises (the server's cancel) or whose stop check says so leaves the
+        batch with that error; the others continue.
+        """
+        for req in alive:
+            if req.step_callback is not None:
+                try:
+                    req.step_callback(done, total)
+                except Exception as exc:  # noqa: BLE001 - this sample's own signal, kept on it
+                    req.error = exc
+        if done > 0 and any(req.stop_check is not None for req in alive):
+            for req, stop in zip(alive, self._stop_flags(alive)):
+                if stop and req.error is None:
+                    req.error = GenerationStopped(f"stopped after step {done} of {total}")
+        return [req for req in alive if req.error is None]
 
     def _predict_cfg_parallel(self, module, x, latents, t, req: Request, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """CFG parallel: this rank's cfg slice runs one branch; the two predictions are exchanged."""
@@ -164,30 +194,54 @@ class DenoisingStage(Stage):
         dist.all_gather(both, mine, group=self.parallel.cfg_group)
         return both[0], both[1]
 
-    @torch.no_grad()
     def forward(self, req: Request) -> Request:
-        latents = req.latents
-        scheduler = req.scheduler
-        schedule = self.expert_schedule(req.timesteps)
-        guidance_2 = req.guidance_scale if req.guidance_scale_2 is None else req.guidance_scale_2
-        total = len(req.timesteps)
+        req = self.forward_batch([req])[0]
+        if req.error is not None:
+            raise req.error
+        return req
+
+    @torch.no_grad()
+    def forward_batch(self, reqs: list[Request]) -> list[Request]:
+        """Denoise requests that share steps and sizes as one batch; each sample keeps its own noise and scheduler.
+
+        A sample that leaves early (see ``_report``) is dropped from the forwards that follow.
+        """
+        first = reqs[0]
+        schedule = self.expert_schedule(first.timesteps)
+        total = len(first.timesteps)
         for hooks in self.step_hooks.values():
             for hook in hooks:
                 hook.start()
-        if req.step_callback is not None:
-            req.step_callback(0, total)  # the loop starts now: progress bars time from here
+        alive = self._report(list(reqs), 0, total)  # the loop starts now: progress bars time from here
+        merged = None
         # Consecutive steps of one expert run together, so an offloaded expert moves once.
         for index, steps in groupby(range(total), key=schedule.__getitem__):
+            if not alive:
+                break
             name, module = self.experts[index]
-            scale = req.guidance_scale if index == 0 else guidance_2
             with self.placement.active(name, module):
                 for i in steps:
-                    t = req.timesteps[i]
-                    noise = self._predict(module, latents, t, req, scale, i)
-                    latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-                    if req.step_callback is not None:
-                        req.step_callback(i + 1, total)
-                    if req.stop_check is not None and self._should_stop(req):
-                        raise GenerationStopped(f"stopped after step {i + 1} of {total}")
-        req.latents = self._with_first_frame(latents, req)
-        return req
+                    if merged is None:  # the live samples' DiT inputs, stacked again after one leaves
+                        merged = merge_requests(alive, one_text_length=self.cfg_mode == CFG_BATCHED)
+                    scales = [self._scale(req, index) for req in alive]
+                    t = first.timesteps[i]
+                    latents = alive[0].latents if len(alive) == 1 else torch.cat([req.latents for req in alive])
+                    noise = self._predict(module, latents, t, merged, scales, i)
+                    for row, req in enumerate(alive):
+                        own = noise if len(alive) == 1 else noise[row : row + 1]
+                        req.latents = req.scheduler.step(own, t, req.latents, return_dict=False)[0]
+                    going_on = self._report(alive, i + 1, total)
+                    if len(going_on) != len(alive):
+                        alive, merged = going_on, None
+                    if not alive:
+                        break
+        for req in alive:
+            req.latents = self._with_first_frame(req.latents, req)
+        return reqs
+
+    @staticmethod
+    def _scale(req: Request, expert: int) -> float:
+        """The sample's guidance scale for this expert (Wan2.2's low-noise expert may have its own)."""
+        if expert == 0 or req.guidance_scale_2 is None:
+            return req.guidance_scale
+        return req.guidance_scale_2

@@ -24,11 +24,11 @@ class FluxTextEncodingStage(Stage):
         self.max_sequence_length = max_sequence_length
 
     @torch.no_grad()
-    def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T5 hidden states (1, L, D), CLIP pooled output (1, P)) on the run's device."""
-        pooled = clip_pooled(self.tokenizer, self.text_encoder, self.placement, "text_encoder", text,
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T5 hidden states (N, L, D), CLIP pooled outputs (N, P)) on the run's device, one call per encoder."""
+        pooled = clip_pooled(self.tokenizer, self.text_encoder, self.placement, "text_encoder", texts,
                              self.tokenizer.model_max_length)
-        t5_ids = self.tokenizer_2([text], padding="max_length", max_length=self.max_sequence_length,
+        t5_ids = self.tokenizer_2(texts, padding="max_length", max_length=self.max_sequence_length,
                                   truncation=True, return_tensors="pt").input_ids
         with self.placement.active("text_encoder_2", self.text_encoder_2) as encoder:
             hidden = encoder(t5_ids.to(next(encoder.parameters()).device), output_hidden_states=False)[0]
@@ -36,8 +36,12 @@ class FluxTextEncodingStage(Stage):
         return hidden.to(device=device, dtype=self.out_dtype), pooled.to(device=device, dtype=self.out_dtype)
 
     def forward(self, req: Request) -> Request:
-        hidden, pooled = self.encode(req.prompt)
-        req.cond_kwargs = {"encoder_hidden_states": hidden, "pooled_projections": pooled}
-        req.uncond_kwargs = None  # guidance-distilled: guidance is a model input, not a second branch
-        req.model_kwargs["txt_ids"] = torch.zeros(hidden.shape[1], 3, device=hidden.device, dtype=self.text_encoder.dtype)
-        return req
+        return self.forward_batch([req])[0]
+
+    def forward_batch(self, reqs: list[Request]) -> list[Request]:
+        hidden, pooled = self.encode([req.prompt for req in reqs])
+        for i, req in enumerate(reqs):
+            req.cond_kwargs = {"encoder_hidden_states": hidden[i : i + 1], "pooled_projections": pooled[i : i + 1]}
+            req.uncond_kwargs = None  # guidance-distilled: guidance is a model input, not a second branch
+            req.model_kwargs["txt_ids"] = torch.zeros(hidden.shape[1], 3, device=hidden.device, dtype=self.text_encoder.dtype)
+        return reqs

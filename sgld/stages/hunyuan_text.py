@@ -40,9 +40,9 @@ class HunyuanTextEncodingStage(Stage):
         self.template, self.crop_start = prompt_template()
 
     @torch.no_grad()
-    def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(Llama hidden states (1, L, D), their mask (1, L), CLIP pooled (1, P)) on the run's device."""
-        inputs = self.tokenizer([self.template.format(text)], max_length=self.max_sequence_length + self.crop_start,
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Llama hidden states (N, L, D), their mask (N, L), CLIP pooled (N, P)) on the run's device."""
+        inputs = self.tokenizer([self.template.format(t) for t in texts], max_length=self.max_sequence_length + self.crop_start,
                                 padding="max_length", truncation=True, return_tensors="pt", return_attention_mask=True)
         with self.placement.active("text_encoder", self.text_encoder) as encoder:
             device = next(encoder.parameters()).device
@@ -50,13 +50,18 @@ class HunyuanTextEncodingStage(Stage):
             hidden = encoder(input_ids=inputs.input_ids.to(device), attention_mask=mask,
                              output_hidden_states=True).hidden_states[-(self.skip_layers + 1)]
         hidden, mask = hidden[:, self.crop_start:], mask[:, self.crop_start:]
-        pooled = clip_pooled(self.tokenizer_2, self.text_encoder_2, self.placement, "text_encoder_2", text, 77)
+        pooled = clip_pooled(self.tokenizer_2, self.text_encoder_2, self.placement, "text_encoder_2", texts, 77)
         device = self.placement.device
         return (hidden.to(device=device, dtype=self.out_dtype), mask.to(device=device, dtype=self.out_dtype),
                 pooled.to(device=device, dtype=self.out_dtype))
 
     def forward(self, req: Request) -> Request:
-        hidden, mask, pooled = self.encode(req.prompt)
-        req.cond_kwargs = {"encoder_hidden_states": hidden, "encoder_attention_mask": mask, "pooled_projections": pooled}
-        req.uncond_kwargs = None  # guidance-distilled: guidance is a model input, not a second branch
-        return req
+        return self.forward_batch([req])[0]
+
+    def forward_batch(self, reqs: list[Request]) -> list[Request]:
+        hidden, mask, pooled = self.encode([req.prompt for req in reqs])
+        for i, req in enumerate(reqs):
+            req.cond_kwargs = {"encoder_hidden_states": hidden[i : i + 1], "encoder_attention_mask": mask[i : i + 1],
+                               "pooled_projections": pooled[i : i + 1]}
+            req.uncond_kwargs = None  # guidance-distilled: guidance is a model input, not a second branch
+        return reqs

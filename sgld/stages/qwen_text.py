@@ -18,6 +18,7 @@ import torch
 from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.sample_batch import pad_to_one_length
 
 
 
@@ -90,30 +91,42 @@ class QwenTextEncodingStage(Stage):
         return {"encoder_hidden_states": hidden.to(device=self.placement.device, dtype=self.out_dtype),
                 "encoder_hidden_states_mask": None}
 
+    @torch.no_grad()
+    def encode_many(self, texts: list[str]) -> list[dict]:
+        """``encode`` for several prompts in one text-encoder call (text-to-image only).
+
+        The batch is padded on the right with an attention mask, as the reference pads a batch of
+        prompts; each prompt keeps its real tokens only, so its embedding is the one it gets alone.
+        """
+        template = self.template
+        inputs = self.tokenizer([template.text.format(t) for t in texts], max_length=template.max_tokens + template.drop_tokens,
+                                padding=True, truncation=True, padding_side="right", return_tensors="pt")
+        with self.placement.active("text_encoder", self.text_encoder) as encoder:
+            device = next(encoder.parameters()).device
+            mask = inputs.attention_mask.to(device)
+            hidden = encoder(input_ids=inputs.input_ids.to(device), attention_mask=mask,
+                             output_hidden_states=True).hidden_states[-1]
+        lengths = mask.sum(dim=1).tolist()
+        return [{"encoder_hidden_states": hidden[i : i + 1, template.drop_tokens : length][:, : template.max_tokens]
+                 .to(device=self.placement.device, dtype=self.out_dtype), "encoder_hidden_states_mask": None}
+                for i, length in enumerate(lengths)]
+
     def forward(self, req: Request) -> Request:
         image = req.condition_image if self.with_image else None
-        req.cond_kwargs = self.encode(req.prompt, image)
-        req.uncond_kwargs = self.encode(req.negative_prompt, image) if req.do_cfg else None
-        if req.uncond_kwargs is not None and self.pad_branches:
-            req.cond_kwargs, req.uncond_kwargs = pad_to_one_length(req.cond_kwargs, req.uncond_kwargs)
+        cond = self.encode(req.prompt, image)
+        uncond = self.encode(req.negative_prompt, image) if req.do_cfg else None
+        return self._set_branches(req, cond, uncond)
+
+    def forward_batch(self, reqs: list[Request]) -> list[Request]:
+        if self.with_image:  # each prompt goes in with its own image: one call each
+            return [self.forward(req) for req in reqs]
+        negatives = [req for req in reqs if req.do_cfg]
+        encoded = self.encode_many([req.prompt for req in reqs] + [req.negative_prompt for req in negatives])
+        uncond = dict(zip(map(id, negatives), encoded[len(reqs):]))
+        return [self._set_branches(req, cond, uncond.get(id(req))) for req, cond in zip(reqs, encoded)]
+
+    def _set_branches(self, req: Request, cond: dict, uncond: Optional[dict]) -> Request:
+        req.cond_kwargs, req.uncond_kwargs = cond, uncond
+        if uncond is not None and self.pad_branches:
+            req.cond_kwargs, req.uncond_kwargs = pad_to_one_length(cond, uncond)
         return req
-
-
-def pad_to_one_length(*branches: dict) -> tuple[dict, ...]:
-    """Zero-pad every branch's ``encoder_hidden_states`` to the longest, with masks marking the real tokens.
-
-    Branches already of one length come back unchanged (no mask: attention keeps its fastest kernel).
-    Text positions (RoPE) count from the start, so padding at the end moves no real token.
-    """
-    lengths = [b["encoder_hidden_states"].shape[1] for b in branches]
-    longest = max(lengths)
-    if min(lengths) == longest:
-        return branches
-    padded = []
-    for branch, length in zip(branches, lengths):
-        hidden = branch["encoder_hidden_states"]
-        mask = torch.zeros(hidden.shape[0], longest, dtype=torch.bool, device=hidden.device)
-        mask[:, :length] = True
-        padded.append({**branch, "encoder_hidden_states": torch.nn.functional.pad(hidden, (0, 0, 0, longest - length)),
-                       "encoder_hidden_states_mask": mask})
-    return tuple(padded)

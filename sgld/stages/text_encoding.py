@@ -11,9 +11,9 @@ from sgld.stages.base import Stage
 
 
 @torch.no_grad()
-def clip_pooled(tokenizer, text_encoder, placement: Placement, name: str, text: str, max_length: int) -> torch.Tensor:
-    """CLIP's pooled output (1, P) for ``text`` padded to ``max_length``, as FLUX and HunyuanVideo take it."""
-    ids = tokenizer([text], padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+def clip_pooled(tokenizer, text_encoder, placement: Placement, name: str, texts: list[str], max_length: int) -> torch.Tensor:
+    """CLIP's pooled output (len(texts), P), each text padded to ``max_length``, as FLUX and HunyuanVideo take it."""
+    ids = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
     with placement.active(name, text_encoder) as encoder:
         return encoder(ids.to(next(encoder.parameters()).device), output_hidden_states=False).pooler_output
 
@@ -54,8 +54,15 @@ class T5TextEncodingStage(Stage):
         return hidden.to(device=self.placement.device, dtype=self.out_dtype)
 
     def forward(self, req: Request) -> Request:
-        texts = [req.prompt, req.negative_prompt] if req.do_cfg else [req.prompt]
+        return self.forward_batch([req])[0]
+
+    def forward_batch(self, reqs: list[Request]) -> list[Request]:
+        # Every prompt and negative prompt of the batch in one encoder call (all padded to max_length).
+        texts = [text for req in reqs for text in ([req.prompt, req.negative_prompt] if req.do_cfg else [req.prompt])]
         embeds = self.encode(texts)
-        req.cond_kwargs = {"encoder_hidden_states": embeds[:1]}
-        req.uncond_kwargs = {"encoder_hidden_states": embeds[1:]} if req.do_cfg else None
-        return req
+        row = 0
+        for req in reqs:
+            req.cond_kwargs = {"encoder_hidden_states": embeds[row : row + 1]}
+            req.uncond_kwargs = {"encoder_hidden_states": embeds[row + 1 : row + 2]} if req.do_cfg else None
+            row += 2 if req.do_cfg else 1
+        return reqs
