@@ -103,6 +103,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("flow_shift", "sampling.flow_shift", float, "flow-matching shift of the scheduler", SAMPLING),
     Option("image_path", "sampling.image_path", str, "input image (image-to-video and edit models)", SAMPLING),
     Option("prompt_file", "sampling.prompts_file", str, "prompt set: a text file (one prompt per line) or JSONL with per-line overrides", SERVER),
+    Option("batch_size", "sampling.batch_size", int, "prompt sets: outputs generated together in one batch per forward (those of one size and step count)", SERVER),
     Option("num_outputs_per_prompt", "output.num_outputs_per_prompt", int, "outputs per prompt, with seeds seed, seed+1, ...", SERVER),
     Option("output_path", "output.path", str, "directory to save outputs in", OUTPUT),
     Option("output_file_name", "output.file_name", str, "file name of the output; unset: made from the prompt and seed", OUTPUT),
@@ -113,6 +114,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "server.port", int, "port the HTTP server listens on", HTTP),
     Option("api_key", "server.api_key", str, "require 'Authorization: Bearer KEY' (also from SGLD_API_KEY)", HTTP),
     Option("max_queue", "server.max_queue", int, "jobs waiting for the engine before new ones get 429", HTTP),
+    Option("max_batch_size", "server.max_batch_size", int, "most samples queued requests share in one forward (1: no batching)", HTTP),
+    Option("batch_wait_ms", "server.batch_wait_ms", int, "how long the engine waits for more requests to batch with the first", HTTP),
+    Option("batch_max_pixels", "server.batch_max_pixels", int, "requests larger than this (width x height x frames) run alone", HTTP),
     Option("lora_dir", "server.lora_dir", str, "folder of LoRA adapters requests may name (relative to it)", HTTP),
     Option("max_loaded_loras", "server.max_loaded_loras", int, "LoRA adapters kept loaded; the least recently used is dropped", HTTP),
 )

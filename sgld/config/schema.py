@@ -194,6 +194,8 @@ class SamplingConfig:
     image_path: Optional[str] = None
     # A prompt set (text: one prompt per line; JSONL: per-line prompt and sampling overrides).
     prompts_file: Optional[str] = None
+    # Prompt sets: outputs generated together as one batch per forward (those of one size and step count).
+    batch_size: int = 1
 
 
 @dataclass
@@ -250,6 +252,13 @@ class ServerConfig:
     lora_dir: Optional[str] = None
     # Adapters kept loaded at once; the least recently used is dropped beyond it.
     max_loaded_loras: int = 8
+    # Dynamic batching: queued requests that can share a forward (same model, size, steps, scheduler,
+    # adapters) run as one batch of at most max_batch_size samples; the worker waits up to
+    # batch_wait_ms for more once it has one. Samples over batch_max_pixels (width x height x frames)
+    # run alone: at that size one sample already fills the GPU. Chosen from docs/performance.md.
+    max_batch_size: int = 8
+    batch_wait_ms: int = 10
+    batch_max_pixels: int = 512 * 512 * 2
 
 
 @dataclass

@@ -57,6 +57,11 @@ def validate(run: RunConfig) -> None:
     _check_positive("sampling.num_frames", s.num_frames)
     _check_positive("sampling.fps", s.fps)
     _check_positive("output.num_outputs_per_prompt", run.output.num_outputs_per_prompt)
+    _check_positive("sampling.batch_size", s.batch_size)
+    _check_positive("server.max_batch_size", run.server.max_batch_size)
+    _check_positive("server.batch_max_pixels", run.server.batch_max_pixels)
+    if run.server.batch_wait_ms < 0:
+        raise ConfigError(f"server.batch_wait_ms must be >= 0, got {run.server.batch_wait_ms}", param="server.batch_wait_ms")
     if s.guidance_scale < 0:
         raise ConfigError(f"sampling.guidance_scale must be >= 0, got {s.guidance_scale}", param="sampling.guidance_scale")
     if not 0 <= s.seed < 2**63:
