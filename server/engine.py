@@ -28,6 +28,13 @@ class Engine(Protocol):
     def generate(self, *, step_callback: Optional[Callable[[int, int], None]] = None, **options: Any) -> Any:
         """Run one request; a result with ``path`` and ``frames``."""
 
+    def generate_batch(self, items: list, *, loras: Optional[list[dict[str, Any]]] = None,
+                       max_batch_size: Optional[int] = None) -> list:
+        """Run several outputs (``sgld.api.BatchItem``), sharing forwards where the engine can; an outcome per item."""
+
+    def batch_limit(self) -> int:
+        """Most samples this engine runs in one forward (1: one at a time)."""
+
     def stop(self) -> None:
         """Release what the engine holds (a rank group's processes)."""
 

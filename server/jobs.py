@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import secrets
 import shutil
@@ -74,6 +75,16 @@ class JobQueue:
             except ValueError:
                 return None
 
+    def snapshot(self) -> list[str]:
+        """The queued ids, oldest first (a copy)."""
+        with self._cond:
+            return list(self._items)
+
+    def wait_for_more(self, timeout: float) -> None:
+        """Block until a job is submitted or ``timeout`` seconds pass."""
+        with self._cond:
+            self._cond.wait(timeout)
+
     def get(self, timeout: float) -> Optional[str]:
         """The next job id, or None after ``timeout`` seconds."""
         with self._cond:
@@ -110,7 +121,8 @@ class JobService:
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
         self._cancel: set[str] = set()
-        self._running: Optional[str] = None
+        self._running: set[str] = set()
+        self._keys: dict[str, Optional[tuple]] = {}  # job id -> its batch key (None: runs alone)
         # Held while the engine runs a job or a control action (LoRA endpoints): the engine is not re-entrant.
         self.engine_lock = threading.Lock()
         self._stop = threading.Event()
@@ -198,7 +210,7 @@ class JobService:
         if job is None:
             return False
         self.queue.remove(job_id)
-        if self._running == job_id:
+        if job_id in self._running:
             self._cancel.add(job_id)
         self.store.delete(job_id)
         self._remove_files(job)
@@ -237,17 +249,117 @@ class JobService:
             if self.engine is None:
                 self._fail(job, "model_unavailable", f"the model failed to load: {self.load_error}")
                 continue
+            jobs = self._gather(job)
             try:
-                self._run(job)
+                self._run(jobs)
             except Exception:  # noqa: BLE001 - the worker must outlive any one job's bookkeeping error
-                log.exception("job %s (request_id=%s): unexpected error outside generation", job.id, job.request_id)
-                self._fail(job, "internal_error", "the server hit an unexpected error while finishing this job")
-                self._finish(job.id)
+                for job in jobs:
+                    log.exception("job %s (request_id=%s): unexpected error outside generation", job.id, job.request_id)
+                    self._fail(job, "internal_error", "the server hit an unexpected error while finishing this job")
+                    self._finish(job.id)
 
-    def _run(self, job: Job) -> None:
-        self._running = job.id
+    # -- batching --------------------------------------------------------------------------------
+
+    def batch_limit(self) -> int:
+        """Most samples one forward may hold: the server's setting, within what the engine can batch."""
+        return max(1, min(self.run.server.max_batch_size, self.engine.batch_limit()))
+
+    @staticmethod
+    def samples(job: Job) -> int:
+        """How many outputs (samples in a batch) a job makes."""
+        return int(job.options.get("n", 1)) if job.kind == "image" else 1
+
+    def _batch_key(self, job: Job) -> Optional[tuple]:
+        """What the job must share with others to run in their batch; None: it runs alone.
+
+        Too large a sample (``server.batch_max_pixels``) or an edit whose size follows its input image
+        runs alone; adapters are part of the key (one set per forward).
+        """
+        if job.id in self._keys:
+            return self._keys[job.id]
+        from sgld.request import Request
+
+        key = None
+        try:
+            run = self.engine.check(**self._engine_options(job))
+        except UserError:
+            run = None  # it fails when it runs, alone
+        if run is not None and run.sampling.height is not None and run.sampling.width is not None:
+            s = run.sampling
+            frames = s.num_frames if self.engine.pipeline.spec.output == "video" else 1
+            if s.width * s.height * frames <= self.run.server.batch_max_pixels:
+                loras = json.dumps(job.options.get("loras"), sort_keys=True)
+                key = (self.engine.pipeline.spec.batch_key(Request.from_sampling(s)), loras)
+        self._keys[job.id] = key
+        return key
+
+    def _gather(self, job: Job) -> list[Job]:
+        """``job`` and the queued jobs that can share its forward, waiting up to ``batch_wait_ms`` for more."""
+        limit = self.batch_limit()
+        count = self.samples(job)
+        if limit <= 1 or count >= limit or self._batch_key(job) is None:
+            return [job]
+        key = self._batch_key(job)
+        jobs = [job]
+        start = time.perf_counter()
+        deadline = start + self.run.server.batch_wait_ms / 1000
+        while True:
+            for other_id in self.queue.snapshot():
+                other = self.store.get(other_id)
+                if other is None or other.status != "queued" or count + self.samples(other) > limit:
+                    continue
+                if self._batch_key(other) == key and self.queue.remove(other_id):
+                    jobs.append(other)
+                    count += self.samples(other)
+            remaining = deadline - time.perf_counter()
+            if count >= limit or remaining <= 0:
+                break
+            self.queue.wait_for_more(remaining)
+        if self.metrics is not None:
+            self.metrics.batch_wait.observe(time.perf_counter() - start)
+        return jobs
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _run(self, jobs: list[Job]) -> None:
+        """Run ``jobs`` (one batch key) through the engine together; each ends on its own outcome."""
         started = time.perf_counter()
-        self.store.update(job.id, status="in_progress", started_at=now(), progress=0, attempts=job.attempts + 1)
+        items, owners = [], []
+        for job in jobs:
+            self._running.add(job.id)
+            self.store.update(job.id, status="in_progress", started_at=now(), progress=0, attempts=job.attempts + 1)
+            for item in self._items(job, self._progress(job)):
+                items.append(item)
+                owners.append(job.id)
+        limit = self.batch_limit()
+        try:
+            with self.engine_lock:
+                outcomes = self.engine.generate_batch(items, loras=jobs[0].options.get("loras"), max_batch_size=limit)
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
+            outcomes = [exc] * len(items)
+        if self.metrics is not None:
+            for first in range(0, len(items), limit):
+                self.metrics.batch_size.observe(min(limit, len(items) - first))
+        for job in jobs:
+            mine = [(item.options["output_file_name"], outcome)
+                    for owner, item, outcome in zip(owners, items, outcomes) if owner == job.id]
+            try:
+                status = self._settle(job, mine)
+            finally:
+                self._running.discard(job.id)
+                self._cancel.discard(job.id)
+                self._keys.pop(job.id, None)
+                self._finish(job.id)
+            if "image_path" in job.options:  # an edit's upload: needed until its job ends (a restart re-runs it)
+                try:
+                    (self.files_dir / f"{job.id}_input.png").unlink(missing_ok=True)
+                except OSError as exc:
+                    log.warning("job %s: could not remove its input image: %s", job.id, exc)
+            if self.metrics is not None:
+                self.metrics.job_seconds.labels(kind=job.kind, status=status).observe(time.perf_counter() - started)
+
+    def _progress(self, job: Job) -> Callable[[int, int], None]:
+        """The job's step callback: progress in the store, its cancel signal (the job's samples leave the batch)."""
         last = [-1]
 
         def on_step(done: int, total: int) -> None:
@@ -261,68 +373,56 @@ class JobService:
             if self.metrics is not None and done > 0:  # done == 0 marks the loop's start
                 self.metrics.steps.inc()
 
-        try:
-            with self.engine_lock:
-                outputs = self._generate(job, on_step)
-        except JobCancelled:
+        return on_step
+
+    @staticmethod
+    def _engine_options(job: Job) -> dict:
+        """The job's options as the engine takes them (its outputs and adapters are set per batch)."""
+        return {k: v for k, v in job.options.items() if k not in ("n", "output_format", "loras")}
+
+    def _items(self, job: Job, on_step: Callable[[int, int], None]) -> list:
+        """The job's outputs as batch items: a video, or ``n`` images with seeds seed, seed+1, ..."""
+        from sgld.api import BatchItem
+
+        options = self._engine_options(job)
+        common = {"save_output": True, "output_path": str(self.files_dir)}
+        if job.kind == "video":
+            return [BatchItem({**options, **common, "return_frames": True, "output_file_name": f"{job.id}.mp4"}, on_step)]
+        fmt = job.options.get("output_format", "png")
+        seed = int(options.pop("seed", self.run.sampling.seed))
+        return [BatchItem({**options, **common, "seed": seed + i, "output_file_name": f"{job.id}_{i}.{fmt}"}, on_step)
+                for i in range(self.samples(job))]
+
+    def _settle(self, job: Job, outcomes: list[tuple[str, Any]]) -> str:
+        """Record how the job ended from its samples' (file name, outcome) (the first error wins); its final status."""
+        error = next((o for _, o in outcomes if isinstance(o, BaseException)), None)
+        if isinstance(error, JobCancelled):
             log.info("job %s cancelled (request_id=%s)", job.id, job.request_id)
             self._remove_files(job)
-            status = "cancelled"
-        except UserError as exc:
-            self._fail(job, "invalid_request", str(exc))
-            status = "failed"
-        except OSError as exc:  # the output directory is full, read-only or gone
-            log.error("job %s (request_id=%s): could not write its output: %s", job.id, job.request_id, exc)
-            self._fail(job, "output_write_failed", f"could not write the output file in {self.files_dir}: {exc}")
+            return "cancelled"
+        if isinstance(error, UserError):
+            self._fail(job, "invalid_request", str(error))
+            return "failed"
+        if isinstance(error, OSError):  # the output directory is full, read-only or gone
+            log.error("job %s (request_id=%s): could not write its output: %s", job.id, job.request_id, error)
+            self._fail(job, "output_write_failed", f"could not write the output file in {self.files_dir}: {error}")
             self._remove_files(job)
-            status = "failed"
-        except Exception as exc:  # noqa: BLE001 - one bad job must not stop the server
-            log.exception("job %s failed (request_id=%s)", job.id, job.request_id)
-            self._fail(job, "generation_failed", f"{type(exc).__name__}: {exc}")
+            return "failed"
+        if error is not None:
+            log.error("job %s failed (request_id=%s)", job.id, job.request_id, exc_info=error)
+            self._fail(job, "generation_failed", f"{type(error).__name__}: {error}")
             self._remove_files(job)
-            status = "failed"
-        else:
-            if self.store.get(job.id) is None:  # deleted while saving
-                self._remove_files(job)
-                status = "cancelled"
-            else:
-                self.store.update(job.id, status="completed", progress=100, completed_at=now(), outputs=outputs)
-                status = "completed"
-        finally:
-            self._running = None
-            self._cancel.discard(job.id)
-            self._finish(job.id)
-        if "image_path" in job.options:  # an edit's upload: needed until its job ends (a restart re-runs it)
-            try:
-                (self.files_dir / f"{job.id}_input.png").unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("job %s: could not remove its input image: %s", job.id, exc)
-        if self.metrics is not None:
-            self.metrics.job_seconds.labels(kind=job.kind, status=status).observe(time.perf_counter() - started)
-
-    def _generate(self, job: Job, on_step: Callable[[int, int], None]) -> list[str]:
-        options = dict(job.options)
+            return "failed"
+        if self.store.get(job.id) is None:  # deleted while saving
+            self._remove_files(job)
+            return "cancelled"
+        names = [name for name, _ in outcomes]
         if job.kind == "video":
-            name = f"{job.id}.mp4"
-            result = self.engine.generate(
-                step_callback=on_step, save_output=True, return_frames=True,
-                output_path=str(self.files_dir), output_file_name=name, **options,
-            )
             thumb = self.files_dir / f"{job.id}_thumbnail.webp"
-            _save_thumbnail(result.frames[0], thumb)
-            return [name, thumb.name]
-        count = int(options.pop("n", 1))
-        fmt = options.pop("output_format", "png")
-        seed = int(options.pop("seed", self.run.sampling.seed))
-        names = []
-        for i in range(count):
-            name = f"{job.id}_{i}.{fmt}"
-            self.engine.generate(
-                step_callback=on_step, save_output=True, output_path=str(self.files_dir),
-                output_file_name=name, seed=seed + i, **options,
-            )
-            names.append(name)
-        return names
+            _save_thumbnail(outcomes[0][1].frames[0], thumb)
+            names.append(thumb.name)
+        self.store.update(job.id, status="completed", progress=100, completed_at=now(), outputs=names)
+        return "completed"
 
     def _fail(self, job: Job, code: str, message: str) -> None:
         if job.request_id:

@@ -17,5 +17,9 @@ class Metrics:
             "sgld_job_duration_seconds", "time from start to end of a job", ["kind", "status"],
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=self.registry,
         )
+        self.batch_size = Histogram("sgld_batch_size", "samples per batched forward (1: a request ran alone)",
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16), registry=self.registry)
+        self.batch_wait = Histogram("sgld_batch_wait_seconds", "time the engine waited for requests to batch with the first",
+                                    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry)
         # Steps per second: rate(sgld_denoise_steps_total[1m]).
         self.steps = Counter("sgld_denoise_steps", "denoising steps run", registry=self.registry)

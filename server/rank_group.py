@@ -106,6 +106,22 @@ class RankGroupEngine:
         """Not offered on several ranks yet."""
         self.set_default_loras([])
 
+    def batch_limit(self) -> int:
+        """One sample at a time: rank 0 takes one job per message."""
+        return 1
+
+    def generate_batch(self, items: list, *, loras: Optional[list[dict[str, Any]]] = None,
+                       max_batch_size: Optional[int] = None) -> list:
+        """The items one after another on the group; each item's outcome (result or exception)."""
+        outcomes: list = []
+        extra = {} if loras is None else {"loras": loras}
+        for item in items:
+            try:
+                outcomes.append(self.generate(step_callback=item.step_callback, **item.options, **extra))
+            except Exception as exc:  # noqa: BLE001 - the item's outcome; the service decides what it means
+                outcomes.append(exc)
+        return outcomes
+
     def check(self, **options: Any) -> RunConfig:
         """Validate a request from the model folder's configs, as the ranks will."""
         from sgld.api import check_request_options

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,6 +246,10 @@ class DiffGenerator:
                     except OSError as exc:
                         outcomes[index] = exc
         return outcomes  # type: ignore[return-value]
+
+    def batch_limit(self) -> int:
+        """Most samples one forward may hold: no limit of its own, 1 where a step cache keeps requests apart."""
+        return sys.maxsize if self.pipeline.batchable else 1
 
     @contextmanager
     def _progress_bar(self, progress: bool, reqs: list[Request]):

@@ -45,6 +45,15 @@ class FaultyEngine:
             raise RuntimeError(self.message)
         return self.inner.generate(step_callback=step_callback, **options)
 
+    def generate_batch(self, items: list, **kwargs: Any) -> list:
+        # A fault is an engine error: it fails every item of the batch it is in.
+        if any(self.marker in str(item.options.get("prompt", "")) for item in items) and self.fails():
+            raise RuntimeError(self.message)
+        return self.inner.generate_batch(items, **kwargs)
+
+    def batch_limit(self) -> int:
+        return self.inner.batch_limit()
+
     def stop(self) -> None:
         self.inner.stop()
 
