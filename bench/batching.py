@@ -6,11 +6,14 @@
     # one process: sgld's generate_batch and diffusers' own batched call over the same modules, eager then compiled
     python bench/batching.py inprocess --model random:black-forest-labs/FLUX.1-dev --sizes 512 1024 --steps 28 \\
         --batches 1 4 8 --compile --out docs/results/batching_inprocess_flux_h200.json
+    # a video model: does a batch of two 480p clips gain over one? (sgld only)
+    python bench/batching.py inprocess --model random:Wan-AI/Wan2.1-T2V-1.3B-Diffusers --sizes 480 --width 832 \
+        --frames 81 --steps 4 --batches 1 2 --no-reference --out docs/results/batching_inprocess_wan13_h200.json
     python bench/batching.py server --model tiny-flux --sizes 64 --steps 4 --out /tmp/b.json   # a smoke run, any machine
 
 Server rows: a fresh ``sgl-diffusion serve`` per mode; ``c`` clients each send one request at once
 (``max(c, 2)`` requests in all), after one warm-up request per size; images/s = requests / wall time, and
-each request's latency. In-process rows: images/s of one call making ``b`` images, after a warm-up call;
+each request's latency (warm-up: one request, then one of each concurrency's batch shape). In-process rows: images/s of one call making ``b`` images, after a warm-up call;
 the compiled rows also count the graphs compiled and any recompile-limit failure.
 """
 
@@ -91,14 +94,18 @@ class Server:
 
 
 def server_rows(args) -> list[dict]:
-    modes = {"batching off": ["--max-batch-size", "1"],
-             "batching on": ["--max-batch-size", str(max(args.concurrency)), "--batch-max-pixels", str(10**9)]}
+    extra = args.serve_args.split()
+    modes = {"batching off": ["--max-batch-size", "1", *extra],
+             "batching on": ["--max-batch-size", str(args.max_batch_size or max(args.concurrency)),
+                             "--batch-max-pixels", str(10**9), *extra]}
     rows = []
     for mode, extra in modes.items():
         server = Server(args.model, extra, Path(args.out).with_suffix(".server.log"))
         try:
             for size in args.sizes:
                 server.image(PROMPTS[0], size, args.steps, 0)  # warm-up: kernels, allocator
+                with ThreadPoolExecutor(max(args.concurrency)) as pool:  # and each batch shape (compile)
+                    list(pool.map(lambda i: server.image(PROMPTS[i % 8], size, args.steps, i), range(max(args.concurrency))))
                 for c in args.concurrency:
                     count = max(c, 2)
                     start = time.perf_counter()
@@ -133,7 +140,11 @@ def inprocess_rows(args) -> list[dict]:
         if cuda:
             torch.cuda.synchronize()
 
-    generator = DiffGenerator.from_pretrained(args.model)
+    from sgld.run_config import run_config_from_options
+
+    # diffusers' pipelines hand the VAE latents in the DiT's dtype: its VAE must be in that precision too.
+    precision = run_config_from_options({"model_path": args.model}).model.precision
+    generator = DiffGenerator.from_pretrained(args.model, vae_precision=str(precision))
     components = generator.pipeline.components
     reference_cls = getattr(diffusers, generator.pipeline.spec.reference_pipeline)
     names = inspect.signature(reference_cls.__init__).parameters
@@ -157,8 +168,9 @@ def inprocess_rows(args) -> list[dict]:
         return row
 
     def sgld_call(size: int, batch: int):
-        items = [BatchItem({"prompt": PROMPTS[i % 8], "seed": i, "height": size, "width": size,
-                            "num_inference_steps": args.steps, "save_output": False}) for i in range(batch)]
+        video = {"num_frames": args.frames} if args.frames else {}
+        items = [BatchItem({"prompt": PROMPTS[i % 8], "seed": i, "height": size, "width": args.width or size,
+                            "num_inference_steps": args.steps, "save_output": False, **video}) for i in range(batch)]
         def call():
             for outcome in generator.generate_batch(items):
                 if isinstance(outcome, Exception):
@@ -173,7 +185,8 @@ def inprocess_rows(args) -> list[dict]:
 
     for size in args.sizes:
         for batch in args.batches:
-            timed("diffusers", size, batch, reference_call(size, batch))
+            if not args.no_reference:
+                timed("diffusers", size, batch, reference_call(size, batch))
             timed("sgld", size, batch, sgld_call(size, batch))
     if args.compile:
         from torch._dynamo.utils import counters
@@ -181,18 +194,17 @@ def inprocess_rows(args) -> list[dict]:
         from sgld.models.transformer_setup import compile_transformer
 
         compile_transformer(components["transformer"], generator.pipeline._backends["transformer"])
-        for size in args.sizes:
-            for batch in args.batches:
-                before = counters["stats"]["unique_graphs"]
-                try:
-                    row = timed("sgld compiled", size, batch, sgld_call(size, batch))
-                    row["graphs_compiled"] = counters["stats"]["unique_graphs"] - before
-                except Exception as exc:  # noqa: BLE001 - a recompile-limit failure is a result here
-                    rows.append({"name": "sgld compiled", "size": size, "batch": batch, "error": f"{type(exc).__name__}: {exc}"[:500]})
-                    print(rows[-1], flush=True)
-        for size in args.sizes:
-            for batch in args.batches:
-                timed("diffusers compiled (same modules)", size, batch, reference_call(size, batch))
+        for name, make in (("sgld compiled", sgld_call), ("diffusers compiled (same modules)", reference_call)):
+            for size in args.sizes:
+                for batch in args.batches:
+                    before = counters["stats"]["unique_graphs"]
+                    try:
+                        row = timed(name, size, batch, make(size, batch))
+                        row["graphs_compiled"] = counters["stats"]["unique_graphs"] - before
+                    except Exception as exc:  # noqa: BLE001 - a recompile-limit failure is a result here
+                        rows.append({"name": name, "size": size, "batch": batch,
+                                     "error": f"{type(exc).__name__}: {exc}"[:500]})
+                        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -205,6 +217,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--serve-args", default="", help="server: more serve flags for both modes (--enable-torch-compile)")
+    parser.add_argument("--max-batch-size", type=int, help="server: batching on's --max-batch-size (default: top concurrency)")
+    parser.add_argument("--width", type=int, help="in-process: output width (default: the size, square)")
+    parser.add_argument("--frames", type=int, help="in-process: frames of a video model")
+    parser.add_argument("--no-reference", action="store_true", help="in-process: sgld rows only")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     rows = server_rows(args) if args.what == "server" else inprocess_rows(args)
