@@ -209,7 +209,8 @@ class JobService:
         job = self.store.get(job_id)
         if job is None:
             return False
-        self.queue.remove(job_id)
+        if self.queue.remove(job_id):
+            self._keys.pop(job_id, None)
         if job_id in self._running:
             self._cancel.add(job_id)
         self.store.delete(job_id)

@@ -45,6 +45,21 @@ def tiny_wan_generator(tiny_wan_folder):
 
 
 @pytest.fixture(scope="session")
+def generators(sgld_home):
+    """``generators(name)``: a DiffGenerator of a built-in tiny model, loaded once per session."""
+    from sgld import DiffGenerator
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = DiffGenerator.from_pretrained(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def input_png(tmp_path_factory) -> Path:
     """A fixed 56x40 RGB PNG (a gradient with a red square): the input image of edit-model tests."""
     import numpy as np

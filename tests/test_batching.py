@@ -34,20 +34,6 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def generators(sgld_home):
-    from sgld import DiffGenerator
-
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = DiffGenerator.from_pretrained(name)
-        return cache[name]
-
-    return get
-
-
-@pytest.fixture(scope="module")
 def input_images(tmp_path_factory) -> list[str]:
     """Four 56x40 PNGs of one size and different content (an edit batch shares the input size)."""
     from PIL import Image

@@ -17,20 +17,6 @@ PROMPT = "a curious calico cat playing piano"
 EDIT_PROMPT = "make the cat blue"
 
 
-@pytest.fixture(scope="module")
-def generators(sgld_home):
-    from sgld import DiffGenerator
-
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = DiffGenerator.from_pretrained(name)
-        return cache[name]
-
-    return get
-
-
 def ours(generators, model, **settings):
     result = generators(model).generate(return_frames=True, save_output=False, **settings)
     assert result.frames.dtype == np.uint8 and result.frames.shape[0] == 1
