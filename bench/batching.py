@@ -194,7 +194,10 @@ def inprocess_rows(args) -> list[dict]:
         from sgld.models.transformer_setup import compile_transformer
 
         compile_transformer(components["transformer"], generator.pipeline._backends["transformer"])
-        for name, make in (("sgld compiled", sgld_call), ("diffusers compiled (same modules)", reference_call)):
+        compiled = [("sgld compiled", sgld_call)]
+        if not args.no_reference:
+            compiled.append(("diffusers compiled (same modules)", reference_call))
+        for name, make in compiled:
             for size in args.sizes:
                 for batch in args.batches:
                     before = counters["stats"]["unique_graphs"]
@@ -205,6 +208,8 @@ def inprocess_rows(args) -> list[dict]:
                         rows.append({"name": name, "size": size, "batch": batch,
                                      "error": f"{type(exc).__name__}: {exc}"[:500]})
                         print(json.dumps(rows[-1]), flush=True)
+            if name == "sgld compiled":  # does a lone request get slower once batch graphs exist?
+                timed("sgld compiled, batch 1 again after the other batches", args.sizes[0], 1, sgld_call(args.sizes[0], 1))
     return rows
 
 
