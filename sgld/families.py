@@ -45,6 +45,8 @@ class GuidanceKind(StrEnum):
     cfg = "cfg"  # classifier-free guidance: cond and uncond branches of the same shape (one batch of two)
     true_cfg = "true_cfg"  # CFG whose branches' prompts differ in length, rescaled to the cond norm (Qwen-Image)
     embedded = "embedded"  # guidance-distilled: the scale is a model input, one branch (FLUX, HunyuanVideo)
+    # Z-Image: cond + scale * (cond - uncond), so any scale > 0 guides (0: one branch, as Turbo runs).
+    cfg_extra = "cfg_extra"
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,13 @@ class FamilySpec:
             with Image.open(req.image_path) as probe:
                 image_size = probe.size if self.output == OutputKind.image else "first_frame"
         frames = req.num_frames if self.output == OutputKind.video else 1
-        return (req.height, req.width, frames, req.num_inference_steps, req.flow_shift, req.do_cfg, image_size)
+        return (req.height, req.width, frames, req.num_inference_steps, req.flow_shift, self.guided(req), image_size)
+
+    def guided(self, req: Request) -> bool:
+        """Whether ``req`` runs an unconditional branch beside the conditional one."""
+        if self.guidance == GuidanceKind.cfg_extra:
+            return req.guidance_scale > 0
+        return req.do_cfg
 
     def check_run(self, run: "RunConfig") -> None:
         """Raise UserError before any rank starts or weights load when this family cannot run ``run``'s settings."""
@@ -212,6 +220,10 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
                sizes=qwen_sizes, pipeline="sgld.pipelines.qwen_image:QwenImageT2IPipeline",
                reference_pipeline="QwenImagePipeline", default_model="qwen_image",
                lora_loader="QwenImageLoraLoaderMixin"),
+    FamilySpec("z_image", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never,
+               guidance=GuidanceKind.cfg_extra, sizes=flux_sizes, pipeline="sgld.pipelines.z_image:ZImageT2IPipeline",
+               reference_pipeline="ZImagePipeline", default_model="z_image_turbo", sequence_parallel=False,
+               masked_attention="ZImageTransformer2DModel", lora_loader="ZImageLoraLoaderMixin"),
     FamilySpec("qwen_image_edit", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",

@@ -30,6 +30,7 @@ CASES = {
     "wan_t2v": ("tiny-wan-t2v", {"num_inference_steps": 3}, 4, False),
     "hunyuan": ("tiny-hunyuan", {"num_inference_steps": 3}, 3, False),
     "wan_i2v": ("tiny-wan21-i2v", {"num_inference_steps": 2}, 3, True),
+    "z_image": ("tiny-z-image", {"num_inference_steps": 3}, 4, False),  # prompts of different token lengths
 }
 
 
@@ -51,9 +52,12 @@ def input_images(tmp_path_factory) -> list[str]:
 
 def dit_batches(generator) -> tuple[list[int], callable]:
     """Records the batch size of every DiT forward (hidden_states' first axis); returns (sizes, remove)."""
+    from sgld.stages.denoising import DenoisingStage
+
     sizes: list[int] = []
+    experts = [module for _, module in generator.pipeline.stage(DenoisingStage).experts]
     handles = [module.register_forward_pre_hook(lambda m, a, kw: sizes.append(kw["hidden_states"].shape[0]),
-                                                with_kwargs=True) for module in generator.pipeline.dits.values()]
+                                                with_kwargs=True) for module in experts]
     return sizes, lambda: [h.remove() for h in handles]
 
 

@@ -30,6 +30,7 @@ BUILTIN_MODELS = {
     "tiny-hunyuan": "tiny_hunyuan",
     "tiny-qwen-image": "tiny_qwen_image",
     "tiny-qwen-image-edit": "tiny_qwen_image_edit",
+    "tiny-z-image": "tiny_z_image",
 }
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from sgld.models import tiny_hunyuan, tiny_qwen
+from sgld.models import tiny_hunyuan, tiny_qwen, tiny_z_image
 from sgld.models.tiny_parts import (
     build_clip_tokenizer, build_t5_tokenizer, build_tiny_clip_text_encoder, scale_parameters_,
 )
@@ -195,6 +195,7 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-hunyuan": lambda folder: tiny_hunyuan.build_tiny_hunyuan(folder),
     "tiny-qwen-image": lambda folder: tiny_qwen.build_tiny_qwen_image(folder),
     "tiny-qwen-image-edit": lambda folder: tiny_qwen.build_tiny_qwen_image_edit(folder),
+    "tiny-z-image": lambda folder: tiny_z_image.build_tiny_z_image(folder),
 }
 
 

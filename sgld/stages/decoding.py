@@ -117,3 +117,10 @@ class QwenVaeDecodingStage(PackedImageDecodingStage):
         from diffusers.pipelines.qwenimage.pipeline_qwenimage import QwenImagePipeline
 
         return QwenImagePipeline._unpack_latents(latents, req.height, req.width, self.vae_scale_factor)
+
+
+class ImageVaeDecodingStage(PackedImageDecodingStage):
+    """Unpacked (B, C, H, W) latents (Z-Image): nothing to unpack."""
+
+    def unpack(self, latents: torch.Tensor, req: Request) -> torch.Tensor:
+        return latents

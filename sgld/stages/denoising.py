@@ -23,7 +23,8 @@ CFG_SEQUENTIAL = "sequential"  # two forwards (text inputs of different lengths,
 CFG_NONE = "none"  # guidance-distilled models (FLUX): one forward, guidance is a model input
 
 # The default way each guidance kind runs its branches.
-CFG_MODES = {GuidanceKind.cfg: CFG_BATCHED, GuidanceKind.true_cfg: CFG_SEQUENTIAL, GuidanceKind.embedded: CFG_NONE}
+CFG_MODES = {GuidanceKind.cfg: CFG_BATCHED, GuidanceKind.true_cfg: CFG_SEQUENTIAL, GuidanceKind.embedded: CFG_NONE,
+             GuidanceKind.cfg_extra: CFG_BATCHED}
 
 
 class DenoisingStage(Stage):
@@ -56,6 +57,7 @@ class DenoisingStage(Stage):
         timestep_divisor: float | None = None,
         rescale_cfg: bool = False,
         token_patch: tuple[int, int] | None = None,
+        guidance_offset: float = 0.0,
     ):
         self.experts = list(experts)
         self.placement = placement
@@ -63,6 +65,8 @@ class DenoisingStage(Stage):
         self.cfg_mode = cfg_mode
         self.timestep_divisor = timestep_divisor
         self.rescale_cfg = rescale_cfg
+        # Added to every guidance scale: Z-Image's cond + s (cond - uncond) is uncond + (1 + s)(cond - uncond).
+        self.guidance_offset = guidance_offset
         # Wan2.2 TI2V (expand_timesteps): one timestep per latent token, (batch, frames * h/ph * w/pw).
         self.token_patch = token_patch
         # ModelMixin.dtype, as diffusers uses it: some modules stay fp32 (_keep_in_fp32_modules).
@@ -223,7 +227,7 @@ class DenoisingStage(Stage):
                 for i in steps:
                     if merged is None:  # the live samples' DiT inputs, stacked again after one leaves
                         merged = merge_requests(alive, one_text_length=self.cfg_mode == CFG_BATCHED)
-                    scales = [self._scale(req, index) for req in alive]
+                    scales = [self._scale(req, index) + self.guidance_offset for req in alive]
                     t = first.timesteps[i]
                     latents = alive[0].latents if len(alive) == 1 else torch.cat([req.latents for req in alive])
                     noise = self._predict(module, latents, t, merged, scales, i)

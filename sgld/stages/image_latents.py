@@ -22,7 +22,7 @@ class PackedLatentPreparationStage(Stage):
     name = "prepare_latents"
 
     def __init__(self, channels: int, vae_scale_factor: int, device: torch.device, dtype: torch.dtype, *,
-                 position_ids: bool = False, img_shapes: bool = False, guidance_embeds: bool = False):
+                 position_ids: bool = False, img_shapes: bool = False, guidance_embeds: bool = False, packed: bool = True):
         self.channels = channels
         self.vae_scale_factor = vae_scale_factor
         self.device = device
@@ -30,6 +30,7 @@ class PackedLatentPreparationStage(Stage):
         self.position_ids = position_ids
         self.img_shapes = img_shapes
         self.guidance_embeds = guidance_embeds
+        self.packed = packed  # False: the noise stays (1, C, H/s, W/s), as Z-Image's DiT takes it
 
     def latent_size(self, req: Request) -> tuple[int, int]:
         """Latent height and width (even, for 2x2 packing)."""
@@ -40,7 +41,7 @@ class PackedLatentPreparationStage(Stage):
         h, w = self.latent_size(req)
         generator = torch.Generator("cpu").manual_seed(req.seed)
         noise = randn_tensor((1, self.channels, h, w), generator=generator, device=self.device, dtype=self.dtype)
-        req.latents = FluxPipeline._pack_latents(noise, 1, self.channels, h, w)
+        req.latents = FluxPipeline._pack_latents(noise, 1, self.channels, h, w) if self.packed else noise
         if self.position_ids:
             req.model_kwargs["img_ids"] = FluxPipeline._prepare_latent_image_ids(1, h // 2, w // 2, self.device, self.dtype)
         if self.img_shapes:
@@ -55,17 +56,20 @@ class FlowMatchTimestepStage(Stage):
 
     name = "timesteps"
 
-    def __init__(self, scheduler, device: torch.device):
+    def __init__(self, scheduler, device: torch.device, packed: bool = True):
         self.scheduler_cls = type(scheduler)
         self.config = scheduler.config
         self.device = device
+        self.packed = packed  # False: (1, C, h, w) latents of 2x2 patches
 
     def forward(self, req: Request) -> Request:
         n = req.num_inference_steps
         config = self.config
         sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / n, n)
+        latents = req.latents
+        tokens = latents.shape[1] if self.packed else (latents.shape[2] // 2) * (latents.shape[3] // 2)
         mu = calculate_shift(
-            req.latents.shape[1],
+            tokens,
             config.get("base_image_seq_len", 256),
             config.get("max_image_seq_len", 4096),
             config.get("base_shift", 0.5),
