@@ -1,4 +1,4 @@
-"""Image models against their diffusers reference pipelines, and the tiny models' sensitivity.
+"""Image models (FLUX, Qwen-Image, Qwen-Image-Edit, Z-Image) against their diffusers reference pipelines, and sensitivity.
 
 For each tiny image model our image equals the reference pipeline's on the same folder,
 prompt, seed, steps and size within 2/255 per pixel; prompt, seed and guidance each move
@@ -103,11 +103,37 @@ def test_qwen_image_edit_matches_diffusers(generators, input_png):
     assert_close(mine, ref)
 
 
+@pytest.mark.parametrize("guidance", [0.0, 4.0])  # Turbo's default (one branch), and guided (two, batched)
+def test_z_image_matches_diffusers(generators, guidance):
+    mine = ours(generators, "tiny-z-image", prompt=PROMPT, negative_prompt="blurry", seed=5, num_inference_steps=4,
+                guidance_scale=guidance, height=64, width=48)
+    ref = reference("tiny-z-image", prompt=PROMPT, negative_prompt="blurry", seed=5, num_inference_steps=4,
+                    guidance_scale=guidance, height=64, width=48)
+    assert mine.shape == (64, 48, 3)
+    assert_close(mine, ref)
+
+
+def test_z_image_prompt_encoding_matches_diffusers(generators):
+    from diffusers import ZImagePipeline
+
+    from sgld.models.tiny import materialize_tiny
+    from sgld.stages.z_image_text import ZImageTextEncodingStage
+
+    pipe = ZImagePipeline.from_pretrained(materialize_tiny("tiny-z-image"))
+    texts = [PROMPT, "a red fox"]
+    ref = pipe.encode_prompt(list(texts), device="cpu", do_classifier_free_guidance=False)[0]
+    mine = generators("tiny-z-image").pipeline.stage(ZImageTextEncodingStage).encode(texts)
+    assert [m.shape[1] for m in mine] == [r.shape[0] for r in ref]  # each prompt's real tokens, no padding
+    for m, r in zip(mine, ref):
+        torch.testing.assert_close(m[0], r, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "model,base,guided",
     [
         ("tiny-flux", dict(guidance_scale=3.5), dict(guidance_scale=1.0)),
         ("tiny-qwen-image", dict(guidance_scale=4.0), dict(guidance_scale=2.0)),
+        ("tiny-z-image", dict(guidance_scale=0.0), dict(guidance_scale=3.0)),
     ],
 )
 def test_text_to_image_sensitivity(generators, model, base, guided):

@@ -17,6 +17,8 @@ RELEASED_SIZES = {
     "Wan-AI/Wan2.2-T2V-A14B-Diffusers": {"transformer": 14.288, "transformer_2": 14.288, "text_encoder": 5.681},
     "black-forest-labs/FLUX.1-dev": {"transformer": 11.901, "text_encoder": 0.123, "text_encoder_2": 4.762, "vae": 0.0838},
     "Qwen/Qwen-Image": {"transformer": 20.430, "text_encoder": 8.292, "vae": 0.127},
+    # Z-Image-Turbo's DiT: 6,154,908,736 parameters; Qwen3-4B (embeddings tied): 4.02 B.
+    "Tongyi-MAI/Z-Image-Turbo": {"transformer": 6.155, "text_encoder": 4.022, "vae": 0.0838},
 }
 
 

@@ -34,6 +34,12 @@ CLIP_L_TEXT = {  # openai/clip-vit-large-patch14 text tower (FLUX text_encoder)
     "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
     "projection_dim": 768, "layer_norm_eps": 1e-5, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
 }
+QWEN3_4B = {  # Qwen/Qwen3-4B (Z-Image text_encoder)
+    "model_type": "qwen3", "vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 40960,
+    "rms_norm_eps": 1e-06, "rope_theta": 1000000, "attention_bias": False, "tie_word_embeddings": True,
+    "hidden_act": "silu",
+}
 QWEN25_VL_7B = {  # Qwen/Qwen2.5-VL-7B-Instruct (Qwen-Image text_encoder)
     "model_type": "qwen2_5_vl",
     "text_config": {
@@ -65,6 +71,11 @@ QWEN_IMAGE = {"patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layer
               "num_attention_heads": 24, "joint_attention_dim": 3584, "guidance_embeds": False,
               "axes_dims_rope": [16, 56, 56]}
 
+Z_IMAGE_TURBO = {"all_patch_size": [2], "all_f_patch_size": [1], "in_channels": 16, "dim": 3840, "n_layers": 30,
+                 "n_refiner_layers": 2, "n_heads": 30, "n_kv_heads": 30, "norm_eps": 1e-05, "qk_norm": True,
+                 "cap_feat_dim": 2560, "rope_theta": 256.0, "t_scale": 1000.0, "axes_dims": [32, 48, 48],
+                 "axes_lens": [1536, 512, 512]}
+
 # VAEs.
 WAN_VAE = {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
            "temperal_downsample": [False, True, True], "dropout": 0.0,
@@ -78,6 +89,9 @@ FLUX_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_o
             "layers_per_block": 2, "act_fn": "silu", "norm_num_groups": 32, "sample_size": 1024,
             "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False, "use_post_quant_conv": False,
             "mid_block_add_attention": True, "force_upcast": True}
+
+# Z-Image-Turbo's scheduler: a fixed shift, no resolution-dependent one.
+Z_IMAGE_EULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
 
 # Schedulers.
 WAN_UNIPC = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
@@ -98,7 +112,7 @@ class Component:
     library: str
     class_name: str
     config: dict | None = None
-    # For tokenizers: which offline builder makes it ("t5", "clip", "qwen2").
+    # For tokenizers: which offline builder makes it ("t5", "clip", "qwen2", "qwen3": qwen2 with Qwen3's chat template).
     tokenizer: str | None = None
 
 
@@ -147,6 +161,13 @@ FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
         "transformer": Component("diffusers", "FluxTransformer2DModel", FLUX_DEV),
         "vae": Component("diffusers", "AutoencoderKL", FLUX_VAE),
     }, {"feature_extractor": [None, None], "image_encoder": [None, None]}),
+    "Tongyi-MAI/Z-Image-Turbo": FullSizeModel("ZImagePipeline", {
+        "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", Z_IMAGE_EULER),
+        "text_encoder": Component("transformers", "Qwen3Model", QWEN3_4B),
+        "tokenizer": Component("transformers", "Qwen2Tokenizer", tokenizer="qwen3"),
+        "transformer": Component("diffusers", "ZImageTransformer2DModel", Z_IMAGE_TURBO),
+        "vae": Component("diffusers", "AutoencoderKL", FLUX_VAE),
+    }),
     "Qwen/Qwen-Image": FullSizeModel("QwenImagePipeline", {
         "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", QWEN_EULER),
         "text_encoder": Component("transformers", "Qwen2_5_VLForConditionalGeneration", QWEN25_VL_7B),

@@ -44,10 +44,10 @@ def materialize_random(model_path: str) -> Path:
 
 
 def _tokenizer(kind: str):
-    from sgld.models import tiny_parts, tiny_qwen
+    from sgld.models import tiny_parts, tiny_qwen, tiny_z_image
 
     return {"t5": tiny_parts.build_t5_tokenizer, "clip": tiny_parts.build_clip_tokenizer,
-            "qwen2": tiny_qwen.build_qwen2_tokenizer}[kind]()
+            "qwen2": tiny_qwen.build_qwen2_tokenizer, "qwen3": tiny_z_image.build_qwen3_tokenizer}[kind]()
 
 
 def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:

@@ -20,16 +20,22 @@ CHAT_TEMPLATE = (
 )
 
 
+def build_qwen3_tokenizer():
+    """The offline Qwen2 BPE (``tiny_qwen``) with the Qwen3 chat template's single-turn rendering."""
+    from sgld.models.tiny_qwen import build_qwen2_tokenizer
+
+    tokenizer = build_qwen2_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
 def build_tiny_z_image(folder: Path) -> None:
     """Write a tiny Z-Image (text-to-image, Qwen3 text encoder) model into ``folder``."""
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
 
-    from sgld.models.tiny_qwen import build_qwen2_tokenizer
-
-    tokenizer = build_qwen2_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = build_qwen3_tokenizer()
     ids = tokenizer.convert_tokens_to_ids
     torch.manual_seed(0)
     # Three layers: the pipeline takes the second-to-last hidden state.

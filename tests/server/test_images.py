@@ -137,3 +137,39 @@ def test_seed_examples_work(t2i_server, edit_server, input_png):
                          files={"image[]": ("input.png", f, "image/png")})
     assert raw.status_code == 200, raw.text
     assert decode(type("Item", (), {"b64_json": raw.json()["data"][0]["b64_json"]})).size == (32, 32)
+
+
+@pytest.fixture(scope="module")
+def z_image_server(tmp_path_factory):
+    srv = start(tmp_path_factory, "tiny-z-image")
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("guidance", [None, 3.0])  # Turbo's default (off), and guided
+def test_z_image_server_returns_what_the_python_api_makes(z_image_server, generators, guidance):
+    extra = {"seed": 4, "num_inference_steps": 3, **({} if guidance is None else {"guidance_scale": guidance})}
+    result = client_for(z_image_server).images.generate(prompt="a red fox in the snow", size="48x64", extra_body=extra)
+    image = np.asarray(decode(result.data[0]).convert("RGB")).astype(int)
+    assert image.shape == (64, 48, 3)
+    local = generators("tiny-z-image").generate("a red fox in the snow", width=48, height=64, return_frames=True,
+                                                save_output=False, **extra).frames[0].astype(int)
+    assert np.abs(image - local).max() <= 2
+
+
+def test_z_image_playground_makes_an_image(z_image_server, browser):
+    import httpx2 as httpx
+
+    info = httpx.get(z_image_server.base + "/playground/info", timeout=10).json()
+    assert info["kind"] == "image" and info["defaults"]["guidance_scale"] == 0.0
+    page = browser.new_page()
+    page.goto(z_image_server.base + "/")
+    page.wait_for_function("document.getElementById('model-line').textContent.includes('tiny-z-image')")
+    assert not page.get_by_label("Frames").is_visible()  # an image model: no frame count
+    assert page.get_by_label("Guidance").input_value() == "0"
+    page.get_by_label("Prompt", exact=True).fill("a lighthouse at dusk")
+    page.get_by_label("Steps").fill("2")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("#output img", timeout=60_000)
+    assert page.get_by_role("status").text_content().startswith("Done")
+    page.close()
