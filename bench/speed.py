@@ -61,6 +61,9 @@ WORKLOADS = {
                      sgld_options={"vae_precision": "match"}),
     "qwen": Workload("qwen", "Qwen/Qwen-Image", "tiny-qwen-image", "QwenImagePipeline", 1024, 1024, 1, 50, 4.0,
                      true_cfg=True),
+    # Z-Image-Turbo: 9 steps, guidance off (one branch), as its model card runs it.
+    "zimage": Workload("zimage", "Tongyi-MAI/Z-Image-Turbo", "tiny-z-image", "ZImagePipeline", 1024, 1024, 1, 9, 0.0,
+                       sgld_options={"vae_precision": "match"}),
 }
 
 
@@ -89,6 +92,14 @@ class Measurement:
         return self.e2e_s + (self.full_steps - self.steps_run) * self.step_s
 
 
+def forward_batch(args: tuple, kwargs: dict) -> int:
+    """The batch of a DiT forward: hidden_states' first axis, or the length of the latents list Z-Image takes."""
+    hidden = kwargs.get("hidden_states", args[0] if args else None)
+    if hidden is None:
+        return 1
+    return len(hidden) if isinstance(hidden, (list, tuple)) else int(hidden.shape[0])
+
+
 class ForwardTimer:
     """CUDA events around every forward of a module (no host sync inside the loop)."""
 
@@ -107,8 +118,7 @@ class ForwardTimer:
         return time.perf_counter()
 
     def _pre(self, module, args, kwargs):
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        self.batch.append(int(hidden.shape[0]) if hidden is not None else 1)
+        self.batch.append(forward_batch(args, kwargs))
         self.pairs.append((self._event(), None))
 
     def _post(self, module, args, output):
@@ -181,8 +191,7 @@ def forward_flops(transformer: torch.nn.Module, run_once: Callable[[], None]) ->
     batches: list[int] = []
 
     def pre(module, args, kwargs):
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        batches.append(int(hidden.shape[0]))
+        batches.append(forward_batch(args, kwargs))
         counter = FlopCounterMode(display=False)
         counter.__enter__()
         module._sgld_counter = counter
@@ -304,6 +313,8 @@ class Bench:
     def _reference_encode(self, pipe) -> None:
         if self.wl.reference == "FluxPipeline":
             pipe.encode_prompt(prompt=PROMPT, prompt_2=None, device=self.device)
+        elif self.wl.reference == "ZImagePipeline":  # guidance off: the prompt only
+            pipe.encode_prompt(prompt=PROMPT, device=self.device, do_classifier_free_guidance=False)
         elif self.wl.reference == "WanPipeline":
             pipe.encode_prompt(prompt=PROMPT, negative_prompt=NEGATIVE, device=self.device)
         else:
@@ -316,7 +327,7 @@ class Bench:
         factor = 2 ** (len(vae.config.block_out_channels) - 1) if hasattr(vae.config, "block_out_channels") else 8
         channels = getattr(vae.config, "z_dim", None) or vae.config.latent_channels
         h, w = self.height // factor, self.width // factor
-        if self.wl.reference == "FluxPipeline":
+        if self.wl.reference in ("FluxPipeline", "ZImagePipeline"):  # 2D AutoencoderKL latents
             latent = torch.randn(1, channels, h, w, device=self.device, dtype=vae.dtype)
         else:
             f = (self.frames - 1) // 4 + 1
@@ -379,7 +390,7 @@ class Bench:
         args, kwargs = capture_forward_inputs(self.transformer,
                                               lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(1)))
         report = kernel_breakdown(self.transformer, args, kwargs)
-        report["batch"] = int(kwargs.get("hidden_states", args[0] if args else None).shape[0])
+        report["batch"] = forward_batch(args, kwargs)
         self.meta.setdefault("profiles", {})[label] = report
         print(breakdown_table(f"{self.wl.key} {label} (one forward, batch {report['batch']})", report), flush=True)
 
