@@ -85,25 +85,31 @@ def generate_images():
 
 @bp.post("/edits")
 def edit_images():
-    """Image (plus text) to image: multipart with ``image`` or ``image[]``."""
+    """Image (plus text) to image: multipart with ``image`` or ``image[]`` (several for Qwen-Image-Edit-Plus)."""
     svc = accepting_service()
     fields = Fields(request, COMMON | {"mask"}, {"image", "image[]", "mask"})
     prompt, options, _ = _parse(fields, svc, edit=True)
     uploads = fields.files.get("image", []) + fields.files.get("image[]", [])
     if not uploads:
         raise bad("image", "an input image is required (multipart field 'image' or 'image[]')", "missing_required_parameter")
-    if len(uploads) > 1:
-        raise bad("image", f"{len(uploads)} images given; {svc.model_id!r} takes one")
+    most = svc.engine.pipeline.spec.max_input_images
+    if len(uploads) > most:
+        takes = "one" if most == 1 else f"up to {most}"
+        raise bad("image", f"{len(uploads)} images given; {svc.model_id!r} takes {takes}")
     if fields.files.get("mask") or fields.has("mask"):
         raise bad("mask", f"{svc.model_id!r} does not support masks")
-    image = read_image_upload(uploads[0], "image", svc.run.server.max_pixels)
+    images = [read_image_upload(upload, "image", svc.run.server.max_pixels) for upload in uploads]
     job_id = new_id("image")
-    path = svc.files_dir / f"{job_id}_input.png"
-    image.save(path, format="PNG")
-    options["image_path"] = str(path)
+    # Kept until the job ends (a restart runs it again); the worker removes them.
+    paths = [svc.files_dir / (f"{job_id}_input.png" if len(images) == 1 else f"{job_id}_input{i}.png")
+             for i in range(len(images))]
+    for image, path in zip(images, paths):
+        image.save(path, format="PNG")
+    options["image_path"] = str(paths[0]) if len(paths) == 1 else [str(path) for path in paths]
     try:
         size = _check(svc, options)
     except APIError:
-        path.unlink(missing_ok=True)
+        for path in paths:
+            path.unlink(missing_ok=True)
         raise
     return _run_sync(svc, job_id, prompt, options, size)

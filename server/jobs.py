@@ -351,11 +351,12 @@ class JobService:
                 self._cancel.discard(job.id)
                 self._keys.pop(job.id, None)
                 self._finish(job.id)
-            if "image_path" in job.options:  # an edit's upload: needed until its job ends (a restart re-runs it)
-                try:
-                    (self.files_dir / f"{job.id}_input.png").unlink(missing_ok=True)
-                except OSError as exc:
-                    log.warning("job %s: could not remove its input image: %s", job.id, exc)
+            if "image_path" in job.options:  # an edit's uploads: needed until its job ends (a restart re-runs it)
+                for upload in self.files_dir.glob(f"{job.id}_input*.png"):
+                    try:
+                        upload.unlink(missing_ok=True)
+                    except OSError as exc:
+                        log.warning("job %s: could not remove its input image: %s", job.id, exc)
             if self.metrics is not None:
                 self.metrics.job_seconds.labels(kind=job.kind, status=status).observe(time.perf_counter() - started)
 

@@ -38,6 +38,7 @@ def info():
         "kind": spec.output,
         "needs_image": spec.needs_image,
         "takes_image": spec.takes_image,
+        "max_input_images": spec.max_input_images,
         "api_key_required": bool(run.server.api_key),
         # The LoRA dir's adapters a request may name (null: the server takes none).
         "loras": [name for name, _ in lora_files(run.server.lora_dir)] if run.server.lora_dir else None,

@@ -83,8 +83,7 @@ def check_video_request(req: Request, spatial_multiple: int, temporal_factor: in
         raise UserError("image_path: this model generates video from text only", param="image_path")
     if not req.image_path and image == ImageMode.required:
         raise UserError("this is an image-to-video model: give --image-path (the first frame)", param="image_path")
-    if req.image_path:
-        open_input_image(req.image_path)
+    check_input_images(req, 1)
     n = req.num_frames
     if n < 1 or (n - 1) % temporal_factor:
         low = max((n - 1) // temporal_factor * temporal_factor + 1, 1)
@@ -95,7 +94,17 @@ def check_video_request(req: Request, spatial_multiple: int, temporal_factor: in
         )
 
 
-def check_image_request(req: Request, spatial_multiple: int, needs_image: bool = False) -> None:
+def check_input_images(req: Request, most: int) -> None:
+    """At most ``most`` input images, each a readable PNG, JPEG or WebP of a sane size."""
+    paths = req.image_paths
+    if len(paths) > most:
+        takes = "one input image" if most == 1 else f"up to {most} input images"
+        raise UserError(f"image_path: {len(paths)} images given; this model takes {takes}", param="image_path")
+    for path in paths:
+        open_input_image(path)
+
+
+def check_image_request(req: Request, spatial_multiple: int, needs_image: bool = False, max_images: int = 1) -> None:
     """Like check_video_request for image models: one frame, no flow-shift override, input image if needed.
 
     Edit models (``needs_image``) may leave height/width unset: the output then takes
@@ -113,6 +122,6 @@ def check_image_request(req: Request, spatial_multiple: int, needs_image: bool =
     if needs_image and not req.image_path:
         raise UserError("this model edits an input image: give --image-path", param="image_path")
     if needs_image:
-        open_input_image(req.image_path)
+        check_input_images(req, max_images)
     if not needs_image and req.image_path:
         raise UserError("image_path: this model generates from text only", param="image_path")

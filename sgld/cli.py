@@ -78,6 +78,8 @@ def _add_option(group: argparse._ArgumentGroup, option: Option, default: str) ->
             kwargs["nargs"] = "+"
         if option.repeat:
             kwargs["action"] = "extend"
+    if option.several:
+        kwargs["action"] = "append"
     if option.name == "prompt":
         kwargs["action"] = "append"  # several --prompt values make a prompt set
         kwargs["help"] += "; give it several times for several outputs"

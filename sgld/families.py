@@ -117,6 +117,8 @@ class FamilySpec:
     masked_attention: Optional[str] = None
     # diffusers' LoRA loader mixin whose lora_state_dict reads this family's adapters (Kohya layouts included).
     lora_loader: str = ""
+    # How many input images a request may give (Qwen-Image-Edit-Plus: several, composed into one).
+    max_input_images: int = 1
 
     @property
     def needs_image(self) -> bool:
@@ -144,7 +146,8 @@ class FamilySpec:
         if self.output == OutputKind.video:
             check_video_request(req, constraints.spatial_multiple, constraints.temporal_factor, self.image_mode)
         else:
-            check_image_request(req, constraints.spatial_multiple, needs_image=self.needs_image)
+            check_image_request(req, constraints.spatial_multiple, needs_image=self.needs_image,
+                                max_images=self.max_input_images)
 
     def batch_key(self, req: Request) -> tuple:
         """What requests must share to run as one batch: output size, steps, scheduler, branches.
@@ -157,8 +160,11 @@ class FamilySpec:
         if self.takes_image and req.image_path and (self.output == OutputKind.image or self.image_mode == ImageMode.optional):
             from PIL import Image
 
-            with Image.open(req.image_path) as probe:
-                image_size = probe.size if self.output == OutputKind.image else "first_frame"
+            sizes = []
+            for path in req.image_paths:
+                with Image.open(path) as probe:
+                    sizes.append(probe.size)
+            image_size = tuple(sizes) if self.output == OutputKind.image else "first_frame"
         frames = req.num_frames if self.output == OutputKind.video else 1
         return (req.height, req.width, frames, req.num_inference_steps, req.flow_shift, self.guided(req), image_size)
 
@@ -220,6 +226,11 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
                sizes=qwen_sizes, pipeline="sgld.pipelines.qwen_image:QwenImageT2IPipeline",
                reference_pipeline="QwenImagePipeline", default_model="qwen_image",
                lora_loader="QwenImageLoraLoaderMixin"),
+    FamilySpec("qwen_image_edit_plus", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.required,
+               guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
+               pipeline="sgld.pipelines.qwen_image:QwenImageEditPlusTI2IPipeline",
+               reference_pipeline="QwenImageEditPlusPipeline", default_model="qwen_image_edit_2509",
+               lora_loader="QwenImageLoraLoaderMixin", max_input_images=3),
     FamilySpec("z_image", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never,
                guidance=GuidanceKind.cfg_extra, sizes=flux_sizes, pipeline="sgld.pipelines.z_image:ZImageT2IPipeline",
                reference_pipeline="ZImagePipeline", default_model="z_image_turbo", sequence_parallel=False,

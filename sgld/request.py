@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 # (steps done, total steps) -> None; called by the denoise loop with 0 as it starts, then after every step.
 StepCallback = Callable[[int, int], None]
@@ -29,7 +29,7 @@ class Request:
     seed: int
     fps: int
     flow_shift: Optional[float]
-    image_path: Optional[str] = None
+    image_path: Union[str, list[str], None] = None  # one input image, or several (Qwen-Image-Edit-Plus)
     step_callback: Optional[StepCallback] = None
     # Asked after every denoise step; True stops the generation (GenerationStopped). In a
     # parallel run rank 0's answer is broadcast, so every rank stops at the same step.
@@ -57,6 +57,13 @@ class Request:
     # Set when this request left a batch early (its step callback raised, or it was stopped); the later
     # stages skip it and the others of its batch go on.
     error: Optional[BaseException] = None
+
+    @property
+    def image_paths(self) -> list[str]:
+        """The input images as a list (none, one or several)."""
+        if not self.image_path:
+            return []
+        return [self.image_path] if isinstance(self.image_path, str) else [str(p) for p in self.image_path]
 
     @property
     def do_cfg(self) -> bool:

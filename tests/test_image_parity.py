@@ -1,4 +1,4 @@
-"""Image models (FLUX, Qwen-Image, Qwen-Image-Edit, Z-Image) against their diffusers reference pipelines, and sensitivity.
+"""Image models (FLUX, Qwen-Image, Qwen-Image-Edit(-Plus), Z-Image) against their diffusers reference pipelines, and sensitivity.
 
 For each tiny image model our image equals the reference pipeline's on the same folder,
 prompt, seed, steps and size within 2/255 per pixel; prompt, seed and guidance each move
@@ -32,7 +32,7 @@ def reference(model, **call):
     folder = materialize_tiny(model)
     cls = getattr(diffusers, read_model_index(folder)["_class_name"])
     extra = {}
-    if model == "tiny-qwen-image-edit":
+    if model in ("tiny-qwen-image-edit", "tiny-qwen-image-edit-plus"):
         # No torchvision here: the processor is built from its PIL image processor (same on both sides).
         from sgld.models.processors import load_qwen2vl_processor
 
@@ -101,6 +101,54 @@ def test_qwen_image_edit_matches_diffusers(generators, input_png):
                     negative_prompt=" ", seed=5, num_inference_steps=2, true_cfg_scale=4.0, height=64, width=48)
     assert mine.shape == (64, 48, 3)
     assert_close(mine, ref)
+
+
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory, input_png) -> list[str]:
+    """The shared input image and a second one of another size and content (Edit-Plus composes them)."""
+    from PIL import Image
+
+    other = tmp_path_factory.mktemp("plus") / "second.png"
+    Image.open(input_png).transpose(Image.Transpose.FLIP_TOP_BOTTOM).resize((48, 48)).save(other)
+    return [str(input_png), str(other)]
+
+
+def plus_reference(paths, **call):
+    from PIL import Image
+
+    return reference("tiny-qwen-image-edit-plus", image=[Image.open(p).convert("RGB") for p in paths], **call)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_qwen_image_edit_plus_matches_diffusers(generators, two_inputs, count):
+    paths = two_inputs[:count]
+    mine = ours(generators, "tiny-qwen-image-edit-plus", prompt=EDIT_PROMPT, image_path=paths if count > 1 else paths[0],
+                seed=5, num_inference_steps=2, guidance_scale=4.0, height=64, width=48)
+    ref = plus_reference(paths, prompt=EDIT_PROMPT, negative_prompt=" ", seed=5, num_inference_steps=2,
+                         true_cfg_scale=4.0, height=64, width=48)
+    assert mine.shape == (64, 48, 3)
+    assert_close(mine, ref)
+
+
+def test_qwen_image_edit_plus_sensitivity_and_size(generators, two_inputs, tmp_path):
+    from PIL import Image
+
+    settings = dict(prompt=EDIT_PROMPT, image_path=two_inputs, seed=5, num_inference_steps=2, guidance_scale=4.0,
+                    height=32, width=32)
+    model = "tiny-qwen-image-edit-plus"
+    a = ours(generators, model, **settings)
+    assert_moves(a, ours(generators, model, **{**settings, "prompt": "a red fox"}), "prompt")
+    assert_moves(a, ours(generators, model, **{**settings, "guidance_scale": 1.0}), "guidance scale")
+    for i in range(2):  # each input image matters
+        changed = tmp_path / f"changed{i}.png"
+        Image.open(two_inputs[i]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(90, expand=True).save(changed)
+        paths = list(two_inputs)
+        paths[i] = str(changed)
+        assert_moves(a, ours(generators, model, **{**settings, "image_path": paths}), f"input image {i + 1}")
+    # No size given: the output takes the last image's aspect ratio (48x48: square) at about 1 MP.
+    result = generators(model).generate(prompt=EDIT_PROMPT, image_path=two_inputs, seed=5, num_inference_steps=1,
+                                        return_frames=True, save_output=False)
+    assert result.frames.shape[1:3] == (1024, 1024)
 
 
 @pytest.mark.parametrize("guidance", [0.0, 4.0])  # Turbo's default (one branch), and guided (two, batched)

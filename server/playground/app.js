@@ -121,11 +121,14 @@ async function runImage() {
   setStatus("Generating…", null);
   let response;
   if (info.needs_image) {
-    const file = $("image").files[0];
-    if (!file) throw new Error("Choose an input image to edit.");
+    const files = [...$("image").files];
+    if (!files.length) throw new Error("Choose an input image to edit.");
+    if (files.length > info.max_input_images) {
+      throw new Error(`Choose at most ${info.max_input_images} images: this model takes no more.`);
+    }
     const form = new FormData();
     appendFields(form, commonFields());
-    form.append("image", file);
+    for (const file of files) form.append(files.length > 1 ? "image[]" : "image", file);
     form.append("response_format", "b64_json");
     response = await api("/v1/images/edits", { method: "POST", body: form });
   } else {
@@ -214,6 +217,10 @@ async function init() {
   if (d.width === null) { $("width").placeholder = "from input"; $("height").placeholder = "from input"; }
   for (const el of document.querySelectorAll(".video-only")) el.hidden = info.kind !== "video";
   $("image-field").hidden = !info.takes_image;
+  if (info.max_input_images > 1) {
+    $("image").multiple = true;
+    $("image-label").textContent = `Input images, 1 to ${info.max_input_images} (PNG, JPEG or WebP; numbered in the order chosen)`;
+  }
   if (info.kind === "video") $("image-label").textContent = info.needs_image
     ? "First frame (PNG, JPEG or WebP)" : "First frame (optional: PNG, JPEG or WebP)";
   $("api-key-field").hidden = !info.api_key_required;

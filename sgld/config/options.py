@@ -32,6 +32,8 @@ class Option:
     many: bool = False  # a list of values
     # Repeatable on the command line (--lora-path a --lora-path b, or --lora-path a b); implies many.
     repeat: bool = False
+    # Repeatable, but one value stays a value (a list only when given several times): --image-path.
+    several: bool = False
     # A switch that sets a choice key: on sets ``key`` to ``value``; off leaves it to the other switches of that
     # key, or their "none" when none is on (--dit-cpu-offload / --dit-layerwise-offload -> offload.dit).
     value: str | None = None
@@ -101,7 +103,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_frames", "sampling.num_frames", int, "number of video frames", SAMPLING),
     Option("fps", "sampling.fps", int, "frames per second of the saved video", SAMPLING),
     Option("flow_shift", "sampling.flow_shift", float, "flow-matching shift of the scheduler", SAMPLING),
-    Option("image_path", "sampling.image_path", str, "input image (image-to-video and edit models)", SAMPLING),
+    Option("image_path", "sampling.image_path", str, "input image (image-to-video and edit models); give it several times for models that take several (Qwen-Image-Edit-Plus)", SAMPLING, several=True),
     Option("prompt_file", "sampling.prompts_file", str, "prompt set: a text file (one prompt per line) or JSONL with per-line overrides", SERVER),
     Option("batch_size", "sampling.batch_size", int, "prompt sets: outputs generated together in one batch per forward (those of one size and step count)", SERVER),
     Option("num_outputs_per_prompt", "output.num_outputs_per_prompt", int, "outputs per prompt, with seeds seed, seed+1, ...", SERVER),
@@ -178,6 +180,8 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
             value = option.value
         if option.many and isinstance(value, str):
             value = [value]
+        if option.several and isinstance(value, (list, tuple)):
+            value = list(value) if len(value) != 1 else value[0]
         values[option.key] = value
         set_by[option.key] = name
     for key in switched_off - set(switched_on):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from omegaconf import II, MISSING
 
@@ -191,7 +191,8 @@ class SamplingConfig:
     num_frames: int = II("model.sampling_defaults.num_frames")
     fps: int = II("model.sampling_defaults.fps")
     flow_shift: Optional[float] = II("model.sampling_defaults.flow_shift")
-    image_path: Optional[str] = None
+    # One input image path, or a list of them (Qwen-Image-Edit-Plus takes several).
+    image_path: Any = None
     # A prompt set (text: one prompt per line; JSONL: per-line prompt and sampling overrides).
     prompts_file: Optional[str] = None
     # Prompt sets: outputs generated together as one batch per forward (those of one size and step count).

@@ -196,6 +196,7 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-qwen-image": lambda folder: tiny_qwen.build_tiny_qwen_image(folder),
     "tiny-qwen-image-edit": lambda folder: tiny_qwen.build_tiny_qwen_image_edit(folder),
     "tiny-z-image": lambda folder: tiny_z_image.build_tiny_z_image(folder),
+    "tiny-qwen-image-edit-plus": lambda folder: tiny_qwen.build_tiny_qwen_image_edit_plus(folder),
 }
 
 

@@ -160,6 +160,20 @@ def build_tiny_qwen_image_edit(folder: Path) -> None:
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
+def build_tiny_qwen_image_edit_plus(folder: Path) -> None:
+    """Write a tiny Qwen-Image-Edit-Plus (several input images) model into ``folder``: Edit's layout, the Plus pipeline."""
+    from diffusers import QwenImageEditPlusPipeline
+
+    tokenizer, text_encoder, transformer, vae, scheduler = _tiny_parts(seed_offset=20)
+    QwenImageEditPlusPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              processor=None, transformer=transformer).save_pretrained(folder, safe_serialization=True)
+    save_processor(build_qwen2vl_processor(tokenizer), folder / "processor")
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["processor"] = ["transformers", "Qwen2VLProcessor"]
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
 def save_processor(processor, folder: Path) -> None:
     """Write a Qwen2-VL processor folder (image, video and tokenizer configs) loadable with or without torchvision."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,12 @@ from sgld.config.schema import RunConfig
 from sgld.families import FAMILIES, qwen_vae_scale
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
-from sgld.stages.condition_image import ConditionImageStage, ConditionLatentStage
+from sgld.stages.condition_image import ConditionImagesStage, ConditionImageStage, ConditionLatentStage
 from sgld.stages.decoding import QwenVaeDecodingStage
 from sgld.stages.denoising import CFG_BATCHED, CFG_MODES, DenoisingStage
 from sgld.stages.image_latents import FlowMatchTimestepStage, PackedLatentPreparationStage
-from sgld.stages.qwen_text import QWEN_IMAGE_EDIT_TEMPLATE, QWEN_IMAGE_TEMPLATE, QwenTextEncodingStage
+from sgld.stages.qwen_text import (QWEN_IMAGE_EDIT_PLUS_TEMPLATE, QWEN_IMAGE_EDIT_TEMPLATE, QWEN_IMAGE_TEMPLATE,
+                                   QwenTextEncodingStage)
 from sgld.stages.validation import InputValidationStage
 
 
@@ -87,3 +88,17 @@ class QwenImageEditTI2IPipeline(QwenImageT2IPipeline):
 
     def condition_latent_stages(self) -> list:
         return [ConditionLatentStage(self.components["vae"], self.placement, self.vae_scale)]
+
+
+class QwenImageEditPlusTI2IPipeline(QwenImageEditTI2IPipeline):
+    """Qwen-Image-Edit-Plus (2509, 2511): one to three input images, numbered in the prompt and appended as tokens."""
+
+    spec = FAMILIES["qwen_image_edit_plus"]
+
+    def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
+        return QwenTextEncodingStage(self.components["processor"], self.components["text_encoder"], self.placement,
+                                     dtype, QWEN_IMAGE_EDIT_PLUS_TEMPLATE, with_image=True,
+                                     pad_branches=self.cfg_mode == CFG_BATCHED)
+
+    def condition_stages(self) -> list:
+        return [ConditionImagesStage(self.vae_scale)]

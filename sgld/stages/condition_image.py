@@ -42,7 +42,7 @@ class ConditionImageStage(Stage):
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.multiple)
 
     def forward(self, req: Request) -> Request:
-        image = open_input_image(req.image_path)
+        image = open_input_image(req.image_paths[0])
         width, height = condition_size(*image.size)
         if req.height is None or req.width is None:
             req.height = height // self.multiple * self.multiple
@@ -54,11 +54,42 @@ class ConditionImageStage(Stage):
         return req
 
 
+# Qwen-Image-Edit-Plus: each input image goes to the VL encoder at about 384² and to the VAE at about 1024².
+PLUS_VL_AREA = 384 * 384
+
+
+class ConditionImagesStage(ConditionImageStage):
+    """Qwen-Image-Edit-Plus: every input image, twice resized as the reference does.
+
+    ``req.condition_image`` becomes the list of ~384² images for the VL processor,
+    ``req.condition_pixels`` / ``req.condition_size`` the lists of ~1 MP pixels and sizes for the
+    VAE; an output without height/width takes the last image's ~1 MP size.
+    """
+
+    def forward(self, req: Request) -> Request:
+        vl_images, pixels, sizes = [], [], []
+        for path in req.image_paths:
+            image = open_input_image(path)
+            vl_width, vl_height = condition_size(*image.size, area=PLUS_VL_AREA)
+            width, height = condition_size(*image.size)
+            vl_images.append(self.image_processor.resize(image, vl_height, vl_width))
+            pixels.append(self.image_processor.preprocess(image, height, width).unsqueeze(2))
+            sizes.append((height, width))
+        if req.height is None or req.width is None:
+            height, width = sizes[-1]
+            req.height = height // self.multiple * self.multiple
+            req.width = width // self.multiple * self.multiple
+        req.condition_image, req.condition_pixels, req.condition_size = vl_images, pixels, sizes
+        return req
+
+
 class ConditionLatentStage(Stage):
     """VAE-encodes the condition pixels (distribution mode), normalises and packs them into tokens.
 
     The tokens go to ``req.condition_tokens`` (appended after the noise tokens in every
-    DiT call) and their grid to ``img_shapes``, after the noise grid.
+    DiT call) and their grid to ``img_shapes``, after the noise grid. Several input images
+    (Qwen-Image-Edit-Plus: lists of pixels and sizes) are encoded one by one, their tokens
+    concatenated in order.
     """
 
     name = "condition_latents"
@@ -73,14 +104,18 @@ class ConditionLatentStage(Stage):
     def forward(self, req: Request) -> Request:
         from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
 
+        several = isinstance(req.condition_pixels, list)
+        all_pixels = req.condition_pixels if several else [req.condition_pixels]
+        sizes = req.condition_size if several else [req.condition_size]
+        tokens = []
         with self.placement.active("vae", self.vae) as vae:
             device, dtype = next(vae.parameters()).device, vae.dtype
-            latents = vae.encode(req.condition_pixels.to(device=device, dtype=dtype)).latent_dist.mode()
-        latents = self.norm.normalize(latents)
-        _, channels, _, h, w = latents.shape
-        tokens = FluxPipeline._pack_latents(latents[:, :, 0], 1, channels, h, w)
-        req.condition_tokens = tokens.to(device=req.latents.device, dtype=req.latents.dtype)
-        height, width = req.condition_size
+            for pixels in all_pixels:
+                latents = self.norm.normalize(vae.encode(pixels.to(device=device, dtype=dtype)).latent_dist.mode())
+                _, channels, _, h, w = latents.shape
+                tokens.append(FluxPipeline._pack_latents(latents[:, :, 0], 1, channels, h, w))
+        req.condition_tokens = torch.cat(tokens, dim=1).to(device=req.latents.device, dtype=req.latents.dtype)
         f = self.vae_scale_factor * 2
-        req.model_kwargs["img_shapes"] = [req.model_kwargs["img_shapes"][0] + [(1, height // f, width // f)]]
+        grids = [(1, height // f, width // f) for height, width in sizes]
+        req.model_kwargs["img_shapes"] = [req.model_kwargs["img_shapes"][0] + grids]
         return req

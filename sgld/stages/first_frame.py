@@ -23,7 +23,7 @@ from sgld.stages.latent_norm import LatentNorm
 def input_image(req: Request):
     """The request's input image (PIL RGB), opened once and kept on the request."""
     if req.condition_image is None:
-        req.condition_image = open_input_image(req.image_path)
+        req.condition_image = open_input_image(req.image_paths[0])
     return req.condition_image
 
 

@@ -33,6 +33,8 @@ class PromptTemplate:
     text: str
     drop_tokens: int
     max_tokens: Optional[int] = None
+    # Put before the prompt once per input image, numbered from 1 (Qwen-Image-Edit-Plus).
+    image_prefix: Optional[str] = None
 
 
 QWEN_IMAGE_TEMPLATE = PromptTemplate(
@@ -47,6 +49,16 @@ QWEN_IMAGE_EDIT_TEMPLATE = PromptTemplate(
     "that meets the user's requirements while maintaining consistency with the original input where appropriate."
     "<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{}<|im_end|>\n<|im_start|>assistant\n",
     drop_tokens=64,
+)
+
+
+QWEN_IMAGE_EDIT_PLUS_TEMPLATE = PromptTemplate(
+    "<|im_start|>system\nDescribe the key features of the input image (color, shape, size, texture, objects, "
+    "background), then explain how the user's text instruction should alter or modify the image. Generate a new image "
+    "that meets the user's requirements while maintaining consistency with the original input where appropriate."
+    "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+    drop_tokens=64,
+    image_prefix="Picture {}: <|vision_start|><|image_pad|><|vision_end|>",
 )
 
 
@@ -70,6 +82,9 @@ class QwenTextEncodingStage(Stage):
         self.with_image = with_image
 
     def _inputs(self, text: str, image) -> dict:
+        if self.template.image_prefix is not None:  # the images, numbered, then the prompt
+            images = image if isinstance(image, list) else [image]
+            text = "".join(self.template.image_prefix.format(i + 1) for i in range(len(images))) + text
         formatted = [self.template.text.format(text)]
         if self.with_image:
             return dict(self.tokenizer(text=formatted, images=image, padding=True, return_tensors="pt"))
