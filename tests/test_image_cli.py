@@ -36,6 +36,31 @@ def test_qwen_image_edit_generate_command(tmp_path, input_png):
     assert fmt == "JPEG" and size == (64, 64)
 
 
+def test_edit_plus_takes_several_images_from_flags_and_from_a_config_file(tmp_path, input_png):
+    """--image-path given twice, and a --config file's list, reach the model as the same two images."""
+    import yaml
+
+    second = tmp_path / "second.png"
+    Image.open(input_png).rotate(90, expand=True).save(second)
+    common = ["--prompt", "put them together", "--width", "32", "--height", "32", "--num-inference-steps", "2",
+              "--save-output", "--output-path", str(tmp_path)]
+    flags = run_cli("sgld.cli", "generate", "--model-path", "tiny-qwen-image-edit-plus", "--image-path", str(input_png),
+                    "--image-path", str(second), "--output-file-name", "flags.png", *common)
+    assert flags.returncode == 0, flags.stderr
+    config = tmp_path / "plus.yaml"
+    config.write_text(yaml.safe_dump({"model_path": "tiny-qwen-image-edit-plus",
+                                      "image_path": [str(input_png), str(second)]}))
+    from_file = run_cli("sgld.cli", "generate", "--config", str(config), "--output-file-name", "file.png", *common)
+    assert from_file.returncode == 0, from_file.stderr
+    _, size, a = read_image(tmp_path / "flags.png")
+    _, _, b = read_image(tmp_path / "file.png")
+    assert size == (32, 32) and np.array_equal(a, b)
+    one = run_cli("sgld.cli", "generate", "--model-path", "tiny-qwen-image-edit-plus", "--image-path", str(input_png),
+                  "--output-file-name", "one.png", *common)
+    assert one.returncode == 0, one.stderr
+    assert np.abs(read_image(tmp_path / "one.png")[2].astype(int) - a.astype(int)).max() > 20  # the second image mattered
+
+
 def test_flux_through_hydra(tmp_path):
     proc = run_cli("sgld.generate", "model=tiny_flux", "sampling.prompt=a cat", f"output.path={tmp_path}",
                    "output.file_name=cat.webp")
@@ -66,6 +91,12 @@ def test_python_api_frames_shape(sgld_home, tmp_path):
         ("tiny-qwen-image-edit", ["--image-path", "NOT_AN_IMAGE"], "is not a readable PNG, JPEG or WebP image"),
         ("tiny-qwen-image-edit", ["--image-path", "INPUT", "--height", "64"], "give both --height and --width"),
         ("tiny-qwen-image", ["--image-path", "INPUT"], "this model generates from text only"),
+        ("tiny-qwen-image-edit", ["--image-path", "INPUT", "--image-path", "INPUT"],
+         "2 images given; this model takes one input image"),
+        ("tiny-qwen-image-edit-plus", ["--image-path", "INPUT"] * 4, "4 images given; this model takes up to 3 input images"),
+        ("tiny-qwen-image-edit-plus", ["--image-path", "INPUT", "--image-path", "NOT_AN_IMAGE"],
+         "is not a readable PNG, JPEG or WebP image"),
+        ("tiny-wan21-i2v", ["--image-path", "INPUT", "--image-path", "INPUT"], "2 images given; this model takes one"),
     ],
 )
 def test_bad_image_requests_exit_2(model, args, message, tmp_path, input_png):

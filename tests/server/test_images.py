@@ -173,3 +173,46 @@ def test_z_image_playground_makes_an_image(z_image_server, browser):
     page.wait_for_selector("#output img", timeout=60_000)
     assert page.get_by_role("status").text_content().startswith("Done")
     page.close()
+
+
+@pytest.fixture(scope="module")
+def plus_server(tmp_path_factory):
+    srv = start(tmp_path_factory, "tiny-qwen-image-edit-plus")
+    yield srv
+    srv.stop()
+
+
+def test_edit_plus_composes_several_uploads(plus_server, generators, input_png, tmp_path):
+    second = tmp_path / "second.png"
+    Image.open(input_png).rotate(90, expand=True).save(second)
+    client = client_for(plus_server)
+    with open(input_png, "rb") as a, open(second, "rb") as b:  # the SDK sends a list as image[] parts
+        result = client.images.edit(image=[a, b], prompt="put them together", size="32x32",
+                                    extra_body={"num_inference_steps": 2, "seed": 4})
+    image = np.asarray(decode(result.data[0]).convert("RGB")).astype(int)
+    local = generators("tiny-qwen-image-edit-plus").generate(
+        "put them together", image_path=[str(input_png), str(second)], width=32, height=32, num_inference_steps=2,
+        seed=4, return_frames=True, save_output=False).frames[0].astype(int)
+    assert image.shape == (32, 32, 3) and np.abs(image - local).max() <= 2
+    assert not list((plus_server.output_dir / "files").glob("*_input*"))  # the uploads are gone with the job
+    with open(input_png, "rb") as a, pytest.raises(openai.BadRequestError) as err:
+        client.images.edit(image=[a] * 4, prompt="too many", size="32x32")
+    assert err.value.body["param"] == "image" and "takes up to 3" in err.value.body["message"]
+
+
+def test_edit_plus_playground_uploads_several_images(plus_server, browser, input_png, tmp_path):
+    second = tmp_path / "second.png"
+    Image.open(input_png).rotate(90, expand=True).save(second)
+    page = browser.new_page()
+    page.goto(plus_server.base + "/")
+    page.wait_for_function("document.getElementById('model-line').textContent.includes('tiny-qwen-image-edit-plus')")
+    assert "1 to 3" in page.locator("#image-label").text_content()
+    page.set_input_files("#image", [str(input_png), str(second)])
+    page.get_by_label("Prompt", exact=True).fill("put them together")
+    page.get_by_label("Width").fill("32")
+    page.get_by_label("Height").fill("32")
+    page.get_by_label("Steps").fill("1")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_selector("#output img", timeout=60_000)
+    assert page.get_by_role("status").text_content().startswith("Done")
+    page.close()
