@@ -184,16 +184,21 @@ def _object(properties: dict, required: list[str]) -> dict:
     return {"type": "object", "required": required, "properties": properties, "additionalProperties": False}
 
 
-def request_schemas(limits: Any) -> dict[str, Any]:
-    """The request bodies, bounded by this server's limits."""
+def request_schemas(limits: Any, max_input_images: int = 1) -> dict[str, Any]:
+    """The request bodies, bounded by this server's limits (and how many input images an edit takes)."""
     video, image = video_fields(limits), image_fields(limits)
+    edit_form = _object({**image, "image": FILE}, ["prompt", "image"])
+    if max_input_images > 1:  # several images as image[] parts (one may come as image)
+        edit_form = _object({**image, "image": FILE, "image[]": {"type": "array", "items": FILE,
+                                                                   "maxItems": max_input_images}}, ["prompt"])
+        edit_form["anyOf"] = [{"required": ["image"]}, {"required": ["image[]"]}]
     return {
         "VideoCreate": _object({**video, "loras": LORAS}, ["prompt"]),
         "VideoCreateTextForm": _object(video, ["prompt"]),
         "VideoCreateForm": _object({**video, "input_reference": FILE}, ["prompt"]),
         "VideoFromImageForm": _object({**video, "input_reference": FILE}, ["prompt", "input_reference"]),
         "ImageGenerate": _object({**image, "loras": LORAS}, ["prompt"]),
-        "ImageEditForm": _object({**image, "image": FILE}, ["prompt", "image"]),
+        "ImageEditForm": edit_form,
     }
 
 
@@ -285,7 +290,7 @@ def openapi_spec(limits: Any, spec: FamilySpec, require_key: bool) -> dict[str, 
         "openapi": "3.0.3",
         "info": {"title": "sgld", "version": "0.1.0", "description": "OpenAI-compatible video and image generation"},
         "components": {
-            "schemas": {**SCHEMAS, **request_schemas(limits)},
+            "schemas": {**SCHEMAS, **request_schemas(limits, spec.max_input_images)},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}] if require_key else [],

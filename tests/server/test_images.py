@@ -198,6 +198,10 @@ def test_edit_plus_composes_several_uploads(plus_server, generators, input_png, 
     with open(input_png, "rb") as a, pytest.raises(openai.BadRequestError) as err:
         client.images.edit(image=[a] * 4, prompt="too many", size="32x32")
     assert err.value.body["param"] == "image" and "takes up to 3" in err.value.body["message"]
+    import httpx2 as httpx
+
+    form = httpx.get(plus_server.base + "/openapi.json", timeout=10).json()["components"]["schemas"]["ImageEditForm"]
+    assert form["properties"]["image[]"]["maxItems"] == 3 and form["required"] == ["prompt"]
 
 
 def test_edit_plus_playground_uploads_several_images(plus_server, browser, input_png, tmp_path):
