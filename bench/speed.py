@@ -61,6 +61,9 @@ WORKLOADS = {
                      sgld_options={"vae_precision": "match"}),
     "qwen": Workload("qwen", "Qwen/Qwen-Image", "tiny-qwen-image", "QwenImagePipeline", 1024, 1024, 1, 50, 4.0,
                      true_cfg=True),
+    # FLUX.2 [klein] 4B: step-distilled, 4 steps, no guidance.
+    "klein": Workload("klein", "black-forest-labs/FLUX.2-klein-4B", "tiny-flux2-klein", "Flux2KleinPipeline", 1024, 1024,
+                      1, 4, 1.0, sgld_options={"vae_precision": "match"}),
     # Z-Image-Turbo: 9 steps, guidance off (one branch), as its model card runs it.
     "zimage": Workload("zimage", "Tongyi-MAI/Z-Image-Turbo", "tiny-z-image", "ZImagePipeline", 1024, 1024, 1, 9, 0.0,
                        sgld_options={"vae_precision": "match"}),
@@ -313,6 +316,8 @@ class Bench:
     def _reference_encode(self, pipe) -> None:
         if self.wl.reference == "FluxPipeline":
             pipe.encode_prompt(prompt=PROMPT, prompt_2=None, device=self.device)
+        elif self.wl.reference == "Flux2KleinPipeline":
+            pipe.encode_prompt(prompt=PROMPT, device=self.device)
         elif self.wl.reference == "ZImagePipeline":  # guidance off: the prompt only
             pipe.encode_prompt(prompt=PROMPT, device=self.device, do_classifier_free_guidance=False)
         elif self.wl.reference == "WanPipeline":
@@ -327,7 +332,7 @@ class Bench:
         factor = 2 ** (len(vae.config.block_out_channels) - 1) if hasattr(vae.config, "block_out_channels") else 8
         channels = getattr(vae.config, "z_dim", None) or vae.config.latent_channels
         h, w = self.height // factor, self.width // factor
-        if self.wl.reference in ("FluxPipeline", "ZImagePipeline"):  # 2D AutoencoderKL latents
+        if self.wl.reference in ("FluxPipeline", "ZImagePipeline", "Flux2KleinPipeline"):  # 2D latents
             latent = torch.randn(1, channels, h, w, device=self.device, dtype=vae.dtype)
         else:
             f = (self.frames - 1) // 4 + 1

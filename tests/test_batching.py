@@ -31,6 +31,7 @@ CASES = {
     "hunyuan": ("tiny-hunyuan", {"num_inference_steps": 3}, 3, False),
     "wan_i2v": ("tiny-wan21-i2v", {"num_inference_steps": 2}, 3, True),
     "z_image": ("tiny-z-image", {"num_inference_steps": 3}, 4, False),  # prompts of different token lengths
+    "flux2_klein": ("tiny-flux2-klein", {"num_inference_steps": 3}, 4, False),
 }
 
 

@@ -1,4 +1,4 @@
-"""Image models (FLUX, Qwen-Image, Qwen-Image-Edit(-Plus), Z-Image) against their diffusers reference pipelines, and sensitivity.
+"""Image models (FLUX.1, FLUX.2 [klein], Qwen-Image, Qwen-Image-Edit(-Plus), Z-Image) against their diffusers reference pipelines, and sensitivity.
 
 For each tiny image model our image equals the reference pipeline's on the same folder,
 prompt, seed, steps and size within 2/255 per pixel; prompt, seed and guidance each move
@@ -151,6 +151,48 @@ def test_qwen_image_edit_plus_sensitivity_and_size(generators, two_inputs, tmp_p
     assert result.frames.shape[1:3] == (1024, 1024)
 
 
+@pytest.mark.parametrize("guidance", [1.0, 4.0])  # no guidance (as the distilled klein runs), and CFG
+def test_flux2_klein_matches_diffusers(generators, guidance):
+    mine = ours(generators, "tiny-flux2-klein", prompt=PROMPT, seed=5, num_inference_steps=4, guidance_scale=guidance,
+                height=64, width=48)
+    ref = reference("tiny-flux2-klein", prompt=PROMPT, seed=5, num_inference_steps=4, guidance_scale=guidance,
+                    height=64, width=48)
+    assert mine.shape == (64, 48, 3)
+    assert_close(mine, ref)
+
+
+def test_flux2_klein_prompt_encoding_matches_diffusers(generators):
+    from diffusers import Flux2KleinPipeline
+
+    from sgld.models.tiny import materialize_tiny
+    from sgld.stages.flux2 import Flux2TextEncodingStage
+
+    pipe = Flux2KleinPipeline.from_pretrained(materialize_tiny("tiny-flux2-klein"))
+    ref, ref_ids = pipe.encode_prompt([PROMPT, "a red fox"], device="cpu")
+    stage = generators("tiny-flux2-klein").pipeline.stage(Flux2TextEncodingStage)
+    torch.testing.assert_close(stage.encode([PROMPT, "a red fox"]), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_distilled_flux2_klein_refuses_guidance(tmp_path, sgld_home):
+    """A folder whose model_index.json says is_distilled runs one branch; a guidance scale is refused, not ignored."""
+    import json
+    import shutil
+
+    from sgld import DiffGenerator
+    from sgld.errors import UserError
+    from sgld.models.tiny import materialize_tiny
+
+    folder = tmp_path / "klein-distilled"
+    shutil.copytree(materialize_tiny("tiny-flux2-klein"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "is_distilled": True}))
+    generator = DiffGenerator.from_pretrained(str(folder), precision="fp32", text_encoder_precisions=["fp32"])
+    settings = dict(prompt=PROMPT, seed=5, num_inference_steps=2, height=32, width=32, save_output=False)
+    assert generator.generate(guidance_scale=1.0, return_frames=True, **settings).frames.shape == (1, 32, 32, 3)
+    with pytest.raises(UserError, match="step-distilled and takes no guidance"):
+        generator.generate(guidance_scale=4.0, **settings)
+
+
 @pytest.mark.parametrize("guidance", [0.0, 4.0])  # Turbo's default (one branch), and guided (two, batched)
 def test_z_image_matches_diffusers(generators, guidance):
     mine = ours(generators, "tiny-z-image", prompt=PROMPT, negative_prompt="blurry", seed=5, num_inference_steps=4,
@@ -182,6 +224,7 @@ def test_z_image_prompt_encoding_matches_diffusers(generators):
         ("tiny-flux", dict(guidance_scale=3.5), dict(guidance_scale=1.0)),
         ("tiny-qwen-image", dict(guidance_scale=4.0), dict(guidance_scale=2.0)),
         ("tiny-z-image", dict(guidance_scale=0.0), dict(guidance_scale=3.0)),
+        ("tiny-flux2-klein", dict(guidance_scale=4.0), dict(guidance_scale=1.0)),
     ],
 )
 def test_text_to_image_sensitivity(generators, model, base, guided):

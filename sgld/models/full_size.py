@@ -76,6 +76,11 @@ Z_IMAGE_TURBO = {"all_patch_size": [2], "all_f_patch_size": [1], "in_channels": 
                  "cap_feat_dim": 2560, "rope_theta": 256.0, "t_scale": 1000.0, "axes_dims": [32, 48, 48],
                  "axes_lens": [1536, 512, 512]}
 
+FLUX2_KLEIN_4B = {"patch_size": 1, "in_channels": 128, "out_channels": None, "num_layers": 5, "num_single_layers": 20,
+                  "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 7680,
+                  "timestep_guidance_channels": 256, "mlp_ratio": 3.0, "axes_dims_rope": [32, 32, 32, 32],
+                  "rope_theta": 2000, "eps": 1e-06, "guidance_embeds": False}
+
 # VAEs.
 WAN_VAE = {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
            "temperal_downsample": [False, True, True], "dropout": 0.0,
@@ -89,6 +94,12 @@ FLUX_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_o
             "layers_per_block": 2, "act_fn": "silu", "norm_num_groups": 32, "sample_size": 1024,
             "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False, "use_post_quant_conv": False,
             "mid_block_add_attention": True, "force_upcast": True}
+
+FLUX2_VAE = {"latent_channels": 32, "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
+             "norm_num_groups": 32, "batch_norm_eps": 1e-4, "batch_norm_momentum": 0.1, "patch_size": [2, 2],
+             "use_quant_conv": True, "use_post_quant_conv": True, "mid_block_add_attention": True, "sample_size": 1024}
+FLUX2_EULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "time_shift_type": "exponential",
+               "base_shift": 0.5, "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}
 
 # Z-Image-Turbo's scheduler: a fixed shift, no resolution-dependent one.
 Z_IMAGE_EULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
@@ -161,6 +172,13 @@ FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
         "transformer": Component("diffusers", "FluxTransformer2DModel", FLUX_DEV),
         "vae": Component("diffusers", "AutoencoderKL", FLUX_VAE),
     }, {"feature_extractor": [None, None], "image_encoder": [None, None]}),
+    "black-forest-labs/FLUX.2-klein-4B": FullSizeModel("Flux2KleinPipeline", {
+        "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", FLUX2_EULER),
+        "text_encoder": Component("transformers", "Qwen3ForCausalLM", QWEN3_4B),
+        "tokenizer": Component("transformers", "Qwen2TokenizerFast", tokenizer="qwen3"),
+        "transformer": Component("diffusers", "Flux2Transformer2DModel", FLUX2_KLEIN_4B),
+        "vae": Component("diffusers", "AutoencoderKLFlux2", FLUX2_VAE),
+    }, {"is_distilled": True}),
     "Tongyi-MAI/Z-Image-Turbo": FullSizeModel("ZImagePipeline", {
         "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", Z_IMAGE_EULER),
         "text_encoder": Component("transformers", "Qwen3Model", QWEN3_4B),

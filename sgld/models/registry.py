@@ -31,6 +31,7 @@ BUILTIN_MODELS = {
     "tiny-qwen-image": "tiny_qwen_image",
     "tiny-qwen-image-edit": "tiny_qwen_image_edit",
     "tiny-z-image": "tiny_z_image",
+    "tiny-flux2-klein": "tiny_flux2_klein",
     "tiny-qwen-image-edit-plus": "tiny_qwen_image_edit_plus",
 }
 

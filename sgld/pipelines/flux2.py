@@ -1,0 +1,51 @@
+"""FLUX.2 [klein] text-to-image (base: CFG; distilled: no guidance)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sgld.config.schema import RunConfig
+from sgld.errors import UserError
+from sgld.families import FAMILIES, flux_vae_scale
+from sgld.parallel.state import ParallelState
+from sgld.pipelines.base import Pipeline
+from sgld.request import Request
+from sgld.stages.denoising import CFG_SEQUENTIAL, DenoisingStage
+from sgld.stages.flux2 import Flux2LatentStage, Flux2TextEncodingStage, Flux2TimestepStage, Flux2VaeDecodingStage
+from sgld.stages.validation import InputValidationStage
+
+
+class Flux2KleinT2IPipeline(Pipeline):
+    """Qwen3 (three stacked layers) -> FLUX.2 DiT (CFG as two forwards, as the reference runs it) -> FLUX.2 VAE."""
+
+    spec = FAMILIES["flux2_klein"]
+
+    def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
+        super().__init__(components, run, device, parallel)
+        vae, transformer = components["vae"], components["transformer"]
+        # The step-distilled klein takes no guidance (its model_index.json says is_distilled).
+        self.distilled = bool(components.get("is_distilled"))
+        self.configure_vae(vae)
+        step_hooks = self.configure_dit("transformer", transformer)
+        self.place("text_encoder", "vae")
+        self.constraints = self.spec.sizes(vae.config, transformer.config)
+        vae_scale = flux_vae_scale(vae.config)
+        dtype = transformer.dtype
+        self.stages = [
+            InputValidationStage(self.check_request),
+            Flux2TextEncodingStage(components["tokenizer"], components["text_encoder"], self.placement, dtype,
+                                   self.spec.guided),
+            Flux2LatentStage(transformer.config.in_channels // 4, vae_scale, device, dtype),
+            Flux2TimestepStage(components["scheduler"], device),
+            DenoisingStage([("transformer", transformer)], self.placement, parallel,
+                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_SEQUENTIAL, timestep_divisor=1000),
+            Flux2VaeDecodingStage(vae, self.placement, vae_scale),
+        ]
+
+    def check_request(self, req: Request) -> None:
+        super().check_request(req)
+        if self.distilled and self.spec.guided(req):
+            raise UserError(f"guidance_scale={req.guidance_scale:g}: this FLUX.2 [klein] model is step-distilled and "
+                            "takes no guidance; use 1.0", param="guidance_scale")

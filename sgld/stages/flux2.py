@@ -1,0 +1,153 @@
+"""FLUX.2 [klein] stages: Qwen3 prompt encoding, patchified latents with 4D position ids, the empirical
+timestep shift, and the batch-norm latent decode, as ``Flux2KleinPipeline`` does them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from sgld.models.placement import Placement
+from sgld.request import Request
+from sgld.stages.base import Stage
+
+# The Qwen3 layers whose hidden states the DiT reads, stacked on the feature axis.
+TEXT_LAYERS = (9, 18, 27)
+
+
+class Flux2TextEncodingStage(Stage):
+    """Sets each branch's ``encoder_hidden_states`` (N, 512, 3 x hidden) and the shared ``txt_ids``.
+
+    Each prompt goes through the tokenizer's chat template (one user turn, thinking off), padded to
+    ``max_length``; the hidden states of ``TEXT_LAYERS`` are stacked. The negative branch exists when
+    the family guides the request; its text is the request's negative prompt (the reference always
+    uses "", sgld's default).
+    """
+
+    name = "encode_prompt"
+
+    def __init__(self, tokenizer, text_encoder, placement: Placement, out_dtype: torch.dtype, guided,
+                 max_length: int = 512):
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        self.placement = placement
+        self.out_dtype = out_dtype
+        self.guided = guided  # (Request) -> bool
+        self.max_length = max_length
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """(len(texts), max_length, 3 x hidden) on the run's device, from one text-encoder call."""
+        formatted = [self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                        add_generation_prompt=True, enable_thinking=False)
+                     for text in texts]
+        inputs = self.tokenizer(formatted, padding="max_length", max_length=self.max_length, truncation=True,
+                                return_tensors="pt")
+        with self.placement.active("text_encoder", self.text_encoder) as encoder:
+            device = next(encoder.parameters()).device
+            out = encoder(input_ids=inputs.input_ids.to(device), attention_mask=inputs.attention_mask.to(device),
+                          output_hidden_states=True, use_cache=False)
+        stacked = torch.stack([out.hidden_states[k] for k in TEXT_LAYERS], dim=1)  # (N, layers, L, D)
+        n, layers, length, dim = stacked.shape
+        embeds = stacked.permute(0, 2, 1, 3).reshape(n, length, layers * dim)
+        return embeds.to(device=self.placement.device, dtype=self.out_dtype)
+
+    def forward(self, req: Request) -> Request:
+        return self.forward_batch([req])[0]
+
+    def forward_batch(self, reqs: list[Request]) -> list[Request]:
+        guided = [req for req in reqs if self.guided(req)]
+        embeds = self.encode([req.prompt for req in reqs] + [req.negative_prompt for req in guided])
+        negatives = {id(req): embeds[len(reqs) + i : len(reqs) + i + 1] for i, req in enumerate(guided)}
+        length = embeds.shape[1]
+        # (t, h, w, l) = (0, 0, 0, token index); the DiT reads the first sample's ids.
+        txt_ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1), torch.arange(length))
+        for i, req in enumerate(reqs):
+            req.cond_kwargs = {"encoder_hidden_states": embeds[i : i + 1]}
+            negative = negatives.get(id(req))
+            req.uncond_kwargs = None if negative is None else {"encoder_hidden_states": negative}
+            req.model_kwargs["txt_ids"] = txt_ids.unsqueeze(0).to(embeds.device)
+        return reqs
+
+
+class Flux2LatentStage(Stage):
+    """Noise drawn directly in the patchified shape (1, 4C, H/2s, W/2s), packed to tokens, with ``img_ids``.
+
+    The CPU generator seeded with the request's seed gives the same noise on any device.
+    """
+
+    name = "prepare_latents"
+
+    def __init__(self, channels: int, vae_scale_factor: int, device: torch.device, dtype: torch.dtype):
+        self.channels, self.vae_scale_factor, self.device, self.dtype = channels, vae_scale_factor, device, dtype
+
+    def forward(self, req: Request) -> Request:
+        f = self.vae_scale_factor * 2
+        h, w = req.height // f, req.width // f
+        generator = torch.Generator("cpu").manual_seed(req.seed)
+        noise = randn_tensor((1, self.channels * 4, h, w), generator=generator, device=self.device, dtype=self.dtype)
+        req.latents = noise.reshape(1, self.channels * 4, h * w).permute(0, 2, 1)
+        ids = torch.cartesian_prod(torch.arange(1), torch.arange(h), torch.arange(w), torch.arange(1))
+        req.model_kwargs["img_ids"] = ids.unsqueeze(0).to(self.device)
+        return req
+
+
+def empirical_mu(image_seq_len: int, num_steps: int) -> float:
+    """FLUX.2's timestep shift, fitted on the token count and the step count."""
+    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+    return compute_empirical_mu(image_seq_len=image_seq_len, num_steps=num_steps)
+
+
+class Flux2TimestepStage(Stage):
+    """Sigmas 1 -> 1/n shifted by ``empirical_mu``; a fresh scheduler per request."""
+
+    name = "timesteps"
+
+    def __init__(self, scheduler, device: torch.device):
+        self.scheduler_cls, self.config, self.device = type(scheduler), scheduler.config, device
+
+    def forward(self, req: Request) -> Request:
+        n = req.num_inference_steps
+        scheduler = self.scheduler_cls.from_config(self.config)
+        sigmas = None if self.config.get("use_flow_sigmas") else np.linspace(1.0, 1 / n, n)
+        mu = empirical_mu(req.latents.shape[1], n)
+        if sigmas is None:
+            scheduler.set_timesteps(n, device=self.device, mu=mu)
+        else:
+            scheduler.set_timesteps(sigmas=sigmas, device=self.device, mu=mu)
+        scheduler.set_begin_index(0)
+        req.scheduler, req.timesteps = scheduler, scheduler.timesteps
+        return req
+
+
+class Flux2VaeDecodingStage(Stage):
+    """Tokens back to (4C, h, w), the VAE's batch-norm statistics undone, 2x2 unpatchified, decoded in one call."""
+
+    name = "decode"
+
+    def __init__(self, vae, placement: Placement, vae_scale_factor: int):
+        self.vae, self.placement, self.vae_scale_factor = vae, placement, vae_scale_factor
+
+    def forward(self, req: Request) -> Request:
+        return self.forward_batch([req])[0]
+
+    @torch.no_grad()
+    def forward_batch(self, reqs: list[Request]) -> list[Request]:
+        from sgld.stages.decoding import to_uint8_images
+
+        f = self.vae_scale_factor * 2
+        h, w = reqs[0].height // f, reqs[0].width // f
+        tokens = torch.cat([req.latents for req in reqs])
+        latents = tokens.permute(0, 2, 1).reshape(tokens.shape[0], -1, h, w)  # row-major ids: a plain reshape
+        with self.placement.active("vae", self.vae) as vae:
+            latents = latents.to(device=next(vae.parameters()).device, dtype=vae.dtype)
+            mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
+            std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(latents.device, latents.dtype)
+            latents = latents * std + mean
+            b, c4, hh, ww = latents.shape
+            latents = latents.reshape(b, c4 // 4, 2, 2, hh, ww).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, hh * 2, ww * 2)
+            images = vae.decode(latents, return_dict=False)[0]
+        frames = to_uint8_images(images)
+        for i, req in enumerate(reqs):
+            req.frames = frames[i : i + 1]
+        return reqs
