@@ -29,6 +29,7 @@ MODELS = {
     "tiny-qwen-image": (dict(IMAGE, guidance_scale=4.0, negative_prompt="blurry"),
                         dict(IMAGE, true_cfg_scale=4.0, negative_prompt="blurry"), "images"),
     "tiny-z-image": (dict(IMAGE, guidance_scale=3.0, negative_prompt="blurry"), {}, "images"),
+    "tiny-flux2-klein": (dict(IMAGE, guidance_scale=4.0), {}, "images"),
 }
 PROMPT = "a red fox running through snow"
 
@@ -91,7 +92,7 @@ def moved_and_equal(base: np.ndarray, mine: np.ndarray, ref: np.ndarray) -> None
 @pytest.mark.parametrize("model,target", [("tiny-wan-t2v", "transformer"), ("tiny-wan22-t2v", "all"),
                                           ("tiny-wan22-t2v", "transformer_2"), ("tiny-hunyuan", "transformer"),
                                           ("tiny-flux", "transformer"), ("tiny-qwen-image", "transformer"),
-                                          ("tiny-z-image", "transformer")])
+                                          ("tiny-z-image", "transformer"), ("tiny-flux2-klein", "transformer")])
 def test_one_adapter_equals_diffusers(model, target, adapters):
     file = adapters(model)
     base = ours(model)

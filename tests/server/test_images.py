@@ -146,14 +146,23 @@ def z_image_server(tmp_path_factory):
     srv.stop()
 
 
-@pytest.mark.parametrize("guidance", [None, 3.0])  # Turbo's default (off), and guided
-def test_z_image_server_returns_what_the_python_api_makes(z_image_server, generators, guidance):
+@pytest.fixture(scope="module")
+def klein_server(tmp_path_factory):
+    srv = start(tmp_path_factory, "tiny-flux2-klein")
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("model,guidance", [("tiny-z-image", None), ("tiny-z-image", 3.0),  # Turbo's default (off)
+                                            ("tiny-flux2-klein", None), ("tiny-flux2-klein", 1.0)])
+def test_new_families_serve_what_the_python_api_makes(z_image_server, klein_server, generators, model, guidance):
+    srv = z_image_server if model == "tiny-z-image" else klein_server
     extra = {"seed": 4, "num_inference_steps": 3, **({} if guidance is None else {"guidance_scale": guidance})}
-    result = client_for(z_image_server).images.generate(prompt="a red fox in the snow", size="48x64", extra_body=extra)
+    result = client_for(srv).images.generate(prompt="a red fox in the snow", size="48x64", extra_body=extra)
     image = np.asarray(decode(result.data[0]).convert("RGB")).astype(int)
     assert image.shape == (64, 48, 3)
-    local = generators("tiny-z-image").generate("a red fox in the snow", width=48, height=64, return_frames=True,
-                                                save_output=False, **extra).frames[0].astype(int)
+    local = generators(model).generate("a red fox in the snow", width=48, height=64, return_frames=True,
+                                       save_output=False, **extra).frames[0].astype(int)
     assert np.abs(image - local).max() <= 2
 
 
