@@ -11,7 +11,9 @@ from sgld.run_config import run_config_from_options
 
 TINY_FAMILIES = {"tiny-wan-t2v": "wan_t2v", "tiny-wan22-t2v": "wan_t2v", "tiny-wan22-ti2v": "wan_ti2v",
                  "tiny-wan21-i2v": "wan_i2v", "tiny-wan22-i2v": "wan_i2v", "tiny-hunyuan": "hunyuan",
-                 "tiny-flux": "flux", "tiny-qwen-image": "qwen_image", "tiny-qwen-image-edit": "qwen_image_edit"}
+                 "tiny-flux": "flux", "tiny-qwen-image": "qwen_image", "tiny-qwen-image-edit": "qwen_image_edit",
+                 "tiny-qwen-image-edit-plus": "qwen_image_edit_plus", "tiny-z-image": "z_image",
+                 "tiny-flux2-klein": "flux2_klein"}
 
 
 def test_every_spec_names_a_pipeline_that_declares_it():
@@ -22,7 +24,7 @@ def test_every_spec_names_a_pipeline_that_declares_it():
 def test_folders_map_to_their_family(sgld_home):
     for model, family in TINY_FAMILIES.items():
         assert FolderModel.of(model).spec.name == family, model
-    with pytest.raises(UserError, match="unsupported pipeline class 'AcmePipeline'; sgld runs: FluxPipeline"):
+    with pytest.raises(UserError, match="unsupported pipeline class 'AcmePipeline'; sgld runs: Flux2KleinPipeline, FluxPipeline"):
         family_of_index({"_class_name": "AcmePipeline"})
 
 
