@@ -17,7 +17,7 @@ from typing import Callable
 
 from sgld.models import tiny_flux2, tiny_hunyuan, tiny_qwen, tiny_z_image
 from sgld.models.tiny_parts import (
-    build_clip_tokenizer, build_t5_tokenizer, build_tiny_clip_text_encoder, scale_parameters_,
+    build_clip_tokenizer, build_t5_tokenizer, build_tiny_clip_text_encoder, build_tiny_flux_vae, scale_parameters_,
 )
 
 def _tiny_wan_transformer(seed: int, text_dim: int, channels: int, in_channels: int | None = None,
@@ -145,7 +145,7 @@ def _tiny_clip_vision():
 def build_tiny_flux(folder: Path) -> None:
     """Write a tiny FLUX.1-dev-style model (CLIP + T5 encoders, guidance-distilled DiT) into ``folder``."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
     tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
@@ -169,12 +169,7 @@ def build_tiny_flux(folder: Path) -> None:
     scale_parameters_([transformer.context_embedder], 4.0)
     scale_parameters_([transformer.time_text_embed.text_embedder, transformer.time_text_embed.guidance_embedder], 4.0)
     torch.manual_seed(3)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[16, 16, 16, 16], layers_per_block=1,
-        latent_channels=latent_channels, norm_num_groups=8, sample_size=64, scaling_factor=0.5, shift_factor=0.1,
-        use_quant_conv=False, use_post_quant_conv=False,
-    )
+    vae = build_tiny_flux_vae(latent_channels)
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
         base_image_seq_len=256, max_image_seq_len=4096,

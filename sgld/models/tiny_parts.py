@@ -67,3 +67,15 @@ def build_tiny_clip_text_encoder(tokenizer, hidden_size: int):
         num_attention_heads=2, max_position_embeddings=77, bos_token_id=len(tokenizer) - 2, eos_token_id=2,
         pad_token_id=len(tokenizer) - 1, projection_dim=hidden_size,
     )).eval()
+
+
+def build_tiny_flux_vae(latent_channels: int):
+    """FLUX's AutoencoderKL layout at tiny size (4 levels of 16 channels); seed before calling."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[16, 16, 16, 16], layers_per_block=1,
+        latent_channels=latent_channels, norm_num_groups=8, sample_size=64, scaling_factor=0.5, shift_factor=0.1,
+        use_quant_conv=False, use_post_quant_conv=False,
+    )

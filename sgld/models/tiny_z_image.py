@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sgld.models.tiny_parts import scale_parameters_
+from sgld.models.tiny_parts import build_tiny_flux_vae, scale_parameters_
 
 # What Qwen3's chat template renders for [{"role": "user", ...}] with add_generation_prompt=True.
 CHAT_TEMPLATE = (
@@ -32,7 +32,7 @@ def build_qwen3_tokenizer():
 def build_tiny_z_image(folder: Path) -> None:
     """Write a tiny Z-Image (text-to-image, Qwen3 text encoder) model into ``folder``."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
 
     tokenizer = build_qwen3_tokenizer()
@@ -53,12 +53,7 @@ def build_tiny_z_image(folder: Path) -> None:
     # Make the prompt matter: a strong caption embedding into the joint sequence.
     scale_parameters_([transformer.cap_embedder], 6.0)
     torch.manual_seed(2)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[16, 16, 16, 16], layers_per_block=1,
-        latent_channels=latent_channels, norm_num_groups=8, sample_size=64, scaling_factor=0.5, shift_factor=0.1,
-        use_quant_conv=False, use_post_quant_conv=False,
-    )
+    vae = build_tiny_flux_vae(latent_channels)
     scale_parameters_([vae.decoder.conv_out], 2.5)
     # Z-Image-Turbo's scheduler: a fixed shift of 3, no resolution-dependent shift.
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)

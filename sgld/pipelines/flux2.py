@@ -13,7 +13,8 @@ from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.request import Request
 from sgld.stages.denoising import CFG_SEQUENTIAL, DenoisingStage
-from sgld.stages.flux2 import Flux2LatentStage, Flux2TextEncodingStage, Flux2TimestepStage, Flux2VaeDecodingStage
+from sgld.stages.flux2 import Flux2LatentStage, Flux2TextEncodingStage, Flux2VaeDecodingStage, empirical_shift
+from sgld.stages.image_latents import FlowMatchTimestepStage
 from sgld.stages.validation import InputValidationStage
 
 
@@ -38,7 +39,7 @@ class Flux2KleinT2IPipeline(Pipeline):
             Flux2TextEncodingStage(components["tokenizer"], components["text_encoder"], self.placement, dtype,
                                    self.spec.guided),
             Flux2LatentStage(transformer.config.in_channels // 4, vae_scale, device, dtype),
-            Flux2TimestepStage(components["scheduler"], device),
+            FlowMatchTimestepStage(components["scheduler"], device, shift=empirical_shift),
             DenoisingStage([("transformer", transformer)], self.placement, parallel,
                            step_hooks={"transformer": step_hooks}, cfg_mode=CFG_SEQUENTIAL, timestep_divisor=1000),
             Flux2VaeDecodingStage(vae, self.placement, vae_scale),

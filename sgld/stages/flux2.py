@@ -1,15 +1,16 @@
 """FLUX.2 [klein] stages: Qwen3 prompt encoding, patchified latents with 4D position ids, the empirical
-timestep shift, and the batch-norm latent decode, as ``Flux2KleinPipeline`` does them."""
+timestep shift (for ``FlowMatchTimestepStage``), and the batch-norm latent decode, as ``Flux2KleinPipeline``
+does them."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.text_encoding import chat_prompts
 
 # The Qwen3 layers whose hidden states the DiT reads, stacked on the feature axis.
 TEXT_LAYERS = (9, 18, 27)
@@ -37,10 +38,7 @@ class Flux2TextEncodingStage(Stage):
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), max_length, 3 x hidden) on the run's device, from one text-encoder call."""
-        formatted = [self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                        add_generation_prompt=True, enable_thinking=False)
-                     for text in texts]
-        inputs = self.tokenizer(formatted, padding="max_length", max_length=self.max_length, truncation=True,
+        inputs = self.tokenizer(chat_prompts(self.tokenizer, texts, thinking=False), padding="max_length", max_length=self.max_length, truncation=True,
                                 return_tensors="pt")
         with self.placement.active("text_encoder", self.text_encoder) as encoder:
             device = next(encoder.parameters()).device
@@ -91,33 +89,11 @@ class Flux2LatentStage(Stage):
         return req
 
 
-def empirical_mu(image_seq_len: int, num_steps: int) -> float:
-    """FLUX.2's timestep shift, fitted on the token count and the step count."""
+def empirical_shift(config, tokens: int, steps: int) -> float:
+    """FLUX.2's timestep shift, fitted on the token count and the step count (for ``FlowMatchTimestepStage``)."""
     from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
-    return compute_empirical_mu(image_seq_len=image_seq_len, num_steps=num_steps)
-
-
-class Flux2TimestepStage(Stage):
-    """Sigmas 1 -> 1/n shifted by ``empirical_mu``; a fresh scheduler per request."""
-
-    name = "timesteps"
-
-    def __init__(self, scheduler, device: torch.device):
-        self.scheduler_cls, self.config, self.device = type(scheduler), scheduler.config, device
-
-    def forward(self, req: Request) -> Request:
-        n = req.num_inference_steps
-        scheduler = self.scheduler_cls.from_config(self.config)
-        sigmas = None if self.config.get("use_flow_sigmas") else np.linspace(1.0, 1 / n, n)
-        mu = empirical_mu(req.latents.shape[1], n)
-        if sigmas is None:
-            scheduler.set_timesteps(n, device=self.device, mu=mu)
-        else:
-            scheduler.set_timesteps(sigmas=sigmas, device=self.device, mu=mu)
-        scheduler.set_begin_index(0)
-        req.scheduler, req.timesteps = scheduler, scheduler.timesteps
-        return req
+    return compute_empirical_mu(image_seq_len=tokens, num_steps=steps)
 
 
 class Flux2VaeDecodingStage(Stage):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 import torch
 from diffusers.pipelines.flux.pipeline_flux import FluxPipeline, calculate_shift
@@ -51,16 +53,27 @@ class PackedLatentPreparationStage(Stage):
         return req
 
 
+def resolution_shift(config, tokens: int, steps: int) -> float:
+    """FLUX.1 / Qwen-Image's ``mu``: linear in the image token count between the scheduler's bounds."""
+    return calculate_shift(tokens, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                           config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+
+
 class FlowMatchTimestepStage(Stage):
-    """Flow-matching Euler timesteps, sigmas 1 -> 1/n shifted by ``mu`` from the image token count."""
+    """Flow-matching Euler timesteps, sigmas 1 -> 1/n shifted by ``mu`` from the image token count.
+
+    ``shift(config, tokens, steps) -> mu``: the family's shift (FLUX.2 fits it on the step count too).
+    """
 
     name = "timesteps"
 
-    def __init__(self, scheduler, device: torch.device, packed: bool = True):
+    def __init__(self, scheduler, device: torch.device, packed: bool = True,
+                 shift: Callable[[Any, int, int], float] = resolution_shift):
         self.scheduler_cls = type(scheduler)
         self.config = scheduler.config
         self.device = device
         self.packed = packed  # False: (1, C, h, w) latents of 2x2 patches
+        self.shift = shift
 
     def forward(self, req: Request) -> Request:
         n = req.num_inference_steps
@@ -68,13 +81,7 @@ class FlowMatchTimestepStage(Stage):
         sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / n, n)
         latents = req.latents
         tokens = latents.shape[1] if self.packed else (latents.shape[2] // 2) * (latents.shape[3] // 2)
-        mu = calculate_shift(
-            tokens,
-            config.get("base_image_seq_len", 256),
-            config.get("max_image_seq_len", 4096),
-            config.get("base_shift", 0.5),
-            config.get("max_shift", 1.15),
-        )
+        mu = self.shift(config, tokens, n)
         scheduler = self.scheduler_cls.from_config(config)
         if sigmas is None:
             scheduler.set_timesteps(n, device=self.device, mu=mu)

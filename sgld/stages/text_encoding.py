@@ -18,6 +18,12 @@ def clip_pooled(tokenizer, text_encoder, placement: Placement, name: str, texts:
         return encoder(ids.to(next(encoder.parameters()).device), output_hidden_states=False).pooler_output
 
 
+def chat_prompts(tokenizer, texts: list[str], thinking: bool) -> list[str]:
+    """Each text as one user turn of the tokenizer's chat template, with the generation prompt (Qwen3's ``enable_thinking``)."""
+    return [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                          add_generation_prompt=True, enable_thinking=thinking) for text in texts]
+
+
 class T5TextEncodingStage(Stage):
     """Encodes prompt and negative prompt in one batch; zeroes embeddings past each prompt.
 

@@ -8,6 +8,7 @@ from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
 from sgld.stages.sample_batch import pad_to_one_length
+from sgld.stages.text_encoding import chat_prompts
 
 
 class ZImageTextEncodingStage(Stage):
@@ -33,10 +34,7 @@ class ZImageTextEncodingStage(Stage):
     @torch.no_grad()
     def encode(self, texts: list[str]) -> list[torch.Tensor]:
         """One (1, L_i, D) embedding per text, its real tokens only, from one text-encoder call."""
-        formatted = [self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                        add_generation_prompt=True, enable_thinking=True)
-                     for text in texts]
-        inputs = self.tokenizer(formatted, padding="max_length", max_length=self.max_length, truncation=True,
+        inputs = self.tokenizer(chat_prompts(self.tokenizer, texts, thinking=True), padding="max_length", max_length=self.max_length, truncation=True,
                                 return_tensors="pt")
         with self.placement.active("text_encoder", self.text_encoder) as encoder:
             device = next(encoder.parameters()).device
