@@ -140,23 +140,24 @@ def test_seed_examples_work(t2i_server, edit_server, input_png):
 
 
 @pytest.fixture(scope="module")
-def z_image_server(tmp_path_factory):
-    srv = start(tmp_path_factory, "tiny-z-image")
-    yield srv
-    srv.stop()
+def servers(tmp_path_factory):
+    """``servers(model)``: a server of that tiny image model, started on first use, all stopped at the end."""
+    started: dict = {}
 
+    def get(model: str) -> ServerProcess:
+        if model not in started:
+            started[model] = start(tmp_path_factory, model)
+        return started[model]
 
-@pytest.fixture(scope="module")
-def klein_server(tmp_path_factory):
-    srv = start(tmp_path_factory, "tiny-flux2-klein")
-    yield srv
-    srv.stop()
+    yield get
+    for srv in started.values():
+        srv.stop()
 
 
 @pytest.mark.parametrize("model,guidance", [("tiny-z-image", None), ("tiny-z-image", 3.0),  # Turbo's default (off)
                                             ("tiny-flux2-klein", None), ("tiny-flux2-klein", 1.0)])
-def test_new_families_serve_what_the_python_api_makes(z_image_server, klein_server, generators, model, guidance):
-    srv = z_image_server if model == "tiny-z-image" else klein_server
+def test_new_families_serve_what_the_python_api_makes(servers, generators, model, guidance):
+    srv = servers(model)
     extra = {"seed": 4, "num_inference_steps": 3, **({} if guidance is None else {"guidance_scale": guidance})}
     result = client_for(srv).images.generate(prompt="a red fox in the snow", size="48x64", extra_body=extra)
     image = np.asarray(decode(result.data[0]).convert("RGB")).astype(int)
@@ -166,7 +167,8 @@ def test_new_families_serve_what_the_python_api_makes(z_image_server, klein_serv
     assert np.abs(image - local).max() <= 2
 
 
-def test_z_image_playground_makes_an_image(z_image_server, browser):
+def test_z_image_playground_makes_an_image(servers, browser):
+    z_image_server = servers("tiny-z-image")
     import httpx2 as httpx
 
     info = httpx.get(z_image_server.base + "/playground/info", timeout=10).json()
@@ -184,14 +186,8 @@ def test_z_image_playground_makes_an_image(z_image_server, browser):
     page.close()
 
 
-@pytest.fixture(scope="module")
-def plus_server(tmp_path_factory):
-    srv = start(tmp_path_factory, "tiny-qwen-image-edit-plus")
-    yield srv
-    srv.stop()
-
-
-def test_edit_plus_composes_several_uploads(plus_server, generators, input_png, tmp_path):
+def test_edit_plus_composes_several_uploads(servers, generators, input_png, tmp_path):
+    plus_server = servers("tiny-qwen-image-edit-plus")
     second = tmp_path / "second.png"
     Image.open(input_png).rotate(90, expand=True).save(second)
     client = client_for(plus_server)
@@ -213,7 +209,8 @@ def test_edit_plus_composes_several_uploads(plus_server, generators, input_png, 
     assert form["properties"]["image[]"]["maxItems"] == 3 and form["required"] == ["prompt"]
 
 
-def test_edit_plus_playground_uploads_several_images(plus_server, browser, input_png, tmp_path):
+def test_edit_plus_playground_uploads_several_images(servers, browser, input_png, tmp_path):
+    plus_server = servers("tiny-qwen-image-edit-plus")
     second = tmp_path / "second.png"
     Image.open(input_png).rotate(90, expand=True).save(second)
     page = browser.new_page()
