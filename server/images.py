@@ -7,11 +7,13 @@ import time
 
 from flask import Blueprint, jsonify, request
 
+from sgld.checks import input_images_taken
+from sgld.config.schema import RunConfig
 from sgld.families import OutputKind
 
 from server.context import accepting_service, check_model, queue_full
 from server.errors import APIError
-from server.jobs import QueueFull, new_id
+from server.jobs import QueueFull, engine_options, new_id
 from server.request_ids import current_request_id
 from server.schemas import MAX_SEED, Fields, bad, check_with_engine, parse_common, parse_loras, read_image_upload
 
@@ -47,17 +49,18 @@ def _parse(fields: Fields, svc, *, edit: bool) -> tuple[str, dict, str]:
     return prompt, options, ""
 
 
-def _check(svc, options: dict) -> str:
-    engine_options = {k: v for k, v in options.items() if k not in ("n", "output_format", "loras")}
-    run = check_with_engine(svc.engine, engine_options)
+def _check(svc, options: dict) -> tuple[RunConfig, str]:
+    """The request's RunConfig as the engine checked it, and its size for the job record."""
+    run = check_with_engine(svc.engine, engine_options(options))
     if run.sampling.width is None or run.sampling.height is None:
-        return "auto"  # edit models: the output follows the input image
-    return f"{run.sampling.width}x{run.sampling.height}"
+        return run, "auto"  # edit models: the output follows the input image
+    return run, f"{run.sampling.width}x{run.sampling.height}"
 
 
-def _run_sync(svc, job_id: str, prompt: str, options: dict, size: str):
+def _run_sync(svc, job_id: str, prompt: str, options: dict, checked: tuple[RunConfig, str]):
+    run, size = checked
     try:
-        svc.submit("image", prompt, options, size, None, job_id=job_id, request_id=current_request_id())
+        svc.submit("image", prompt, options, size, None, job_id=job_id, request_id=current_request_id(), run=run)
     except QueueFull:
         raise queue_full(svc) from None
     job = svc.wait(job_id, svc.run.server.image_timeout_s)
@@ -79,8 +82,7 @@ def generate_images():
     svc = accepting_service()
     fields = Fields(request, COMMON)
     prompt, options, _ = _parse(fields, svc, edit=False)
-    size = _check(svc, options)
-    return _run_sync(svc, new_id("image"), prompt, options, size)
+    return _run_sync(svc, new_id("image"), prompt, options, _check(svc, options))
 
 
 @bp.post("/edits")
@@ -94,8 +96,7 @@ def edit_images():
         raise bad("image", "an input image is required (multipart field 'image' or 'image[]')", "missing_required_parameter")
     most = svc.engine.pipeline.spec.max_input_images
     if len(uploads) > most:
-        takes = "one" if most == 1 else f"up to {most}"
-        raise bad("image", f"{len(uploads)} images given; {svc.model_id!r} takes {takes}")
+        raise bad("image", f"{len(uploads)} images given; {svc.model_id!r} takes {input_images_taken(most)}")
     if fields.files.get("mask") or fields.has("mask"):
         raise bad("mask", f"{svc.model_id!r} does not support masks")
     images = [read_image_upload(upload, "image", svc.run.server.max_pixels) for upload in uploads]
@@ -107,9 +108,9 @@ def edit_images():
         image.save(path, format="PNG")
     options["image_path"] = str(paths[0]) if len(paths) == 1 else [str(path) for path in paths]
     try:
-        size = _check(svc, options)
+        checked = _check(svc, options)
     except APIError:
         for path in paths:
             path.unlink(missing_ok=True)
         raise
-    return _run_sync(svc, job_id, prompt, options, size)
+    return _run_sync(svc, job_id, prompt, options, checked)

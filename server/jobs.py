@@ -93,6 +93,11 @@ class JobQueue:
             return self._items.popleft() if self._items else None
 
 
+def engine_options(options: dict) -> dict:
+    """A job's options as the engine takes them: its outputs (``n``, format) and adapters are set per batch."""
+    return {k: v for k, v in options.items() if k not in ("n", "output_format", "loras")}
+
+
 def new_id(kind: str) -> str:
     """An unguessable job id: ``video_<32 hex>`` / ``image_<32 hex>``."""
     return f"{kind}_{secrets.token_hex(16)}"
@@ -169,10 +174,11 @@ class JobService:
     # -- submitting ------------------------------------------------------------------------------
 
     def submit(self, kind: str, prompt: str, options: dict, size: str, seconds: Optional[str], job_id: Optional[str] = None,
-               request_id: Optional[str] = None) -> Job:
+               request_id: Optional[str] = None, run: Optional[RunConfig] = None) -> Job:
         """Persist and enqueue a validated job; QueueFull when the queue is at its bound.
 
         ``request_id``: the creating request's x-request-id, named by the job's error and log lines.
+        ``run``: the request's RunConfig as the engine checked it, so the worker need not check it again.
         """
         job = Job(
             id=job_id or new_id(kind),
@@ -186,6 +192,8 @@ class JobService:
             created_at=now(),
             request_id=request_id,
         )
+        if run is not None:
+            self._keys[job.id] = self._key_of(job, run)
         with self._done_lock:
             self._done[job.id] = threading.Event()
         try:
@@ -193,6 +201,7 @@ class JobService:
         except QueueFull:
             with self._done_lock:
                 self._done.pop(job.id, None)
+            self._keys.pop(job.id, None)
             raise
         return job
 
@@ -273,26 +282,29 @@ class JobService:
     def _batch_key(self, job: Job) -> Optional[tuple]:
         """What the job must share with others to run in their batch; None: it runs alone.
 
-        Too large a sample (``server.batch_max_pixels``) or an edit whose size follows its input image
-        runs alone; adapters are part of the key (one set per forward).
+        Kept from submission; a job recovered after a restart is checked here (a failing check: alone).
         """
-        if job.id in self._keys:
-            return self._keys[job.id]
+        if job.id not in self._keys:
+            try:
+                self._keys[job.id] = self._key_of(job, self.engine.check(**engine_options(job.options)))
+            except UserError:
+                self._keys[job.id] = None  # it fails when it runs, alone
+        return self._keys[job.id]
+
+    def _key_of(self, job: Job, run: RunConfig) -> Optional[tuple]:
+        """The batch key of ``job`` checked as ``run``. Too large a sample (``server.batch_max_pixels``) or an
+        edit whose size follows its input image runs alone; adapters are part of the key (one set per forward).
+        """
         from sgld.request import Request
 
-        key = None
-        try:
-            run = self.engine.check(**self._engine_options(job))
-        except UserError:
-            run = None  # it fails when it runs, alone
-        if run is not None and run.sampling.height is not None and run.sampling.width is not None:
-            s = run.sampling
-            frames = s.num_frames if self.engine.pipeline.spec.output == "video" else 1
-            if s.width * s.height * frames <= self.run.server.batch_max_pixels:
-                loras = json.dumps(job.options.get("loras"), sort_keys=True)
-                key = (self.engine.pipeline.spec.batch_key(Request.from_sampling(s)), loras)
-        self._keys[job.id] = key
-        return key
+        s = run.sampling
+        if s.height is None or s.width is None:
+            return None
+        frames = s.num_frames if self.engine.pipeline.spec.output == "video" else 1
+        if s.width * s.height * frames > self.run.server.batch_max_pixels:
+            return None
+        loras = json.dumps(job.options.get("loras"), sort_keys=True)
+        return (self.engine.pipeline.spec.batch_key(Request.from_sampling(s)), loras)
 
     def _gather(self, job: Job) -> list[Job]:
         """``job`` and the queued jobs that can share its forward, waiting up to ``batch_wait_ms`` for more."""
@@ -377,16 +389,11 @@ class JobService:
 
         return on_step
 
-    @staticmethod
-    def _engine_options(job: Job) -> dict:
-        """The job's options as the engine takes them (its outputs and adapters are set per batch)."""
-        return {k: v for k, v in job.options.items() if k not in ("n", "output_format", "loras")}
-
     def _items(self, job: Job, on_step: Callable[[int, int], None]) -> list:
         """The job's outputs as batch items: a video, or ``n`` images with seeds seed, seed+1, ..."""
         from sgld.api import BatchItem
 
-        options = self._engine_options(job)
+        options = engine_options(job.options)
         common = {"save_output": True, "output_path": str(self.files_dir)}
         if job.kind == "video":
             return [BatchItem({**options, **common, "return_frames": True, "output_file_name": f"{job.id}.mp4"}, on_step)]

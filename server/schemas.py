@@ -266,6 +266,7 @@ class ParsedVideo:
     options: dict
     size: str
     seconds: str
+    run: RunConfig  # as the engine checked it (the job's batch key comes from it)
 
 
 def video_object(job: Job) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
     if loras is not None:
         options["loras"] = loras
     s = run.sampling
-    return ParsedVideo(prompt, options, f"{s.width}x{s.height}", f"{s.num_frames / s.fps:g}")
+    return ParsedVideo(prompt, options, f"{s.width}x{s.height}", f"{s.num_frames / s.fps:g}", run)
 
 
 def _get_job(video_id: str):
@@ -107,7 +107,7 @@ def create_video():
         image.save(path, format="PNG")
     try:
         parsed = parse_video_request(fields, svc, None if path is None else str(path))
-        job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds, job_id=job_id,
+        job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds, job_id=job_id, run=parsed.run,
                          request_id=current_request_id())
     except QueueFull:
         if path is not None:

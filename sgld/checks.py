@@ -94,12 +94,17 @@ def check_video_request(req: Request, spatial_multiple: int, temporal_factor: in
         )
 
 
+def input_images_taken(most: int) -> str:
+    """How many input images a model takes, in words: "one input image", "up to 3 input images"."""
+    return "one input image" if most == 1 else f"up to {most} input images"
+
+
 def check_input_images(req: Request, most: int) -> None:
     """At most ``most`` input images, each a readable PNG, JPEG or WebP of a sane size."""
     paths = req.image_paths
     if len(paths) > most:
-        takes = "one input image" if most == 1 else f"up to {most} input images"
-        raise UserError(f"image_path: {len(paths)} images given; this model takes {takes}", param="image_path")
+        raise UserError(f"image_path: {len(paths)} images given; this model takes {input_images_taken(most)}",
+                        param="image_path")
     for path in paths:
         open_input_image(path)
 
