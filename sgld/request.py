@@ -42,8 +42,9 @@ class Request:
     timesteps: Any = None
     scheduler: Any = None
     latents: Any = None
-    # Edit and image-to-video models: the input image (PIL), its pixels for the VAE, its (height, width),
-    # and its packed latent tokens, appended after the noise tokens in every DiT call.
+    # Edit models: per input image, a list of the image for the VL encoder (PIL), its pixels for the VAE and
+    # its (height, width); then the packed latent tokens of all of them, appended after the noise tokens in
+    # every DiT call. Image-to-video models keep their one input image (PIL) in condition_image.
     condition_image: Any = None
     condition_pixels: Any = None
     condition_size: Any = None

@@ -289,7 +289,7 @@ def test_edit_output_size_follows_the_input_png(generators, input_png):
     req = stage(Request.from_sampling(gen.run.sampling, prompt="x", height=None, width=None, num_frames=1,
                                       image_path=str(input_png)))
     assert (req.width, req.height) == (1216, 864)
-    assert req.condition_image.size == (1216, 864)
+    assert [image.size for image in req.condition_image] == [(1216, 864)]  # one input image
     req = stage(Request.from_sampling(gen.run.sampling, prompt="x", height=64, width=48, num_frames=1,
                                       image_path=str(input_png)))
-    assert (req.width, req.height) == (48, 64) and req.condition_image.size == (1216, 864)
+    assert (req.width, req.height) == (48, 64) and [image.size for image in req.condition_image] == [(1216, 864)]

@@ -10,7 +10,7 @@ from sgld.config.schema import RunConfig
 from sgld.families import FAMILIES, qwen_vae_scale
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
-from sgld.stages.condition_image import ConditionImagesStage, ConditionImageStage, ConditionLatentStage
+from sgld.stages.condition_image import PLUS_VL_AREA, ConditionImageStage, ConditionLatentStage
 from sgld.stages.decoding import QwenVaeDecodingStage
 from sgld.stages.denoising import CFG_BATCHED, CFG_MODES, DenoisingStage
 from sgld.stages.image_latents import FlowMatchTimestepStage, PackedLatentPreparationStage
@@ -101,4 +101,4 @@ class QwenImageEditPlusTI2IPipeline(QwenImageEditTI2IPipeline):
                                      pad_branches=self.cfg_mode == CFG_BATCHED)
 
     def condition_stages(self) -> list:
-        return [ConditionImagesStage(self.vae_scale)]
+        return [ConditionImageStage(self.vae_scale, vl_area=PLUS_VL_AREA)]

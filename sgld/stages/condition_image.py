@@ -25,52 +25,34 @@ def condition_size(width: int, height: int, area: int = CONDITION_AREA) -> tuple
     return round(w / 32) * 32, round(h / 32) * 32
 
 
-class ConditionImageStage(Stage):
-    """Loads ``req.image_path`` and resizes it to the condition size.
+# Qwen-Image-Edit-Plus hands each input image to the VL encoder at about 384² (the VAE still gets ~1 MP).
+PLUS_VL_AREA = 384 * 384
 
-    Sets ``req.condition_image`` (PIL, for the VL processor) and ``req.condition_pixels``
-    ((1, 3, 1, H, W) in [-1, 1], for the VAE). When the request gives no height/width,
-    the output takes the condition size (rounded down to ``multiple``), as the reference does.
+
+class ConditionImageStage(Stage):
+    """Loads every input image (``req.image_paths``) and sizes it as the reference does.
+
+    Each image is resized to about one megapixel for the VAE (``req.condition_pixels``: (1, 3, 1, H, W)
+    in [-1, 1], and ``req.condition_size``) and to about ``vl_area`` pixels for the VL processor
+    (``req.condition_image``, PIL): Qwen-Image-Edit uses the ~1 MP image for both, Edit-Plus ~384².
+    All three are lists, one entry per image. When the request gives no height/width, the output takes
+    the last image's ~1 MP size (rounded down to ``multiple``).
     """
 
     name = "condition_image"
 
-    def __init__(self, vae_scale_factor: int):
+    def __init__(self, vae_scale_factor: int, vl_area: int = CONDITION_AREA):
         from diffusers.image_processor import VaeImageProcessor
 
         self.multiple = vae_scale_factor * 2
+        self.vl_area = vl_area
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.multiple)
-
-    def forward(self, req: Request) -> Request:
-        image = open_input_image(req.image_paths[0])
-        width, height = condition_size(*image.size)
-        if req.height is None or req.width is None:
-            req.height = height // self.multiple * self.multiple
-            req.width = width // self.multiple * self.multiple
-        image = self.image_processor.resize(image, height, width)
-        req.condition_image = image
-        req.condition_pixels = self.image_processor.preprocess(image, height, width).unsqueeze(2)
-        req.condition_size = (height, width)
-        return req
-
-
-# Qwen-Image-Edit-Plus: each input image goes to the VL encoder at about 384² and to the VAE at about 1024².
-PLUS_VL_AREA = 384 * 384
-
-
-class ConditionImagesStage(ConditionImageStage):
-    """Qwen-Image-Edit-Plus: every input image, twice resized as the reference does.
-
-    ``req.condition_image`` becomes the list of ~384² images for the VL processor,
-    ``req.condition_pixels`` / ``req.condition_size`` the lists of ~1 MP pixels and sizes for the
-    VAE; an output without height/width takes the last image's ~1 MP size.
-    """
 
     def forward(self, req: Request) -> Request:
         vl_images, pixels, sizes = [], [], []
         for path in req.image_paths:
             image = open_input_image(path)
-            vl_width, vl_height = condition_size(*image.size, area=PLUS_VL_AREA)
+            vl_width, vl_height = condition_size(*image.size, area=self.vl_area)
             width, height = condition_size(*image.size)
             vl_images.append(self.image_processor.resize(image, vl_height, vl_width))
             pixels.append(self.image_processor.preprocess(image, height, width).unsqueeze(2))
@@ -87,9 +69,8 @@ class ConditionLatentStage(Stage):
     """VAE-encodes the condition pixels (distribution mode), normalises and packs them into tokens.
 
     The tokens go to ``req.condition_tokens`` (appended after the noise tokens in every
-    DiT call) and their grid to ``img_shapes``, after the noise grid. Several input images
-    (Qwen-Image-Edit-Plus: lists of pixels and sizes) are encoded one by one, their tokens
-    concatenated in order.
+    DiT call) and their grids to ``img_shapes``, after the noise grid; several input images
+    (Qwen-Image-Edit-Plus) are encoded one by one, their tokens concatenated in order.
     """
 
     name = "condition_latents"
@@ -104,18 +85,15 @@ class ConditionLatentStage(Stage):
     def forward(self, req: Request) -> Request:
         from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
 
-        several = isinstance(req.condition_pixels, list)
-        all_pixels = req.condition_pixels if several else [req.condition_pixels]
-        sizes = req.condition_size if several else [req.condition_size]
         tokens = []
         with self.placement.active("vae", self.vae) as vae:
             device, dtype = next(vae.parameters()).device, vae.dtype
-            for pixels in all_pixels:
+            for pixels in req.condition_pixels:
                 latents = self.norm.normalize(vae.encode(pixels.to(device=device, dtype=dtype)).latent_dist.mode())
                 _, channels, _, h, w = latents.shape
                 tokens.append(FluxPipeline._pack_latents(latents[:, :, 0], 1, channels, h, w))
         req.condition_tokens = torch.cat(tokens, dim=1).to(device=req.latents.device, dtype=req.latents.dtype)
         f = self.vae_scale_factor * 2
-        grids = [(1, height // f, width // f) for height, width in sizes]
+        grids = [(1, height // f, width // f) for height, width in req.condition_size]
         req.model_kwargs["img_shapes"] = [req.model_kwargs["img_shapes"][0] + grids]
         return req

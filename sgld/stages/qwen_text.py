@@ -82,9 +82,8 @@ class QwenTextEncodingStage(Stage):
         self.with_image = with_image
 
     def _inputs(self, text: str, image) -> dict:
-        if self.template.image_prefix is not None:  # the images, numbered, then the prompt
-            images = image if isinstance(image, list) else [image]
-            text = "".join(self.template.image_prefix.format(i + 1) for i in range(len(images))) + text
+        if self.template.image_prefix is not None:  # the images (a list), numbered, then the prompt
+            text = "".join(self.template.image_prefix.format(i + 1) for i in range(len(image))) + text
         formatted = [self.template.text.format(text)]
         if self.with_image:
             return dict(self.tokenizer(text=formatted, images=image, padding=True, return_tensors="pt"))
