@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from sgld.models.placement import Placement
@@ -71,7 +73,7 @@ def to_uint8_images(images: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
 
 
 class PackedImageDecodingStage(Stage):
-    """Unpacks 2x2-packed image latents (FLUX, Qwen-Image), un-normalises and decodes one image."""
+    """Unpacks 2x2-packed image latents (FLUX, Qwen-Image, FLUX.2), un-normalises and decodes the batch's images."""
 
     name = "decode"
 
@@ -79,11 +81,19 @@ class PackedImageDecodingStage(Stage):
         self.vae = vae
         self.placement = placement
         self.vae_scale_factor = vae_scale_factor
-        self.norm = LatentNorm.of(vae)
+
+    @functools.cached_property
+    def norm(self) -> LatentNorm:
+        """The VAE's latent normalisation (read once, when first needed)."""
+        return LatentNorm.of(self.vae)
 
     def unpack(self, latents: torch.Tensor, req: Request) -> torch.Tensor:  # pragma: no cover - abstract
         """Tokens (B, N, C*4) -> the decoder's latent layout."""
         raise NotImplementedError
+
+    def decoder_latents(self, latents: torch.Tensor, vae) -> torch.Tensor:
+        """Unpacked denoised latents (on the VAE's device and dtype) -> what the decoder takes."""
+        return self.norm.denormalize(latents)
 
     def forward(self, req: Request) -> Request:
         return self.forward_batch([req])[0]
@@ -93,7 +103,7 @@ class PackedImageDecodingStage(Stage):
         # One decoder call for the batch's images (same size: they share a batch).
         latents = torch.cat([self.unpack(req.latents, req) for req in reqs])
         with self.placement.active("vae", self.vae) as vae:
-            latents = self.norm.denormalize(latents.to(device=next(vae.parameters()).device, dtype=vae.dtype))
+            latents = self.decoder_latents(latents.to(device=next(vae.parameters()).device, dtype=vae.dtype), vae)
             images = vae.decode(latents, return_dict=False)[0]
         frames = to_uint8_images(images if images.dim() == 4 else images[:, :, 0])  # Qwen's VAE decodes one frame
         for i, req in enumerate(reqs):

@@ -10,6 +10,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.decoding import PackedImageDecodingStage
 from sgld.stages.text_encoding import chat_prompts
 
 # The Qwen3 layers whose hidden states the DiT reads, stacked on the feature axis.
@@ -96,34 +97,16 @@ def empirical_shift(config, tokens: int, steps: int) -> float:
     return compute_empirical_mu(image_seq_len=tokens, num_steps=steps)
 
 
-class Flux2VaeDecodingStage(Stage):
-    """Tokens back to (4C, h, w), the VAE's batch-norm statistics undone, 2x2 unpatchified, decoded in one call."""
+class Flux2VaeDecodingStage(PackedImageDecodingStage):
+    """Tokens back to (4C, h, w), the VAE's batch-norm statistics undone, then 2x2 unpatchified for the decoder."""
 
-    name = "decode"
-
-    def __init__(self, vae, placement: Placement, vae_scale_factor: int):
-        self.vae, self.placement, self.vae_scale_factor = vae, placement, vae_scale_factor
-
-    def forward(self, req: Request) -> Request:
-        return self.forward_batch([req])[0]
-
-    @torch.no_grad()
-    def forward_batch(self, reqs: list[Request]) -> list[Request]:
-        from sgld.stages.decoding import to_uint8_images
-
+    def unpack(self, latents: torch.Tensor, req: Request) -> torch.Tensor:
         f = self.vae_scale_factor * 2
-        h, w = reqs[0].height // f, reqs[0].width // f
-        tokens = torch.cat([req.latents for req in reqs])
-        latents = tokens.permute(0, 2, 1).reshape(tokens.shape[0], -1, h, w)  # row-major ids: a plain reshape
-        with self.placement.active("vae", self.vae) as vae:
-            latents = latents.to(device=next(vae.parameters()).device, dtype=vae.dtype)
-            mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
-            std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(latents.device, latents.dtype)
-            latents = latents * std + mean
-            b, c4, hh, ww = latents.shape
-            latents = latents.reshape(b, c4 // 4, 2, 2, hh, ww).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, hh * 2, ww * 2)
-            images = vae.decode(latents, return_dict=False)[0]
-        frames = to_uint8_images(images)
-        for i, req in enumerate(reqs):
-            req.frames = frames[i : i + 1]
-        return reqs
+        return latents.permute(0, 2, 1).reshape(latents.shape[0], -1, req.height // f, req.width // f)  # row-major ids
+
+    def decoder_latents(self, latents: torch.Tensor, vae) -> torch.Tensor:
+        mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
+        std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(latents.device, latents.dtype)
+        latents = latents * std + mean
+        b, c4, h, w = latents.shape
+        return latents.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, h * 2, w * 2)
