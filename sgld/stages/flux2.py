@@ -11,7 +11,7 @@ from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
 from sgld.stages.decoding import PackedImageDecodingStage
-from sgld.stages.text_encoding import chat_prompts
+from sgld.stages.text_encoding import chat_prompts, encode_branches
 
 # The Qwen3 layers whose hidden states the DiT reads, stacked on the feature axis.
 TEXT_LAYERS = (9, 18, 27)
@@ -54,17 +54,14 @@ class Flux2TextEncodingStage(Stage):
         return self.forward_batch([req])[0]
 
     def forward_batch(self, reqs: list[Request]) -> list[Request]:
-        guided = [req for req in reqs if self.guided(req)]
-        embeds = self.encode([req.prompt for req in reqs] + [req.negative_prompt for req in guided])
-        negatives = {id(req): embeds[len(reqs) + i : len(reqs) + i + 1] for i, req in enumerate(guided)}
-        length = embeds.shape[1]
+        branches = encode_branches(reqs, self.guided, lambda texts: self.encode(texts).split(1))
+        cond = branches[0][0]
         # (t, h, w, l) = (0, 0, 0, token index); the DiT reads the first sample's ids.
-        txt_ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1), torch.arange(length))
-        for i, req in enumerate(reqs):
-            req.cond_kwargs = {"encoder_hidden_states": embeds[i : i + 1]}
-            negative = negatives.get(id(req))
-            req.uncond_kwargs = None if negative is None else {"encoder_hidden_states": negative}
-            req.model_kwargs["txt_ids"] = txt_ids.unsqueeze(0).to(embeds.device)
+        txt_ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1), torch.arange(cond.shape[1]))
+        for req, (cond, uncond) in zip(reqs, branches):
+            req.cond_kwargs = {"encoder_hidden_states": cond}
+            req.uncond_kwargs = None if uncond is None else {"encoder_hidden_states": uncond}
+            req.model_kwargs["txt_ids"] = txt_ids.unsqueeze(0).to(cond.device)
         return reqs
 
 

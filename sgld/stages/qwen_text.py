@@ -19,6 +19,7 @@ from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
 from sgld.stages.sample_batch import pad_to_one_length
+from sgld.stages.text_encoding import encode_branches
 
 
 
@@ -134,10 +135,8 @@ class QwenTextEncodingStage(Stage):
     def forward_batch(self, reqs: list[Request]) -> list[Request]:
         if self.with_image:  # each prompt goes in with its own image: one call each
             return [self.forward(req) for req in reqs]
-        negatives = [req for req in reqs if req.do_cfg]
-        encoded = self.encode_many([req.prompt for req in reqs] + [req.negative_prompt for req in negatives])
-        uncond = dict(zip(map(id, negatives), encoded[len(reqs):]))
-        return [self._set_branches(req, cond, uncond.get(id(req))) for req, cond in zip(reqs, encoded)]
+        branches = encode_branches(reqs, lambda req: req.do_cfg, self.encode_many)
+        return [self._set_branches(req, cond, uncond) for req, (cond, uncond) in zip(reqs, branches)]
 
     def _set_branches(self, req: Request, cond: dict, uncond: Optional[dict]) -> Request:
         req.cond_kwargs, req.uncond_kwargs = cond, uncond

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+
 import torch
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
@@ -16,6 +18,16 @@ def clip_pooled(tokenizer, text_encoder, placement: Placement, name: str, texts:
     ids = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
     with placement.active(name, text_encoder) as encoder:
         return encoder(ids.to(next(encoder.parameters()).device), output_hidden_states=False).pooler_output
+
+
+def encode_branches(reqs: list[Request], guided: Callable[[Request], bool],
+                    encode: Callable[[list[str]], Sequence[Any]]) -> list[tuple[Any, Any]]:
+    """(cond, uncond or None) per request, from one ``encode`` call over every prompt and then the negative
+    prompts of the requests ``guided`` says run an unconditional branch; ``encode`` gives one item per text."""
+    negatives = [req for req in reqs if guided(req)]
+    encoded = encode([req.prompt for req in reqs] + [req.negative_prompt for req in negatives])
+    uncond = dict(zip(map(id, negatives), encoded[len(reqs):]))
+    return [(encoded[i], uncond.get(id(req))) for i, req in enumerate(reqs)]
 
 
 def chat_prompts(tokenizer, texts: list[str], thinking: bool) -> list[str]:
@@ -64,11 +76,8 @@ class T5TextEncodingStage(Stage):
 
     def forward_batch(self, reqs: list[Request]) -> list[Request]:
         # Every prompt and negative prompt of the batch in one encoder call (all padded to max_length).
-        texts = [text for req in reqs for text in ([req.prompt, req.negative_prompt] if req.do_cfg else [req.prompt])]
-        embeds = self.encode(texts)
-        row = 0
-        for req in reqs:
-            req.cond_kwargs = {"encoder_hidden_states": embeds[row : row + 1]}
-            req.uncond_kwargs = {"encoder_hidden_states": embeds[row + 1 : row + 2]} if req.do_cfg else None
-            row += 2 if req.do_cfg else 1
+        branches = encode_branches(reqs, lambda req: req.do_cfg, lambda texts: self.encode(texts).split(1))
+        for req, (cond, uncond) in zip(reqs, branches):
+            req.cond_kwargs = {"encoder_hidden_states": cond}
+            req.uncond_kwargs = None if uncond is None else {"encoder_hidden_states": uncond}
         return reqs

@@ -8,7 +8,7 @@ from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
 from sgld.stages.sample_batch import pad_to_one_length
-from sgld.stages.text_encoding import chat_prompts
+from sgld.stages.text_encoding import chat_prompts, encode_branches
 
 
 class ZImageTextEncodingStage(Stage):
@@ -48,12 +48,8 @@ class ZImageTextEncodingStage(Stage):
         return self.forward_batch([req])[0]
 
     def forward_batch(self, reqs: list[Request]) -> list[Request]:
-        guided = [req for req in reqs if self.guided(req)]
-        embeds = self.encode([req.prompt for req in reqs] + [req.negative_prompt for req in guided])
-        negatives = dict(zip(map(id, guided), embeds[len(reqs):]))
-        for req, cond in zip(reqs, embeds):
+        for req, (cond, uncond) in zip(reqs, encode_branches(reqs, self.guided, self.encode)):
             req.cond_kwargs = {"encoder_hidden_states": cond, "encoder_hidden_states_mask": None}
-            uncond = negatives.get(id(req))
             req.uncond_kwargs = None
             if uncond is not None:
                 req.cond_kwargs, req.uncond_kwargs = pad_to_one_length(
