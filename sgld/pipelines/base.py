@@ -50,6 +50,16 @@ class Pipeline:
         self._backends[name] = setup.backend
         return setup.hooks
 
+    def configure_one_dit(self, *placed: str) -> list[StepHook]:
+        """The set-up of a family with one DiT: its VAE configured, the DiT's levers applied and placed, the
+        ``placed`` components placed, the size constraints read; the DiT's step hooks."""
+        vae, transformer = self.components["vae"], self.components["transformer"]
+        self.configure_vae(vae)
+        step_hooks = self.configure_dit("transformer", transformer)
+        self.place(*placed)
+        self.constraints = self.spec.sizes(vae.config, transformer.config)
+        return step_hooks
+
     def finish_setup(self, folder: Path | None = None) -> None:
         """After the stages are built: the run's LoRA adapters, then the regional compile (it must see the LoRA layers).
 

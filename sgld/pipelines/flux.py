@@ -25,10 +25,7 @@ class FluxT2IPipeline(Pipeline):
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
         super().__init__(components, run, device, parallel)
         vae, transformer = components["vae"], components["transformer"]
-        self.configure_vae(vae)
-        step_hooks = self.configure_dit("transformer", transformer)
-        self.place("text_encoder", "text_encoder_2", "vae")
-        self.constraints = self.spec.sizes(vae.config, transformer.config)
+        step_hooks = self.configure_one_dit("text_encoder", "text_encoder_2", "vae")
         vae_scale = flux_vae_scale(vae.config)
         dtype = transformer.dtype
         self.stages = [

@@ -28,10 +28,7 @@ class Flux2KleinT2IPipeline(Pipeline):
         vae, transformer = components["vae"], components["transformer"]
         # The step-distilled klein takes no guidance (its model_index.json says is_distilled).
         self.distilled = bool(components.get("is_distilled"))
-        self.configure_vae(vae)
-        step_hooks = self.configure_dit("transformer", transformer)
-        self.place("text_encoder", "vae")
-        self.constraints = self.spec.sizes(vae.config, transformer.config)
+        step_hooks = self.configure_one_dit("text_encoder", "vae")
         vae_scale = flux_vae_scale(vae.config)
         dtype = transformer.dtype
         self.stages = [

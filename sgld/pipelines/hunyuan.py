@@ -42,11 +42,8 @@ class HunyuanT2VPipeline(Pipeline):
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
         super().__init__(components, run, device, parallel)
         vae, transformer = components["vae"], components["transformer"]
-        self.configure_vae(vae)
-        step_hooks = self.configure_dit("transformer", transformer)
+        step_hooks = self.configure_one_dit("text_encoder", "text_encoder_2", "vae")
         self.sliding_tiles = next((hook for hook in step_hooks if isinstance(hook, StaState)), None)
-        self.place("text_encoder", "text_encoder_2", "vae")
-        self.constraints = self.spec.sizes(vae.config, transformer.config)
         dtype = transformer.dtype
         self.stages = [
             InputValidationStage(self.check_request),

@@ -10,7 +10,7 @@ from sgld.config.schema import RunConfig
 from sgld.families import FAMILIES, qwen_vae_scale
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
-from sgld.stages.condition_image import PLUS_VL_AREA, ConditionImageStage, ConditionLatentStage
+from sgld.stages.condition_image import CONDITION_AREA, PLUS_VL_AREA, ConditionImageStage, ConditionLatentStage
 from sgld.stages.decoding import QwenVaeDecodingStage
 from sgld.stages.denoising import CFG_BATCHED, CFG_MODES, DenoisingStage
 from sgld.stages.image_latents import FlowMatchTimestepStage, PackedLatentPreparationStage
@@ -30,10 +30,7 @@ class QwenImageT2IPipeline(Pipeline):
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
         super().__init__(components, run, device, parallel)
         vae, transformer = components["vae"], components["transformer"]
-        self.configure_vae(vae)
-        step_hooks = self.configure_dit("transformer", transformer)
-        self.place("text_encoder", "vae")
-        self.constraints = self.spec.sizes(vae.config, transformer.config)
+        step_hooks = self.configure_one_dit("text_encoder", "vae")
         self.vae_scale = qwen_vae_scale(vae.config)
         dtype = transformer.dtype
         self.stages = [
@@ -77,14 +74,16 @@ class QwenImageEditTI2IPipeline(QwenImageT2IPipeline):
     """Qwen-Image-Edit: the input image conditions the prompt encoding (VL) and the DiT (latent tokens)."""
 
     spec = FAMILIES["qwen_image_edit"]
+    # The prompt template, and the size the VL encoder sees each input image at.
+    template = QWEN_IMAGE_EDIT_TEMPLATE
+    vl_area = CONDITION_AREA
 
     def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
         return QwenTextEncodingStage(self.components["processor"], self.components["text_encoder"], self.placement,
-                                     dtype, QWEN_IMAGE_EDIT_TEMPLATE, with_image=True,
-                                     pad_branches=self.cfg_mode == CFG_BATCHED)
+                                     dtype, self.template, with_image=True, pad_branches=self.cfg_mode == CFG_BATCHED)
 
     def condition_stages(self) -> list:
-        return [ConditionImageStage(self.vae_scale)]
+        return [ConditionImageStage(self.vae_scale, vl_area=self.vl_area)]
 
     def condition_latent_stages(self) -> list:
         return [ConditionLatentStage(self.components["vae"], self.placement, self.vae_scale)]
@@ -94,11 +93,5 @@ class QwenImageEditPlusTI2IPipeline(QwenImageEditTI2IPipeline):
     """Qwen-Image-Edit-Plus (2509, 2511): one to three input images, numbered in the prompt and appended as tokens."""
 
     spec = FAMILIES["qwen_image_edit_plus"]
-
-    def text_stage(self, dtype: torch.dtype) -> QwenTextEncodingStage:
-        return QwenTextEncodingStage(self.components["processor"], self.components["text_encoder"], self.placement,
-                                     dtype, QWEN_IMAGE_EDIT_PLUS_TEMPLATE, with_image=True,
-                                     pad_branches=self.cfg_mode == CFG_BATCHED)
-
-    def condition_stages(self) -> list:
-        return [ConditionImageStage(self.vae_scale, vl_area=PLUS_VL_AREA)]
+    template = QWEN_IMAGE_EDIT_PLUS_TEMPLATE
+    vl_area = PLUS_VL_AREA

@@ -53,10 +53,7 @@ class ZImageT2IPipeline(Pipeline):
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
         super().__init__(components, run, device, parallel)
         vae, transformer = components["vae"], components["transformer"]
-        self.configure_vae(vae)
-        step_hooks = self.configure_dit("transformer", transformer)
-        self.place("text_encoder", "vae")
-        self.constraints = self.spec.sizes(vae.config, transformer.config)
+        step_hooks = self.configure_one_dit("text_encoder", "vae")
         vae_scale = flux_vae_scale(vae.config)
         self.stages = [
             InputValidationStage(self.check_request),
