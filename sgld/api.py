@@ -71,7 +71,10 @@ def check_request_options(run: RunConfig, model: DescribedModel, options: dict[s
     cfg = OmegaConf.structured(run)
     apply_values(cfg, options_to_values(options, sections=(SAMPLING, OUTPUT)))
     request_run = finalize(cfg)
-    model.check_request(Request.from_sampling(request_run.sampling))
+    req = Request.from_sampling(request_run.sampling)
+    model.check_request(req)
+    # A size the model takes from the input image (HunyuanVideo-1.5 I2V) is known now: the run says it.
+    request_run.sampling.height, request_run.sampling.width = req.height, req.width
     if request_run.output.save and request_run.output.file_name:
         check_output_file_name(request_run.output.file_name, model.spec.output)
     return request_run

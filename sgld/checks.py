@@ -43,6 +43,29 @@ def open_input_image(path: str) -> "PIL.Image.Image":  # noqa: F821
                         param="image_path") from None
 
 
+def bucket_nearest(height: int, width: int, side: int, multiple: int) -> tuple[int, int]:
+    """(height, width) of the training bucket nearest the aspect ratio ``height / width``, as HunyuanVideo-1.5 picks it.
+
+    The buckets are the sizes, in multiples of ``multiple``, of at most (side / multiple)² patches with
+    sides at most 4:1; a landscape image takes the nearest bucket at least as wide, a portrait one the
+    nearest at least as tall (diffusers' ``generate_crop_size_list`` and ``get_closest_ratio``).
+    """
+    patches = round((side / multiple) ** 2)
+    buckets = []
+    high, wide = patches, 1
+    while high > 0:
+        if max(high, wide) / min(high, wide) <= 4.0:
+            buckets.append((high * multiple, wide * multiple))
+        if (wide + 1) * high <= patches:
+            wide += 1
+        else:
+            high -= 1
+    aspect = height / width
+    offsets = [round(h / w, 5) - aspect for h, w in buckets]
+    pool = [i for i, off in enumerate(offsets) if (off <= 0 if aspect >= 1 else off >= 0)]
+    return buckets[min(pool, key=lambda i: abs(offsets[i]))]
+
+
 def _check_common(req: Request, spatial_multiple: int, size_optional: bool = False) -> None:
     if not isinstance(req.prompt, str) or not req.prompt.strip():
         raise UserError("prompt must be a non-empty string (--prompt)", param="prompt")
@@ -72,13 +95,17 @@ class ImageMode(StrEnum):
     required = "required"  # edit and image-to-video models
 
 
-def check_video_request(req: Request, spatial_multiple: int, temporal_factor: int, image: ImageMode = ImageMode.never) -> None:
+def check_video_request(req: Request, spatial_multiple: int, temporal_factor: int, image: ImageMode = ImageMode.never,
+                        size_optional: bool = False) -> None:
     """Raise UserError naming the field when the model cannot produce this size or length.
 
     ``image``: whether the model takes a first frame (``image_path``): never (text-to-video),
     optional (Wan2.2 TI2V) or required (image-to-video); a given image is opened and checked here.
+    ``size_optional``: height and width may both be unset (the model sizes the video from the image).
     """
-    _check_common(req, spatial_multiple)
+    _check_common(req, spatial_multiple, size_optional=size_optional)
+    if (req.height is None) != (req.width is None):
+        raise UserError("give both --height and --width, or neither", param="height" if req.height is None else "width")
     if req.image_path and image == ImageMode.never:
         raise UserError("image_path: this model generates video from text only", param="image_path")
     if not req.image_path and image == ImageMode.required:

@@ -9,12 +9,12 @@ errors stay fast.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
 
-from sgld.checks import ImageMode, check_image_request, check_video_request
+from sgld.checks import ImageMode, bucket_nearest, check_image_request, check_video_request, open_input_image
 from sgld.errors import UserError
 from sgld.request import Request
 
@@ -51,10 +51,16 @@ class GuidanceKind(StrEnum):
 
 @dataclass(frozen=True)
 class SizeConstraints:
-    """What sizes a model accepts: height/width multiples, and frames = k * temporal_factor + 1."""
+    """What sizes a model accepts: height/width multiples, and frames = k * temporal_factor + 1.
+
+    ``bucket_size``: the side of the square, in pixels, whose area the model's training buckets
+    share (HunyuanVideo-1.5: 640 at 480p); a size taken from an input image is the bucket nearest
+    its aspect ratio.
+    """
 
     spatial_multiple: int
     temporal_factor: int = 1
+    bucket_size: Optional[int] = None
 
 
 def wan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
@@ -66,6 +72,11 @@ def wan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints
 def hunyuan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
     """HunyuanVideo: VAE spatial compression x the DiT's patch; the VAE's temporal compression."""
     return SizeConstraints(vae["spatial_compression_ratio"] * dit["patch_size"], vae["temporal_compression_ratio"])
+
+
+def hunyuan15_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
+    """HunyuanVideo-1.5: as HunyuanVideo, plus the DiT's ``target_size`` (its training buckets' side)."""
+    return replace(hunyuan_sizes(vae, dit), bucket_size=dit["target_size"])
 
 
 def flux_vae_scale(vae: Mapping[str, Any]) -> int:
@@ -119,6 +130,8 @@ class FamilySpec:
     lora_loader: str = ""
     # How many input images a request may give (Qwen-Image-Edit-Plus: several, composed into one).
     max_input_images: int = 1
+    # Video from an image: without --height/--width the output takes the image's aspect (HunyuanVideo-1.5 I2V).
+    size_from_image: bool = False
 
     @property
     def needs_image(self) -> bool:
@@ -142,9 +155,18 @@ class FamilySpec:
         return self.sizes(_read_json(folder / "vae" / "config.json"), _read_json(_dit_config_file(folder)))
 
     def check_request(self, req: Request, constraints: SizeConstraints) -> None:
-        """Raise UserError naming the field when a model of this family cannot run ``req``."""
+        """Raise UserError naming the field when a model of this family cannot run ``req``.
+
+        A family that sizes its video from the input image (``size_from_image``) first sets an unset
+        height and width to the bucket nearest the image's aspect ratio, so the request says what it makes.
+        """
+        if self.size_from_image and req.height is None and req.width is None and len(req.image_paths) == 1:
+            image = open_input_image(req.image_paths[0])
+            req.height, req.width = bucket_nearest(image.height, image.width, constraints.bucket_size,
+                                                   constraints.spatial_multiple)
         if self.output == OutputKind.video:
-            check_video_request(req, constraints.spatial_multiple, constraints.temporal_factor, self.image_mode)
+            check_video_request(req, constraints.spatial_multiple, constraints.temporal_factor, self.image_mode,
+                                size_optional=self.size_from_image)
         else:
             check_image_request(req, constraints.spatial_multiple, needs_image=self.needs_image,
                                 max_images=self.max_input_images)
@@ -185,6 +207,9 @@ class FamilySpec:
             raise UserError(f"attention_backend='{backend}' takes no attention mask, and "
                             f"{self.masked_attention} masks its text padding; use auto, cudnn, flash or "
                             "efficient", param="attention_backend")
+        if (run.model.loras or run.server.lora_dir) and not self.lora_loader:
+            raise UserError(f"LoRA adapters: diffusers has no LoRA loader for {self.name} models yet, so sgld "
+                            "cannot read their adapters; run without --lora-path / --lora-dir", param="lora_path")
         if run.vae.sp and not self.vae_sp:
             video = ", ".join(spec.name for spec in FAMILIES.values() if spec.vae_sp)
             raise UserError(f"vae_sp: splitting the VAE decode across ranks is supported for {video}, "
@@ -219,6 +244,14 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
                reference_pipeline="HunyuanVideoPipeline", default_model="hunyuan", sequence_parallel=False,
                vae_sp=True, masked_attention="HunyuanVideoTransformer3DModel",
                lora_loader="HunyuanVideoLoraLoaderMixin"),
+    FamilySpec("hunyuan15_t2v", task=TaskType.T2V, output=OutputKind.video, image_mode=ImageMode.never,
+               guidance=GuidanceKind.cfg, sizes=hunyuan15_sizes, pipeline="sgld.pipelines.hunyuan15:Hunyuan15T2VPipeline",
+               reference_pipeline="HunyuanVideo15Pipeline", default_model="hunyuan15_t2v", sequence_parallel=False,
+               masked_attention="HunyuanVideo15Transformer3DModel"),
+    FamilySpec("hunyuan15_i2v", task=TaskType.I2V, output=OutputKind.video, image_mode=ImageMode.required,
+               guidance=GuidanceKind.cfg, sizes=hunyuan15_sizes, pipeline="sgld.pipelines.hunyuan15:Hunyuan15I2VPipeline",
+               reference_pipeline="HunyuanVideo15ImageToVideoPipeline", default_model="hunyuan15_i2v",
+               sequence_parallel=False, masked_attention="HunyuanVideo15Transformer3DModel", size_from_image=True),
     FamilySpec("flux", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
                sizes=flux_sizes, pipeline="sgld.pipelines.flux:FluxT2IPipeline", reference_pipeline="FluxPipeline",
                default_model="flux_dev", lora_loader="FluxLoraLoaderMixin"),

@@ -13,6 +13,7 @@ TINY_FAMILIES = {"tiny-wan-t2v": "wan_t2v", "tiny-wan22-t2v": "wan_t2v", "tiny-w
                  "tiny-wan21-i2v": "wan_i2v", "tiny-wan22-i2v": "wan_i2v", "tiny-hunyuan": "hunyuan",
                  "tiny-flux": "flux", "tiny-qwen-image": "qwen_image", "tiny-qwen-image-edit": "qwen_image_edit",
                  "tiny-qwen-image-edit-plus": "qwen_image_edit_plus", "tiny-z-image": "z_image",
+                 "tiny-hunyuan15": "hunyuan15_t2v", "tiny-hunyuan15-i2v": "hunyuan15_i2v",
                  "tiny-flux2-klein": "flux2_klein"}
 
 

@@ -19,6 +19,10 @@ RELEASED_SIZES = {
     "Qwen/Qwen-Image": {"transformer": 20.430, "text_encoder": 8.292, "vae": 0.127},
     # Z-Image-Turbo's DiT: 6,154,908,736 parameters; Qwen3-4B (embeddings tied): 4.02 B.
     "Tongyi-MAI/Z-Image-Turbo": {"transformer": 6.155, "text_encoder": 4.022, "vae": 0.0838},
+    # HunyuanVideo-1.5: an 8.3 B DiT; Qwen2.5-VL-7B's language model; ByT5-small's encoder; SigLIP so400m.
+    "hunyuanvideo-community/HunyuanVideo-1.5-480p_t2v": {"transformer": 8.327, "text_encoder": 7.071,
+                                                         "text_encoder_2": 0.2177},
+    "hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v": {"transformer": 8.327, "image_encoder": 0.4282},
 }
 
 

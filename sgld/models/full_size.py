@@ -57,6 +57,19 @@ QWEN25_VL_7B = {  # Qwen/Qwen2.5-VL-7B-Instruct (Qwen-Image text_encoder)
     },
     "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
 }
+QWEN25_VL_7B_TEXT = {"model_type": "qwen2_5_vl_text", **QWEN25_VL_7B["text_config"]}  # its language model alone
+BYT5_SMALL = {  # google/byt5-small encoder (HunyuanVideo-1.5's glyph encoder, Glyph-SDXL-v2 weights)
+    "model_type": "t5", "vocab_size": 384, "d_model": 1472, "d_kv": 64, "d_ff": 3584, "num_layers": 12,
+    "num_decoder_layers": 4, "num_heads": 6, "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128, "dropout_rate": 0.0, "layer_norm_epsilon": 1e-6,
+    "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+    "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+}
+SIGLIP_SO400M = {  # google/siglip-so400m-patch14-384 vision tower (HunyuanVideo-1.5 I2V image_encoder)
+    "model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+    "num_attention_heads": 16, "image_size": 384, "patch_size": 14, "hidden_act": "gelu_pytorch_tanh",
+    "layer_norm_eps": 1e-6,
+}
 
 # DiTs.
 WAN_1_3B = {"patch_size": [1, 2, 2], "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
@@ -104,6 +117,15 @@ FLUX2_EULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting"
 # Z-Image-Turbo's scheduler: a fixed shift, no resolution-dependent one.
 Z_IMAGE_EULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
 
+# HunyuanVideo-1.5 480p (8.3 B DiT, 54 double-stream blocks; its VAE compresses 16x spatially, 4x in time).
+HUNYUAN15_480P = {"in_channels": 65, "out_channels": 32, "num_attention_heads": 16, "attention_head_dim": 128,
+                  "num_layers": 54, "num_refiner_layers": 2, "mlp_ratio": 4.0, "patch_size": 1, "patch_size_t": 1,
+                  "text_embed_dim": 3584, "text_embed_2_dim": 1472, "image_embed_dim": 1152,
+                  "rope_axes_dim": [16, 56, 56], "target_size": 640, "use_meanflow": False}
+HUNYUAN15_VAE = {"latent_channels": 32, "block_out_channels": [128, 256, 512, 1024, 1024], "layers_per_block": 2,
+                 "spatial_compression_ratio": 16, "temporal_compression_ratio": 4, "scaling_factor": 1.03682}
+HUNYUAN15_EULER = {"num_train_timesteps": 1000, "shift": 5.0, "use_dynamic_shifting": False}
+
 # Schedulers.
 WAN_UNIPC = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
              "solver_order": 2, "prediction_type": "flow_prediction", "predict_x0": True, "solver_type": "bh2",
@@ -123,7 +145,8 @@ class Component:
     library: str
     class_name: str
     config: dict | None = None
-    # For tokenizers: which offline builder makes it ("t5", "clip", "qwen2", "qwen3": qwen2 with Qwen3's chat template).
+    # For tokenizers and processors: which offline builder makes it ("t5", "clip", "qwen2", "qwen3": qwen2 with
+    # Qwen3's chat template, "qwen25vl": HunyuanVideo-1.5's, "byt5", "siglip": SigLIP's 384² image processor).
     tokenizer: str | None = None
 
 
@@ -159,7 +182,28 @@ def _wan(transformer: dict, two_experts: bool = False) -> FullSizeModel:
     return FullSizeModel("WanPipeline", components, extra)
 
 
+def _hunyuan15(image_to_video: bool) -> FullSizeModel:
+    components = {
+        "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", HUNYUAN15_EULER),
+        "guider": Component("diffusers", "ClassifierFreeGuidance", {"guidance_scale": 6.0}),
+        "text_encoder": Component("transformers", "Qwen2_5_VLTextModel", QWEN25_VL_7B_TEXT),
+        "tokenizer": Component("transformers", "Qwen2Tokenizer", tokenizer="qwen25vl"),
+        "text_encoder_2": Component("transformers", "T5EncoderModel", BYT5_SMALL),
+        "tokenizer_2": Component("transformers", "ByT5Tokenizer", tokenizer="byt5"),
+        "transformer": Component("diffusers", "HunyuanVideo15Transformer3DModel",
+                                 {**HUNYUAN15_480P, "task_type": "i2v" if image_to_video else "t2v"}),
+        "vae": Component("diffusers", "AutoencoderKLHunyuanVideo15", HUNYUAN15_VAE),
+    }
+    if not image_to_video:
+        return FullSizeModel("HunyuanVideo15Pipeline", components)
+    components["image_encoder"] = Component("transformers", "SiglipVisionModel", SIGLIP_SO400M)
+    components["feature_extractor"] = Component("transformers", "SiglipImageProcessor", tokenizer="siglip")
+    return FullSizeModel("HunyuanVideo15ImageToVideoPipeline", components)
+
+
 FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
+    "hunyuanvideo-community/HunyuanVideo-1.5-480p_t2v": _hunyuan15(image_to_video=False),
+    "hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v": _hunyuan15(image_to_video=True),
     "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": _wan(WAN_1_3B),
     "Wan-AI/Wan2.1-T2V-14B-Diffusers": _wan(WAN_14B),
     "Wan-AI/Wan2.2-T2V-A14B-Diffusers": _wan(WAN_14B, two_experts=True),

@@ -44,10 +44,14 @@ def materialize_random(model_path: str) -> Path:
 
 
 def _tokenizer(kind: str):
-    from sgld.models import tiny_parts, tiny_qwen, tiny_z_image
+    from transformers import ByT5Tokenizer, SiglipImageProcessor
+
+    from sgld.models import tiny_hunyuan15, tiny_parts, tiny_qwen, tiny_z_image
 
     return {"t5": tiny_parts.build_t5_tokenizer, "clip": tiny_parts.build_clip_tokenizer,
-            "qwen2": tiny_qwen.build_qwen2_tokenizer, "qwen3": tiny_z_image.build_qwen3_tokenizer}[kind]()
+            "qwen2": tiny_qwen.build_qwen2_tokenizer, "qwen3": tiny_z_image.build_qwen3_tokenizer,
+            "qwen25vl": tiny_hunyuan15.build_qwen25vl_tokenizer, "byt5": ByT5Tokenizer,
+            "siglip": lambda: SiglipImageProcessor(size={"height": 384, "width": 384})}[kind]()
 
 
 def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
@@ -61,9 +65,11 @@ def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
             _tokenizer(comp.tokenizer).save_pretrained(sub)
         elif comp.library == "diffusers":
             # Every init argument, defaults included, as diffusers' save_pretrained writes it (readers expect them).
+            import diffusers
+
             config = {"_class_name": comp.class_name, "_diffusers_version": DIFFUSERS_VERSION, **_full_config(comp)}
-            file = "scheduler_config.json" if name.startswith("scheduler") else "config.json"
-            (sub / file).write_text(json.dumps(config, indent=2))
+            # The file name each class reads (scheduler_config.json, guider_config.json, config.json).
+            (sub / getattr(diffusers, comp.class_name).config_name).write_text(json.dumps(config, indent=2))
         else:
             (sub / "config.json").write_text(json.dumps({**comp.config, "architectures": [comp.class_name]}, indent=2))
     (folder / RANDOM_MARKER).write_text(json.dumps({"repo_id": repo, "weights": "random, made on the device at load"}))

@@ -33,6 +33,8 @@ BUILTIN_MODELS = {
     "tiny-z-image": "tiny_z_image",
     "tiny-flux2-klein": "tiny_flux2_klein",
     "tiny-qwen-image-edit-plus": "tiny_qwen_image_edit_plus",
+    "tiny-hunyuan15": "tiny_hunyuan15",
+    "tiny-hunyuan15-i2v": "tiny_hunyuan15_i2v",
 }
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from sgld.models import tiny_flux2, tiny_hunyuan, tiny_qwen, tiny_z_image
+from sgld.models import tiny_flux2, tiny_hunyuan, tiny_hunyuan15, tiny_qwen, tiny_z_image
 from sgld.models.tiny_parts import (
     build_clip_tokenizer, build_t5_tokenizer, build_tiny_clip_text_encoder, build_tiny_flux_vae, scale_parameters_,
 )
@@ -193,6 +193,8 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-z-image": lambda folder: tiny_z_image.build_tiny_z_image(folder),
     "tiny-flux2-klein": lambda folder: tiny_flux2.build_tiny_flux2_klein(folder),
     "tiny-qwen-image-edit-plus": lambda folder: tiny_qwen.build_tiny_qwen_image_edit_plus(folder),
+    "tiny-hunyuan15": lambda folder: tiny_hunyuan15.build_tiny_hunyuan15_t2v(folder),
+    "tiny-hunyuan15-i2v": lambda folder: tiny_hunyuan15.build_tiny_hunyuan15_i2v(folder),
 }
 
 

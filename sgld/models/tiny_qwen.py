@@ -34,10 +34,24 @@ SPECIAL_TOKENS = [
 ]
 
 
-def build_qwen2_tokenizer():
-    """A Qwen2 byte-level BPE tokenizer trained on the templates and the tiny word list."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+def build_qwen2_tokenizer(corpus: tuple[str, ...] = (T2I_TEMPLATE.format(""), EDIT_TEMPLATE.format("")),
+                          max_merges: int | None = None):
+    """A Qwen2 byte-level BPE tokenizer trained on ``corpus`` (the Qwen-Image templates) and the tiny word list.
+
+    ``max_merges`` keeps only that many merges (fewer merges: more tokens per text), to make a
+    template prefix split into the token count the real tokenizer gives.
+    """
     from transformers import Qwen2Tokenizer
+
+    vocab, merges = _qwen2_bpe(corpus)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges[:max_merges], model_max_length=32768)
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    return tokenizer
+
+
+def _qwen2_bpe(corpus: tuple[str, ...]) -> tuple[dict, list]:
+    """Vocabulary and merges of a byte-level BPE trained on ``corpus`` (special tokens split out) and WORDS."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     bpe = Tokenizer(models.BPE())
@@ -47,7 +61,7 @@ def build_qwen2_tokenizer():
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     specials = re.compile("|".join(re.escape(s) for s in SPECIAL_TOKENS))
-    texts = [part for t in (T2I_TEMPLATE.format(""), EDIT_TEMPLATE.format("")) for part in specials.split(t) if part]
+    texts = [part for t in corpus for part in specials.split(t) if part]
     texts.append(" ".join(WORDS))
     # A vocabulary larger than the corpus needs: training runs until every word is one token.
     trainer = trainers.BpeTrainer(vocab_size=8192, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -56,9 +70,7 @@ def build_qwen2_tokenizer():
     model = json.loads(bpe.to_str())["model"]
     vocab = dict(model["vocab"])
     vocab.update({token: len(vocab) + i for i, token in enumerate(SPECIAL_TOKENS)})
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[tuple(m) for m in model["merges"]], model_max_length=32768)
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
-    return tokenizer
+    return vocab, [tuple(m) for m in model["merges"]]
 
 
 def _tiny_text_encoder(tokenizer):

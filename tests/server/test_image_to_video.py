@@ -52,3 +52,24 @@ def test_openapi_describes_the_upload(i2v_server):
     assert list(body) == ["multipart/form-data"]
     form = spec["components"]["schemas"]["VideoFromImageForm"]
     assert "input_reference" in form["required"] and form["properties"]["input_reference"]["format"] == "binary"
+
+
+def test_hunyuan15_video_takes_its_size_from_the_first_frame(tmp_path_factory, input_png, tmp_path):
+    srv = ServerProcess(tmp_path_factory.mktemp("hv15") / "out", model="tiny-hunyuan15-i2v")
+    srv.start()
+    try:
+        info = httpx.get(srv.base + "/playground/info", timeout=10).json()
+        assert info["needs_image"] and info["defaults"]["width"] is None  # the page shows "from input"
+        client = srv.openai()
+        video = client.videos.create_and_poll(
+            prompt="a red fox", input_reference=("first.png", input_png.read_bytes(), "image/png"),
+            extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": 3}, poll_interval_ms=100,
+        )
+        # The 56x40 image's nearest bucket of the tiny model (64-pixel side): 64 wide, 48 high.
+        assert video.status == "completed" and video.size == "64x48", (video.status, video.size, video.error)
+        path = tmp_path / "hv15.mp4"
+        path.write_bytes(client.videos.download_content(video_id=video.id).read())
+        meta, frames = read_mp4(path)
+        assert meta["size"] == (64, 48) and len(frames) == 5
+    finally:
+        srv.stop()
