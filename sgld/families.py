@@ -192,6 +192,8 @@ class FamilySpec:
 
     def guided(self, req: Request) -> bool:
         """Whether ``req`` runs an unconditional branch beside the conditional one."""
+        if self.guidance == GuidanceKind.embedded:  # the scale is a DiT input: one branch
+            return False
         if self.guidance == GuidanceKind.cfg_extra:
             return req.guidance_scale > 0
         return req.do_cfg
@@ -267,6 +269,10 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("flux2_klein", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never,
                guidance=GuidanceKind.cfg, sizes=flux_sizes, pipeline="sgld.pipelines.flux2:Flux2KleinT2IPipeline",
                reference_pipeline="Flux2KleinPipeline", default_model="flux2_klein", sequence_parallel=False,
+               lora_loader="Flux2LoraLoaderMixin"),
+    FamilySpec("flux2_dev", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never,
+               guidance=GuidanceKind.embedded, sizes=flux_sizes, pipeline="sgld.pipelines.flux2:Flux2DevT2IPipeline",
+               reference_pipeline="Flux2Pipeline", default_model="flux2_dev", sequence_parallel=False,
                lora_loader="Flux2LoraLoaderMixin"),
     FamilySpec("z_image", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never,
                guidance=GuidanceKind.cfg_extra, sizes=flux_sizes, pipeline="sgld.pipelines.z_image:ZImageT2IPipeline",

@@ -32,6 +32,7 @@ CASES = {
     "wan_i2v": ("tiny-wan21-i2v", {"num_inference_steps": 2}, 3, True),
     "z_image": ("tiny-z-image", {"num_inference_steps": 3}, 4, False),  # prompts of different token lengths
     "flux2_klein": ("tiny-flux2-klein", {"num_inference_steps": 3}, 4, False),
+    "flux2_dev": ("tiny-flux2", {"num_inference_steps": 3}, 4, False),  # per-sample embedded guidance
     "hunyuan15_t2v": ("tiny-hunyuan15", {"num_inference_steps": 3}, 4, False),
     "hunyuan15_i2v": ("tiny-hunyuan15-i2v", {"num_inference_steps": 2}, 3, True),  # sized from the images
 }

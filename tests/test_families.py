@@ -14,7 +14,7 @@ TINY_FAMILIES = {"tiny-wan-t2v": "wan_t2v", "tiny-wan22-t2v": "wan_t2v", "tiny-w
                  "tiny-flux": "flux", "tiny-qwen-image": "qwen_image", "tiny-qwen-image-edit": "qwen_image_edit",
                  "tiny-qwen-image-edit-plus": "qwen_image_edit_plus", "tiny-z-image": "z_image",
                  "tiny-hunyuan15": "hunyuan15_t2v", "tiny-hunyuan15-i2v": "hunyuan15_i2v",
-                 "tiny-flux2-klein": "flux2_klein"}
+                 "tiny-flux2-klein": "flux2_klein", "tiny-flux2": "flux2_dev"}
 
 
 def test_every_spec_names_a_pipeline_that_declares_it():
@@ -25,7 +25,7 @@ def test_every_spec_names_a_pipeline_that_declares_it():
 def test_folders_map_to_their_family(sgld_home):
     for model, family in TINY_FAMILIES.items():
         assert FolderModel.of(model).spec.name == family, model
-    with pytest.raises(UserError, match="unsupported pipeline class 'AcmePipeline'; sgld runs: Flux2KleinPipeline, FluxPipeline"):
+    with pytest.raises(UserError, match="unsupported pipeline class 'AcmePipeline'; sgld runs: Flux2KleinPipeline, Flux2Pipeline, FluxPipeline"):
         family_of_index({"_class_name": "AcmePipeline"})
 
 

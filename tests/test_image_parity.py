@@ -1,4 +1,4 @@
-"""Image models (FLUX.1, FLUX.2 [klein], Qwen-Image, Qwen-Image-Edit(-Plus), Z-Image) against their diffusers reference pipelines, and sensitivity.
+"""Image models (FLUX.1, FLUX.2 [dev] and [klein], Qwen-Image, Qwen-Image-Edit(-Plus), Z-Image) against their diffusers reference pipelines, and sensitivity.
 
 For each tiny image model our image equals the reference pipeline's on the same folder,
 prompt, seed, steps and size within 2/255 per pixel; prompt, seed and guidance each move
@@ -37,10 +37,25 @@ def reference(model, **call):
         from sgld.models.processors import load_qwen2vl_processor
 
         extra["processor"] = load_qwen2vl_processor(folder / "processor")
-    pipe = cls.from_pretrained(folder, **extra)
+    pipe = flux2_dev_reference(folder) if model == "tiny-flux2" else cls.from_pretrained(folder, **extra)
     pipe.set_progress_bar_config(disable=True)
     seed = call.pop("seed")
     return pipe(generator=torch.Generator().manual_seed(seed), output_type="np", **call).images[0]
+
+
+def flux2_dev_reference(folder):
+    """``Flux2Pipeline`` over the folder's components. Its tokenizer is a Pixtral processor, which transformers builds
+    only with torchvision (absent here), so the reference gets the processor's tokenizer and chat template: for text
+    the processor's ``apply_chat_template`` gives the same ids."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+    from transformers import AutoTokenizer, Mistral3ForConditionalGeneration
+
+    return Flux2Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler"),
+        vae=AutoencoderKLFlux2.from_pretrained(folder, subfolder="vae"),
+        text_encoder=Mistral3ForConditionalGeneration.from_pretrained(folder / "text_encoder"),
+        tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
+        transformer=Flux2Transformer2DModel.from_pretrained(folder, subfolder="transformer"))
 
 
 def assert_close(a, b):
@@ -173,6 +188,25 @@ def test_flux2_klein_prompt_encoding_matches_diffusers(generators):
     torch.testing.assert_close(stage.encode([PROMPT, "a red fox"]), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_flux2_dev_matches_diffusers(generators):
+    settings = dict(prompt=PROMPT, seed=5, num_inference_steps=4, guidance_scale=4.0, height=64, width=48)
+    mine = ours(generators, "tiny-flux2", **settings)
+    ref = reference("tiny-flux2", **settings)
+    assert mine.shape == (64, 48, 3)
+    assert_close(mine, ref)
+
+
+def test_flux2_dev_prompt_encoding_matches_diffusers(generators):
+    from sgld.models.tiny import materialize_tiny
+    from sgld.stages.flux2 import MistralTextEncodingStage
+
+    pipe = flux2_dev_reference(materialize_tiny("tiny-flux2"))
+    ref, _ = pipe.encode_prompt([PROMPT, "a red fox"], device="cpu")
+    stage = generators("tiny-flux2").pipeline.stage(MistralTextEncodingStage)
+    assert ref.shape == (2, 512, 3 * 16)  # layers 10, 20, 30 stacked
+    torch.testing.assert_close(stage.encode([PROMPT, "a red fox"]), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_a_distilled_flux2_klein_refuses_guidance(tmp_path, sgld_home):
     """A folder whose model_index.json says is_distilled runs one branch; a guidance scale is refused, not ignored."""
     import json
@@ -225,6 +259,7 @@ def test_z_image_prompt_encoding_matches_diffusers(generators):
         ("tiny-qwen-image", dict(guidance_scale=4.0), dict(guidance_scale=2.0)),
         ("tiny-z-image", dict(guidance_scale=0.0), dict(guidance_scale=3.0)),
         ("tiny-flux2-klein", dict(guidance_scale=4.0), dict(guidance_scale=1.0)),
+        ("tiny-flux2", dict(guidance_scale=4.0), dict(guidance_scale=1.5)),
     ],
 )
 def test_text_to_image_sensitivity(generators, model, base, guided):

@@ -23,6 +23,8 @@ RELEASED_SIZES = {
     "hunyuanvideo-community/HunyuanVideo-1.5-480p_t2v": {"transformer": 8.327, "text_encoder": 7.071,
                                                          "text_encoder_2": 0.2177},
     "hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v": {"transformer": 8.327, "image_encoder": 0.4282},
+    # FLUX.2 [dev]: a 32.2 B DiT; Mistral Small 3.2 24B (with its Pixtral vision tower).
+    "black-forest-labs/FLUX.2-dev": {"transformer": 32.223, "text_encoder": 24.011},
 }
 
 

@@ -105,6 +105,10 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
             from sgld.models.processors import load_qwen2vl_processor
 
             module = load_qwen2vl_processor(sub)
+        elif class_name == "PixtralProcessor":  # FLUX.2 [dev] reads text only: its tokenizer and chat template
+            from transformers import AutoTokenizer
+
+            module = AutoTokenizer.from_pretrained(sub)
         else:  # tokenizer / processor
             module = cls.from_pretrained(sub)
         components[name] = module

@@ -70,6 +70,21 @@ SIGLIP_SO400M = {  # google/siglip-so400m-patch14-384 vision tower (HunyuanVideo
     "num_attention_heads": 16, "image_size": 384, "patch_size": 14, "hidden_act": "gelu_pytorch_tanh",
     "layer_norm_eps": 1e-6,
 }
+MISTRAL_SMALL_32 = {  # mistralai/Mistral-Small-3.2-24B-Instruct-2506 (FLUX.2 [dev] text_encoder)
+    "model_type": "mistral3",
+    "text_config": {
+        "model_type": "mistral", "vocab_size": 131072, "hidden_size": 5120, "intermediate_size": 32768,
+        "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+        "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 1000000000.0, "hidden_act": "silu",
+        "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 11,
+    },
+    "vision_config": {
+        "model_type": "pixtral", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+        "num_attention_heads": 16, "head_dim": 64, "image_size": 1540, "patch_size": 14, "rope_theta": 10000.0,
+    },
+    "image_token_index": 10, "spatial_merge_size": 2, "multimodal_projector_bias": False,
+    "projector_hidden_act": "gelu", "vision_feature_layer": -1, "tie_word_embeddings": False,
+}
 
 # DiTs.
 WAN_1_3B = {"patch_size": [1, 2, 2], "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
@@ -108,6 +123,8 @@ FLUX_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_o
             "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False, "use_post_quant_conv": False,
             "mid_block_add_attention": True, "force_upcast": True}
 
+FLUX2_DEV = {**FLUX2_KLEIN_4B, "num_layers": 8, "num_single_layers": 48, "num_attention_heads": 48,
+             "joint_attention_dim": 15360, "guidance_embeds": True}  # 32.2 B
 FLUX2_VAE = {"latent_channels": 32, "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
              "norm_num_groups": 32, "batch_norm_eps": 1e-4, "batch_norm_momentum": 0.1, "patch_size": [2, 2],
              "use_quant_conv": True, "use_post_quant_conv": True, "mid_block_add_attention": True, "sample_size": 1024}
@@ -146,7 +163,8 @@ class Component:
     class_name: str
     config: dict | None = None
     # For tokenizers and processors: which offline builder makes it ("t5", "clip", "qwen2", "qwen3": qwen2 with
-    # Qwen3's chat template, "qwen25vl": HunyuanVideo-1.5's, "byt5", "siglip": SigLIP's 384² image processor).
+    # Qwen3's chat template, "qwen25vl": HunyuanVideo-1.5's, "byt5", "siglip": SigLIP's 384² image processor,
+    # "mistral": the Pixtral processor folder of FLUX.2 [dev]).
     tokenizer: str | None = None
 
 
@@ -223,6 +241,13 @@ FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
         "transformer": Component("diffusers", "Flux2Transformer2DModel", FLUX2_KLEIN_4B),
         "vae": Component("diffusers", "AutoencoderKLFlux2", FLUX2_VAE),
     }, {"is_distilled": True}),
+    "black-forest-labs/FLUX.2-dev": FullSizeModel("Flux2Pipeline", {
+        "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", FLUX2_EULER),
+        "text_encoder": Component("transformers", "Mistral3ForConditionalGeneration", MISTRAL_SMALL_32),
+        "tokenizer": Component("transformers", "PixtralProcessor", tokenizer="mistral"),
+        "transformer": Component("diffusers", "Flux2Transformer2DModel", FLUX2_DEV),
+        "vae": Component("diffusers", "AutoencoderKLFlux2", FLUX2_VAE),
+    }),
     "Tongyi-MAI/Z-Image-Turbo": FullSizeModel("ZImagePipeline", {
         "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", Z_IMAGE_EULER),
         "text_encoder": Component("transformers", "Qwen3Model", QWEN3_4B),

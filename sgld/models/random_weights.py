@@ -61,7 +61,11 @@ def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
     for name, comp in model.components.items():
         sub = folder / name
         sub.mkdir()
-        if comp.tokenizer:
+        if comp.tokenizer == "mistral":
+            from sgld.models.tiny_flux2 import build_mistral_tokenizer, save_pixtral_processor
+
+            save_pixtral_processor(build_mistral_tokenizer(), sub)
+        elif comp.tokenizer:
             _tokenizer(comp.tokenizer).save_pretrained(sub)
         elif comp.library == "diffusers":
             # Every init argument, defaults included, as diffusers' save_pretrained writes it (readers expect them).

@@ -32,6 +32,7 @@ BUILTIN_MODELS = {
     "tiny-qwen-image-edit": "tiny_qwen_image_edit",
     "tiny-z-image": "tiny_z_image",
     "tiny-flux2-klein": "tiny_flux2_klein",
+    "tiny-flux2": "tiny_flux2",
     "tiny-qwen-image-edit-plus": "tiny_qwen_image_edit_plus",
     "tiny-hunyuan15": "tiny_hunyuan15",
     "tiny-hunyuan15-i2v": "tiny_hunyuan15_i2v",

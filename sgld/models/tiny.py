@@ -192,6 +192,7 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-qwen-image-edit": lambda folder: tiny_qwen.build_tiny_qwen_image_edit(folder),
     "tiny-z-image": lambda folder: tiny_z_image.build_tiny_z_image(folder),
     "tiny-flux2-klein": lambda folder: tiny_flux2.build_tiny_flux2_klein(folder),
+    "tiny-flux2": lambda folder: tiny_flux2.build_tiny_flux2_dev(folder),
     "tiny-qwen-image-edit-plus": lambda folder: tiny_qwen.build_tiny_qwen_image_edit_plus(folder),
     "tiny-hunyuan15": lambda folder: tiny_hunyuan15.build_tiny_hunyuan15_t2v(folder),
     "tiny-hunyuan15-i2v": lambda folder: tiny_hunyuan15.build_tiny_hunyuan15_i2v(folder),

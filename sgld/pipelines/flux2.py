@@ -1,4 +1,4 @@
-"""FLUX.2 [klein] text-to-image (base: CFG; distilled: no guidance)."""
+"""FLUX.2 text-to-image: [klein] (Qwen3; base: CFG, distilled: no guidance) and [dev] (Mistral; embedded guidance)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from sgld.families import FAMILIES, flux_vae_scale
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.request import Request
-from sgld.stages.denoising import CFG_SEQUENTIAL, DenoisingStage
-from sgld.stages.flux2 import Flux2LatentStage, Flux2TextEncodingStage, Flux2VaeDecodingStage, empirical_shift
+from sgld.stages.denoising import CFG_NONE, CFG_SEQUENTIAL, DenoisingStage
+from sgld.stages.flux2 import (
+    Flux2LatentStage, Flux2TextEncodingStage, Flux2VaeDecodingStage, MistralTextEncodingStage, empirical_shift,
+)
 from sgld.stages.image_latents import FlowMatchTimestepStage
 from sgld.stages.validation import InputValidationStage
 
@@ -22,6 +24,8 @@ class Flux2KleinT2IPipeline(Pipeline):
     """Qwen3 (three stacked layers) -> FLUX.2 DiT (CFG as two forwards, as the reference runs it) -> FLUX.2 VAE."""
 
     spec = FAMILIES["flux2_klein"]
+    text_stage = Flux2TextEncodingStage
+    cfg_mode = CFG_SEQUENTIAL  # CFG as two forwards, as the reference runs it
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
         super().__init__(components, run, device, parallel)
@@ -33,12 +37,12 @@ class Flux2KleinT2IPipeline(Pipeline):
         dtype = transformer.dtype
         self.stages = [
             InputValidationStage(self.check_request),
-            Flux2TextEncodingStage(components["tokenizer"], components["text_encoder"], self.placement, dtype,
-                                   self.spec.guided),
-            Flux2LatentStage(transformer.config.in_channels // 4, vae_scale, device, dtype),
+            self.text_stage(components["tokenizer"], components["text_encoder"], self.placement, dtype, self.spec.guided),
+            Flux2LatentStage(transformer.config.in_channels // 4, vae_scale, device, dtype,
+                             guidance_embeds=transformer.config.guidance_embeds),
             FlowMatchTimestepStage(components["scheduler"], device, shift=empirical_shift),
             DenoisingStage([("transformer", transformer)], self.placement, parallel,
-                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_SEQUENTIAL, timestep_divisor=1000),
+                           step_hooks={"transformer": step_hooks}, timestep_divisor=1000, cfg_mode=self.cfg_mode),
             Flux2VaeDecodingStage(vae, self.placement, vae_scale),
         ]
 
@@ -47,3 +51,11 @@ class Flux2KleinT2IPipeline(Pipeline):
         if self.distilled and self.spec.guided(req):
             raise UserError(f"guidance_scale={req.guidance_scale:g}: this FLUX.2 [klein] model is step-distilled and "
                             "takes no guidance; use 1.0", param="guidance_scale")
+
+
+class Flux2DevT2IPipeline(Flux2KleinT2IPipeline):
+    """Mistral Small 3.x (three stacked layers) -> FLUX.2 DiT (``guidance_scale`` is the distilled guidance input)."""
+
+    spec = FAMILIES["flux2_dev"]
+    text_stage = MistralTextEncodingStage
+    cfg_mode = CFG_NONE  # one branch: the guidance scale is a DiT input

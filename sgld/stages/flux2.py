@@ -1,6 +1,6 @@
-"""FLUX.2 [klein] stages: Qwen3 prompt encoding, patchified latents with 4D position ids, the empirical
-timestep shift (for ``FlowMatchTimestepStage``), and the batch-norm latent decode, as ``Flux2KleinPipeline``
-does them."""
+"""FLUX.2 stages: prompt encoding (Qwen3 for [klein], Mistral Small for [dev]), patchified latents with 4D
+position ids, the empirical timestep shift (for ``FlowMatchTimestepStage``), and the batch-norm latent decode,
+as ``Flux2KleinPipeline`` and ``Flux2Pipeline`` do them."""
 
 from __future__ import annotations
 
@@ -13,20 +13,18 @@ from sgld.stages.base import Stage
 from sgld.stages.decoding import PackedImageDecodingStage
 from sgld.stages.text_encoding import chat_prompts, encode_branches
 
-# The Qwen3 layers whose hidden states the DiT reads, stacked on the feature axis.
-TEXT_LAYERS = (9, 18, 27)
-
 
 class Flux2TextEncodingStage(Stage):
     """Sets each branch's ``encoder_hidden_states`` (N, 512, 3 x hidden) and the shared ``txt_ids``.
 
-    Each prompt goes through the tokenizer's chat template (one user turn, thinking off), padded to
-    ``max_length``; the hidden states of ``TEXT_LAYERS`` are stacked. The negative branch exists when
+    [klein]: each prompt goes through Qwen3's chat template (one user turn, thinking off), padded to
+    ``max_length``; the hidden states of ``layers`` are stacked. The negative branch exists when
     the family guides the request; its text is the request's negative prompt (the reference always
     uses "", sgld's default).
     """
 
     name = "encode_prompt"
+    layers = (9, 18, 27)  # the text encoder layers whose hidden states the DiT reads, stacked per token
 
     def __init__(self, tokenizer, text_encoder, placement: Placement, out_dtype: torch.dtype, guided,
                  max_length: int = 512):
@@ -36,16 +34,20 @@ class Flux2TextEncodingStage(Stage):
         self.guided = guided  # (Request) -> bool
         self.max_length = max_length
 
+    def tokenize(self, texts: list[str]) -> dict:
+        """The text encoder's ``input_ids`` and ``attention_mask`` for ``texts``."""
+        return self.tokenizer(chat_prompts(self.tokenizer, texts, thinking=False), padding="max_length",
+                              max_length=self.max_length, truncation=True, return_tensors="pt")
+
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), max_length, 3 x hidden) on the run's device, from one text-encoder call."""
-        inputs = self.tokenizer(chat_prompts(self.tokenizer, texts, thinking=False), padding="max_length", max_length=self.max_length, truncation=True,
-                                return_tensors="pt")
+        inputs = self.tokenize(texts)
         with self.placement.active("text_encoder", self.text_encoder) as encoder:
             device = next(encoder.parameters()).device
-            out = encoder(input_ids=inputs.input_ids.to(device), attention_mask=inputs.attention_mask.to(device),
+            out = encoder(input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device),
                           output_hidden_states=True, use_cache=False)
-        stacked = torch.stack([out.hidden_states[k] for k in TEXT_LAYERS], dim=1)  # (N, layers, L, D)
+        stacked = torch.stack([out.hidden_states[k] for k in self.layers], dim=1)  # (N, layers, L, D)
         n, layers, length, dim = stacked.shape
         embeds = stacked.permute(0, 2, 1, 3).reshape(n, length, layers * dim)
         return embeds.to(device=self.placement.device, dtype=self.out_dtype)
@@ -65,16 +67,36 @@ class Flux2TextEncodingStage(Stage):
         return reqs
 
 
+class MistralTextEncodingStage(Flux2TextEncodingStage):
+    """FLUX.2 [dev]: Mistral Small 3.x after FLUX.2's system message (its chat template, text only), layers 10/20/30.
+
+    ``tokenizer`` is the folder's Pixtral processor or just its tokenizer (with the processor's chat
+    template): for text both give the same ids.
+    """
+
+    layers = (10, 20, 30)
+
+    def tokenize(self, texts: list[str]) -> dict:
+        from diffusers.pipelines.flux2.pipeline_flux2 import format_input
+
+        return self.tokenizer.apply_chat_template(
+            format_input(texts), add_generation_prompt=False, tokenize=True, return_dict=True, return_tensors="pt",
+            padding="max_length", truncation=True, max_length=self.max_length)
+
+
 class Flux2LatentStage(Stage):
     """Noise drawn directly in the patchified shape (1, 4C, H/2s, W/2s), packed to tokens, with ``img_ids``.
 
     The CPU generator seeded with the request's seed gives the same noise on any device.
+    ``guidance_embeds`` ([dev]): the guidance scale is a DiT input.
     """
 
     name = "prepare_latents"
 
-    def __init__(self, channels: int, vae_scale_factor: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, channels: int, vae_scale_factor: int, device: torch.device, dtype: torch.dtype,
+                 guidance_embeds: bool = False):
         self.channels, self.vae_scale_factor, self.device, self.dtype = channels, vae_scale_factor, device, dtype
+        self.guidance_embeds = guidance_embeds
 
     def forward(self, req: Request) -> Request:
         f = self.vae_scale_factor * 2
@@ -84,6 +106,8 @@ class Flux2LatentStage(Stage):
         req.latents = noise.reshape(1, self.channels * 4, h * w).permute(0, 2, 1)
         ids = torch.cartesian_prod(torch.arange(1), torch.arange(h), torch.arange(w), torch.arange(1))
         req.model_kwargs["img_ids"] = ids.unsqueeze(0).to(self.device)
+        if self.guidance_embeds:
+            req.model_kwargs["guidance"] = torch.full([1], req.guidance_scale, device=self.device, dtype=torch.float32)
         return req
 
 

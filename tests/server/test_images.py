@@ -155,7 +155,8 @@ def servers(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model,guidance", [("tiny-z-image", None), ("tiny-z-image", 3.0),  # Turbo's default (off)
-                                            ("tiny-flux2-klein", None), ("tiny-flux2-klein", 1.0)])
+                                            ("tiny-flux2-klein", None), ("tiny-flux2-klein", 1.0),
+                                            ("tiny-flux2", 2.5)])
 def test_new_families_serve_what_the_python_api_makes(servers, generators, model, guidance):
     srv = servers(model)
     extra = {"seed": 4, "num_inference_steps": 3, **({} if guidance is None else {"guidance_scale": guidance})}
