@@ -35,7 +35,7 @@ def _parse(fields: Fields, svc, *, edit: bool) -> tuple[str, dict, str]:
         raise APIError(400, f"{svc.model_id!r} makes videos; use /v1/videos", param="model", code="wrong_endpoint")
     if spec.needs_image and not edit:
         raise APIError(400, f"{svc.model_id!r} edits images; use /v1/images/edits", param="model", code="wrong_endpoint")
-    if edit and not spec.needs_image:
+    if edit and not spec.takes_image:
         raise APIError(400, f"{svc.model_id!r} does not edit images; use /v1/images/generations", param="model", code="wrong_endpoint")
     options: dict = {
         "prompt": prompt,
@@ -87,7 +87,8 @@ def generate_images():
 
 @bp.post("/edits")
 def edit_images():
-    """Image (plus text) to image: multipart with ``image`` or ``image[]`` (several for Qwen-Image-Edit-Plus)."""
+    """Image (plus text) to image: multipart with ``image`` or ``image[]`` (several for Qwen-Image-Edit-Plus; FLUX.2's
+    reference images)."""
     svc = accepting_service()
     fields = Fields(request, COMMON | {"mask"}, {"image", "image[]", "mask"})
     prompt, options, _ = _parse(fields, svc, edit=True)

@@ -284,6 +284,8 @@ def openapi_spec(limits: Any, spec: FamilySpec, require_key: bool) -> dict[str, 
     """
     if spec.output == OutputKind.video:
         model_paths = _video_paths(spec.needs_image, spec.takes_image)
+    elif spec.takes_image and not spec.needs_image:  # text to image, or with reference images (FLUX.2)
+        model_paths = {**_image_path(edit=False), **_image_path(edit=True)}
     else:
         model_paths = _image_path(edit=spec.needs_image)
     return {

@@ -136,12 +136,14 @@ def check_input_images(req: Request, most: int) -> None:
         open_input_image(path)
 
 
-def check_image_request(req: Request, spatial_multiple: int, needs_image: bool = False, max_images: int = 1) -> None:
-    """Like check_video_request for image models: one frame, no flow-shift override, input image if needed.
+def check_image_request(req: Request, spatial_multiple: int, image: ImageMode = ImageMode.never, max_images: int = 1) -> None:
+    """Like check_video_request for image models: one frame, no flow-shift override, input images as the model takes them.
 
-    Edit models (``needs_image``) may leave height/width unset: the output then takes
-    the input image's aspect ratio. The input image is opened and checked here.
+    ``image``: never (text to image), optional (reference images: FLUX.2) or required (edit models,
+    which may leave height/width unset: the output then takes the input image's aspect ratio).
+    The input images are opened and checked here.
     """
+    needs_image = image == ImageMode.required
     _check_common(req, spatial_multiple, size_optional=needs_image)
     if (req.height is None) != (req.width is None):
         raise UserError("give both --height and --width, or neither", param="height" if req.height is None else "width")
@@ -153,7 +155,6 @@ def check_image_request(req: Request, spatial_multiple: int, needs_image: bool =
         raise UserError("flow_shift: this model's shift follows the image size; leave it unset", param="flow_shift")
     if needs_image and not req.image_path:
         raise UserError("this model edits an input image: give --image-path", param="image_path")
-    if needs_image:
-        check_input_images(req, max_images)
-    if not needs_image and req.image_path:
+    if image == ImageMode.never and req.image_path:
         raise UserError("image_path: this model generates from text only", param="image_path")
+    check_input_images(req, max_images)

@@ -128,7 +128,8 @@ class FamilySpec:
     masked_attention: Optional[str] = None
     # diffusers' LoRA loader mixin whose lora_state_dict reads this family's adapters (Kohya layouts included).
     lora_loader: str = ""
-    # How many input images a request may give (Qwen-Image-Edit-Plus: several, composed into one).
+    # How many input images a request may give (Qwen-Image-Edit-Plus: several, composed into one; FLUX.2:
+    # reference images, which the reference pipelines do not bound: sgld takes up to 4).
     max_input_images: int = 1
     # Video from an image: without --height/--width the output takes the image's aspect (HunyuanVideo-1.5 I2V).
     size_from_image: bool = False
@@ -168,8 +169,7 @@ class FamilySpec:
             check_video_request(req, constraints.spatial_multiple, constraints.temporal_factor, self.image_mode,
                                 size_optional=self.size_from_image)
         else:
-            check_image_request(req, constraints.spatial_multiple, needs_image=self.needs_image,
-                                max_images=self.max_input_images)
+            check_image_request(req, constraints.spatial_multiple, self.image_mode, max_images=self.max_input_images)
 
     def batch_key(self, req: Request) -> tuple:
         """What requests must share to run as one batch: output size, steps, scheduler, branches.
@@ -266,14 +266,14 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
                pipeline="sgld.pipelines.qwen_image:QwenImageEditPlusTI2IPipeline",
                reference_pipeline="QwenImageEditPlusPipeline", default_model="qwen_image_edit_2509",
                lora_loader="QwenImageLoraLoaderMixin", max_input_images=3),
-    FamilySpec("flux2_klein", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never,
+    FamilySpec("flux2_klein", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.optional,
                guidance=GuidanceKind.cfg, sizes=flux_sizes, pipeline="sgld.pipelines.flux2:Flux2KleinT2IPipeline",
                reference_pipeline="Flux2KleinPipeline", default_model="flux2_klein", sequence_parallel=False,
-               lora_loader="Flux2LoraLoaderMixin"),
-    FamilySpec("flux2_dev", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never,
+               lora_loader="Flux2LoraLoaderMixin", max_input_images=4),
+    FamilySpec("flux2_dev", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.optional,
                guidance=GuidanceKind.embedded, sizes=flux_sizes, pipeline="sgld.pipelines.flux2:Flux2DevT2IPipeline",
                reference_pipeline="Flux2Pipeline", default_model="flux2_dev", sequence_parallel=False,
-               lora_loader="Flux2LoraLoaderMixin"),
+               lora_loader="Flux2LoraLoaderMixin", max_input_images=4),
     FamilySpec("z_image", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never,
                guidance=GuidanceKind.cfg_extra, sizes=flux_sizes, pipeline="sgld.pipelines.z_image:ZImageT2IPipeline",
                reference_pipeline="ZImagePipeline", default_model="z_image_turbo", sequence_parallel=False,

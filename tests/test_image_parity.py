@@ -207,6 +207,52 @@ def test_flux2_dev_prompt_encoding_matches_diffusers(generators):
     torch.testing.assert_close(stage.encode([PROMPT, "a red fox"]), ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def reference_images(tmp_path_factory) -> list[str]:
+    """Two reference images of different sizes and content (FLUX.2 takes sides of at least 64 pixels; the second
+    is cropped to multiples of 16, as the reference does)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("flux2_refs")
+    y, x = np.mgrid[0:160, 0:192]
+    first = np.stack([x, y, 255 - x], axis=-1).astype(np.uint8)
+    first[40:100, 60:120] = (250, 30, 30)
+    second = (np.random.default_rng(1).random((150, 130, 3)) * 255).astype(np.uint8)
+    paths = [str(folder / "first.png"), str(folder / "second.png")]
+    Image.fromarray(first).save(paths[0])
+    Image.fromarray(second).save(paths[1])
+    return paths
+
+
+@pytest.mark.parametrize("model,count", [("tiny-flux2-klein", 2), ("tiny-flux2", 1)])
+def test_flux2_reference_images_match_diffusers(generators, reference_images, model, count):
+    from PIL import Image
+
+    settings = dict(prompt=PROMPT, seed=6, num_inference_steps=3, guidance_scale=4.0, height=64, width=48)
+    paths = reference_images[:count]
+    mine = ours(generators, model, image_path=paths if count > 1 else paths[0], **settings)
+    ref = reference(model, image=[Image.open(p).convert("RGB") for p in paths], **settings)
+    assert_close(mine, ref)
+    without = ours(generators, model, **settings)
+    assert_moves(mine, without, "reference images")
+    if count == 1:
+        assert_moves(mine, ours(generators, model, image_path=reference_images[1], **settings), "reference image")
+
+
+def test_flux2_reference_images_are_checked_before_they_run(generators, reference_images, tmp_path):
+    from PIL import Image
+
+    from sgld.errors import UserError
+
+    generator = generators("tiny-flux2-klein")
+    small = tmp_path / "small.png"
+    Image.new("RGB", (48, 100)).save(small)
+    with pytest.raises(UserError, match="at least 64 pixels"):
+        generator.check(prompt=PROMPT, image_path=str(small))
+    with pytest.raises(UserError, match="5 images given; this model takes up to 4 input images"):
+        generator.check(prompt=PROMPT, image_path=[reference_images[0]] * 5)
+
+
 def test_a_distilled_flux2_klein_refuses_guidance(tmp_path, sgld_home):
     """A folder whose model_index.json says is_distilled runs one branch; a guidance scale is refused, not ignored."""
     import json

@@ -120,8 +120,8 @@ async function runVideo() {
 async function runImage() {
   setStatus("Generating…", null);
   let response;
-  if (info.needs_image) {
-    const files = [...$("image").files];
+  const files = info.takes_image ? [...$("image").files] : [];
+  if (info.needs_image || files.length) {  // an edit, or reference images (FLUX.2)
     if (!files.length) throw new Error("Choose an input image to edit.");
     if (files.length > info.max_input_images) {
       throw new Error(`Choose at most ${info.max_input_images} images: this model takes no more.`);
@@ -209,7 +209,8 @@ async function submit(event) {
 async function init() {
   info = await (await fetch("/playground/info")).json();
   const d = info.defaults;
-  const mode = info.kind === "image" ? " editing" : (info.needs_image ? " from an image" : " from text or an image");
+  const mode = info.kind === "image" ? (info.needs_image ? " editing" : " from text, optionally with reference images")
+    : (info.needs_image ? " from an image" : " from text or an image");
   $("model-line").textContent = `Model: ${info.model} — ${info.kind}${info.takes_image ? mode : ""}`;
   setValue("width", d.width); setValue("height", d.height); setValue("num-frames", d.num_frames);
   setValue("steps", d.num_inference_steps); setValue("seed", d.seed); setValue("guidance", d.guidance_scale);
@@ -219,7 +220,9 @@ async function init() {
   $("image-field").hidden = !info.takes_image;
   if (info.max_input_images > 1) {
     $("image").multiple = true;
-    $("image-label").textContent = `Input images, 1 to ${info.max_input_images} (PNG, JPEG or WebP; numbered in the order chosen)`;
+    $("image-label").textContent = info.needs_image
+      ? `Input images, 1 to ${info.max_input_images} (PNG, JPEG or WebP; numbered in the order chosen)`
+      : `Reference images, optional, up to ${info.max_input_images} (PNG, JPEG or WebP)`;
   }
   if (info.kind === "video") $("image-label").textContent = info.needs_image
     ? "First frame (PNG, JPEG or WebP)" : "First frame (optional: PNG, JPEG or WebP)";

@@ -1,4 +1,5 @@
-"""FLUX.2 text-to-image: [klein] (Qwen3; base: CFG, distilled: no guidance) and [dev] (Mistral; embedded guidance)."""
+"""FLUX.2 text-to-image, optionally with reference images: [klein] (Qwen3; base: CFG, distilled: no guidance)
+and [dev] (Mistral; embedded guidance)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from sgld.pipelines.base import Pipeline
 from sgld.request import Request
 from sgld.stages.denoising import CFG_NONE, CFG_SEQUENTIAL, DenoisingStage
 from sgld.stages.flux2 import (
-    Flux2LatentStage, Flux2TextEncodingStage, Flux2VaeDecodingStage, MistralTextEncodingStage, empirical_shift,
+    Flux2LatentStage, Flux2ReferenceImageStage, Flux2TextEncodingStage, Flux2VaeDecodingStage,
+    MistralTextEncodingStage, check_reference_image, empirical_shift,
 )
 from sgld.stages.image_latents import FlowMatchTimestepStage
 from sgld.stages.validation import InputValidationStage
@@ -41,6 +43,7 @@ class Flux2KleinT2IPipeline(Pipeline):
             Flux2LatentStage(transformer.config.in_channels // 4, vae_scale, device, dtype,
                              guidance_embeds=transformer.config.guidance_embeds),
             FlowMatchTimestepStage(components["scheduler"], device, shift=empirical_shift),
+            Flux2ReferenceImageStage(vae, self.placement, vae_scale),
             DenoisingStage([("transformer", transformer)], self.placement, parallel,
                            step_hooks={"transformer": step_hooks}, timestep_divisor=1000, cfg_mode=self.cfg_mode),
             Flux2VaeDecodingStage(vae, self.placement, vae_scale),
@@ -48,6 +51,11 @@ class Flux2KleinT2IPipeline(Pipeline):
 
     def check_request(self, req: Request) -> None:
         super().check_request(req)
+        if req.image_path and self.components["vae"].encoder is None:
+            raise UserError("image_path: this run skips the VAE encoder (vae.load_encoder=false), so it cannot take "
+                            "reference images", param="image_path")
+        for path in req.image_paths:
+            check_reference_image(path)
         if self.distilled and self.spec.guided(req):
             raise UserError(f"guidance_scale={req.guidance_scale:g}: this FLUX.2 [klein] model is step-distilled and "
                             "takes no guidance; use 1.0", param="guidance_scale")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from sgld.checks import open_input_image
 from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
@@ -111,6 +112,84 @@ class Flux2LatentStage(Stage):
         return req
 
 
+# Reference images: the reference shrinks larger ones to this area, and refuses sides under 64 pixels or beyond 8:1.
+REFERENCE_MAX_AREA = 1024 * 1024
+REFERENCE_MIN_SIDE = 64
+REFERENCE_MAX_ASPECT = 8
+
+
+def _latent_norm(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FLUX.2 VAE's batch-norm mean and std over patchified latents, on ``like``'s device and dtype."""
+    mean = vae.bn.running_mean.view(1, -1, 1, 1).to(like.device, like.dtype)
+    std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(like.device, like.dtype)
+    return mean, std
+
+
+class Flux2ReferenceImageStage(Stage):
+    """Reference images (``--image-path``, one or several): their latent tokens follow the noise tokens in every DiT call.
+
+    As the reference pipelines: each image above 1 MP is shrunk to it, cropped to multiples of 16 and
+    VAE-encoded (mode), patchified, normalised with the VAE's batch-norm statistics and packed; image
+    i's position ids carry time 10 (i + 1), so the DiT tells the images apart from the output and
+    each other. Without images the stage does nothing.
+    """
+
+    name = "condition_latents"
+
+    def __init__(self, vae, placement: Placement, vae_scale_factor: int):
+        from diffusers.pipelines.flux2.image_processor import Flux2ImageProcessor
+
+        self.vae, self.placement = vae, placement
+        self.multiple = vae_scale_factor * 2
+        self.processor = Flux2ImageProcessor(vae_scale_factor=self.multiple)
+
+    @torch.no_grad()
+    def forward(self, req: Request) -> Request:
+        from diffusers import Flux2KleinPipeline
+
+        if not req.image_paths:
+            return req
+        tokens, ids = [], []
+        for index, path in enumerate(req.image_paths):
+            pixels = self._pixels(open_input_image(path))
+            with self.placement.active("vae", self.vae) as vae:
+                param = next(vae.parameters())
+                latents = vae.encode(pixels.to(param.device, vae.dtype)).latent_dist.mode()
+                latents = Flux2KleinPipeline._patchify_latents(latents)
+                mean, std = _latent_norm(vae, latents)
+                latents = (latents - mean) / std
+            _, _, height, width = latents.shape
+            tokens.append(Flux2KleinPipeline._pack_latents(latents))
+            time = torch.tensor([10 * (index + 1)])
+            ids.append(torch.cartesian_prod(time, torch.arange(height), torch.arange(width), torch.arange(1)))
+        device = req.latents.device
+        req.condition_tokens = torch.cat(tokens, dim=1).to(device)
+        image_ids = torch.cat(ids).unsqueeze(0).to(device)
+        req.model_kwargs["img_ids"] = torch.cat([req.model_kwargs["img_ids"], image_ids], dim=1)
+        return req
+
+    def _pixels(self, image) -> torch.Tensor:
+        """The image as the reference prepares it: at most 1 MP, cropped to multiples of 16, in [-1, 1]."""
+        if image.width * image.height > REFERENCE_MAX_AREA:
+            image = self.processor._resize_to_target_area(image, REFERENCE_MAX_AREA)
+        width, height = image.width // self.multiple * self.multiple, image.height // self.multiple * self.multiple
+        return self.processor.preprocess(image, height=height, width=width, resize_mode="crop")
+
+
+def check_reference_image(path: str) -> None:
+    """Raise UserError when a reference image is too small or too elongated for FLUX.2 (the reference's limits)."""
+    from sgld.errors import UserError
+
+    image = open_input_image(path)
+    short, long = sorted(image.size)
+    if short < REFERENCE_MIN_SIDE:
+        raise UserError(f"image_path {path!r} is {image.width}x{image.height}; FLUX.2 reference images need sides of "
+                        f"at least {REFERENCE_MIN_SIDE} pixels", param="image_path")
+    if long > REFERENCE_MAX_ASPECT * short:
+        raise UserError(f"image_path {path!r} is {image.width}x{image.height}; FLUX.2 takes reference images up to "
+                        f"{REFERENCE_MAX_ASPECT}:1", param="image_path")
+
+
 def empirical_shift(config, tokens: int, steps: int) -> float:
     """FLUX.2's timestep shift, fitted on the token count and the step count (for ``FlowMatchTimestepStage``)."""
     from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
@@ -126,8 +205,7 @@ class Flux2VaeDecodingStage(PackedImageDecodingStage):
         return latents.permute(0, 2, 1).reshape(latents.shape[0], -1, req.height // f, req.width // f)  # row-major ids
 
     def decoder_latents(self, latents: torch.Tensor, vae) -> torch.Tensor:
-        mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
-        std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(latents.device, latents.dtype)
+        mean, std = _latent_norm(vae, latents)
         latents = latents * std + mean
         b, c4, h, w = latents.shape
         return latents.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, h * 2, w * 2)

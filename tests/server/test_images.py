@@ -227,3 +227,26 @@ def test_edit_plus_playground_uploads_several_images(servers, browser, input_png
     page.wait_for_selector("#output img", timeout=60_000)
     assert page.get_by_role("status").text_content().startswith("Done")
     page.close()
+
+
+def test_flux2_takes_reference_images_on_the_edits_endpoint(servers, generators, tmp_path, browser):
+    import httpx2 as httpx
+
+    klein = servers("tiny-flux2-klein")
+    reference = tmp_path / "reference.png"
+    y, x = np.mgrid[0:80, 0:96]
+    Image.fromarray(np.stack([x * 2, y * 3, 255 - x * 2], axis=-1).astype(np.uint8)).save(reference)
+    extra = {"num_inference_steps": 2, "seed": 4}
+    with open(reference, "rb") as f:
+        result = client_for(klein).images.edit(image=f, prompt="a red fox like this", size="48x64", extra_body=extra)
+    image = np.asarray(decode(result.data[0]).convert("RGB")).astype(int)
+    local = generators("tiny-flux2-klein").generate("a red fox like this", image_path=str(reference), width=48,
+                                                    height=64, return_frames=True, save_output=False, **extra)
+    assert np.abs(image - local.frames[0].astype(int)).max() <= 2
+    paths = httpx.get(klein.base + "/openapi.json", timeout=10).json()["paths"]
+    assert "/v1/images/generations" in paths and "/v1/images/edits" in paths  # text alone, or with references
+    page = browser.new_page()
+    page.goto(klein.base + "/")
+    page.wait_for_function("document.getElementById('model-line').textContent.includes('reference images')")
+    assert page.locator("#image-label").text_content().startswith("Reference images, optional, up to 4")
+    page.close()
