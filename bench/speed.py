@@ -4,8 +4,10 @@
 
 For each workload the model is made once (``random:<repo-id>``: weights created on the GPU)
 and shared: the diffusers reference pipeline is built from sgld's own component objects,
-runs first with the modules untouched, then sgld runs with its defaults and with each
-speed lever. Every figure comes from this run: s/step (median step interval, the GPU
+runs first with the modules untouched ("diffusers"), then tuned by hand as a user would
+("diffusers tuned": ``set_attention_backend`` with the best exact backend installed, FA3
+where present, and ``compile_repeated_blocks(fullgraph=True)``), then sgld runs with its
+defaults and with each speed lever. Every figure comes from this run: s/step (median step interval, the GPU
 synchronised at step ends in both), DiT forward time per CFG branch (CUDA events around
 the transformer's forward), MFU against the bf16 matmul rate measured here, text-encode
 and VAE-decode time, end-to-end time of ``--steps`` steps and its explicit extrapolation
@@ -51,6 +53,7 @@ class Workload:
     steps: int  # the model's full step count (extrapolated to)
     guidance: float
     true_cfg: bool = False  # Qwen-Image: guidance is true CFG (two branches)
+    guider: bool = False  # HunyuanVideo-1.5: the reference takes its CFG scale from its guider component
     # sgld options for the run; FLUX's reference decodes in the transformer's dtype ("match": the DiT precision).
     sgld_options: dict = field(default_factory=dict)
 
@@ -67,7 +70,24 @@ WORKLOADS = {
     # Z-Image-Turbo: 9 steps, guidance off (one branch), as its model card runs it.
     "zimage": Workload("zimage", "Tongyi-MAI/Z-Image-Turbo", "tiny-z-image", "ZImagePipeline", 1024, 1024, 1, 9, 0.0,
                        sgld_options={"vae_precision": "match"}),
+    # HunyuanVideo-1.5 480p T2V, a 61-frame clip (16 latent frames, 25,440 video tokens), CFG 6.0, 50 steps.
+    "hv15": Workload("hv15", "hunyuanvideo-community/HunyuanVideo-1.5-480p_t2v", "tiny-hunyuan15",
+                     "HunyuanVideo15Pipeline", 480, 848, 61, 50, 6.0, guider=True),
 }
+
+
+def tuned_backend(device: torch.device) -> str:
+    """The attention backend a user tuning diffusers by hand would set: FA3 where installed, else cuDNN's SDPA."""
+    from sgld.models.attention import ATTENTION_BACKENDS, optional_backend_unavailable_reason
+
+    return ATTENTION_BACKENDS["fa3" if optional_backend_unavailable_reason("fa3", device) is None else "cudnn"]
+
+
+def uncompile_blocks(module: torch.nn.Module) -> None:
+    """Undo ``compile_repeated_blocks``: every block runs its eager forward again."""
+    for block in module.modules():
+        if getattr(block, "_compiled_call_impl", None) is not None:
+            block._compiled_call_impl = None
 
 
 @dataclass
@@ -279,12 +299,14 @@ class Bench:
         kwargs: dict[str, Any] = dict(prompt=PROMPT, height=self.height, width=self.width, num_inference_steps=steps,
                                       generator=torch.Generator("cpu").manual_seed(0), output_type="np")  # sgld draws noise on the CPU too
         if self.wl.frames > 1:
-            kwargs.update(num_frames=self.frames, negative_prompt=NEGATIVE, guidance_scale=self.wl.guidance)
+            kwargs.update(num_frames=self.frames, negative_prompt=NEGATIVE)
+            if not self.wl.guider:
+                kwargs.update(guidance_scale=self.wl.guidance)
         elif self.wl.true_cfg:
             kwargs.update(negative_prompt=NEGATIVE, true_cfg_scale=self.wl.guidance)
         else:
             kwargs.update(guidance_scale=self.wl.guidance)
-        if clock is not None:
+        if clock is not None and not self.wl.guider:  # HunyuanVideo-1.5's pipeline takes no step callback
             def on_step_end(pipe, i, t, callback_kwargs):
                 clock.tick()
                 return callback_kwargs
@@ -292,24 +314,76 @@ class Bench:
             kwargs["callback_on_step_end"] = on_step_end
         return kwargs
 
+    @contextmanager
+    def _scheduler_clock(self, pipe, clock: StepClock):
+        """Step ends as the scheduler steps (for a pipeline without a step callback)."""
+        if not self.wl.guider:
+            yield
+            return
+        scheduler = pipe.scheduler
+        step = scheduler.step
+
+        def timed(*args, **kwargs):
+            out = step(*args, **kwargs)
+            clock.tick()
+            return out
+
+        scheduler.step = timed
+        try:
+            yield
+        finally:
+            del scheduler.step
+
     def run_reference(self) -> None:
+        """diffusers as shipped, then ``diffusers tuned`` (its own attention backend switch and regional compile)."""
         pipe = self.reference_pipeline()
         pipe(**self.reference_kwargs(1, None))  # warm-up: kernels, cuBLAS handles
         sync(self.cuda)
+        self._run_reference(pipe, "diffusers")
+        if self.cuda:
+            self.run_reference_tuned(pipe)
+
+    def run_reference_tuned(self, pipe) -> None:
+        """diffusers tuned by hand: ``set_attention_backend`` (FA3 where installed, else cuDNN) and
+        ``compile_repeated_blocks(fullgraph=True)``; undone afterwards so sgld starts from the same modules."""
+        transformer = self.transformer
+        backend = tuned_backend(self.device)
+        note = f"set_attention_backend({backend!r}) + compile_repeated_blocks(fullgraph=True)"
+        try:
+            transformer.set_attention_backend(backend)
+            start = time.perf_counter()
+            transformer.compile_repeated_blocks(fullgraph=True)
+            pipe(**self.reference_kwargs(1, None))  # compiles the blocks
+            sync(self.cuda)
+            self._run_reference(pipe, "diffusers tuned", note=note, compile_s=time.perf_counter() - start)
+        except Exception as exc:  # noqa: BLE001 - the row's failure is reported, the run goes on
+            print(f"diffusers tuned failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+            self.meta["diffusers_tuned_failed"] = f"{note}: {type(exc).__name__}: {str(exc)[:300]}"
+        finally:
+            uncompile_blocks(transformer)
+            transformer.set_attention_backend("native")
+
+    def _run_reference(self, pipe, name: str, note: str = "", compile_s: float | None = None) -> None:
         text_s = self._time(lambda: self._reference_encode(pipe))
         clock, timer = StepClock(self.cuda), ForwardTimer(self.transformer, self.cuda)
         self._reset_peak()
         start = time.perf_counter()
-        out = pipe(**self.reference_kwargs(self.steps, clock))
+        with self._scheduler_clock(pipe, clock):
+            out = pipe(**self.reference_kwargs(self.steps, clock))
         sync(self.cuda)
         e2e = time.perf_counter() - start
         dit_ms = timer.ms_per_branch()
         timer.close()
         vae_s = self._reference_decode_time(pipe)
-        self.reference_frames = to_uint8(out.frames if hasattr(out, "frames") else out.images)
-        if self.cuda:
-            self.flops = forward_flops(self.transformer, lambda: pipe(**self.reference_kwargs(1, None)))
-        m = self._measurement("diffusers", e2e, clock.step_s(), dit_ms, text_s, vae_s)
+        frames = to_uint8(out.frames if hasattr(out, "frames") else out.images)
+        if name == "diffusers":
+            self.reference_frames = frames
+            if self.cuda:
+                self.flops = forward_flops(self.transformer, lambda: pipe(**self.reference_kwargs(1, None)))
+        m = self._measurement(name, e2e, clock.step_s(), dit_ms, text_s, vae_s, note=note, compile_s=compile_s)
+        if name != "diffusers":
+            m.extra["max_diff_vs_diffusers"] = int(np.abs(frames.astype(int) - self.reference_frames.astype(int)).max())
+            m.psnr_db = psnr(frames, self.reference_frames)
         self.results.append(m)
         print(f"MEASURED {self.wl.key} {json.dumps(dict(vars(m), e2e_full_s=m.e2e_full_s), default=str)}", flush=True)
 
@@ -610,6 +684,11 @@ def table(results: dict[str, list[Measurement]], peak: float | None) -> str:
                          f"{fmt(m.compile_s, '{:.1f}')} | {fmt(m.psnr_db, '{:.1f}')} | {m.note} |")
     if peak:
         lines.append(f"\nbf16 GEMM peak measured in this run: {peak:.0f} TFLOP/s (MFU denominator).")
+    tuned_ratios = [f"{key} {m.name} {m.e2e_full_s / tuned.e2e_full_s:.2f}×" for key, ms in results.items()
+                    for tuned in [next((r for r in ms if r.name == "diffusers tuned"), None)] if tuned
+                    for m in ms if m.name.startswith("sgld")]
+    if tuned_ratios:
+        lines.append("\nAgainst `diffusers tuned` (e2e, full): " + "; ".join(tuned_ratios))
     return "\n".join(lines)
 
 
