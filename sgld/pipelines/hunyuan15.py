@@ -48,7 +48,8 @@ class Hunyuan15T2VPipeline(Pipeline):
             Hunyuan15ConditionStage(vae, self.placement, dtype, (VISION_TOKENS, transformer.config.image_embed_dim),
                                     image_encoder, components.get("feature_extractor")),
             DenoisingStage([("transformer", transformer)], self.placement, parallel,
-                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_MODES[self.spec.guidance]),
+                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_MODES[self.spec.guidance],
+                           timestep_in_dit_dtype=True),
             VideoVaeDecodingStage(vae, self.placement, parallel),
         ]
 

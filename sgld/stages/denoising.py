@@ -58,6 +58,7 @@ class DenoisingStage(Stage):
         rescale_cfg: bool = False,
         token_patch: tuple[int, int] | None = None,
         guidance_offset: float = 0.0,
+        timestep_in_dit_dtype: bool = False,
     ):
         self.experts = list(experts)
         self.placement = placement
@@ -67,6 +68,8 @@ class DenoisingStage(Stage):
         self.rescale_cfg = rescale_cfg
         # Added to every guidance scale: Z-Image's cond + s (cond - uncond) is uncond + (1 + s)(cond - uncond).
         self.guidance_offset = guidance_offset
+        # HunyuanVideo-1.5 embeds the timestep in the DiT's dtype (its reference casts it so; bf16 rounds it).
+        self.timestep_in_dit_dtype = timestep_in_dit_dtype
         # Wan2.2 TI2V (expand_timesteps): one timestep per latent token, (batch, frames * h/ph * w/pw).
         self.token_patch = token_patch
         # ModelMixin.dtype, as diffusers uses it: some modules stay fp32 (_keep_in_fp32_modules).
@@ -88,6 +91,8 @@ class DenoisingStage(Stage):
             if req.first_frame_latents is not None:
                 grid[0] = 0  # the given first frame is clean
             return (grid * t).flatten().expand(batch, -1)
+        if self.timestep_in_dit_dtype:
+            return t.expand(batch).to(self.dtype)
         if self.timestep_divisor is None:
             return t.expand(batch)
         return t.expand(batch).to(latents.dtype) / self.timestep_divisor
