@@ -453,7 +453,9 @@ class Bench:
             self.lossless = frames
             diff = int(np.abs(frames.astype(int) - self.reference_frames.astype(int)).max())
             extra["max_diff_vs_diffusers"] = diff
-            note = f"{note}; max |Δ| vs diffusers {diff}/255" if note else f"max |Δ| vs diffusers {diff}/255"
+            extra["psnr_vs_diffusers_db"] = psnr(frames, self.reference_frames)
+            against = f"max |Δ| vs diffusers {diff}/255, PSNR {extra['psnr_vs_diffusers_db']:.1f} dB"
+            note = f"{note}; {against}" if note else against
         m = self._measurement(name, e2e, clock.step_s(), dit_ms, text_s, vae_s, note=note, compile_s=compile_s)
         m.extra.update(extra)
         if lossy and self.lossless is not None:

@@ -63,12 +63,12 @@ def test_prompt_encoding_matches_encode_prompt(generators):
     texts = [PROMPT, "a cat", 'quotes “twice” and "twice" and "once"']
     hidden, mask, hidden_2, mask_2 = pipe.encode_prompt(texts, device="cpu", batch_size=len(texts))
     mine = generators("tiny-hunyuan15").pipeline.stage(Hunyuan15TextEncodingStage).encode(texts)
-    for i, branch in enumerate(mine):
-        assert branch["encoder_hidden_states"].shape == (1, 1000, 32)  # the 108 system tokens are cropped
-        torch.testing.assert_close(branch["encoder_hidden_states"], hidden[i : i + 1], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(branch["encoder_attention_mask"], mask[i : i + 1], check_dtype=False)
-        torch.testing.assert_close(branch["encoder_hidden_states_2"], hidden_2[i : i + 1], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(branch["encoder_attention_mask_2"], mask_2[i : i + 1], check_dtype=False)
+    for i, branch in enumerate(mine):  # each prompt's real tokens only: the reference's unpadded part
+        real, real_2 = mask[i].bool(), mask_2[i].bool()
+        assert branch["encoder_hidden_states"].shape == (1, int(real.sum()), 32)  # the 108 system tokens cropped
+        torch.testing.assert_close(branch["encoder_hidden_states"][0], hidden[i][real], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(branch["encoder_hidden_states_2"][0], hidden_2[i][real_2], rtol=1e-5, atol=1e-5)
+        assert bool(branch["encoder_attention_mask"].bool().all() and branch["encoder_attention_mask_2"].bool().all())
     assert int(mask_2[1].sum()) == 0 and int(mask_2[0].sum()) > 0  # only quoted text reaches ByT5
 
 
@@ -133,3 +133,27 @@ def test_runs_in_bf16(sgld_home):
     frames = generator.generate("a red fox", num_inference_steps=2, num_frames=5, return_frames=True,
                                 save_output=False).frames
     assert frames.shape == (5, 64, 64, 3) and frames.std() > 0
+
+
+def test_single_requests_attend_mask_free_and_padded_batches_masked(generators):
+    """Each branch's real tokens only: a lone request's forwards need no attention mask; requests of different
+    prompt lengths sharing a batch are padded and masked (both paths equal the reference: see the parity tests)."""
+    from sgld.api import BatchItem
+
+    generator = generators("tiny-hunyuan15")
+    transformer = generator.pipeline.components["transformer"]
+    processor = transformer.transformer_blocks[0].attn.processor
+    seen: list[bool] = []
+    handle = transformer.register_forward_pre_hook(lambda *_: seen.append(processor.mask_free))
+    try:
+        ours(generators, "tiny-hunyuan15", num_inference_steps=2)
+        assert seen == [True] * 4  # two steps, cond and uncond
+        seen.clear()
+        settings = dict(SETTINGS, num_inference_steps=2, save_output=False, return_frames=True)
+        items = [BatchItem(dict(settings, prompt=p)) for p in ("a fox", 'a long prompt with "QUOTED" words in it')]
+        outcomes = generator.generate_batch(items)
+        assert all(not isinstance(outcome, Exception) and outcome.frames is not None for outcome in outcomes)
+        # Per step: the prompts (of different lengths) padded and masked; the two negative prompts (equal) mask-free.
+        assert seen == [False, True] * 2
+    finally:
+        handle.remove()

@@ -12,8 +12,9 @@ from sgld.families import FAMILIES
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.stages.decoding import VideoVaeDecodingStage
-from sgld.stages.denoising import CFG_MODES, DenoisingStage
-from sgld.stages.hunyuan15_condition import VISION_TOKENS, Hunyuan15ConditionStage
+from sgld.stages.denoising import CFG_SEQUENTIAL, DenoisingStage
+from sgld.models.hunyuan15_attention import enable_mask_free_attention
+from sgld.stages.hunyuan15_condition import Hunyuan15ConditionStage
 from sgld.stages.hunyuan15_text import Hunyuan15TextEncodingStage
 from sgld.stages.latents import VideoLatentPreparationStage
 from sgld.stages.timesteps import TimestepPreparationStage
@@ -21,7 +22,11 @@ from sgld.stages.validation import InputValidationStage
 
 
 class Hunyuan15T2VPipeline(Pipeline):
-    """Qwen2.5-VL + ByT5 -> HunyuanVideo-1.5 DiT (CFG, cond and uncond in one batch) -> its VAE.
+    """Qwen2.5-VL + ByT5 -> HunyuanVideo-1.5 DiT (CFG as two forwards) -> its VAE.
+
+    Each branch gives the DiT its prompt's real tokens only, so attention runs without a mask
+    (``enable_mask_free_attention``); the two branches' prompts differ in length, so they run as
+    two forwards rather than one padded, masked batch.
 
     The image-to-video subclass adds SigLIP and the VAE-encoded first frame; sizes left unset
     follow the input image's aspect (the model's bucket nearest it).
@@ -35,6 +40,7 @@ class Hunyuan15T2VPipeline(Pipeline):
         if transformer.config.get("use_meanflow"):
             raise UserError("this HunyuanVideo-1.5 folder is a MeanFlow step-distilled DiT (use_meanflow), "
                             "which sgld does not run yet; use a 480p/720p t2v or i2v folder", param="model_path")
+        enable_mask_free_attention(transformer)  # before the levers: the attention backend is set on these processors
         step_hooks = self.configure_one_dit("text_encoder", "text_encoder_2", "vae", "image_encoder")
         dtype = transformer.dtype
         image_encoder = components.get("image_encoder") if self.spec.needs_image else None
@@ -45,10 +51,10 @@ class Hunyuan15T2VPipeline(Pipeline):
             TimestepPreparationStage(components["scheduler"], device, linear_sigmas=True),
             VideoLatentPreparationStage(vae.config.latent_channels, vae.config.spatial_compression_ratio,
                                         self.constraints.temporal_factor, device),
-            Hunyuan15ConditionStage(vae, self.placement, dtype, (VISION_TOKENS, transformer.config.image_embed_dim),
+            Hunyuan15ConditionStage(vae, self.placement, dtype, transformer.config.image_embed_dim,
                                     image_encoder, components.get("feature_extractor")),
             DenoisingStage([("transformer", transformer)], self.placement, parallel,
-                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_MODES[self.spec.guidance],
+                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_SEQUENTIAL,
                            timestep_in_dit_dtype=True),
             VideoVaeDecodingStage(vae, self.placement, parallel),
         ]

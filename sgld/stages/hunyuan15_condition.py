@@ -2,8 +2,9 @@
 
 The DiT takes the noise concatenated on the channel axis with a condition video (the first
 frame's latents, zeros after) and a mask (1 on the first latent frame), and cross-attends to
-SigLIP's tokens of the first frame. Text-to-video gives zeros for all three (the DiT masks out
-all-zero vision tokens), as ``HunyuanVideo15Pipeline`` does.
+SigLIP's tokens of the first frame. Text-to-video gives zero channels, as
+``HunyuanVideo15Pipeline`` does, and no vision tokens: the reference's 729 all-zero tokens are
+masked out by the DiT, so leaving them out changes nothing and keeps attention mask-free.
 """
 
 from __future__ import annotations
@@ -16,27 +17,25 @@ from sgld.stages.base import Stage
 from sgld.stages.first_frame import input_image
 from sgld.stages.latent_norm import LatentNorm
 
-VISION_TOKENS = 729  # SigLIP's tokens of one 384² image: what the DiT cross-attends to (zeros for text-to-video)
-
 
 class Hunyuan15ConditionStage(Stage):
     """Sets ``condition_channels`` (condition latents + mask) and both branches' ``image_embeds``.
 
-    ``image_encoder`` None: text-to-video (zeros of ``image_tokens`` = (count, dim)). Otherwise the
-    input image is resized and centre-cropped to the output size, VAE-encoded (its mode) into the
-    first latent frame, and read by SigLIP (last hidden state).
+    ``image_encoder`` None: text-to-video (zero channels, no vision tokens of width ``image_dim``).
+    Otherwise the input image is resized and centre-cropped to the output size, VAE-encoded (its
+    mode) into the first latent frame, and read by SigLIP (last hidden state).
     """
 
     name = "condition_latents"
 
-    def __init__(self, vae, placement: Placement, out_dtype: torch.dtype, image_tokens: tuple[int, int],
+    def __init__(self, vae, placement: Placement, out_dtype: torch.dtype, image_dim: int,
                  image_encoder=None, feature_extractor=None):
         from diffusers.pipelines.hunyuan_video1_5.image_processor import HunyuanVideo15ImageProcessor
 
         self.vae = vae
         self.placement = placement
         self.out_dtype = out_dtype
-        self.image_tokens = image_tokens
+        self.image_dim = image_dim
         self.image_encoder, self.feature_extractor = image_encoder, feature_extractor
         self.processor = HunyuanVideo15ImageProcessor(vae_scale_factor=vae.config.spatial_compression_ratio,
                                                       do_resize=False, do_convert_rgb=True)
@@ -48,7 +47,7 @@ class Hunyuan15ConditionStage(Stage):
         device = req.latents.device
         condition = torch.zeros(batch, channels + 1, frames, height, width, device=device)
         if self.image_encoder is None:
-            embeds = torch.zeros(batch, *self.image_tokens, device=self.placement.device, dtype=self.out_dtype)
+            embeds = torch.zeros(batch, 0, self.image_dim, device=self.placement.device, dtype=self.out_dtype)
         else:
             image = self.processor.resize(input_image(req), height=req.height, width=req.width, resize_mode="crop")
             embeds = self._siglip(image)

@@ -3,8 +3,13 @@
 Two encoders per prompt. The Qwen2.5-VL language model reads the prompt as the user turn after
 a fixed system message, padded to 1000 prompt tokens; its third-to-last hidden state is kept
 after the template's 108 system tokens. ByT5 reads only the text the prompt quotes ("..."),
-which the model draws as glyphs; a prompt without quotes gets zeros and an empty mask. Both are
-padded to fixed lengths, so every prompt's inputs have one shape: branches and batches stack.
+which the model draws as glyphs; a prompt without quotes has none.
+
+The reference hands the DiT both at their padded lengths (1000 and 256) with masks; the DiT
+masks the padding out of every attention, so it changes nothing but costs a dense mask that
+keeps attention off its fast kernels. sgld keeps each prompt's real tokens only (all-true
+masks): attention then runs mask-free (``sgld.models.hunyuan15_attention``). Requests that share
+a batch are padded to one length again (``sample_batch``), with masks.
 """
 
 from __future__ import annotations
@@ -87,14 +92,19 @@ class Hunyuan15TextEncodingStage(Stage):
         return hidden, mask
 
     def encode(self, texts: list[str]) -> list[dict]:
-        """The DiT's text inputs for each text (batch 1 each)."""
+        """The DiT's text inputs for each text (batch 1 each): its real tokens only, all-true masks."""
         hidden, mask = self.encode_qwen(texts)
         hidden_2, mask_2 = self.encode_glyphs(texts)
         device, dtype = self.placement.device, self.out_dtype
-        return [{"encoder_hidden_states": hidden[i : i + 1].to(device=device, dtype=dtype),
-                 "encoder_attention_mask": mask[i : i + 1].to(device),
-                 "encoder_hidden_states_2": hidden_2[i : i + 1].to(device=device, dtype=dtype),
-                 "encoder_attention_mask_2": mask_2[i : i + 1].to(device)} for i in range(len(texts))]
+        out = []
+        for i in range(len(texts)):
+            branch = {}
+            for key, states, valid in (("", hidden[i], mask[i]), ("_2", hidden_2[i], mask_2[i])):
+                keep = valid.bool()
+                branch[f"encoder_hidden_states{key}"] = states[keep.to(states.device)].unsqueeze(0).to(device=device, dtype=dtype)
+                branch[f"encoder_attention_mask{key}"] = valid[keep].unsqueeze(0).to(device)
+            out.append(branch)
+        return out
 
     def forward(self, req: Request) -> Request:
         return self.forward_batch([req])[0]

@@ -18,28 +18,42 @@ from sgld.request import Request
 # DiT inputs without a batch axis (position ids of the image and text tokens): one for the whole batch.
 SHARED_INPUTS = frozenset({"img_ids", "txt_ids"})
 TEXT, TEXT_MASK = "encoder_hidden_states", "encoder_hidden_states_mask"
+# Text inputs that may differ in length, and the mask key each family's DiT reads beside them.
+TEXT_INPUTS = {TEXT: (TEXT_MASK, "encoder_attention_mask"), "encoder_hidden_states_2": ("encoder_attention_mask_2",)}
+
+
+def _mask_key(branch: dict, text: str) -> str:
+    """The key of ``text``'s mask in ``branch``: the one it has, else the first this text takes."""
+    keys = TEXT_INPUTS[text]
+    return next((key for key in keys if key in branch), keys[0])
 
 
 def pad_to_one_length(*branches: dict) -> tuple[dict, ...]:
-    """Zero-pad every branch's ``encoder_hidden_states`` to the longest, with masks marking the real tokens.
+    """Zero-pad every branch's text inputs (``TEXT_INPUTS``) to the longest, with masks marking the real tokens.
 
     Branches already of one length and without masks come back unchanged (no mask: attention keeps
-    its fastest kernel). A branch that has a mask keeps it, extended with False. Text positions
-    (RoPE) count from the start, so padding at the end moves no real token.
+    its fastest kernel). A branch that has a mask keeps it (as bool), extended with False. Text
+    positions (RoPE) count from the start, so padding at the end moves no real token.
     """
-    lengths = [b[TEXT].shape[1] for b in branches]
-    longest = max(lengths)
-    if min(lengths) == longest and all(b.get(TEXT_MASK) is None for b in branches):
-        return branches
-    padded = []
-    for branch, length in zip(branches, lengths):
-        hidden = branch[TEXT]
-        mask = branch.get(TEXT_MASK)
-        if mask is None:
-            mask = torch.ones(hidden.shape[0], length, dtype=torch.bool, device=hidden.device)
-        mask = torch.nn.functional.pad(mask.to(torch.bool), (0, longest - length), value=False)
-        padded.append({**branch, TEXT: torch.nn.functional.pad(hidden, (0, 0, 0, longest - length)), TEXT_MASK: mask})
-    return tuple(padded)
+    for text in TEXT_INPUTS:
+        if text not in branches[0]:
+            continue
+        mask_key = _mask_key(branches[0], text)
+        lengths = [b[text].shape[1] for b in branches]
+        longest = max(lengths)
+        if min(lengths) == longest and all(b.get(mask_key) is None for b in branches):
+            continue
+        padded = []
+        for branch, length in zip(branches, lengths):
+            hidden = branch[text]
+            mask = branch.get(mask_key)
+            if mask is None:
+                mask = torch.ones(hidden.shape[0], length, dtype=torch.bool, device=hidden.device)
+            mask = torch.nn.functional.pad(mask.to(torch.bool), (0, longest - length), value=False)
+            padded.append({**branch, text: torch.nn.functional.pad(hidden, (0, 0, 0, longest - length)),
+                           mask_key: mask})
+        branches = tuple(padded)
+    return tuple(branches)
 
 
 def stack_inputs(inputs: list[dict]) -> dict:
