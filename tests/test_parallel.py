@@ -57,11 +57,24 @@ def single(sgld_home):
         ("qwen-cfg2", dict(model_path="tiny-qwen-image", height=64, width=48), dict(num_gpus=2, enable_cfg_parallel=True)),
         ("qwen-edit-ulysses2", dict(model_path="tiny-qwen-image-edit", height=32, width=32, image_path="INPUT"),
          dict(num_gpus=2, ulysses_degree=2)),
+        # FLUX.2 through diffusers' plan for its DiT; [dev] with a reference image (its tokens are sharded too).
+        ("flux2-klein-ulysses2", dict(model_path="tiny-flux2-klein", height=64, width=48), dict(num_gpus=2, ulysses_degree=2)),
+        # HunyuanVideo-1.5: each rank's branch has its own prompt length (no padding, no mask).
+        ("hunyuan15-cfg2", dict(model_path="tiny-hunyuan15", height=64, width=48, num_frames=9),
+         dict(num_gpus=2, enable_cfg_parallel=True)),
+        ("flux2-dev-ring2-reference", dict(model_path="tiny-flux2", height=64, width=48, image_path="INPUT64"),
+         dict(num_gpus=2, ring_degree=2)),
     ],
 )
 # FLUX Ulysses and Qwen-Image ring were here too; Ulysses and ring are each covered by other
 # cases (and by bench/parallel_equality.py on GPUs), so CI keeps one case per family and mode.
-def test_parallel_layout_equals_single_process(name, model, layout, single, input_png):
+def test_parallel_layout_equals_single_process(name, model, layout, single, input_png, tmp_path_factory):
+    if "INPUT64" in model.values():  # FLUX.2 takes reference images of 64 pixels and more
+        from PIL import Image
+
+        path = tmp_path_factory.mktemp("reference") / "reference.png"
+        Image.open(input_png).resize((96, 80)).save(path)
+        model = {k: str(path) if v == "INPUT64" else v for k, v in model.items()}
     model = {k: str(input_png) if v == "INPUT" else v for k, v in model.items()}
     reference = single(repr(sorted(model.items())), model)
     frames = generate(**model, **layout)
