@@ -25,6 +25,7 @@ RELEASED_SIZES = {
     "hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v": {"transformer": 8.327, "image_encoder": 0.4282},
     # FLUX.2 [dev]: a 32.2 B DiT; Mistral Small 3.2 24B (with its Pixtral vision tower).
     "black-forest-labs/FLUX.2-dev": {"transformer": 32.223, "text_encoder": 24.011},
+    "Qwen/Qwen-Image-Edit-2509": {"transformer": 20.430, "text_encoder": 8.292, "vae": 0.127},
 }
 
 

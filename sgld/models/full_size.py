@@ -164,7 +164,7 @@ class Component:
     config: dict | None = None
     # For tokenizers and processors: which offline builder makes it ("t5", "clip", "qwen2", "qwen3": qwen2 with
     # Qwen3's chat template, "qwen25vl": HunyuanVideo-1.5's, "byt5", "siglip": SigLIP's 384² image processor,
-    # "mistral": the Pixtral processor folder of FLUX.2 [dev]).
+    # "mistral": the Pixtral processor folder of FLUX.2 [dev], "qwen2vl": Qwen-Image-Edit's processor folder).
     tokenizer: str | None = None
 
 
@@ -219,6 +219,20 @@ def _hunyuan15(image_to_video: bool) -> FullSizeModel:
     return FullSizeModel("HunyuanVideo15ImageToVideoPipeline", components)
 
 
+def _qwen_image(pipeline: str) -> FullSizeModel:
+    """Qwen-Image and its edit models: one layout; the edit models add the Qwen2-VL processor."""
+    components = {
+        "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", QWEN_EULER),
+        "text_encoder": Component("transformers", "Qwen2_5_VLForConditionalGeneration", QWEN25_VL_7B),
+        "tokenizer": Component("transformers", "Qwen2Tokenizer", tokenizer="qwen2"),
+        "transformer": Component("diffusers", "QwenImageTransformer2DModel", QWEN_IMAGE),
+        "vae": Component("diffusers", "AutoencoderKLQwenImage", QWEN_VAE),
+    }
+    if pipeline != "QwenImagePipeline":
+        components["processor"] = Component("transformers", "Qwen2VLProcessor", tokenizer="qwen2vl")
+    return FullSizeModel(pipeline, components)
+
+
 FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
     "hunyuanvideo-community/HunyuanVideo-1.5-480p_t2v": _hunyuan15(image_to_video=False),
     "hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v": _hunyuan15(image_to_video=True),
@@ -255,13 +269,9 @@ FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
         "transformer": Component("diffusers", "ZImageTransformer2DModel", Z_IMAGE_TURBO),
         "vae": Component("diffusers", "AutoencoderKL", FLUX_VAE),
     }),
-    "Qwen/Qwen-Image": FullSizeModel("QwenImagePipeline", {
-        "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", QWEN_EULER),
-        "text_encoder": Component("transformers", "Qwen2_5_VLForConditionalGeneration", QWEN25_VL_7B),
-        "tokenizer": Component("transformers", "Qwen2Tokenizer", tokenizer="qwen2"),
-        "transformer": Component("diffusers", "QwenImageTransformer2DModel", QWEN_IMAGE),
-        "vae": Component("diffusers", "AutoencoderKLQwenImage", QWEN_VAE),
-    }),
+    "Qwen/Qwen-Image": _qwen_image("QwenImagePipeline"),
+    "Qwen/Qwen-Image-Edit": _qwen_image("QwenImageEditPipeline"),
+    "Qwen/Qwen-Image-Edit-2509": _qwen_image("QwenImageEditPlusPipeline"),
 }
 
 RANDOM_PREFIX = "random:"

@@ -65,6 +65,10 @@ def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
             from sgld.models.tiny_flux2 import build_mistral_tokenizer, save_pixtral_processor
 
             save_pixtral_processor(build_mistral_tokenizer(), sub)
+        elif comp.tokenizer == "qwen2vl":
+            from sgld.models.tiny_qwen import build_qwen2_tokenizer, build_qwen2vl_processor, save_processor
+
+            save_processor(build_qwen2vl_processor(build_qwen2_tokenizer()), sub)
         elif comp.tokenizer:
             _tokenizer(comp.tokenizer).save_pretrained(sub)
         elif comp.library == "diffusers":
