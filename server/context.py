@@ -25,7 +25,7 @@ def ready_service() -> JobService:
 
 def queue_full(svc: JobService) -> APIError:
     """The 429 a create request gets when the queue is at its bound."""
-    return APIError(429, f"the queue is full ({svc.queue.max_size} jobs waiting); retry later",
+    return APIError(429, f"the queue is full ({svc.run.server.max_queue} jobs waiting); retry later",
                     code="queue_full", headers={"Retry-After": "10"})
 
 
@@ -35,17 +35,19 @@ def accepting_service() -> JobService:
     Under load this keeps a refusal cheap; ``JobService.submit`` still enforces the bound exactly.
     """
     svc = ready_service()
-    if len(svc.queue) >= svc.queue.max_size:
+    if svc.queued() >= svc.run.server.max_queue:
         raise queue_full(svc)
     return svc
 
 
 def check_model(requested, svc: JobService) -> None:
-    """A request may name the loaded model (by path or config name) or none; anything else is a 400."""
+    """A request may name this replica's model (by path or config name) or none; anything else is a 400 naming
+    the models the service's live replicas serve (send the request to one of those)."""
     if requested in (None, ""):
         return
     if requested not in (svc.model_id, svc.run.model.name):
+        served = ", ".join(repr(m) for m in svc.served_models())
         raise APIError(
-            400, f"model {requested!r} is not served here; this server serves {svc.model_id!r}",
+            400, f"model {requested!r} is not served here; this service serves {served}",
             param="model", code="model_not_found",
         )

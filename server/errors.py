@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
+import sqlalchemy.exc
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -64,6 +65,13 @@ def register_error_handlers(app: Flask) -> None:
             message = f"request body is larger than the server's limit of {limit // (1024 * 1024)} MB" if limit else message
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
         return _respond(APIError(status, message, code=HTTP_CODES.get(status), headers=headers))
+
+    @app.errorhandler(sqlalchemy.exc.DBAPIError)
+    def _store_unavailable(exc: Exception):
+        # The job store (PostgreSQL) is down or unreachable: a 503 to retry, not a 500; never its URL.
+        log.warning("job store error: %s", type(getattr(exc, "orig", exc)).__name__)
+        return _respond(APIError(503, "the job store is unreachable; retry shortly", code="store_unavailable",
+                                 headers={"Retry-After": "5"}))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

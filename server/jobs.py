@@ -1,15 +1,23 @@
-"""The job service: a bounded queue feeding one engine worker thread (the engine is not re-entrant)."""
+"""The job service: the store's shared queue feeding this replica's engine worker (the engine is not re-entrant).
+
+Jobs live in the store (``server.store``): the API inserts them, the worker claims the oldest
+one of its model under a lease that a heartbeat thread renews, and any replica's DELETE removes
+the record, which the running worker notices within a step. With SQLite there is one replica;
+with PostgreSQL every replica of the service shares the queue, and one that dies has its jobs
+re-queued by the others when their leases expire.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import logging
+import os
 import secrets
 import shutil
+import socket
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -18,7 +26,7 @@ from sgld.errors import UserError
 from sgld.models.folder_model import FolderModel
 
 from server.engine import Engine, EngineLoader, load_engine
-from server.store import Job, JobStore, now
+from server.store import Job, JobStore, now, redacted, store_url
 
 log = logging.getLogger("sgld.server")
 
@@ -28,69 +36,11 @@ class QueueFull(Exception):
 
 
 class JobCancelled(Exception):
-    """Raised inside the denoise loop when the running job was deleted."""
+    """Raised inside the denoise loop when the running job was deleted (on any replica)."""
 
 
-class JobQueue:
-    """FIFO of job ids: new submissions are bounded, jobs recovered after a restart are not."""
-
-    def __init__(self, max_size: int):
-        self.max_size = max_size
-        self._items: deque[str] = deque()
-        self._cond = threading.Condition()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-    def submit(self, job_id: str, record: Callable[[], None]) -> None:
-        """Run ``record`` (persist the job) and enqueue it, or raise QueueFull without recording."""
-        with self._cond:
-            if len(self._items) >= self.max_size:
-                raise QueueFull
-            record()
-            self._items.append(job_id)
-            self._cond.notify()
-
-    def requeue(self, job_id: str) -> None:
-        """Enqueue a job that was accepted before a restart (never refused)."""
-        with self._cond:
-            self._items.append(job_id)
-            self._cond.notify()
-
-    def remove(self, job_id: str) -> bool:
-        """Drop a queued job; True when it was waiting."""
-        with self._cond:
-            try:
-                self._items.remove(job_id)
-                return True
-            except ValueError:
-                return False
-
-    def position(self, job_id: str) -> Optional[int]:
-        """0-based place in the queue, or None."""
-        with self._cond:
-            try:
-                return self._items.index(job_id)
-            except ValueError:
-                return None
-
-    def snapshot(self) -> list[str]:
-        """The queued ids, oldest first (a copy)."""
-        with self._cond:
-            return list(self._items)
-
-    def wait_for_more(self, timeout: float) -> None:
-        """Block until a job is submitted or ``timeout`` seconds pass."""
-        with self._cond:
-            self._cond.wait(timeout)
-
-    def get(self, timeout: float) -> Optional[str]:
-        """The next job id, or None after ``timeout`` seconds."""
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+class JobReleased(Exception):
+    """Raised inside the denoise loop when a draining replica gives its running job back to the queue."""
 
 
 def engine_options(options: dict) -> dict:
@@ -104,11 +54,14 @@ def new_id(kind: str) -> str:
 
 
 class JobService:
-    """Owns the store, the queue, the engine and the worker thread.
+    """Owns the store, the engine and the worker and heartbeat threads of one replica.
 
     ``engine`` is a loaded engine, or None to load one from ``run`` with ``load`` in the
     background (``/health`` reports ``loading`` until it is ready).
     """
+
+    # How often an idle worker looks at the shared queue for jobs other replicas accepted.
+    POLL_S = 0.2
 
     def __init__(self, run: RunConfig, engine: Optional[Engine] = None, metrics: Any = None,
                  load: EngineLoader = load_engine):
@@ -117,8 +70,10 @@ class JobService:
         self.output_dir = Path(run.output.path).expanduser().resolve()
         self.files_dir = self.output_dir / "files"
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(self.output_dir / "jobs.sqlite3")
-        self.queue = JobQueue(run.server.max_queue)
+        self.store = JobStore(store_url(run.server.job_store, self.output_dir))
+        log.info("job store: %s", redacted(self.store.url))
+        self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.started_at = time.time()
         self.metrics = metrics
         self.engine: Optional[Engine] = engine
         self.load_error: Optional[str] = None
@@ -127,33 +82,63 @@ class JobService:
         self._done_lock = threading.Lock()
         self._cancel: set[str] = set()
         self._running: set[str] = set()
+        self._release = threading.Event()  # draining: give the running job back to the queue
+        self._wake = threading.Condition()  # a job was submitted here: look at the queue now
         self._keys: dict[str, Optional[tuple]] = {}  # job id -> its batch key (None: runs alone)
         # Held while the engine runs a job or a control action (LoRA endpoints): the engine is not re-entrant.
         self.engine_lock = threading.Lock()
         self._stop = threading.Event()
+        self._draining = threading.Event()
         self._worker = threading.Thread(target=self._work, name="sgld-engine-worker", daemon=True)
+        self._heart = threading.Thread(target=self._beat, name="sgld-heartbeat", daemon=True)
         self._recover()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the worker (it loads the engine first when none was given)."""
+        """Register this replica, then start the worker (it loads the engine first when none was given)."""
+        self.store.register(self.replica_id, self.model_id, f"{self.run.server.host}:{self.run.server.port}")
+        self._heart.start()
         self._worker.start()
 
     def stop(self, timeout: float = 10) -> None:
-        """Ask the worker to stop after the current job."""
+        """Ask the worker to stop after the current job; leave the replica registry (once)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
-        self._worker.join(timeout)
+        with self._wake:
+            self._wake.notify_all()
+        if self._worker.is_alive():
+            self._worker.join(timeout)
         if self.engine is not None:  # a multi-rank engine's ranks exit here
             self.engine.stop()
+        try:
+            self.store.unregister(self.replica_id)
+        except Exception as exc:  # noqa: BLE001 - the store may be down; the registry entry then just ages out
+            log.warning("could not leave the replica registry: %s", exc)
+
+    def drain(self, timeout: float) -> None:
+        """Stop claiming jobs; let the running one finish within ``timeout`` seconds, else give it back to the queue."""
+        self._draining.set()
+        deadline = time.monotonic() + timeout
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self._running:
+            log.info("draining: giving %d running job(s) back to the queue", len(self._running))
+            self._release.set()
+            while self._running and time.monotonic() < deadline + 30:
+                time.sleep(0.1)
+        self.stop()
 
     def _recover(self) -> None:
-        """Requeue every job a previous process accepted but did not finish."""
-        for job in self.store.active():
-            if job.status == "in_progress":
-                log.info("job %s was interrupted by a restart; running it again", job.id)
-            self.store.update(job.id, status="queued", progress=0, started_at=None)
-            self.queue.requeue(job.id)
+        """Re-queue jobs whose worker is gone: with SQLite (one replica) every job left running by an earlier
+        process; with a shared store those whose leases expired (the others are still someone's)."""
+        server = self.run.server
+        requeued, failed = self.store.reclaim(server.max_attempts, every_running=not self.store.shared)
+        for job_id in requeued:
+            log.info("job %s was interrupted (its server stopped); running it again", job_id)
+        for job_id in failed:
+            log.warning("job %s failed: its server was lost %d times", job_id, server.max_attempts)
 
     def _load_engine(self) -> None:
         start = time.perf_counter()
@@ -171,14 +156,50 @@ class JobService:
         self.load_error = f"the model's rank group failed: {message}"
         self.ready.clear()
 
+    def _beat(self) -> None:
+        """Heartbeat: renew this replica's registration and its running jobs' leases; re-queue lost jobs."""
+        server = self.run.server
+        interval = max(0.2, min(server.lease_s / 3, 5.0))
+        while not self._stop.wait(interval):
+            try:
+                self.store.heartbeat(self.replica_id, draining=self._draining.is_set())
+                self.store.renew(self.replica_id, list(self._running), server.lease_s)
+                requeued, failed = self.store.reclaim(server.max_attempts)
+                if self.metrics is not None:
+                    self.metrics.leases_expired.inc(len(requeued) + len(failed))
+                    self.metrics.requeued.inc(len(requeued))
+                for job_id in requeued:
+                    log.warning("job %s: its server stopped answering (lease expired); re-queued", job_id)
+                for job_id in failed:
+                    log.warning("job %s: its server was lost %d times; failed", job_id, server.max_attempts)
+                if requeued:
+                    with self._wake:
+                        self._wake.notify_all()
+            except Exception as exc:  # noqa: BLE001 - the store may be down for a while; /health says so
+                log.warning("heartbeat: the job store is unreachable: %s", exc)
+
     # -- submitting ------------------------------------------------------------------------------
+
+    def queued(self) -> int:
+        """Jobs of this model waiting in the (shared) queue."""
+        return self.store.queued(self.model_id)
+
+    @property
+    def draining(self) -> bool:
+        """Whether this replica is stopping (it claims no more jobs)."""
+        return self._draining.is_set()
+
+    def served_models(self) -> list[str]:
+        """The models live replicas of the service serve (this one's included)."""
+        return sorted({r["model"] for r in self.store.live_replicas(self.run.server.lease_s) if not r["draining"]}
+                      | {self.model_id})
 
     def submit(self, kind: str, prompt: str, options: dict, size: str, seconds: Optional[str], job_id: Optional[str] = None,
                request_id: Optional[str] = None, run: Optional[RunConfig] = None) -> Job:
-        """Persist and enqueue a validated job; QueueFull when the queue is at its bound.
+        """Persist a validated job in the shared queue; QueueFull when the queue is at its bound.
 
         ``request_id``: the creating request's x-request-id, named by the job's error and log lines.
-        ``run``: the request's RunConfig as the engine checked it, so the worker need not check it again.
+        ``run``: the request's RunConfig as the engine checked it: its batch key is recorded with the job.
         """
         job = Job(
             id=job_id or new_id(kind),
@@ -193,36 +214,42 @@ class JobService:
             request_id=request_id,
         )
         if run is not None:
-            self._keys[job.id] = self._key_of(job, run)
+            key = self._key_of(job, run)
+            self._keys[job.id] = key
+            job.batch_key = None if key is None else json.dumps(key)
+        if self.queued() >= self.run.server.max_queue:
+            self._keys.pop(job.id, None)
+            raise QueueFull
         with self._done_lock:
             self._done[job.id] = threading.Event()
-        try:
-            self.queue.submit(job.id, lambda: self.store.insert(job))
-        except QueueFull:
-            with self._done_lock:
-                self._done.pop(job.id, None)
-            self._keys.pop(job.id, None)
-            raise
+        self.store.insert(job)
+        with self._wake:
+            self._wake.notify_all()
         return job
 
     def wait(self, job_id: str, timeout: float) -> Optional[Job]:
-        """Block until the job ends (or ``timeout``); the job's record then."""
+        """Block until the job ends (or ``timeout``); the job's record then. A job another replica runs is polled."""
         with self._done_lock:
             event = self._done.get(job_id)
-        if event is not None:
-            event.wait(timeout)
-        return self.store.get(job_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.store.get(job_id)
+            if job is None or job.status not in ("queued", "in_progress") or time.monotonic() >= deadline:
+                return job
+            if event is not None:
+                event.wait(min(self.POLL_S * 5, max(0.0, deadline - time.monotonic())))
+            else:
+                time.sleep(min(self.POLL_S, max(0.0, deadline - time.monotonic())))
 
     def delete(self, job_id: str) -> bool:
-        """Cancel a queued or running job and remove its record and files."""
+        """Cancel a queued or running job (here or on another replica) and remove its record and files."""
         job = self.store.get(job_id)
         if job is None:
             return False
-        if self.queue.remove(job_id):
-            self._keys.pop(job_id, None)
         if job_id in self._running:
             self._cancel.add(job_id)
         self.store.delete(job_id)
+        self._keys.pop(job_id, None)
         self._remove_files(job)
         self._finish(job_id)
         return True
@@ -244,28 +271,43 @@ class JobService:
 
     # -- the worker ------------------------------------------------------------------------------
 
+    def _next(self) -> Optional[Job]:
+        """Claim the oldest queued job of this model, waiting up to ``POLL_S`` for one."""
+        job = self.store.claim(self.model_id, self.replica_id, self.run.server.lease_s)
+        if job is None:
+            with self._wake:
+                self._wake.wait(self.POLL_S)
+        return job
+
     def _work(self) -> None:
         if self.engine is None:
             self._load_engine()
         else:
             self.ready.set()
-        while not self._stop.is_set():
-            job_id = self.queue.get(timeout=0.5)
-            if job_id is None:
+        while not self._stop.is_set() and not self._draining.is_set():
+            try:
+                job = self._next()
+            except Exception as exc:  # noqa: BLE001 - the store is down: wait for it (/health says so)
+                log.warning("worker: the job store is unreachable: %s", exc)
+                self._stop.wait(1.0)
                 continue
-            job = self.store.get(job_id)
-            if job is None or job.status != "queued":
+            if job is None:
                 continue
+            if self.metrics is not None:
+                self.metrics.claimed.inc()
             if self.engine is None:
                 self._fail(job, "model_unavailable", f"the model failed to load: {self.load_error}")
+                self._finish(job.id)
                 continue
-            jobs = self._gather(job)
+            jobs = [job]
             try:
+                jobs = self._gather(job)
                 self._run(jobs)
             except Exception:  # noqa: BLE001 - the worker must outlive any one job's bookkeeping error
                 for job in jobs:
                     log.exception("job %s (request_id=%s): unexpected error outside generation", job.id, job.request_id)
                     self._fail(job, "internal_error", "the server hit an unexpected error while finishing this job")
+                    self._running.discard(job.id)
                     self._finish(job.id)
 
     # -- batching --------------------------------------------------------------------------------
@@ -282,13 +324,11 @@ class JobService:
     def _batch_key(self, job: Job) -> Optional[tuple]:
         """What the job must share with others to run in their batch; None: it runs alone.
 
-        Kept from submission; a job recovered after a restart is checked here (a failing check: alone).
+        Kept from submission (in the store, for jobs another replica accepted); a job without one
+        (accepted before batching existed, or whose check failed) runs alone.
         """
         if job.id not in self._keys:
-            try:
-                self._keys[job.id] = self._key_of(job, self.engine.check(**engine_options(job.options)))
-            except UserError:
-                self._keys[job.id] = None  # it fails when it runs, alone
+            self._keys[job.id] = None if job.batch_key is None else tuple(json.loads(job.batch_key))
         return self._keys[job.id]
 
     def _key_of(self, job: Job, run: RunConfig) -> Optional[tuple]:
@@ -307,27 +347,29 @@ class JobService:
         return (self.engine.pipeline.spec.batch_key(Request.from_sampling(s)), loras)
 
     def _gather(self, job: Job) -> list[Job]:
-        """``job`` and the queued jobs that can share its forward, waiting up to ``batch_wait_ms`` for more."""
+        """``job`` and queued jobs that can share its forward (same batch key), claimed while ``batch_wait_ms`` lasts."""
         limit = self.batch_limit()
         count = self.samples(job)
-        if limit <= 1 or count >= limit or self._batch_key(job) is None:
+        if limit <= 1 or count >= limit or job.batch_key is None:
             return [job]
-        key = self._batch_key(job)
+        self._running.add(job.id)  # its lease is renewed while the batch fills
         jobs = [job]
         start = time.perf_counter()
         deadline = start + self.run.server.batch_wait_ms / 1000
-        while True:
-            for other_id in self.queue.snapshot():
-                other = self.store.get(other_id)
-                if other is None or other.status != "queued" or count + self.samples(other) > limit:
-                    continue
-                if self._batch_key(other) == key and self.queue.remove(other_id):
-                    jobs.append(other)
-                    count += self.samples(other)
+        while count < limit:
+            other = self.store.claim(self.model_id, self.replica_id, self.run.server.lease_s, batch_key=job.batch_key)
+            if other is not None:
+                if count + self.samples(other) > limit:  # too many images for this batch: it waits for the next
+                    self.store.release(other.id, self.replica_id)
+                    break
+                jobs.append(other)
+                count += self.samples(other)
+                continue
             remaining = deadline - time.perf_counter()
-            if count >= limit or remaining <= 0:
+            if remaining <= 0:
                 break
-            self.queue.wait_for_more(remaining)
+            with self._wake:
+                self._wake.wait(min(remaining, 0.02))
         if self.metrics is not None:
             self.metrics.batch_wait.observe(time.perf_counter() - start)
         return jobs
@@ -339,8 +381,7 @@ class JobService:
         started = time.perf_counter()
         items, owners = [], []
         for job in jobs:
-            self._running.add(job.id)
-            self.store.update(job.id, status="in_progress", started_at=now(), progress=0, attempts=job.attempts + 1)
+            self._running.add(job.id)  # claimed: in_progress under this replica's lease
             for item in self._items(job, self._progress(job)):
                 items.append(item)
                 owners.append(job.id)
@@ -373,12 +414,17 @@ class JobService:
                 self.metrics.job_seconds.labels(kind=job.kind, status=status).observe(time.perf_counter() - started)
 
     def _progress(self, job: Job) -> Callable[[int, int], None]:
-        """The job's step callback: progress in the store, its cancel signal (the job's samples leave the batch)."""
+        """The job's step callback: progress in the store, its cancel signal (the job's samples leave the batch).
+
+        A DELETE on another replica removes the record: the check after every step sees it.
+        """
         last = [-1]
 
         def on_step(done: int, total: int) -> None:
-            if job.id in self._cancel:
+            if job.id in self._cancel or (done > 0 and not self.store.exists(job.id)):
                 raise JobCancelled
+            if self._release.is_set():
+                raise JobReleased
             # 0..99 while denoising; 100 only once the file is saved.
             percent = min(99, done * 100 // total)
             if percent != last[0]:
@@ -405,6 +451,11 @@ class JobService:
     def _settle(self, job: Job, outcomes: list[tuple[str, Any]]) -> str:
         """Record how the job ended from its samples' (file name, outcome) (the first error wins); its final status."""
         error = next((o for _, o in outcomes if isinstance(o, BaseException)), None)
+        if isinstance(error, JobReleased):
+            log.info("job %s given back to the queue (this replica is draining)", job.id)
+            self.store.release(job.id, self.replica_id)
+            self._remove_files(job)
+            return "released"
         if isinstance(error, JobCancelled):
             log.info("job %s cancelled (request_id=%s)", job.id, job.request_id)
             self._remove_files(job)

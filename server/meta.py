@@ -14,10 +14,22 @@ bp = Blueprint("meta", __name__)
 
 @bp.get("/health")
 def health():
-    """200 once the model is loaded; 503 while loading or after a failed load."""
+    """200 once the model is loaded and the job store answers; 503 while loading, after a failed load, while
+    the store is unreachable (it recovers when the store is back) and while draining for a stop."""
     svc = service()
+    try:
+        queued = svc.queued()
+    except Exception as exc:  # noqa: BLE001 - the store's driver error, summarised (never its URL)
+        response = jsonify({"status": "error", "model": svc.model_id,
+                            "message": f"the job store is unreachable ({type(getattr(exc, 'orig', exc)).__name__})"})
+        response.status_code = 503
+        return response
+    if svc.ready.is_set() and svc.draining:
+        response = jsonify({"status": "draining", "model": svc.model_id, "queued": queued})
+        response.status_code = 503
+        return response
     if svc.ready.is_set():
-        return jsonify({"status": "ok", "model": svc.model_id, "queued": len(svc.queue)})
+        return jsonify({"status": "ok", "model": svc.model_id, "queued": queued, "replica": svc.replica_id})
     if svc.load_error:
         response = jsonify({"status": "error", "model": svc.model_id, "message": svc.load_error})
     else:
@@ -29,9 +41,8 @@ def health():
 def model_object(svc) -> dict:
     """OpenAI's model object, with what SGLang's clients read: the path, task type, GPUs and precisions."""
     run = svc.run
-    created = svc.store.path.stat().st_mtime if svc.store.path.exists() else 0
     return {
-        "id": svc.model_id, "object": "model", "created": int(created), "owned_by": "sgld",
+        "id": svc.model_id, "object": "model", "created": int(svc.started_at), "owned_by": "sgld",
         "root": run.model.path, "task_type": svc.folder_model.spec.task, "num_gpus": run.parallel.num_gpus,
         "dit_precision": run.model.precision, "vae_precision": run.vae.precision,
     }
@@ -39,8 +50,13 @@ def model_object(svc) -> dict:
 
 @bp.get("/v1/models")
 def list_models():
-    """The one model this server serves."""
-    return jsonify({"object": "list", "data": [model_object(service())]})
+    """The models the service's live replicas serve: this one's first, then the others' (a shared store)."""
+    svc = service()
+    data = [model_object(svc)]
+    for model in svc.served_models():
+        if model != svc.model_id:
+            data.append({"id": model, "object": "model", "created": 0, "owned_by": "sgld", "root": model})
+    return jsonify({"object": "list", "data": data})
 
 
 @bp.get("/v1/models/<path:model>")
@@ -58,9 +74,14 @@ def metrics():
     """Prometheus text format."""
     svc = service()
     m = current_app.extensions["sgld_metrics"]
-    m.queue_depth.set(len(svc.queue))
-    for status, count in svc.store.count_by_status().items():
-        m.jobs.labels(status=status).set(count)
+    try:
+        m.queue_depth.set(svc.queued())
+        for status, count in svc.store.count_by_status().items():
+            m.jobs.labels(status=status).set(count)
+        m.workers.set(len(svc.store.live_replicas(svc.run.server.lease_s)))
+        m.store_up.set(1)
+    except Exception:  # noqa: BLE001 - the store is down: the other metrics still answer
+        m.store_up.set(0)
     return Response(generate_latest(m.registry), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -21,5 +21,12 @@ class Metrics:
                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16), registry=self.registry)
         self.batch_wait = Histogram("sgld_batch_wait_seconds", "time the engine waited for requests to batch with the first",
                                     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry)
+        # The shared service (a store several replicas use): what this replica took and took back.
+        self.claimed = Counter("sgld_jobs_claimed", "jobs this replica claimed from the queue", registry=self.registry)
+        self.leases_expired = Counter("sgld_leases_expired", "running jobs whose server stopped renewing their lease",
+                                      registry=self.registry)
+        self.requeued = Counter("sgld_jobs_requeued", "jobs re-queued after their server was lost", registry=self.registry)
+        self.workers = Gauge("sgld_live_replicas", "replicas of the service with a recent heartbeat", registry=self.registry)
+        self.store_up = Gauge("sgld_job_store_up", "1 when the job store answers, 0 when it does not", registry=self.registry)
         # Steps per second: rate(sgld_denoise_steps_total[1m]).
         self.steps = Counter("sgld_denoise_steps", "denoising steps run", registry=self.registry)

@@ -1,42 +1,65 @@
-"""Job records in SQLite (WAL) under the output directory: accepted jobs survive restarts."""
+"""The job store: job records, the shared queue and the live replicas, in SQLite or PostgreSQL.
+
+SQLite (WAL) under the output directory is the default: zero set-up, one server process.
+PostgreSQL (``--job-store postgresql://user@host/db`` or ``SGLD_JOB_STORE``) lets several
+replicas share one queue: each claims the oldest queued job of its model with row locking
+(``FOR UPDATE SKIP LOCKED``), holds it under a lease it renews, and a replica that dies has its
+jobs re-queued once their leases expire. SQL goes through SQLAlchemy Core; the schema through
+Alembic migrations (``server/migrations``), applied at start under a lock so replicas starting
+together do not race.
+"""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Optional
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    progress INTEGER NOT NULL DEFAULT 0,
-    model TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    options TEXT NOT NULL,
-    size TEXT NOT NULL,
-    seconds TEXT,
-    created_at INTEGER NOT NULL,
-    started_at INTEGER,
-    completed_at INTEGER,
-    error_code TEXT,
-    error_message TEXT,
-    outputs TEXT NOT NULL DEFAULT '[]',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    request_id TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-"""
-# Columns added after the first release: (name, SQL type), added to an older store when it opens.
-ADDED_COLUMNS = (("request_id", "TEXT"),)
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
 ACTIVE = ("queued", "in_progress")
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# PostgreSQL advisory lock held while migrating (any constant the replicas agree on).
+MIGRATION_LOCK = 7_314_159
+
+metadata = sa.MetaData()
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, unique=True, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("progress", sa.Integer, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("options", sa.Text, nullable=False),
+    sa.Column("size", sa.Text, nullable=False),
+    sa.Column("seconds", sa.Text),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger),
+    sa.Column("completed_at", sa.BigInteger),
+    sa.Column("error_code", sa.Text),
+    sa.Column("error_message", sa.Text),
+    sa.Column("outputs", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("request_id", sa.Text),
+    sa.Column("worker", sa.Text),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("batch_key", sa.Text),
+)
+replicas = sa.Table(
+    "replicas", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("draining", sa.Boolean, nullable=False),
+)
 
 
 @dataclass
@@ -62,91 +85,243 @@ class Job:
     # The x-request-id of the request that created the job (named in its error and log lines).
     request_id: Optional[str] = None
     seq: int = 0
+    worker: Optional[str] = None  # the replica running it
+    lease_until: Optional[float] = None  # when another replica may take it back (Unix time)
+    batch_key: Optional[str] = None  # what it must share with others to run in their batch (None: alone)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Job":
-        data = dict(row)
+    def from_row(cls, row: Any) -> "Job":
+        data = dict(row._mapping)
         data["options"] = json.loads(data["options"])
         data["outputs"] = json.loads(data["outputs"])
         return cls(**data)
 
 
+def store_url(configured: Optional[str], output_dir: Path) -> str:
+    """The store's SQLAlchemy URL: ``--job-store``/``SGLD_JOB_STORE``, else SQLite in the output directory.
+
+    ``postgresql://`` URLs use psycopg 3.
+    """
+    url = configured or os.environ.get("SGLD_JOB_STORE") or f"sqlite:///{Path(output_dir) / 'jobs.sqlite3'}"
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def redacted(url: str) -> str:
+    """The URL as logs may show it: the password replaced."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; replicas starting together take turns (PostgreSQL lock).
+
+    A SQLite store written before migrations existed (a ``jobs`` table, no version) is stamped as
+    the first revision, after adding any column it lacks, then upgraded.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        inspector = sa.inspect(conn)
+        if inspector.has_table("jobs") and not inspector.has_table("alembic_version"):
+            present = {column["name"] for column in inspector.get_columns("jobs")}
+            if "request_id" not in present:  # the very first release's store
+                conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN request_id TEXT"))
+            command.stamp(config, "0001")
+        command.upgrade(config, "head")
+
+
 class JobStore:
-    """Thread-safe access to the jobs table: one SQLite connection per thread."""
+    """Job records, the shared queue and the replica registry; thread-safe (a connection pool)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connect() as conn:
-            conn.executescript(SCHEMA)
-            present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
-            for name, kind in ADDED_COLUMNS:
-                if name not in present:  # a store written by an older sgld
-                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+    def __init__(self, url: str):
+        self.url = url
+        self.dialect = sa.engine.make_url(url).get_backend_name()
+        if self.dialect == "sqlite":
+            path = Path(sa.engine.make_url(url).database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.path: Optional[Path] = path
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.path = None
+            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8,
+                                           connect_args={"connect_timeout": 5})
+        migrate(self.engine)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+    @property
+    def shared(self) -> bool:
+        """Whether several replicas can share this store (PostgreSQL)."""
+        return self.dialect != "sqlite"
+
+    def ping(self) -> None:
+        """Raise when the store cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # -- records ---------------------------------------------------------------------------------
 
     def insert(self, job: Job) -> None:
         """Record a newly accepted job (committed before the client hears of it)."""
-        self._connect().execute(
-            "INSERT INTO jobs (id, kind, status, progress, model, prompt, options, size, seconds, created_at, request_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job.id, job.kind, job.status, job.progress, job.model, job.prompt, json.dumps(job.options), job.size,
-             job.seconds, job.created_at, job.request_id),
-        )
+        values = {f.name: getattr(job, f.name) for f in fields(Job) if f.name != "seq"}
+        values["options"], values["outputs"] = json.dumps(job.options), json.dumps(job.outputs)
+        with self.engine.begin() as conn:
+            conn.execute(jobs.insert().values(**values))
 
     def get(self, job_id: str) -> Optional[Job]:
         """The job, or None."""
-        row = self._connect().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
         return Job.from_row(row) if row else None
 
-    def update(self, job_id: str, **fields: Any) -> None:
+    def exists(self, job_id: str) -> bool:
+        """Whether the job's record is still there (deleting it is how any replica cancels it)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(jobs.c.seq).where(jobs.c.id == job_id)).first() is not None
+
+    def update(self, job_id: str, **values: Any) -> None:
         """Set columns of one job."""
-        if "outputs" in fields:
-            fields["outputs"] = json.dumps(fields["outputs"])
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        self._connect().execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*fields.values(), job_id))
+        if "outputs" in values:
+            values["outputs"] = json.dumps(values["outputs"])
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
 
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; True when it existed."""
-        return self._connect().execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+        with self.engine.begin() as conn:
+            return conn.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount > 0
 
     def page(self, kind: str, limit: int, order: str = "desc", after: Optional[str] = None) -> tuple[list[Job], bool]:
         """Up to ``limit`` jobs of ``kind`` after job ``after`` in creation order; and whether more follow."""
-        direction = "DESC" if order == "desc" else "ASC"
-        where, args = "kind = ?", [kind]
-        if after is not None:
-            anchor = self._connect().execute("SELECT seq FROM jobs WHERE id = ?", (after,)).fetchone()
-            if anchor is None:
-                raise KeyError(after)
-            where += " AND seq " + ("<" if order == "desc" else ">") + " ?"
-            args.append(anchor["seq"])
-        rows = self._connect().execute(
-            f"SELECT * FROM jobs WHERE {where} ORDER BY seq {direction} LIMIT ?", (*args, limit + 1)
-        ).fetchall()
+        query = sa.select(jobs).where(jobs.c.kind == kind)
+        with self.engine.connect() as conn:
+            if after is not None:
+                anchor = conn.execute(sa.select(jobs.c.seq).where(jobs.c.id == after)).first()
+                if anchor is None:
+                    raise KeyError(after)
+                query = query.where(jobs.c.seq < anchor.seq if order == "desc" else jobs.c.seq > anchor.seq)
+            query = query.order_by(jobs.c.seq.desc() if order == "desc" else jobs.c.seq.asc()).limit(limit + 1)
+            rows = conn.execute(query).fetchall()
         return [Job.from_row(r) for r in rows[:limit]], len(rows) > limit
-
-    def active(self) -> Iterator[Job]:
-        """Queued and interrupted jobs, oldest first (what a restart must run again)."""
-        rows = self._connect().execute(
-            f"SELECT * FROM jobs WHERE status IN ({','.join('?' * len(ACTIVE))}) ORDER BY seq", ACTIVE
-        ).fetchall()
-        return (Job.from_row(r) for r in rows)
 
     def count_by_status(self) -> dict[str, int]:
         """Number of jobs in each status."""
-        rows = self._connect().execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
-        return {r["status"]: r["n"] for r in rows}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)).fetchall()
+        return {status: count for status, count in rows}
+
+    def queued(self, model: str) -> int:
+        """How many jobs of ``model`` wait in the shared queue."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).where(jobs.c.model == model, jobs.c.status == "queued")).scalar_one()
+
+    # -- the shared queue --------------------------------------------------------------------------
+
+    def claim(self, model: str, worker: str, lease_s: float, batch_key: Optional[str] = None) -> Optional[Job]:
+        """Take the oldest queued job of ``model`` (with ``batch_key``, when given) for ``worker``; None if none waits.
+
+        The job becomes in_progress under a lease of ``lease_s`` seconds and its attempt count goes
+        up. Row locking (PostgreSQL ``SKIP LOCKED``; SQLite's single writer) gives each job to one worker.
+        """
+        oldest = sa.select(jobs.c.id).where(jobs.c.model == model, jobs.c.status == "queued")
+        if batch_key is not None:
+            oldest = oldest.where(jobs.c.batch_key == batch_key)
+        oldest = oldest.order_by(jobs.c.seq).limit(1)
+        if self.shared:
+            oldest = oldest.with_for_update(skip_locked=True)
+        clock = time.time()
+        claim = (jobs.update().where(jobs.c.id == oldest.scalar_subquery(), jobs.c.status == "queued")
+                 .values(status="in_progress", worker=worker, lease_until=clock + lease_s, started_at=int(clock),
+                         progress=0, attempts=jobs.c.attempts + 1).returning(*jobs.c))
+        with self.engine.begin() as conn:
+            row = conn.execute(claim).first()
+        return Job.from_row(row) if row else None
+
+    def renew(self, worker: str, job_ids: Iterable[str], lease_s: float) -> None:
+        """Extend the leases of ``worker``'s running jobs."""
+        ids = list(job_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id.in_(ids), jobs.c.worker == worker, jobs.c.status == "in_progress")
+                         .values(lease_until=time.time() + lease_s))
+
+    def release(self, job_id: str, worker: str) -> None:
+        """Give a running job back to the queue unfinished (a draining replica), its attempt not counted."""
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "in_progress")
+                         .values(status="queued", worker=None, lease_until=None, progress=0, started_at=None,
+                                 attempts=jobs.c.attempts - 1))
+
+    def reclaim(self, max_attempts: int, every_running: bool = False) -> tuple[list[str], list[str]]:
+        """Jobs whose worker is gone: those whose lease expired, or (``every_running``: a lone server starting
+        over its own store) every running job.
+
+        Each goes back to the queue, or fails with ``worker_lost`` once it has had ``max_attempts``
+        attempts. Every job is handled by one replica only (conditional updates). Returns
+        (re-queued ids, failed ids).
+        """
+        lost = jobs.c.status == "in_progress"
+        if not every_running:
+            lost = sa.and_(lost, jobs.c.lease_until < time.time())
+        requeued, failed = [], []
+        with self.engine.begin() as conn:
+            candidates = sa.select(jobs.c.id, jobs.c.attempts).where(lost)
+            if self.shared:
+                candidates = candidates.with_for_update(skip_locked=True)
+            for job_id, attempts in conn.execute(candidates).fetchall():
+                if attempts >= max_attempts:
+                    conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "in_progress").values(
+                        status="failed", completed_at=int(time.time()), error_code="worker_lost", worker=None,
+                        error_message=f"the server running this job was lost {attempts} time(s); it was not retried"))
+                    failed.append(job_id)
+                else:
+                    conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.status == "in_progress").values(
+                        status="queued", worker=None, lease_until=None, progress=0, started_at=None))
+                    requeued.append(job_id)
+        return requeued, failed
+
+    # -- replicas ----------------------------------------------------------------------------------
+
+    def register(self, replica: str, model: str, address: str) -> None:
+        """Announce a live replica serving ``model``."""
+        clock = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(replicas.insert().values(id=replica, model=model, address=address, started_at=clock,
+                                                  heartbeat_at=clock, draining=False))
+
+    def heartbeat(self, replica: str, draining: bool = False) -> None:
+        """Say the replica is alive (and whether it still takes jobs)."""
+        with self.engine.begin() as conn:
+            conn.execute(replicas.update().where(replicas.c.id == replica)
+                         .values(heartbeat_at=time.time(), draining=draining))
+
+    def unregister(self, replica: str) -> None:
+        """Remove a replica that stopped."""
+        with self.engine.begin() as conn:
+            conn.execute(replicas.delete().where(replicas.c.id == replica))
+
+    def live_replicas(self, within_s: float) -> list[dict]:
+        """Replicas whose last heartbeat is at most ``within_s`` old (oldest first)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(replicas).where(replicas.c.heartbeat_at >= time.time() - within_s)
+                                .order_by(replicas.c.started_at)).fetchall()
+        return [dict(row._mapping) for row in rows]
+
 
 
 def now() -> int:

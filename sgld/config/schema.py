@@ -262,6 +262,15 @@ class ServerConfig:
     max_batch_size: int = 4
     batch_wait_ms: int = 10
     batch_max_pixels: int = 512 * 1024
+    # The job store: None is SQLite in the output directory (one server process); a postgresql:// URL
+    # is a store replicas share (SGLD_JOB_STORE sets it too, keeping the password off command lines).
+    job_store: Optional[str] = II("oc.env:SGLD_JOB_STORE,null")
+    # A running job's lease: renewed by its server's heartbeat; when it lapses, another replica re-queues it.
+    lease_s: float = 60.0
+    # Runs a job gets when its server is lost; after that it fails with worker_lost.
+    max_attempts: int = 2
+    # On SIGTERM: how long the running job may take to finish before it goes back to the queue.
+    drain_s: float = 60.0
 
 
 @dataclass

@@ -62,6 +62,17 @@ def validate(run: RunConfig) -> None:
     _check_positive("server.batch_max_pixels", run.server.batch_max_pixels)
     if run.server.batch_wait_ms < 0:
         raise ConfigError(f"server.batch_wait_ms must be >= 0, got {run.server.batch_wait_ms}", param="server.batch_wait_ms")
+    _check_positive("server.max_attempts", run.server.max_attempts)
+    for key in ("lease_s", "drain_s"):
+        value = getattr(run.server, key)
+        if not (math.isfinite(value) and value >= (0 if key == "drain_s" else 1)):
+            raise ConfigError(f"server.{key} must be {'>= 0' if key == 'drain_s' else '>= 1'} seconds, got {value}",
+                              param=f"server.{key}")
+    store = run.server.job_store
+    if store and not store.startswith(("postgresql://", "postgres://", "postgresql+psycopg://", "sqlite:///")):
+        scheme = store.split("://", 1)[0] if "://" in store else store[:20]
+        raise ConfigError(f"server.job_store: {scheme!r} is not a job store sgld knows; give a postgresql:// URL "
+                          "(or sqlite:///path)", param="server.job_store")
     if s.guidance_scale < 0:
         raise ConfigError(f"sampling.guidance_scale must be >= 0, got {s.guidance_scale}", param="sampling.guidance_scale")
     if not 0 <= s.seed < 2**63:

@@ -72,18 +72,24 @@ def test_a_failed_jobs_error_names_its_request_id(tmp_path_factory, tiny_wan_fol
 
 
 def test_a_job_store_from_before_request_ids_opens_and_keeps_its_jobs(tmp_path):
+    """The first release's SQLite store (no request ids, no migrations) is stamped and upgraded in place."""
     import sqlite3
 
-    from server.store import SCHEMA, JobStore
+    from server.store import JobStore, store_url
 
-    old = SCHEMA.replace(",\n    request_id TEXT\n", "\n")
-    assert "request_id" not in old
+    first_release = """CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+        progress INTEGER NOT NULL DEFAULT 0, model TEXT NOT NULL, prompt TEXT NOT NULL, options TEXT NOT NULL,
+        size TEXT NOT NULL, seconds TEXT, created_at INTEGER NOT NULL, started_at INTEGER, completed_at INTEGER,
+        error_code TEXT, error_message TEXT, outputs TEXT NOT NULL DEFAULT '[]', attempts INTEGER NOT NULL DEFAULT 0);
+        CREATE INDEX jobs_status ON jobs(status);"""
     with sqlite3.connect(tmp_path / "jobs.sqlite3") as conn:
-        conn.executescript(old)
+        conn.executescript(first_release)
         conn.execute("INSERT INTO jobs (id, kind, status, model, prompt, options, size, created_at) "
                      "VALUES ('video_1', 'video', 'queued', 'm', 'a fox', '{}', '64x64', 1)")
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = JobStore(store_url(None, tmp_path))
     job = store.get("video_1")
-    assert job.prompt == "a fox" and job.request_id is None
+    assert job.prompt == "a fox" and job.request_id is None and job.worker is None
     store.update("video_1", request_id="r-1")
     assert store.get("video_1").request_id == "r-1"
+    assert store.claim("m", "replica-1", 60).id == "video_1"  # the upgraded store is a queue too

@@ -1,0 +1,197 @@
+"""Replicas sharing a real PostgreSQL job store: one service, each job run once, nothing lost when a replica dies.
+
+A private PostgreSQL (Debian's binaries, a temp dir, 127.0.0.1) and two real ``sgl-diffusion serve``
+replicas of tiny-wan-t2v on one output directory. Leases are shortened to 2 s so a killed
+replica's job is taken back quickly. Bounded: a few dozen small jobs in all.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import httpx2 as httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.server.conftest import ServerProcess, wait_for
+from tests.support.postgres import PostgresServer
+
+SMALL = dict(size="64x64", extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": 1})
+# About 4-8 s on a CI core: long enough to act on while it runs.
+LONG = dict(size="96x96", extra_body={"num_frames": 17, "num_inference_steps": 120, "seed": 2})
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    pg = PostgresServer()
+    pg.start()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
+def replicas(postgres, tmp_path, tiny_wan_folder):
+    """``replicas(n)``: n replicas on the module's PostgreSQL and one shared output directory (stopped after)."""
+    started: list[ServerProcess] = []
+    shared = tmp_path / "shared"
+
+    def start(n: int = 2, *extra: str) -> list[ServerProcess]:
+        batch = [ServerProcess(shared, "--job-store", postgres.url, "--lease-s", "2", *extra) for _ in range(n)]
+        for srv in batch:
+            srv.start()
+            started.append(srv)
+        return batch
+
+    yield start
+    for srv in started:
+        srv.kill()
+
+
+def rows(postgres) -> dict[str, dict]:
+    """Every job in the shared store, by id."""
+    engine = sa.create_engine("postgresql+psycopg://" + postgres.url.split("://", 1)[1])
+    with engine.connect() as conn:
+        result = {r.id: dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM jobs"))}
+    engine.dispose()
+    return result
+
+
+def running_on(postgres, job_id: str, timeout: float = 60) -> str:
+    """Wait until the job runs; the id of the replica running it."""
+    end = time.time() + timeout
+    while time.time() < end:
+        job = rows(postgres).get(job_id)
+        if job and job["status"] == "in_progress":
+            return job["worker"]
+        time.sleep(0.1)
+    raise TimeoutError(job_id)
+
+
+def replica_id(srv: ServerProcess) -> str:
+    return httpx.get(srv.base + "/health", timeout=5).json()["replica"]
+
+
+def test_two_replicas_are_one_service(replicas, postgres):
+    a, b = replicas(2)
+    clients = [a.openai(), b.openai()]
+    ids = [clients[i % 2].videos.create(prompt=f"a fox number {i}", **SMALL).id for i in range(10)]
+    finals = [wait_for(clients[(i + 1) % 2], vid, timeout=120) for i, vid in enumerate(ids)]  # polled on the other one
+    assert [v.status for v in finals] == ["completed"] * 10
+    listed = [[v.id for v in c.videos.list(limit=100).data] for c in clients]
+    assert listed[0] == listed[1] and set(ids) <= set(listed[0])
+    store = rows(postgres)
+    assert all(store[vid]["attempts"] == 1 for vid in ids)  # each ran exactly once
+    assert {store[vid]["worker"] for vid in ids} <= {replica_id(a), replica_id(b)}
+    for vid in ids[:3]:  # the file is on the shared directory: either replica serves it
+        assert clients[0].videos.download_content(video_id=vid).read() == clients[1].videos.download_content(video_id=vid).read()
+    models = httpx.get(a.url + "/models", timeout=5).json()["data"]
+    assert [m["id"] for m in models] == ["tiny-wan-t2v"]
+    r = httpx.post(a.url + "/videos", json={"prompt": "x", "model": "acme/other"}, timeout=5)
+    assert r.status_code == 400 and "'tiny-wan-t2v'" in r.json()["error"]["message"]
+    metrics = httpx.get(a.base + "/metrics", timeout=5).text
+    assert "sgld_live_replicas 2.0" in metrics and "sgld_job_store_up 1.0" in metrics
+
+
+def test_a_killed_replicas_job_is_finished_by_another(replicas, postgres):
+    (a,) = replicas(1)
+    client = a.openai()
+    video = client.videos.create(prompt="interrupted", **LONG)
+    assert running_on(postgres, video.id) == replica_id(a)
+    a.kill()  # kill -9: no goodbye, the lease just stops being renewed
+    (b,) = replicas(1)
+    final = wait_for(b.openai(), video.id, timeout=120)
+    assert final.status == "completed", final.error
+    job = rows(postgres)[video.id]
+    assert job["attempts"] == 2 and job["worker"] == replica_id(b)
+
+
+def test_delete_on_one_replica_cancels_a_job_running_on_another(replicas, postgres):
+    a, b = replicas(2)
+    video = a.openai().videos.create(prompt="cancel me", **LONG)
+    runner = running_on(postgres, video.id)
+    other, owner = (a, b) if runner == replica_id(b) else (b, a)
+    time.sleep(0.5)
+    assert httpx.delete(other.url + f"/videos/{video.id}", timeout=10).status_code == 200
+    end = time.time() + 10  # the runner notices within a step (steps here take well under a second)
+    while f"job {video.id} cancelled" not in owner.log.read_text() and time.time() < end:
+        time.sleep(0.1)
+    assert f"job {video.id} cancelled" in owner.log.read_text()
+    assert video.id not in rows(postgres)
+    assert httpx.get(owner.url + f"/videos/{video.id}", timeout=5).status_code == 404
+
+
+def test_sigterm_drains_and_gives_the_running_job_to_another_replica(replicas, postgres):
+    (a,) = replicas(1, "--drain-s", "1")
+    video = a.openai().videos.create(prompt="rolling restart", **LONG)
+    running_on(postgres, video.id)
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.proc.wait(30) == 0 or a.proc.returncode is not None
+    assert "given back to the queue" in a.log.read_text()
+    job = rows(postgres)[video.id]
+    assert job["status"] == "queued" and job["attempts"] == 0  # released, not counted as a lost attempt
+    (b,) = replicas(1)
+    assert wait_for(b.openai(), video.id, timeout=120).status == "completed"
+
+
+def test_postgres_down_is_a_503_and_the_service_recovers(replicas, postgres):
+    (a,) = replicas(1)
+    client = a.openai()
+    postgres.stop()
+    try:
+        health = httpx.get(a.base + "/health", timeout=10)
+        assert health.status_code == 503 and "job store is unreachable" in health.json()["message"]
+        r = httpx.post(a.url + "/videos", json={"prompt": "while down"}, timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+        assert postgres.url.split("@")[0] not in a.log.read_text()  # the store's URL never reaches the log
+    finally:
+        postgres.start()
+    end = time.time() + 30
+    while httpx.get(a.base + "/health", timeout=10).status_code != 200 and time.time() < end:
+        time.sleep(0.2)
+    assert httpx.get(a.base + "/health", timeout=10).status_code == 200
+    assert wait_for(client, client.videos.create(prompt="after the outage", **SMALL).id, timeout=60).status == "completed"
+
+
+def test_migrations_upgrade_an_older_schema_and_replicas_can_start_together(postgres):
+    """A store at the first revision is upgraded in place, its jobs kept; concurrent upgrades do not race."""
+    import threading
+
+    from server.store import JobStore, store_url
+
+    engine = sa.create_engine(store_url(postgres.url, "."))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS jobs, replicas, alembic_version"))
+    from alembic import command
+    from alembic.config import Config
+
+    from server.store import MIGRATIONS
+
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(sa.text("INSERT INTO jobs (id, kind, status, model, prompt, options, size, created_at) "
+                             "VALUES ('video_old', 'video', 'completed', 'm', 'kept', '{}', '64x64', 1)"))
+    errors: list[BaseException] = []
+
+    def open_store():
+        try:
+            JobStore(store_url(postgres.url, "."))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    store = JobStore(store_url(postgres.url, "."))
+    assert store.get("video_old").prompt == "kept" and store.get("video_old").worker is None
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+    engine.dispose()
+    assert json.loads("[]") == store.get("video_old").outputs
