@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import logging
 import os
 import secrets
@@ -165,6 +166,8 @@ class JobService:
                 self.store.heartbeat(self.replica_id, draining=self._draining.is_set())
                 self.store.renew(self.replica_id, list(self._running), server.lease_s)
                 requeued, failed = self.store.reclaim(server.max_attempts)
+                if server.retention_s is not None:
+                    self._sweep()
                 if self.metrics is not None:
                     self.metrics.leases_expired.inc(len(requeued) + len(failed))
                     self.metrics.requeued.inc(len(requeued))
@@ -177,6 +180,16 @@ class JobService:
                         self._wake.notify_all()
             except Exception as exc:  # noqa: BLE001 - the store may be down for a while; /health says so
                 log.warning("heartbeat: the job store is unreachable: %s", exc)
+
+    def _sweep(self) -> None:
+        """Remove the files of completed jobs past their ``expires_at`` (each job by one replica only)."""
+        for job in self.store.expire_due():
+            self._remove_files(job)
+            log.info("job %s expired (server.retention_s=%g): its files are removed", job.id, self.run.server.retention_s)
+
+    def output_bytes(self) -> int:
+        """Bytes of output files kept in the files directory."""
+        return sum(path.stat().st_size for path in self.files_dir.iterdir() if path.is_file())
 
     # -- submitting ------------------------------------------------------------------------------
 
@@ -481,7 +494,10 @@ class JobService:
             thumb = self.files_dir / f"{job.id}_thumbnail.webp"
             _save_thumbnail(outcomes[0][1].frames[0], thumb)
             names.append(thumb.name)
-        self.store.update(job.id, status="completed", progress=100, completed_at=now(), outputs=names)
+        retention = self.run.server.retention_s
+        finished = now()
+        self.store.update(job.id, status="completed", progress=100, completed_at=finished, outputs=names,
+                          expires_at=None if retention is None else finished + int(math.ceil(retention)))
         return "completed"
 
     def _fail(self, job: Job, code: str, message: str) -> None:

@@ -82,6 +82,7 @@ def metrics():
         m.store_up.set(1)
     except Exception:  # noqa: BLE001 - the store is down: the other metrics still answer
         m.store_up.set(0)
+    m.output_bytes.set(svc.output_bytes())
     return Response(generate_latest(m.registry), mimetype=CONTENT_TYPE_LATEST)
 
 

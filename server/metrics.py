@@ -27,6 +27,7 @@ class Metrics:
                                       registry=self.registry)
         self.requeued = Counter("sgld_jobs_requeued", "jobs re-queued after their server was lost", registry=self.registry)
         self.workers = Gauge("sgld_live_replicas", "replicas of the service with a recent heartbeat", registry=self.registry)
+        self.output_bytes = Gauge("sgld_output_bytes", "bytes of output files kept", registry=self.registry)
         self.store_up = Gauge("sgld_job_store_up", "1 when the job store answers, 0 when it does not", registry=self.registry)
         # Steps per second: rate(sgld_denoise_steps_total[1m]).
         self.steps = Counter("sgld_denoise_steps", "denoising steps run", registry=self.registry)

@@ -90,7 +90,7 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "object": {"type": "string", "enum": ["video"]},
             "model": {"type": "string"},
-            "status": {"type": "string", "enum": ["queued", "in_progress", "completed", "failed"]},
+            "status": {"type": "string", "enum": ["queued", "in_progress", "completed", "failed", "expired"]},
             "progress": {"type": "integer", "minimum": 0, "maximum": 100},
             "created_at": {"type": "integer"},
             "completed_at": {"type": "integer", "nullable": True},

@@ -280,7 +280,7 @@ def video_object(job: Job) -> dict[str, Any]:
         "progress": job.progress,
         "created_at": job.created_at,
         "completed_at": job.completed_at,
-        "expires_at": None,  # outputs are kept until deleted
+        "expires_at": job.expires_at,  # None: kept until deleted (server.retention_s unset)
         "size": job.size,
         "seconds": job.seconds,
         "prompt": job.prompt,

@@ -50,6 +50,7 @@ jobs = sa.Table(
     sa.Column("worker", sa.Text),
     sa.Column("lease_until", sa.Float),
     sa.Column("batch_key", sa.Text),
+    sa.Column("expires_at", sa.BigInteger),
 )
 replicas = sa.Table(
     "replicas", metadata,
@@ -68,7 +69,7 @@ class Job:
 
     id: str
     kind: str  # "video" or "image"
-    status: str  # queued | in_progress | completed | failed
+    status: str  # queued | in_progress | completed | failed | expired (its files removed: server.retention_s)
     model: str
     prompt: str
     options: dict
@@ -88,6 +89,7 @@ class Job:
     worker: Optional[str] = None  # the replica running it
     lease_until: Optional[float] = None  # when another replica may take it back (Unix time)
     batch_key: Optional[str] = None  # what it must share with others to run in their batch (None: alone)
+    expires_at: Optional[int] = None  # when its files are removed (server.retention_s; None: kept)
 
     @classmethod
     def from_row(cls, row: Any) -> "Job":
@@ -294,6 +296,24 @@ class JobStore:
                         status="queued", worker=None, lease_until=None, progress=0, started_at=None))
                     requeued.append(job_id)
         return requeued, failed
+
+    def expire_due(self) -> list[Job]:
+        """Mark completed jobs whose ``expires_at`` passed as ``expired``; the jobs this call marked.
+
+        Each job is marked by one caller only (a conditional update), so whichever replica's sweeper
+        gets it removes its files, once.
+        """
+        clock = int(time.time())
+        with self.engine.begin() as conn:
+            due = sa.select(jobs.c.id).where(jobs.c.status == "completed", jobs.c.expires_at <= clock)
+            if self.shared:
+                due = due.with_for_update(skip_locked=True)
+            ids = [row.id for row in conn.execute(due).fetchall()]
+            if not ids:
+                return []
+            rows = conn.execute(jobs.update().where(jobs.c.id.in_(ids), jobs.c.status == "completed")
+                                .values(status="expired").returning(*jobs.c)).fetchall()
+        return [Job.from_row(row) for row in rows]
 
     # -- replicas ----------------------------------------------------------------------------------
 

@@ -167,6 +167,10 @@ def video_content(video_id: str):
     if variant not in ("video", "thumbnail"):
         raise bad("variant", f"'variant' must be video or thumbnail, got {variant!r}")
     job = _get_job(video_id)
+    if job.status == "expired":
+        raise APIError(404, f"video {video_id} expired at {job.expires_at} (the server keeps outputs "
+                            f"{service().run.server.retention_s:g} s); its files were removed",
+                       param="video_id", code="video_expired")
     if job.status != "completed":
         raise APIError(
             409, f"video {video_id} is {job.status}; its content is available once it is completed",

@@ -123,6 +123,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("lease_s", "server.lease_s", float, "seconds a running job stays claimed without its server's heartbeat", HTTP),
     Option("max_attempts", "server.max_attempts", int, "runs a job gets when its server is lost before it fails", HTTP),
     Option("drain_s", "server.drain_s", float, "on SIGTERM, seconds the running job may take before it is re-queued", HTTP),
+    Option("retention_s", "server.retention_s", float, "seconds completed jobs' files are kept (expires_at); unset: until deleted", HTTP),
     Option("lora_dir", "server.lora_dir", str, "folder of LoRA adapters requests may name (relative to it)", HTTP),
     Option("max_loaded_loras", "server.max_loaded_loras", int, "LoRA adapters kept loaded; the least recently used is dropped", HTTP),
 )

@@ -271,6 +271,8 @@ class ServerConfig:
     max_attempts: int = 2
     # On SIGTERM: how long the running job may take to finish before it goes back to the queue.
     drain_s: float = 60.0
+    # How long completed jobs' files are kept (their expires_at); None keeps them until deleted.
+    retention_s: Optional[float] = None
 
 
 @dataclass

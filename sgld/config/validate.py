@@ -68,6 +68,9 @@ def validate(run: RunConfig) -> None:
         if not (math.isfinite(value) and value >= (0 if key == "drain_s" else 1)):
             raise ConfigError(f"server.{key} must be {'>= 0' if key == 'drain_s' else '>= 1'} seconds, got {value}",
                               param=f"server.{key}")
+    if run.server.retention_s is not None and not (math.isfinite(run.server.retention_s) and run.server.retention_s > 0):
+        raise ConfigError(f"server.retention_s must be > 0 seconds (or unset: keep), got {run.server.retention_s}",
+                          param="server.retention_s")
     store = run.server.job_store
     if store and not store.startswith(("postgresql://", "postgres://", "postgresql+psycopg://", "sqlite:///")):
         scheme = store.split("://", 1)[0] if "://" in store else store[:20]
