@@ -44,6 +44,42 @@ class JobReleased(Exception):
     """Raised inside the denoise loop when a draining replica gives its running job back to the queue."""
 
 
+class EngineWorker:
+    """One engine of the replica and the thread that feeds it (``--dp-size`` gives several)."""
+
+    def __init__(self, index: int, worker_id: str, run: RunConfig, engine: Optional[Engine] = None):
+        self.index = index
+        self.id = worker_id  # the store's ``worker`` of the jobs it runs
+        self.run = run  # its share of the GPUs (parallel.first_gpu) as one engine's run
+        self.engine = engine
+        self.failure: Optional[str] = None  # why its engine failed to load or died
+        self.lock = threading.Lock()  # held while the engine runs a batch or a control action
+        self.thread: Optional[threading.Thread] = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether it can run jobs."""
+        return self.engine is not None and self.failure is None
+
+
+def worker_run(run: RunConfig, index: int) -> RunConfig:
+    """Data-parallel worker ``index``'s run: its ``num_gpus / dp_size`` GPUs, starting at ``index`` times that."""
+    import copy
+
+    par = run.parallel
+    if par.dp_size == 1:
+        return run
+    own = copy.deepcopy(run)
+    group = par.num_gpus // par.dp_size
+    own.parallel.num_gpus, own.parallel.dp_size, own.parallel.first_gpu = group, 1, par.first_gpu + index * group
+    if group == 1 and run.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            own.device = f"cuda:{own.parallel.first_gpu}"
+    return own
+
+
 def engine_options(options: dict) -> dict:
     """A job's options as the engine takes them: its outputs (``n``, format) and adapters are set per batch."""
     return {k: v for k, v in options.items() if k not in ("n", "output_format", "loras")}
@@ -76,7 +112,11 @@ class JobService:
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.started_at = time.time()
         self.metrics = metrics
-        self.engine: Optional[Engine] = engine
+        dp = run.parallel.dp_size
+        if engine is not None and dp != 1:
+            raise ValueError("a JobService given a loaded engine runs one worker (parallel.dp_size=1)")
+        self.workers = [EngineWorker(i, f"{self.replica_id}#{i}", worker_run(run, i), engine if i == 0 else None)
+                        for i in range(dp)]
         self.load_error: Optional[str] = None
         self.ready = threading.Event()
         self._done: dict[str, threading.Event] = {}
@@ -86,11 +126,12 @@ class JobService:
         self._release = threading.Event()  # draining: give the running job back to the queue
         self._wake = threading.Condition()  # a job was submitted here: look at the queue now
         self._keys: dict[str, Optional[tuple]] = {}  # job id -> its batch key (None: runs alone)
-        # Held while the engine runs a job or a control action (LoRA endpoints): the engine is not re-entrant.
-        self.engine_lock = threading.Lock()
         self._stop = threading.Event()
         self._draining = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="sgld-engine-worker", daemon=True)
+        self._load_lock = threading.Lock()
+        for worker in self.workers:
+            worker.thread = threading.Thread(target=self._work, args=(worker,), name=f"sgld-engine-worker-{worker.index}",
+                                             daemon=True)
         self._heart = threading.Thread(target=self._beat, name="sgld-heartbeat", daemon=True)
         self._recover()
 
@@ -100,7 +141,8 @@ class JobService:
         """Register this replica, then start the worker (it loads the engine first when none was given)."""
         self.store.register(self.replica_id, self.model_id, f"{self.run.server.host}:{self.run.server.port}")
         self._heart.start()
-        self._worker.start()
+        for worker in self.workers:
+            worker.thread.start()
 
     def stop(self, timeout: float = 10) -> None:
         """Ask the worker to stop after the current job; leave the replica registry (once)."""
@@ -109,10 +151,11 @@ class JobService:
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
-        if self._worker.is_alive():
-            self._worker.join(timeout)
-        if self.engine is not None:  # a multi-rank engine's ranks exit here
-            self.engine.stop()
+        for worker in self.workers:
+            if worker.thread is not None and worker.thread.is_alive():
+                worker.thread.join(timeout)
+            if worker.engine is not None:  # a multi-rank engine's ranks exit here
+                worker.engine.stop()
         try:
             self.store.unregister(self.replica_id)
         except Exception as exc:  # noqa: BLE001 - the store may be down; the registry entry then just ages out
@@ -141,21 +184,40 @@ class JobService:
         for job_id in failed:
             log.warning("job %s failed: its server was lost %d times", job_id, server.max_attempts)
 
-    def _load_engine(self) -> None:
+    @property
+    def engine(self) -> Optional[Engine]:
+        """An engine that runs (any of them: they serve one model; requests are checked against it)."""
+        return next((w.engine for w in self.workers if w.alive), None)
+
+    def _load_engine(self, worker: EngineWorker) -> None:
         start = time.perf_counter()
         try:
-            self.engine = self.load(self.run, self._engine_failed)
+            # One load at a time: diffusers/transformers load through process-wide state (meta-device init).
+            with self._load_lock:
+                worker.engine = self.load(worker.run, lambda message: self._engine_failed(worker, message))
         except Exception as exc:  # noqa: BLE001 - reported on /health, the server keeps answering
-            log.exception("model failed to load")
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("model failed to load (engine worker %d)", worker.index)
+            worker.failure = f"{type(exc).__name__}: {exc}"
+            if not any(w.alive for w in self.workers):
+                self.load_error = worker.failure
             return
-        log.info("model %s ready in %.1f s", self.run.model.name, time.perf_counter() - start)
+        log.info("model %s ready in %.1f s%s", self.run.model.name, time.perf_counter() - start,
+                 f" (engine worker {worker.index})" if len(self.workers) > 1 else "")
         self.ready.set()
 
-    def _engine_failed(self, message: str) -> None:
-        """A multi-rank engine's group ended: say so on /health; queued jobs fail with the reason."""
-        self.load_error = f"the model's rank group failed: {message}"
-        self.ready.clear()
+    def _engine_failed(self, worker: EngineWorker, message: str) -> None:
+        """A multi-rank engine's group ended: its worker stops; /health names it; the others go on."""
+        worker.failure = f"the model's rank group failed: {message}"
+        if len(self.workers) > 1:
+            log.error("engine worker %d failed: %s; %d other(s) keep serving", worker.index, message,
+                      sum(w.alive for w in self.workers))
+        if not any(w.alive for w in self.workers):
+            self.load_error = worker.failure
+            self.ready.clear()
+
+    def worker_states(self) -> list[dict]:
+        """Each engine worker: its index and ``ok``, ``loading`` or the reason it failed."""
+        return [{"index": w.index, "status": "ok" if w.alive else (w.failure or "loading")} for w in self.workers]
 
     def _beat(self) -> None:
         """Heartbeat: renew this replica's registration and its running jobs' leases; re-queue lost jobs."""
@@ -164,7 +226,7 @@ class JobService:
         while not self._stop.wait(interval):
             try:
                 self.store.heartbeat(self.replica_id, draining=self._draining.is_set())
-                self.store.renew(self.replica_id, list(self._running), server.lease_s)
+                self.store.renew([w.id for w in self.workers], list(self._running), server.lease_s)
                 requeued, failed = self.store.reclaim(server.max_attempts)
                 if server.retention_s is not None:
                     self._sweep()
@@ -268,9 +330,13 @@ class JobService:
         return True
 
     def control(self, action: Callable[[Engine], Any]) -> Any:
-        """Run ``action`` on the loaded engine between jobs (it waits for the running one)."""
-        with self.engine_lock:
-            return action(self.engine)
+        """Run ``action`` on every loaded engine between jobs (each waits for its running batch); the first's result."""
+        results = []
+        for worker in self.workers:
+            if worker.alive:
+                with worker.lock:
+                    results.append(action(worker.engine))
+        return results[0] if results else None
 
     @functools.cached_property
     def folder_model(self) -> FolderModel:
@@ -284,22 +350,24 @@ class JobService:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _next(self) -> Optional[Job]:
-        """Claim the oldest queued job of this model, waiting up to ``POLL_S`` for one."""
-        job = self.store.claim(self.model_id, self.replica_id, self.run.server.lease_s)
+    def _next(self, worker: EngineWorker) -> Optional[Job]:
+        """Claim the oldest queued job of this model for ``worker``, waiting up to ``POLL_S`` for one."""
+        job = self.store.claim(self.model_id, worker.id, self.run.server.lease_s)
         if job is None:
             with self._wake:
                 self._wake.wait(self.POLL_S)
         return job
 
-    def _work(self) -> None:
-        if self.engine is None:
-            self._load_engine()
+    def _work(self, worker: EngineWorker) -> None:
+        if worker.engine is None:
+            self._load_engine(worker)
         else:
             self.ready.set()
         while not self._stop.is_set() and not self._draining.is_set():
+            if worker.failure is not None and self.engine is not None:
+                return  # this worker's engine is gone; the others take the queue
             try:
-                job = self._next()
+                job = self._next(worker)
             except Exception as exc:  # noqa: BLE001 - the store is down: wait for it (/health says so)
                 log.warning("worker: the job store is unreachable: %s", exc)
                 self._stop.wait(1.0)
@@ -308,14 +376,14 @@ class JobService:
                 continue
             if self.metrics is not None:
                 self.metrics.claimed.inc()
-            if self.engine is None:
-                self._fail(job, "model_unavailable", f"the model failed to load: {self.load_error}")
+            if not worker.alive:
+                self._fail(job, "model_unavailable", f"the model failed to load: {self.load_error or worker.failure}")
                 self._finish(job.id)
                 continue
             jobs = [job]
             try:
-                jobs = self._gather(job)
-                self._run(jobs)
+                jobs = self._gather(job, worker)
+                self._run(jobs, worker)
             except Exception:  # noqa: BLE001 - the worker must outlive any one job's bookkeeping error
                 for job in jobs:
                     log.exception("job %s (request_id=%s): unexpected error outside generation", job.id, job.request_id)
@@ -359,7 +427,7 @@ class JobService:
         loras = json.dumps(job.options.get("loras"), sort_keys=True)
         return (self.engine.pipeline.spec.batch_key(Request.from_sampling(s)), loras)
 
-    def _gather(self, job: Job) -> list[Job]:
+    def _gather(self, job: Job, worker: EngineWorker) -> list[Job]:
         """``job`` and queued jobs that can share its forward (same batch key), claimed while ``batch_wait_ms`` lasts."""
         limit = self.batch_limit()
         count = self.samples(job)
@@ -370,10 +438,10 @@ class JobService:
         start = time.perf_counter()
         deadline = start + self.run.server.batch_wait_ms / 1000
         while count < limit:
-            other = self.store.claim(self.model_id, self.replica_id, self.run.server.lease_s, batch_key=job.batch_key)
+            other = self.store.claim(self.model_id, worker.id, self.run.server.lease_s, batch_key=job.batch_key)
             if other is not None:
                 if count + self.samples(other) > limit:  # too many images for this batch: it waits for the next
-                    self.store.release(other.id, self.replica_id)
+                    self.store.release(other.id, worker.id)
                     break
                 jobs.append(other)
                 count += self.samples(other)
@@ -389,7 +457,7 @@ class JobService:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _run(self, jobs: list[Job]) -> None:
+    def _run(self, jobs: list[Job], worker: EngineWorker) -> None:
         """Run ``jobs`` (one batch key) through the engine together; each ends on its own outcome."""
         started = time.perf_counter()
         items, owners = [], []
@@ -400,8 +468,8 @@ class JobService:
                 owners.append(job.id)
         limit = self.batch_limit()
         try:
-            with self.engine_lock:
-                outcomes = self.engine.generate_batch(items, loras=jobs[0].options.get("loras"), max_batch_size=limit)
+            with worker.lock:
+                outcomes = worker.engine.generate_batch(items, loras=jobs[0].options.get("loras"), max_batch_size=limit)
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
             outcomes = [exc] * len(items)
         if self.metrics is not None:
@@ -411,7 +479,7 @@ class JobService:
             mine = [(item.options["output_file_name"], outcome)
                     for owner, item, outcome in zip(owners, items, outcomes) if owner == job.id]
             try:
-                status = self._settle(job, mine)
+                status = self._settle(job, mine, worker)
             finally:
                 self._running.discard(job.id)
                 self._cancel.discard(job.id)
@@ -461,12 +529,12 @@ class JobService:
         return [BatchItem({**options, **common, "seed": seed + i, "output_file_name": f"{job.id}_{i}.{fmt}"}, on_step)
                 for i in range(self.samples(job))]
 
-    def _settle(self, job: Job, outcomes: list[tuple[str, Any]]) -> str:
+    def _settle(self, job: Job, outcomes: list[tuple[str, Any]], worker: EngineWorker) -> str:
         """Record how the job ended from its samples' (file name, outcome) (the first error wins); its final status."""
         error = next((o for _, o in outcomes if isinstance(o, BaseException)), None)
         if isinstance(error, JobReleased):
             log.info("job %s given back to the queue (this replica is draining)", job.id)
-            self.store.release(job.id, self.replica_id)
+            self.store.release(job.id, worker.id)
             self._remove_files(job)
             return "released"
         if isinstance(error, JobCancelled):

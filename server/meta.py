@@ -29,7 +29,10 @@ def health():
         response.status_code = 503
         return response
     if svc.ready.is_set():
-        return jsonify({"status": "ok", "model": svc.model_id, "queued": queued, "replica": svc.replica_id})
+        body = {"status": "ok", "model": svc.model_id, "queued": queued, "replica": svc.replica_id}
+        if len(svc.workers) > 1:  # data-parallel engine workers: a dead one is named while the others serve
+            body["workers"] = svc.worker_states()
+        return jsonify(body)
     if svc.load_error:
         response = jsonify({"status": "error", "model": svc.model_id, "message": svc.load_error})
     else:

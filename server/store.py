@@ -253,14 +253,14 @@ class JobStore:
             row = conn.execute(claim).first()
         return Job.from_row(row) if row else None
 
-    def renew(self, worker: str, job_ids: Iterable[str], lease_s: float) -> None:
-        """Extend the leases of ``worker``'s running jobs."""
+    def renew(self, workers: Iterable[str], job_ids: Iterable[str], lease_s: float) -> None:
+        """Extend the leases of the running jobs ``job_ids`` that ``workers`` (one replica's) hold."""
         ids = list(job_ids)
         if not ids:
             return
         with self.engine.begin() as conn:
-            conn.execute(jobs.update().where(jobs.c.id.in_(ids), jobs.c.worker == worker, jobs.c.status == "in_progress")
-                         .values(lease_until=time.time() + lease_s))
+            conn.execute(jobs.update().where(jobs.c.id.in_(ids), jobs.c.worker.in_(list(workers)),
+                                             jobs.c.status == "in_progress").values(lease_until=time.time() + lease_s))
 
     def release(self, job_id: str, worker: str) -> None:
         """Give a running job back to the queue unfinished (a draining replica), its attempt not counted."""

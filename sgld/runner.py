@@ -18,6 +18,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("sgld")
 
 
+def check_generate_run(run: RunConfig) -> None:
+    """Settings that only ``serve`` takes: data-parallel engine workers."""
+    if run.parallel.dp_size > 1:
+        raise UserError(f"dp_size={run.parallel.dp_size}: data-parallel engine workers are for `serve` (they share "
+                        "its queue); one generation uses all --num-gpus through --sp-size/--ulysses-degree/"
+                        "--ring-degree/--enable-cfg-parallel", param="dp_size")
+
+
 def check_model_folder(run: RunConfig) -> FolderModel:
     """Resolve the model folder (building a tiny model if needed); its family's checks of ``run``'s settings."""
     model = FolderModel.of(run.model.path, run.model.download)
@@ -39,6 +47,7 @@ def run_generation(run: RunConfig) -> GenerationResult:
     """Generate ``run.sampling`` on one process, or on ``parallel.num_gpus`` ranks through torchrun."""
     if run.sampling.prompts_file or run.output.num_outputs_per_prompt > 1:
         raise UserError("run_generation makes one output; prompt sets go through run_prompt_set", param="prompts_file")
+    check_generate_run(run)
     if run.parallel.num_gpus == 1:
         return run_local(run)
     from sgld.parallel.launch import launch, run_as_rank

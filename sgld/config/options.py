@@ -119,6 +119,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_batch_size", "server.max_batch_size", int, "most samples queued requests share in one forward (1: no batching)", HTTP),
     Option("batch_wait_ms", "server.batch_wait_ms", int, "how long the engine waits for more requests to batch with the first", HTTP),
     Option("batch_max_pixels", "server.batch_max_pixels", int, "requests larger than this (width x height x frames) run alone", HTTP),
+    Option("dp_size", "parallel.dp_size", int, "serve: engine workers on this machine, each on num_gpus / dp_size GPUs with the sequence/CFG layout given", HTTP),
     Option("job_store", "server.job_store", str, "job store URL shared by replicas (postgresql://user@host/db; also from SGLD_JOB_STORE); default SQLite in the output path", HTTP),
     Option("lease_s", "server.lease_s", float, "seconds a running job stays claimed without its server's heartbeat", HTTP),
     Option("max_attempts", "server.max_attempts", int, "runs a job gets when its server is lost before it fails", HTTP),

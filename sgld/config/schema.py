@@ -162,6 +162,10 @@ class ParallelConfig:
     enable_cfg_parallel: bool = False
     # Seconds a rank waits in a collective before the whole group gives up (a dead or stuck rank).
     timeout_s: int = 600
+    # serve: engine workers, each on num_gpus / dp_size GPUs with the layout above (one job each at a time).
+    dp_size: int = 1
+    # The first GPU this run's ranks use (a data-parallel worker's share starts here; set per worker by serve).
+    first_gpu: int = 0
 
 
 @dataclass

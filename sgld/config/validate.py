@@ -9,14 +9,20 @@ from sgld.config.schema import RunConfig
 from sgld.errors import ConfigError
 
 
+def group_gpus(run: RunConfig) -> int:
+    """GPUs of one engine: ``num_gpus`` split over ``dp_size`` data-parallel workers (serve)."""
+    par = run.parallel
+    return max(par.num_gpus // max(par.dp_size, 1), 1)
+
+
 def adjust(run: RunConfig) -> None:
-    """Derive unset parallel degrees from the given ones (SGLang's rules)."""
+    """Derive unset parallel degrees from the given ones (SGLang's rules), per data-parallel worker."""
     par = run.parallel
     cfg_degree = 2 if par.enable_cfg_parallel else 1
     u, r = par.ulysses_degree, par.ring_degree
     if par.sp_size is None:
         if u is None and r is None:
-            par.sp_size = max(par.num_gpus // cfg_degree, 1)
+            par.sp_size = max(group_gpus(run) // cfg_degree, 1)
         else:
             par.sp_size = (u or 1) * (r or 1)
     if u is None and r is None:
@@ -87,8 +93,14 @@ def validate(run: RunConfig) -> None:
 
 def _validate_parallel(run: RunConfig) -> None:
     par = run.parallel
-    for key in ("num_gpus", "tp_size", "sp_size", "ulysses_degree", "ring_degree"):
+    for key in ("num_gpus", "tp_size", "sp_size", "ulysses_degree", "ring_degree", "dp_size"):
         _check_positive(f"parallel.{key}", getattr(par, key))
+    if par.num_gpus % par.dp_size:
+        raise ConfigError(f"parallel.dp_size ({par.dp_size}) must divide parallel.num_gpus ({par.num_gpus}): each "
+                          "engine worker gets num_gpus / dp_size GPUs", param="parallel.dp_size")
+    if par.first_gpu < 0:
+        raise ConfigError(f"parallel.first_gpu must be >= 0, got {par.first_gpu}", param="parallel.first_gpu")
+    group = group_gpus(run)
     if par.ulysses_degree * par.ring_degree != par.sp_size:
         raise ConfigError(
             f"parallel.ulysses_degree ({par.ulysses_degree}) x parallel.ring_degree ({par.ring_degree}) "
@@ -97,21 +109,20 @@ def _validate_parallel(run: RunConfig) -> None:
         )
     cfg_degree = 2 if par.enable_cfg_parallel else 1
     used = par.sp_size * cfg_degree
-    if used > par.num_gpus:
+    per = f"the {group} GPUs of each of the {par.dp_size} engine workers" if par.dp_size > 1 else f"parallel.num_gpus ({group})"
+    if used > group:
         raise ConfigError(
-            f"parallel.sp_size ({par.sp_size}) x cfg degree ({cfg_degree}) = {used} is more than "
-            f"parallel.num_gpus ({par.num_gpus})",
+            f"parallel.sp_size ({par.sp_size}) x cfg degree ({cfg_degree}) = {used} is more than {per}",
             param="parallel.num_gpus",
         )
-    if used < par.num_gpus:
+    if used < group:
         raise ConfigError(
             f"parallel.sp_size ({par.sp_size}) x cfg degree ({cfg_degree}) = {used} would leave "
-            f"{par.num_gpus - used} of parallel.num_gpus ({par.num_gpus}) idle; set sp_size to "
-            f"{par.num_gpus // cfg_degree} or num_gpus to {used}",
+            f"{group - used} of {per} idle; set sp_size to {group // cfg_degree} or num_gpus to {used * par.dp_size}",
             param="parallel.sp_size",
         )
-    if par.tp_size > par.num_gpus or par.num_gpus % par.tp_size:
+    if par.tp_size > group or group % par.tp_size:
         raise ConfigError(
-            f"parallel.tp_size ({par.tp_size}) must divide parallel.num_gpus ({par.num_gpus})",
+            f"parallel.tp_size ({par.tp_size}) must divide {per}",
             param="parallel.tp_size",
         )

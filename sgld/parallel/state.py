@@ -77,9 +77,10 @@ def init_distributed(run: RunConfig) -> ParallelState:
         raise ConfigError(f"torchrun started {world} processes but parallel.num_gpus={par.num_gpus}", param="num_gpus")
     local_rank = int(os.environ["LOCAL_RANK"])
     use_cuda = torch.cuda.is_available() and run.device in ("auto", "cuda")
+    gpu = par.first_gpu + local_rank  # a data-parallel worker's ranks use its share of the GPUs
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+        torch.cuda.set_device(gpu)
+    device = torch.device("cuda", gpu) if use_cuda else torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=par.timeout_s),
                                 device_id=device if use_cuda else None)
