@@ -16,8 +16,8 @@ SMALL = dict(size="64x64", extra_body={"num_frames": 5, "num_inference_steps": 2
 
 def test_two_engine_workers_run_two_jobs_at_once(tmp_path, tiny_wan_folder):
     srv = ServerProcess(tmp_path / "out", "--num-gpus", "2", "--dp-size", "2")
-    srv.start()
     try:
+        srv.start()
         health = httpx.get(srv.base + "/health", timeout=5).json()
         assert [w["status"] for w in health["workers"]] == ["ok", "ok"]
         client = srv.openai()
@@ -40,8 +40,8 @@ def test_a_dead_worker_fails_only_its_own_job(tmp_path, tiny_wan_folder):
     # Two workers of two gloo ranks each; a RANK_FAULT prompt kills rank 1 of whichever group runs it.
     srv = ServerProcess(tmp_path / "out", "parallel.num_gpus=4", "parallel.dp_size=2", "parallel.ulysses_degree=2",
                         model="tiny_wan", faults=True)
-    srv.start(timeout=240)
     try:
+        srv.start(timeout=240)
         client = srv.openai()
         doomed = client.videos.create(prompt=f"a fox {RANK_FAULT}", **SMALL)
         failed = wait_for(client, doomed.id, timeout=120)

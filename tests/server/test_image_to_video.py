@@ -56,8 +56,8 @@ def test_openapi_describes_the_upload(i2v_server):
 
 def test_hunyuan15_video_takes_its_size_from_the_first_frame(tmp_path_factory, input_png, tmp_path):
     srv = ServerProcess(tmp_path_factory.mktemp("hv15") / "out", model="tiny-hunyuan15-i2v")
-    srv.start()
     try:
+        srv.start()
         info = httpx.get(srv.base + "/playground/info", timeout=10).json()
         assert info["needs_image"] and info["defaults"]["width"] is None  # the page shows "from input"
         client = srv.openai()
