@@ -72,7 +72,10 @@ def _run_sync(svc, job_id: str, prompt: str, options: dict, checked: tuple[RunCo
     if job.status != "completed":
         raise APIError(503, f"the image is not ready after {svc.run.server.image_timeout_s:g} s; job {job.id} is {job.status}",
                        code="timeout")
-    data = [{"b64_json": base64.b64encode(svc.file_path(job, name).read_bytes()).decode("ascii")} for name in job.outputs]
+    data = []
+    for name in job.outputs:
+        with svc.output_file(job, name) as stream:
+            data.append({"b64_json": base64.b64encode(stream.read()).decode("ascii")})
     return jsonify({"created": int(time.time()), "data": data})
 
 
@@ -114,4 +117,6 @@ def edit_images():
         for path in paths:
             path.unlink(missing_ok=True)
         raise
+    shared = svc.share_inputs(paths)  # checked here; the job reads them where every replica can
+    options["image_path"] = shared[0] if len(shared) == 1 else shared
     return _run_sync(svc, job_id, prompt, options, checked)

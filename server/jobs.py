@@ -15,7 +15,6 @@ import math
 import logging
 import os
 import secrets
-import shutil
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ from sgld.errors import UserError
 from sgld.models.folder_model import FolderModel
 
 from server.engine import Engine, EngineLoader, load_engine
+from server.outputs import OutputFiles
 from server.store import Job, JobStore, now, redacted, store_url
 
 log = logging.getLogger("sgld.server")
@@ -104,9 +104,12 @@ class JobService:
                  load: EngineLoader = load_engine):
         self.run = run
         self.load = load
-        self.output_dir = Path(run.output.path).expanduser().resolve()
-        self.files_dir = self.output_dir / "files"
-        self.files_dir.mkdir(parents=True, exist_ok=True)
+        from sgld.models.tiny import sgld_home
+
+        self.outputs = OutputFiles(run.output.path, sgld_home())
+        self.files_dir = self.outputs.local  # where the engine writes (the files' home unless outputs are remote)
+        # SQLite lives beside local outputs; with remote outputs, in this host's staging space (one replica).
+        self.output_dir = self.files_dir.parent
         self.store = JobStore(store_url(run.server.job_store, self.output_dir))
         log.info("job store: %s", redacted(self.store.url))
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -250,8 +253,13 @@ class JobService:
             log.info("job %s expired (server.retention_s=%g): its files are removed", job.id, self.run.server.retention_s)
 
     def output_bytes(self) -> int:
-        """Bytes of output files kept in the files directory."""
-        return sum(path.stat().st_size for path in self.files_dir.iterdir() if path.is_file())
+        """Bytes of output files kept."""
+        return self.outputs.total_bytes()
+
+    def share_inputs(self, paths: list[Path]) -> list[str]:
+        """A request's saved input images as every replica can read them (published when outputs are remote)."""
+        self.outputs.publish([path.name for path in paths])
+        return [self.outputs.url(path.name) for path in paths]
 
     # -- submitting ------------------------------------------------------------------------------
 
@@ -486,11 +494,10 @@ class JobService:
                 self._keys.pop(job.id, None)
                 self._finish(job.id)
             if "image_path" in job.options:  # an edit's uploads: needed until its job ends (a restart re-runs it)
-                for upload in self.files_dir.glob(f"{job.id}_input*.png"):
-                    try:
-                        upload.unlink(missing_ok=True)
-                    except OSError as exc:
-                        log.warning("job %s: could not remove its input image: %s", job.id, exc)
+                try:
+                    self.outputs.remove(f"{job.id}_input")
+                except OSError as exc:
+                    log.warning("job %s: could not remove its input image: %s", job.id, exc)
             if self.metrics is not None:
                 self.metrics.job_seconds.labels(kind=job.kind, status=status).observe(time.perf_counter() - started)
 
@@ -521,6 +528,10 @@ class JobService:
         from sgld.api import BatchItem
 
         options = engine_options(job.options)
+        if "image_path" in options:  # uploads another replica may have saved: read where they live
+            paths = options["image_path"]
+            options["image_path"] = ([self.outputs.localize(p) for p in paths] if isinstance(paths, list)
+                                     else self.outputs.localize(paths))
         common = {"save_output": True, "output_path": str(self.files_dir)}
         if job.kind == "video":
             return [BatchItem({**options, **common, "return_frames": True, "output_file_name": f"{job.id}.mp4"}, on_step)]
@@ -558,10 +569,18 @@ class JobService:
             self._remove_files(job)
             return "cancelled"
         names = [name for name, _ in outcomes]
-        if job.kind == "video":
-            thumb = self.files_dir / f"{job.id}_thumbnail.webp"
-            _save_thumbnail(outcomes[0][1].frames[0], thumb)
-            names.append(thumb.name)
+        try:
+            if job.kind == "video":
+                thumb = self.files_dir / f"{job.id}_thumbnail.webp"
+                _save_thumbnail(outcomes[0][1].frames[0], thumb)
+                names.append(thumb.name)
+            self.outputs.publish(names)  # remote outputs: to where every replica reads them
+        except OSError as error:
+            log.error("job %s (request_id=%s): could not store its output: %s", job.id, job.request_id, error)
+            self._fail(job, "output_write_failed", f"could not store the output files in {self.outputs.location}: "
+                                                  f"{type(error).__name__}: {error}")
+            self._remove_files(job)
+            return "failed"
         retention = self.run.server.retention_s
         finished = now()
         self.store.update(job.id, status="completed", progress=100, completed_at=finished, outputs=names,
@@ -581,18 +600,15 @@ class JobService:
             event.set()
 
     def _remove_files(self, job: Job) -> None:
-        for path in self.files_dir.glob(f"{job.id}*"):
-            if path.is_file():
-                path.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+        self.outputs.remove(job.id)
 
-    def file_path(self, job: Job, name: str) -> Path:
-        """A job's output file, guaranteed to be inside the files directory."""
-        path = (self.files_dir / name).resolve()
-        if path.parent != self.files_dir:
+    def output_file(self, job: Job, name: str):
+        """One of the job's own output files, open for reading (wherever outputs live); FileNotFoundError if gone."""
+        if name not in job.outputs or "/" in name or name.startswith("."):
             raise FileNotFoundError(name)
-        return path
+        if not self.outputs.exists(name):
+            raise FileNotFoundError(name)
+        return self.outputs.open(name)
 
 
 def _save_thumbnail(frame, path: Path) -> None:

@@ -107,6 +107,8 @@ def create_video():
         image.save(path, format="PNG")
     try:
         parsed = parse_video_request(fields, svc, None if path is None else str(path))
+        if path is not None:  # checked here; the job reads it where every replica can
+            parsed.options["image_path"] = svc.share_inputs([path])[0]
         job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds, job_id=job_id, run=parsed.run,
                          request_id=current_request_id())
     except QueueFull:
@@ -177,8 +179,9 @@ def video_content(video_id: str):
             param="video_id", code="video_not_ready",
         )
     name = job.outputs[0] if variant == "video" else job.outputs[1]
-    path = service().file_path(job, name)
-    if not path.is_file():
-        raise APIError(404, f"the {variant} of video {video_id} is no longer on disk", code="content_missing")
+    try:
+        stream = service().output_file(job, name)
+    except FileNotFoundError:
+        raise APIError(404, f"the {variant} of video {video_id} is no longer stored", code="content_missing") from None
     mimetype = "video/mp4" if variant == "video" else "image/webp"
-    return send_file(path, mimetype=mimetype, download_name=name, max_age=0)
+    return send_file(stream, mimetype=mimetype, download_name=name, max_age=0)

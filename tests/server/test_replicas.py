@@ -223,3 +223,33 @@ def test_outputs_expire_once_across_replicas(replicas, postgres):
     logs = a.log.read_text() + b.log.read_text()
     assert sum(logs.count(f"job {vid} expired") for vid in ids) == 3  # each swept by one replica only
     assert "sgld_output_bytes 0.0" in httpx.get(a.base + "/metrics", timeout=5).text
+
+
+def test_outputs_and_uploads_live_at_an_fsspec_location(postgres, tmp_path, input_png):
+    """--output-path as an fsspec URL (file:// here: no object store is packaged for Debian): the engine writes
+    locally, finished files and uploaded first frames are published there, any replica serves and deletes them."""
+    remote = tmp_path / "bucket" / "sgld"
+    url = f"file://{remote}"
+    a, b = (ServerProcess(tmp_path / name / "unused", "--job-store", postgres.url, "--lease-s", "2",
+                          "--output-path", url, model="tiny-hunyuan15-i2v") for name in ("a", "b"))
+    try:
+        for srv in (a, b):
+            srv.output_dir.parent.mkdir(parents=True, exist_ok=True)
+            srv.start()
+        upload = ("first.png", input_png.read_bytes(), "image/png")
+        ids = [a.openai().videos.create(prompt=f"from the first frame {i}", input_reference=upload,
+                                        extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": i}).id
+               for i in range(3)]
+        assert [wait_for(b.openai(), vid, timeout=120).status for vid in ids] == ["completed"] * 3
+        # B runs some while A is busy: it read first frames A saved, from the remote location.
+        assert replica_id(b) in {replica_of(rows(postgres)[vid]["worker"]) for vid in ids}
+        for vid in ids:
+            assert {p.name for p in (remote / "files").glob(f"{vid}*")} == {f"{vid}.mp4", f"{vid}_thumbnail.webp"}
+            assert a.openai().videos.download_content(video_id=vid).read() == (remote / "files" / f"{vid}.mp4").read_bytes()
+        assert not list((remote / "files").glob("*_input*"))  # uploads leave with their jobs
+        assert httpx.delete(b.url + f"/videos/{ids[0]}", timeout=10).status_code == 200
+        assert not list((remote / "files").glob(f"{ids[0]}*"))
+        assert httpx.get(a.url + f"/videos/{ids[1]}/content", timeout=10).status_code == 200
+    finally:
+        a.kill()
+        b.kill()
