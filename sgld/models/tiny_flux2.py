@@ -14,10 +14,42 @@ from pathlib import Path
 from sgld.models.tiny_parts import scale_parameters_
 
 
+def _tiny_flux2_parts(dit_seed: int, vae_seed: int, guidance_embeds: bool):
+    """The tiny FLUX.2 DiT (distilled guidance input or not), VAE (batch-norm statistics away from 0/1) and scheduler."""
+    import torch
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+
+    torch.manual_seed(dit_seed)
+    latent_channels = 4
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=3 * 16, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=guidance_embeds,
+    )
+    # Make the prompt matter: a strong text embedding, and text values that carry into the image tokens.
+    scale_parameters_([transformer.context_embedder], 8.0)
+    scale_parameters_([block.attn.add_v_proj for block in transformer.transformer_blocks], 8.0)
+    scale_parameters_([block.attn.to_out[0] for block in transformer.transformer_blocks], 3.0)
+    if guidance_embeds:  # and the guidance scale
+        scale_parameters_([transformer.time_guidance_embed], 4.0)
+    torch.manual_seed(vae_seed)
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(16, 16, 16, 16), layers_per_block=1, latent_channels=latent_channels, norm_num_groups=8,
+        sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    with torch.no_grad():
+        vae.bn.running_mean.uniform_(-0.5, 0.5)
+        vae.bn.running_var.uniform_(0.5, 2.0)
+    scale_parameters_([vae.decoder.conv_out], 2.5)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
+                                                time_shift_type="exponential")
+    return transformer, vae, scheduler
+
+
 def build_tiny_flux2_klein(folder: Path) -> None:
     """Write a tiny FLUX.2 [klein] base (text-to-image with CFG) model into ``folder``."""
     import torch
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from diffusers import Flux2KleinPipeline
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from sgld.models.tiny_z_image import build_qwen3_tokenizer
@@ -30,28 +62,7 @@ def build_tiny_flux2_klein(folder: Path) -> None:
         num_key_value_heads=1, head_dim=8, max_position_embeddings=4096, rms_norm_eps=1e-6, tie_word_embeddings=True,
         bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
     )).eval()
-    torch.manual_seed(1)
-    latent_channels = 4
-    transformer = Flux2Transformer2DModel(
-        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=3 * 16, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
-        guidance_embeds=False,
-    )
-    # Make the prompt matter: a strong text embedding, and text values that carry into the image tokens.
-    scale_parameters_([transformer.context_embedder], 8.0)
-    scale_parameters_([block.attn.add_v_proj for block in transformer.transformer_blocks], 8.0)
-    scale_parameters_([block.attn.to_out[0] for block in transformer.transformer_blocks], 3.0)
-    torch.manual_seed(2)
-    vae = AutoencoderKLFlux2(
-        block_out_channels=(16, 16, 16, 16), layers_per_block=1, latent_channels=latent_channels, norm_num_groups=8,
-        sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
-    )
-    with torch.no_grad():
-        vae.bn.running_mean.uniform_(-0.5, 0.5)
-        vae.bn.running_var.uniform_(0.5, 2.0)
-    scale_parameters_([vae.decoder.conv_out], 2.5)
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
-                                                time_shift_type="exponential")
+    transformer, vae, scheduler = _tiny_flux2_parts(dit_seed=1, vae_seed=2, guidance_embeds=False)
     Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                        transformer=transformer, is_distilled=False).save_pretrained(folder, safe_serialization=True)
 
@@ -109,7 +120,7 @@ def save_pixtral_processor(tokenizer, folder: Path) -> None:
 def build_tiny_flux2_dev(folder: Path) -> None:
     """Write a tiny FLUX.2 [dev] (Mistral3 text encoder, guidance-distilled DiT) model into ``folder``."""
     import torch
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+    from diffusers import Flux2Pipeline
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
     tokenizer = build_mistral_tokenizer()
@@ -125,28 +136,7 @@ def build_tiny_flux2_dev(folder: Path) -> None:
                            num_attention_heads=2, head_dim=8, image_size=64, patch_size=8),
         image_token_index=ids("[IMG]"), spatial_merge_size=2, multimodal_projector_bias=False,
     )).eval()
-    torch.manual_seed(11)
-    latent_channels = 4
-    transformer = Flux2Transformer2DModel(
-        patch_size=1, in_channels=4 * latent_channels, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=3 * 16, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
-        guidance_embeds=True,
-    )
-    scale_parameters_([transformer.context_embedder], 8.0)
-    scale_parameters_([block.attn.add_v_proj for block in transformer.transformer_blocks], 8.0)
-    scale_parameters_([block.attn.to_out[0] for block in transformer.transformer_blocks], 3.0)
-    scale_parameters_([transformer.time_guidance_embed], 4.0)
-    torch.manual_seed(12)
-    vae = AutoencoderKLFlux2(
-        block_out_channels=(16, 16, 16, 16), layers_per_block=1, latent_channels=latent_channels, norm_num_groups=8,
-        sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
-    )
-    with torch.no_grad():
-        vae.bn.running_mean.uniform_(-0.5, 0.5)
-        vae.bn.running_var.uniform_(0.5, 2.0)
-    scale_parameters_([vae.decoder.conv_out], 2.5)
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
-                                                time_shift_type="exponential")
+    transformer, vae, scheduler = _tiny_flux2_parts(dit_seed=11, vae_seed=12, guidance_embeds=True)
     Flux2Pipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=None,
                   transformer=transformer).save_pretrained(folder, safe_serialization=True)
     save_pixtral_processor(tokenizer, folder / "tokenizer")
