@@ -128,7 +128,6 @@ class JobService:
         self._running: set[str] = set()
         self._release = threading.Event()  # draining: give the running job back to the queue
         self._wake = threading.Condition()  # a job was submitted here: look at the queue now
-        self._keys: dict[str, Optional[tuple]] = {}  # job id -> its batch key (None: runs alone)
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._load_lock = threading.Lock()
@@ -296,12 +295,10 @@ class JobService:
             created_at=now(),
             request_id=request_id,
         )
-        if run is not None:
+        if run is not None:  # recorded with the job: any replica of the model batches by it
             key = self._key_of(job, run)
-            self._keys[job.id] = key
             job.batch_key = None if key is None else json.dumps(key)
         if self.queued() >= self.run.server.max_queue:
-            self._keys.pop(job.id, None)
             raise QueueFull
         with self._done_lock:
             self._done[job.id] = threading.Event()
@@ -332,7 +329,6 @@ class JobService:
         if job_id in self._running:
             self._cancel.add(job_id)
         self.store.delete(job_id)
-        self._keys.pop(job_id, None)
         self._remove_files(job)
         self._finish(job_id)
         return True
@@ -410,16 +406,6 @@ class JobService:
         """How many outputs (samples in a batch) a job makes."""
         return int(job.options.get("n", 1)) if job.kind == "image" else 1
 
-    def _batch_key(self, job: Job) -> Optional[tuple]:
-        """What the job must share with others to run in their batch; None: it runs alone.
-
-        Kept from submission (in the store, for jobs another replica accepted); a job without one
-        (accepted before batching existed, or whose check failed) runs alone.
-        """
-        if job.id not in self._keys:
-            self._keys[job.id] = None if job.batch_key is None else tuple(json.loads(job.batch_key))
-        return self._keys[job.id]
-
     def _key_of(self, job: Job, run: RunConfig) -> Optional[tuple]:
         """The batch key of ``job`` checked as ``run``. Too large a sample (``server.batch_max_pixels``) or an
         edit whose size follows its input image runs alone; adapters are part of the key (one set per forward).
@@ -491,7 +477,6 @@ class JobService:
             finally:
                 self._running.discard(job.id)
                 self._cancel.discard(job.id)
-                self._keys.pop(job.id, None)
                 self._finish(job.id)
             if "image_path" in job.options:  # an edit's uploads: needed until its job ends (a restart re-runs it)
                 try:
