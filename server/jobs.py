@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import logging
+import math
 import os
 import secrets
 import socket
@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+import sqlalchemy.exc
 
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
@@ -388,12 +390,20 @@ class JobService:
             try:
                 jobs = self._gather(job, worker)
                 self._run(jobs, worker)
-            except Exception:  # noqa: BLE001 - the worker must outlive any one job's bookkeeping error
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one job's bookkeeping error
                 for job in jobs:
-                    log.exception("job %s (request_id=%s): unexpected error outside generation", job.id, job.request_id)
-                    self._fail(job, "internal_error", "the server hit an unexpected error while finishing this job")
                     self._running.discard(job.id)
                     self._finish(job.id)
+                    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+                        # The store went away mid-job: the job stays in_progress there, its lease lapses and
+                        # it is re-queued (a run that counts as an attempt) once the store is back.
+                        log.warning("job %s: the job store became unreachable while it ran; it will run again", job.id)
+                        continue
+                    log.exception("job %s (request_id=%s): unexpected error outside generation", job.id, job.request_id)
+                    try:
+                        self._fail(job, "internal_error", "the server hit an unexpected error while finishing this job")
+                    except Exception as store_error:  # noqa: BLE001 - the store is down too: the lease brings it back
+                        log.warning("job %s: could not record its failure: %s", job.id, store_error)
 
     # -- batching --------------------------------------------------------------------------------
 
@@ -494,15 +504,20 @@ class JobService:
         last = [-1]
 
         def on_step(done: int, total: int) -> None:
-            if job.id in self._cancel or (done > 0 and not self.store.exists(job.id)):
+            if job.id in self._cancel:
                 raise JobCancelled
             if self._release.is_set():
                 raise JobReleased
-            # 0..99 while denoising; 100 only once the file is saved.
-            percent = min(99, done * 100 // total)
-            if percent != last[0]:
-                last[0] = percent
-                self.store.update(job.id, progress=percent)
+            try:
+                if done > 0 and not self.store.exists(job.id):
+                    raise JobCancelled
+                # 0..99 while denoising; 100 only once the file is saved.
+                percent = min(99, done * 100 // total)
+                if percent != last[0]:
+                    self.store.update(job.id, progress=percent)
+                    last[0] = percent
+            except sqlalchemy.exc.DBAPIError:
+                pass  # the store is down for now: the job goes on; progress and cancels resume when it is back
             if self.metrics is not None and done > 0:  # done == 0 marks the loop's start
                 self.metrics.steps.inc()
 
