@@ -300,11 +300,12 @@ class JobService:
         if run is not None:  # recorded with the job: any replica of the model batches by it
             key = self._key_of(job, run)
             job.batch_key = None if key is None else json.dumps(key)
-        if self.queued() >= self.run.server.max_queue:
-            raise QueueFull
         with self._done_lock:
             self._done[job.id] = threading.Event()
-        self.store.insert(job)
+        if not self.store.insert(job, max_queued=self.run.server.max_queue):  # the bound of the shared queue
+            with self._done_lock:
+                self._done.pop(job.id, None)
+            raise QueueFull
         with self._wake:
             self._wake.notify_all()
         return job

@@ -11,8 +11,10 @@ together do not race.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -164,6 +166,7 @@ class JobStore:
             self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8,
                                            connect_args={"connect_timeout": 5})
         migrate(self.engine)
+        self._insert_lock = threading.Lock()
 
     @property
     def shared(self) -> bool:
@@ -177,12 +180,26 @@ class JobStore:
 
     # -- records ---------------------------------------------------------------------------------
 
-    def insert(self, job: Job) -> None:
-        """Record a newly accepted job (committed before the client hears of it)."""
+    def insert(self, job: Job, max_queued: Optional[int] = None) -> bool:
+        """Record a newly accepted job (committed before the client hears of it); False, recording nothing, when
+        ``max_queued`` jobs of its model already wait.
+
+        The count and the insert are one step for every replica: a PostgreSQL advisory lock per model
+        (SQLite: one writer process, a lock here).
+        """
         values = {f.name: getattr(job, f.name) for f in fields(Job) if f.name != "seq"}
         values["options"], values["outputs"] = json.dumps(job.options), json.dumps(job.outputs)
-        with self.engine.begin() as conn:
+        with self._insert_lock, self.engine.begin() as conn:
+            if max_queued is not None:
+                if self.shared:
+                    key = int.from_bytes(hashlib.sha256(job.model.encode()).digest()[:4], "big") % 2**31  # an int4
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": MIGRATION_LOCK, "b": key})
+                waiting = conn.execute(sa.select(sa.func.count()).where(jobs.c.model == job.model,
+                                                                        jobs.c.status == "queued")).scalar_one()
+                if waiting >= max_queued:
+                    return False
             conn.execute(jobs.insert().values(**values))
+        return True
 
     def get(self, job_id: str) -> Optional[Job]:
         """The job, or None."""
