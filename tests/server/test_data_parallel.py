@@ -17,9 +17,15 @@ SMALL = dict(size="64x64", extra_body={"num_frames": 5, "num_inference_steps": 2
 def test_two_engine_workers_run_two_jobs_at_once(tmp_path, tiny_wan_folder):
     srv = ServerProcess(tmp_path / "out", "--num-gpus", "2", "--dp-size", "2")
     try:
-        srv.start()
-        health = httpx.get(srv.base + "/health", timeout=5).json()
-        assert [w["status"] for w in health["workers"]] == ["ok", "ok"]
+        srv.start()  # ready (200) once one engine has loaded: they load one after another
+        end = time.time() + 60
+        while time.time() < end:
+            states = [w["status"] for w in httpx.get(srv.base + "/health", timeout=5).json()["workers"]]
+            if states == ["ok", "ok"]:
+                break
+            assert set(states) <= {"ok", "loading"}, states
+            time.sleep(0.2)
+        assert states == ["ok", "ok"]
         client = srv.openai()
         ids = [client.videos.create(prompt=f"together {i}", **LONG).id for i in range(2)]
         finals = [wait_for(client, vid, timeout=120) for vid in ids]
