@@ -510,13 +510,16 @@ class JobService:
             if self._release.is_set():
                 raise JobReleased
             try:
-                if done > 0 and not self.store.exists(job.id):
-                    raise JobCancelled
-                # 0..99 while denoising; 100 only once the file is saved.
+                # 0..99 while denoising; 100 only once the file is saved. One store round trip per step: the
+                # progress write when it changes (it finds no row once deleted), else the existence check.
                 percent = min(99, done * 100 // total)
                 if percent != last[0]:
-                    self.store.update(job.id, progress=percent)
+                    found = self.store.update(job.id, progress=percent)
                     last[0] = percent
+                else:
+                    found = done == 0 or self.store.exists(job.id)
+                if not found:
+                    raise JobCancelled
             except sqlalchemy.exc.DBAPIError:
                 pass  # the store is down for now: the job goes on; progress and cancels resume when it is back
             if self.metrics is not None and done > 0:  # done == 0 marks the loop's start
@@ -607,9 +610,7 @@ class JobService:
         """One of the job's own output files, open for reading (wherever outputs live); FileNotFoundError if gone."""
         if name not in job.outputs or "/" in name or name.startswith("."):
             raise FileNotFoundError(name)
-        if not self.outputs.exists(name):
-            raise FileNotFoundError(name)
-        return self.outputs.open(name)
+        return self.outputs.open(name)  # FileNotFoundError when it is gone
 
 
 def _save_thumbnail(frame, path: Path) -> None:

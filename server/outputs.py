@@ -65,10 +65,6 @@ class OutputFiles:
             self.fs.get_file(self._remote_path(name), str(local))
         return str(local)
 
-    def exists(self, name: str) -> bool:
-        """Whether the file ``name`` is there."""
-        return self.fs.exists(self._remote_path(name)) if self.remote else (self.local / name).is_file()
-
     def open(self, name: str) -> IO[bytes]:
         """The file ``name`` for reading (streamed from the remote location)."""
         return self.fs.open(self._remote_path(name), "rb") if self.remote else open(self.local / name, "rb")

@@ -212,12 +212,12 @@ class JobStore:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(jobs.c.seq).where(jobs.c.id == job_id)).first() is not None
 
-    def update(self, job_id: str, **values: Any) -> None:
-        """Set columns of one job."""
+    def update(self, job_id: str, **values: Any) -> bool:
+        """Set columns of one job; False when it no longer exists (deleted)."""
         if "outputs" in values:
             values["outputs"] = json.dumps(values["outputs"])
         with self.engine.begin() as conn:
-            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+            return conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values)).rowcount > 0
 
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; True when it existed."""

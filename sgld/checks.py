@@ -85,6 +85,8 @@ def _check_common(req: Request, spatial_multiple: int, size_optional: bool = Fal
                 f"nearest valid: {_nearest_multiples(value, spatial_multiple)}",
                 param=field,
             )
+    if (req.height is None) != (req.width is None):
+        raise UserError("give both --height and --width, or neither", param="height" if req.height is None else "width")
 
 
 class ImageMode(StrEnum):
@@ -104,8 +106,6 @@ def check_video_request(req: Request, spatial_multiple: int, temporal_factor: in
     ``size_optional``: height and width may both be unset (the model sizes the video from the image).
     """
     _check_common(req, spatial_multiple, size_optional=size_optional)
-    if (req.height is None) != (req.width is None):
-        raise UserError("give both --height and --width, or neither", param="height" if req.height is None else "width")
     if req.image_path and image == ImageMode.never:
         raise UserError("image_path: this model generates video from text only", param="image_path")
     if not req.image_path and image == ImageMode.required:
@@ -145,8 +145,6 @@ def check_image_request(req: Request, spatial_multiple: int, image: ImageMode = 
     """
     needs_image = image == ImageMode.required
     _check_common(req, spatial_multiple, size_optional=needs_image)
-    if (req.height is None) != (req.width is None):
-        raise UserError("give both --height and --width, or neither", param="height" if req.height is None else "width")
     if req.num_frames != 1:
         raise UserError(
             f"num_frames={req.num_frames}: this model makes images; --num-frames is for video models", param="num_frames"
