@@ -132,7 +132,6 @@ def test_prompt_text_is_not_interpolated(monkeypatch):
         ({"precision": "fp64"}, "model.precision='fp64'"),
         ({"attention_backend": "magic"}, "attention_backend"),
         ({"mask_strategy_file_path": "m.json", "enable_torch_compile": True}, "cannot be combined"),
-        ({"enable_torch_compile": True, "num_gpus": 2, "ulysses_degree": 2}, "cannot be combined with sequence parallelism"),
         ({"vae_config": {"load_decoder": False}}, "load_decoder"),
         ({"vae_config": {"tile_size": 3}}, "vae_config.tile_size"),
         ({"bogus_option": 1}, "bogus_option"),

@@ -50,12 +50,9 @@ _UNVERIFIED_LAYERWISE = "the block hooks that copy weights in are not verified w
 CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     (CACHE, COMPILE, "diffusers' cache hooks do not compile"),
     (SLIDING_TILES, COMPILE, "the sliding-tile windows change per step and layer outside the compiled blocks"),
-    # Measured on 4xH200 (bench/scaling.py, FLUX Ulysses-4): dynamo fails inside diffusers' context-parallel
-    # hooks, on every rank, after the weights load.
-    (COMPILE, SEQUENCE_PARALLEL, "torch.compile fails inside the context-parallel hooks (not yet supported)"),
     (MASKLESS_ATTENTION, SEQUENCE_PARALLEL,
-     "attention_backend={value} is not verified with sequence parallelism; use auto (cuDNN/flash through the "
-     "parallel attention paths)"),
+     "attention_backend={value} is not verified with sequence parallelism; use auto (the parallel attention "
+     "runs FlashAttention-3 where it is installed, else cuDNN)"),
     (LAYERWISE, COMPILE, _UNVERIFIED_LAYERWISE),
     (LAYERWISE, SEQUENCE_PARALLEL, _UNVERIFIED_LAYERWISE),
     (LAYERWISE, CACHE, _UNVERIFIED_LAYERWISE),

@@ -9,10 +9,24 @@ native SDPA op returns no log-sum-exp, which ring attention needs (``lse_attenti
 ATen's kernels that do: flash on CPU; on CUDA cuDNN, else flash, else memory-efficient), and
 its gather of uneven shards sends unequal messages, which gloo refuses (``pad_gather_anything``).
 The last two replace diffusers internals: ``sgld.diffusers_patches`` installs them.
+
+On CUDA the same op runs every unmasked attention of a sequence-parallel forward (Ulysses' too) on
+the fastest exact kernel that runs: FlashAttention-3 where it is installed (its log-sum-exp serves
+ring attention), else cuDNN. The kernel is chosen once, when parallelism is enabled, so compiled
+blocks trace a fixed kernel.
+
+Layouts per forward: diffusers' plain (equipartition) modes compile; its "anything" modes, which
+split uneven sequences, exchange shard sizes through the process group, which dynamo cannot
+trace. So each forward picks the plain mode when every sequence the plan splits divides evenly
+over the ranks (the usual sizes), and the "anything" mode otherwise, run uncompiled
+(``ShardLayoutHooks``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import math
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -20,6 +34,8 @@ import torch
 
 from sgld.errors import UserError
 from sgld.parallel.state import ParallelState
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -30,6 +46,18 @@ def _cpu_as_one_device() -> Iterator[None]:
         yield
     finally:
         torch.accelerator.device_count = original
+
+
+def _fa3_with_lse(q, k, v, dropout_p, is_causal, scale):
+    """FlashAttention-3 through diffusers' traceable op (Hopper only; 684 vs 570 TFLOP/s for cuDNN at Wan 480p)."""
+    from diffusers.models import attention_dispatch
+
+    if (dropout_p or not attention_dispatch._CAN_USE_FLASH_ATTN_3 or importlib.util.find_spec("flash_attn_interface") is None
+            or torch.cuda.get_device_capability(q.device)[0] != 9):
+        raise RuntimeError("FlashAttention-3 is not installed or not for this GPU")
+    out, lse = attention_dispatch._wrapped_flash_attn_3(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                        softmax_scale=scale, causal=is_causal)
+    return out.transpose(1, 2), lse.transpose(1, 2)  # the op's layouts: (B, S, H, D) and (B, S, H)
 
 
 def _cudnn_with_lse(q, k, v, dropout_p, is_causal, scale):
@@ -48,9 +76,9 @@ def _efficient_with_lse(q, k, v, dropout_p, is_causal, scale):
     return out, lse[:, :, : q.shape[2]]  # the kernel pads the LSE's sequence dim to a multiple of 32
 
 
-# CUDA kernels that return the log-sum-exp, fastest first on Hopper (cuDNN ~600 TFLOP/s at our shapes,
-# FA2 ~350); the first that runs for a dtype is kept. Memory-efficient takes any dtype.
-_CUDA_LSE_KERNELS = (_cudnn_with_lse, _flash_with_lse, _efficient_with_lse)
+# CUDA kernels that return the log-sum-exp, fastest first on Hopper (FA3 ~680 TFLOP/s at our shapes,
+# cuDNN ~600, FA2 ~350); the first that runs for a dtype and head size is kept. Memory-efficient takes any dtype.
+_CUDA_LSE_KERNELS = (_fa3_with_lse, _cudnn_with_lse, _flash_with_lse, _efficient_with_lse)
 _chosen_cuda_kernel: dict = {}
 
 
@@ -77,18 +105,35 @@ def run_first_working(kernels, chosen: dict, key, *args):
     raise RuntimeError(f"no attention kernel with log-sum-exp runs {key}")
 
 
+def choose_attention_kernel(device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
+    """Pick (and remember) the CUDA kernel for ``dtype`` and ``head_dim`` with a small eager call; its name.
+
+    Done before any compiled block traces the op, so the trace sees one fixed kernel.
+    """
+    if device.type != "cuda":
+        return "sdpa"
+    x = torch.zeros(1, 1, 128, head_dim, device=device, dtype=dtype)
+    run_first_working(_CUDA_LSE_KERNELS, _chosen_cuda_kernel, (dtype, head_dim), x, x, x, 0.0, False, None)
+    return _chosen_cuda_kernel[(dtype, head_dim)].__name__.removeprefix("_").removesuffix("_with_lse")
+
+
 def lse_attention_op(original):
-    """diffusers' native attention op, extended to return the log-sum-exp (ring attention merges partial results
-    with it); installed by ``sgld.diffusers_patches``."""
+    """diffusers' native attention op for sequence-parallel forwards; installed by ``sgld.diffusers_patches``.
+
+    It returns the log-sum-exp when asked (ring attention merges partial results with it), and on
+    CUDA runs unmasked attention on the chosen kernel (``choose_attention_kernel``).
+    """
 
     def forward_op(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                    enable_gqa=False, return_lse=False, _save_ctx=True, _parallel_config=None):
-        if not return_lse or attn_mask is not None or enable_gqa:
+        ours = attn_mask is None and not enable_gqa and (return_lse or query.device.type == "cuda")
+        if not ours:
             return original(ctx, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, return_lse,
                             _save_ctx, _parallel_config)
         q, k, v = (x.permute(0, 2, 1, 3) for x in (query, key, value))  # (B, S, H, D) -> (B, H, S, D)
         out, lse = _attention_with_lse(q, k, v, dropout_p, is_causal, scale)
-        return out.permute(0, 2, 1, 3), lse.permute(0, 2, 1)  # model layout: (B, S, H, D), (B, S, H)
+        out = out.permute(0, 2, 1, 3)  # model layout: (B, S, H, D), (B, S, H)
+        return (out, lse.permute(0, 2, 1)) if return_lse else out
 
     return forward_op
 
@@ -111,6 +156,59 @@ def pad_gather_anything(tensor: torch.Tensor, dim: int, group) -> torch.Tensor:
     return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim)
 
 
+def _plan_splits(plan: dict, name: str) -> bool:
+    return any(isinstance(entry, dict) and name in entry for entry in plan.values())
+
+
+def split_sequence_lengths(transformer: torch.nn.Module, args: tuple, kwargs: dict) -> list[int]:
+    """The lengths of the sequences a forward's plan splits: the latent's tokens, and the text's if it is split."""
+    hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    if hidden.dim() == 5:  # a video latent (B, C, F, H, W): tokens after the patch embedding
+        tokens = math.prod(n // p for n, p in zip(hidden.shape[2:], transformer.config.patch_size))
+    else:  # packed tokens (B, S, C)
+        tokens = hidden.shape[1]
+    lengths = [tokens]
+    text = kwargs.get("encoder_hidden_states")
+    if text is not None and _plan_splits(transformer._cp_plan, "encoder_hidden_states"):
+        lengths.append(text.shape[1])
+    return lengths
+
+
+class ShardLayoutHooks:
+    """Forward hooks that pick diffusers' plain or "anything" split mode for each forward (see the module doc).
+
+    An uneven forward runs with ``torch.compiler`` set to eager, so compiled blocks are not retraced
+    into the untraceable mode; with both Ulysses and ring there is no uneven mode, so it is refused.
+    """
+
+    def __init__(self, transformer: torch.nn.Module, config, state: ParallelState):
+        self.transformer, self.config, self.state = transformer, config, state
+        self._eager = None
+        self._told: set[tuple[int, ...]] = set()
+
+    def before(self, module, args, kwargs):
+        lengths = tuple(split_sequence_lengths(self.transformer, args, kwargs))
+        ranks = self.state.ring_degree * self.state.ulysses_degree
+        even = all(n % ranks == 0 for n in lengths)
+        if not even and self.state.ring_degree > 1 and self.state.ulysses_degree > 1:
+            raise UserError(f"this size gives sequences of {' and '.join(map(str, lengths))} tokens, which do not "
+                            f"split evenly over ulysses_degree x ring_degree = {ranks} ranks (uneven shards need pure "
+                            "Ulysses or pure ring); choose a height/width whose token count divides", param="sp_size")
+        self.config.ulysses_anything = not even and self.state.ring_degree == 1
+        self.config.ring_anything = not even and self.state.ulysses_degree == 1
+        if not even:
+            if lengths not in self._told:
+                self._told.add(lengths)
+                log.info("sequence lengths %s do not split evenly over %d ranks: these forwards run uneven shards, "
+                         "uncompiled", lengths, ranks)
+            self._eager = torch.compiler.set_stance("force_eager")  # set now; undone in after()
+
+    def after(self, module, args, kwargs, output):
+        if self._eager is not None:
+            self._eager.__exit__(None, None, None)
+            self._eager = None
+
+
 def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState) -> None:
     """Shard ``transformer``'s token sequence over the run's ring x Ulysses ranks."""
     from diffusers import ContextParallelConfig
@@ -122,13 +220,17 @@ def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState)
     if heads % state.ulysses_degree:
         raise UserError(f"ulysses_degree={state.ulysses_degree} must divide the model's {heads} attention heads",
                         param="ulysses_degree")
-    # Token counts that do not split evenly (odd latent grids, Qwen prompts of any length) need
-    # diffusers' "anything" modes; they exist for pure Ulysses and pure ring.
+    # Token counts that do not split evenly (odd latent grids, Qwen prompts of any length) switch
+    # each forward to diffusers' "anything" modes (ShardLayoutHooks); they exist for pure Ulysses and pure ring.
     config = ContextParallelConfig(ring_degree=state.ring_degree, ulysses_degree=state.ulysses_degree,
-                                   mesh=state.mesh["ring", "ulysses"],
-                                   ulysses_anything=state.ring_degree == 1, ring_anything=state.ulysses_degree == 1)
+                                   mesh=state.mesh["ring", "ulysses"])
     if state.device.type == "cpu":
         with _cpu_as_one_device():
             transformer.enable_parallelism(config=config)
     else:
         transformer.enable_parallelism(config=config)
+    layout = ShardLayoutHooks(transformer, config, state)
+    transformer.register_forward_pre_hook(layout.before, with_kwargs=True, prepend=True)
+    transformer.register_forward_hook(layout.after, with_kwargs=True, always_call=True)
+    kernel = choose_attention_kernel(state.device, transformer.dtype, transformer.config.attention_head_dim)
+    log.info("sequence-parallel attention runs on %s", kernel)
