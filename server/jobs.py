@@ -30,6 +30,7 @@ from sgld.models.folder_model import FolderModel
 from server.engine import Engine, EngineLoader, load_engine
 from server.outputs import OutputFiles
 from server.store import Job, JobStore, now, redacted, store_url
+from server.warmup import warm_up
 
 log = logging.getLogger("sgld.server")
 
@@ -123,6 +124,8 @@ class JobService:
         self.workers = [EngineWorker(i, f"{self.replica_id}#{i}", worker_run(run, i), engine if i == 0 else None)
                         for i in range(dp)]
         self.load_error: Optional[str] = None
+        # How the first engine started: seconds in all, to load, and each warm-up run (GET /health shows it).
+        self.startup: Optional[dict] = None
         self.ready = threading.Event()
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
@@ -195,17 +198,29 @@ class JobService:
 
     def _load_engine(self, worker: EngineWorker) -> None:
         start = time.perf_counter()
+        step, engine = "load", None
         try:
             # One load at a time: diffusers/transformers load through process-wide state (meta-device init).
             with self._load_lock:
-                worker.engine = self.load(worker.run, lambda message: self._engine_failed(worker, message))
+                engine = self.load(worker.run, lambda message: self._engine_failed(worker, message))
+            loaded = time.perf_counter()
+            step = "warm-up"
+            warmed = warm_up(engine, worker.run)
         except Exception as exc:  # noqa: BLE001 - reported on /health, the server keeps answering
-            log.exception("model failed to load (engine worker %d)", worker.index)
-            worker.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("model failed to %s (engine worker %d)", step, worker.index)
+            if engine is not None:
+                engine.stop()  # a rank group's processes
+            worker.failure = f"{type(exc).__name__}: {exc}" if step == "load" else f"warm-up failed: {type(exc).__name__}: {exc}"
             if not any(w.alive for w in self.workers):
                 self.load_error = worker.failure
             return
-        log.info("model %s ready in %.1f s%s", self.run.model.name, time.perf_counter() - start,
+        worker.engine = engine  # only now: jobs wait for the warm-up, which compiles
+        total = time.perf_counter() - start
+        if self.startup is None:
+            self.startup = {"seconds": round(total, 2), "load_s": round(loaded - start, 2), "warmup": warmed,
+                            "torch_compile": bool(worker.run.model.enable_torch_compile)}
+        log.info("model %s ready in %.1f s (load %.1f s, warm-up %.1f s)%s", self.run.model.name, total,
+                 loaded - start, total - (loaded - start),
                  f" (engine worker {worker.index})" if len(self.workers) > 1 else "")
         self.ready.set()
 

@@ -27,7 +27,10 @@ def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
 
     from server import create_app
 
+    from server.warmup import compile_for_serving
+
     start = time.perf_counter()
+    run = compile_for_serving(run)
     app = create_app(run, load=load)
     svc = app.extensions["sgld"]
     host, port = run.server.host, run.server.port

@@ -29,7 +29,8 @@ def health():
         response.status_code = 503
         return response
     if svc.ready.is_set():
-        body = {"status": "ok", "model": svc.model_id, "queued": queued, "replica": svc.replica_id}
+        body = {"status": "ok", "model": svc.model_id, "queued": queued, "replica": svc.replica_id,
+                "startup": svc.startup}
         if len(svc.workers) > 1:  # data-parallel engine workers: a dead one is named while the others serve
             body["workers"] = svc.worker_states()
         return jsonify(body)

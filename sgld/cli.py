@@ -83,7 +83,8 @@ def _add_option(group: argparse._ArgumentGroup, option: Option, default: str) ->
     if option.name == "prompt":
         kwargs["action"] = "append"  # several --prompt values make a prompt set
         kwargs["help"] += "; give it several times for several outputs"
-    group.add_argument(option.flag, dest=option.name, **kwargs)
+    aliases = ["--" + alias.replace("_", "-") for alias in option.aliases]
+    group.add_argument(option.flag, *aliases, dest=option.name, **kwargs)
 
 
 def collect_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -40,6 +40,8 @@ class Option:
     # An option that is shorthand for several keys (SGLang's --output-file-path: directory and file name):
     # value -> {key: value}; other options may set those keys too only when they agree.
     splits: Callable[[Any], dict[str, Any]] | None = None
+    # Other command-line spellings of the same option (a bool alias gets its --no- form too).
+    aliases: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
@@ -81,7 +83,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("vae_tiling", "vae.tiling", bool, "decode the VAE in tiles (less memory)", SERVER),
     Option("vae_sp", "vae.sp", bool, "split VAE decode tiles across ranks", SERVER),
     Option("attention_backend", "model.attention_backend", str, "attention kernel: auto (FlashAttention-3 where installed on Hopper, else SDPA), fa3, sage (8-bit, lossy), cudnn, flash, efficient, math", SERVER, choices(AttentionBackend)),
-    Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks", SERVER),
+    Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks; unset: on for serve on a GPU, off for generate (--no-torch-compile: off)", SERVER, aliases=("torch_compile",)),
     Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, choices(CacheKind)),
     Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, choices(Quantization)),
     Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER),
@@ -125,6 +127,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_attempts", "server.max_attempts", int, "runs a job gets when its server is lost before it fails", HTTP),
     Option("drain_s", "server.drain_s", float, "on SIGTERM, seconds the running job may take before it is re-queued", HTTP),
     Option("retention_s", "server.retention_s", float, "seconds completed jobs' files are kept (expires_at); unset: until deleted", HTTP),
+    Option("warmup_sizes", "server.warmup_sizes", str, "sizes (WxH, or WxHxF for video) run once before the server says ready, so compiling happens at startup; unset: the model's default size when compiled", HTTP, many=True),
     Option("lora_dir", "server.lora_dir", str, "folder of LoRA adapters requests may name (relative to it)", HTTP),
     Option("max_loaded_loras", "server.max_loaded_loras", int, "LoRA adapters kept loaded; the least recently used is dropped", HTTP),
 )

@@ -128,7 +128,10 @@ class ModelConfig:
     # Image-to-video models' CLIP vision encoder (Wan2.1 I2V); the reference runs it in fp32.
     image_encoder_precision: Precision = Precision.fp32
     attention_backend: AttentionBackend = AttentionBackend.auto
-    enable_torch_compile: bool = False
+    # torch.compile the repeated DiT blocks. None (auto): on when serving on a CUDA GPU where nothing
+    # conflicts (the server warms each size up before it is ready: server.warmup_sizes), off for
+    # one-off generate runs (a 7-18 s compile costs more than it saves in one run; docs/performance.md).
+    enable_torch_compile: Optional[bool] = None
     # Lossy speed-up, off by default: first_block skips the other blocks while the first block's
     # output changes less than cache_threshold (relative). (diffusers' TaylorSeer with its defaults left
     # the tiny Wan output unchanged over 20 steps, i.e. did nothing here, so it is not offered.)
@@ -277,6 +280,9 @@ class ServerConfig:
     drain_s: float = 60.0
     # How long completed jobs' files are kept (their expires_at); None keeps them until deleted.
     retention_s: Optional[float] = None
+    # Sizes ("WxH", or "WxHxF" for video) each engine runs once, 2 steps, before /health says ok, so compiling
+    # happens at startup, not in a user's request. None: the model's default size when the DiT is compiled.
+    warmup_sizes: Optional[list[str]] = None
 
 
 @dataclass

@@ -9,6 +9,18 @@ from sgld.config.schema import RunConfig
 from sgld.errors import ConfigError
 
 
+def warmup_size_options(text: str) -> dict[str, int]:
+    """``"1024x768"`` -> width and height; ``"832x480x81"`` -> with num_frames; a ConfigError naming a bad one."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    if len(parts) not in (2, 3) or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise ConfigError(f"server.warmup_sizes: {text!r} is not a size; write WIDTHxHEIGHT (1024x1024) or "
+                          "WIDTHxHEIGHTxFRAMES for video (832x480x81)", param="server.warmup_sizes")
+    options = {"width": int(parts[0]), "height": int(parts[1])}
+    if len(parts) == 3:
+        options["num_frames"] = int(parts[2])
+    return options
+
+
 def group_gpus(run: RunConfig) -> int:
     """GPUs of one engine: ``num_gpus`` split over ``dp_size`` data-parallel workers (serve)."""
     par = run.parallel
@@ -77,6 +89,8 @@ def validate(run: RunConfig) -> None:
     if run.server.retention_s is not None and not (math.isfinite(run.server.retention_s) and run.server.retention_s > 0):
         raise ConfigError(f"server.retention_s must be > 0 seconds (or unset: keep), got {run.server.retention_s}",
                           param="server.retention_s")
+    for size in run.server.warmup_sizes or ():
+        warmup_size_options(size)
     store = run.server.job_store
     if store and not store.startswith(("postgresql://", "postgres://", "postgresql+psycopg://", "sqlite:///")):
         scheme = store.split("://", 1)[0] if "://" in store else store[:20]
