@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from sgld import DiffGenerator
 from sgld.errors import UserError
@@ -186,3 +187,35 @@ def test_maskless_attention_is_refused_for_a_model_that_masks_its_text():
     run = run_config_from_options({"model_path": "tiny-hunyuan", "attention_backend": "sage"})
     with pytest.raises(UserError, match=message):
         FolderModel.of(run.model.path).spec.check_run(run)
+
+
+def test_cuda_graph_signatures_tell_apart_what_a_captured_graph_depends_on():
+    from sgld.models.cuda_graph import signature
+
+    x = torch.zeros(1, 4, 8)
+    assert signature({"hidden_states": x, "txt_seq_lens": [3]}) == signature({"txt_seq_lens": [3], "hidden_states": torch.ones(1, 4, 8)})
+    assert signature({"hidden_states": x}) != signature({"hidden_states": torch.zeros(2, 4, 8)})  # batch
+    assert signature({"hidden_states": x}) != signature({"hidden_states": x.to(torch.bfloat16)})
+    assert signature({"hidden_states": x}) != signature({"hidden_states": x.transpose(1, 2).contiguous().transpose(1, 2)})
+    assert signature({"hidden_states": x, "txt_seq_lens": [3]}) != signature({"hidden_states": x, "txt_seq_lens": [4]})
+    assert signature({"attention_kwargs": {"scale": 1.0}}) != signature({"attention_kwargs": {"scale": 0.5}})
+
+
+def test_cuda_graphs_run_without_graphs_on_cpu_saying_so(tiny_wan_folder, tiny_wan_generator, caplog):
+    import logging
+
+    lossless = tiny_wan_generator.generate("a red fox", **SMALL).frames
+    with caplog.at_level(logging.WARNING, logger="sgld.models.cuda_graph"):
+        gen = DiffGenerator.from_pretrained("tiny-wan-t2v", cuda_graphs=True)
+    assert "cuda_graphs: needs a CUDA GPU, this run is on cpu; running without graphs" in caplog.text
+    assert np.array_equal(gen.generate("a red fox", **SMALL).frames, lossless)
+
+
+@pytest.mark.parametrize("other,named", [({"cache": "first_block"}, "model.cache=first_block"),
+                                         ({"dit_cpu_offload": True}, "offload.dit=model"),
+                                         ({"num_gpus": 2, "ulysses_degree": 2}, "sequence parallelism")])
+def test_cuda_graphs_refuse_what_moves_weights_or_changes_the_forward(other, named):
+    from sgld.run_config import run_config_from_options
+
+    with pytest.raises(UserError, match=f"model.cuda_graphs cannot be combined with {named}"):
+        run_config_from_options({"model_path": "tiny-wan-t2v", "cuda_graphs": True, **other})

@@ -28,6 +28,8 @@ def _choice(key: str, value_of: Callable[[RunConfig], object], off: object) -> S
 
 
 COMPILE = _switch("model.enable_torch_compile", lambda run: run.model.enable_torch_compile)
+CUDA_GRAPHS = _switch("model.cuda_graphs", lambda run: run.model.cuda_graphs)
+DIT_MOVES = Setting("offload.dit", lambda run: run.offload.dit != DitOffload.none, lambda run: f"offload.dit={run.offload.dit}")
 SEQUENCE_PARALLEL = Setting("parallel.sp_size", lambda run: (run.parallel.sp_size or 1) > 1,
                             lambda run: f"sequence parallelism (sp_size={run.parallel.sp_size})")
 LAYERWISE = _switch("offload.dit", lambda run: run.offload.dit == DitOffload.layerwise, "offload.dit=layerwise")
@@ -61,6 +63,13 @@ CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     (LORAS, LAYERWISE, _UNVERIFIED_LAYERWISE),
     # Switching adapters inside the context-parallel hooks is not verified; a merged set is plain weights.
     (LORA_SWITCHING, SEQUENCE_PARALLEL, "not verified with the context-parallel hooks; merge a fixed set instead"),
+    # A captured graph reads the weights and activations at the addresses it was captured with, and
+    # replays the kernels it saw: whatever moves weights or changes the forward's path between calls breaks it.
+    (CUDA_GRAPHS, DIT_MOVES, "a graph replays reads of the weights where they were at capture; offloading moves them"),
+    (CUDA_GRAPHS, CACHE, "the cache decides per step which blocks run, a graph replays all it captured"),
+    (CUDA_GRAPHS, SLIDING_TILES, "the sliding-tile windows change per step and layer"),
+    (CUDA_GRAPHS, LORA_SWITCHING, "switching adapters changes the forward's path, which a graph does not see"),
+    (CUDA_GRAPHS, SEQUENCE_PARALLEL, "collectives inside captured graphs are not verified"),
     (TEXT_ENCODER_TP, TEXT_ENCODER_OFFLOAD,
      "the offloaded encoder runs on the CPU, where layer-wise offload with prefetch is faster than sharding it"),
 )

@@ -86,6 +86,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks; unset: on for serve on a GPU, off for generate (--no-torch-compile: off)", SERVER, aliases=("torch_compile",)),
     Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, choices(CacheKind)),
     Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, choices(Quantization)),
+    Option("cuda_graphs", "model.cuda_graphs", bool, "replay the whole DiT forward as a CUDA graph per input shape (lossless; saves the host time between kernels)", SERVER),
     Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER),
     Option("lora_path", "model.loras", str, "LoRA adapter: a .safetensors file or a folder holding one (diffusers/PEFT or Kohya layout); repeat for several", SERVER, many=True, repeat=True),
     Option("lora_scale", "model.loras", float, "strength of each --lora-path, in the same order (one value: all)", SERVER, many=True, repeat=True),

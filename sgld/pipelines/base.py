@@ -87,6 +87,11 @@ class Pipeline:
         if run.model.enable_torch_compile:
             for name, module in self.dits.items():
                 compile_transformer(module, self._backends[name])
+        if run.model.cuda_graphs:  # last: it captures the forward as everything above left it
+            from sgld.models.cuda_graph import enable_cuda_graphs
+
+            for module in self.dits.values():
+                enable_cuda_graphs(module, self.device)
 
     def place(self, *names: str) -> None:
         """Put the named components (those present) where the offload settings say."""
