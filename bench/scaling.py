@@ -63,8 +63,12 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_rank(run, frames_file: str, profile: bool):
-    """One rank: load, generate with timed steps (and a profiled step); rank 0 returns the numbers."""
+def bench_rank(run, frames_file: str, profile: bool, warmup: bool = False):
+    """One rank: load, (warm up,) generate with timed steps (and a profiled step); rank 0 returns the numbers.
+
+    ``warmup``: one 2-step generation first, so a compiled run's timed generation is what a warm
+    server's request costs (the compile is reported as ``warmup_s``).
+    """
     import torch
 
     from sgld.api import DiffGenerator
@@ -76,6 +80,12 @@ def bench_rank(run, frames_file: str, profile: bool):
         generator = DiffGenerator.from_run_config(run, state)
         _sync(state.device)
         load_s = time.perf_counter() - start
+        warmup_s = None
+        if warmup:
+            start = time.perf_counter()
+            generator.generate(num_inference_steps=2, save_output=False)
+            _sync(state.device)
+            warmup_s = time.perf_counter() - start
         marks: list[float] = []
 
         def on_step(done: int, total: int) -> None:
@@ -95,7 +105,7 @@ def bench_rank(run, frames_file: str, profile: bool):
         if not state.is_main:
             return None
         np.save(frames_file, result.frames)
-        return {"load_s": load_s, "e2e_s": e2e_s, "step_s": list(np.diff(marks)), "timings": result.timings,
+        return {"load_s": load_s, "warmup_s": warmup_s, "e2e_s": e2e_s, "step_s": list(np.diff(marks)), "timings": result.timings,
                 "peak_alloc_gib": peak, "comm": comm}
     finally:
         shutdown()
@@ -121,7 +131,7 @@ def _profiled_step(generator, state) -> dict:
     return {"nccl_ms": nccl / 1e3, "all_kernels_ms": total / 1e3, "nccl_kernels_ms": by_kind}
 
 
-def run_layout(base: dict, spec: str, steps: int, profile: bool, workdir: Path) -> dict:
+def run_layout(base: dict, spec: str, steps: int, profile: bool, workdir: Path, warmup: bool = False) -> dict:
     """Run one layout in its own process group; its timings, and where rank 0's frames are."""
     from sgld.run_config import run_config_from_options
     from sgld.parallel.launch import launch_function
@@ -130,7 +140,7 @@ def run_layout(base: dict, spec: str, steps: int, profile: bool, workdir: Path) 
     run = run_config_from_options(options)
     frames_file = str(workdir / f"{spec.replace(':', '_').replace(',', '_').replace('=', '')}.npy")
     start = time.perf_counter()
-    row = launch_function(run, bench_rank, run, frames_file, profile)[0]
+    row = launch_function(run, bench_rank, run, frames_file, profile, warmup)[0]
     row.update(layout=spec, wall_s=time.perf_counter() - start, frames_file=frames_file)
     return row
 
@@ -164,6 +174,8 @@ def main() -> None:
     parser.add_argument("--profile", nargs="*", default=[], help="layouts to profile one step of")
     parser.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE",
                         help="extra sgld options for every layout, e.g. enable_torch_compile=true")
+    parser.add_argument("--warmup", action="store_true",
+                        help="one 2-step generation before the timed one (compiled runs: time a warm process)")
     parser.add_argument("--out", help="JSON file for the rows")
     args = parser.parse_args()
     spec = dict(WORKLOADS[args.workload])
@@ -178,7 +190,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sgld-scaling-") as workdir:
         for layout in args.layouts:
             try:
-                row = run_layout(base, layout, args.steps, layout in args.profile, Path(workdir))
+                row = run_layout(base, layout, args.steps, layout in args.profile, Path(workdir), args.warmup)
             except Exception as exc:  # noqa: BLE001 - one failed layout must not lose the others' rows
                 row = {"layout": layout, "error": str(exc)[-500:]}
                 print(f"{layout}: FAILED {row['error']}", flush=True)

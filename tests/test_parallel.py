@@ -83,22 +83,25 @@ def test_parallel_layout_equals_single_process(name, model, layout, single, inpu
     assert diff <= TOLERANCE, f"{name}: max per-pixel difference {diff}/255"
 
 
-@pytest.mark.parametrize("layout", [dict(ulysses_degree=2), dict(ring_degree=2)], ids=["ulysses2", "ring2"])
-def test_compiled_sequence_parallel_serves_uneven_and_even_sizes(layout, single):
+@pytest.mark.parametrize("model,layout", [("tiny-flux", dict(ulysses_degree=2)), ("tiny-wan-t2v", dict(ring_degree=2))],
+                         ids=["flux-ulysses2", "wan-ring2"])
+def test_compiled_sequence_parallel_serves_uneven_and_even_sizes(model, layout, single):
     """Compile with sequence parallelism: an even size runs the compiled plain split, an uneven one the
-    "anything" split uncompiled (dynamo cannot trace it), and the compiler's stance is restored after it."""
+    "anything" split uncompiled (dynamo cannot trace it), and the compiler's stance is restored after it.
+    FLUX's split hooks sit outside the compiled blocks, Wan's on its first block, inside them."""
     from sgld.parallel.launch import launch
     from sgld.run_config import run_config_from_options
-    from tests.support.compiled_parallel import SIZES, uneven_then_even
+    from tests.support.compiled_parallel import SIZES, size_options, uneven_then_even
 
-    base = dict(model_path="tiny-flux", prompt="a red fox running through fresh snow", seed=3, num_inference_steps=2)
+    base = dict(model_path=model, prompt="a red fox running through fresh snow", seed=3, num_inference_steps=2)
     run = run_config_from_options({**base, "save_output": False, "num_gpus": 2, "enable_torch_compile": True, **layout})
     result = launch(run, uneven_then_even)
     assert result["stance"] == "default" and result["graphs"] > 0
-    for height, width in SIZES:
-        reference = single(f"flux-{height}x{width}", dict(model_path="tiny-flux", height=height, width=width))
-        diff = np.abs(result["frames"][(height, width)].astype(int) - reference).max()
-        assert diff <= TOLERANCE, f"{layout} {height}x{width}: max per-pixel difference {diff}/255"
+    for size in SIZES[model]:
+        options = dict(model_path=model, **size_options(*size))
+        reference = single(repr(sorted(options.items())), options)
+        diff = np.abs(result["frames"][size].astype(int) - reference).max()
+        assert diff <= TOLERANCE, f"{model} {layout} {size}: max per-pixel difference {diff}/255"
 
 
 def test_a_failing_rank_ends_the_group_with_its_message(sgld_home):

@@ -59,8 +59,11 @@ def _failure_message(exc) -> str:
     message = failure.message
     if isinstance(message, dict):
         message = message.get("message", json.dumps(message))
-    text = str(message or f"exit code {failure.exitcode}").strip().splitlines()
-    return f"rank {rank} failed: {text[-1] if text else 'no message'}"
+    text = [line for line in str(message or f"exit code {failure.exitcode}").strip().splitlines() if line.strip()]
+    if not text:
+        return f"rank {rank} failed: no message"
+    # A traceback ends with the error; an error's own text (dynamo's, several lines of hints) starts with it.
+    return f"rank {rank} failed: {text[-1] if text[0].startswith('Traceback') else text[0]}"
 
 
 def rank_main(run: RunConfig, body: RankBody):

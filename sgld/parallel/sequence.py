@@ -209,6 +209,26 @@ class ShardLayoutHooks:
             self._eager = None
 
 
+def _resolve_hook_signatures(transformer: torch.nn.Module) -> None:
+    """Fill each split hook's parameter positions now, eagerly.
+
+    A hook on a repeated block (Wan's ``blocks.0``, Qwen-Image's ``transformer_blocks.*``) runs inside
+    the compiled block; on its first call it reads the block's signature with ``inspect``, which dynamo
+    cannot trace.
+    """
+    import inspect
+
+    from diffusers.hooks.context_parallel import ContextParallelSplitHook
+
+    for module in transformer.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        for hook in getattr(registry, "hooks", {}).values():
+            metadata = getattr(hook, "module_forward_metadata", None)
+            if isinstance(hook, ContextParallelSplitHook) and metadata is not None and metadata._cls is not None:
+                names = list(inspect.signature(metadata._cls.forward).parameters)[1:]  # without self
+                metadata.cached_parameter_indices = {name: i for i, name in enumerate(names)}
+
+
 def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState) -> None:
     """Shard ``transformer``'s token sequence over the run's ring x Ulysses ranks."""
     from diffusers import ContextParallelConfig
@@ -229,6 +249,7 @@ def enable_sequence_parallel(transformer: torch.nn.Module, state: ParallelState)
             transformer.enable_parallelism(config=config)
     else:
         transformer.enable_parallelism(config=config)
+    _resolve_hook_signatures(transformer)
     layout = ShardLayoutHooks(transformer, config, state)
     transformer.register_forward_pre_hook(layout.before, with_kwargs=True, prepend=True)
     transformer.register_forward_hook(layout.after, with_kwargs=True, always_call=True)

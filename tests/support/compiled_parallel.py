@@ -9,7 +9,14 @@ from typing import Any
 
 from sgld.config.schema import RunConfig
 
-SIZES = ((48, 48), (64, 64))  # tiny FLUX: 9 image tokens (uneven over 2 ranks), then 16 (even)
+# (height, width, frames) per model: first a size whose tokens do not split over 2 ranks, then one that does.
+# Tiny FLUX: 9 image tokens, then 16; tiny Wan (patch 1x2x2 on a 4x-downsampled latent): 27, then 48.
+SIZES = {"tiny-flux": ((48, 48, None), (64, 64, None)), "tiny-wan-t2v": ((48, 48, 9), (64, 64, 9))}
+
+
+def size_options(height: int, width: int, frames: int | None) -> dict:
+    """The generate options of one size."""
+    return {"height": height, "width": width, **({"num_frames": frames} if frames else {})}
 
 
 def uneven_then_even(run: RunConfig, state: Any) -> dict:
@@ -20,6 +27,7 @@ def uneven_then_even(run: RunConfig, state: Any) -> dict:
     from sgld.api import DiffGenerator
 
     generator = DiffGenerator.from_run_config(run, state)
-    frames = {size: generator.generate(height=size[0], width=size[1], return_frames=True).frames for size in SIZES}
+    frames = {size: generator.generate(**size_options(*size), return_frames=True).frames
+              for size in SIZES[run.model.path]}
     return {"frames": frames, "stance": torch._dynamo.eval_frame._stance.stance,
             "graphs": counters["stats"]["unique_graphs"]}
