@@ -49,15 +49,25 @@ def _cpu_as_one_device() -> Iterator[None]:
 
 
 def _fa3_with_lse(q, k, v, dropout_p, is_causal, scale):
-    """FlashAttention-3 through diffusers' traceable op (Hopper only; 684 vs 570 TFLOP/s for cuDNN at Wan 480p)."""
+    """FlashAttention-3 through diffusers' traceable op (Hopper only; 684 vs 570 TFLOP/s for cuDNN at Wan 480p).
+
+    Only offered where ``_fa3_usable`` (checked eagerly: compiled blocks trace this body).
+    """
     from diffusers.models import attention_dispatch
 
-    if (dropout_p or not attention_dispatch._CAN_USE_FLASH_ATTN_3 or importlib.util.find_spec("flash_attn_interface") is None
-            or torch.cuda.get_device_capability(q.device)[0] != 9):
-        raise RuntimeError("FlashAttention-3 is not installed or not for this GPU")
+    if dropout_p:
+        raise RuntimeError("FlashAttention-3's forward has no dropout")
     out, lse = attention_dispatch._wrapped_flash_attn_3(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                         softmax_scale=scale, causal=is_causal)
     return out.transpose(1, 2), lse.transpose(1, 2)  # the op's layouts: (B, S, H, D) and (B, S, H)
+
+
+def _fa3_usable(device: torch.device) -> bool:
+    from diffusers.models import attention_dispatch
+
+    return (device.type == "cuda" and attention_dispatch._CAN_USE_FLASH_ATTN_3
+            and importlib.util.find_spec("flash_attn_interface") is not None
+            and torch.cuda.get_device_capability(device)[0] == 9)
 
 
 def _cudnn_with_lse(q, k, v, dropout_p, is_causal, scale):
@@ -82,13 +92,19 @@ _CUDA_LSE_KERNELS = (_fa3_with_lse, _cudnn_with_lse, _flash_with_lse, _efficient
 _chosen_cuda_kernel: dict = {}
 
 
+def _cuda_lse_kernels(device: torch.device) -> tuple:
+    return _CUDA_LSE_KERNELS if _fa3_usable(device) else _CUDA_LSE_KERNELS[1:]
+
+
 def _attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, is_causal: bool,
                         scale) -> tuple[torch.Tensor, torch.Tensor]:
     """SDPA that also returns the log-sum-exp; (B, H, S, D) in, (out (B, H, S, D), lse (B, H, S)) out."""
     if q.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout_p, is_causal, scale=scale)
-    return run_first_working(_CUDA_LSE_KERNELS, _chosen_cuda_kernel, (q.dtype, q.shape[-1]),
-                             q, k, v, dropout_p, is_causal, scale)
+    key = (q.dtype, q.shape[-1])
+    if key in _chosen_cuda_kernel:  # chosen before any trace (choose_attention_kernel)
+        return _chosen_cuda_kernel[key](q, k, v, dropout_p, is_causal, scale)
+    return run_first_working(_cuda_lse_kernels(q.device), _chosen_cuda_kernel, key, q, k, v, dropout_p, is_causal, scale)
 
 
 def run_first_working(kernels, chosen: dict, key, *args):
@@ -113,7 +129,7 @@ def choose_attention_kernel(device: torch.device, dtype: torch.dtype, head_dim: 
     if device.type != "cuda":
         return "sdpa"
     x = torch.zeros(1, 1, 128, head_dim, device=device, dtype=dtype)
-    run_first_working(_CUDA_LSE_KERNELS, _chosen_cuda_kernel, (dtype, head_dim), x, x, x, 0.0, False, None)
+    run_first_working(_cuda_lse_kernels(device), _chosen_cuda_kernel, (dtype, head_dim), x, x, x, 0.0, False, None)
     return _chosen_cuda_kernel[(dtype, head_dim)].__name__.removeprefix("_").removesuffix("_with_lse")
 
 
