@@ -53,12 +53,12 @@ def _fa3_with_lse(q, k, v, dropout_p, is_causal, scale):
 
     Only offered where ``_fa3_usable`` (checked eagerly: compiled blocks trace this body).
     """
-    from diffusers.models import attention_dispatch
-
     if dropout_p:
         raise RuntimeError("FlashAttention-3's forward has no dropout")
-    out, lse = attention_dispatch._wrapped_flash_attn_3(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                        softmax_scale=scale, causal=is_causal)
+    # diffusers registers the op (a fake kernel included) when flash_attn_3 imports; torch.ops traces, imports do not.
+    out, lse = torch.ops._diffusers_flash_attn_3._flash_attn_forward(q.transpose(1, 2), k.transpose(1, 2),
+                                                                     v.transpose(1, 2), softmax_scale=scale,
+                                                                     causal=is_causal)
     return out.transpose(1, 2), lse.transpose(1, 2)  # the op's layouts: (B, S, H, D) and (B, S, H)
 
 
