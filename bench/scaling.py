@@ -80,6 +80,10 @@ def bench_rank(run, frames_file: str, profile: bool, warmup: bool = False):
         generator = DiffGenerator.from_run_config(run, state)
         _sync(state.device)
         load_s = time.perf_counter() - start
+        if os.environ.get("SGLD_BENCH_COMM_OVERLAP") == "0":  # A/B of the compiled blocks' comm reordering
+            import torch._inductor.config as inductor
+
+            inductor.reorder_for_compute_comm_overlap = False
         warmup_s = None
         if warmup:
             start = time.perf_counter()

@@ -51,6 +51,14 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch
     return DitSetup(hooks, backend)
 
 
-def compile_transformer(module: torch.nn.Module, backend: str) -> None:
-    """Regional compile of the repeated blocks, after everything that changes the modules (LoRA layers)."""
+def compile_transformer(module: torch.nn.Module, backend: str, sequence_parallel: bool = False) -> None:
+    """Regional compile of the repeated blocks, after everything that changes the modules (LoRA layers).
+
+    ``sequence_parallel``: the blocks hold all-to-alls; Inductor is asked to move them early, over
+    independent compute (the projections of the other inputs, FLUX's parallel MLP).
+    """
+    if sequence_parallel:
+        import torch._inductor.config as inductor
+
+        inductor.reorder_for_compute_comm_overlap = True
     module.compile_repeated_blocks(fullgraph=compiles_fullgraph(backend))

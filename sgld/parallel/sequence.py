@@ -48,25 +48,36 @@ def _cpu_as_one_device() -> Iterator[None]:
         torch.accelerator.device_count = original
 
 
-def _fa3_with_lse(q, k, v, dropout_p, is_causal, scale):
-    """FlashAttention-3 through diffusers' traceable op (Hopper only; 684 vs 570 TFLOP/s for cuDNN at Wan 480p).
+@torch.library.custom_op("sgld::fa3_forward", mutates_args=(), device_types="cuda")
+def fa3_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float | None = None,
+                causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """FlashAttention-3's forward as a traceable op: (B, S, H, D) in; out (B, S, H, D) and fp32 lse (B, H, S).
 
-    Only offered where ``_fa3_usable`` (checked eagerly: compiled blocks trace this body).
+    Our own registration: diffusers' op declares its log-sum-exp as (B, S, H) in the input's dtype
+    while the kernel returns a transposed fp32 tensor, which compiled code asserts against.
     """
+    from flash_attn_interface import flash_attn_func
+
+    out, lse = flash_attn_func(q, k, v, softmax_scale=softmax_scale, causal=causal, return_attn_probs=True)[:2]
+    return out.contiguous(), lse.contiguous()
+
+
+@fa3_forward.register_fake
+def _(q, k, v, softmax_scale=None, causal=False):
+    batch, seq, heads, _ = q.shape
+    return q.new_empty(q.shape), q.new_empty((batch, heads, seq), dtype=torch.float32)
+
+
+def _fa3_with_lse(q, k, v, dropout_p, is_causal, scale):
+    """FlashAttention-3 (Hopper only; 684 vs 570 TFLOP/s for cuDNN at Wan 480p); offered where ``_fa3_usable``."""
     if dropout_p:
         raise RuntimeError("FlashAttention-3's forward has no dropout")
-    # diffusers registers the op (a fake kernel included) when flash_attn_3 imports; torch.ops traces, imports do not.
-    out, lse = torch.ops._diffusers_flash_attn_3._flash_attn_forward(q.transpose(1, 2), k.transpose(1, 2),
-                                                                     v.transpose(1, 2), softmax_scale=scale,
-                                                                     causal=is_causal)
-    return out.transpose(1, 2), lse.transpose(1, 2)  # the op's layouts: (B, S, H, D) and (B, S, H)
+    out, lse = fa3_forward(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale, is_causal)
+    return out.transpose(1, 2), lse  # (B, H, S, D) and (B, H, S), as the other kernels
 
 
 def _fa3_usable(device: torch.device) -> bool:
-    from diffusers.models import attention_dispatch
-
-    return (device.type == "cuda" and attention_dispatch._CAN_USE_FLASH_ATTN_3
-            and importlib.util.find_spec("flash_attn_interface") is not None
+    return (device.type == "cuda" and importlib.util.find_spec("flash_attn_interface") is not None
             and torch.cuda.get_device_capability(device)[0] == 9)
 
 

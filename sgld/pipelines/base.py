@@ -86,7 +86,7 @@ class Pipeline:
             self.loras.apply(self.defaults)
         if run.model.enable_torch_compile:
             for name, module in self.dits.items():
-                compile_transformer(module, self._backends[name])
+                compile_transformer(module, self._backends[name], sequence_parallel=(run.parallel.sp_size or 1) > 1)
         if run.model.cuda_graphs:  # last: it captures the forward as everything above left it
             from sgld.models.cuda_graph import enable_cuda_graphs
 
