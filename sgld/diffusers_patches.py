@@ -1,8 +1,8 @@
 """Every change sgld makes to diffusers' internals, in one place, checked against the version it was written for.
 
-Each patch is inert until its feature runs: the attention op and the ring attention serve only
-sequence-parallel forwards, the padded gather only uneven shards, and the windowed dispatch only acts
-while a sliding-tile processor is active.
+Each patch is inert until its feature runs: the log-sum-exp attention op answers only calls that ask
+for the log-sum-exp (ring attention), the padded gather only serves sequence-parallel runs, and the
+windowed dispatch only acts while a sliding-tile processor is active.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ WRITTEN_FOR = "0.42.1"
 def _patches() -> list[tuple[str, str, Callable[[Callable], Callable], str]]:
     """(module, attribute, wrap(original) -> replacement, what it is for)."""
     from sgld.models.sliding_tile import windowed_dispatch
-    from sgld.parallel.sequence import gathered_kv_ring, lse_attention_op, pad_gather_anything
+    from sgld.parallel.sequence import lse_attention_op, pad_gather_anything
 
     return [
         ("diffusers.models.attention_dispatch", "_native_attention_forward_op", lse_attention_op,
          "ring attention (the native op returns no log-sum-exp)"),
-        ("diffusers.models.attention_dispatch", "TemplatedRingAttention", gathered_kv_ring,
-         "ring attention as one kernel call over the gathered keys and values"),
         ("diffusers.hooks.context_parallel", "_all_gather_anything", lambda original: pad_gather_anything,
          "sequence parallelism with uneven shards on gloo"),
         ("diffusers.models.transformers.transformer_hunyuan_video", "dispatch_attention_fn", windowed_dispatch,

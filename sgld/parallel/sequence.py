@@ -165,41 +165,6 @@ def lse_attention_op(original):
     return forward_op
 
 
-def gathered_kv_ring(original):
-    """diffusers' ring attention (equal shards) as one kernel call per rank; installed by ``sgld.diffusers_patches``.
-
-    diffusers' ring all-gathers every rank's keys and values first, then attends to each chunk in turn
-    and merges the partial results through their log-sum-exps. With all of them gathered anyway, one
-    call over the whole key sequence gives the same softmax without the merges (fp32 elementwise
-    passes over the output) and with fewer, larger kernel launches: on 2 H200s FLUX.1 1024² ring-2
-    took 0.085 s/step the chunked way. Masked or causal attention keeps diffusers' path.
-    """
-
-    class GatheredKVRingAttention(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, return_lse,
-                    forward_op, backward_op, _parallel_config=None):
-            if attn_mask is not None or is_causal:
-                return original.forward(ctx, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
-                                        return_lse, forward_op, backward_op, _parallel_config)
-            import torch.distributed._functional_collectives as funcol
-
-            config = _parallel_config.context_parallel_config
-            kv = torch.stack([key, value]).contiguous()  # (2, B, S, H, D)
-            gathered = funcol.all_gather_tensor(kv.flatten(), gather_dim=0, group=config._ring_mesh.get_group())
-            gathered = gathered.view(config.ring_degree, *kv.shape)  # (ranks, 2, B, S, H, D), rank order = sequence order
-            two, batch, seq, heads, dim = kv.shape
-            full = gathered.permute(1, 2, 0, 3, 4, 5).reshape(two, batch, config.ring_degree * seq, heads, dim)
-            return forward_op(ctx, query, full[0], full[1], None, dropout_p, is_causal, scale, enable_gqa, return_lse,
-                              _save_ctx=False, _parallel_config=_parallel_config)
-
-        @staticmethod
-        def backward(ctx, *grads):
-            raise RuntimeError("sgld's ring attention is for inference (no backward)")
-
-    return GatheredKVRingAttention
-
-
 def pad_gather_anything(tensor: torch.Tensor, dim: int, group) -> torch.Tensor:
     """All-gather shards of different lengths along ``dim`` with equal-sized messages (gloo needs them; NCCL is fine with them too)."""
     import torch.distributed as dist
