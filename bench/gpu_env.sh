@@ -1,0 +1,18 @@
+# The GPU benchmark environment, sourced on the GPU machine from the repository root:
+#   source bench/gpu_env.sh
+# Wheels from .whl/ (../shared/tools/gpu-wheels.sh, carried) go into .site; FlashAttention-3 is built once per
+# machine into /tmp/fa3whl from build/fa3src.tgz (flash-attention's hopper/ and README.md, plus the cutlass
+# include/ its submodule names, as csrc/cutlass/include; carried) unless a flash_attn_3 wheel is in .whl/.
+set -u
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target .site $(ls .whl/* | grep -v flash_attn_3) >/dev/null 2>&1
+export PYTHONPATH=$PWD/.site:$PWD HF_HUB_OFFLINE=1 SGLD_HOME=/tmp/sgld
+mkdir -p /tmp/fa3whl; cp .whl/flash_attn_3-*.whl /tmp/fa3whl/ 2>/dev/null
+if ! ls /tmp/fa3whl/flash_attn_3-*.whl >/dev/null 2>&1; then
+  start=$(date +%s)
+  rm -rf /tmp/fa3 && mkdir -p /tmp/fa3 && tar xzf build/fa3src.tgz -C /tmp/fa3
+  MAX_JOBS=${FA3_JOBS:-32} NVCC_THREADS=4 bash bench/build_fa3.sh /tmp/fa3/fa3src /tmp/fa3whl > $OUT/fa3_build.log 2>&1
+  echo "FA3 build: rc $? in $(( $(date +%s) - start )) s"
+fi
+python3 -m pip install -q --no-index --no-deps --no-cache-dir --target .site /tmp/fa3whl/flash_attn_3-*.whl >/dev/null 2>&1
+python3 -c "import flash_attn_interface, importlib.metadata as m; print('FA3', m.version('flash_attn_3'))"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
