@@ -29,7 +29,7 @@ def compile_for_serving(run: RunConfig, cuda: Optional[bool] = None) -> RunConfi
     """Decide ``model.enable_torch_compile`` where the run left it unset (auto); an explicit value stays.
 
     Auto compiles when serving on a CUDA GPU and nothing else in the run conflicts with it; switchable
-    LoRA adapters keep it off (a compiled DiT runs one adapter per request). ``cuda``: whether the run's
+    LoRA adapters keep it off (a compiled DiT runs one adapter per request; a fixed set is merged first). ``cuda``: whether the run's
     device is a CUDA GPU (default: resolved from ``run.device``).
     """
     if run.model.enable_torch_compile is not None:
@@ -43,8 +43,8 @@ def compile_for_serving(run: RunConfig, cuda: Optional[bool] = None) -> RunConfi
     reason = None
     if not cuda:
         reason = "not on a CUDA GPU"
-    elif run.server.lora_dir or run.model.loras:
-        reason = "LoRA adapters are configured (compiled, requests could run only one adapter each)"
+    elif run.server.lora_dir or run.model.lora_merge_mode == "dynamic":
+        reason = "LoRA adapters are switchable (compiled, a request could run only one adapter)"
     else:
         try:
             check_conflicts(decided)

@@ -213,7 +213,8 @@ def test_cuda_graphs_run_without_graphs_on_cpu_saying_so(tiny_wan_folder, tiny_w
 
 @pytest.mark.parametrize("other,named", [({"cache": "first_block"}, "model.cache=first_block"),
                                          ({"dit_cpu_offload": True}, "offload.dit=model"),
-                                         ({"num_gpus": 2, "ulysses_degree": 2}, "sequence parallelism")])
+                                         ({"num_gpus": 2, "ulysses_degree": 2}, "sequence parallelism"),
+                                         ({"lora_path": "x.safetensors"}, r"LoRA adapters \(model.loras")])
 def test_cuda_graphs_refuse_what_moves_weights_or_changes_the_forward(other, named):
     from sgld.run_config import run_config_from_options
 

@@ -68,7 +68,7 @@ CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     (CUDA_GRAPHS, DIT_MOVES, "a graph replays reads of the weights where they were at capture; offloading moves them"),
     (CUDA_GRAPHS, CACHE, "the cache decides per step which blocks run, a graph replays all it captured"),
     (CUDA_GRAPHS, SLIDING_TILES, "the sliding-tile windows change per step and layer"),
-    (CUDA_GRAPHS, LORA_SWITCHING, "switching adapters changes the forward's path, which a graph does not see"),
+    (CUDA_GRAPHS, LORAS, "switching, merging or unmerging adapters changes the forward's path, which a graph does not see"),
     # Measured on 2 H200s (FLUX ring-2, compiled): the ranks hung at the capture; the timed run never finished.
     (CUDA_GRAPHS, SEQUENCE_PARALLEL, "capturing the forward with its collectives hung on 2 H200s (not supported)"),
     (TEXT_ENCODER_TP, TEXT_ENCODER_OFFLOAD,

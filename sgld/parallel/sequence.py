@@ -6,7 +6,7 @@ Qwen-Image, Ulysses all-to-all and ring attention with log-sum-exp merging. We g
 our device mesh and fill the gaps that stop it on CPU/gloo: it derives the device from
 ``torch.accelerator.device_count()`` (0 on CPU; overridden while parallelism is enabled), its
 native SDPA op returns no log-sum-exp, which ring attention needs (``lse_attention_op`` uses
-ATen's kernels that do: flash on CPU; on CUDA cuDNN, else flash, else memory-efficient), and
+kernels that do: ATen's flash on CPU; on CUDA FA3 where installed, else cuDNN, flash, memory-efficient), and
 its gather of uneven shards sends unequal messages, which gloo refuses (``pad_gather_anything``).
 The last two replace diffusers internals: ``sgld.diffusers_patches`` installs them.
 
