@@ -26,7 +26,6 @@ def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
     import waitress
 
     from server import create_app
-
     from server.warmup import compile_for_serving
 
     start = time.perf_counter()
