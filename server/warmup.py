@@ -68,8 +68,9 @@ def warmup_requests(run: RunConfig) -> list[dict[str, Any]]:
 def warm_up(engine: Any, run: RunConfig) -> list[dict[str, Any]]:
     """Run each warm-up size on ``engine`` (``WARMUP_STEPS`` steps, nothing saved); what ran and how long each took.
 
-    A model that transforms an image gets a plain gray one of the run's size. Raises what the engine
-    raises: a size the model refuses, or a compile that fails, must stop the server from saying ready.
+    A model that transforms an image gets a plain gray one (of the warm-up size; 512² for the default).
+    Raises what the engine raises: a size the model refuses, or a compile that fails, must stop the
+    server from saying ready.
     """
     from sgld.api import BatchItem
 
@@ -88,7 +89,7 @@ def warm_up(engine: Any, run: RunConfig) -> list[dict[str, Any]]:
             took = {"size": label, "batch": 1, "seconds": round(time.perf_counter() - start, 2)}
             done.append(took)
             log.info("warm-up %s: %.1f s", label, took["seconds"])
-            if _batches(engine, run, checked):
+            if _batches(engine, run, checked, video=spec.output == OutputKind.video):
                 start = time.perf_counter()
                 for outcome in engine.generate_batch([BatchItem(dict(options)), BatchItem(dict(options))],
                                                      max_batch_size=2):
@@ -99,10 +100,11 @@ def warm_up(engine: Any, run: RunConfig) -> list[dict[str, Any]]:
     return done
 
 
-def _batches(engine: Any, run: RunConfig, checked: RunConfig) -> bool:
-    """Whether the server would put requests of this size together (then batch sizes past 1 trace once more)."""
+def _batches(engine: Any, run: RunConfig, checked: RunConfig, video: bool) -> bool:
+    """Whether the server would put requests of this size together (then batch sizes past 1 trace once more);
+    the same bound as the job service's batch key (``server.batch_max_pixels``)."""
     s = checked.sampling
-    pixels = s.width * s.height * (s.num_frames or 1)
+    pixels = s.width * s.height * (s.num_frames if video else 1)
     return run.server.max_batch_size > 1 and engine.batch_limit() > 1 and pixels <= run.server.batch_max_pixels
 
 
