@@ -63,3 +63,10 @@ def load_engine(run: RunConfig, on_failure: Callable[[str], None]) -> Engine:
         engine.start()
         return engine
     return DiffGenerator.from_run_config(run)
+
+
+def within_batch_pixels(sampling: Any, video: bool, batch_max_pixels: int) -> bool:
+    """Whether a sample of this size may share a forward with others: width x height (x frames for video) within
+    ``server.batch_max_pixels`` (a larger one already fills the GPU alone)."""
+    frames = sampling.num_frames if video else 1
+    return sampling.width * sampling.height * frames <= batch_max_pixels

@@ -27,7 +27,7 @@ from sgld.config.schema import RunConfig
 from sgld.errors import UserError
 from sgld.models.folder_model import FolderModel
 
-from server.engine import Engine, EngineLoader, load_engine
+from server.engine import Engine, EngineLoader, load_engine, within_batch_pixels
 from server.outputs import OutputFiles
 from server.store import Job, JobStore, now, redacted, store_url
 from server.warmup import warm_up
@@ -441,8 +441,7 @@ class JobService:
         s = run.sampling
         if s.height is None or s.width is None:
             return None
-        frames = s.num_frames if self.engine.pipeline.spec.output == "video" else 1
-        if s.width * s.height * frames > self.run.server.batch_max_pixels:
+        if not within_batch_pixels(s, self.engine.pipeline.spec.output == "video", self.run.server.batch_max_pixels):
             return None
         loras = json.dumps(job.options.get("loras"), sort_keys=True)
         return (self.engine.pipeline.spec.batch_key(Request.from_sampling(s)), loras)

@@ -16,9 +16,11 @@ from typing import Any, Optional
 
 from sgld.config.conflicts import check_conflicts
 from sgld.config.schema import RunConfig
-from sgld.families import OutputKind
 from sgld.config.validate import warmup_size_options
 from sgld.errors import ConfigError
+from sgld.families import OutputKind
+
+from server.engine import within_batch_pixels
 
 log = logging.getLogger("sgld.server")
 
@@ -101,11 +103,9 @@ def warm_up(engine: Any, run: RunConfig) -> list[dict[str, Any]]:
 
 
 def _batches(engine: Any, run: RunConfig, checked: RunConfig, video: bool) -> bool:
-    """Whether the server would put requests of this size together (then batch sizes past 1 trace once more);
-    the same bound as the job service's batch key (``server.batch_max_pixels``)."""
-    s = checked.sampling
-    pixels = s.width * s.height * (s.num_frames if video else 1)
-    return run.server.max_batch_size > 1 and engine.batch_limit() > 1 and pixels <= run.server.batch_max_pixels
+    """Whether the server would put requests of this size together (then batch sizes past 1 trace once more)."""
+    return (run.server.max_batch_size > 1 and engine.batch_limit() > 1
+            and within_batch_pixels(checked.sampling, video, run.server.batch_max_pixels))
 
 
 def _gray_image(folder: Path, width: int, height: int) -> str:
