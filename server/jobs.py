@@ -135,6 +135,9 @@ class JobService:
         self._wake = threading.Condition()  # a job was submitted here: look at the queue now
         self._stop = threading.Event()
         self._draining = threading.Event()
+        # Held from a claim in the store until the job is in _running: drain() waits on it, so a job claimed
+        # as draining begins is seen (finished or given back), never left in_progress until its lease lapses.
+        self._claim_lock = threading.Lock()
         self._load_lock = threading.Lock()
         for worker in self.workers:
             worker.thread = threading.Thread(target=self._work, args=(worker,), name=f"sgld-engine-worker-{worker.index}",
@@ -171,6 +174,8 @@ class JobService:
     def drain(self, timeout: float) -> None:
         """Stop claiming jobs; let the running one finish within ``timeout`` seconds, else give it back to the queue."""
         self._draining.set()
+        with self._claim_lock:  # a claim under way lands in _running first; none starts after this
+            pass
         deadline = time.monotonic() + timeout
         while self._running and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -373,8 +378,16 @@ class JobService:
     # -- the worker ------------------------------------------------------------------------------
 
     def _next(self, worker: EngineWorker) -> Optional[Job]:
-        """Claim the oldest queued job of this model for ``worker``, waiting up to ``POLL_S`` for one."""
-        job = self.store.claim(self.model_id, worker.id, self.run.server.lease_s)
+        """Claim the oldest queued job of this model for ``worker``, waiting up to ``POLL_S`` for one.
+
+        A claimed job is in ``_running`` before this returns (draining waits for it); none is claimed once
+        the replica drains."""
+        with self._claim_lock:
+            if self._draining.is_set():
+                return None
+            job = self.store.claim(self.model_id, worker.id, self.run.server.lease_s)
+            if job is not None:
+                self._running.add(job.id)
         if job is None:
             with self._wake:
                 self._wake.wait(self.POLL_S)
@@ -400,6 +413,7 @@ class JobService:
                 self.metrics.claimed.inc()
             if not worker.alive:
                 self._fail(job, "model_unavailable", f"the model failed to load: {self.load_error or worker.failure}")
+                self._running.discard(job.id)
                 self._finish(job.id)
                 continue
             jobs = [job]
@@ -452,15 +466,20 @@ class JobService:
         count = self.samples(job)
         if limit <= 1 or count >= limit or job.batch_key is None:
             return [job]
-        self._running.add(job.id)  # its lease is renewed while the batch fills
         jobs = [job]
         start = time.perf_counter()
         deadline = start + self.run.server.batch_wait_ms / 1000
         while count < limit:
-            other = self.store.claim(self.model_id, worker.id, self.run.server.lease_s, batch_key=job.batch_key)
+            with self._claim_lock:
+                if self._draining.is_set():
+                    break
+                other = self.store.claim(self.model_id, worker.id, self.run.server.lease_s, batch_key=job.batch_key)
+                if other is not None:
+                    self._running.add(other.id)
             if other is not None:
                 if count + self.samples(other) > limit:  # too many images for this batch: it waits for the next
                     self.store.release(other.id, worker.id)
+                    self._running.discard(other.id)
                     break
                 jobs.append(other)
                 count += self.samples(other)
@@ -481,7 +500,6 @@ class JobService:
         started = time.perf_counter()
         items, owners = [], []
         for job in jobs:
-            self._running.add(job.id)  # claimed: in_progress under this replica's lease
             for item in self._items(job, self._progress(job)):
                 items.append(item)
                 owners.append(job.id)

@@ -86,11 +86,13 @@ def run_as_rank(run: RunConfig, body: RankBody):
 
     state = init_distributed(run)
     quiet_other_ranks(state)
+    finished = False
     try:
         result = body(run, state)
+        finished = True
     except UserError as exc:
         # The message must reach the launcher: raise a plain error that @record writes out.
         raise RuntimeError(str(exc)) from None
     finally:
-        shutdown()
+        shutdown(together=finished)
     return result if state.is_main else None

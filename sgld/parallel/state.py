@@ -95,9 +95,17 @@ def init_distributed(run: RunConfig) -> ParallelState:
                          par.ulysses_degree, mesh, par.tp_size, tp_mesh)
 
 
-def shutdown() -> None:
-    """Leave the process group."""
+def shutdown(together: bool = False) -> None:
+    """Leave the process group; ``together``: first wait for every rank (the run ended normally on all).
+
+    Without that barrier a rank that finishes early (the others still decode and save) could tear its
+    gloo group down while peers' traffic is in flight, and abort at exit ("terminate called without an
+    active exception", seen about once in 15 CPU runs). After a failure the peers may never arrive, so
+    no barrier then.
+    """
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()

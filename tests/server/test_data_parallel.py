@@ -15,7 +15,8 @@ SMALL = dict(size="64x64", extra_body={"num_frames": 5, "num_inference_steps": 2
 
 
 def test_two_engine_workers_run_two_jobs_at_once(tmp_path, tiny_wan_folder):
-    srv = ServerProcess(tmp_path / "out", "--num-gpus", "2", "--dp-size", "2")
+    # No batching: two same-size jobs queued within batch_wait_ms would otherwise share one worker's forward.
+    srv = ServerProcess(tmp_path / "out", "--num-gpus", "2", "--dp-size", "2", "--max-batch-size", "1")
     try:
         srv.start()  # ready (200) once one engine has loaded: they load one after another
         end = time.time() + 60

@@ -132,7 +132,8 @@ def test_sigterm_drains_and_gives_the_running_job_to_another_replica(replicas, p
     running_on(postgres, video.id)
     a.proc.send_signal(signal.SIGTERM)
     assert a.proc.wait(30) == 0 or a.proc.returncode is not None
-    assert "given back to the queue" in a.log.read_text()
+    log_text = a.log.read_text()
+    assert "given back to the queue" in log_text, log_text[-3000:]
     job = rows(postgres)[video.id]
     assert job["status"] == "queued" and job["attempts"] == 0  # released, not counted as a lost attempt
     (b,) = replicas(1)
