@@ -46,6 +46,7 @@ def _serve_as_rank(run: RunConfig, load: RankLoader, jobs: Any, events: Any, can
     state = init_distributed(run)
     parent = os.getppid()
     quiet_other_ranks(state)
+    stopped = False
     try:
         generator = load(run, state)
         control = dist.new_group(backend="gloo", timeout=_IDLE_WAIT)
@@ -56,10 +57,11 @@ def _serve_as_rank(run: RunConfig, load: RankLoader, jobs: Any, events: Any, can
             message = [_next_job(jobs, parent) if state.is_main else None]
             dist.broadcast_object_list(message, src=0, group=control)
             if message[0] == STOP:
+                stopped = True  # every rank got it: they leave together
                 return
             _run_job(generator, state, message[0], events, cancel)
     finally:
-        shutdown()
+        shutdown(together=stopped)
         if os.getppid() != parent:
             # The server was killed: nobody will collect this rank's result, and torch's
             # worker wrapper would wait for that forever. Leave now.
