@@ -4,7 +4,7 @@
 
 Kernels: SDPA as torch picks, SDPA pinned to cuDNN / flash / memory-efficient,
 SageAttention2 (``sageattn``, INT8 QK / FP8 PV) when the ``sageattention`` package is
-installed, and FlashAttention-3 when ``flash_attn_3`` is. Also checks that ``sageattn`` compiles inside ``torch.compile(fullgraph=True)``,
+installed, FlashAttention-3 when ``flash_attn_3`` is, and its FP8 forward when that build has it. Also checks that ``sageattn`` compiles inside ``torch.compile(fullgraph=True)``,
 since sgld compiles the blocks that call it.
 """
 
@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sgld, for its fa3_fp8 backend
 
 # (name, batch, heads, tokens): batch 2 where sgld batches the CFG branches.
 SHAPES = (
@@ -56,9 +58,34 @@ def kernels() -> dict:
             return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
 
         found["fa3"] = fa3
+        found.update(fp8_kernels())
     except ImportError as exc:
         print(f"fa3: not installed ({exc})")
     return found
+
+
+def fp8_kernels() -> dict:
+    """FA3's FP8 forward (when this FA3 build has it): the kernel alone on inputs quantized once, and
+    sgld's ``fa3_fp8`` backend as the model calls it (quantize + kernel, compiled as in a compiled block)."""
+    from sgld.models.fp8_attention import fa3_fp8_forward, fa3_fp8_unavailable_reason, fp8_attention, quantize_per_head
+
+    reason = fa3_fp8_unavailable_reason()
+    if reason:
+        print(f"fa3 fp8: {reason}")
+        return {}
+    cache: dict = {}
+
+    def kernel_only(q, k, v):
+        key = (q.data_ptr(), k.data_ptr(), v.data_ptr())
+        if cache.get("key") != key:  # quantized once per input set: the timed calls run the kernel alone
+            q8, k8, v8 = (quantize_per_head(t.transpose(1, 2), center=t is k) for t in (q, k, v))
+            cache.update(key=key, args=(q8[0], k8[0], v8[0], q8[1], k8[1], v8[1]))
+        return fa3_fp8_forward(*cache["args"]).transpose(1, 2)
+
+    compiled = torch.compile(fp8_attention, fullgraph=True)
+    return {"fa3 fp8 (kernel only)": kernel_only,
+            "fa3 fp8 (sgld backend: quantize + kernel, compiled)":
+                lambda q, k, v: compiled(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)}
 
 
 def time_ms(fn, q, k, v, repeats: int = 10) -> float:

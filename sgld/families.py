@@ -100,7 +100,7 @@ def qwen_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraint
 
 
 # Attention backends that take no attention mask (diffusers raises on one).
-MASKLESS_BACKENDS = ("sage", "fa3")
+MASKLESS_BACKENDS = ("sage", "fa3", "fa3_fp8")
 
 
 @dataclass(frozen=True)

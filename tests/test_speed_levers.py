@@ -60,6 +60,33 @@ def test_speed_benchmark_runs_on_tiny_models(tiny_wan_folder, tmp_path):
     assert "| wan13 | diffusers |" in out.with_suffix(".md").read_text()
 
 
+def test_the_benchmark_counts_attention_flops_of_the_fa3_ops():
+    """bench/speed.py's MFU: FA3's ops (diffusers', sgld's ring and FP8 ones) count as attention."""
+    import importlib.util
+    from pathlib import Path
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = importlib.util.spec_from_file_location("bench_speed", Path(__file__).resolve().parents[1] / "bench/speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    sys.modules["bench_speed"] = speed  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(speed)
+    finally:
+        del sys.modules["bench_speed"]
+    speed.register_attention_flops()
+    speed.register_attention_flops()  # once per op, however often a run counts
+    q = torch.empty(2, 4096, 12, 128, device="meta", dtype=torch.bfloat16)  # (batch, tokens, heads, dim)
+    scales = torch.empty(2, 12, device="meta")
+    expected = 4 * 2 * 12 * 4096 * 4096 * 128
+    for call in (lambda: torch.ops._diffusers_flash_attn_3._flash_attn_forward(q, q, q),
+                 lambda: torch.ops.sgld.fa3_forward(q, q, q),
+                 lambda: torch.ops.sgld.fa3_fp8_forward(q, q, q, scales, scales, scales)):
+        with FlopCounterMode(display=False) as counter:
+            call()
+        assert counter.get_total_flops() == expected
+
+
 def test_layerwise_dit_offload_installs_block_hooks_and_changes_nothing(tiny_wan22_folder):
     """Both experts get diffusers' block-level group offloading; the frames are the resident run's."""
     from sgld import DiffGenerator
@@ -150,7 +177,7 @@ def test_quantization_option_is_checked():
         run_config_from_options({"model_path": "tiny-wan-t2v", "attention_backend": "fa3", "num_gpus": 2})
 
 
-@pytest.mark.parametrize("backend", ["sage", "fa3"])
+@pytest.mark.parametrize("backend", ["sage", "fa3", "fa3_fp8"])
 def test_optional_attention_backends_fall_back_with_a_message_where_they_cannot_run(
         backend, tiny_wan_folder, tiny_wan_generator, caplog):
     import logging

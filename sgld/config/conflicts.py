@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sgld.config.schema import CacheKind, DitOffload, Quantization, RunConfig
+from sgld.families import MASKLESS_BACKENDS
 from sgld.errors import ConfigError
 
 
@@ -35,7 +36,7 @@ SEQUENCE_PARALLEL = Setting("parallel.sp_size", lambda run: (run.parallel.sp_siz
 LAYERWISE = _switch("offload.dit", lambda run: run.offload.dit == DitOffload.layerwise, "offload.dit=layerwise")
 CACHE = _choice("model.cache", lambda run: run.model.cache, CacheKind.none)
 QUANTIZED = _choice("model.quantization", lambda run: run.model.quantization, Quantization.none)
-MASKLESS_ATTENTION = Setting("model.attention_backend", lambda run: run.model.attention_backend in ("sage", "fa3"),
+MASKLESS_ATTENTION = Setting("model.attention_backend", lambda run: run.model.attention_backend in MASKLESS_BACKENDS,
                              lambda run: f"model.attention_backend={run.model.attention_backend}")
 SLIDING_TILES = _switch("model.mask_strategy_file_path", lambda run: bool(run.model.mask_strategy_file_path))
 LORAS = _switch("model.loras", lambda run: bool(run.model.loras) or bool(run.server.lora_dir),

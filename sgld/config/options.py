@@ -82,7 +82,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("vae_precision", "vae.precision", str, "VAE precision", SERVER, choices(Precision)),
     Option("vae_tiling", "vae.tiling", bool, "decode the VAE in tiles (less memory)", SERVER),
     Option("vae_sp", "vae.sp", bool, "split VAE decode tiles across ranks", SERVER),
-    Option("attention_backend", "model.attention_backend", str, "attention kernel: auto (FlashAttention-3 where installed on Hopper, else SDPA), fa3, sage (8-bit, lossy), cudnn, flash, efficient, math", SERVER, choices(AttentionBackend)),
+    Option("attention_backend", "model.attention_backend", str, "attention kernel: auto (FlashAttention-3 where installed on Hopper, else SDPA), fa3, fa3_fp8 (FlashAttention-3's FP8 forward, lossy), sage (8-bit, lossy), cudnn, flash, efficient, math", SERVER, choices(AttentionBackend)),
     Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks; unset: on for serve on a GPU, off for generate (--no-torch-compile: off)", SERVER, aliases=("torch_compile",)),
     Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, choices(CacheKind)),
     Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, choices(Quantization)),

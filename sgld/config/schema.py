@@ -38,6 +38,7 @@ class AttentionBackend(StrEnum):
     math = "math"
     sage = "sage"
     fa3 = "fa3"
+    fa3_fp8 = "fa3_fp8"
 
 
 class CacheKind(StrEnum):

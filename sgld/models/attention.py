@@ -19,6 +19,7 @@ ATTENTION_BACKENDS = {
     "math": "_native_math",
     "sage": "sage",
     "fa3": "_flash_3",
+    "fa3_fp8": "sgld_fa3_fp8",  # sgld.models.fp8_attention, registered by sgld.diffusers_patches
 }
 # Backends from packages built from source (not on PyPI for every GPU/torch pair): where one cannot
 # run, the run falls back to the default attention and says why. Package, minimum version, where to get it.
@@ -27,6 +28,8 @@ OPTIONAL_BACKENDS = {
                                        "bench/build_sage.sh, see docs/performance.md)"),
     "fa3": ("flash_attn_3", None, "build FlashAttention-3 from source (github.com/Dao-AILab/flash-attention, "
                                   "hopper/; bench/build_fa3.sh, see docs/performance.md)"),
+    "fa3_fp8": ("flash_attn_3", None, "build FlashAttention-3 with its FP8 forward from source "
+                                      "(FA3_FP8=1 bash bench/build_fa3.sh, see docs/performance.md)"),
 }
 
 
@@ -56,7 +59,7 @@ def auto_attention_backend(device: torch.device, sp_size: int) -> str:
 def set_attention_backend(module: torch.nn.Module, backend: str, device: torch.device) -> str:
     """Set the DiT's attention kernel; returns the backend in effect.
 
-    An optional backend (sage, fa3) where it cannot run falls back to the default (``auto``), saying why.
+    An optional backend (sage, fa3, fa3_fp8) where it cannot run falls back to the default (``auto``), saying why.
     """
     if backend == "auto":
         return backend
@@ -73,7 +76,7 @@ def set_attention_backend(module: torch.nn.Module, backend: str, device: torch.d
 
 
 def optional_backend_unavailable_reason(backend: str, device: torch.device) -> str | None:
-    """Why an optional attention backend (sage, fa3) cannot run on ``device`` (None: it can)."""
+    """Why an optional attention backend (sage, fa3, fa3_fp8) cannot run on ``device`` (None: it can)."""
     import importlib.metadata
 
     from packaging.version import Version
@@ -87,6 +90,11 @@ def optional_backend_unavailable_reason(backend: str, device: torch.device) -> s
         return f"the {package} package is not installed; {how}"
     if minimum and Version(version) < Version(minimum):
         return f"{package} {version} is older than {minimum}"
-    if backend == "fa3" and torch.cuda.get_device_capability(device)[0] != 9:
+    if backend in ("fa3", "fa3_fp8") and torch.cuda.get_device_capability(device)[0] != 9:
         return "FlashAttention-3 runs on Hopper GPUs (compute capability 9.x) only"
+    if backend == "fa3_fp8":
+        from sgld.models.fp8_attention import fa3_fp8_unavailable_reason
+
+        with torch.cuda.device(device):
+            return fa3_fp8_unavailable_reason()
     return None
