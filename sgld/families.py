@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
 
 from sgld.checks import ImageMode, bucket_nearest, check_image_request, check_video_request, open_input_image
+from sgld.config.schema import MASKLESS_BACKENDS
 from sgld.errors import UserError
 from sgld.request import Request
 
@@ -97,10 +98,6 @@ def flux_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraint
 def qwen_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
     """As FLUX, with Qwen-Image's VAE."""
     return SizeConstraints(2 * qwen_vae_scale(vae))
-
-
-# Attention backends that take no attention mask (diffusers raises on one).
-MASKLESS_BACKENDS = ("sage", "fa3", "fa3_fp8")
 
 
 @dataclass(frozen=True)

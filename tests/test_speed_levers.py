@@ -190,6 +190,18 @@ def test_optional_attention_backends_fall_back_with_a_message_where_they_cannot_
     assert np.array_equal(gen.generate("a red fox", **SMALL).frames, lossless)
 
 
+def test_an_attention_backend_is_the_models_own_not_the_process_default(tiny_wan_folder):
+    """diffusers' set_attention_backend also sets a process-wide default; sgld keeps its choice per model."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    default = _AttentionBackendRegistry._active_backend
+    gen = DiffGenerator.from_pretrained("tiny-wan-t2v", attention_backend="math")
+    assert _AttentionBackendRegistry._active_backend == default
+    backends = {getattr(m.processor, "_attention_backend", None)
+                for m in gen.pipeline.components["transformer"].modules() if hasattr(m, "processor")}
+    assert backends == {"_native_math"}
+
+
 def test_auto_attention_picks_fa3_where_it_runs_on_one_shard(monkeypatch):
     import torch
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from sgld.config.schema import CacheKind, DitOffload, Quantization, RunConfig
-from sgld.families import MASKLESS_BACKENDS
+from sgld.config.schema import MASKLESS_BACKENDS, CacheKind, DitOffload, Quantization, RunConfig
 from sgld.errors import ConfigError
 
 

@@ -41,6 +41,10 @@ class AttentionBackend(StrEnum):
     fa3_fp8 = "fa3_fp8"
 
 
+# Attention backends that take no attention mask (diffusers raises on one).
+MASKLESS_BACKENDS = (AttentionBackend.sage, AttentionBackend.fa3, AttentionBackend.fa3_fp8)
+
+
 class CacheKind(StrEnum):
     """Step caches (lossy, opt-in): reuse transformer work between steps through diffusers' cache hooks."""
 

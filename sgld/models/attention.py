@@ -68,10 +68,17 @@ def set_attention_backend(module: torch.nn.Module, backend: str, device: torch.d
         if reason:
             log.warning("attention_backend=%r is not available here (%s); using the default attention", backend, reason)
             return "auto"
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    default = _AttentionBackendRegistry._active_backend
     try:
         module.set_attention_backend(ATTENTION_BACKENDS[backend])
     except (ImportError, RuntimeError, ValueError) as exc:
         raise UserError(f"attention_backend={backend!r} cannot run here: {exc}", param="attention_backend") from None
+    finally:
+        # diffusers also makes it the process-wide default, which every other model in the process would then
+        # run; the choice is this module's (its processors hold it; our families' all pass it explicitly).
+        _AttentionBackendRegistry.set_active_backend(default)
     return backend
 
 
