@@ -378,20 +378,24 @@ class JobService:
     # -- the worker ------------------------------------------------------------------------------
 
     def _next(self, worker: EngineWorker) -> Optional[Job]:
-        """Claim the oldest queued job of this model for ``worker``, waiting up to ``POLL_S`` for one.
-
-        A claimed job is in ``_running`` before this returns (draining waits for it); none is claimed once
-        the replica drains."""
-        with self._claim_lock:
-            if self._draining.is_set():
-                return None
-            job = self.store.claim(self.model_id, worker.id, self.run.server.lease_s)
-            if job is not None:
-                self._running.add(job.id)
+        """Claim the oldest queued job of this model for ``worker``, waiting up to ``POLL_S`` for one."""
+        job = self._claim(worker)
         if job is None:
             with self._wake:
                 self._wake.wait(self.POLL_S)
         return job
+
+    def _claim(self, worker: EngineWorker, batch_key: Optional[str] = None) -> Optional[Job]:
+        """A queued job (with ``batch_key``, when given) claimed for ``worker``; None if none waits or the replica drains.
+
+        A claimed job is in ``_running`` before this returns: draining waits for it."""
+        with self._claim_lock:
+            if self._draining.is_set():
+                return None
+            job = self.store.claim(self.model_id, worker.id, self.run.server.lease_s, batch_key=batch_key)
+            if job is not None:
+                self._running.add(job.id)
+            return job
 
     def _work(self, worker: EngineWorker) -> None:
         if worker.engine is None:
@@ -470,12 +474,7 @@ class JobService:
         start = time.perf_counter()
         deadline = start + self.run.server.batch_wait_ms / 1000
         while count < limit:
-            with self._claim_lock:
-                if self._draining.is_set():
-                    break
-                other = self.store.claim(self.model_id, worker.id, self.run.server.lease_s, batch_key=job.batch_key)
-                if other is not None:
-                    self._running.add(other.id)
+            other = self._claim(worker, batch_key=job.batch_key)
             if other is not None:
                 if count + self.samples(other) > limit:  # too many images for this batch: it waits for the next
                     self.store.release(other.id, worker.id)
@@ -485,7 +484,7 @@ class JobService:
                 count += self.samples(other)
                 continue
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 or self._draining.is_set():
                 break
             with self._wake:
                 self._wake.wait(min(remaining, 0.02))
