@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from sgld.config.conflicts import check_conflicts
+from sgld.config.conflicts import LORA_SWITCHING, check_conflicts
 from sgld.config.schema import RunConfig
 from sgld.config.validate import warmup_size_options
 from sgld.errors import ConfigError
@@ -45,7 +45,7 @@ def compile_for_serving(run: RunConfig, cuda: Optional[bool] = None) -> RunConfi
     reason = None
     if not cuda:
         reason = "not on a CUDA GPU"
-    elif run.server.lora_dir or run.model.lora_merge_mode == "dynamic":
+    elif LORA_SWITCHING.holds(run):
         reason = "LoRA adapters are switchable (compiled, a request could run only one adapter)"
     else:
         try:
