@@ -24,7 +24,6 @@ over the ranks (the usual sizes), and the "anything" mode otherwise, run uncompi
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from typing import Iterator
 import torch
 
 from sgld.errors import UserError
+from sgld.models.attention import optional_backend_unavailable_reason
 from sgld.parallel.state import ParallelState
 
 log = logging.getLogger(__name__)
@@ -69,16 +69,11 @@ def _(q, k, v, softmax_scale=None, causal=False):
 
 
 def _fa3_with_lse(q, k, v, dropout_p, is_causal, scale):
-    """FlashAttention-3 (Hopper only; 684 vs 570 TFLOP/s for cuDNN at Wan 480p); offered where ``_fa3_usable``."""
+    """FlashAttention-3 (Hopper only; 684 vs 570 TFLOP/s for cuDNN at Wan 480p); offered where it can run."""
     if dropout_p:
         raise RuntimeError("FlashAttention-3's forward has no dropout")
     out, lse = fa3_forward(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale, is_causal)
     return out.transpose(1, 2), lse  # (B, H, S, D) and (B, H, S), as the other kernels
-
-
-def _fa3_usable(device: torch.device) -> bool:
-    return (device.type == "cuda" and importlib.util.find_spec("flash_attn_interface") is not None
-            and torch.cuda.get_device_capability(device)[0] == 9)
 
 
 def _cudnn_with_lse(q, k, v, dropout_p, is_causal, scale):
@@ -104,7 +99,8 @@ _chosen_cuda_kernel: dict = {}
 
 
 def _cuda_lse_kernels(device: torch.device) -> tuple:
-    return _CUDA_LSE_KERNELS if _fa3_usable(device) else _CUDA_LSE_KERNELS[1:]
+    fa3_runs = optional_backend_unavailable_reason("fa3", device) is None  # the same test as --attention-backend fa3
+    return _CUDA_LSE_KERNELS if fa3_runs else _CUDA_LSE_KERNELS[1:]
 
 
 def _attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, is_causal: bool,
