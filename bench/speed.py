@@ -668,45 +668,43 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
             # The graphs replay reads of the weights where they were: the levers after this one rewrite them.
             del transformer.forward
 
-    def with_sage(name: str, note: str) -> None:
-        reason = optional_backend_unavailable_reason("sage", bench.device)
+    @contextmanager
+    def maskless_backend(backend: str):
+        """``backend`` (an optional kernel that takes no attention mask) on the DiT, CFG unbatched; undone after."""
+        reason = optional_backend_unavailable_reason(backend, bench.device)
         if reason:
             raise RuntimeError(reason)
-        transformer.set_attention_backend(ATTENTION_BACKENDS["sage"])
-        if state["compiled"]:
-            transformer.compile_repeated_blocks(fullgraph=compiles_fullgraph("sage"), **state["compile_kwargs"])
-        if state.get("batched_cfg"):  # sage takes no attention mask: the padded batch cannot use it
+        transformer.set_attention_backend(ATTENTION_BACKENDS[backend])
+        if state.get("batched_cfg"):  # no attention mask: the padded batch cannot use it
             pipeline.set_cfg_mode(CFG_SEQUENTIAL)
         try:
-            bench.run_sgld(name, note, lossy=True, recompile=state["compiled"])
+            yield
         finally:
             transformer.set_attention_backend(state["backend"])
-            if state["compiled"]:
-                # Measured: a fullgraph recompile after sage's piecewise graphs ran the blocks eagerly
-                # (no error); compiling in pieces from here on keeps them compiled.
-                transformer.compile_repeated_blocks(fullgraph=False, **state["compile_kwargs"])
             if state.get("batched_cfg"):
                 pipeline.set_cfg_mode(CFG_BATCHED)
+
+    def with_sage(name: str, note: str) -> None:
+        with maskless_backend("sage"):
+            if state["compiled"]:
+                transformer.compile_repeated_blocks(fullgraph=compiles_fullgraph("sage"), **state["compile_kwargs"])
+            try:
+                bench.run_sgld(name, note, lossy=True, recompile=state["compiled"])
+            finally:
+                if state["compiled"]:
+                    # Measured: a fullgraph recompile after sage's piecewise graphs ran the blocks eagerly
+                    # (no error); compiling in pieces from here on keeps them compiled.
+                    transformer.compile_repeated_blocks(fullgraph=False, **state["compile_kwargs"])
 
     def sage():
         with_sage("sgld +sage attention", "--attention-backend sage (SageAttention2: INT8 QK, FP8 PV)")
 
     def fa3_fp8():
-        reason = optional_backend_unavailable_reason("fa3_fp8", bench.device)
-        if reason:
-            raise RuntimeError(reason)
-        transformer.set_attention_backend(ATTENTION_BACKENDS["fa3_fp8"])
-        if state.get("batched_cfg"):  # the FP8 kernel takes no attention mask: the padded batch cannot use it
-            pipeline.set_cfg_mode(CFG_SEQUENTIAL)
-        try:
+        with maskless_backend("fa3_fp8"):
             bench.run_sgld("sgld +fa3 fp8 attention", "--attention-backend fa3_fp8 (FA3's FP8 forward: e4m3 Q/K/V, "
                            "one scale per head, K centred)", lossy=True, recompile=state["compiled"])
             if profile:
                 bench.profile("fa3 fp8 attention")
-        finally:
-            transformer.set_attention_backend(state["backend"])
-            if state.get("batched_cfg"):
-                pipeline.set_cfg_mode(CFG_BATCHED)
 
     def fp8():
         quantize_blocks_fp8(transformer, bench.device)
