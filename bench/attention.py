@@ -67,7 +67,7 @@ def kernels() -> dict:
 def fp8_kernels() -> dict:
     """FA3's FP8 forward (when this FA3 build has it): the kernel alone on inputs quantized once, and
     sgld's ``fa3_fp8`` backend as the model calls it (quantize + kernel, compiled as in a compiled block)."""
-    from sgld.models.fp8_attention import fa3_fp8_forward, fa3_fp8_unavailable_reason, fp8_attention, quantize_per_head
+    from sgld.levers.fp8_attention import fa3_fp8_forward, fa3_fp8_unavailable_reason, fp8_attention, quantize_per_head
 
     reason = fa3_fp8_unavailable_reason()
     if reason:

@@ -191,7 +191,7 @@ def inprocess_rows(args) -> list[dict]:
     if args.compile:
         from torch._dynamo.utils import counters
 
-        from sgld.models.transformer_setup import compile_transformer
+        from sgld.levers.transformer_setup import compile_transformer
 
         compile_transformer(components["transformer"], generator.pipeline._backends["transformer"])
         compiled = [("sgld compiled", sgld_call)]

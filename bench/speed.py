@@ -78,7 +78,7 @@ WORKLOADS = {
 
 def tuned_backend(device: torch.device) -> str:
     """The attention backend a user tuning diffusers by hand would set: FA3 where installed, else cuDNN's SDPA."""
-    from sgld.models.attention import ATTENTION_BACKENDS, optional_backend_unavailable_reason
+    from sgld.levers.attention import ATTENTION_BACKENDS, optional_backend_unavailable_reason
 
     return ATTENTION_BACKENDS["fa3" if optional_backend_unavailable_reason("fa3", device) is None else "cudnn"]
 
@@ -213,7 +213,7 @@ def register_attention_flops() -> None:
     import diffusers.models.attention_dispatch  # noqa: F401 - registers its FA3 op
     from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
 
-    import sgld.models.fp8_attention  # noqa: F401 - registers sgld::fa3_fp8_forward
+    import sgld.levers.fp8_attention  # noqa: F401 - registers sgld::fa3_fp8_forward
     import sgld.parallel.sequence  # noqa: F401 - registers sgld::fa3_forward
 
     def tokens_first(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
@@ -502,8 +502,8 @@ class Bench:
         return m
 
     def profile(self, label: str) -> None:
-        """Kernel time of one DiT forward as sgld is now set up, by kind (bench/kernels.py)."""
-        from kernels import breakdown_table, capture_forward_inputs, kernel_breakdown
+        """Kernel time of one DiT forward as sgld is now set up, by kind (bench/kernel_profile.py)."""
+        from kernel_profile import breakdown_table, capture_forward_inputs, kernel_breakdown
 
         args, kwargs = capture_forward_inputs(self.transformer,
                                               lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(1)))
@@ -547,10 +547,10 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
     compile); lossy ones are measured on top of the lossless state and undone, except FP8,
     which rewrites the weights in place: it and the fast mode after it come last.
     """
-    from sgld.models.fp8 import quantize_blocks_fp8
-    from sgld.models.attention import (ATTENTION_BACKENDS, OPTIONAL_BACKENDS, compiles_fullgraph,
+    from sgld.levers.fp8 import quantize_blocks_fp8
+    from sgld.levers.attention import (ATTENTION_BACKENDS, OPTIONAL_BACKENDS, compiles_fullgraph,
                                        optional_backend_unavailable_reason)
-    from sgld.models.step_cache import enable_step_cache
+    from sgld.levers.step_cache import enable_step_cache
     from sgld.stages.denoising import CFG_BATCHED, CFG_SEQUENTIAL, DenoisingStage
 
     pipeline = bench.gen.pipeline
@@ -649,7 +649,7 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
         lossless_backend("fa3", "sgld +fa3 attention", "--attention-backend fa3 (FlashAttention-3, exact)")
 
     def cudagraphs():
-        from sgld.models.cuda_graph import enable_cuda_graphs
+        from sgld.levers.cuda_graph import enable_cuda_graphs
 
         if not enable_cuda_graphs(transformer, bench.device):
             raise RuntimeError("cuda_graphs needs a CUDA GPU")

@@ -27,8 +27,8 @@ def load_vae(tiny: bool, device: torch.device):
     """The Wan VAE in fp32 (random full-size weights on the GPU, or the tiny model's on the CPU)."""
     from diffusers import AutoencoderKLWan
 
-    from sgld.models.random_weights import build_random_module, materialize_random
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.random_weights import build_random_module, materialize_random
+    from sgld.model_builders.tiny import materialize_tiny
 
     if tiny:
         return AutoencoderKLWan.from_pretrained(materialize_tiny("tiny-wan-t2v"), subfolder="vae").to(device)

@@ -107,7 +107,7 @@ class JobService:
                  load: EngineLoader = load_engine):
         self.run = run
         self.load = load
-        from sgld.models.tiny import sgld_home
+        from sgld.model_builders.tiny import sgld_home
 
         self.outputs = OutputFiles(run.output.path, sgld_home())
         self.files_dir = self.outputs.local  # where the engine writes (the files' home unless outputs are remote)

@@ -19,7 +19,7 @@ WRITTEN_FOR = "0.42.1"
 
 def _patches() -> list[tuple[str, str, Callable[[Callable], Callable], str]]:
     """(module, attribute, wrap(original) -> replacement, what it is for)."""
-    from sgld.models.sliding_tile import windowed_dispatch
+    from sgld.levers.sliding_tile import windowed_dispatch
     from sgld.parallel.sequence import lse_attention_op, pad_gather_anything
 
     return [
@@ -65,7 +65,7 @@ def _register_fp8_attention() -> None:
     """
     from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 
-    from sgld.models.fp8_attention import BACKEND_NAME, fp8_attention
+    from sgld.levers.fp8_attention import BACKEND_NAME, fp8_attention
 
     if BACKEND_NAME not in AttentionBackendName._value2member_map_:
         member = str.__new__(AttentionBackendName, BACKEND_NAME)

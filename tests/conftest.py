@@ -25,14 +25,14 @@ def sgld_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_wan_folder(sgld_home) -> Path:
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     return materialize_tiny("tiny-wan-t2v")
 
 
 @pytest.fixture(scope="session")
 def tiny_wan22_folder(sgld_home) -> Path:
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     return materialize_tiny("tiny-wan22-t2v")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sgld.models.fp8_attention import BACKEND_NAME, dequantize_per_head, fp8_attention, quantize_per_head
+from sgld.levers.fp8_attention import BACKEND_NAME, dequantize_per_head, fp8_attention, quantize_per_head
 
 SMALL = dict(height=32, width=32, num_frames=5, num_inference_steps=4, seed=5, save_output=False, return_frames=True)
 

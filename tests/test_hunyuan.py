@@ -30,7 +30,7 @@ def frames(generator, prompt="a red fox running", **overrides):
 def test_frames_match_diffusers(generator):
     from diffusers import HunyuanVideoPipeline
 
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     pipe = HunyuanVideoPipeline.from_pretrained(materialize_tiny("tiny-hunyuan"))
     pipe.set_progress_bar_config(disable=True)
@@ -47,7 +47,7 @@ def test_frames_match_diffusers(generator):
 def test_text_encoding_matches_encode_prompt(generator):
     from diffusers import HunyuanVideoPipeline
 
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     pipe = HunyuanVideoPipeline.from_pretrained(materialize_tiny("tiny-hunyuan"))
     hidden, pooled, mask = pipe.encode_prompt("a red fox &amp; a cat", device="cpu")
@@ -143,7 +143,7 @@ def test_vae_sp_splits_the_tiled_decode_over_two_ranks(tmp_path, sgld_home):
     from diffusers import AutoencoderKLHunyuanVideo
 
     from sgld.models.vae_setup import enable_vae_tiling
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
     from tests.server.conftest import free_port
 
     folder = str(materialize_tiny("tiny-hunyuan"))

@@ -21,7 +21,7 @@ def ours(generators, model, prompt=PROMPT, **overrides):
 def reference(cls_name, model, prompt=PROMPT, **kwargs):
     import diffusers
 
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     pipe = getattr(diffusers, cls_name).from_pretrained(materialize_tiny(model))
     pipe.set_progress_bar_config(disable=True)
@@ -56,7 +56,7 @@ def test_image_to_video_matches_diffusers_and_takes_the_images_aspect(generators
 def test_prompt_encoding_matches_encode_prompt(generators):
     from diffusers import HunyuanVideo15Pipeline
 
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
     from sgld.stages.hunyuan15_text import Hunyuan15TextEncodingStage
 
     pipe = HunyuanVideo15Pipeline.from_pretrained(materialize_tiny("tiny-hunyuan15"))

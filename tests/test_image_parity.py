@@ -27,14 +27,14 @@ def reference(model, **call):
     import diffusers
 
     from sgld.models.registry import read_model_index
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     folder = materialize_tiny(model)
     cls = getattr(diffusers, read_model_index(folder)["_class_name"])
     extra = {}
     if model in ("tiny-qwen-image-edit", "tiny-qwen-image-edit-plus"):
         # No torchvision here: the processor is built from its PIL image processor (same on both sides).
-        from sgld.models.processors import load_qwen2vl_processor
+        from sgld.processors import load_qwen2vl_processor
 
         extra["processor"] = load_qwen2vl_processor(folder / "processor")
     pipe = flux2_dev_reference(folder) if model == "tiny-flux2" else cls.from_pretrained(folder, **extra)
@@ -179,7 +179,7 @@ def test_flux2_klein_matches_diffusers(generators, guidance):
 def test_flux2_klein_prompt_encoding_matches_diffusers(generators):
     from diffusers import Flux2KleinPipeline
 
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
     from sgld.stages.flux2 import Flux2TextEncodingStage
 
     pipe = Flux2KleinPipeline.from_pretrained(materialize_tiny("tiny-flux2-klein"))
@@ -197,7 +197,7 @@ def test_flux2_dev_matches_diffusers(generators):
 
 
 def test_flux2_dev_prompt_encoding_matches_diffusers(generators):
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
     from sgld.stages.flux2 import MistralTextEncodingStage
 
     pipe = flux2_dev_reference(materialize_tiny("tiny-flux2"))
@@ -260,7 +260,7 @@ def test_a_distilled_flux2_klein_refuses_guidance(tmp_path, sgld_home):
 
     from sgld import DiffGenerator
     from sgld.errors import UserError
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     folder = tmp_path / "klein-distilled"
     shutil.copytree(materialize_tiny("tiny-flux2-klein"), folder)
@@ -286,7 +286,7 @@ def test_z_image_matches_diffusers(generators, guidance):
 def test_z_image_prompt_encoding_matches_diffusers(generators):
     from diffusers import ZImagePipeline
 
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
     from sgld.stages.z_image_text import ZImageTextEncodingStage
 
     pipe = ZImagePipeline.from_pretrained(materialize_tiny("tiny-z-image"))
@@ -333,7 +333,7 @@ def test_edit_sensitivity(generators, input_png, tmp_path):
 def test_qwen_prompt_encoding_matches_diffusers(generators):
     from diffusers import QwenImagePipeline
 
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
     from sgld.stages.qwen_text import QwenTextEncodingStage
 
     stage = next(s for s in generators("tiny-qwen-image").pipeline.stages if isinstance(s, QwenTextEncodingStage))
@@ -348,7 +348,7 @@ def test_tiny_qwen_tokenizer_cuts_the_template_where_the_prompt_starts(sgld_home
     """The reference drops 34 (T2I) / 64 (Edit) template tokens: the cut must land on the prompt."""
     from transformers import AutoTokenizer
 
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
     from sgld.stages.qwen_text import QWEN_IMAGE_EDIT_TEMPLATE, QWEN_IMAGE_TEMPLATE
 
     tokenizer = AutoTokenizer.from_pretrained(materialize_tiny("tiny-qwen-image") / "tokenizer")

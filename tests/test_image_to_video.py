@@ -38,7 +38,7 @@ def our_frames(model, image_path, **overrides):
 @pytest.mark.parametrize("model,guidance_2", [("tiny-wan21-i2v", None), ("tiny-wan22-i2v", 3.0),
                                               ("tiny-wan22-ti2v", None)])
 def test_frames_match_diffusers_image_to_video(model, guidance_2, input_png):
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     overrides = {"guidance_scale_2": guidance_2} if guidance_2 is not None else {}
     ours = our_frames(model, input_png, **overrides)

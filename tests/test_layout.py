@@ -11,19 +11,30 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Layer of each package or top-level module: a module may import its own layer (without cycles) and lower numbers.
-LAYERS = {
-    "sgld.errors": 0, "sgld.request": 0,
-    "sgld.config": 1,
-    "sgld.checks": 2, "sgld.families": 2,
-    "sgld.models": 3, "sgld.parallel": 3,
-    "sgld.stages": 4,
-    "sgld.pipelines": 5,
-    "sgld.diffusers_patches": 6,
-    "sgld.api": 7, "sgld.run_config": 7, "sgld.batch": 7, "sgld.runner": 7, "sgld.outputs": 7, "sgld.report": 7,
-    "sgld": 8, "server": 8,
-    "sgld.cli": 9, "sgld.generate": 9,
-}
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+
+
+def _layer_table() -> list[tuple[list[str], str]]:
+    """docs/architecture.md's layer table, top to bottom: (the row's packages/modules, its "may import" cell)."""
+    rows, in_table = [], False
+    for line in ARCHITECTURE.read_text().splitlines():
+        if line.startswith("| layer | owns | may import |"):
+            in_table = True
+            continue
+        if in_table and not line.startswith("|"):
+            break
+        if in_table and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            names = [part.strip("`").removesuffix("/").removesuffix(".py").replace("/", ".")
+                     for part in cells[0].split(", ")]
+            rows.append(([n.removesuffix(".__init__") for n in names], cells[-1]))
+    assert rows, "docs/architecture.md has no layer table"
+    return rows
+
+
+# Layer of each package or top-level module, read from the docs' table (row order): a module may import its own
+# layer (without cycles) and lower numbers.
+LAYERS = {name: index for index, (names, _) in enumerate(_layer_table()) for name in names}
 
 
 def _modules() -> dict[str, Path]:
@@ -71,7 +82,7 @@ def _layer_of(module: str) -> tuple[str, int]:
         key = ".".join(parts[:n])
         if key in LAYERS:
             return key, LAYERS[key]
-    raise AssertionError(f"{module} has no layer in tests/test_layout.py (add it, and to docs/architecture.md)")
+    raise AssertionError(f"{module} has no row in docs/architecture.md's layer table (add it)")
 
 
 def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -121,4 +132,47 @@ def test_each_layer_imports_only_its_own_and_the_layers_above_it():
             target_group, target_layer = _layer_of(target)
             if target_layer > layer:
                 wrong.append(f"{module} imports {target}")
+    assert not wrong, wrong
+
+
+def _allowed_imports() -> dict[str, set[str]]:
+    """Each layer-table entry -> the entries it may import: its row's "may import" cell, taken transitively
+    ("everything above": every earlier row; "sgld": every sgld entry)."""
+    rows = _layer_table()
+    short = {name.rpartition(".")[2]: name for names, _ in rows for name in names if name != "sgld"}
+    direct: dict[str, set[str]] = {}
+    for index, (names, cell) in enumerate(rows):
+        if cell == "everything above":
+            allowed = {n for earlier, _ in rows[:index] for n in earlier}
+        elif cell == "nothing of sgld":
+            allowed = set()
+        elif cell == "sgld":
+            allowed = {n for row, _ in rows for n in row if n == "sgld" or n.startswith("sgld.")}
+        else:
+            unknown = [word for word in cell.split(", ") if word not in short]
+            assert not unknown, f"docs/architecture.md's layer table names {unknown}, which is no row of it"
+            allowed = {short[word] for word in cell.split(", ")}
+        for name in names:
+            direct[name] = allowed | set(names)
+    closed = {name: set(allowed) for name, allowed in direct.items()}
+    changed = True
+    while changed:
+        changed = False
+        for name, allowed in closed.items():
+            grown = allowed.union(*(closed[other] for other in allowed if other in closed))
+            if grown != allowed:
+                closed[name], changed = grown, True
+    return closed
+
+
+def test_each_layer_imports_only_what_the_docs_table_says_it_may():
+    """The "may import" column of docs/architecture.md's layer table is true (read transitively)."""
+    allowed = _allowed_imports()
+    wrong = []
+    for module, targets in _imports(_modules()).items():
+        group = _layer_of(module)[0]
+        for target in targets:
+            target_group = _layer_of(target)[0]
+            if target_group not in allowed[group]:
+                wrong.append(f"{module} imports {target} ({target_group} is not in {group}'s row)")
     assert not wrong, wrong

@@ -37,7 +37,7 @@ PROMPT = "a red fox running through snow"
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, sgld_home):
     """One adapter per (model, seed), made once: its file."""
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     root = tmp_path_factory.mktemp("loras")
     made = {}
@@ -67,7 +67,7 @@ def reference(model: str, loads: list[tuple[Path, str, bool]], scales: list[floa
     import diffusers
 
     from sgld.models.registry import read_model_index
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     folder = materialize_tiny(model)
     pipe = getattr(diffusers, read_model_index(folder)["_class_name"]).from_pretrained(folder)

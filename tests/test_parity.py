@@ -35,7 +35,7 @@ def reference_frames(folder, prompt, negative_prompt, seed, steps, guidance, gui
 )
 def test_frames_match_diffusers(model, guidance_2, request):
     from sgld import DiffGenerator
-    from sgld.models.tiny import materialize_tiny
+    from sgld.model_builders.tiny import materialize_tiny
 
     folder = materialize_tiny(model)
     gen = DiffGenerator.from_pretrained(model)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sgld.errors import UserError
-from sgld.models.full_size import FULL_SIZE_MODELS
+from sgld.model_builders.full_size import FULL_SIZE_MODELS
 
 # Parameter counts of the released components (billions), as their model cards and configs give them.
 RELEASED_SIZES = {
@@ -41,7 +41,7 @@ def _meta_module(folder, name, comp):
 
 @pytest.mark.parametrize("repo", sorted(RELEASED_SIZES))
 def test_folders_have_the_released_architecture(sgld_home, repo):
-    from sgld.models.random_weights import is_random_folder, materialize_random
+    from sgld.model_builders.random_weights import is_random_folder, materialize_random
     from sgld.models.registry import read_model_index
 
     folder = materialize_random(f"random:{repo}")
@@ -70,7 +70,7 @@ def test_random_paths_compose_with_the_model_file(sgld_home):
 def test_weights_are_made_on_the_device_seeded_and_cast(sgld_home):
     from diffusers import AutoencoderKL
 
-    from sgld.models.random_weights import build_random_module, materialize_random
+    from sgld.model_builders.random_weights import build_random_module, materialize_random
 
     sub = materialize_random("random:black-forest-labs/FLUX.1-dev") / "vae"
     make = lambda seed: build_random_module("diffusers", AutoencoderKL, sub, torch.bfloat16, torch.device("cpu"), seed)  # noqa: E731

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sgld.errors import UserError
-from sgld.models.sliding_tile import read_mask_strategy, sliding_tile_attention
+from sgld.levers.sliding_tile import read_mask_strategy, sliding_tile_attention
 
 GRID, TILE = (3, 4, 6), (1, 2, 2)  # 72 video tokens in 3 x 2 x 3 tiles
 VIDEO, TEXT, PAD = 72, 5, 3

@@ -121,7 +121,7 @@ def test_layerwise_offload_refuses_unverified_combinations(options, match):
 def test_fp8_linear_is_close_to_the_bf16_layer_and_stores_e4m3():
     import torch
 
-    from sgld.models.fp8 import Fp8Linear
+    from sgld.levers.fp8 import Fp8Linear
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 48).to(torch.bfloat16).requires_grad_(False)
@@ -140,8 +140,8 @@ def test_fp8_converts_the_blocks_linear_layers_but_not_the_modulation():
     import torch
     from diffusers import FluxTransformer2DModel
 
-    from sgld.models.fp8 import Fp8Linear, quantize_blocks_fp8
-    from sgld.models.tiny import materialize_tiny
+    from sgld.levers.fp8 import Fp8Linear, quantize_blocks_fp8
+    from sgld.model_builders.tiny import materialize_tiny
 
     transformer = FluxTransformer2DModel.from_pretrained(materialize_tiny("tiny-flux"), subfolder="transformer")
     count = quantize_blocks_fp8(transformer, torch.device("cpu"))
@@ -158,7 +158,7 @@ def test_fp8_converts_the_blocks_linear_layers_but_not_the_modulation():
 def test_fp8_quantization_runs_end_to_end_and_changes_the_output_a_little(tiny_wan_folder, tiny_wan_generator):
     lossless = tiny_wan_generator.generate("a red fox", **SMALL).frames
     gen = DiffGenerator.from_pretrained("tiny-wan-t2v", quantization="fp8")
-    from sgld.models.fp8 import Fp8Linear
+    from sgld.levers.fp8 import Fp8Linear
 
     assert isinstance(gen.pipeline.components["transformer"].blocks[0].attn1.to_q, Fp8Linear)
     frames = gen.generate("a red fox", **SMALL).frames
@@ -183,7 +183,7 @@ def test_optional_attention_backends_fall_back_with_a_message_where_they_cannot_
     import logging
 
     lossless = tiny_wan_generator.generate("a red fox", **SMALL).frames
-    with caplog.at_level(logging.WARNING, logger="sgld.models.attention"):
+    with caplog.at_level(logging.WARNING, logger="sgld.levers.attention"):
         gen = DiffGenerator.from_pretrained("tiny-wan-t2v", attention_backend=backend)
     assert (f"attention_backend='{backend}' is not available here (it needs a CUDA GPU, this run is on cpu)"
             in caplog.text)
@@ -205,7 +205,7 @@ def test_an_attention_backend_is_the_models_own_not_the_process_default(tiny_wan
 def test_auto_attention_picks_fa3_where_it_runs_on_one_shard(monkeypatch):
     import torch
 
-    from sgld.models import attention
+    from sgld.levers import attention
 
     gpu = torch.device("cuda")
     monkeypatch.setattr(attention, "optional_backend_unavailable_reason", lambda backend, device: None)
@@ -229,7 +229,7 @@ def test_maskless_attention_is_refused_for_a_model_that_masks_its_text():
 
 
 def test_cuda_graph_signatures_tell_apart_what_a_captured_graph_depends_on():
-    from sgld.models.cuda_graph import signature
+    from sgld.levers.cuda_graph import signature
 
     x = torch.zeros(1, 4, 8)
     assert signature({"hidden_states": x, "txt_seq_lens": [3]}) == signature({"txt_seq_lens": [3], "hidden_states": torch.ones(1, 4, 8)})
@@ -244,7 +244,7 @@ def test_cuda_graphs_run_without_graphs_on_cpu_saying_so(tiny_wan_folder, tiny_w
     import logging
 
     lossless = tiny_wan_generator.generate("a red fox", **SMALL).frames
-    with caplog.at_level(logging.WARNING, logger="sgld.models.cuda_graph"):
+    with caplog.at_level(logging.WARNING, logger="sgld.levers.cuda_graph"):
         gen = DiffGenerator.from_pretrained("tiny-wan-t2v", cuda_graphs=True)
     assert "cuda_graphs: needs a CUDA GPU, this run is on cpu; running without graphs" in caplog.text
     assert np.array_equal(gen.generate("a red fox", **SMALL).frames, lossless)

@@ -50,7 +50,7 @@ def _folder_digest(folder) -> str:
 
 
 def test_build_is_deterministic(tmp_path, tiny_wan_folder):
-    from sgld.models.tiny import build_tiny_wan
+    from sgld.model_builders.tiny import build_tiny_wan
 
     again = tmp_path / "again"
     build_tiny_wan(again, two_experts=False)
@@ -69,7 +69,7 @@ def test_folder_layout_is_diffusers_with_safetensors(tiny_wan22_folder):
 
 
 def test_materialize_rebuilds_a_missing_model(sgld_home, monkeypatch, tmp_path):
-    from sgld.models import tiny
+    from sgld.model_builders import tiny
 
     monkeypatch.setenv("SGLD_HOME", str(tmp_path))
     calls = []
@@ -90,7 +90,7 @@ def test_concurrent_processes_build_once_and_never_delete_a_finished_model(tmp_p
     import sys
 
     code = (
-        "import time; from sgld.models import tiny\n"
+        "import time; from sgld.model_builders import tiny\n"
         "def build(folder):\n"
         "    time.sleep(1); (folder / 'model_index.json').write_text('{}'); open(marker, 'a').write('x')\n"
         f"marker = {str(tmp_path / 'builds')!r}\n"

@@ -65,7 +65,7 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
     (components the run offloads then move to the CPU).
     Non-component entries of model_index.json (``boundary_ratio`` ...) are returned too.
     """
-    from sgld.models.random_weights import build_random_module, is_random_folder
+    from sgld.model_builders.random_weights import build_random_module, is_random_folder
 
     index = read_model_index(folder)
     random_weights = is_random_folder(folder)
@@ -102,7 +102,7 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
         elif library == "diffusers":  # scheduler
             module = cls.from_pretrained(folder, subfolder=name)
         elif class_name == "Qwen2VLProcessor":
-            from sgld.models.processors import load_qwen2vl_processor
+            from sgld.processors import load_qwen2vl_processor
 
             module = load_qwen2vl_processor(sub)
         elif class_name == "PixtralProcessor":  # FLUX.2 [dev] reads text only: its tokenizer and chat template

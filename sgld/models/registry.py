@@ -19,7 +19,7 @@ from sgld.models.hub import looks_like_repo_id, repo_folder
 
 CONF_MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 
-# Built-in names (made offline by sgld.models.tiny) and the Hydra model file of each.
+# Built-in names (made offline by sgld.model_builders.tiny) and the Hydra model file of each.
 BUILTIN_MODELS = {
     "tiny-wan-t2v": "tiny_wan",
     "tiny-wan22-t2v": "tiny_wan22",
@@ -77,7 +77,7 @@ def choose_model(model_path: str, download: bool = True) -> ModelChoice:
     if model_path in files:
         return ModelChoice(model_path, {})
     if model_path.startswith("random:"):  # a released architecture with random weights (benchmarks)
-        from sgld.models.random_weights import full_size_model
+        from sgld.model_builders.random_weights import full_size_model
 
         repo, model = full_size_model(model_path)
         group = next((g for g, data in files.items() if data.get("path") == repo), None)
@@ -105,11 +105,11 @@ def choose_model(model_path: str, download: bool = True) -> ModelChoice:
 def resolve_model_folder(model_path: str, download: bool = True) -> Path:
     """The local folder holding ``model_path``'s weights (building a tiny model, or downloading a repo id, if needed)."""
     if model_path in BUILTIN_MODELS:
-        from sgld.models.tiny import materialize_tiny
+        from sgld.model_builders.tiny import materialize_tiny
 
         return materialize_tiny(model_path)
     if model_path.startswith("random:"):
-        from sgld.models.random_weights import materialize_random
+        from sgld.model_builders.random_weights import materialize_random
 
         return materialize_random(model_path)
     folder = Path(model_path).expanduser()

@@ -32,7 +32,7 @@ from typing import Iterator
 import torch
 
 from sgld.errors import UserError
-from sgld.models.attention import optional_backend_unavailable_reason
+from sgld.levers.attention import optional_backend_unavailable_reason
 from sgld.parallel.state import ParallelState
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ import torch
 from sgld.config.schema import RunConfig
 from sgld.families import FamilySpec, SizeConstraints
 from sgld.models.placement import Placement
-from sgld.models.step_hooks import StepHook
+from sgld.levers.step_hooks import StepHook
 from sgld.models.lora import Adapter, LoraSet
-from sgld.models.transformer_setup import compile_transformer, configure_transformer
+from sgld.levers.transformer_setup import compile_transformer, configure_transformer
 from sgld.models.vae_setup import configure_vae
 from sgld.parallel.state import ParallelState
 from sgld.request import Request
@@ -88,7 +88,7 @@ class Pipeline:
             for name, module in self.dits.items():
                 compile_transformer(module, self._backends[name], sequence_parallel=(run.parallel.sp_size or 1) > 1)
         if run.model.cuda_graphs:  # last: it captures the forward as everything above left it
-            from sgld.models.cuda_graph import enable_cuda_graphs
+            from sgld.levers.cuda_graph import enable_cuda_graphs
 
             for module in self.dits.values():
                 enable_cuda_graphs(module, self.device)

@@ -8,7 +8,7 @@ import torch
 
 from sgld.config.schema import RunConfig
 from sgld.families import FAMILIES
-from sgld.models.sliding_tile import StaState, check_coverage
+from sgld.levers.sliding_tile import StaState, check_coverage
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.request import Request

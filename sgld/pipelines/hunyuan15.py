@@ -13,7 +13,7 @@ from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.stages.decoding import VideoVaeDecodingStage
 from sgld.stages.denoising import CFG_SEQUENTIAL, DenoisingStage
-from sgld.models.hunyuan15_attention import enable_mask_free_attention
+from sgld.levers.hunyuan15_attention import enable_mask_free_attention
 from sgld.stages.hunyuan15_condition import Hunyuan15ConditionStage
 from sgld.stages.hunyuan15_text import Hunyuan15TextEncodingStage
 from sgld.stages.latents import VideoLatentPreparationStage

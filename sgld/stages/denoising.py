@@ -11,7 +11,7 @@ import torch
 from sgld.errors import GenerationStopped
 from sgld.families import GuidanceKind
 from sgld.models.placement import Placement
-from sgld.models.step_hooks import StepHook
+from sgld.levers.step_hooks import StepHook
 from sgld.parallel.state import ParallelState
 from sgld.request import Request
 from sgld.stages.base import Stage

@@ -8,7 +8,7 @@ which the model draws as glyphs; a prompt without quotes has none.
 The reference hands the DiT both at their padded lengths (1000 and 256) with masks; the DiT
 masks the padding out of every attention, so it changes nothing but costs a dense mask that
 keeps attention off its fast kernels. sgld keeps each prompt's real tokens only (all-true
-masks): attention then runs mask-free (``sgld.models.hunyuan15_attention``). Requests that share
+masks): attention then runs mask-free (``sgld.levers.hunyuan15_attention``). Requests that share
 a batch are padded to one length again (``sample_batch``), with masks.
 """
 

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from sgld.models.tiny_parts import WORDS, scale_parameters_
+from sgld.model_builders.tiny_parts import WORDS, scale_parameters_
 
 # The reference pipelines' templates (diffusers QwenImagePipeline / QwenImageEditPipeline).
 T2I_TEMPLATE = (
@@ -146,7 +146,7 @@ def build_qwen2vl_processor(tokenizer):
     """The Qwen2-VL processor with Qwen-Image-Edit's image settings, built from its PIL image processor."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from sgld.models.processors import qwen2vl_processor
+    from sgld.processors import qwen2vl_processor
 
     image_processor = Qwen2VLImageProcessorPil(
         min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2, temporal_patch_size=2,

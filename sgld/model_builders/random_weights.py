@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from sgld.errors import UserError
-from sgld.models.full_size import FULL_SIZE_MODELS, RANDOM_PREFIX, DIFFUSERS_VERSION, FullSizeModel
+from sgld.model_builders.full_size import FULL_SIZE_MODELS, RANDOM_PREFIX, DIFFUSERS_VERSION, FullSizeModel
 
 RANDOM_MARKER = ".sgld-random.json"
 RANDOM_FORMAT_VERSION = "2"
@@ -36,7 +36,7 @@ def full_size_model(model_path: str) -> tuple[str, FullSizeModel]:
 
 def materialize_random(model_path: str) -> Path:
     """The configs-only folder of a ``random:`` model (written once under $SGLD_HOME/models/random)."""
-    from sgld.models.tiny import build_once, sgld_home
+    from sgld.model_builders.tiny import build_once, sgld_home
 
     repo, model = full_size_model(model_path)
     folder = sgld_home() / "models" / "random" / repo.replace("/", "--")
@@ -46,7 +46,7 @@ def materialize_random(model_path: str) -> Path:
 def _tokenizer(kind: str):
     from transformers import ByT5Tokenizer, SiglipImageProcessor
 
-    from sgld.models import tiny_hunyuan15, tiny_parts, tiny_qwen, tiny_z_image
+    from sgld.model_builders import tiny_hunyuan15, tiny_parts, tiny_qwen, tiny_z_image
 
     return {"t5": tiny_parts.build_t5_tokenizer, "clip": tiny_parts.build_clip_tokenizer,
             "qwen2": tiny_qwen.build_qwen2_tokenizer, "qwen3": tiny_z_image.build_qwen3_tokenizer,
@@ -62,11 +62,11 @@ def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
         sub = folder / name
         sub.mkdir()
         if comp.tokenizer == "mistral":
-            from sgld.models.tiny_flux2 import build_mistral_tokenizer, save_pixtral_processor
+            from sgld.model_builders.tiny_flux2 import build_mistral_tokenizer, save_pixtral_processor
 
             save_pixtral_processor(build_mistral_tokenizer(), sub)
         elif comp.tokenizer == "qwen2vl":
-            from sgld.models.tiny_qwen import build_qwen2_tokenizer, build_qwen2vl_processor, save_processor
+            from sgld.model_builders.tiny_qwen import build_qwen2_tokenizer, build_qwen2vl_processor, save_processor
 
             save_processor(build_qwen2vl_processor(build_qwen2_tokenizer()), sub)
         elif comp.tokenizer:

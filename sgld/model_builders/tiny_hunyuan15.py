@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sgld.models.tiny_parts import scale_parameters_
+from sgld.model_builders.tiny_parts import scale_parameters_
 
 # What Qwen2.5-VL's chat template renders for a system turn and a user turn with add_generation_prompt.
 CHAT_TEMPLATE = (
@@ -34,7 +34,7 @@ def _reference_template() -> tuple[str, int]:
 
 def build_qwen25vl_tokenizer():
     """The offline Qwen2 BPE with the chat template, keeping as many merges as split the prefix into 108 tokens."""
-    from sgld.models.tiny_qwen import _qwen2_bpe, build_qwen2_tokenizer
+    from sgld.model_builders.tiny_qwen import _qwen2_bpe, build_qwen2_tokenizer
 
     system, template_tokens = _reference_template()
     prefix = f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"  # what the crop removes

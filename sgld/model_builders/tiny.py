@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from sgld.models import tiny_flux2, tiny_hunyuan, tiny_hunyuan15, tiny_qwen, tiny_z_image
-from sgld.models.tiny_parts import (
+from sgld.model_builders import tiny_flux2, tiny_hunyuan, tiny_hunyuan15, tiny_qwen, tiny_z_image
+from sgld.model_builders.tiny_parts import (
     build_clip_tokenizer, build_t5_tokenizer, build_tiny_clip_text_encoder, build_tiny_flux_vae, scale_parameters_,
 )
 

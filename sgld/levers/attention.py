@@ -19,7 +19,7 @@ ATTENTION_BACKENDS = {
     "math": "_native_math",
     "sage": "sage",
     "fa3": "_flash_3",
-    "fa3_fp8": "sgld_fa3_fp8",  # sgld.models.fp8_attention, registered by sgld.diffusers_patches
+    "fa3_fp8": "sgld_fa3_fp8",  # sgld.levers.fp8_attention, registered by sgld.diffusers_patches
 }
 # Backends from packages built from source (not on PyPI for every GPU/torch pair): where one cannot
 # run, the run falls back to the default attention and says why. Package, minimum version, where to get it.
@@ -100,7 +100,7 @@ def optional_backend_unavailable_reason(backend: str, device: torch.device) -> s
     if backend in ("fa3", "fa3_fp8") and torch.cuda.get_device_capability(device)[0] != 9:
         return "FlashAttention-3 runs on Hopper GPUs (compute capability 9.x) only"
     if backend == "fa3_fp8":
-        from sgld.models.fp8_attention import fa3_fp8_unavailable_reason
+        from sgld.levers.fp8_attention import fa3_fp8_unavailable_reason
 
         with torch.cuda.device(device):
             return fa3_fp8_unavailable_reason()

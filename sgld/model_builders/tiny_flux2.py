@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sgld.models.tiny_parts import scale_parameters_
+from sgld.model_builders.tiny_parts import scale_parameters_
 
 
 def _tiny_flux2_parts(dit_seed: int, vae_seed: int, guidance_embeds: bool):
@@ -52,7 +52,7 @@ def build_tiny_flux2_klein(folder: Path) -> None:
     from diffusers import Flux2KleinPipeline
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from sgld.models.tiny_z_image import build_qwen3_tokenizer
+    from sgld.model_builders.tiny_z_image import build_qwen3_tokenizer
 
     tokenizer = build_qwen3_tokenizer()
     ids = tokenizer.convert_tokens_to_ids
@@ -87,7 +87,7 @@ def build_mistral_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from sgld.models.tiny_parts import WORDS
+    from sgld.model_builders.tiny_parts import WORDS
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

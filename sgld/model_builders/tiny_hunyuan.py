@@ -7,7 +7,7 @@ import re
 import string
 from pathlib import Path
 
-from sgld.models.tiny_parts import WORDS, build_clip_tokenizer, build_tiny_clip_text_encoder, scale_parameters_
+from sgld.model_builders.tiny_parts import WORDS, build_clip_tokenizer, build_tiny_clip_text_encoder, scale_parameters_
 
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 # The reference drops this many leading tokens (BOS + the system part of its prompt template):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sgld.models.tiny_parts import build_tiny_flux_vae, scale_parameters_
+from sgld.model_builders.tiny_parts import build_tiny_flux_vae, scale_parameters_
 
 # What Qwen3's chat template renders for [{"role": "user", ...}] with add_generation_prompt=True.
 CHAT_TEMPLATE = (
@@ -22,7 +22,7 @@ CHAT_TEMPLATE = (
 
 def build_qwen3_tokenizer():
     """The offline Qwen2 BPE (``tiny_qwen``) with the Qwen3 chat template's single-turn rendering."""
-    from sgld.models.tiny_qwen import build_qwen2_tokenizer
+    from sgld.model_builders.tiny_qwen import build_qwen2_tokenizer
 
     tokenizer = build_qwen2_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from sgld.config.schema import CacheKind, Quantization, RunConfig
-from sgld.models.attention import auto_attention_backend, compiles_fullgraph, set_attention_backend
-from sgld.models.step_hooks import StepHook
+from sgld.levers.attention import auto_attention_backend, compiles_fullgraph, set_attention_backend
+from sgld.levers.step_hooks import StepHook
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch
     """
     hooks: list[StepHook] = []
     if run.model.quantization == Quantization.fp8:
-        from sgld.models.fp8 import fp8_matmul_supported, quantize_blocks_fp8
+        from sgld.levers.fp8 import fp8_matmul_supported, quantize_blocks_fp8
 
         count = quantize_blocks_fp8(module, device)
         how = "FP8 tensor cores" if fp8_matmul_supported(device) else "dequantized matmuls (no FP8 tensor cores here)"
@@ -41,11 +41,11 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch
         backend = auto_attention_backend(device, run.parallel.sp_size or 1)
     backend = set_attention_backend(module, backend, device)
     if run.model.cache != CacheKind.none:
-        from sgld.models.step_cache import enable_step_cache
+        from sgld.levers.step_cache import enable_step_cache
 
         hooks.append(enable_step_cache(module, run.model.cache.value, run.model.cache_threshold))
     if run.model.mask_strategy_file_path:
-        from sgld.models.sliding_tile import enable_sliding_tile_attention
+        from sgld.levers.sliding_tile import enable_sliding_tile_attention
 
         hooks.append(enable_sliding_tile_attention(module, run.model.mask_strategy_file_path))
     return DitSetup(hooks, backend)

@@ -1,0 +1,1 @@
+"""Models sgld builds itself: tiny random-weight folders for tests and demos, full-size `random:` folders for benchmarks."""
