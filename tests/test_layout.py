@@ -176,3 +176,15 @@ def test_each_layer_imports_only_what_the_docs_table_says_it_may():
             if target_group not in allowed[group]:
                 wrong.append(f"{module} imports {target} ({target_group} is not in {group}'s row)")
     assert not wrong, wrong
+
+
+def test_no_script_module_shadows_an_installed_package():
+    """``python bench/x.py`` puts bench/ first on sys.path: a module there named like an installed package (or a
+    standard-library module) would be imported instead of it (bench/kernels.py once hid transformers' ``kernels``)."""
+    import importlib.metadata
+    import sys
+
+    taken = set(importlib.metadata.packages_distributions()) | set(sys.stdlib_module_names)
+    clashes = [f"{path.relative_to(REPO)} shadows `{path.stem}`" for folder in ("bench",)
+               for path in sorted((REPO / folder).glob("*.py")) if path.stem in taken and path.stem != "__init__"]
+    assert not clashes, clashes

@@ -141,27 +141,31 @@ def test_sigterm_drains_and_gives_the_running_job_to_another_replica(replicas, p
 
 
 def test_postgres_down_is_a_503_and_the_service_recovers(replicas, postgres):
+    # Bounds are generous: on a loaded 2-core CI machine the job run again after the outage took past 120 s.
     (a,) = replicas(1)
     client = a.openai()
     running = client.videos.create(prompt="through the outage", **LONG)
-    running_on(postgres, running.id)
+    running_on(postgres, running.id, timeout=120)
     postgres.stop()
     try:
-        health = httpx.get(a.base + "/health", timeout=10)
+        health = httpx.get(a.base + "/health", timeout=30)
         assert health.status_code == 503 and "job store is unreachable" in health.json()["message"]
-        r = httpx.post(a.url + "/videos", json={"prompt": "while down"}, timeout=10)
+        r = httpx.post(a.url + "/videos", json={"prompt": "while down"}, timeout=30)
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
         assert postgres.url.split("@")[0] not in a.log.read_text()  # the store's URL never reaches the log
         time.sleep(3)  # the running job's lease lapses while its progress cannot be written
     finally:
         postgres.start()
-    end = time.time() + 30
-    while httpx.get(a.base + "/health", timeout=10).status_code != 200 and time.time() < end:
+    end = time.time() + 90
+    while httpx.get(a.base + "/health", timeout=30).status_code != 200 and time.time() < end:
         time.sleep(0.2)
-    assert httpx.get(a.base + "/health", timeout=10).status_code == 200
+    assert httpx.get(a.base + "/health", timeout=30).status_code == 200, a.log.read_text()[-3000:]
     # Nothing accepted is lost: the job that was running finishes (run again if its run broke off).
-    assert wait_for(client, running.id, timeout=120).status == "completed"
-    assert wait_for(client, client.videos.create(prompt="after the outage", **SMALL).id, timeout=60).status == "completed"
+    try:
+        assert wait_for(client, running.id, timeout=300).status == "completed"
+        assert wait_for(client, client.videos.create(prompt="after the outage", **SMALL).id, timeout=180).status == "completed"
+    except TimeoutError:
+        raise AssertionError("a job did not finish after the outage; server log:\n" + a.log.read_text()[-3000:])
 
 
 def test_migrations_upgrade_an_older_schema_and_replicas_can_start_together(postgres):
