@@ -8,13 +8,9 @@ from sgld.errors import UserError
 from sgld.families import FAMILIES, family_of_index
 from sgld.models.folder_model import FolderModel
 from sgld.run_config import run_config_from_options
+from sgld.variants import VARIANTS
 
-TINY_FAMILIES = {"tiny-wan-t2v": "wan_t2v", "tiny-wan22-t2v": "wan_t2v", "tiny-wan22-ti2v": "wan_ti2v",
-                 "tiny-wan21-i2v": "wan_i2v", "tiny-wan22-i2v": "wan_i2v", "tiny-hunyuan": "hunyuan",
-                 "tiny-flux": "flux", "tiny-qwen-image": "qwen_image", "tiny-qwen-image-edit": "qwen_image_edit",
-                 "tiny-qwen-image-edit-plus": "qwen_image_edit_plus", "tiny-z-image": "z_image",
-                 "tiny-hunyuan15": "hunyuan15_t2v", "tiny-hunyuan15-i2v": "hunyuan15_i2v",
-                 "tiny-flux2-klein": "flux2_klein", "tiny-flux2": "flux2_dev"}
+TINY_FAMILIES = {v.name: v.family for v in VARIANTS if v.tiny}
 
 
 def test_every_spec_names_a_pipeline_that_declares_it():

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from sgld.model_builders import tiny_flux2, tiny_hunyuan, tiny_hunyuan15, tiny_qwen, tiny_z_image
+from sgld.variants import VARIANTS
 from sgld.model_builders.tiny_parts import (
     build_clip_tokenizer, build_t5_tokenizer, build_tiny_clip_text_encoder, build_tiny_flux_vae, scale_parameters_,
 )
@@ -180,23 +180,8 @@ def build_tiny_flux(folder: Path) -> None:
     ).save_pretrained(folder, safe_serialization=True)
 
 
-TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
-    "tiny-wan-t2v": lambda folder: build_tiny_wan(folder, two_experts=False),
-    "tiny-wan22-t2v": lambda folder: build_tiny_wan(folder, two_experts=True),
-    "tiny-wan22-ti2v": lambda folder: build_tiny_wan(folder, two_experts=False, ti2v=True),
-    "tiny-wan21-i2v": lambda folder: build_tiny_wan(folder, two_experts=False, i2v=True),
-    "tiny-wan22-i2v": lambda folder: build_tiny_wan(folder, two_experts=True, i2v=True),
-    "tiny-flux": build_tiny_flux,
-    "tiny-hunyuan": lambda folder: tiny_hunyuan.build_tiny_hunyuan(folder),
-    "tiny-qwen-image": lambda folder: tiny_qwen.build_tiny_qwen_image(folder),
-    "tiny-qwen-image-edit": lambda folder: tiny_qwen.build_tiny_qwen_image_edit(folder),
-    "tiny-z-image": lambda folder: tiny_z_image.build_tiny_z_image(folder),
-    "tiny-flux2-klein": lambda folder: tiny_flux2.build_tiny_flux2_klein(folder),
-    "tiny-flux2": lambda folder: tiny_flux2.build_tiny_flux2_dev(folder),
-    "tiny-qwen-image-edit-plus": lambda folder: tiny_qwen.build_tiny_qwen_image_edit_plus(folder),
-    "tiny-hunyuan15": lambda folder: tiny_hunyuan15.build_tiny_hunyuan15_t2v(folder),
-    "tiny-hunyuan15-i2v": lambda folder: tiny_hunyuan15.build_tiny_hunyuan15_i2v(folder),
-}
+# Each built-in tiny model's builder, from the one variant table (sgld/variants.py).
+TINY_BUILDERS: dict[str, Callable[[Path], None]] = {v.name: v.build for v in VARIANTS if v.tiny}
 
 
 

@@ -16,27 +16,10 @@ import yaml
 from sgld.errors import UserError
 from sgld.families import default_model_of_index
 from sgld.models.hub import looks_like_repo_id, repo_folder
+from sgld.variants import BUILTIN_MODELS
 
 CONF_MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 
-# Built-in names (made offline by sgld.model_builders.tiny) and the Hydra model file of each.
-BUILTIN_MODELS = {
-    "tiny-wan-t2v": "tiny_wan",
-    "tiny-wan22-t2v": "tiny_wan22",
-    "tiny-wan22-ti2v": "tiny_wan22_ti2v",
-    "tiny-wan21-i2v": "tiny_wan21_i2v",
-    "tiny-wan22-i2v": "tiny_wan22_i2v",
-    "tiny-flux": "tiny_flux",
-    "tiny-hunyuan": "tiny_hunyuan",
-    "tiny-qwen-image": "tiny_qwen_image",
-    "tiny-qwen-image-edit": "tiny_qwen_image_edit",
-    "tiny-z-image": "tiny_z_image",
-    "tiny-flux2-klein": "tiny_flux2_klein",
-    "tiny-flux2": "tiny_flux2",
-    "tiny-qwen-image-edit-plus": "tiny_qwen_image_edit_plus",
-    "tiny-hunyuan15": "tiny_hunyuan15",
-    "tiny-hunyuan15-i2v": "tiny_hunyuan15_i2v",
-}
 
 @dataclass(frozen=True)
 class ModelChoice:
