@@ -73,3 +73,15 @@ def _input_image(folder):
     if not path.exists():
         Image.new("RGB", (64, 64), (200, 40, 40)).save(path)
     return path
+
+
+def test_the_readme_lists_every_variant():
+    """README's model table and its tiny-model list name every row (a new variant is documented)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("## Supported models"):]
+    missing = [v.name for v in VARIANTS if f"`{v.name}`" not in table or f"`{v.conf}`" not in table]
+    assert not missing, f"README's Supported models table lacks {missing}"
+    setup = readme[readme.index("## Set-up"):readme.index("## Generate")]
+    assert not [v.name for v in TINY if f"`{v.name}`" not in setup]
