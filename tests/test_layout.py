@@ -188,3 +188,11 @@ def test_no_script_module_shadows_an_installed_package():
     clashes = [f"{path.relative_to(REPO)} shadows `{path.stem}`" for folder in ("bench",)
                for path in sorted((REPO / folder).glob("*.py")) if path.stem in taken and path.stem != "__init__"]
     assert not clashes, clashes
+
+
+def test_the_development_guide_names_every_test_file():
+    """docs/development.md's test table says what each test file holds: a new file gets its row."""
+    guide = (REPO / "docs" / "development.md").read_text()
+    missing = [str(path.relative_to(REPO)) for path in sorted((REPO / "tests").rglob("test_*.py"))
+               if f"`{path.relative_to(REPO)}`" not in guide]
+    assert not missing, f"docs/development.md's Tests table lacks {missing}"
