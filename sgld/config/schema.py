@@ -138,7 +138,7 @@ class ModelConfig:
     # one-off generate runs (a 7-18 s compile costs more than it saves in one run; docs/performance.md).
     enable_torch_compile: Optional[bool] = None
     # Replay the whole DiT forward as a CUDA graph per input shape (sgld/levers/cuda_graph.py): lossless,
-    # saves the host time between kernels (measured on an H200 over compile + FA3: 1-2%). CUDA only.
+    # saves the host time between kernels (a small gain over compile + FA3 on an H200: docs/performance.md). CUDA only.
     cuda_graphs: bool = False
     # Lossy speed-up, off by default: first_block skips the other blocks while the first block's
     # output changes less than cache_threshold (relative). (diffusers' TaylorSeer with its defaults left

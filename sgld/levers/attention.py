@@ -45,9 +45,8 @@ def compiles_fullgraph(backend: str) -> bool:
 def auto_attention_backend(device: torch.device, sp_size: int) -> str:
     """The measured default: FlashAttention-3 where it is installed and runs (Hopper, one sequence shard).
 
-    On an H200 it beat cuDNN attention (what SDPA picks) at every shape our models run:
-    684 vs 570 TFLOP/s at Wan 480p, 695 vs 647 FLUX 1024², 718 vs 605 Qwen-Image 1024²
-    (bench/attention.py, docs/performance.md). With sequence parallelism the ring/Ulysses
+    On an H200 it beat cuDNN attention (what SDPA picks) at every shape our models run
+    (bench/attention.py; the figures are in docs/performance.md). With sequence parallelism the ring/Ulysses
     paths keep their own verified kernels.
     """
     if sp_size == 1 and optional_backend_unavailable_reason("fa3", device) is None:

@@ -1,9 +1,8 @@
 """The whole DiT forward replayed as a CUDA graph, one graph per input signature (``--cuda-graphs``).
 
 Between its kernels a DiT forward spends host time launching them; a CUDA graph launches the
-captured kernels in one call. Over compile + FA3 on an H200 that saved 1-2% (Wan 462.7 -> 461.3 ms,
-FLUX 128.8 -> 126.9, Qwen-Image 126.6 -> 125.5: docs/performance.md), as the GPU already hides most
-launch time there; it pays more where a step is short against its Python dispatch. Regional capture (torch.compile's
+captured kernels in one call. Over compile + FA3 on an H200 that saved little (docs/performance.md
+has the figures), as the GPU already hides most launch time there; it pays more where a step is short against its Python dispatch. Regional capture (torch.compile's
 ``reduce-overhead`` per block) failed here because each block's graph output was overwritten by the
 next block's replay; this captures the whole forward instead and copies the output out of the graph's
 memory before returning it.

@@ -3,8 +3,8 @@
 Weights are stored as float8 e4m3 with one scale per output row, made once at load; each
 call quantizes its input with one scale per token, so an outlier token costs only its own
 precision. On a GPU with FP8 tensor cores (compute capability 8.9+: Ada, Hopper) the
-product runs through ``torch._scaled_mm`` with those row-wise scales (measured on an H200:
-1.4-1.7x the bf16 GEMMs); the per-token quantization is a row reduction that regional compile
+product runs through ``torch._scaled_mm`` with those row-wise scales (faster than the bf16 GEMMs:
+docs/performance.md has the measured ratio); the per-token quantization is a row reduction that regional compile
 fuses with the preceding elementwise work, but that kernel runs well below memory bandwidth,
 which eats much of the gain (docs/performance.md). Elsewhere the same arithmetic runs
 dequantized (CPU tests).

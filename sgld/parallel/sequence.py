@@ -69,7 +69,7 @@ def _(q, k, v, softmax_scale=None, causal=False):
 
 
 def _fa3_with_lse(q, k, v, dropout_p, is_causal, scale):
-    """FlashAttention-3 (Hopper only; 684 vs 570 TFLOP/s for cuDNN at Wan 480p); offered where it can run."""
+    """FlashAttention-3 (Hopper only; faster than cuDNN at our shapes, docs/performance.md); offered where it can run."""
     if dropout_p:
         raise RuntimeError("FlashAttention-3's forward has no dropout")
     out, lse = fa3_forward(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale, is_causal)
@@ -92,8 +92,8 @@ def _efficient_with_lse(q, k, v, dropout_p, is_causal, scale):
     return out, lse[:, :, : q.shape[2]]  # the kernel pads the LSE's sequence dim to a multiple of 32
 
 
-# CUDA kernels that return the log-sum-exp, fastest first on Hopper (FA3 ~680 TFLOP/s at our shapes,
-# cuDNN ~600, FA2 ~350); the first that runs for a dtype and head size is kept. Memory-efficient takes any dtype.
+# CUDA kernels that return the log-sum-exp, fastest first on Hopper (FA3, cuDNN, FA2, memory-efficient, as
+# bench/attention.py measured them: docs/performance.md); the first that runs for a dtype and head size is kept. Memory-efficient takes any dtype.
 _CUDA_LSE_KERNELS = (_fa3_with_lse, _cudnn_with_lse, _flash_with_lse, _efficient_with_lse)
 _chosen_cuda_kernel: dict = {}
 
