@@ -26,7 +26,9 @@ demo: install
 	$(BIN)/sgl-diffusion generate --model-path tiny-wan-t2v --prompt "a red fox running through fresh snow" \
 		--seed 7 --output-path outputs --output-file-name demo.mp4
 
+# The suite also starts real services from Debian packages (Chromium, PostgreSQL): installed first when missing.
 test: install
+	bash scripts/system_packages.sh
 	$(BIN)/python -m pytest -q
 
 # The suite against the newest releases pyproject.toml allows, in its own venv (.venv-latest): run it before
