@@ -48,6 +48,8 @@ def test_no_guidance_runs_one_branch(tiny_wan_generator):
         (dict(num_inference_steps=0), "sampling.num_inference_steps", ">= 1"),
         (dict(prompt="   "), "prompt", "non-empty"),
         (dict(guidance_scale=-1.0), "sampling.guidance_scale", ">= 0"),
+        (dict(guidance_scale=float("nan")), "sampling.guidance_scale", "guidance_scale=nan is not a finite number"),
+        (dict(flow_shift=float("inf")), "sampling.flow_shift", "flow_shift=inf is not a finite number"),
         (dict(output_file_name="../../etc/passwd"), "output_file_name", "plain file name"),
         (dict(output_file_name="x.png"), "output_file_name", "saved as .mp4"),
         (dict(num_gpus=2), "num_gpus", "unknown option"),

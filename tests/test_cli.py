@@ -121,3 +121,14 @@ def test_output_file_path_writes_exactly_there(tmp_path, tiny_wan_folder, monkey
     assert main(["generate", *small, "--output-file-path", "a/fox.png"]) == 2  # the extension picks the format
     assert "a video is saved as .mp4" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_guidance_scale_exits_2_before_loading(value, tiny_wan_folder):
+    start = time.perf_counter()
+    proc = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt", "x", f"--guidance-scale={value}",
+                   timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"sampling.guidance_scale={value} is not a finite number" in proc.stderr
+    assert "Traceback" not in proc.stderr and "loaded" not in proc.stderr
+    assert time.perf_counter() - start < 20

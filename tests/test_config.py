@@ -256,3 +256,61 @@ def test_api_key_comes_from_the_environment(monkeypatch):
     assert run_config_from_options({"model_path": "tiny-wan-t2v", "api_key": "flag"}).server.api_key == "flag"
     monkeypatch.delenv("SGLD_API_KEY")
     assert run_config_from_options({"model_path": "tiny-wan-t2v"}).server.api_key is None
+
+
+def _float_keys(node, prefix=""):
+    """Every float field of the schema (Optional[float] too), as dotted keys."""
+    import dataclasses
+    import typing
+
+    from sgld.config.schema import RunConfig
+
+    node = node or RunConfig
+    hints = typing.get_type_hints(node)
+    for f in dataclasses.fields(node):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            yield from _float_keys(kind, f"{prefix}{f.name}.")
+        elif kind is float or kind == typing.Optional[float]:
+            yield f"{prefix}{f.name}"
+
+
+FLOAT_KEYS = sorted(_float_keys(None))
+
+
+def test_the_schema_has_float_fields_to_check():
+    assert {"sampling.guidance_scale", "sampling.flow_shift", "model.cache_threshold", "server.lease_s"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_key_refuses_non_finite_numbers(key, value):
+    with pytest.raises(ConfigError, match=r"=(nan|inf|-inf) is not a finite number") as info:
+        finalize(compose_config(["model=tiny_wan"], {key: value}))
+    # A model default feeds a sampling key: either key may be the one named, each with the value.
+    assert info.value.param in (key, key.replace("model.sampling_defaults.", "sampling.")), str(info.value)
+    assert f"{info.value.param}={value}" in str(info.value)
+
+
+def test_non_finite_lora_scale_is_named():
+    with pytest.raises(ConfigError, match=r"model.loras\[0\].scale=nan is not a finite number"):
+        run_config_from_options({"model_path": "tiny-wan-t2v", "lora_path": "x.safetensors", "lora_scale": float("nan")})
+
+
+def test_check_finite_is_public_for_request_parsers():
+    from sgld.config.finite import check_finite, finite_number
+
+    assert finite_number("guidance_scale", 7.5) == 7.5
+    with pytest.raises(ConfigError, match="guidance_scale=nan is not a finite number") as info:
+        finite_number("guidance_scale", float("nan"))
+    assert info.value.param == "guidance_scale"
+    with pytest.raises(ConfigError, match=r"sampling.flow_shift=-inf"):
+        check_finite({"sampling": {"flow_shift": float("-inf")}})
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", ".nan"])
+def test_config_file_non_finite_value_is_refused(tmp_path, text):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model_path: tiny-wan-t2v\nguidance_scale: {text}\n")
+    with pytest.raises(ConfigError, match="sampling.guidance_scale=.* is not a finite number"):
+        run_config_from_options(read_config_file(config))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 from sgld.config.conflicts import check_conflicts
+from sgld.config.finite import check_finite
 from sgld.config.schema import RunConfig
 from sgld.errors import ConfigError
 
@@ -53,13 +52,10 @@ def _check_positive(key: str, value: int) -> None:
 
 def validate(run: RunConfig) -> None:
     """Raise ConfigError for values no model can run; model-specific checks come later."""
+    check_finite(run)  # first: NaN passes every range check below
     if not 0 < run.model.cache_threshold < 1:
         raise ConfigError(f"model.cache_threshold must be between 0 and 1, got {run.model.cache_threshold}",
                           param="model.cache_threshold")
-    for i, lora in enumerate(run.model.loras):
-        if not math.isfinite(lora.scale):
-            raise ConfigError(f"model.loras[{i}].scale must be a finite number, got {lora.scale}",
-                              param=f"model.loras[{i}].scale")
     if not run.vae.load_decoder:
         raise ConfigError("vae.load_decoder=false leaves no decoder to turn latents into frames", param="vae.load_decoder")
     for key in ("tile_sample_min_height", "tile_sample_min_width"):
@@ -83,10 +79,10 @@ def validate(run: RunConfig) -> None:
     _check_positive("server.max_attempts", run.server.max_attempts)
     for key in ("lease_s", "drain_s"):
         value = getattr(run.server, key)
-        if not (math.isfinite(value) and value >= (0 if key == "drain_s" else 1)):
+        if value < (0 if key == "drain_s" else 1):
             raise ConfigError(f"server.{key} must be {'>= 0' if key == 'drain_s' else '>= 1'} seconds, got {value}",
                               param=f"server.{key}")
-    if run.server.retention_s is not None and not (math.isfinite(run.server.retention_s) and run.server.retention_s > 0):
+    if run.server.retention_s is not None and run.server.retention_s <= 0:
         raise ConfigError(f"server.retention_s must be > 0 seconds (or unset: keep), got {run.server.retention_s}",
                           param="server.retention_s")
     for size in run.server.warmup_sizes or ():
