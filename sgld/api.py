@@ -114,7 +114,7 @@ class DiffGenerator:
         device = state.device
         folder = resolve_model_folder(run.model.path, run.model.download)
         spec = family_of_index(read_model_index(folder), str(folder))
-        spec.check_run(run)  # before any weights load
+        spec.check_run(run, folder)  # before any weights load
         apply_diffusers_patches()
         components = load_components(folder, run, device)
         pipeline = spec.pipeline_class()(components, run, device, state)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Optional
 
 from sgld.errors import UserError
 from sgld.request import Request
@@ -13,6 +15,47 @@ def _nearest_multiples(value: int, multiple: int) -> str:
     low = max(value // multiple * multiple, multiple)
     high = low + multiple if low <= value else low
     return f"{low} or {high}" if low != high else str(low)
+
+
+def nearest_divisors(value: int, number: int) -> str:
+    """The divisors of ``number`` nearest ``value`` from below and above: "2 or 4", or one of them."""
+    divisors = [d for d in range(1, number + 1) if number % d == 0]
+    low = max((d for d in divisors if d <= value), default=None)
+    high = min((d for d in divisors if d >= value), default=None)
+    return " or ".join(str(d) for d in dict.fromkeys(x for x in (low, high) if x is not None))
+
+
+def check_ulysses_heads(ulysses_degree: int, heads: int) -> None:
+    """Ulysses attention splits the heads over its ranks: the degree must divide the DiT's head count."""
+    if ulysses_degree > 1 and heads % ulysses_degree:
+        raise UserError(f"ulysses_degree={ulysses_degree} must divide the {heads} attention heads of this model's "
+                        f"transformer; nearest valid: {nearest_divisors(ulysses_degree, heads)} (or use "
+                        "--ring-degree, which splits the sequence without splitting heads)", param="ulysses_degree")
+
+
+@dataclass(frozen=True)
+class PositionLimit:
+    """The largest output a DiT's precomputed rotary position table covers (None: that axis is unbounded).
+
+    Past it the table is sliced short and the transformer fails mid-run with a shape error, so the
+    request is refused up front. ``source`` names the config value that sets it (``rope_max_seq_len=1024``).
+    """
+
+    source: str
+    max_height: Optional[int] = None
+    max_width: Optional[int] = None
+    max_frames: Optional[int] = None
+
+
+def check_position_table(req: Request, limit: Optional[PositionLimit]) -> None:
+    """Raise UserError naming the first of height, width, num_frames past ``limit``, with its largest valid value."""
+    if limit is None:
+        return
+    for field, most in (("height", limit.max_height), ("width", limit.max_width), ("num_frames", limit.max_frames)):
+        value = getattr(req, field)
+        if most is not None and value is not None and value > most:
+            raise UserError(f"{field}={value} is past this model's rotary position table ({limit.source}); "
+                            f"largest valid {field}: {most}", param=field)
 
 
 # Input images: formats we accept, and a pixel cap against decompression bombs.

@@ -14,7 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
 
-from sgld.checks import ImageMode, bucket_nearest, check_image_request, check_video_request, open_input_image
+from sgld.checks import (
+    ImageMode, PositionLimit, bucket_nearest, check_image_request, check_position_table, check_ulysses_heads,
+    check_video_request, open_input_image,
+)
 from sgld.config.schema import MASKLESS_BACKENDS
 from sgld.errors import UserError
 from sgld.request import Request
@@ -56,18 +59,28 @@ class SizeConstraints:
 
     ``bucket_size``: the side of the square, in pixels, whose area the model's training buckets
     share (HunyuanVideo-1.5: 640 at 480p); a size taken from an input image is the bucket nearest
-    its aspect ratio.
+    its aspect ratio. ``positions``: the largest size the DiT's rotary position table covers, where
+    the DiT precomputes one (None: positions are computed for any size).
     """
 
     spatial_multiple: int
     temporal_factor: int = 1
     bucket_size: Optional[int] = None
+    positions: Optional[PositionLimit] = None
 
 
 def wan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
-    """Wan: VAE spatial factor x the DiT's spatial patch; the VAE's temporal factor."""
+    """Wan: VAE spatial factor x the DiT's spatial patch; the VAE's temporal factor.
+
+    Wan's rotary table holds ``rope_max_seq_len`` positions per axis (diffusers' default 1024): at most
+    that many patches per side and latent frames per patch.
+    """
     patch = dit["patch_size"]
-    return SizeConstraints(vae["scale_factor_spatial"] * max(patch[1], patch[2]), vae["scale_factor_temporal"])
+    spatial, temporal = vae["scale_factor_spatial"], vae["scale_factor_temporal"]
+    table = dit.get("rope_max_seq_len", 1024)
+    positions = PositionLimit(f"transformer rope_max_seq_len={table}", max_height=table * patch[1] * spatial,
+                              max_width=table * patch[2] * spatial, max_frames=(table * patch[0] - 1) * temporal + 1)
+    return SizeConstraints(spatial * max(patch[1], patch[2]), temporal, positions=positions)
 
 
 def hunyuan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
@@ -98,6 +111,15 @@ def flux_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraint
 def qwen_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
     """As FLUX, with Qwen-Image's VAE."""
     return SizeConstraints(2 * qwen_vae_scale(vae))
+
+
+def z_image_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
+    """As FLUX; Z-Image's rotary table holds ``axes_lens`` (frame, height, width) positions of one patch each."""
+    multiple = flux_vae_scale(vae) * dit.get("all_patch_size", [2])[0]
+    lens = dit.get("axes_lens", [1024, 512, 512])
+    positions = PositionLimit(f"transformer axes_lens={list(lens)}", max_height=lens[1] * multiple,
+                              max_width=lens[2] * multiple)
+    return SizeConstraints(2 * flux_vae_scale(vae), positions=positions)
 
 
 @dataclass(frozen=True)
@@ -167,6 +189,7 @@ class FamilySpec:
                                 size_optional=self.size_from_image)
         else:
             check_image_request(req, constraints.spatial_multiple, self.image_mode, max_images=self.max_input_images)
+        check_position_table(req, constraints.positions)
 
     def batch_key(self, req: Request) -> tuple:
         """What requests must share to run as one batch: output size, steps, scheduler, branches.
@@ -195,12 +218,18 @@ class FamilySpec:
             return req.guidance_scale > 0
         return req.do_cfg
 
-    def check_run(self, run: "RunConfig") -> None:
-        """Raise UserError before any rank starts or weights load when this family cannot run ``run``'s settings."""
+    def check_run(self, run: "RunConfig", folder: Optional[Path] = None) -> None:
+        """Raise UserError before any rank starts or weights load when this family cannot run ``run``'s settings.
+
+        ``folder``: the model folder, whose DiT configs say how many attention heads Ulysses splits.
+        """
         sp_size = run.parallel.sp_size or 1
         if sp_size > 1 and not self.sequence_parallel:
             raise UserError(f"sp_size={sp_size}: {self.name} models have no sequence-parallel split yet; "
                             "run them with --sp-size 1 (one GPU per run)", param="sp_size")
+        if folder is not None and (run.parallel.ulysses_degree or 1) > 1:
+            for config in _dit_configs(folder):
+                check_ulysses_heads(run.parallel.ulysses_degree, config.get("num_attention_heads") or config["n_heads"])
         backend = run.model.attention_backend
         if backend in MASKLESS_BACKENDS and self.masked_attention:
             raise UserError(f"attention_backend='{backend}' takes no attention mask, and "
@@ -225,6 +254,12 @@ def _dit_config_file(folder: Path) -> Path:
         if (folder / name / "config.json").is_file():
             return folder / name / "config.json"
     return folder / "transformer" / "config.json"  # missing: the usual file-not-found message
+
+
+def _dit_configs(folder: Path) -> list[dict]:
+    """The DiT configs of a folder: one per expert present (Wan2.2 A14B has two)."""
+    return [_read_json(folder / name / "config.json") for name in ("transformer", "transformer_2")
+            if (folder / name / "config.json").is_file()]
 
 
 _WAN = dict(output=OutputKind.video, guidance=GuidanceKind.cfg, sizes=wan_sizes, vae_sp=True,
@@ -272,7 +307,7 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
                reference_pipeline="Flux2Pipeline", default_model="flux2_dev",
                lora_loader="Flux2LoraLoaderMixin", max_input_images=4),
     FamilySpec("z_image", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never,
-               guidance=GuidanceKind.cfg_extra, sizes=flux_sizes, pipeline="sgld.pipelines.z_image:ZImageT2IPipeline",
+               guidance=GuidanceKind.cfg_extra, sizes=z_image_sizes, pipeline="sgld.pipelines.z_image:ZImageT2IPipeline",
                reference_pipeline="ZImagePipeline", default_model="z_image_turbo", sequence_parallel=False,
                masked_attention="ZImageTransformer2DModel", lora_loader="ZImageLoraLoaderMixin"),
     FamilySpec("qwen_image_edit", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.required,

@@ -29,7 +29,7 @@ def check_generate_run(run: RunConfig) -> None:
 def check_model_folder(run: RunConfig) -> FolderModel:
     """Resolve the model folder (building a tiny model if needed); its family's checks of ``run``'s settings."""
     model = FolderModel.of(run.model.path, run.model.download)
-    model.spec.check_run(run)
+    model.spec.check_run(run, model.folder)
     return model
 
 

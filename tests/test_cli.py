@@ -132,3 +132,34 @@ def test_non_finite_guidance_scale_exits_2_before_loading(value, tiny_wan_folder
     assert f"sampling.guidance_scale={value} is not a finite number" in proc.stderr
     assert "Traceback" not in proc.stderr and "loaded" not in proc.stderr
     assert time.perf_counter() - start < 20
+
+
+@pytest.mark.parametrize(
+    "model,args,message",
+    [
+        # Sequence parallelism: the Ulysses degree must divide the DiT's heads (2 in the tiny models).
+        ("tiny-wan-t2v", ["--num-gpus", "4", "--ulysses-degree", "4"],
+         "ulysses_degree=4 must divide the 2 attention heads of this model's transformer; nearest valid: 2"),
+        ("tiny-wan-t2v", ["--num-gpus", "3", "--ulysses-degree", "3"], "nearest valid: 2"),
+        # The pixel limit (server.max_pixels, the server's too).
+        ("tiny-wan-t2v", ["--height", "100000", "--width", "100000"],
+         "100000x100000 (--width x --height) is 10000000000 pixels; the limit is 16777216"),
+        # Past the rotary position table: tiny Wan's rope_max_seq_len is 32 (x 16 px, x 4 frames).
+        ("tiny-wan-t2v", ["--height", "528", "--width", "64"], "height=528 is past this model's rotary position table"),
+        ("tiny-wan-t2v", ["--height", "528", "--width", "64"], "largest valid height: 512"),
+        ("tiny-wan-t2v", ["--height", "64", "--width", "544"], "largest valid width: 512"),
+        ("tiny-wan-t2v", ["--num-frames", "129"], "largest valid num_frames: 125"),
+        # Z-Image: axes_lens [256, 64, 64] latent patches of 16 px.
+        ("tiny-z-image", ["--height", "64", "--width", "1040"], "largest valid width: 1024"),
+    ],
+)
+def test_what_the_model_folder_rules_out_is_refused_before_loading(model, args, message, tmp_path):
+    start = time.perf_counter()
+    base = ["--model-path", model, "--prompt", "x", "--num-inference-steps", "1", "--output-path", str(tmp_path)]
+    proc = run_cli("sgld.cli", "generate", *base, *args, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("error:") == 1 and "loaded" not in proc.stderr
+    assert elapsed < 20  # measured ~3 s on 2 cores; loading (or spawning ranks) first takes far longer
+    assert not list(tmp_path.iterdir())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sgld.errors import UserError
@@ -54,3 +56,41 @@ def test_conflicting_dit_offload_switches_are_an_error_naming_both():
     assert run_config_from_options({"model_path": "tiny-wan-t2v", "dit_cpu_offload": False}).offload.dit == "none"
     with pytest.raises(UserError, match="dit_cpu_offload and dit_layerwise_offload cannot be combined"):
         run_config_from_options({"model_path": "tiny-wan-t2v", "dit_cpu_offload": True, "dit_layerwise_offload": True})
+
+
+def test_position_limits_are_the_edge_of_the_dits_rotary_tables(sgld_home):
+    """The largest size the pre-load check lets through runs the DiT's rotary embedding; one step past it fails."""
+    import torch
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+    from diffusers.models.transformers.transformer_z_image import RopeEmbedder
+
+    wan = FolderModel.of("tiny-wan-t2v")
+    dit = wan.spec.constraints_in_folder(wan.folder)
+    limit = dit.positions
+    config = json.loads((wan.folder / "transformer" / "config.json").read_text())
+    rope = WanRotaryPosEmbed(config["attention_head_dim"], config["patch_size"], config["rope_max_seq_len"])
+    latent = lambda frames, height, width: torch.zeros(1, 1, (frames - 1) // 4 + 1, height // 8, width // 8)  # noqa: E731
+    rope(latent(limit.max_frames, limit.max_height, limit.max_width))
+    for past in (latent(limit.max_frames + 4, 64, 64), latent(9, limit.max_height + 16, 64),
+                 latent(9, 64, limit.max_width + 16)):
+        with pytest.raises(RuntimeError):
+            rope(past)
+
+    z = FolderModel.of("tiny-z-image")
+    limit = z.constraints.positions
+    config = json.loads((z.folder / "transformer" / "config.json").read_text())
+    rope = RopeEmbedder(config["rope_theta"], config["axes_dims"], config["axes_lens"])
+    patches = lambda height, width: torch.tensor([[0, height // 16 - 1, width // 16 - 1]])  # noqa: E731
+    rope(patches(limit.max_height, limit.max_width))
+    with pytest.raises(IndexError):
+        rope(patches(limit.max_height + 16, 64))
+
+
+def test_ulysses_degree_is_checked_against_every_experts_heads(sgld_home):
+    run = run_config_from_options({"model_path": "tiny-wan22-t2v", "num_gpus": 4, "ulysses_degree": 4})
+    model = FolderModel.of("tiny-wan22-t2v")
+    with pytest.raises(UserError, match="ulysses_degree=4 must divide the 2 attention heads") as info:
+        model.spec.check_run(run, model.folder)
+    assert info.value.param == "ulysses_degree"
+    model.spec.check_run(run_config_from_options({"model_path": "tiny-wan22-t2v", "num_gpus": 2, "ulysses_degree": 2}),
+                         model.folder)

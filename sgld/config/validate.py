@@ -50,6 +50,17 @@ def _check_positive(key: str, value: int) -> None:
         raise ConfigError(f"{key} must be >= 1, got {value}", param=key)
 
 
+def _check_pixels(height: int | None, width: int | None, max_pixels: int) -> None:
+    """One pixel limit for every door: ``server.max_pixels`` bounds the server's sizes and the CLI's alike.
+
+    Far past it the latents alone overflow memory or int64 sizes, after the whole load (a 100000x100000
+    request ran 22 s into OverflowError).
+    """
+    if height is not None and width is not None and height * width > max_pixels:
+        raise ConfigError(f"size {width}x{height} (--width x --height) is {width * height} pixels; the limit is "
+                          f"{max_pixels} (server.max_pixels)", param="sampling.height")
+
+
 def validate(run: RunConfig) -> None:
     """Raise ConfigError for values no model can run; model-specific checks come later."""
     check_finite(run)  # first: NaN passes every range check below
@@ -68,6 +79,7 @@ def validate(run: RunConfig) -> None:
     for key in ("height", "width"):
         if getattr(s, key) is not None:
             _check_positive(f"sampling.{key}", getattr(s, key))
+    _check_pixels(s.height, s.width, run.server.max_pixels)
     _check_positive("sampling.num_frames", s.num_frames)
     _check_positive("sampling.fps", s.fps)
     _check_positive("output.num_outputs_per_prompt", run.output.num_outputs_per_prompt)
