@@ -1,10 +1,11 @@
-"""Output files: safe names inside the output directory, MP4 and image writers."""
+"""Output files: safe names inside the output directory, MP4 (silent or with sound), WAV and image writers."""
 
 from __future__ import annotations
 
 import os
 import re
 import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from sgld.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4",)
+AUDIO_EXTENSION = ".wav"
 IMAGE_EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -109,6 +111,85 @@ def save_image(frame: np.ndarray, path: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             Image.fromarray(frame).save(fh, format=IMAGE_EXTENSIONS[path.suffix.lower()])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def audio_file_for(video: Path) -> Path:
+    """Where ``output.audio: wav`` writes a video's sound: beside it, ``<name>.wav``."""
+    return video.with_suffix(AUDIO_EXTENSION)
+
+
+def fit_audio(waveform: np.ndarray, samples: int) -> np.ndarray:
+    """``waveform`` (channels, n) trimmed or padded with silence to ``samples``, as float32 in [-1, 1].
+
+    A model's waveform need not last exactly as long as its frames (LTX-2 rounds the duration to whole audio
+    latents, e.g. 45 ms short for 9 frames at 24 fps), and a muxed file must not make either stream outlast the other.
+    """
+    if waveform.ndim != 2:
+        raise ValueError(f"a waveform is (channels, samples), got shape {waveform.shape}")
+    waveform = np.clip(np.asarray(waveform, dtype=np.float32), -1.0, 1.0)[:, :samples]
+    return np.pad(waveform, ((0, 0), (0, samples - waveform.shape[1])))
+
+
+def _layout(channels: int) -> str:
+    layouts = {1: "mono", 2: "stereo"}
+    if channels not in layouts:
+        raise ValueError(f"audio with {channels} channels: mono and stereo are written")
+    return layouts[channels]
+
+
+def save_video_with_audio(frames: np.ndarray, path: Path, fps: int, waveform: np.ndarray, sample_rate: int) -> Path:
+    """Write uint8 frames (F, H, W, 3) and a float waveform (channels, samples) as one MP4: H.264 + AAC, through PyAV.
+
+    The audio is cut or padded to the video's length (F / fps), and keeps its sample rate and channel count.
+    This is diffusers' ``encode_video`` (the LTX-2 reference's muxer) with what it leaves out: the silent
+    writer's quality (crf 18), mono kept mono, the two streams of equal length, no progress bar, an atomic write.
+    """
+    import av
+
+    layout = _layout(waveform.shape[0])
+    if frames.shape[1] % 2 or frames.shape[2] % 2:  # yuv420p needs even sizes: repeat the last row / column
+        frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge")
+    audio = fit_audio(waveform, round(len(frames) * sample_rate / fps))
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        # faststart: the index first, so a browser plays the file while it downloads
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+            video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001), options={"crf": "18"})
+            video.height, video.width = frames.shape[1:3]
+            video.pix_fmt = "yuv420p"
+            sound = container.add_stream("aac", rate=sample_rate, layout=layout)
+            for frame in frames:
+                container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            container.mux(video.encode())
+            # AAC's own sample format (planar float): no resampling; PyAV cuts the frame into the encoder's sizes.
+            block = av.AudioFrame.from_ndarray(audio, format="fltp", layout=layout)
+            block.sample_rate, block.pts = sample_rate, 0
+            container.mux(sound.encode(block))
+            container.mux(sound.encode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_wav(waveform: np.ndarray, path: Path, sample_rate: int) -> Path:
+    """Write a float waveform (channels, samples) in [-1, 1] as 16-bit PCM WAV."""
+    import wave
+
+    _layout(waveform.shape[0])
+    pcm = np.round(fit_audio(waveform, waveform.shape[1]) * 32767).astype("<i2")
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as fh, wave.open(fh, "wb") as out:
+            out.setnchannels(pcm.shape[0])
+            out.setsampwidth(2)
+            out.setframerate(sample_rate)
+            out.writeframes(np.ascontiguousarray(pcm.T).tobytes())  # WAV interleaves the channels
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
