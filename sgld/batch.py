@@ -4,8 +4,9 @@ A prompt set is a text file (one prompt per line) or JSONL (one object per line 
 ``prompt`` and any sampling option: ``seed``, ``negative_prompt``, ``height``, ...). Every
 item's result is appended to ``manifest.jsonl`` in the output directory as soon as it is
 written, so an interrupted run loses at most the item in progress; running the same command
-again skips the items the manifest records as done whose files still exist. A failing item
-is recorded with its error and the run goes on. ``summary.json`` is rewritten after every item.
+again skips the items the manifest records as done whose files still exist and whose settings are
+the ones asked for now (``sgld.resume``: a run with other settings is refused). A failing item is
+recorded with its error and the run goes on. ``summary.json`` is rewritten after every item.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from sgld.config.options import BY_NAME, SAMPLING
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
 from sgld.outputs import slug
+from sgld.resume import CONFIG, MANIFEST, plan_resume
 
 log = logging.getLogger("sgld")
 
-MANIFEST = "manifest.jsonl"
 SUMMARY = "summary.json"
 
 
@@ -55,20 +56,6 @@ def load_prompt_set(path: str) -> list[dict]:
     if not items:
         raise UserError(f"prompts file {path!r} has no prompts", param="prompts_file")
     return items
-
-
-def _done_items(manifest: Path) -> set[int]:
-    """Indexes the manifest records as finished whose output file is still there."""
-    done = set()
-    if manifest.is_file():
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash mid-write
-            if record.get("status") == "ok" and record.get("output") and Path(record["output"]).is_file():
-                done.add(record["index"])
-    return done
 
 
 def _peak_memory() -> int | None:
@@ -113,10 +100,13 @@ def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
         items = _items_of(run)
     outputs = expand(items, run.output.num_outputs_per_prompt, run.sampling.seed)
     out_dir = Path(run.output.path).expanduser().resolve()
+    plan = plan_resume(run, out_dir, outputs)  # a run that differs from the recorded one stops here
+    done = plan.done
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / MANIFEST
-    (out_dir / "config.yaml").write_text(run_config_yaml(run))  # the composed run, beside its outputs
-    done = _done_items(manifest) if run.output.resume else set()
+    if not run.output.resume:
+        manifest.write_text("")  # every output is made again: the old records describe nothing that stays
+    (out_dir / CONFIG).write_text(run_config_yaml(run))  # the composed run, beside its outputs
     todo = [i for i in range(len(outputs)) if i not in done]
     log.info("%d outputs: %d already done, %d to generate into %s", len(outputs), len(done), len(todo), out_dir)
     summary = {"total": len(outputs), "done": len(done), "failed": 0, "skipped": len(done), "load_seconds": 0.0,
@@ -149,6 +139,9 @@ def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
                                   settings=asdict(result.config.sampling), timings=result.timings,
                                   seconds=seconds, batch=len(indexes), peak_memory_bytes=_peak_memory())
                     summary["done"] += 1
+                    replaced = plan.superseded.pop(index, None)
+                    if replaced is not None and replaced != Path(result.path):
+                        replaced.unlink(missing_ok=True)  # the file of the item's earlier settings
                 with manifest.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
             summary["seconds"] = round(time.perf_counter() - start, 3)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from sgld.resume import records_by_index
+
 COLUMNS = ("run", "settings", "done", "failed", "total", "load_s", "s_per_output", "peak_mem_gib")
 
 
@@ -101,8 +103,9 @@ def sheet_cells(root: Path) -> tuple[list[str], list[str], dict[tuple[int, int],
         manifest = root / row_info["run"] / "manifest.jsonl"
         if not manifest.is_file():
             continue
-        records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-        records = [r for r in records if r.get("status") == "ok" and Path(r.get("output", "")).is_file()]
+        # The latest record of each output: an item made again after its line was edited has two.
+        records = [r for r in records_by_index(manifest).values()
+                   if r.get("status") == "ok" and Path(r.get("output", "")).is_file()]
         if not records:
             continue
         rows.append(row_info["settings"] or row_info["run"])

@@ -157,3 +157,101 @@ def test_batch_size_gives_the_same_files_and_manifest(tmp_path, tiny_wan_folder)
         assert np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(solo, batched)]) < 1.0
     # Outputs of one size and step count went through one batch (the failing line never entered one).
     assert max(r.get("batch", 1) for r in three.values()) == 3
+
+
+def _generate(*args):
+    """sgl-diffusion generate in this process: (exit code, stderr + log text)."""
+    import io
+    import logging
+
+    from sgld.cli import main
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("sgld")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    err = io.StringIO()
+    try:
+        from contextlib import redirect_stderr
+
+        with redirect_stderr(err):
+            code = main(["generate", "--model-path", "tiny-wan-t2v", "--num-inference-steps", "1", *args])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return code, err.getvalue() + stream.getvalue()
+
+
+def test_a_rerun_with_other_settings_is_refused_and_changes_nothing(tmp_path, tiny_wan_folder, tiny_wan22_folder):
+    prompts = tmp_path / "set.txt"
+    prompts.write_text("a red fox\na blue cat\n")
+    out = tmp_path / "set1"
+    code, _ = _generate("--prompt-file", str(prompts), "--output-path", str(out))
+    assert code == 0
+    config, lines = (out / "config.yaml").read_text(), (out / "manifest.jsonl").read_text()
+    files = {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
+    for args, message in (
+        (["--height", "96", "--width", "96"], "sampling.height=96 (was 64), sampling.width=96 (was 64)"),
+        (["--seed", "5"], "sampling.seed=5 (was 1024)"),
+        (["--num-inference-steps", "2"], "sampling.num_inference_steps=2 (was 1)"),
+        (["--model-path", "tiny-wan22-t2v"], "model.path='tiny-wan22-t2v' (was 'tiny-wan-t2v')"),
+        (["--precision", "bf16"], "model.precision='bf16' (was 'fp32')"),
+    ):
+        start = time.perf_counter()
+        code, text = _generate("--prompt-file", str(prompts), "--output-path", str(out), *args)
+        assert code == 2, text
+        assert f"{out} holds a run of model tiny-wan-t2v at 64x64; this run asks for {message}" in text
+        assert "use another --output-path, or --no-resume (output.resume=false)" in text
+        assert time.perf_counter() - start < 10  # refused before the model loads
+    assert (out / "config.yaml").read_text() == config and (out / "manifest.jsonl").read_text() == lines
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == files
+
+    # --no-resume makes the set again with the new settings; the folder then describes them, and resumes.
+    code, _ = _generate("--prompt-file", str(prompts), "--output-path", str(out), "--height", "96", "--width", "96",
+                        "--no-resume")
+    assert code == 0
+    assert "height: 96" in (out / "config.yaml").read_text()
+    records = manifest(out)
+    assert [r["index"] for r in records] == [0, 1] and all(r["settings"]["height"] == 96 for r in records)
+    assert all(read_mp4(r["output"])[0]["size"] == (96, 96) for r in records)
+    code, text = _generate("--prompt-file", str(prompts), "--output-path", str(out), "--height", "96", "--width", "96")
+    assert code == 0 and "2 already done, 0 to generate" in text
+
+
+def test_a_lora_change_is_a_changed_run(tmp_path):
+    from sgld.resume import check_same_run
+    from sgld.run_config import run_config_from_options
+    from sgld.config.compose import run_config_yaml
+    from sgld.errors import UserError
+
+    plain = run_config_from_options({"model_path": "tiny-wan-t2v"})
+    (tmp_path / "config.yaml").write_text(run_config_yaml(plain))
+    check_same_run(tmp_path, "out", plain)
+    styled = run_config_from_options({"model_path": "tiny-wan-t2v", "lora_path": "style.safetensors"})
+    with pytest.raises(UserError, match=r"model.loras=\[\{'path': 'style.safetensors'.*\(was \[\]\)"):
+        check_same_run(tmp_path, "out", styled)
+
+
+def test_an_edited_line_is_made_again_and_the_rest_resumes(tmp_path, tiny_wan_folder):
+    prompts = tmp_path / "set.jsonl"
+    lines = [{"prompt": "a red fox", "seed": 1}, {"prompt": "a blue cat", "seed": 2}, {"prompt": "a dog", "seed": 3}]
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out"
+    assert _generate("--prompt-file", str(prompts), "--output-path", str(out))[0] == 0
+    first = {r["index"]: r for r in manifest(out)}
+    stamp = (out / "0000_a_red_fox.mp4").stat().st_mtime_ns
+    lines[1]["prompt"] = "a green cat"  # another file name
+    lines[2]["seed"] = 30  # the same file name, other pixels
+    lines.append({"prompt": "a bird", "seed": 4})
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, text = _generate("--prompt-file", str(prompts), "--output-path", str(out))
+    assert code == 0, text
+    assert "4 outputs: 1 already done, 3 to generate" in text
+    assert "output 1 changed since it was made (prompt 'a blue cat' -> 'a green cat'" in text
+    assert "output 2 changed since it was made (seed 3 -> 30)" in text
+    assert (out / "0000_a_red_fox.mp4").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["0000_a_red_fox.mp4", "0001_a_green_cat.mp4",
+                                                         "0002_a_dog.mp4", "0003_a_bird.mp4"]
+    latest = {r["index"]: r for r in manifest(out)}
+    assert latest[2]["seed"] == 30 and latest[2]["output"] == first[2]["output"]

@@ -113,6 +113,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("output_path", "output.path", str, "directory to save outputs in", OUTPUT),
     Option("output_file_name", "output.file_name", str, "file name of the output; unset: made from the prompt and seed", OUTPUT),
     Option("output_file_path", "output.file_name", str, "the whole output path, directory and file name (its extension picks the format); sets output_path and output_file_name", OUTPUT, splits=split_output_file_path),
+    Option("resume", "output.resume", bool, "prompt sets: keep the outputs the output path's manifest records as made with this run's settings (a run with other settings is refused there); --no-resume makes every output again", OUTPUT),
     Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT),
     Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT),
     Option("host", "server.host", str, "address the HTTP server binds", HTTP),
