@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _thread
 import logging
 import signal
 import threading
@@ -21,9 +20,11 @@ def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
     """Serve until interrupted; the model loads in the background (with ``load``) while /health says 'loading'.
 
     SIGTERM drains: the replica stops claiming jobs (``/health`` says ``draining``), its running job
-    finishes within ``server.drain_s`` or goes back to the queue, then the process exits.
+    finishes within ``server.drain_s`` or goes back to the queue, then the process exits (status 0).
     """
     import waitress
+    from waitress import wasyncore
+    from waitress.trigger import trigger
 
     from server import create_app
     from server.warmup import compile_for_serving
@@ -37,9 +38,21 @@ def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: reachable from other machines%s", host, "" if run.server.api_key else " WITHOUT an API key")
 
+    # Waitress's loop runs while its socket map holds a socket. The drain ends it by closing them all, from inside
+    # the loop (wasyncore is not thread-safe) through a trigger, not with SIGINT: a server a shell started in the
+    # background ignores SIGINT (inherited SIG_IGN), and _thread.interrupt_main() then does nothing.
+    sockets: dict = {}
+    server = waitress.create_server(app, map=sockets, host=host, port=port, threads=run.server.threads, ident="sgld")
+    wake = trigger(sockets)
+
     def drain_then_exit() -> None:
-        svc.drain(run.server.drain_s)
-        _thread.interrupt_main()  # waitress's loop ends with KeyboardInterrupt
+        try:
+            svc.drain(run.server.drain_s)
+        finally:
+            try:
+                wake.pull_trigger(lambda: wasyncore.close_all(sockets))
+            except OSError:  # the loop has already ended (Ctrl-C) and closed the trigger
+                pass
 
     def on_sigterm(signum, frame) -> None:
         if not svc.draining:
@@ -47,10 +60,12 @@ def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
             threading.Thread(target=drain_then_exit, name="sgld-drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    server.print_listen("Serving on http://{}:{}")
     try:
-        waitress.serve(app, host=host, port=port, threads=run.server.threads, ident="sgld")
+        server.run()  # returns after the drain closed the sockets, or on Ctrl-C (KeyboardInterrupt)
     except KeyboardInterrupt:
         pass
     finally:
+        server.task_dispatcher.shutdown()  # request threads still answering get a few seconds
         svc.stop()
         log.info("server stopped after %.0f s", time.perf_counter() - start)

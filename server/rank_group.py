@@ -48,6 +48,7 @@ class RankGroupEngine:
         context = multiprocessing.get_context("spawn")
         self.jobs, self.events, self.cancel = context.Queue(), context.Queue(), context.Event()
         self.failure: Optional[str] = None
+        self._stopping = False  # stop() asked the ranks to exit: the group ending then is no failure
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._launch, name="sgld-rank-group", daemon=True)
 
@@ -65,16 +66,19 @@ class RankGroupEngine:
         from sgld.parallel.launch import launch_function
         from sgld.parallel.serving import serve_ranks
 
+        message: Optional[str] = None
         try:
             launch_function(self.run, serve_ranks, self.run, self.load, self.jobs, self.events, self.cancel)
-            message = "the rank group stopped"
         except UserError as exc:
             message = str(exc)
         except Exception as exc:  # noqa: BLE001 - whatever ended the group is reported, not raised
             message = f"{type(exc).__name__}: {exc}"
-        self.failure = message
-        log.error("rank group ended: %s", message)
-        self.on_failure(message)
+        self.failure = message or "the rank group stopped"
+        if message is None and self._stopping:
+            log.info("rank group stopped")  # as asked: the server is stopping
+            return
+        log.error("rank group ended: %s", self.failure)
+        self.on_failure(self.failure)
 
     def _next_event(self, timeout: float):
         """The next event from rank 0 (None after ``timeout``); notes readiness on the way."""
@@ -86,12 +90,19 @@ class RankGroupEngine:
             self._ready.set()
         return event
 
-    def stop(self) -> None:
-        """Ask the ranks to exit after the current job."""
+    def stop(self, timeout: float = 30) -> None:
+        """Ask the ranks to exit after the current job; wait up to ``timeout`` seconds for the group to end.
+
+        Waiting lets torch's launcher return and close its rendezvous store: a process that exits while the
+        launcher's thread still runs aborts in C++ teardown ("terminate called without an active exception").
+        """
         from sgld.parallel.serving import STOP
 
         if self.failure is None:
+            self._stopping = True
             self.jobs.put(STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def loaded_loras(self) -> list[str]:
         """Unknown here: the adapters live in the ranks."""

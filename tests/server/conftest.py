@@ -22,11 +22,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ServerProcess:
     """``sgl-diffusion serve`` in a subprocess; ``url`` is its /v1 base."""
 
     def __init__(self, output_dir: Path, *extra: str, env: dict | None = None, model: str = "tiny-wan-t2v",
-                 hydra: bool = False, faults: bool = False):
+                 hydra: bool = False, faults: bool = False, ignore_sigint: bool = False):
         self.output_dir = output_dir
         self.model = model
         self.extra = extra
@@ -34,6 +38,8 @@ class ServerProcess:
         # faults=True: the same door with test prompts that fail a job or kill a rank (tests/support/faults.py).
         self.hydra = hydra or faults
         self.module = "tests.support.fault_server" if faults else "server"
+        # ignore_sigint=True: started as a shell script's background job is (bash sets SIGINT to SIG_IGN, inherited).
+        self.ignore_sigint = ignore_sigint
         self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -59,6 +65,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, *command],
             cwd=REPO, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            preexec_fn=_ignore_sigint if self.ignore_sigint else None,
         )
         while time.perf_counter() - start < timeout:
             if self.proc.poll() is not None:
