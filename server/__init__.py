@@ -7,7 +7,6 @@ is ready). Tests enter here: a loaded engine, or a loader that wraps the real on
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -15,12 +14,15 @@ from flask import Flask, request
 
 from sgld.config.schema import RunConfig
 
+from server.auth import has_api_key
+
 if TYPE_CHECKING:
     from server.engine import Engine, EngineLoader
 
 log = logging.getLogger("sgld.server")
 
-# The playground page and its assets load without a key; the page then sends the key the user types.
+# The playground page and its assets load without a key; the page then sends the key the user types
+# (/playground/info answers only whether a key is needed until it gets the key).
 PUBLIC_PATHS = {"/health", "/openapi.json", "/", "/playground", "/playground/app.js", "/playground/style.css",
                 "/playground/info"}
 
@@ -56,9 +58,7 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
     def _authenticate():
         if not api_key or request.path in PUBLIC_PATHS:
             return None
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
+        if not has_api_key(request.headers, api_key):
             raise APIError(401, "missing or incorrect API key (send 'Authorization: Bearer KEY')", code="invalid_api_key")
         return None
 

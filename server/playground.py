@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, jsonify, send_from_directory
+from flask import Blueprint, jsonify, request, send_from_directory
 
+from server.auth import has_api_key
 from server.context import service
 from sgld.models.lora import lora_files
 
@@ -28,9 +29,15 @@ def asset(name: str):
 
 @bp.get("/playground/info")
 def info():
-    """What the page needs to build its form: the model, its kind and defaults, whether a key is required."""
+    """What the page needs to build its form: the model, its kind and defaults, whether a key is required.
+
+    With an API key set, a request without it learns only that a key is needed: the adapters and
+    defaults are the API's data, which needs the key.
+    """
     svc = service()
     run = svc.run
+    if run.server.api_key and not has_api_key(request.headers, run.server.api_key):
+        return jsonify({"api_key_required": True})
     spec = svc.folder_model.spec
     s = run.sampling
     return jsonify({

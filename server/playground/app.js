@@ -193,6 +193,11 @@ function renderImageHistory() {
 async function submit(event) {
   event.preventDefault();
   $("error").hidden = true;
+  if (!info || !info.defaults) {  // the form's first use is giving the key: describe the model with it
+    localStorage.setItem("sgld-api-key", $("api-key").value);
+    await init().catch((error) => showError(`Cannot reach the server: ${error.message}`));
+    return;
+  }
   if (!$("prompt").value.trim()) { showError("Write a prompt first."); $("prompt").focus(); return; }
   localStorage.setItem("sgld-api-key", $("api-key").value);
   $("submit").disabled = true;
@@ -207,7 +212,13 @@ async function submit(event) {
 }
 
 async function init() {
-  info = await (await fetch("/playground/info")).json();
+  $("api-key").value = localStorage.getItem("sgld-api-key") || "";
+  info = await (await fetch("/playground/info", { headers: authHeaders() })).json();
+  if (!info.defaults) {  // the server wants its API key before it describes the model
+    $("api-key-field").hidden = false;
+    $("model-line").textContent = "This server needs its API key: enter it and press Enter to load the model's settings.";
+    return;
+  }
   const d = info.defaults;
   const mode = info.kind === "image" ? (info.needs_image ? " editing" : " from text, optionally with reference images")
     : (info.needs_image ? " from an image" : " from text or an image");
@@ -234,9 +245,8 @@ async function init() {
     option.textContent = name;
     $("lora").append(option);
   }
-  $("api-key").value = localStorage.getItem("sgld-api-key") || "";
-  $("form").addEventListener("submit", submit);
   loadHistory();
 }
 
+$("form").addEventListener("submit", submit);
 init().catch((error) => showError(`Cannot reach the server: ${error.message}`));

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.reliability.conftest import AUTH, assert_error, openai_client
+from tests.reliability.conftest import API_KEY, AUTH, assert_error, openai_client
 from tests.server.conftest import wait_for
 
 API_ROUTES = [("GET", "/v1/models"), ("GET", "/v1/videos"), ("POST", "/v1/videos"), ("GET", "/v1/videos/video_x"),
@@ -29,6 +29,33 @@ def test_every_api_route_needs_the_key(video_server, method, path):
 def test_public_paths_need_no_key(video_server):
     for path in ("/health", "/openapi.json", "/", "/playground", "/playground/app.js", "/playground/info"):
         assert httpx.get(video_server.base + path).status_code == 200, path
+
+
+def test_the_bearer_scheme_is_case_insensitive(video_server):
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        r = httpx.get(video_server.base + "/v1/models", headers={"Authorization": f"{scheme} {API_KEY}"})
+        assert r.status_code == 200, (scheme, r.text)
+
+
+def test_the_playground_data_needs_the_key_where_the_api_does(video_server):
+    """/playground/info stays public, but without the key it says only that a key is needed: the adapters and
+    defaults it otherwise lists are the API's data."""
+    assert httpx.get(video_server.base + "/playground/info").json() == {"api_key_required": True}
+    wrong = httpx.get(video_server.base + "/playground/info", headers={"Authorization": "Bearer wrong"}).json()
+    assert wrong == {"api_key_required": True}
+    full = httpx.get(video_server.base + "/playground/info", headers={"Authorization": f"bearer {API_KEY}"}).json()
+    assert full["api_key_required"] is True and full["model"] == "tiny-wan-t2v" and "defaults" in full
+
+
+def test_the_playground_asks_for_the_key_then_loads(video_server, browser):
+    page = browser.new_page()
+    page.goto(video_server.base + "/playground")
+    page.wait_for_function("document.getElementById('model-line').textContent.includes('API key')")
+    assert page.get_by_label("API key").is_visible()
+    page.get_by_label("API key").fill(API_KEY)
+    page.get_by_label("API key").press("Enter")  # commits the value: the page asks again with it
+    page.wait_for_function("document.getElementById('model-line').textContent.includes('tiny-wan-t2v')")
+    page.close()
 
 
 def test_no_file_outside_the_output_dir_is_served(video_server):
