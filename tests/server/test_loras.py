@@ -24,6 +24,7 @@ def lora_dir(tmp_path_factory, tiny_wan_folder):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.safetensors").write_bytes(file.read_bytes())
     (tmp_path_factory.getbasetemp() / "secret.safetensors").write_bytes(b"outside the LoRA dir")
+    (folder / "evil.pt").write_bytes(b"a pickle is never opened")
     return folder
 
 
@@ -88,6 +89,7 @@ def test_concurrent_requests_with_different_adapters_each_equal_their_cli_run(lo
     ([{"name": "../secret.safetensors"}], 400, "outside the LoRA folder"),
     ([{"name": "/etc/passwd"}], 400, "outside the LoRA folder"),
     ([{"name": "nope"}], 404, "no LoRA 'nope'"),
+    ([{"name": "evil.pt"}], 400, "not a .safetensors file"),
     ([{"name": "style_a", "scale": "strong"}], 400, "not a finite number"),
     ("style_a", 400, "array"),
 ])
