@@ -1,4 +1,7 @@
-"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` with the right status."""
+"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}, "detail": message}`` with the right status.
+
+``detail`` repeats the message where SGLang's (FastAPI's) clients read it; OpenAI's SDK reads ``error``.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ class APIError(Exception):
 
 def error_body(status: int, message: str, param: Optional[str] = None, code: Optional[str] = None) -> dict[str, Any]:
     """The JSON body of an error response."""
-    return {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"), "param": param, "code": code}}
+    return {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"), "param": param, "code": code},
+            "detail": message}
 
 
 def _respond(exc: APIError):

@@ -68,7 +68,7 @@ def image_fields(limits: Any) -> dict:
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
-        "required": ["error"],
+        "required": ["error", "detail"],
         "properties": {
             "error": {
                 "type": "object",
@@ -119,8 +119,9 @@ SCHEMAS: dict[str, Any] = {
     },
     "VideoDeleted": {
         "type": "object",
-        "required": ["id", "object", "deleted"],
-        "properties": {"id": {"type": "string"}, "object": {"type": "string", "enum": ["video.deleted"]}, "deleted": {"type": "boolean"}},
+        "required": ["id", "object", "deleted", "status"],
+        "properties": {"id": {"type": "string"}, "object": {"type": "string", "enum": ["video.deleted"]},
+                       "deleted": {"type": "boolean"}, "status": {"type": "string", "enum": ["deleted"]}},
     },
     "ImagesResponse": {
         "type": "object",
@@ -226,7 +227,8 @@ def _video_paths(needs_image: bool, takes_image: bool) -> dict:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                     {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
                 ],
-                "responses": {"200": _json(_ref("VideoList"), "a page of jobs"), **_errors(400, 401)},
+                "responses": {"200": _json(_ref("VideoList"), "a page of jobs (empty after an unknown cursor)"),
+                              **_errors(400, 401)},
             },
         },
         "/v1/videos/{video_id}": {

@@ -41,6 +41,25 @@ def _form_lists(form) -> dict[str, list[dict]]:
 MAX_SEED = 2**63 - 1
 
 
+def check_text_encodes(name: str, value: Any) -> None:
+    """400 naming ``name`` when a string in ``value`` is not valid Unicode text (a lone surrogate from a JSON
+    ``\\ud800`` escape): it could be neither stored nor written to a log."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise bad(name, f"'{name}' holds a lone surrogate (an unpaired \\ud800-\\udfff escape); send valid "
+                                "Unicode text") from None
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
 def bad(param: str, message: str, code: str = "invalid_value") -> APIError:
     """A 400 naming ``param``."""
     return APIError(400, message, param=param, code=code)
@@ -56,10 +75,16 @@ class Fields:
                 data = json.loads(request.get_data())
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
                 raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+            except RecursionError:  # the parser recurses once per nesting level
+                raise APIError(400, "request body is nested too deeply", code="invalid_json") from None
             if not isinstance(data, dict):
                 raise APIError(400, "request body must be a JSON object", code="invalid_json")
             self.values: dict[str, Any] = data
         elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            # A part without a name reaches werkzeug's dicts under the key None.
+            if any(not isinstance(key, str) for key in (*request.form.keys(), *request.files.keys())):
+                raise APIError(400, "a form part has no name (Content-Disposition needs name=\"...\")",
+                               code="invalid_form")
             self.values = _form_lists(request.form)
             for key in request.form.keys():
                 if LIST_KEY.match(key):
@@ -79,6 +104,8 @@ class Fields:
         for key in self.values:
             if key not in allowed:
                 raise bad(key, f"unknown field '{key}'", "unknown_field")
+        for key, value in self.values.items():
+            check_text_encodes(key, value)
         for key in self.files:
             if key not in file_fields:
                 raise bad(key, f"unexpected file field '{key}'", "unknown_field")

@@ -138,8 +138,8 @@ def list_videos():
         raise bad("order", f"'order' must be asc or desc, got {order!r}")
     try:
         jobs, has_more = service().store.page("video", limit, order, args.get("after"))
-    except KeyError:
-        raise bad("after", f"no video with id {args.get('after')!r}") from None
+    except KeyError:  # a cursor that names no job (deleted, expired from another store): nothing after it
+        jobs, has_more = [], False
     data = [video_object(job) for job in jobs]
     return jsonify({
         "object": "list", "data": data, "first_id": data[0]["id"] if data else None,
@@ -158,7 +158,8 @@ def delete_video(video_id: str):
     """Cancel a queued or running job and delete its record and files."""
     _get_job(video_id)
     service().delete(video_id)
-    return jsonify({"id": video_id, "object": "video.deleted", "deleted": True})
+    # OpenAI's deletion object, with SGLang's status of the removed job.
+    return jsonify({"id": video_id, "object": "video.deleted", "deleted": True, "status": "deleted"})
 
 
 @bp.get("/<video_id>/content")
