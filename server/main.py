@@ -29,7 +29,10 @@ def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
     from server import create_app
     from server.warmup import compile_for_serving
 
+    from server.threads import apply_thread_budget
+
     start = time.perf_counter()
+    apply_thread_budget(run)
     run = compile_for_serving(run)
     app = create_app(run, load=load)
     svc = app.extensions["sgld"]

@@ -16,7 +16,12 @@ from sgld.config.schema import (
 )
 from sgld.errors import UserError
 
+# Sections say what takes an option: SERVER the loaded engine (from_pretrained / the run), SAMPLING and OUTPUT
+# each request too, HTTP only ``serve``.
 SERVER, SAMPLING, OUTPUT, HTTP = "server", "sampling", "output", "http"
+
+# --help headings of the engine options (SERVER), by what they set; the other sections are headings of their own.
+MODEL, PARALLEL, MEMORY, PROMPT_SETS = "model", "parallelism", "memory and offload", "prompt sets"
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,10 @@ class Option:
     splits: Callable[[Any], dict[str, Any]] | None = None
     # Other command-line spellings of the same option (a bool alias gets its --no- form too).
     aliases: tuple[str, ...] = ()
+    # The --help heading of a SERVER option (MODEL, PARALLEL, MEMORY, PROMPT_SETS).
+    group: str = ""
+    # Only ``generate`` takes it (prompt sets, output file names): ``serve`` lists and takes it not.
+    generate_only: bool = False
 
     @property
     def flag(self) -> str:
@@ -64,37 +73,37 @@ def _same_setting(key: str, a: Any, b: Any) -> bool:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model_path", "model.path", str, "built-in name (tiny-wan-t2v), local diffusers folder, or Hugging Face repo id (from the local HF cache, else downloaded: only configs, safetensors and tokenizer files)", SERVER),
-    Option("download", "model.download", bool, "download a Hugging Face repo id missing from the local cache (--no-download: the cache only, as HF_HUB_OFFLINE=1)", SERVER),
-    Option("num_gpus", "parallel.num_gpus", int, "number of processes (GPUs; on a CPU-only machine, gloo processes)", SERVER),
-    Option("tp_size", "parallel.tp_size", int, "tensor parallel size of the text encoder", SERVER),
-    Option("sp_size", "parallel.sp_size", int, "sequence parallel size (= ulysses_degree x ring_degree)", SERVER),
-    Option("ulysses_degree", "parallel.ulysses_degree", int, "Ulysses (all-to-all) degree of sequence parallelism", SERVER),
-    Option("ring_degree", "parallel.ring_degree", int, "ring-attention degree of sequence parallelism", SERVER),
-    Option("enable_cfg_parallel", "parallel.enable_cfg_parallel", bool, "run the conditional and unconditional branches on different ranks", SERVER),
-    Option("text_encoder_cpu_offload", "offload.text_encoder", bool, "keep the text encoder on the CPU between uses", SERVER),
-    Option("dit_cpu_offload", "offload.dit", bool, "keep the DiT on the CPU between uses (offload.dit=model)", SERVER, value=DitOffload.model.value),
-    Option("dit_layerwise_offload", "offload.dit", bool, "keep the DiT's blocks on the CPU and copy each in as it runs, the next one prefetched (offload.dit=layerwise)", SERVER, value=DitOffload.layerwise.value),
-    Option("vae_cpu_offload", "offload.vae", bool, "keep the VAE on the CPU between uses", SERVER),
-    Option("pin_cpu_memory", "offload.pin_cpu_memory", bool, "pin offloaded weights for faster transfers", SERVER),
-    Option("precision", "model.precision", str, "DiT precision", SERVER, choices(Precision)),
-    Option("text_encoder_precisions", "model.text_encoder_precisions", str, "one precision per text encoder", SERVER, choices(Precision), many=True),
-    Option("vae_precision", "vae.precision", str, "VAE precision", SERVER, choices(Precision)),
-    Option("vae_tiling", "vae.tiling", bool, "decode the VAE in tiles (less memory)", SERVER),
-    Option("vae_sp", "vae.sp", bool, "split VAE decode tiles across ranks", SERVER),
-    Option("attention_backend", "model.attention_backend", str, "attention kernel: auto (FlashAttention-3 where installed on Hopper, else SDPA), fa3, fa3_fp8 (FlashAttention-3's FP8 forward, lossy), sage (8-bit, lossy), cudnn, flash, efficient, math", SERVER, choices(AttentionBackend)),
-    Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks; unset: on for serve on a GPU, off for generate (--no-torch-compile: off)", SERVER, aliases=("torch_compile",)),
-    Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, choices(CacheKind)),
-    Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, choices(Quantization)),
-    Option("cuda_graphs", "model.cuda_graphs", bool, "replay the whole DiT forward as a CUDA graph per input shape (lossless; saves the host time between kernels)", SERVER),
-    Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER),
-    Option("lora_path", "model.loras", str, "LoRA adapter: a .safetensors file or a folder holding one (diffusers/PEFT or Kohya layout); repeat for several", SERVER, many=True, repeat=True),
-    Option("lora_scale", "model.loras", float, "strength of each --lora-path, in the same order (one value: all)", SERVER, many=True, repeat=True),
-    Option("lora_target", "model.loras", str, "the DiT each --lora-path goes into (Wan2.2 A14B: transformer, transformer_2 or all; one value: all)", SERVER, choices(LoraTarget), many=True, repeat=True),
-    Option("lora_nickname", "model.loras", str, "name of each --lora-path (default: the file's stem)", SERVER, many=True, repeat=True),
-    Option("lora_merge_mode", "model.lora_merge_mode", str, "merge: fuse the adapters into the weights (no per-step cost); dynamic: keep them separate so requests can switch them; auto: merge unless the server has --lora-dir", SERVER, choices(LoraMergeMode)),
-    Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention: FastVideo mask-strategy JSON (HunyuanVideo); unset: dense attention", SERVER),
-    Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER),
+    Option("model_path", "model.path", str, "a model sgld knows by name (listed at the end), a local diffusers folder, or a Hugging Face repo id (from the local HF cache, else downloaded: only configs, safetensors and tokenizer files)", SERVER, group=MODEL),
+    Option("download", "model.download", bool, "download a Hugging Face repo id missing from the local cache (--no-download: the cache only, as HF_HUB_OFFLINE=1)", SERVER, group=MODEL),
+    Option("num_gpus", "parallel.num_gpus", int, "number of processes (GPUs; on a CPU-only machine, gloo processes)", SERVER, group=PARALLEL),
+    Option("tp_size", "parallel.tp_size", int, "tensor parallel size of the text encoder", SERVER, group=PARALLEL),
+    Option("sp_size", "parallel.sp_size", int, "sequence parallel size (= ulysses_degree x ring_degree)", SERVER, group=PARALLEL),
+    Option("ulysses_degree", "parallel.ulysses_degree", int, "Ulysses (all-to-all) degree of sequence parallelism", SERVER, group=PARALLEL),
+    Option("ring_degree", "parallel.ring_degree", int, "ring-attention degree of sequence parallelism", SERVER, group=PARALLEL),
+    Option("enable_cfg_parallel", "parallel.enable_cfg_parallel", bool, "run the conditional and unconditional branches on different ranks", SERVER, group=PARALLEL),
+    Option("text_encoder_cpu_offload", "offload.text_encoder", bool, "keep the text encoder on the CPU between uses", SERVER, group=MEMORY),
+    Option("dit_cpu_offload", "offload.dit", bool, "keep the DiT on the CPU between uses (offload.dit=model)", SERVER, value=DitOffload.model.value, group=MEMORY),
+    Option("dit_layerwise_offload", "offload.dit", bool, "keep the DiT's blocks on the CPU and copy each in as it runs, the next one prefetched (offload.dit=layerwise)", SERVER, value=DitOffload.layerwise.value, group=MEMORY),
+    Option("vae_cpu_offload", "offload.vae", bool, "keep the VAE on the CPU between uses", SERVER, group=MEMORY),
+    Option("pin_cpu_memory", "offload.pin_cpu_memory", bool, "pin offloaded weights for faster transfers", SERVER, group=MEMORY),
+    Option("precision", "model.precision", str, "DiT precision", SERVER, choices(Precision), group=MODEL),
+    Option("text_encoder_precisions", "model.text_encoder_precisions", str, "one precision per text encoder", SERVER, choices(Precision), many=True, group=MODEL),
+    Option("vae_precision", "vae.precision", str, "VAE precision", SERVER, choices(Precision), group=MODEL),
+    Option("vae_tiling", "vae.tiling", bool, "decode the VAE in tiles (less memory)", SERVER, group=MEMORY),
+    Option("vae_sp", "vae.sp", bool, "split VAE decode tiles across ranks", SERVER, group=PARALLEL),
+    Option("attention_backend", "model.attention_backend", str, "attention kernel: auto (FlashAttention-3 where installed on Hopper, else SDPA), fa3, fa3_fp8 (FlashAttention-3's FP8 forward, lossy), sage (8-bit, lossy), cudnn, flash, efficient, math", SERVER, choices(AttentionBackend), group=MODEL),
+    Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks; unset: on for serve on a GPU, off for generate (--no-torch-compile: off)", SERVER, aliases=("torch_compile",), group=MODEL),
+    Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, choices(CacheKind), group=MODEL),
+    Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, choices(Quantization), group=MODEL),
+    Option("cuda_graphs", "model.cuda_graphs", bool, "replay the whole DiT forward as a CUDA graph per input shape (lossless; saves the host time between kernels)", SERVER, group=MODEL),
+    Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER, group=MODEL),
+    Option("lora_path", "model.loras", str, "LoRA adapter: a .safetensors file or a folder holding one (diffusers/PEFT or Kohya layout); repeat for several", SERVER, many=True, repeat=True, group=MODEL),
+    Option("lora_scale", "model.loras", float, "strength of each --lora-path, in the same order (one value: all)", SERVER, many=True, repeat=True, group=MODEL),
+    Option("lora_target", "model.loras", str, "the DiT each --lora-path goes into (Wan2.2 A14B: transformer, transformer_2 or all; one value: all)", SERVER, choices(LoraTarget), many=True, repeat=True, group=MODEL),
+    Option("lora_nickname", "model.loras", str, "name of each --lora-path", SERVER, many=True, repeat=True, group=MODEL),
+    Option("lora_merge_mode", "model.lora_merge_mode", str, "merge: fuse the adapters into the weights (no per-step cost); dynamic: keep them separate so requests can switch them; auto: merge unless the server has --lora-dir", SERVER, choices(LoraMergeMode), group=MODEL),
+    Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention: FastVideo mask-strategy JSON (HunyuanVideo); unset: dense attention", SERVER, group=MODEL),
+    Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER, group=MODEL),
     Option("prompt", "sampling.prompt", str, "text description of the output", SAMPLING),
     Option("negative_prompt", "sampling.negative_prompt", str, "what to steer away from", SAMPLING),
     Option("num_inference_steps", "sampling.num_inference_steps", int, "denoising steps", SAMPLING),
@@ -107,15 +116,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("fps", "sampling.fps", int, "frames per second of the saved video", SAMPLING),
     Option("flow_shift", "sampling.flow_shift", float, "flow-matching shift of the scheduler", SAMPLING),
     Option("image_path", "sampling.image_path", str, "input image (image-to-video and edit models); give it several times for models that take several (Qwen-Image-Edit-Plus)", SAMPLING, several=True),
-    Option("prompt_file", "sampling.prompts_file", str, "prompt set: a text file (one prompt per line) or JSONL with per-line overrides", SERVER),
-    Option("batch_size", "sampling.batch_size", int, "prompt sets: outputs generated together in one batch per forward (those of one size and step count)", SERVER),
-    Option("num_outputs_per_prompt", "output.num_outputs_per_prompt", int, "outputs per prompt, with seeds seed, seed+1, ...", SERVER),
+    Option("prompt_file", "sampling.prompts_file", str, "prompt set: a text file (one prompt per line) or JSONL with per-line overrides", SERVER, group=PROMPT_SETS, generate_only=True),
+    Option("batch_size", "sampling.batch_size", int, "prompt sets: outputs generated together in one batch per forward (those of one size and step count)", SERVER, group=PROMPT_SETS, generate_only=True),
+    Option("num_outputs_per_prompt", "output.num_outputs_per_prompt", int, "outputs per prompt, with seeds seed, seed+1, ...", SERVER, group=PROMPT_SETS, generate_only=True),
+    Option("resume", "output.resume", bool, "prompt sets: keep the outputs the output path's manifest records as made with this run's settings (a run with other settings is refused there); --no-resume makes every output again", SERVER, group=PROMPT_SETS, generate_only=True),
     Option("output_path", "output.path", str, "directory to save outputs in", OUTPUT),
-    Option("output_file_name", "output.file_name", str, "file name of the output; unset: made from the prompt and seed", OUTPUT),
-    Option("output_file_path", "output.file_name", str, "the whole output path, directory and file name (its extension picks the format); sets output_path and output_file_name", OUTPUT, splits=split_output_file_path),
-    Option("resume", "output.resume", bool, "prompt sets: keep the outputs the output path's manifest records as made with this run's settings (a run with other settings is refused there); --no-resume makes every output again", OUTPUT),
-    Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT),
-    Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT),
+    Option("output_file_name", "output.file_name", str, "file name of the output; unset: made from the prompt and seed", OUTPUT, generate_only=True),
+    Option("output_file_path", "output.file_name", str, "the whole output path, directory and file name (its extension picks the format); sets output_path and output_file_name", OUTPUT, splits=split_output_file_path, generate_only=True),
+    Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT, generate_only=True),
+    Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT, generate_only=True),
     Option("host", "server.host", str, "address the HTTP server binds", HTTP),
     Option("port", "server.port", int, "port the HTTP server listens on", HTTP),
     Option("api_key", "server.api_key", str, "require 'Authorization: Bearer KEY' (also from SGLD_API_KEY)", HTTP),
@@ -130,6 +139,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("drain_s", "server.drain_s", float, "on SIGTERM, seconds the running job may take before it is re-queued", HTTP),
     Option("retention_s", "server.retention_s", float, "seconds completed jobs' files are kept (expires_at); unset: until deleted", HTTP),
     Option("warmup_sizes", "server.warmup_sizes", str, "sizes (WxH, or WxHxF for video) run once before the server says ready, so compiling happens at startup; unset: the model's default size when compiled", HTTP, many=True),
+    Option("torch_threads", "server.torch_threads", int, "torch CPU threads per engine worker; unset: the machine's cores / (dp_size x replicas_on_host)", HTTP),
+    Option("replicas_on_host", "server.replicas_on_host", int, "serve replicas sharing this machine's cores (sets the default torch_threads)", HTTP),
     Option("lora_dir", "server.lora_dir", str, "folder of LoRA adapters requests may name (relative to it)", HTTP),
     Option("max_loaded_loras", "server.max_loaded_loras", int, "LoRA adapters kept loaded; the least recently used is dropped", HTTP),
 )
@@ -205,6 +216,32 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
                                 f"give {name} alone, or both with the same value", param=name)
             values[key] = value
     return values
+
+
+def in_config_keys(message: str) -> str:
+    """A message with its flag spellings as the config keys they set, for the Hydra door.
+
+    ``--prompt`` -> ``sampling.prompt=``, ``--no-resume`` -> ``output.resume=false``; a key the message
+    already gives in parentheses beside its flag is said once.
+    """
+    import re
+
+    def key_of(match: "re.Match[str]") -> str:
+        negated, name = bool(match.group(1)), match.group(2).replace("-", "_")
+        option = BY_NAME.get(name) or next((o for o in OPTIONS if name in o.aliases), None)
+        if option is None or option.splits is not None or option.key == "model.loras":
+            return match.group(0)  # no single key to name (model_path is a model=... choice there)
+        if option.name == "model_path":
+            return "model=<conf/model name> (or model.path=)"
+        if option.value is not None:  # a switch of a choice key
+            return f"{option.key}={'none' if negated else option.value}"
+        if option.type is bool:
+            return f"{option.key}={'false' if negated else 'true'}"
+        return f"{option.key}={match.group(3) or ''}"
+
+    # A number after the flag is its value (--sp-size 1 -> parallel.sp_size=1); words are the sentence's.
+    text = re.sub(r"--(no-)?([a-z][a-z0-9-]*[a-z0-9])(?![\w-])(?: (\d[\w.]*))?", key_of, message)
+    return re.sub(r"(\S+) \(\1\)", r"\1", text)
 
 
 LORA_OPTIONS = ("lora_path", "lora_scale", "lora_target", "lora_nickname")

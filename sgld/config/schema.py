@@ -291,6 +291,11 @@ class ServerConfig:
     # Sizes ("WxH", or "WxHxF" for video) each engine runs once, 2 steps, before /health says ok, so compiling
     # happens at startup, not in a user's request. None: the model's default size when the DiT is compiled.
     warmup_sizes: Optional[list[str]] = None
+    # torch's intra-op threads per engine worker. None: the machine's cores divided by the engine workers on it
+    # (parallel.dp_size x replicas_on_host): replicas that each took every core slowed each other down.
+    torch_threads: Optional[int] = None
+    # How many serve replicas share this machine's cores (they cannot see each other; say so here).
+    replicas_on_host: int = 1
 
 
 @dataclass

@@ -89,6 +89,9 @@ def validate(run: RunConfig) -> None:
     if run.server.batch_wait_ms < 0:
         raise ConfigError(f"server.batch_wait_ms must be >= 0, got {run.server.batch_wait_ms}", param="server.batch_wait_ms")
     _check_positive("server.max_attempts", run.server.max_attempts)
+    _check_positive("server.replicas_on_host", run.server.replicas_on_host)
+    if run.server.torch_threads is not None:
+        _check_positive("server.torch_threads", run.server.torch_threads)
     for key in ("lease_s", "drain_s"):
         value = getattr(run.server, key)
         if value < (0 if key == "drain_s" else 1):
