@@ -10,13 +10,45 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 import time
 from typing import Any, Sequence
 
-from sgld.config.options import HTTP, OPTIONS, OUTPUT, SAMPLING, SERVER, Option
+from sgld.config.options import (
+    BY_NAME, HTTP, MEMORY, MODEL, OPTIONS, OUTPUT, PARALLEL, PROMPT_SETS, SAMPLING, SERVER, Option,
+)
 from sgld.errors import UserError
 
-SECTION_TITLES = {SERVER: "server arguments", SAMPLING: "sampling parameters", OUTPUT: "output options", HTTP: "HTTP server"}
+# --help headings in order: the engine's (SERVER) options by what they set, then one per other section.
+HEADINGS = (MODEL, PARALLEL, MEMORY, "sampling parameters", PROMPT_SETS, "output options", "HTTP server")
+SECTION_HEADINGS = {SAMPLING: "sampling parameters", OUTPUT: "output options", HTTP: "HTTP server"}
+
+
+def heading(option: Option) -> str:
+    """The --help heading an option is listed under."""
+    return option.group if option.section == SERVER else SECTION_HEADINGS[option.section]
+
+
+def takes(command: str, option: Option) -> bool:
+    """Whether ``command`` (generate or serve) takes ``option``."""
+    if command == "generate":
+        return option.section != HTTP
+    return not option.generate_only
+
+
+def models_epilog() -> str:
+    """The names --model-path knows (sgld.variants), for the end of --help."""
+    from sgld.variants import VARIANTS
+
+    # Wrapped here, never at a name's hyphens, so each name can be copied whole (argparse leaves it as it is).
+    fill = lambda text: textwrap.fill(text, width=79, break_on_hyphens=False, break_long_words=False)  # noqa: E731
+    tiny = ", ".join(v.name for v in VARIANTS if v.tiny)
+    released = ", ".join(v.name for v in VARIANTS if not v.tiny)
+    return "\n".join((
+        "models --model-path knows by name:",
+        fill(f"  built-in tiny models (random weights, built offline on first use): {tiny}"),
+        fill(f"  released models (from the Hugging Face cache, else downloaded): {released}"),
+    ))
 
 
 def _default_text(option: Option, defaults: Any) -> str:
@@ -37,8 +69,8 @@ def _default_text(option: Option, defaults: Any) -> str:
     if option.key == "model.loras":
         return "none" if option.name == "lora_path" else "1.0" if option.name == "lora_scale" else \
             "transformer" if option.name == "lora_target" else "the file's stem"
-    if OmegaConf.is_list(value):
-        value = list(value) or "same as --precision"
+    if OmegaConf.is_list(value):  # a list of choices prints as their values (fp32 fp16), not enum reprs
+        return " ".join(str(item) for item in value) or "same as --precision"
     return "unset" if value is None else str(value)
 
 
@@ -53,14 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="{generate,serve}")
     sub.required = True
-    gen = sub.add_parser("generate", help="run one generation and exit", description="Run one generation and exit.")
-    serve = sub.add_parser("serve", help="start the OpenAI-compatible HTTP server", description="Start the HTTP server.")
-    for p, sections in ((gen, (SERVER, SAMPLING, OUTPUT)), (serve, (SERVER, SAMPLING, OUTPUT, HTTP))):
+    epilog = models_epilog()
+    raw = argparse.RawDescriptionHelpFormatter  # the epilog keeps its own lines
+    gen = sub.add_parser("generate", help="run one generation and exit", description="Run one generation and exit.",
+                         epilog=epilog, formatter_class=raw)
+    serve = sub.add_parser("serve", help="start the OpenAI-compatible HTTP server", description="Start the HTTP server.",
+                           epilog=epilog, formatter_class=raw)
+    for command, p in (("generate", gen), ("serve", serve)):
         p.add_argument("--config", metavar="FILE", help="JSON or YAML file of options (same names, underscores); flags win over it")
-        groups = {section: p.add_argument_group(SECTION_TITLES[section]) for section in sections}
-        for option in OPTIONS:
-            if option.section in groups:
-                _add_option(groups[option.section], option, _default_text(option, defaults))
+        options = [option for option in OPTIONS if takes(command, option)]
+        groups = {title: p.add_argument_group(title) for title in HEADINGS if any(heading(o) == title for o in options)}
+        for option in options:
+            _add_option(groups[heading(option)], option, _default_text(option, defaults))
     return parser
 
 
@@ -139,7 +175,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError("serve takes at most one --prompt (the default prompt of requests)", param="prompt")
     args.prompt = args.prompt[0] if args.prompt else None
 
-    run = run_config_from_options(collect_options(args))
+    options = collect_options(args)
+    for name in options:  # a --config file may hold generate's options; serve would ignore them silently
+        option = BY_NAME.get(name)
+        if option is not None and not takes("serve", option):
+            raise UserError(f"{name} is an option of `generate` (prompt sets, output files), not of `serve`", param=name)
+    run = run_config_from_options(options)
     from sgld.runner import check_model_folder
     from server.main import serve
 

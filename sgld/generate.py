@@ -40,7 +40,9 @@ def run(cfg: DictConfig) -> int:
             return 1 if summary["failed"] else 0
         result = run_generation(run_config)
     except UserError as exc:
-        log.error("error: %s", exc)
+        from sgld.config.options import in_config_keys
+
+        log.error("error: %s", in_config_keys(str(exc)))  # this door takes keys, not the flags messages name
         return 2
     if result is not None:  # None: a rank other than 0 under torchrun
         from sgld.runner import describe_timings

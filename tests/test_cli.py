@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,7 @@ def test_help_lists_every_flag_quickly():
     assert elapsed < 5  # measured ~0.6 s on 2 cores; the bound only catches an eager torch import
     serve = run_cli("sgld.cli", "serve", "--help")
     for option in OPTIONS:
-        assert option.flag in serve.stdout, option.flag
+        assert (option.flag in serve.stdout) == (not option.generate_only), option.flag
     assert "(default: 30010)" in serve.stdout and "(default: 127.0.0.1)" in serve.stdout
 
 
@@ -163,3 +165,92 @@ def test_what_the_model_folder_rules_out_is_refused_before_loading(model, args, 
     assert proc.stderr.count("error:") == 1 and "loaded" not in proc.stderr
     assert elapsed < 20  # measured ~3 s on 2 cores; loading (or spawning ranks) first takes far longer
     assert not list(tmp_path.iterdir())
+
+
+def _help(*command: str) -> str:
+    proc = run_cli("sgld.cli", *command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _group(text: str, title: str) -> str:
+    """The lines of one argparse group in a --help text (from its title to the next blank line)."""
+    start = text.index(f"\n{title}:\n")
+    end = text.find("\n\n", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_help_lists_built_in_models_and_groups_options_by_what_they_set():
+    from sgld.variants import VARIANTS
+
+    text = _help("generate")
+    flat = " ".join(text.split())
+    for variant in VARIANTS:  # every name --model-path knows, built-in tiny models and released repo ids
+        assert variant.name in flat, variant.name
+    assert "server arguments" not in text  # generate starts no server
+    assert "--model-path" in _group(text, "model") and "--precision" in _group(text, "model")
+    assert "--lora-path" in _group(text, "model") and "--attention-backend" in _group(text, "model")
+    assert "--ulysses-degree" in _group(text, "parallelism") and "--num-gpus" in _group(text, "parallelism")
+    assert "--dit-cpu-offload" in _group(text, "memory and offload")
+    assert "--prompt-file" in _group(text, "prompt sets") and "--resume" in _group(text, "prompt sets")
+    assert "--guidance-scale" in _group(text, "sampling parameters")
+    # Defaults print as values, and each once.
+    assert "<Precision" not in text and "Precision." not in text
+    assert "--text-encoder-precisions" in text and "(default: fp32)" in _group(text, "model")
+    assert flat.count("the file's stem") == 1
+
+
+def test_serve_help_lists_no_generation_only_flags():
+    text = _help("serve")
+    for flag in ("--prompt-file", "--batch-size", "--num-outputs-per-prompt", "--resume", "--output-file-name",
+                 "--output-file-path", "--save-output", "--return-frames"):
+        assert flag not in text, flag
+    for flag in ("--model-path", "--port", "--output-path", "--seed", "--max-batch-size"):
+        assert flag in text, flag
+
+
+README = (REPO / "README.md").read_text()
+
+
+def _readme_commands() -> list[str]:
+    """README's bash and python code blocks, in order, with backslash-continued lines joined."""
+    blocks = re.findall(r"```(?:bash|python)\n(.*?)```", README, flags=re.S)
+    return [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+
+
+def test_readme_hydra_commands_give_a_prompt():
+    for line in _readme_commands():
+        if "sgld.generate" in line and "prompts_file" not in line and "+experiment" not in line and line.strip():
+            assert "sampling.prompt=" in line, line
+
+
+def test_readme_input_images_are_made_before_they_are_used():
+    """Every input image a README example reads is written by an earlier README command."""
+    made: set[str] = set()
+    for line in _readme_commands():
+        for name in re.findall(r"""(?:--image-path |@)([\w./-]+\.png)|open\(["']([\w./-]+\.png)["'], ["']rb""", line):
+            name = "".join(name)
+            assert Path(name).name in made, f"README reads {name} before any command makes it: {line.strip()}"
+        made.update(Path(n).name for n in re.findall(r"""(?:--output-file-path |\.save\(["']|> )([\w./-]+\.png)""", line))
+        made.update(re.findall(r"""["']([\w-]+\.png)["'],""", line))  # a list of names a python one-liner saves
+
+
+def test_readme_video_download_waits_for_the_job():
+    """The curl video example polls the job until it is completed before it downloads /content."""
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", README, flags=re.S) if "/v1/videos" in b)
+    assert re.search(r"(while|until) .*\.status", block), block  # a loop that reads the job's status
+    download = block[block.index("/content") - 200 : block.index("/content")]
+    assert "completed" in download, block  # the download runs only for a completed job
+
+
+def test_readme_says_how_to_run_the_programs_after_set_up():
+    setup = README[README.index("## Set-up") : README.index("## Generate")]
+    after = setup[setup.index("make test\n```") :][:600]  # right after the two commands
+    assert "source .venv/bin/activate" in after and ".venv/bin/sgl-diffusion" in after
+
+
+def test_serve_refuses_generate_options_from_a_config_file(tmp_path):
+    config = tmp_path / "serve.yaml"
+    config.write_text("model_path: tiny-wan-t2v\nprompt_file: prompts.txt\n")
+    proc = run_cli("sgld.cli", "serve", "--config", str(config), timeout=60)
+    assert proc.returncode == 2 and "prompt_file is an option of `generate`" in proc.stderr, proc.stderr

@@ -36,3 +36,10 @@ def test_bad_request_exits_2(tmp_path, tiny_wan_folder):
     assert proc.returncode == 2
     assert "num_frames=10 must be 4k+1" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_missing_prompt_names_the_hydra_key(tmp_path, tiny_wan_folder):
+    proc = run_cli("sgld.generate", "model=tiny_wan", f"output.path={tmp_path}")
+    assert proc.returncode == 2
+    text = proc.stderr + proc.stdout
+    assert "sampling.prompt=" in text and "--prompt" not in text and "Traceback" not in text
