@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+if TYPE_CHECKING:  # for the annotations only: importing sgld.request must not import torch
+    import numpy
+    import torch
+    from diffusers import SchedulerMixin
+    from PIL.Image import Image
 
 # (steps done, total steps) -> None; called by the denoise loop with 0 as it starts, then after every step.
 StepCallback = Callable[[int, int], None]
@@ -39,21 +45,23 @@ class Request:
     cond_kwargs: dict = field(default_factory=dict)
     uncond_kwargs: Optional[dict] = None
     model_kwargs: dict = field(default_factory=dict)
-    timesteps: Any = None
-    scheduler: Any = None
-    latents: Any = None
-    # Edit models: per input image, a list of the image for the VL encoder (PIL), its pixels for the VAE and
-    # its (height, width); then the packed latent tokens of all of them, appended after the noise tokens in
-    # every DiT call. Image-to-video models keep their one input image (PIL) in condition_image.
-    condition_image: Any = None
-    condition_pixels: Any = None
-    condition_size: Any = None
-    condition_tokens: Any = None
-    # Wan image-to-video: mask + condition latents concatenated to the noise on the channel axis,
-    # or (Wan2.2 TI2V) the latent first frame that replaces the noisy one at every step.
-    condition_channels: Any = None
-    first_frame_latents: Any = None
-    frames: Any = None  # numpy uint8 (frames, height, width, 3)
+    timesteps: Optional[torch.Tensor] = None
+    scheduler: Optional[SchedulerMixin] = None  # this request's own (its step index is per request)
+    latents: Optional[torch.Tensor] = None
+    # The input images (PIL), one per image: Qwen-Image-Edit's sized for its VL encoder, an image-to-video
+    # model's as opened. Edit models also keep each image's pixels for the VAE ((1, 3, 1, H, W) in [-1, 1])
+    # and its (height, width).
+    condition_image: Optional[list[Image]] = None
+    condition_pixels: Optional[list[torch.Tensor]] = None
+    condition_size: Optional[list[tuple[int, int]]] = None
+    # What the family's DitAdapter gives the DiT besides the noise (None: the family takes none):
+    # input images' packed latent tokens, appended after the noise tokens (Qwen-Image-Edit, FLUX.2);
+    # mask + condition latents concatenated to the noise on the channel axis (Wan I2V, HunyuanVideo-1.5);
+    # the latent first frame that replaces the noisy one at every step (Wan2.2 TI2V).
+    condition_tokens: Optional[torch.Tensor] = None
+    condition_channels: Optional[torch.Tensor] = None
+    first_frame_latents: Optional[torch.Tensor] = None
+    frames: Optional[numpy.ndarray] = None  # uint8 (frames, height, width, 3)
     timings: dict = field(default_factory=dict)
     # Set when this request left a batch early (its step callback raised, or it was stopped); the later
     # stages skip it and the others of its batch go on.

@@ -11,9 +11,9 @@ from sgld.families import FAMILIES, flux_vae_scale
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.stages.decoding import FluxVaeDecodingStage
-from sgld.stages.denoising import CFG_MODES, DenoisingStage
+from sgld.stages.denoising import DenoisingStage
 from sgld.stages.flux_text import FluxTextEncodingStage
-from sgld.stages.image_latents import FlowMatchTimestepStage, PackedLatentPreparationStage
+from sgld.stages.image_latents import FlowMatchTimestepStage, PackedImageDit, PackedLatentPreparationStage
 from sgld.stages.validation import InputValidationStage
 
 
@@ -35,7 +35,7 @@ class FluxT2IPipeline(Pipeline):
             PackedLatentPreparationStage(transformer.config.in_channels // 4, vae_scale, device, dtype,
                                          position_ids=True, guidance_embeds=transformer.config.guidance_embeds),
             FlowMatchTimestepStage(components["scheduler"], device),
-            DenoisingStage([("transformer", transformer)], self.placement, parallel, step_hooks={"transformer": step_hooks},
-                           cfg_mode=CFG_MODES[self.spec.guidance], timestep_divisor=1000),
+            DenoisingStage([("transformer", transformer)], self.placement, parallel, guidance=self.spec.guidance,
+                           adapter=PackedImageDit(dtype), step_hooks={"transformer": step_hooks}),
             FluxVaeDecodingStage(vae, self.placement, vae_scale),
         ]

@@ -18,7 +18,7 @@ from sgld.stages.flux2 import (
     Flux2LatentStage, Flux2ReferenceImageStage, Flux2TextEncodingStage, Flux2VaeDecodingStage,
     MistralTextEncodingStage, check_reference_image, empirical_shift,
 )
-from sgld.stages.image_latents import FlowMatchTimestepStage
+from sgld.stages.image_latents import FlowMatchTimestepStage, PackedImageDit
 from sgld.stages.validation import InputValidationStage
 
 
@@ -44,8 +44,8 @@ class Flux2KleinT2IPipeline(Pipeline):
                              guidance_embeds=transformer.config.guidance_embeds),
             FlowMatchTimestepStage(components["scheduler"], device, shift=empirical_shift),
             Flux2ReferenceImageStage(vae, self.placement, vae_scale),
-            DenoisingStage([("transformer", transformer)], self.placement, parallel,
-                           step_hooks={"transformer": step_hooks}, timestep_divisor=1000, cfg_mode=self.cfg_mode),
+            DenoisingStage([("transformer", transformer)], self.placement, parallel, guidance=self.spec.guidance,
+                           adapter=PackedImageDit(dtype), cfg_mode=self.cfg_mode, step_hooks={"transformer": step_hooks}),
             Flux2VaeDecodingStage(vae, self.placement, vae_scale),
         ]
 

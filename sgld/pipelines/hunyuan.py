@@ -14,7 +14,7 @@ from sgld.pipelines.base import Pipeline
 from sgld.request import Request
 from sgld.stages.base import Stage
 from sgld.stages.decoding import HunyuanVaeDecodingStage
-from sgld.stages.denoising import CFG_MODES, DenoisingStage
+from sgld.stages.denoising import DenoisingStage
 from sgld.stages.hunyuan_text import HunyuanTextEncodingStage
 from sgld.stages.latents import VideoLatentPreparationStage
 from sgld.stages.timesteps import TimestepPreparationStage
@@ -53,8 +53,8 @@ class HunyuanT2VPipeline(Pipeline):
             TimestepPreparationStage(components["scheduler"], device, linear_sigmas=True),
             VideoLatentPreparationStage(transformer.config.in_channels, vae.config.spatial_compression_ratio,
                                         self.constraints.temporal_factor, device),
-            DenoisingStage([("transformer", transformer)], self.placement, parallel,
-                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_MODES[self.spec.guidance]),
+            DenoisingStage([("transformer", transformer)], self.placement, parallel, guidance=self.spec.guidance,
+                           step_hooks={"transformer": step_hooks}),
             HunyuanVaeDecodingStage(vae, self.placement, parallel, split_tiles=run.vae.sp),
         ]
 

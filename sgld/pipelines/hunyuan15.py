@@ -14,7 +14,7 @@ from sgld.pipelines.base import Pipeline
 from sgld.stages.decoding import VideoVaeDecodingStage
 from sgld.stages.denoising import CFG_SEQUENTIAL, DenoisingStage
 from sgld.levers.hunyuan15_attention import enable_mask_free_attention
-from sgld.stages.hunyuan15_condition import Hunyuan15ConditionStage
+from sgld.stages.hunyuan15_condition import Hunyuan15ConditionStage, Hunyuan15Dit
 from sgld.stages.hunyuan15_text import Hunyuan15TextEncodingStage
 from sgld.stages.latents import VideoLatentPreparationStage
 from sgld.stages.timesteps import TimestepPreparationStage
@@ -53,9 +53,8 @@ class Hunyuan15T2VPipeline(Pipeline):
                                         self.constraints.temporal_factor, device),
             Hunyuan15ConditionStage(vae, self.placement, dtype, transformer.config.image_embed_dim,
                                     image_encoder, components.get("feature_extractor")),
-            DenoisingStage([("transformer", transformer)], self.placement, parallel,
-                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_SEQUENTIAL,
-                           timestep_in_dit_dtype=True),
+            DenoisingStage([("transformer", transformer)], self.placement, parallel, guidance=self.spec.guidance,
+                           adapter=Hunyuan15Dit(dtype), cfg_mode=CFG_SEQUENTIAL, step_hooks={"transformer": step_hooks}),
             VideoVaeDecodingStage(vae, self.placement, parallel),
         ]
 

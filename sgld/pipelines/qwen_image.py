@@ -13,7 +13,7 @@ from sgld.pipelines.base import Pipeline
 from sgld.stages.condition_image import CONDITION_AREA, PLUS_VL_AREA, ConditionImageStage, ConditionLatentStage
 from sgld.stages.decoding import QwenVaeDecodingStage
 from sgld.stages.denoising import CFG_BATCHED, CFG_MODES, DenoisingStage
-from sgld.stages.image_latents import FlowMatchTimestepStage, PackedLatentPreparationStage
+from sgld.stages.image_latents import FlowMatchTimestepStage, PackedImageDit, PackedLatentPreparationStage
 from sgld.stages.qwen_text import (QWEN_IMAGE_EDIT_PLUS_TEMPLATE, QWEN_IMAGE_EDIT_TEMPLATE, QWEN_IMAGE_TEMPLATE,
                                    QwenTextEncodingStage)
 from sgld.stages.validation import InputValidationStage
@@ -41,10 +41,9 @@ class QwenImageT2IPipeline(Pipeline):
                                          img_shapes=True),
             *self.condition_latent_stages(),
             FlowMatchTimestepStage(components["scheduler"], device),
-            # Guided prediction rescaled to the conditional one's norm, as the reference's true CFG does.
-            DenoisingStage([("transformer", transformer)], self.placement, parallel,
-                           step_hooks={"transformer": step_hooks}, cfg_mode=self.cfg_mode, timestep_divisor=1000,
-                           rescale_cfg=True),
+            # true_cfg: the guided prediction rescaled to the conditional one's norm, as the reference does.
+            DenoisingStage([("transformer", transformer)], self.placement, parallel, guidance=self.spec.guidance,
+                           adapter=PackedImageDit(dtype), cfg_mode=self.cfg_mode, step_hooks={"transformer": step_hooks}),
             QwenVaeDecodingStage(vae, self.placement, self.vae_scale),
         ]
 

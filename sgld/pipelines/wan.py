@@ -13,8 +13,10 @@ from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.request import Request
 from sgld.stages.decoding import WanVaeDecodingStage
-from sgld.stages.denoising import CFG_MODES, DenoisingStage
-from sgld.stages.first_frame import FirstFrameConditionStage, ImageEmbeddingStage
+from sgld.stages.denoising import DenoisingStage
+from sgld.stages.dit_adapter import DitAdapter
+from sgld.stages.first_frame import (ChannelConditionDit, FirstFrameConditionStage, FirstFrameDit,
+                                     ImageEmbeddingStage)
 from sgld.stages.latents import VideoLatentPreparationStage
 from sgld.stages.text_encoding import T5TextEncodingStage
 from sgld.stages.timesteps import TimestepPreparationStage
@@ -64,18 +66,18 @@ class WanT2VPipeline(Pipeline):
         if self.encodes_images:
             self.stages.append(FirstFrameConditionStage(vae, self.placement, self.first_frame_only))
         self.stages += [
-            DenoisingStage(experts, self.placement, parallel, boundary, step_hooks=step_hooks,
-                           cfg_mode=CFG_MODES[self.spec.guidance], token_patch=self._token_patch(components, experts[0][1])),
+            DenoisingStage(experts, self.placement, parallel, boundary, guidance=self.spec.guidance,
+                           adapter=self.dit_adapter(components, experts[0][1]), step_hooks=step_hooks),
             WanVaeDecodingStage(vae, self.placement, parallel, split_tiles=run.vae.sp),
         ]
 
-    @staticmethod
-    def _token_patch(components: dict[str, Any], transformer) -> tuple[int, int] | None:
-        """Wan2.2 TI2V conditions every latent token on its own timestep (expand_timesteps)."""
-        if not components.get("expand_timesteps"):
-            return None
-        patch = transformer.config.patch_size
-        return (patch[1], patch[2])
+    def dit_adapter(self, components: dict[str, Any], transformer) -> DitAdapter:
+        """How the denoise loop feeds the DiT: Wan2.2 TI2V (expand_timesteps) gives every latent token its own
+        timestep and keeps a given first frame clean; I2V concatenates its condition channels; T2V is the plain call."""
+        if components.get("expand_timesteps"):
+            patch = transformer.config.patch_size
+            return FirstFrameDit(transformer.dtype, (patch[1], patch[2]))
+        return DitAdapter(transformer.dtype)
 
     def check_request(self, req: Request) -> None:
         super().check_request(req)
@@ -95,3 +97,6 @@ class WanI2VPipeline(WanT2VPipeline):
     """Wan2.1 I2V (with CLIP image tokens) and Wan2.2 I2V A14B: the input image is the first frame."""
 
     spec = FAMILIES["wan_i2v"]
+
+    def dit_adapter(self, components: dict[str, Any], transformer) -> DitAdapter:
+        return ChannelConditionDit(transformer.dtype)

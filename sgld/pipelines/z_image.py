@@ -11,7 +11,7 @@ from sgld.families import FAMILIES, flux_vae_scale
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.stages.decoding import ImageVaeDecodingStage
-from sgld.stages.denoising import CFG_MODES, DenoisingStage
+from sgld.stages.denoising import DenoisingStage
 from sgld.stages.image_latents import FlowMatchTimestepStage, PackedLatentPreparationStage
 from sgld.stages.validation import InputValidationStage
 from sgld.stages.z_image_text import ZImageTextEncodingStage
@@ -62,8 +62,8 @@ class ZImageT2IPipeline(Pipeline):
             # The reference draws the noise in fp32 and keeps the latents fp32 through the scheduler.
             PackedLatentPreparationStage(transformer.config.in_channels, vae_scale, device, torch.float32, packed=False),
             FlowMatchTimestepStage(components["scheduler"], device, packed=False),
+            # cfg_extra: cond + s (cond - uncond), the loop's CFG with scale 1 + s.
             DenoisingStage([("transformer", ZImageDit(transformer))], self.placement, parallel,
-                           step_hooks={"transformer": step_hooks}, cfg_mode=CFG_MODES[self.spec.guidance],
-                           guidance_offset=1.0),
+                           guidance=self.spec.guidance, step_hooks={"transformer": step_hooks}),
             ImageVaeDecodingStage(vae, self.placement, vae_scale),
         ]

@@ -1,4 +1,5 @@
-"""Our denoise loop: classifier-free guidance (batched or per branch), expert switching, callbacks."""
+"""Our denoise loop: guidance branches (batched, per branch, CFG parallel), expert switching, batching of live
+samples, step hooks and callbacks; what each family's DiT takes is its ``DitAdapter``'s business."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from sgld.levers.step_hooks import StepHook
 from sgld.parallel.state import ParallelState
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.dit_adapter import DitAdapter
+from sgld.stages.guidance import RULES
 from sgld.stages.sample_batch import merge_requests
 
-# How guidance combines the two branches.
+# How the guidance branches run.
 CFG_BATCHED = "batched"  # cond and uncond in one forward of batch 2 (same-shaped text inputs)
 CFG_SEQUENTIAL = "sequential"  # two forwards (text inputs of different lengths, e.g. Qwen-Image)
 CFG_NONE = "none"  # guidance-distilled models (FLUX): one forward, guidance is a model input
@@ -28,19 +31,23 @@ CFG_MODES = {GuidanceKind.cfg: CFG_BATCHED, GuidanceKind.true_cfg: CFG_SEQUENTIA
 
 
 class DenoisingStage(Stage):
-    """Runs the DiT over the timesteps and steps the scheduler.
+    """Runs the DiT over the timesteps and steps each sample's scheduler.
 
     ``experts`` is ``[(name, module)]``: one entry for most models, two for Wan2.2 A14B,
     where ``transformer`` takes timesteps >= ``boundary_timestep`` (high noise) and
-    ``transformer_2`` the rest with ``guidance_scale_2``. The DiT is called with
-    ``hidden_states``, ``timestep``, the request's shared ``model_kwargs`` and the
-    branch's ``cond_kwargs`` / ``uncond_kwargs``.
+    ``transformer_2`` the rest with ``guidance_scale_2``. ``adapter`` is how the family's DiT is
+    fed (``DitAdapter``: hidden states, timestep, the request's shared ``model_kwargs`` and the
+    branch's ``cond_kwargs`` / ``uncond_kwargs``) and how its output becomes the prediction the
+    scheduler steps; the default is diffusers' plain call. ``guidance`` is the family's kind: it
+    picks how the branches combine (``sgld/stages/guidance.py``) and, unless ``cfg_mode`` is given,
+    how they run (``CFG_MODES``). ``step_hooks`` (by expert name) are the model's per-step
+    behaviours (step cache, sliding-tile windows): started once per request and entered around
+    every forward of that expert.
 
-    ``timestep_divisor`` divides the scheduler's timestep (FLUX and Qwen-Image take
-    t / 1000 in the latents' dtype); ``rescale_cfg`` rescales the guided prediction to the
-    conditional one's norm, as Qwen-Image's true CFG does. ``step_hooks`` (by expert name) are
-    the model's per-step behaviours (step cache, sliding-tile windows): started once per request
-    and entered around every forward of that expert.
+    A family whose step is not one latent tensor (video + audio, each with its own scheduler)
+    subclasses this stage and replaces the per-step pieces ``batch_latents``, ``predict`` and
+    ``step_samples``; the expert schedule, placement, batching of the live samples, progress and
+    stop checks, and the step hooks (``call_dit``) stay here.
     """
 
     name = "denoise"
@@ -52,28 +59,17 @@ class DenoisingStage(Stage):
         parallel: ParallelState,
         boundary_timestep: float | None = None,
         *,
+        guidance: GuidanceKind,
+        adapter: DitAdapter | None = None,
+        cfg_mode: str | None = None,
         step_hooks: Mapping[str, Sequence[StepHook]] | None = None,
-        cfg_mode: str = CFG_BATCHED,
-        timestep_divisor: float | None = None,
-        rescale_cfg: bool = False,
-        token_patch: tuple[int, int] | None = None,
-        guidance_offset: float = 0.0,
-        timestep_in_dit_dtype: bool = False,
     ):
         self.experts = list(experts)
         self.placement = placement
         self.boundary_timestep = boundary_timestep
-        self.cfg_mode = cfg_mode
-        self.timestep_divisor = timestep_divisor
-        self.rescale_cfg = rescale_cfg
-        # Added to every guidance scale: Z-Image's cond + s (cond - uncond) is uncond + (1 + s)(cond - uncond).
-        self.guidance_offset = guidance_offset
-        # HunyuanVideo-1.5 embeds the timestep in the DiT's dtype (its reference casts it so; bf16 rounds it).
-        self.timestep_in_dit_dtype = timestep_in_dit_dtype
-        # Wan2.2 TI2V (expand_timesteps): one timestep per latent token, (batch, frames * h/ph * w/pw).
-        self.token_patch = token_patch
-        # ModelMixin.dtype, as diffusers uses it: some modules stay fp32 (_keep_in_fp32_modules).
-        self.dtype = self.experts[0][1].dtype
+        self.guidance = guidance
+        self.cfg_mode = CFG_MODES[guidance] if cfg_mode is None else cfg_mode
+        self.adapter = DitAdapter(self.experts[0][1].dtype) if adapter is None else adapter
         self.parallel = parallel
         self.step_hooks = {name: list((step_hooks or {}).get(name, ())) for name, _ in self.experts}
 
@@ -83,80 +79,51 @@ class DenoisingStage(Stage):
             return [0] * len(timesteps)
         return [0 if float(t) >= self.boundary_timestep else 1 for t in timesteps.cpu()]
 
-    def _timestep(self, t: torch.Tensor, latents: torch.Tensor, batch: int, req: Request) -> torch.Tensor:
-        if self.token_patch is not None:
-            frames, height, width = latents.shape[2:]
-            grid = torch.ones(frames, height // self.token_patch[0], width // self.token_patch[1],
-                              dtype=torch.float32, device=latents.device)
-            if req.first_frame_latents is not None:
-                grid[0] = 0  # the given first frame is clean
-            return (grid * t).flatten().expand(batch, -1)
-        if self.timestep_in_dit_dtype:
-            return t.expand(batch).to(self.dtype)
-        if self.timestep_divisor is None:
-            return t.expand(batch)
-        return t.expand(batch).to(latents.dtype) / self.timestep_divisor
+    def batch_latents(self, alive: list[Request]) -> torch.Tensor:
+        """The live samples' latents stacked on the batch axis: what this step's forwards see."""
+        return alive[0].latents if len(alive) == 1 else torch.cat([req.latents for req in alive])
 
-    @staticmethod
-    def _noise_tokens(out: torch.Tensor, latents: torch.Tensor, req: Request) -> torch.Tensor:
-        """The DiT predicts the appended condition tokens too; the scheduler steps only the noise tokens."""
-        return out if req.condition_tokens is None else out[:, : latents.shape[1]]
-
-    @staticmethod
-    def _with_first_frame(latents: torch.Tensor, req: Request) -> torch.Tensor:
-        """Wan2.2 TI2V image-to-video: the latent first frame is the given image's."""
-        if req.first_frame_latents is None:
-            return latents
-        return torch.cat([req.first_frame_latents.to(latents.dtype), latents[:, :, 1:]], dim=2)
-
-    def _model_input(self, latents: torch.Tensor, req: Request) -> torch.Tensor:
-        """The DiT's hidden_states: the latents plus whatever condition the model appends."""
-        x = self._with_first_frame(latents, req)
-        if req.condition_channels is not None:
-            x = torch.cat([x, req.condition_channels], dim=1)
-        x = x.to(self.dtype)
-        if req.condition_tokens is not None:
-            x = torch.cat([x, req.condition_tokens.to(self.dtype)], dim=1)
-        return x
-
-    @staticmethod
-    def _guided(cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
-        """uncond + scale * (cond - uncond), with each sample's own scale."""
-        if len(set(scales)) == 1:
-            return uncond + scales[0] * (cond - uncond)
-        scale = torch.tensor(scales, device=cond.device, dtype=torch.float32).view(-1, *[1] * (cond.dim() - 1))
-        return (uncond + scale * (cond - uncond)).to(cond.dtype)
-
-    def _predict(self, module, latents: torch.Tensor, t: torch.Tensor, req: Request, scales: Sequence[float],
-                 step: int) -> torch.Tensor:
-        x = self._model_input(latents, req)
+    def predict(self, module: torch.nn.Module, latents: torch.Tensor, t: torch.Tensor, req: Request,
+                scales: Sequence[float], step: int) -> torch.Tensor:
+        """The batch's guided prediction at timestep ``t``; ``req`` is the live samples merged, ``scales`` theirs."""
+        adapter = self.adapter
+        x = adapter.model_input(latents, req)
         guided = req.uncond_kwargs is not None and self.cfg_mode != CFG_NONE
         if guided and self.parallel.cfg_degree > 1:
             cond, uncond = self._predict_cfg_parallel(module, x, latents, t, req, step)
         elif guided and self.cfg_mode == CFG_BATCHED:
             branch = {k: None if v is None else torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
-            out = self._call(module, "cond_uncond", step, hidden_states=torch.cat([x, x]),
-                             timestep=self._timestep(t, latents, 2 * x.shape[0], req), **req.model_kwargs, **branch)
-            cond, uncond = self._noise_tokens(out, latents, req).chunk(2)
+            out = self.call_dit(module, "cond_uncond", step, torch.cat([x, x]),
+                                adapter.timestep(t, latents, 2 * x.shape[0], req), {**req.model_kwargs, **branch})
+            cond, uncond = adapter.prediction(out, latents, req).chunk(2)
         else:
-            timestep = self._timestep(t, latents, x.shape[0], req)
-            cond = self._call(module, "cond", step, hidden_states=x, timestep=timestep, **req.model_kwargs, **req.cond_kwargs)
-            cond = self._noise_tokens(cond, latents, req)
+            timestep = adapter.timestep(t, latents, x.shape[0], req)
+            cond = self.call_dit(module, "cond", step, x, timestep, {**req.model_kwargs, **req.cond_kwargs})
+            cond = adapter.prediction(cond, latents, req)
             if not guided:
                 return cond
-            uncond = self._call(module, "uncond", step, hidden_states=x, timestep=timestep, **req.model_kwargs, **req.uncond_kwargs)
-            uncond = self._noise_tokens(uncond, latents, req)
-        combined = self._guided(cond, uncond, scales)
-        if self.rescale_cfg:
-            combined = combined * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True))
-        return combined
+            uncond = self.call_dit(module, "uncond", step, x, timestep, {**req.model_kwargs, **req.uncond_kwargs})
+            uncond = adapter.prediction(uncond, latents, req)
+        return self.guide(cond, uncond, scales)
 
-    def _call(self, module, branch: str, step: int, **kwargs) -> torch.Tensor:
-        """One DiT forward, inside the expert's step hooks (a step cache keeps cond/uncond state apart)."""
+    def guide(self, cond: torch.Tensor, uncond: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+        """The two branches combined by the family's guidance kind, with each sample's scale."""
+        return RULES[self.guidance](cond, uncond, scales)
+
+    def step_samples(self, alive: list[Request], prediction: torch.Tensor, t: torch.Tensor) -> None:
+        """Each live sample's scheduler steps its rows of the batch's prediction."""
+        for row, req in enumerate(alive):
+            own = prediction if len(alive) == 1 else prediction[row : row + 1]
+            req.latents = req.scheduler.step(own, t, req.latents, return_dict=False)[0]
+
+    def call_dit(self, module: torch.nn.Module, branch: str, step: int, hidden_states: torch.Tensor,
+                 timestep: torch.Tensor, kwargs: dict):
+        """One DiT forward through the adapter, inside the expert's step hooks (a step cache keeps cond/uncond
+        state apart by ``branch``); the DiT's raw output."""
         with ExitStack() as stack:
             for hook in self._hooks_of(module):
                 stack.enter_context(hook.around_forward(branch, step))
-            return module(**kwargs, return_dict=False)[0]
+            return self.adapter.call(module, hidden_states, timestep, kwargs)
 
     def _hooks_of(self, module) -> list[StepHook]:
         return next(self.step_hooks[name] for name, expert in self.experts if expert is module)
@@ -195,10 +162,11 @@ class DenoisingStage(Stage):
         """CFG parallel: this rank's cfg slice runs one branch; the two predictions are exchanged."""
         import torch.distributed as dist
 
-        branch = req.cond_kwargs if self.parallel.cfg_rank == 0 else req.uncond_kwargs
-        mine = self._call(module, "cond" if self.parallel.cfg_rank == 0 else "uncond", step, hidden_states=x,
-                          timestep=self._timestep(t, latents, x.shape[0], req), **req.model_kwargs, **branch)
-        mine = self._noise_tokens(mine, latents, req).contiguous()
+        cond_rank = self.parallel.cfg_rank == 0
+        branch = req.cond_kwargs if cond_rank else req.uncond_kwargs
+        mine = self.call_dit(module, "cond" if cond_rank else "uncond", step, x,
+                             self.adapter.timestep(t, latents, x.shape[0], req), {**req.model_kwargs, **branch})
+        mine = self.adapter.prediction(mine, latents, req).contiguous()
         both = [torch.empty_like(mine) for _ in range(2)]
         dist.all_gather(both, mine, group=self.parallel.cfg_group)
         return both[0], both[1]
@@ -232,20 +200,17 @@ class DenoisingStage(Stage):
                 for i in steps:
                     if merged is None:  # the live samples' DiT inputs, stacked again after one leaves
                         merged = merge_requests(alive, one_text_length=self.cfg_mode == CFG_BATCHED)
-                    scales = [self._scale(req, index) + self.guidance_offset for req in alive]
+                    scales = [self._scale(req, index) for req in alive]
                     t = first.timesteps[i]
-                    latents = alive[0].latents if len(alive) == 1 else torch.cat([req.latents for req in alive])
-                    noise = self._predict(module, latents, t, merged, scales, i)
-                    for row, req in enumerate(alive):
-                        own = noise if len(alive) == 1 else noise[row : row + 1]
-                        req.latents = req.scheduler.step(own, t, req.latents, return_dict=False)[0]
+                    prediction = self.predict(module, self.batch_latents(alive), t, merged, scales, i)
+                    self.step_samples(alive, prediction, t)
                     going_on = self._report(alive, i + 1, total)
                     if len(going_on) != len(alive):
                         alive, merged = going_on, None
                     if not alive:
                         break
         for req in alive:
-            req.latents = self._with_first_frame(req.latents, req)
+            req.latents = self.adapter.finish(req.latents, req)
         return reqs
 
     @staticmethod

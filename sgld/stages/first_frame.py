@@ -7,9 +7,13 @@ Two ways, as diffusers' ``WanImageToVideoPipeline`` does them:
   Wan2.1 I2V also cross-attends to the image's CLIP vision tokens.
 - Wan2.2 TI2V-5B: the image alone is encoded to one latent frame that replaces the first
   latent frame at every step, whose tokens get timestep 0 (``req.first_frame_latents``).
+
+The denoise loop gives the DiT these conditions through the adapters at the end (``DitAdapter``).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,14 +21,18 @@ from sgld.checks import open_input_image
 from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.dit_adapter import DitAdapter
 from sgld.stages.latent_norm import LatentNorm
 
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
-def input_image(req: Request):
+
+def input_image(req: Request) -> Image:
     """The request's input image (PIL RGB), opened once and kept on the request."""
     if req.condition_image is None:
-        req.condition_image = open_input_image(req.image_paths[0])
-    return req.condition_image
+        req.condition_image = [open_input_image(req.image_paths[0])]
+    return req.condition_image[0]
 
 
 class ImageEmbeddingStage(Stage):
@@ -105,3 +113,45 @@ class FirstFrameConditionStage(Stage):
         mask = torch.cat([mask[:, :, :1].repeat_interleave(self.temporal, dim=2), mask[:, :, 1:]], dim=2)
         mask = mask.view(1, -1, self.temporal, h, w).transpose(1, 2)
         return mask.to(device)
+
+
+class ChannelConditionDit(DitAdapter):
+    """Wan2.1/2.2 I2V and HunyuanVideo-1.5: ``req.condition_channels`` follow the noise on the channel axis."""
+
+    def model_input(self, latents: torch.Tensor, req: Request) -> torch.Tensor:
+        if req.condition_channels is not None:
+            latents = torch.cat([latents, req.condition_channels], dim=1)
+        return latents.to(self.dtype)
+
+
+class FirstFrameDit(DitAdapter):
+    """Wan2.2 TI2V (``expand_timesteps``): a timestep per latent token, and the given first frame kept clean.
+
+    ``patch`` is the DiT's spatial patch (h, w): one timestep per (frame, h / ph, w / pw) token. With an
+    input image (``req.first_frame_latents``) the noisy first frame is replaced by it in every call and
+    after the last step, and its tokens get timestep 0.
+    """
+
+    def __init__(self, dtype: torch.dtype, patch: tuple[int, int]):
+        super().__init__(dtype)
+        self.patch = patch
+
+    def model_input(self, latents: torch.Tensor, req: Request) -> torch.Tensor:
+        return self._with_first_frame(latents, req).to(self.dtype)
+
+    def timestep(self, t: torch.Tensor, latents: torch.Tensor, batch: int, req: Request) -> torch.Tensor:
+        frames, height, width = latents.shape[2:]
+        grid = torch.ones(frames, height // self.patch[0], width // self.patch[1], dtype=torch.float32,
+                          device=latents.device)
+        if req.first_frame_latents is not None:
+            grid[0] = 0  # the given first frame is clean
+        return (grid * t).flatten().expand(batch, -1)
+
+    def finish(self, latents: torch.Tensor, req: Request) -> torch.Tensor:
+        return self._with_first_frame(latents, req)
+
+    @staticmethod
+    def _with_first_frame(latents: torch.Tensor, req: Request) -> torch.Tensor:
+        if req.first_frame_latents is None:
+            return latents
+        return torch.cat([req.first_frame_latents.to(latents.dtype), latents[:, :, 1:]], dim=2)

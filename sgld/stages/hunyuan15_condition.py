@@ -14,7 +14,7 @@ import torch
 from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
-from sgld.stages.first_frame import input_image
+from sgld.stages.first_frame import ChannelConditionDit, input_image
 from sgld.stages.latent_norm import LatentNorm
 
 
@@ -73,3 +73,9 @@ class Hunyuan15ConditionStage(Stage):
             latents = vae.encode(pixels.to(param.device, vae.dtype)).latent_dist.mode()
         return self.norm.normalize(latents).float()
 
+
+class Hunyuan15Dit(ChannelConditionDit):
+    """The condition channels after the noise, and the timestep in the DiT's dtype (the reference casts it so)."""
+
+    def timestep(self, t: torch.Tensor, latents: torch.Tensor, batch: int, req: Request) -> torch.Tensor:
+        return t.expand(batch).to(self.dtype)

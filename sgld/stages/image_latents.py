@@ -1,4 +1,5 @@
-"""Packed (2x2) image latents and flow-matching timesteps with resolution-dependent shift."""
+"""Packed (2x2) image latents, flow-matching timesteps with resolution-dependent shift, and the DiT adapter
+of the packed-latent families (FLUX.1, FLUX.2, Qwen-Image)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from sgld.request import Request
 from sgld.stages.base import Stage
+from sgld.stages.dit_adapter import DitAdapter
 
 
 class PackedLatentPreparationStage(Stage):
@@ -90,3 +92,23 @@ class FlowMatchTimestepStage(Stage):
         scheduler.set_begin_index(0)
         req.scheduler, req.timesteps = scheduler, scheduler.timesteps
         return req
+
+
+class PackedImageDit(DitAdapter):
+    """FLUX.1, FLUX.2 and Qwen-Image: the timestep as t / 1000 in the latents' dtype, and reference tokens.
+
+    ``req.condition_tokens`` (an edit's or FLUX.2's input images, packed) follow the noise tokens in
+    every call; the DiT predicts them too, and only the noise tokens' prediction is stepped.
+    """
+
+    def model_input(self, latents: torch.Tensor, req: Request) -> torch.Tensor:
+        x = latents.to(self.dtype)
+        if req.condition_tokens is None:
+            return x
+        return torch.cat([x, req.condition_tokens.to(self.dtype)], dim=1)
+
+    def timestep(self, t: torch.Tensor, latents: torch.Tensor, batch: int, req: Request) -> torch.Tensor:
+        return t.expand(batch).to(latents.dtype) / 1000
+
+    def prediction(self, out: torch.Tensor, latents: torch.Tensor, req: Request) -> torch.Tensor:
+        return out if req.condition_tokens is None else out[:, : latents.shape[1]]
