@@ -32,6 +32,7 @@ from server.engine import Engine, EngineLoader, load_engine
 from server.job_queue import JobCancelled, JobQueue, JobReleased, QueueFull, new_id
 from server.outputs import OutputFiles
 from server.replica import Replica
+from server.store_health import StoreHealth
 from server.store import Job, JobStore, now, redacted, store_url
 from server.worker import EngineWorker, EngineWorkers, engine_options, worker_run
 
@@ -63,9 +64,12 @@ class JobService:
         log.info("job store: %s", redacted(self.store.url))
         self.started_at = time.time()
         self.queue = JobQueue(self.store, self.model_id, run.server, self.outputs)
-        self.replica = Replica(self.store, self.queue, run, self.outputs, metrics)
+        # One view of the store's outages for the heartbeat and the workers (one log line each way, lease time).
+        self.store_health = StoreHealth(run.server.lease_s)
+        self.replica = Replica(self.store, self.queue, run, self.outputs, metrics, self.store_health)
         self.replica_id = self.replica.id
-        self.engines = EngineWorkers(run, self.queue, self.outputs, self.replica.worker_ids, engine, load, metrics)
+        self.engines = EngineWorkers(run, self.queue, self.outputs, self.replica.worker_ids, engine, load, metrics,
+                                     self.store_health)
         self.workers = self.engines.workers
         self.ready = self.engines.ready  # set once an engine has loaded and warmed up
         self._stopped = threading.Event()

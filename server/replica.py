@@ -13,13 +13,14 @@ import os
 import secrets
 import socket
 import threading
-from typing import Any
+from typing import Any, Optional
 
 from sgld.config.schema import RunConfig
 
 from server.job_queue import JobQueue
 from server.outputs import OutputFiles
 from server.store import JobStore
+from server.store_health import StoreHealth
 
 log = logging.getLogger("sgld.server")
 
@@ -27,8 +28,10 @@ log = logging.getLogger("sgld.server")
 class Replica:
     """This replica's place in the registry and the heartbeat thread that keeps it and its jobs' leases alive."""
 
-    def __init__(self, store: JobStore, queue: JobQueue, run: RunConfig, outputs: OutputFiles, metrics: Any = None):
+    def __init__(self, store: JobStore, queue: JobQueue, run: RunConfig, outputs: OutputFiles, metrics: Any = None,
+                 health: Optional[StoreHealth] = None):
         self.store = store
+        self.health = health or StoreHealth(run.server.lease_s)  # told when leases are renewed and of outages
         self.queue = queue  # its running jobs' leases are renewed; re-queued jobs wake its workers
         self.outputs = outputs  # expired jobs' files are removed
         self.metrics = metrics
@@ -62,6 +65,7 @@ class Replica:
         limits = self.limits
         self.store.heartbeat(self.id, draining=self.queue.draining)
         self.store.renew(self.worker_ids, self.queue.running, limits.lease_s)
+        self.health.renewed()
         requeued, failed = self.store.reclaim(limits.max_attempts)
         if limits.retention_s is not None:
             self.sweep()
@@ -81,7 +85,7 @@ class Replica:
             try:
                 self.beat()
             except Exception as exc:  # noqa: BLE001 - the store may be down for a while; /health says so
-                log.warning("heartbeat: the job store is unreachable: %s", exc)
+                self.health.unreachable("heartbeat", exc)
 
     def sweep(self) -> None:
         """Remove the files of completed jobs past their ``expires_at`` (each job by one replica only)."""

@@ -25,6 +25,7 @@ from server.engine import Engine, EngineLoader, load_engine
 from server.job_queue import JobCancelled, JobQueue, JobReleased
 from server.outputs import OutputFiles
 from server.store import Job, JobStore, now
+from server.store_health import StoreHealth
 from server.warmup import warm_up
 
 log = logging.getLogger("sgld.server")
@@ -78,7 +79,8 @@ class EngineWorkers:
     """
 
     def __init__(self, run: RunConfig, queue: JobQueue, outputs: OutputFiles, worker_ids: list[str],
-                 engine: Optional[Engine] = None, load: EngineLoader = load_engine, metrics: Any = None):
+                 engine: Optional[Engine] = None, load: EngineLoader = load_engine, metrics: Any = None,
+                 health: Optional[StoreHealth] = None):
         if engine is not None and len(worker_ids) != 1:
             raise ValueError("a JobService given a loaded engine runs one worker (parallel.dp_size=1)")
         self.run = run
@@ -88,6 +90,8 @@ class EngineWorkers:
         self.files_dir = outputs.local  # where the engine writes (the files' home unless outputs are remote)
         self.load = load
         self.metrics = metrics
+        # Store outages: logged once; a finished job's store writes are retried while its lease holds.
+        self.health = health or StoreHealth(run.server.lease_s)
         self.batching = Batching(run.server, queue, metrics)
         self.workers = [EngineWorker(i, worker_id, worker_run(run, i), engine if i == 0 else None)
                         for i, worker_id in enumerate(worker_ids)]
@@ -187,7 +191,7 @@ class EngineWorkers:
             try:
                 job = self.queue.next(worker.id)
             except Exception as exc:  # noqa: BLE001 - the store is down: wait for it (/health says so)
-                log.warning("worker: the job store is unreachable: %s", exc)
+                self.health.unreachable("claiming jobs", exc)
                 self._stop.wait(1.0)
                 continue
             if job is None:
@@ -206,9 +210,10 @@ class EngineWorkers:
                 for job in jobs:
                     self.queue.end(job.id)
                     if isinstance(exc, sqlalchemy.exc.DBAPIError):
-                        # The store went away mid-job: the job stays in_progress there, its lease lapses and
-                        # it is re-queued (a run that counts as an attempt) once the store is back.
-                        log.warning("job %s: the job store became unreachable while it ran; it will run again", job.id)
+                        # The store stayed away past the job's lease: another replica may run it by now. It stays
+                        # in_progress there and is re-queued (a run that counts as an attempt) once the store is back.
+                        log.warning("job %s: the job store stayed unreachable past its lease; it will run again",
+                                    job.id)
                         continue
                     log.exception("job %s (request_id=%s): unexpected error outside generation", job.id, job.request_id)
                     try:
@@ -239,7 +244,9 @@ class EngineWorkers:
             mine = [(item.options["output_file_name"], outcome)
                     for owner, item, outcome in zip(owners, items, outcomes) if owner == job.id]
             try:
-                status = self._settle(job, mine, worker)
+                # A short store outage must not throw the finished job away: its writes wait while the lease holds.
+                status = self.health.retry_while_leased(f"recording job {job.id}",
+                                                        lambda: self._settle(job, mine, worker), self._stop)
             finally:
                 self.queue.end(job.id)
             if "image_path" in job.options:  # an edit's uploads: needed until its job ends (a restart re-runs it)
@@ -270,8 +277,9 @@ class EngineWorkers:
                     found = done == 0 or self.store.exists(job.id)
                 if not found:
                     raise JobCancelled
-            except sqlalchemy.exc.DBAPIError:
-                pass  # the store is down for now: the job goes on; progress and cancels resume when it is back
+            except sqlalchemy.exc.DBAPIError as exc:
+                # The store is down for now: the job goes on; progress and cancels resume when it is back.
+                self.health.unreachable("writing progress", exc)
             if self.metrics is not None and done > 0:  # done == 0 marks the loop's start
                 self.metrics.steps.inc()
 

@@ -234,3 +234,72 @@ def test_a_heartbeat_renews_its_leases_and_requeues_lost_jobs(store, outputs):
         replica.stop()
         replica.leave()
     assert store.live_replicas(30) == []
+
+
+# -- store outages (server.store_health) -----------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _down() -> Exception:
+    import sqlalchemy.exc
+
+    return sqlalchemy.exc.OperationalError("UPDATE jobs", {}, ConnectionRefusedError("connection refused"))
+
+
+def test_a_store_write_waits_out_a_short_outage_while_the_lease_holds(caplog):
+    """The job's result is written once the store is back, not thrown away at the first error; one log line
+    for the outage, one when it ends."""
+    from server.store_health import StoreHealth
+
+    clock = _Clock()
+    health = StoreHealth(lease_s=30, clock=clock)
+    calls = []
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None):  # time passes on the fake clock instead of the real one
+            clock.now += timeout
+            return False
+
+    def write():
+        calls.append(clock.now)
+        if len(calls) < 5:
+            raise _down()
+        return "completed"
+
+    with caplog.at_level("INFO", logger="sgld.server"):
+        assert health.retry_while_leased("recording job x", write, Stop()) == "completed"
+    assert len(calls) == 5 and calls[-1] < 30  # retried with backoff, within the lease
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("unreachable" in line for line in lines) == 1, lines
+    assert sum("reachable again" in line for line in lines) == 1, lines
+
+
+def test_a_store_write_gives_up_once_the_lease_has_lapsed():
+    """Past the lease another replica may run the job: the worker stops holding it."""
+    import sqlalchemy.exc
+
+    from server.store_health import StoreHealth
+
+    clock = _Clock()
+    health = StoreHealth(lease_s=5, clock=clock)
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None):
+            clock.now += timeout
+            return False
+
+    def write():
+        raise _down()
+
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        health.retry_while_leased("recording job x", write, Stop())
+    assert 3 <= clock.now <= 5
+    health.renewed()  # a renewal moves the deadline
+    assert health.lease_deadline() == clock.now + 5

@@ -171,6 +171,32 @@ def test_postgres_down_is_a_503_and_the_service_recovers(replicas, postgres):
         raise AssertionError("a job did not finish after the outage; server log:\n" + a.log.read_text()[-3000:])
 
 
+# About 1.5 s on a free CI core: it finishes while the store is away.
+MEDIUM = dict(size="160x160", extra_body={"num_frames": 25, "num_inference_steps": 40, "seed": 3})
+
+
+def test_a_short_store_outage_does_not_throw_the_running_job_away(replicas, postgres):
+    """The store goes away for less than the lease while a job runs and finishes: the worker keeps the job and
+    records it once the store is back (one run, not a re-run from zero), logging the outage once."""
+    (a,) = replicas(1, "--lease-s", "60")
+    client = a.openai()
+    running = client.videos.create(prompt="through a short outage", **MEDIUM)
+    running_on(postgres, running.id, timeout=120)
+    postgres.stop()
+    try:
+        time.sleep(12)
+    finally:
+        postgres.start()
+    try:
+        assert wait_for(client, running.id, timeout=180).status == "completed"
+    except TimeoutError:
+        raise AssertionError("the job did not finish after the outage; server log:\n" + a.log.read_text()[-3000:])
+    assert rows(postgres)[running.id]["attempts"] == 1  # kept through the outage, not run again
+    log = a.log.read_text()
+    assert log.count("the job store is unreachable") == 1, log[-3000:]
+    assert "the job store is reachable again" in log
+
+
 def test_migrations_upgrade_an_older_schema_and_replicas_can_start_together(postgres):
     """A store at the first revision is upgraded in place, its jobs kept; concurrent upgrades do not race."""
     import threading
