@@ -23,6 +23,7 @@ from sgld.run_config import run_config_from_options
 if TYPE_CHECKING:
     from sgld.parallel.state import ParallelState
     from sgld.pipelines.base import Pipeline
+    from sgld.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,15 @@ def check_request_options(run: RunConfig, model: DescribedModel, options: dict[s
     if request_run.output.save and request_run.output.file_name:
         check_output_file_name(request_run.output.file_name, model.spec.output)
     return request_run
+
+
+def _progress(progress: "bool | Progress") -> "Optional[Progress]":
+    """The Progress a ``progress`` argument asks for: the given one, a new one on stderr (True), or None."""
+    if progress is False or progress is None:
+        return None
+    from sgld.progress import Progress
+
+    return progress if isinstance(progress, Progress) else Progress()
 
 
 class DiffGenerator:
@@ -183,11 +193,14 @@ class DiffGenerator:
         *,
         step_callback: Optional[StepCallback] = None,
         stop_check: Optional[Callable[[], bool]] = None,
-        progress: bool = False,
+        progress: "bool | Progress" = False,
         loras: Optional[list[dict[str, Any]]] = None,
         **options: Any,
     ) -> GenerationResult:
         """Generate one video/image. ``options`` are sampling and output options by name.
+
+        ``progress``: show each stage on stderr (True), or on a given ``sgld.progress.Progress``
+        (the CLI's, which showed the load too).
 
         ``stop_check`` is asked after every denoise step; True raises GenerationStopped. ``loras``
         (``[{"name", "scale", "target"}]``, names inside ``server.lora_dir``) replaces the run's own
@@ -198,12 +211,14 @@ class DiffGenerator:
         run = self.check(**options)
         self.use_loras(loras)
         req = Request.from_sampling(run.sampling, step_callback=step_callback, stop_check=stop_check)
-        with self._progress_bar(progress, [req]):
+        shown = _progress(progress)
+        with self._stages_shown(shown, [req]):
             req = self.pipeline(req)
-        return self._result(req, run)
+        return self._result(req, run, shown if self.parallel.is_main else None)
 
     def generate_batch(self, items: list[BatchItem], *, loras: Optional[list[dict[str, Any]]] = None,
-                       progress: bool = False, max_batch_size: Optional[int] = None) -> list[GenerationResult | Exception]:
+                       progress: "bool | Progress" = False,
+                       max_batch_size: Optional[int] = None) -> list[GenerationResult | Exception]:
         """Generate several outputs, sharing forwards among items that can (same size, steps, scheduler).
 
         Each item is checked first: one that fails its check gets its UserError and never enters a
@@ -234,7 +249,7 @@ class DiffGenerator:
                 chunk = group[start : start + limit]
                 reqs = [req for _, req, _ in chunk]
                 try:
-                    with self._progress_bar(progress, reqs):
+                    with self._steps_bar(_progress(progress), reqs):
                         self.pipeline.run_batch(reqs)
                 except Exception as exc:  # noqa: BLE001 - an engine error fails the chunk's items, the others go on
                     for index, _, _ in chunk:
@@ -255,16 +270,55 @@ class DiffGenerator:
         return sys.maxsize if self.pipeline.batchable else 1
 
     @contextmanager
-    def _progress_bar(self, progress: bool, reqs: list[Request]):
-        """A tqdm bar over the denoise steps (on the main rank) fed by the first request's step callback."""
-        if not (progress and self.parallel.is_main):
+    def _stages_shown(self, progress: Optional["Progress"], reqs: list[Request]):
+        """Each pipeline stage as a ``progress`` stage (main rank only); the first request's steps feed the running one.
+
+        The stages are wrapped from here, for this call only, so the pipelines and stages stay unaware of display.
+        """
+        if progress is None or not self.parallel.is_main:
             yield
             return
-        from tqdm import tqdm
-
+        running: list = []
         first = reqs[0]
-        bar = tqdm(total=first.num_inference_steps, desc="denoise" if len(reqs) == 1 else f"denoise x{len(reqs)}",
-                   unit="step", leave=False)
+        own = first.step_callback
+
+        def callback(done: int, total: int) -> None:
+            if running:
+                running[-1].step(done, total)
+            if own is not None:
+                own(done, total)
+
+        def shown(stage, run_batch):
+            def run(batch):
+                with progress.stage(stage.name) as item:
+                    running.append(item)
+                    try:
+                        return run_batch(batch)
+                    finally:
+                        running.pop()
+            return run
+
+        first.step_callback = callback
+        wrapped = [stage for stage in self.pipeline.stages if "run_batch" not in vars(stage)]
+        for stage in wrapped:
+            stage.run_batch = shown(stage, stage.run_batch)
+        try:
+            yield
+        finally:
+            for stage in wrapped:
+                del stage.run_batch  # the class's method again
+            first.step_callback = own
+
+    @contextmanager
+    def _steps_bar(self, progress: Optional["Progress"], reqs: list[Request]):
+        """A passing tqdm bar over one batch's denoise steps on a terminal (prompt sets: their own bar stays)."""
+        bar = progress.bar(total=reqs[0].num_inference_steps, unit="step", leave=False,
+                           desc="denoise" if len(reqs) == 1 else f"denoise x{len(reqs)}") \
+            if progress is not None and self.parallel.is_main else None
+        if bar is None:
+            yield
+            return
+        first = reqs[0]
         own = first.step_callback
 
         def callback(done: int, total: int) -> None:
@@ -280,11 +334,16 @@ class DiffGenerator:
             yield
         finally:
             bar.close()
+            first.step_callback = own
 
-    def _result(self, req: Request, run: RunConfig) -> GenerationResult:
+    def _result(self, req: Request, run: RunConfig, progress: Optional["Progress"] = None) -> GenerationResult:
         path = None
         if run.output.save and self.parallel.is_main:  # every rank holds the frames; one writes them
-            path = self.save(req, run)
+            if progress is None:
+                path = self.save(req, run)
+            else:
+                with progress.stage("save"):
+                    path = self.save(req, run)
         return GenerationResult(
             prompt=req.prompt,
             seed=req.seed,

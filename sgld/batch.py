@@ -92,9 +92,8 @@ def is_prompt_set(run: RunConfig) -> bool:
 
 def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
     """Generate every output of the prompt set (``items``, or the run's prompts file) into ``run.output.path``."""
-    from tqdm import tqdm
-
     from sgld.api import BatchItem, DiffGenerator
+    from sgld.progress import Progress
 
     if items is None:
         items = _items_of(run)
@@ -111,19 +110,25 @@ def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
     log.info("%d outputs: %d already done, %d to generate into %s", len(outputs), len(done), len(todo), out_dir)
     summary = {"total": len(outputs), "done": len(done), "failed": 0, "skipped": len(done), "load_seconds": 0.0,
                "seconds": 0.0, "s_per_output": None}
+    progress = Progress()
     start = time.perf_counter()
-    generator = DiffGenerator.from_run_config(run) if todo else None
+    generator = None
+    if todo:
+        with progress.stage("load"):
+            generator = DiffGenerator.from_run_config(run)
     summary["load_seconds"] = round(time.perf_counter() - start, 3)
     extension = "mp4" if generator is not None and generator.pipeline.spec.output == "video" else "png"
     size = run.sampling.batch_size
-    with tqdm(total=len(outputs), initial=len(done), desc="prompts", unit="output") as bar:
+    # A terminal gets a bar over the outputs (and one over each batch's steps); a log one line per output.
+    bar = progress.bar(total=len(outputs), initial=len(done), desc="prompts", unit="output")
+    try:
         for first in range(0, len(todo), size):
             indexes = todo[first : first + size]
             names = {index: f"{outputs[index][0]}.{extension}" for index in indexes}
             items = [BatchItem({"output_path": str(out_dir), "output_file_name": names[index], "save_output": True,
                                 **outputs[index][1]}) for index in indexes]
             batch_start = time.perf_counter()
-            results = generator.generate_batch(items, progress=True)
+            results = generator.generate_batch(items, progress=progress)
             seconds = round(time.perf_counter() - batch_start, 3)
             for index, result in zip(indexes, results):
                 record: dict[str, Any] = {"index": index, "prompt": outputs[index][1]["prompt"]}
@@ -149,6 +154,15 @@ def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
             # Generation time per new output, the one model load left out.
             summary["s_per_output"] = round((summary["seconds"] - summary["load_seconds"]) / made, 3) if made else None
             (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
-            bar.update(len(indexes))
+            if bar is not None:
+                bar.update(len(indexes))
+            else:
+                for index, result in zip(indexes, results):
+                    outcome = "failed" if isinstance(result, Exception) else Path(result.path).name
+                    progress.line(f"output {index + 1}/{len(outputs)}: {outcome} ({seconds:.2f} s"
+                                  + (f" for a batch of {len(indexes)})" if len(indexes) > 1 else ")"))
+    finally:
+        if bar is not None:
+            bar.close()
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
     return summary

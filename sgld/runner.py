@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Optional
 
 from sgld.api import DiffGenerator, GenerationResult
@@ -69,15 +70,20 @@ def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
 
 
 def run_local(run: RunConfig, parallel: "Optional[ParallelState]" = None) -> GenerationResult:
-    """Load the model, generate ``run.sampling`` with a progress bar, save per ``run.output``.
+    """Load the model, generate ``run.sampling`` showing each stage (sgld.progress), save per ``run.output``.
 
     ``parallel``: this rank's state when the run is one rank of a group (``launch`` passes it).
     """
+    from sgld.progress import Progress
+
     check_before_loading(run)
+    main = parallel is None or parallel.is_main
+    progress = Progress() if main else None  # only rank 0 shows progress
     start = time.perf_counter()
-    generator = DiffGenerator.from_run_config(run, parallel)
+    with progress.stage("load") if progress is not None else nullcontext():
+        generator = DiffGenerator.from_run_config(run, parallel)
     load_s = time.perf_counter() - start
-    result = generator.generate(progress=True)
+    result = generator.generate(progress=progress or False)
     result.timings = {"load": load_s, **result.timings}
     return result
 

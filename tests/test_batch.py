@@ -255,3 +255,16 @@ def test_an_edited_line_is_made_again_and_the_rest_resumes(tmp_path, tiny_wan_fo
                                                          "0002_a_dog.mp4", "0003_a_bird.mp4"]
     latest = {r["index"]: r for r in manifest(out)}
     assert latest[2]["seed"] == 30 and latest[2]["output"] == first[2]["output"]
+
+
+def test_a_set_in_a_log_writes_one_line_per_output(tmp_path, tiny_wan_folder):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog\n")
+    proc = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt-file", str(prompts),
+                   "--num-inference-steps", "1", "--output-path", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "%|" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("load: ") for line in lines)
+    outputs = [line for line in lines if line.startswith("output ")]
+    assert [line.split(" (")[0] for line in outputs] == ["output 1/2: 0000_a_cat.mp4", "output 2/2: 0001_a_dog.mp4"]

@@ -254,3 +254,50 @@ def test_serve_refuses_generate_options_from_a_config_file(tmp_path):
     config.write_text("model_path: tiny-wan-t2v\nprompt_file: prompts.txt\n")
     proc = run_cli("sgld.cli", "serve", "--config", str(config), timeout=60)
     assert proc.returncode == 2 and "prompt_file is an option of `generate`" in proc.stderr, proc.stderr
+
+
+STAGE_LINE = re.compile(r"^(\w+): (?:(\d+) steps in )?(\d+\.\d+) s")
+
+
+def test_progress_without_a_terminal_is_one_line_per_stage(tmp_path, tiny_wan_folder):
+    proc = run_cli("sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt", "a fox", "--num-inference-steps",
+                   "3", "--output-path", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "%|" not in proc.stderr  # no redrawn bars in a log
+    stages = [m.group(1) for m in map(STAGE_LINE.match, proc.stderr.splitlines()) if m]
+    assert stages[0] == "load" and stages[-1] == "save" and len(stages) == len(set(stages)), proc.stderr
+    assert stages.index("encode_prompt") < stages.index("denoise") < stages.index("decode"), stages
+    denoise = next(m for m in map(STAGE_LINE.match, proc.stderr.splitlines()) if m and m.group(1) == "denoise")
+    assert denoise.group(2) == "3"
+    assert re.search(r"^load [\d.]+s; .*denoise [\d.]+s, decode [\d.]+s", proc.stdout, flags=re.M)  # the timing line
+    assert "done in" in proc.stdout
+
+
+class _Terminal(__import__("io").StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_leaves_a_line_per_stage(tiny_wan_generator, tmp_path):
+    from sgld.progress import Progress
+
+    screen = _Terminal()
+    progress = Progress(screen)
+    with progress.stage("load"):
+        pass
+    tiny_wan_generator.generate(prompt="a fox", num_inference_steps=3, height=64, width=64, num_frames=9,
+                                output_path=str(tmp_path), progress=progress)
+    final = [line.rsplit("\r", 1)[-1] for line in screen.getvalue().split("\n") if line.strip()]
+    names = [line.split(":")[0].strip() for line in final]
+    assert names[0] == "load" and names[-1] == "save" and "decode" in names, final
+    denoise = final[names.index("denoise")]
+    assert "3/3" in denoise and "100%" in denoise, final  # the step bar stays on screen, complete
+
+
+def test_a_slow_stage_shows_its_time_while_it_runs():
+    from sgld.progress import Progress
+
+    screen = _Terminal()
+    with Progress(screen, refresh_s=0.1).stage("decode"):
+        time.sleep(0.6)
+    assert screen.getvalue().count("decode") >= 3  # redrawn while it ran, not only at its end
