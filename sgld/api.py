@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
+from sgld.config.cache import uses_cache_dit, uses_step_cache, uses_teacache
 from sgld.config.compose import apply_values, finalize
 from sgld.config.options import OUTPUT, SAMPLING, options_to_values
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
 from sgld.families import DescribedModel, OutputKind
+from sgld.levers.cache_support import check_family
 from sgld.request import Request, StepCallback
 from sgld.run_config import run_config_from_options
 
@@ -49,6 +51,8 @@ class GenerationResult:
     path: Optional[Path]
     timings: dict = field(default_factory=dict)
     config: Optional[RunConfig] = None
+    # What a step cache did: kind, forwards computed and served from the cache per branch (None: no cache ran).
+    step_cache: Optional[dict] = None
 
 
 def quiet_library_logs() -> None:
@@ -74,6 +78,7 @@ def check_request_options(run: RunConfig, model: DescribedModel, options: dict[s
     request_run = finalize(cfg)
     req = Request.from_sampling(request_run.sampling)
     model.check_request(req)
+    check_family(model.spec.name, uses_cache_dit(request_run), uses_teacache(request_run))
     # A size the model takes from the input image (HunyuanVideo-1.5 I2V) is known now: the run says it.
     request_run.sampling.height, request_run.sampling.width = req.height, req.width
     if request_run.output.save and request_run.output.file_name:
@@ -234,7 +239,8 @@ class DiffGenerator:
             try:
                 run = self.check(**item.options)
                 req = Request.from_sampling(run.sampling, step_callback=item.step_callback, stop_check=item.stop_check)
-                key = self.pipeline.spec.batch_key(req)
+                # A step cache decides per forward for the whole batch: a request using one runs alone.
+                key = (self.pipeline.spec.batch_key(req), uses_step_cache(run))
             except UserError as exc:
                 outcomes[index] = exc
                 continue
@@ -244,9 +250,10 @@ class DiffGenerator:
         limit = max_batch_size or len(items)
         if not self.pipeline.batchable:
             limit = 1
-        for group in groups.values():
-            for start in range(0, len(group), limit):
-                chunk = group[start : start + limit]
+        for (_, cached), group in groups.items():
+            size = 1 if cached else limit
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
                 reqs = [req for _, req, _ in chunk]
                 try:
                     with self._steps_bar(_progress(progress), reqs):
@@ -350,6 +357,7 @@ class DiffGenerator:
             frames=req.frames if run.output.return_frames else None,
             path=path,
             timings=dict(req.timings),
+            step_cache=req.step_cache,
             config=run,
         )
 

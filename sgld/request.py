@@ -36,6 +36,11 @@ class Request:
     fps: int
     flow_shift: Optional[float]
     image_path: Union[str, list[str], None] = None  # one input image, or several (Qwen-Image-Edit-Plus)
+    # Step caches per request (None: the run's default, cache.kind): Cache-DiT with its knobs over the run's
+    # (SGLang's cache_dit_params), TeaCache.
+    enable_cache_dit: Optional[bool] = None
+    cache_dit_params: Optional[dict] = None
+    enable_teacache: Optional[bool] = None
     step_callback: Optional[StepCallback] = None
     # Asked after every denoise step; True stops the generation (GenerationStopped). In a
     # parallel run rank 0's answer is broadcast, so every rank stops at the same step.
@@ -63,6 +68,8 @@ class Request:
     first_frame_latents: Optional[torch.Tensor] = None
     frames: Optional[numpy.ndarray] = None  # uint8 (frames, height, width, 3)
     timings: dict = field(default_factory=dict)
+    # What a step cache did (kind, forwards computed and served from the cache per branch); None: none ran.
+    step_cache: Optional[dict] = None
     # Set when this request left a batch early (its step callback raised, or it was stopped); the later
     # stages skip it and the others of its batch go on.
     error: Optional[BaseException] = None

@@ -33,8 +33,9 @@ CONFIG = "config.yaml"
 # Run-wide keys that change the pixels of every output (lossless speed settings, parallel layout, offload,
 # batching and the server section do not). Sampling counts whole, but for what is per item or not output.
 OUTPUT_KEYS = {
-    "model": ("path", "precision", "text_encoder_precisions", "attention_backend", "quantization", "cache",
-              "cache_threshold", "mask_strategy_file_path", "loras"),
+    "model": ("path", "precision", "text_encoder_precisions", "attention_backend", "quantization",
+              "mask_strategy_file_path", "loras"),
+    "cache": None,
     "vae": ("precision", "tiling", "tile_sample_min_height", "tile_sample_min_width"),
     "sampling": None,
     "output": ("num_outputs_per_prompt",),

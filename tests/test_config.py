@@ -279,7 +279,7 @@ FLOAT_KEYS = sorted(_float_keys(None))
 
 
 def test_the_schema_has_float_fields_to_check():
-    assert {"sampling.guidance_scale", "sampling.flow_shift", "model.cache_threshold", "server.lease_s"} <= set(FLOAT_KEYS)
+    assert {"sampling.guidance_scale", "sampling.flow_shift", "cache.first_block_threshold", "server.lease_s"} <= set(FLOAT_KEYS)
 
 
 @pytest.mark.parametrize("key", FLOAT_KEYS)

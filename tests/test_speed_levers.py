@@ -30,11 +30,11 @@ def test_first_block_cache_is_exact_until_it_skips(tiny_wan_folder, tiny_wan_gen
 
 
 def test_cache_options_are_checked(tiny_wan_folder):
-    with pytest.raises(UserError, match="cache='sometimes' is not one of none, first_block"):
+    with pytest.raises(UserError, match="cache.kind='sometimes' is not one of none, first_block, cache_dit, teacache"):
         DiffGenerator.from_pretrained("tiny-wan-t2v", cache="sometimes")
     with pytest.raises(UserError, match="cannot be combined"):
         DiffGenerator.from_pretrained("tiny-wan-t2v", cache="first_block", enable_torch_compile=True)
-    with pytest.raises(UserError, match="cache_threshold must be between 0 and 1"):
+    with pytest.raises(UserError, match="cache.first_block_threshold must be between 0 and 1"):
         DiffGenerator.from_pretrained("tiny-wan-t2v", cache="first_block", cache_threshold=2.0)
 
 
@@ -45,7 +45,7 @@ def test_cache_flags_map_to_config_keys():
     args = build_parser().parse_args(["generate", "--model-path", "tiny-wan-t2v", "--cache", "first_block",
                                       "--cache-threshold", "0.1"])
     run = run_config_from_options(collect_options(args))
-    assert (run.model.cache, run.model.cache_threshold) == ("first_block", 0.1)
+    assert (run.cache.kind, run.cache.first_block_threshold) == ("first_block", 0.1)
 
 
 def test_speed_benchmark_runs_on_tiny_models(tiny_wan_folder, tmp_path):
@@ -108,7 +108,7 @@ def test_layerwise_dit_offload_installs_block_hooks_and_changes_nothing(tiny_wan
 @pytest.mark.parametrize("options,match", [
     ({"dit_layerwise_offload": True, "dit_cpu_offload": True}, "whole-model DiT offload"),
     ({"dit_layerwise_offload": True, "enable_torch_compile": True}, "enable_torch_compile"),
-    ({"dit_layerwise_offload": True, "cache": "first_block"}, "model.cache=first_block"),
+    ({"dit_layerwise_offload": True, "cache": "first_block"}, "cache.kind=first_block"),
 ])
 def test_layerwise_offload_refuses_unverified_combinations(options, match):
     from sgld.run_config import run_config_from_options
@@ -250,7 +250,7 @@ def test_cuda_graphs_run_without_graphs_on_cpu_saying_so(tiny_wan_folder, tiny_w
     assert np.array_equal(gen.generate("a red fox", **SMALL).frames, lossless)
 
 
-@pytest.mark.parametrize("other,named", [({"cache": "first_block"}, "model.cache=first_block"),
+@pytest.mark.parametrize("other,named", [({"cache": "first_block"}, r"a step cache \(cache.kind=first_block\)"),
                                          ({"dit_cpu_offload": True}, "offload.dit=model"),
                                          ({"num_gpus": 2, "ulysses_degree": 2}, "sequence parallelism"),
                                          ({"lora_path": "x.safetensors"}, r"LoRA adapters \(model.loras")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from sgld.config.cache import uses_cache_dit, uses_step_cache, uses_teacache
 from sgld.config.schema import MASKLESS_BACKENDS, CacheKind, DitOffload, Quantization, RunConfig
 from sgld.errors import ConfigError
 
@@ -33,7 +34,15 @@ DIT_MOVES = Setting("offload.dit", lambda run: run.offload.dit != DitOffload.non
 SEQUENCE_PARALLEL = Setting("parallel.sp_size", lambda run: (run.parallel.sp_size or 1) > 1,
                             lambda run: f"sequence parallelism (sp_size={run.parallel.sp_size})")
 LAYERWISE = _switch("offload.dit", lambda run: run.offload.dit == DitOffload.layerwise, "offload.dit=layerwise")
-CACHE = _choice("model.cache", lambda run: run.model.cache, CacheKind.none)
+FIRST_BLOCK = _switch("cache.kind", lambda run: run.cache.kind == CacheKind.first_block, "cache.kind=first_block")
+STEP_CACHE = Setting("cache.kind", uses_step_cache, lambda run: "a step cache (" + ", ".join(
+    name for name, on in (("cache.kind=first_block", run.cache.kind == CacheKind.first_block),
+                          ("Cache-DiT", uses_cache_dit(run)), ("TeaCache", uses_teacache(run))) if on) + ")")
+TEACACHE = _switch("sampling.enable_teacache", uses_teacache, "TeaCache")
+# A request turning Cache-DiT on where the run did not mount it at load (the run's kind is not cache_dit).
+LATE_CACHE_DIT = _switch("sampling.enable_cache_dit",
+                         lambda run: uses_cache_dit(run) and run.cache.kind != CacheKind.cache_dit,
+                         "Cache-DiT for a request of a run started without it (cache.kind is not cache_dit)")
 QUANTIZED = _choice("model.quantization", lambda run: run.model.quantization, Quantization.none)
 MASKLESS_ATTENTION = Setting("model.attention_backend", lambda run: run.model.attention_backend in MASKLESS_BACKENDS,
                              lambda run: f"model.attention_backend={run.model.attention_backend}")
@@ -50,14 +59,20 @@ _UNVERIFIED_LAYERWISE = "the block hooks that copy weights in are not verified w
 
 # (first, second, reason): the message names the first setting's key as the one to change.
 CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
-    (CACHE, COMPILE, "diffusers' cache hooks do not compile"),
+    (FIRST_BLOCK, COMPILE, "diffusers' cache hooks do not compile"),
+    # TeaCache takes its residual over the whole sequence before the blocks, whose hidden states are shards there.
+    (TEACACHE, SEQUENCE_PARALLEL, "TeaCache's residual is taken outside the context-parallel split (not supported); "
+                                  "use Cache-DiT, which shards it as the blocks do"),
+    # cache-dit's block wrappers must go on before the context-parallel hooks (cache-dit's rule).
+    (LATE_CACHE_DIT, SEQUENCE_PARALLEL, "cache-dit's block wrappers go on before the context-parallel hooks, at load; "
+                                        "start the run with --cache cache_dit (requests may still turn it off)"),
     (SLIDING_TILES, COMPILE, "the sliding-tile windows change per step and layer outside the compiled blocks"),
     (MASKLESS_ATTENTION, SEQUENCE_PARALLEL,
      "attention_backend={value} is not verified with sequence parallelism; use auto (the parallel attention "
      "runs FlashAttention-3 where it is installed, else cuDNN)"),
     (LAYERWISE, COMPILE, _UNVERIFIED_LAYERWISE),
     (LAYERWISE, SEQUENCE_PARALLEL, _UNVERIFIED_LAYERWISE),
-    (LAYERWISE, CACHE, _UNVERIFIED_LAYERWISE),
+    (LAYERWISE, STEP_CACHE, _UNVERIFIED_LAYERWISE),
     (LAYERWISE, QUANTIZED, _UNVERIFIED_LAYERWISE),
     (LORAS, QUANTIZED, "PEFT's adapter layers wrap bf16 linear layers, not sgld's FP8 ones"),
     (LORAS, LAYERWISE, _UNVERIFIED_LAYERWISE),
@@ -66,7 +81,7 @@ CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     # A captured graph reads the weights and activations at the addresses it was captured with, and
     # replays the kernels it saw: whatever moves weights or changes the forward's path between calls breaks it.
     (CUDA_GRAPHS, DIT_MOVES, "a graph replays reads of the weights where they were at capture; offloading moves them"),
-    (CUDA_GRAPHS, CACHE, "the cache decides per step which blocks run, a graph replays all it captured"),
+    (CUDA_GRAPHS, STEP_CACHE, "the cache decides per step which blocks run, a graph replays all it captured"),
     (CUDA_GRAPHS, SLIDING_TILES, "the sliding-tile windows change per step and layer"),
     (CUDA_GRAPHS, LORAS, "switching, merging or unmerging adapters changes the forward's path, which a graph does not see"),
     # Measured on 2 H200s (FLUX ring-2, compiled): the ranks hung at the capture; the timed run never finished.

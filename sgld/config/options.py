@@ -7,6 +7,7 @@ The same table serves the ``sgl-diffusion`` flags (``--num-gpus``), the keys of 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -58,6 +59,18 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+def json_object(value: Any) -> dict:
+    """A JSON object given as text (a flag) or as a mapping (a config file, the API)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def split_output_file_path(value: Any) -> dict[str, Any]:
     """``outputs/fox.mp4`` -> output.path ``outputs``, output.file_name ``fox.mp4`` (no file name: an error)."""
     if not isinstance(value, str) or not value.strip() or value.endswith(("/", "\\")) or Path(value).name in ("", ".", ".."):
@@ -93,10 +106,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("vae_sp", "vae.sp", bool, "split VAE decode tiles across ranks", SERVER, group=PARALLEL),
     Option("attention_backend", "model.attention_backend", str, "attention kernel: auto (FlashAttention-3 where installed on Hopper, else SDPA), fa3, fa3_fp8 (FlashAttention-3's FP8 forward, lossy), sage (8-bit, lossy), cudnn, flash, efficient, math", SERVER, choices(AttentionBackend), group=MODEL),
     Option("enable_torch_compile", "model.enable_torch_compile", bool, "torch.compile the repeated transformer blocks; unset: on for serve on a GPU, off for generate (--no-torch-compile: off)", SERVER, aliases=("torch_compile",), group=MODEL),
-    Option("cache", "model.cache", str, "step cache (lossy speed-up)", SERVER, choices(CacheKind), group=MODEL),
+    Option("cache", "cache.kind", str, "step cache requests run with (lossy speed-up): first_block, cache_dit (the cache-dit package), teacache; unset: cache_dit with --cache-dit-config or SGLANG_CACHE_DIT_ENABLED=true, else none", SERVER, choices(CacheKind), group=MODEL),
+    Option("cache_dit_config", "cache.cache_dit_config", str, "Cache-DiT settings: a YAML/JSON file in cache-dit's format (cache_config: Fn_compute_blocks, residual_diff_threshold, ...); turns Cache-DiT on by default; unset: SGLang's SGLANG_CACHE_DIT_* settings", SERVER, group=MODEL),
+    Option("teacache_thresh", "cache.teacache_thresh", float, "TeaCache: skip a forward while the accumulated rescaled relative L1 change of the modulated input stays below this (0: never skip); unset: the model's published default", SERVER, group=MODEL),
     Option("quantization", "model.quantization", str, "fp8: the DiT blocks' linear layers in float8 (lossy speed-up, FP8 GPUs)", SERVER, choices(Quantization), group=MODEL),
     Option("cuda_graphs", "model.cuda_graphs", bool, "replay the whole DiT forward as a CUDA graph per input shape (lossless; saves the host time between kernels)", SERVER, group=MODEL),
-    Option("cache_threshold", "model.cache_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER, group=MODEL),
+    Option("cache_threshold", "cache.first_block_threshold", float, "first_block cache: relative change below which blocks are skipped", SERVER, group=MODEL),
     Option("lora_path", "model.loras", str, "LoRA adapter: a .safetensors file or a folder holding one (diffusers/PEFT or Kohya layout); repeat for several", SERVER, many=True, repeat=True, group=MODEL),
     Option("lora_scale", "model.loras", float, "strength of each --lora-path, in the same order (one value: all)", SERVER, many=True, repeat=True, group=MODEL),
     Option("lora_target", "model.loras", str, "the DiT each --lora-path goes into (Wan2.2 A14B: transformer, transformer_2 or all; one value: all)", SERVER, choices(LoraTarget), many=True, repeat=True, group=MODEL),
@@ -115,6 +130,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_frames", "sampling.num_frames", int, "number of video frames", SAMPLING),
     Option("fps", "sampling.fps", int, "frames per second of the saved video", SAMPLING),
     Option("flow_shift", "sampling.flow_shift", float, "flow-matching shift of the scheduler", SAMPLING),
+    Option("enable_cache_dit", "sampling.enable_cache_dit", bool, "Cache-DiT for this run or request (--no-enable-cache-dit: off); unset: the run's --cache", SAMPLING),
+    Option("cache_dit_params", "sampling.cache_dit_params", json_object, "Cache-DiT knobs over the run's, as JSON (SGLang's names: Fn_compute_blocks, Bn_compute_blocks, max_warmup_steps, residual_diff_threshold, max_continuous_cached_steps, enable_taylorseer, taylorseer_order, scm_preset, ...)", SAMPLING),
+    Option("enable_teacache", "sampling.enable_teacache", bool, "TeaCache for this run or request (--no-enable-teacache: off); unset: the run's --cache", SAMPLING),
     Option("image_path", "sampling.image_path", str, "input image (image-to-video and edit models); give it several times for models that take several (Qwen-Image-Edit-Plus)", SAMPLING, several=True),
     Option("prompt_file", "sampling.prompts_file", str, "prompt set: a text file (one prompt per line) or JSONL with per-line overrides", SERVER, group=PROMPT_SETS, generate_only=True),
     Option("batch_size", "sampling.batch_size", int, "prompt sets: outputs generated together in one batch per forward (those of one size and step count)", SERVER, group=PROMPT_SETS, generate_only=True),

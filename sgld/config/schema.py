@@ -46,10 +46,16 @@ MASKLESS_BACKENDS = (AttentionBackend.sage, AttentionBackend.fa3, AttentionBacke
 
 
 class CacheKind(StrEnum):
-    """Step caches (lossy, opt-in): reuse transformer work between steps through diffusers' cache hooks."""
+    """Step caches (lossy, opt-in): reuse transformer work between steps.
+
+    first_block: diffusers' FirstBlockCache hooks; cache_dit: the cache-dit package (DBCache, TaylorSeer, step
+    masks); teacache: whole forwards skipped while the rescaled change of the modulated input stays small.
+    """
 
     none = "none"
     first_block = "first_block"
+    cache_dit = "cache_dit"
+    teacache = "teacache"
 
 
 class Quantization(StrEnum):
@@ -140,11 +146,6 @@ class ModelConfig:
     # Replay the whole DiT forward as a CUDA graph per input shape (sgld/levers/cuda_graph.py): lossless,
     # saves the host time between kernels (a small gain over compile + FA3 on an H200: docs/performance.md). CUDA only.
     cuda_graphs: bool = False
-    # Lossy speed-up, off by default: first_block skips the other blocks while the first block's
-    # output changes less than cache_threshold (relative). (diffusers' TaylorSeer with its defaults left
-    # the tiny Wan output unchanged over 20 steps, i.e. did nothing here, so it is not offered.)
-    cache: CacheKind = CacheKind.none
-    cache_threshold: float = 0.05
     # Lossy speed-up, off by default: fp8 runs the blocks' linear layers in float8 e4m3 (row-wise weight
     # scales, per-token activation scales) on FP8 tensor cores (compute capability 8.9+).
     quantization: Quantization = Quantization.none
@@ -212,6 +213,30 @@ class SamplingConfig:
     prompts_file: Optional[str] = None
     # Prompt sets: outputs generated together as one batch per forward (those of one size and step count).
     batch_size: int = 1
+    # Step caches per request (None: the run's cache.kind): Cache-DiT, with SGLang's knobs over the run's settings
+    # (cache_dit_params: Fn_compute_blocks, residual_diff_threshold, scm_preset, ...), and TeaCache.
+    enable_cache_dit: Optional[bool] = None
+    cache_dit_params: Any = None  # a mapping (Any: OmegaConf cannot set a mapping into an unset Dict node)
+    enable_teacache: Optional[bool] = None
+
+
+@dataclass
+class CacheConfig:
+    """The DiT's step cache (lossy, opt-in): the kind requests run with by default, and each kind's settings."""
+
+    # None: cache_dit when cache_dit_config is given or SGLANG_CACHE_DIT_ENABLED is true (SGLang's switch), else
+    # none. cache_dit and teacache are per request too (sampling.enable_cache_dit / enable_teacache); first_block
+    # is the model's for every request. (diffusers' TaylorSeer hooks with their defaults left the tiny Wan output
+    # unchanged over 20 steps, i.e. did nothing here, so they are not offered; cache-dit's TaylorSeer is.)
+    kind: Optional[CacheKind] = None
+    # first_block: the other blocks are skipped while the first block's output changes less than this (relative).
+    first_block_threshold: float = 0.05
+    # cache_dit: a YAML/JSON file in cache-dit's format (its flat options or a cache_config section); None: SGLang's
+    # settings from the SGLANG_CACHE_DIT_* variables (F1B0, 4 warm-up steps, threshold 0.24, 3 cached in a row).
+    cache_dit_config: Optional[str] = None
+    # teacache: a forward is skipped while the accumulated rescaled relative L1 change stays below this; None: the
+    # model's published default (sgld.levers.teacache).
+    teacache_thresh: Optional[float] = None
 
 
 @dataclass
@@ -306,6 +331,7 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     offload: OffloadConfig = field(default_factory=OffloadConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     vae: VaeConfig = field(default_factory=VaeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     server: ServerConfig = field(default_factory=ServerConfig)

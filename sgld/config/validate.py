@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sgld.config.cache import check_cache, resolve_kind
 from sgld.config.conflicts import check_conflicts
 from sgld.config.finite import check_finite
 from sgld.config.schema import RunConfig
@@ -27,7 +28,7 @@ def group_gpus(run: RunConfig) -> int:
 
 
 def adjust(run: RunConfig) -> None:
-    """Derive unset parallel degrees from the given ones (SGLang's rules), per data-parallel worker."""
+    """Derive unset parallel degrees from the given ones (SGLang's rules), per data-parallel worker; the cache kind."""
     par = run.parallel
     cfg_degree = 2 if par.enable_cfg_parallel else 1
     u, r = par.ulysses_degree, par.ring_degree
@@ -43,6 +44,7 @@ def adjust(run: RunConfig) -> None:
     elif r is None:
         r = par.sp_size // u if u and par.sp_size % u == 0 else 1
     par.ulysses_degree, par.ring_degree = u, r
+    resolve_kind(run)
 
 
 def _check_positive(key: str, value: int) -> None:
@@ -64,9 +66,7 @@ def _check_pixels(height: int | None, width: int | None, max_pixels: int) -> Non
 def validate(run: RunConfig) -> None:
     """Raise ConfigError for values no model can run; model-specific checks come later."""
     check_finite(run)  # first: NaN passes every range check below
-    if not 0 < run.model.cache_threshold < 1:
-        raise ConfigError(f"model.cache_threshold must be between 0 and 1, got {run.model.cache_threshold}",
-                          param="model.cache_threshold")
+    check_cache(run)
     if not run.vae.load_decoder:
         raise ConfigError("vae.load_decoder=false leaves no decoder to turn latents into frames", param="vae.load_decoder")
     for key in ("tile_sample_min_height", "tile_sample_min_width"):

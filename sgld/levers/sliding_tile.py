@@ -27,6 +27,7 @@ from typing import ContextManager, Optional
 import torch
 
 from sgld.errors import UserError
+from sgld.request import Request
 
 # Tile of the STA kernels, in latent tokens (frames, height, width).
 TILE = (6, 8, 8)
@@ -157,8 +158,12 @@ class StaState:
     def windows(self, layer: int, heads: int) -> torch.Tensor:
         return torch.tensor([self.strategy[(self.step, layer, h)] for h in range(heads)])
 
-    def start(self) -> None:
+    def start(self, req: Request) -> None:
         """StepHook: nothing carries over between requests (the step is set before every forward)."""
+
+    def separate_branches(self) -> bool:
+        """StepHook: the windows are the same for both branches."""
+        return False
 
     def around_forward(self, branch: str, step: int) -> ContextManager[None]:
         """StepHook: the windows of this step apply to the forward."""

@@ -7,6 +7,7 @@ from typing import ContextManager
 import torch
 
 from sgld.errors import UserError
+from sgld.request import Request
 
 
 class StepCacheHook:
@@ -15,9 +16,13 @@ class StepCacheHook:
     def __init__(self, module: torch.nn.Module):
         self.module = module
 
-    def start(self) -> None:
+    def start(self, req: Request) -> None:
         """A step cache must not carry over from the last request."""
         self.module._reset_stateful_cache()  # noqa: SLF001 - diffusers' public reset is per context only
+
+    def separate_branches(self) -> bool:
+        """Each branch has its own cache context, batched or not."""
+        return False
 
     def around_forward(self, branch: str, step: int) -> ContextManager[None]:
         """The branch's cache context for this step."""

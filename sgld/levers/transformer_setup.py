@@ -23,11 +23,13 @@ class DitSetup:
 
 
 def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch.device,
-                          masked_attention: bool = False) -> DitSetup:
-    """Quantization, attention backend, step cache and sliding tiles (compile comes last: ``compile_transformer``).
+                          masked_attention: bool = False, family: str = "", expert: str = "transformer") -> DitSetup:
+    """Quantization, attention backend, step caches and sliding tiles (compile comes last: ``compile_transformer``).
 
     ``masked_attention``: the model's attention takes a mask (HunyuanVideo's text padding), so
-    ``auto`` keeps SDPA (the family refused explicit mask-less backends before loading).
+    ``auto`` keeps SDPA (the family refused explicit mask-less backends before loading). ``family`` (the
+    FamilySpec's name) says which per-request step caches the DiT takes; ``expert`` is the DiT's component name
+    (Wan2.2's low-noise ``transformer_2`` takes SGLang's secondary Cache-DiT settings).
     """
     hooks: list[StepHook] = []
     if run.model.quantization == Quantization.fp8:
@@ -40,15 +42,41 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch
     if backend == "auto" and not masked_attention:
         backend = auto_attention_backend(device, run.parallel.sp_size or 1)
     backend = set_attention_backend(module, backend, device)
-    if run.model.cache != CacheKind.none:
-        from sgld.levers.step_cache import enable_step_cache
-
-        hooks.append(enable_step_cache(module, run.model.cache.value, run.model.cache_threshold))
+    hooks += step_cache_hooks(module, run, family, expert)
     if run.model.mask_strategy_file_path:
         from sgld.levers.sliding_tile import enable_sliding_tile_attention
 
         hooks.append(enable_sliding_tile_attention(module, run.model.mask_strategy_file_path))
     return DitSetup(hooks, backend)
+
+
+def step_cache_hooks(module: torch.nn.Module, run: RunConfig, family: str, expert: str) -> list[StepHook]:
+    """The run's first_block cache; else the Cache-DiT and TeaCache hooks the family takes, idle until a request
+    (or the run's default) turns them on. Cache-DiT is mounted now where it is the default: cache-dit's wrappers go
+    on before compile and the context-parallel hooks."""
+    kind = run.cache.kind
+    if kind == CacheKind.first_block:
+        from sgld.levers.step_cache import enable_step_cache
+
+        return [enable_step_cache(module, kind.value, run.cache.first_block_threshold)]
+    from sgld.levers.cache_support import CACHE_DIT_FAMILIES, TEACACHE_FAMILIES, check_family
+
+    check_family(family, kind == CacheKind.cache_dit, kind == CacheKind.teacache)
+    hooks: list[StepHook] = []
+    if family in CACHE_DIT_FAMILIES:
+        from sgld.config.cache_dit import env_settings, file_settings
+        from sgld.levers.cache_dit import CacheDitHook
+
+        secondary = expert == "transformer_2"
+        base = file_settings(run.cache.cache_dit_config) if run.cache.cache_dit_config else env_settings(
+            secondary=secondary)
+        hooks.append(CacheDitHook(module, base, kind == CacheKind.cache_dit, cfg_parallel=run.parallel.enable_cfg_parallel,
+                                  secondary=secondary, mount_now=kind == CacheKind.cache_dit))
+    if family in TEACACHE_FAMILIES:
+        from sgld.levers.teacache import TeaCacheHook
+
+        hooks.append(TeaCacheHook(module, kind == CacheKind.teacache, run.cache.teacache_thresh))
+    return hooks
 
 
 def compile_transformer(module: torch.nn.Module, backend: str, sequence_parallel: bool = False) -> None:

@@ -44,7 +44,8 @@ class Pipeline:
 
     def configure_dit(self, name: str, module: torch.nn.Module) -> list[StepHook]:
         """Apply the run's speed levers to a DiT, place it, and return its per-step hooks for the denoise loop."""
-        setup = configure_transformer(module, self.run, self.device, masked_attention=bool(self.spec.masked_attention))
+        setup = configure_transformer(module, self.run, self.device, masked_attention=bool(self.spec.masked_attention),
+                                      family=self.spec.name, expert=name)
         self.placement.place(name, module)
         self.dits[name] = module
         self._backends[name] = setup.backend
@@ -109,8 +110,9 @@ class Pipeline:
 
     @property
     def batchable(self) -> bool:
-        """Whether requests may share a forward: a step cache decides per forward, so it keeps requests apart."""
-        return self.run.model.cache == "none"
+        """Whether requests may share a forward: a step cache decides per forward, so it keeps requests apart (a
+        request turning Cache-DiT or TeaCache on for itself runs alone: ``DiffGenerator.generate_batch``)."""
+        return self.run.cache.kind == "none"
 
     def run_batch(self, reqs: list[Request]) -> list[Request]:
         """Run requests of one ``spec.batch_key`` as one batch; a request that left early carries its ``error``.
@@ -119,7 +121,7 @@ class Pipeline:
         callback) fails the whole batch and propagates.
         """
         if len(reqs) > 1 and not self.batchable:
-            raise ValueError(f"model.cache={self.run.model.cache}: requests cannot share a batch")
+            raise ValueError(f"cache.kind={self.run.cache.kind}: requests cannot share a batch")
         going = list(reqs)
         for stage in self.stages:
             going = [req for req in stage.run_batch(going) if req.error is None]

@@ -91,7 +91,7 @@ class DenoisingStage(Stage):
         guided = req.uncond_kwargs is not None and self.cfg_mode != CFG_NONE
         if guided and self.parallel.cfg_degree > 1:
             cond, uncond = self._predict_cfg_parallel(module, x, latents, t, req, step)
-        elif guided and self.cfg_mode == CFG_BATCHED:
+        elif guided and self.cfg_mode == CFG_BATCHED and not self._separate_branches(module):
             branch = {k: None if v is None else torch.cat([v, req.uncond_kwargs[k]]) for k, v in req.cond_kwargs.items()}
             out = self.call_dit(module, "cond_uncond", step, torch.cat([x, x]),
                                 adapter.timestep(t, latents, 2 * x.shape[0], req), {**req.model_kwargs, **branch})
@@ -127,6 +127,10 @@ class DenoisingStage(Stage):
 
     def _hooks_of(self, module) -> list[StepHook]:
         return next(self.step_hooks[name] for name, expert in self.experts if expert is module)
+
+    def _separate_branches(self, module) -> bool:
+        """Whether a step hook of this expert needs the guided branches as separate forwards (cond first)."""
+        return any(hook.separate_branches() for hook in self._hooks_of(module))
 
     def _stop_flags(self, alive: list[Request]) -> list[bool]:
         """Whether each live sample is asked to stop; in a parallel run rank 0's answers, so all ranks agree."""
@@ -188,7 +192,7 @@ class DenoisingStage(Stage):
         total = len(first.timesteps)
         for hooks in self.step_hooks.values():
             for hook in hooks:
-                hook.start()
+                hook.start(first)
         alive = self._report(list(reqs), 0, total)  # the loop starts now: progress bars time from here
         merged = None
         # Consecutive steps of one expert run together, so an offloaded expert moves once.

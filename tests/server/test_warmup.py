@@ -31,7 +31,7 @@ def test_compile_is_on_by_default_when_serving_on_a_gpu_and_nothing_conflicts(tm
         cached = compile_for_serving(_run(tmp_path, cache="first_block"), cuda=True)
         with_loras = compile_for_serving(_run(tmp_path, lora_dir=str(tmp_path)), cuda=True)
     assert cached.model.enable_torch_compile is False and with_loras.model.enable_torch_compile is False
-    assert "torch.compile: off (model.cache=first_block cannot be combined with model.enable_torch_compile" in caplog.text
+    assert "torch.compile: off (cache.kind=first_block cannot be combined with model.enable_torch_compile" in caplog.text
     assert "torch.compile: off (LoRA adapters are switchable" in caplog.text
 
 
