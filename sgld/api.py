@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from sgld.config.cache import uses_cache_dit, uses_step_cache, uses_teacache
 from sgld.config.compose import apply_values, finalize
 from sgld.config.options import OUTPUT, SAMPLING, options_to_values
-from sgld.config.schema import RunConfig
+from sgld.config.schema import AudioOutput, RunConfig
 from sgld.errors import UserError
 from sgld.families import DescribedModel, OutputKind
 from sgld.levers.cache_support import check_family
@@ -50,6 +50,12 @@ class GenerationResult:
     # The saved file, or None when saving was off.
     path: Optional[Path]
     timings: dict = field(default_factory=dict)
+    # Models with sound (LTX-2): float32 (channels, samples) in [-1, 1], None unless return_frames; its rate
+    # and channel count (set whenever the model made sound); the WAV written beside the video (output.audio=wav).
+    audio: Optional[np.ndarray] = None
+    sample_rate: Optional[int] = None
+    audio_channels: Optional[int] = None
+    audio_path: Optional[Path] = None
     config: Optional[RunConfig] = None
     # What a step cache did: kind, forwards computed and served from the cache per branch (None: no cache ran).
     step_cache: Optional[dict] = None
@@ -78,6 +84,7 @@ def check_request_options(run: RunConfig, model: DescribedModel, options: dict[s
     request_run = finalize(cfg)
     req = Request.from_sampling(request_run.sampling)
     model.check_request(req)
+    model.spec.check_output(request_run.output)
     check_family(model.spec.name, uses_cache_dit(request_run), uses_teacache(request_run))
     # A size the model takes from the input image (HunyuanVideo-1.5 I2V) is known now: the run says it.
     request_run.sampling.height, request_run.sampling.width = req.height, req.width
@@ -344,13 +351,14 @@ class DiffGenerator:
             first.step_callback = own
 
     def _result(self, req: Request, run: RunConfig, progress: Optional["Progress"] = None) -> GenerationResult:
-        path = None
+        path = audio_path = None
         if run.output.save and self.parallel.is_main:  # every rank holds the frames; one writes them
             if progress is None:
-                path = self.save(req, run)
+                path, audio_path = self.save(req, run)
             else:
                 with progress.stage("save"):
-                    path = self.save(req, run)
+                    path, audio_path = self.save(req, run)
+        wave = req.waveform
         return GenerationResult(
             prompt=req.prompt,
             seed=req.seed,
@@ -359,14 +367,28 @@ class DiffGenerator:
             timings=dict(req.timings),
             step_cache=req.step_cache,
             config=run,
+            audio=wave if run.output.return_frames else None,
+            sample_rate=req.sample_rate,
+            audio_channels=None if wave is None else int(wave.shape[0]),
+            audio_path=audio_path,
         )
 
-    def save(self, req: Request, run: RunConfig) -> Path:
-        """Write the request's frames under ``run.output.path``."""
-        from sgld.outputs import output_path, save_image, save_video
+    def save(self, req: Request, run: RunConfig) -> tuple[Path, Optional[Path]]:
+        """Write the request's frames (and sound, as ``output.audio`` says) under ``run.output.path``; the file
+        written and the WAV beside it (or None)."""
+        import time
+
+        from sgld.outputs import audio_file_for, output_path, save_image, save_video, save_video_with_audio, save_wav
 
         kind = self.pipeline.spec.output
         path = output_path(run.output.path, run.output.file_name, req.prompt, req.seed, kind)
-        if kind == OutputKind.video:
-            return save_video(req.frames, path, req.fps)
-        return save_image(req.frames[0], path)
+        if kind != OutputKind.video:
+            return save_image(req.frames[0], path), None
+        if req.waveform is None or run.output.audio == AudioOutput.none:
+            return save_video(req.frames, path, req.fps), None
+        start = time.perf_counter()
+        save_video_with_audio(req.frames, path, req.fps, req.waveform, req.sample_rate)
+        wav = save_wav(req.waveform, audio_file_for(path), req.sample_rate) if run.output.audio == AudioOutput.wav \
+            else None
+        req.timings["mux"] = time.perf_counter() - start
+        return path, wav

@@ -51,6 +51,8 @@ class GuidanceKind(StrEnum):
     embedded = "embedded"  # guidance-distilled: the scale is a model input, one branch (FLUX, HunyuanVideo)
     # Z-Image: cond + scale * (cond - uncond), so any scale > 0 guides (0: one branch, as Turbo runs).
     cfg_extra = "cfg_extra"
+    # LTX-2: CFG with a video and an audio scale, STG, modality isolation and rescale, combined in x0 space.
+    audio_video = "audio_video"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class SizeConstraints:
     temporal_factor: int = 1
     bucket_size: Optional[int] = None
     positions: Optional[PositionLimit] = None
+    # A family with a two-stage recipe (LTX-2): the parts of it the folder lacks (empty: it can run it).
+    two_stage_missing: tuple[str, ...] = ()
 
 
 def wan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
@@ -91,6 +95,12 @@ def hunyuan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstra
 def hunyuan15_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
     """HunyuanVideo-1.5: as HunyuanVideo, plus the DiT's ``target_size`` (its training buckets' side)."""
     return replace(hunyuan_sizes(vae, dit), bucket_size=dit["target_size"])
+
+
+def ltx2_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
+    """LTX-2: the video VAE's compression (32x in space, 8x in time) x the DiT's patch (1); RoPE is computed
+    for any size (no table)."""
+    return SizeConstraints(vae["spatial_compression_ratio"] * dit.get("patch_size", 1), vae["temporal_compression_ratio"])
 
 
 def flux_vae_scale(vae: Mapping[str, Any]) -> int:
@@ -152,6 +162,12 @@ class FamilySpec:
     max_input_images: int = 1
     # Video from an image: without --height/--width the output takes the image's aspect (HunyuanVideo-1.5 I2V).
     size_from_image: bool = False
+    # Video with its sound (LTX-2): the result carries a waveform, the MP4 an AAC stream (output.audio).
+    audio: bool = False
+    # The two-stage recipe (LTX-2): the folder's latent upsampler subfolder and the glob of its stage-2 LoRA
+    # file at the folder's root (None: the family has no such recipe).
+    upsampler: Optional[str] = None
+    stage_2_lora: Optional[str] = None
 
     @property
     def needs_image(self) -> bool:
@@ -172,7 +188,26 @@ class FamilySpec:
 
     def constraints_in_folder(self, folder: Path) -> SizeConstraints:
         """The size constraints from a model folder's JSON configs (the first expert's DiT config)."""
-        return self.sizes(_read_json(folder / "vae" / "config.json"), _read_json(_dit_config_file(folder)))
+        sizes = self.sizes(_read_json(folder / "vae" / "config.json"), _read_json(_dit_config_file(folder)))
+        return replace(sizes, two_stage_missing=self.two_stage_missing(folder))
+
+    def two_stage_missing(self, folder: Path) -> tuple[str, ...]:
+        """What of the two-stage recipe ``folder`` lacks: its upsampler's config, one stage-2 LoRA file."""
+        if self.upsampler is None:
+            return ()
+        missing = []
+        if not (folder / self.upsampler / "config.json").is_file():
+            missing.append(f"{self.upsampler}/ (the latent upsampler)")
+        # A random: folder (benchmarks) holds the LoRA's "<file>.random.json" stand-in, written out on first load.
+        if len(list(folder.glob(self.stage_2_lora)) or list(folder.glob(self.stage_2_lora + ".random.json"))) != 1:
+            missing.append(f"one {self.stage_2_lora} file (the stage-2 distilled LoRA)")
+        return tuple(missing)
+
+    def check_output(self, output: Any) -> None:
+        """Raise UserError when ``output`` (an OutputConfig) asks for sound from a family that makes none."""
+        if output.audio == "wav" and not self.audio:
+            raise UserError(f"audio=wav: {self.name} models make no sound; leave --audio unset", param="audio")
+
 
     def check_request(self, req: Request, constraints: SizeConstraints) -> None:
         """Raise UserError naming the field when a model of this family cannot run ``req``.
@@ -184,12 +219,33 @@ class FamilySpec:
             image = open_input_image(req.image_paths[0])
             req.height, req.width = bucket_nearest(image.height, image.width, constraints.bucket_size,
                                                    constraints.spatial_multiple)
+        self._check_audio_and_stages(req, constraints)
+        # Two stages: stage 1 runs at half the size, which must itself be a size the VAE takes.
+        multiple = constraints.spatial_multiple * (2 if req.two_stage else 1)
         if self.output == OutputKind.video:
-            check_video_request(req, constraints.spatial_multiple, constraints.temporal_factor, self.image_mode,
+            check_video_request(req, multiple, constraints.temporal_factor, self.image_mode,
                                 size_optional=self.size_from_image)
         else:
-            check_image_request(req, constraints.spatial_multiple, self.image_mode, max_images=self.max_input_images)
+            check_image_request(req, multiple, self.image_mode, max_images=self.max_input_images)
         check_position_table(req, constraints.positions)
+
+    def _check_audio_and_stages(self, req: Request, constraints: SizeConstraints) -> None:
+        """Sound settings only where the family makes sound; two stages only where the family and folder have them."""
+        if req.audio_guidance_scale is not None and not self.audio:
+            raise UserError(f"audio_guidance_scale: {self.name} models make no sound; leave it unset",
+                            param="audio_guidance_scale")
+        if req.two_stage and self.upsampler is None:
+            with_recipe = ", ".join(spec.name for spec in FAMILIES.values() if spec.upsampler) or "none"
+            raise UserError(f"two_stage: {self.name} models have no two-stage recipe (a latent upsampler and a "
+                            f"refine pass); families that have one: {with_recipe}", param="two_stage")
+        if req.two_stage and constraints.two_stage_missing:
+            raise UserError(f"two_stage: this model folder lacks {' and '.join(constraints.two_stage_missing)}, "
+                            "which the two-stage recipe loads (Lightricks/LTX-2 ships both); run one-stage "
+                            "(without --two-stage) or use a folder that has them", param="two_stage")
+        if self.audio and req.flow_shift is not None:
+            raise UserError("flow_shift: this model's shift follows the video's token count; leave it unset",
+                            param="flow_shift")
+
 
     def batch_key(self, req: Request) -> tuple:
         """What requests must share to run as one batch: output size, steps, scheduler, branches.
@@ -208,12 +264,16 @@ class FamilySpec:
                     sizes.append(probe.size)
             image_size = tuple(sizes) if self.output == OutputKind.image else "first_frame"
         frames = req.num_frames if self.output == OutputKind.video else 1
-        return (req.height, req.width, frames, req.num_inference_steps, req.flow_shift, self.guided(req), image_size)
+        key = (req.height, req.width, frames, req.num_inference_steps, req.flow_shift, self.guided(req), image_size)
+        # The sound's length follows frames / fps, and the DiT's positions the fps; two stages run other steps.
+        return key + (req.fps, req.two_stage) if self.audio else key
 
     def guided(self, req: Request) -> bool:
         """Whether ``req`` runs an unconditional branch beside the conditional one."""
         if self.guidance == GuidanceKind.embedded:  # the scale is a DiT input: one branch
             return False
+        if self.audio:  # either modality's CFG runs both branches
+            return req.guidance_scale > 1 or audio_scale(req) > 1
         if self.guidance == GuidanceKind.cfg_extra:
             return req.guidance_scale > 0
         return req.do_cfg
@@ -223,6 +283,7 @@ class FamilySpec:
 
         ``folder``: the model folder, whose DiT configs say how many attention heads Ulysses splits.
         """
+        self.check_output(run.output)
         sp_size = run.parallel.sp_size or 1
         if sp_size > 1 and not self.sequence_parallel:
             raise UserError(f"sp_size={sp_size}: {self.name} models have no sequence-parallel split yet; "
@@ -242,6 +303,11 @@ class FamilySpec:
             video = ", ".join(spec.name for spec in FAMILIES.values() if spec.vae_sp)
             raise UserError(f"vae_sp: splitting the VAE decode across ranks is supported for {video}, "
                             f"not {self.name}; leave vae_sp off", param="vae.sp")
+
+
+def audio_scale(req: Request) -> float:
+    """The audio's CFG scale: its own, or the video's when unset or 0 (the reference's ``audio or video`` rule)."""
+    return req.audio_guidance_scale or req.guidance_scale
 
 
 def _read_json(path: Path) -> dict:
@@ -310,6 +376,12 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
                guidance=GuidanceKind.cfg_extra, sizes=z_image_sizes, pipeline="sgld.pipelines.z_image:ZImageT2IPipeline",
                reference_pipeline="ZImagePipeline", default_model="z_image_turbo", sequence_parallel=False,
                masked_attention="ZImageTransformer2DModel", lora_loader="ZImageLoraLoaderMixin"),
+    # LTX-2: text (LTX2Pipeline) or text + first frame (LTX2ImageToVideoPipeline) to video with sound. One released
+    # folder serves both pipelines, so one family whose input image is optional, as Wan2.2 TI2V's.
+    FamilySpec("ltx2", task=TaskType.TI2V, output=OutputKind.video, image_mode=ImageMode.optional,
+               guidance=GuidanceKind.audio_video, sizes=ltx2_sizes, pipeline="sgld.pipelines.ltx2:Ltx2Pipeline",
+               reference_pipeline="LTX2Pipeline", default_model="ltx2", audio=True, lora_loader="LTX2LoraLoaderMixin",
+               upsampler="latent_upsampler", stage_2_lora="*distilled-lora*.safetensors"),
     FamilySpec("qwen_image_edit", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",

@@ -36,6 +36,10 @@ class Request:
     fps: int
     flow_shift: Optional[float]
     image_path: Union[str, list[str], None] = None  # one input image, or several (Qwen-Image-Edit-Plus)
+    # Models with sound (LTX-2): the audio's CFG scale (None or 0: guidance_scale, as the reference's rule), and
+    # the two-stage recipe (half size, latent upsampler, distilled refine) in one request.
+    audio_guidance_scale: Optional[float] = None
+    two_stage: bool = False
     # Step caches per request (None: the run's default, cache.kind): Cache-DiT with its knobs over the run's
     # (SGLang's cache_dit_params), TeaCache.
     enable_cache_dit: Optional[bool] = None
@@ -66,7 +70,17 @@ class Request:
     condition_tokens: Optional[torch.Tensor] = None
     condition_channels: Optional[torch.Tensor] = None
     first_frame_latents: Optional[torch.Tensor] = None
+    # (1, tokens): 1 on the packed video tokens that stay clean (LTX-2 I2V's first frame: timestep 0, never stepped).
+    clean_tokens: Optional[torch.Tensor] = None
+    # Models with sound: the audio latents and their own scheduler (a scheduler's step index is its own); the
+    # request's noise generator, which a second stage draws on (LTX-2 two-stage re-noises with it).
+    audio_latents: Optional[torch.Tensor] = None
+    audio_scheduler: Optional[SchedulerMixin] = None
+    generator: Optional[torch.Generator] = None
     frames: Optional[numpy.ndarray] = None  # uint8 (frames, height, width, 3)
+    # The sound of a model that makes it: float32 (channels, samples) in [-1, 1] at ``sample_rate`` Hz.
+    waveform: Optional[numpy.ndarray] = None
+    sample_rate: Optional[int] = None
     timings: dict = field(default_factory=dict)
     # What a step cache did (kind, forwards computed and served from the cache per branch); None: none ran.
     step_cache: Optional[dict] = None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from sgld.config.schema import (
-    AttentionBackend, CacheKind, DitOffload, LoraMergeMode, LoraTarget, Precision, Quantization, choices,
+    AttentionBackend, AudioOutput, CacheKind, DitOffload, LoraMergeMode, LoraTarget, Precision, Quantization, choices,
 )
 from sgld.errors import UserError
 
@@ -124,6 +124,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_inference_steps", "sampling.num_inference_steps", int, "denoising steps", SAMPLING),
     Option("guidance_scale", "sampling.guidance_scale", float, "guidance scale: CFG for Wan, true-CFG for Qwen-Image, distilled guidance for FLUX", SAMPLING),
     Option("guidance_scale_2", "sampling.guidance_scale_2", float, "guidance of the low-noise expert (Wan2.2 A14B)", SAMPLING),
+    Option("audio_guidance_scale", "sampling.audio_guidance_scale", float, "guidance of the sound (models with sound: LTX-2; 0: same as --guidance-scale)", SAMPLING),
+    Option("two_stage", "sampling.two_stage", bool, "LTX-2: stage 1 at half size, the latent upsampler, then a 3-step refine with the distilled LoRA", SAMPLING),
     Option("seed", "sampling.seed", int, "random seed", SAMPLING),
     Option("height", "sampling.height", int, "output height in pixels", SAMPLING),
     Option("width", "sampling.width", int, "output width in pixels", SAMPLING),
@@ -143,6 +145,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("output_file_path", "output.file_name", str, "the whole output path, directory and file name (its extension picks the format); sets output_path and output_file_name", OUTPUT, splits=split_output_file_path, generate_only=True),
     Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT, generate_only=True),
     Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT, generate_only=True),
+    Option("audio", "output.audio", str, "a video with sound: mux (one MP4, H.264 + AAC), wav (that MP4 and <name>.wav), none (silent MP4)", OUTPUT, choices(AudioOutput)),
     Option("host", "server.host", str, "address the HTTP server binds", HTTP),
     Option("port", "server.port", int, "port the HTTP server listens on", HTTP),
     Option("api_key", "server.api_key", str, "require 'Authorization: Bearer KEY' (also from SGLD_API_KEY)", HTTP),

@@ -89,9 +89,36 @@ class DitOffload(StrEnum):
     layerwise = "layerwise"
 
 
+class AudioOutput(StrEnum):
+    """What a video with sound is saved as: one MP4 with H.264 + AAC, that MP4 and a WAV beside it, or silent."""
+
+    mux = "mux"
+    wav = "wav"
+    none = "none"
+
+
 def choices(enum: type[StrEnum]) -> tuple[str, ...]:
     """The values of a choice key, in declaration order (for help texts and messages)."""
     return tuple(member.value for member in enum)
+
+
+@dataclass
+class AudioVideoGuidance:
+    """LTX-2's guidance terms beside CFG, in x0 space, per modality (the defaults switch them off).
+
+    STG moves away from a forward whose self-attention is skipped at ``stg_blocks`` (``stg_scale`` > 0);
+    modality isolation from a forward without the audio<->video cross-attention (``modality_scale`` > 1);
+    the rescale blends the guided prediction back toward the conditional one's spread (``guidance_rescale`` > 0).
+    An audio value of 0 means the video's, as in the reference pipeline (its ``audio_x = audio_x or x``).
+    """
+
+    stg_scale: float = 0.0
+    audio_stg_scale: float = 0.0
+    stg_blocks: List[int] = field(default_factory=list)
+    modality_scale: float = 1.0
+    audio_modality_scale: float = 1.0
+    guidance_rescale: float = 0.0
+    audio_guidance_rescale: float = 0.0
 
 
 @dataclass
@@ -110,6 +137,10 @@ class ModelDefaults:
     negative_prompt: str = ""
     # None keeps the scheduler config shipped with the weights.
     flow_shift: Optional[float] = None
+    # Models with sound (LTX-2): CFG scale of the audio (None: the model makes no sound).
+    audio_guidance_scale: Optional[float] = None
+    # LTX-2's guidance terms beside CFG, for every request of the model (their reference's defaults in its conf file).
+    av_guidance: AudioVideoGuidance = field(default_factory=AudioVideoGuidance)
 
 
 @dataclass
@@ -209,6 +240,10 @@ class SamplingConfig:
     flow_shift: Optional[float] = II("model.sampling_defaults.flow_shift")
     # One input image path, or a list of them (Qwen-Image-Edit-Plus takes several).
     image_path: Any = None
+    # Models with sound: the audio's CFG scale (unset or 0: guidance_scale, as the reference does).
+    audio_guidance_scale: Optional[float] = II("model.sampling_defaults.audio_guidance_scale")
+    # LTX-2: stage 1 at half size, the latent upsampler, a short refine with the distilled LoRA (one request).
+    two_stage: bool = False
     # A prompt set (text: one prompt per line; JSONL: per-line prompt and sampling overrides).
     prompts_file: Optional[str] = None
     # Prompt sets: outputs generated together as one batch per forward (those of one size and step count).
@@ -265,6 +300,8 @@ class OutputConfig:
     resume: bool = True
     # Outputs per prompt (seeds seed, seed+1, ...); more than 1 runs as a prompt set.
     num_outputs_per_prompt: int = 1
+    # A video with sound (LTX-2): mux (one MP4, H.264 + AAC), wav (that MP4 and <name>.wav), none (a silent MP4).
+    audio: AudioOutput = AudioOutput.mux
 
 
 @dataclass

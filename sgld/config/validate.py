@@ -109,11 +109,28 @@ def validate(run: RunConfig) -> None:
                           "(or sqlite:///path)", param="server.job_store")
     if s.guidance_scale < 0:
         raise ConfigError(f"sampling.guidance_scale must be >= 0, got {s.guidance_scale}", param="sampling.guidance_scale")
+    if s.audio_guidance_scale is not None and s.audio_guidance_scale < 0:
+        raise ConfigError(f"sampling.audio_guidance_scale must be >= 0, got {s.audio_guidance_scale}",
+                          param="sampling.audio_guidance_scale")
+    _check_av_guidance(run)
     if not 0 <= s.seed < 2**63:
         raise ConfigError(f"sampling.seed must be in [0, 2**63), got {s.seed}", param="sampling.seed")
 
     _validate_parallel(run)
     check_conflicts(run)
+
+
+def _check_av_guidance(run: RunConfig) -> None:
+    """LTX-2's guidance terms: scales and rescales >= 0, STG blocks block indexes."""
+    terms = run.model.sampling_defaults.av_guidance
+    for name in ("stg_scale", "audio_stg_scale", "modality_scale", "audio_modality_scale", "guidance_rescale",
+                 "audio_guidance_rescale"):
+        if getattr(terms, name) < 0:
+            key = f"model.sampling_defaults.av_guidance.{name}"
+            raise ConfigError(f"{key} must be >= 0, got {getattr(terms, name)}", param=key)
+    if any(block < 0 for block in terms.stg_blocks):
+        key = "model.sampling_defaults.av_guidance.stg_blocks"
+        raise ConfigError(f"{key} are block indexes (>= 0), got {list(terms.stg_blocks)}", param=key)
 
 
 def _validate_parallel(run: RunConfig) -> None:

@@ -27,7 +27,7 @@ CFG_NONE = "none"  # guidance-distilled models (FLUX): one forward, guidance is 
 
 # The default way each guidance kind runs its branches.
 CFG_MODES = {GuidanceKind.cfg: CFG_BATCHED, GuidanceKind.true_cfg: CFG_SEQUENTIAL, GuidanceKind.embedded: CFG_NONE,
-             GuidanceKind.cfg_extra: CFG_BATCHED}
+             GuidanceKind.cfg_extra: CFG_BATCHED, GuidanceKind.audio_video: CFG_BATCHED}
 
 
 class DenoisingStage(Stage):

@@ -105,5 +105,6 @@ def merge_requests(reqs: list[Request], one_text_length: bool = False) -> Reques
         condition_tokens=_cat([r.condition_tokens for r in reqs]),
         condition_channels=_cat([r.condition_channels for r in reqs]),
         first_frame_latents=_cat([r.first_frame_latents for r in reqs]),
+        clean_tokens=_cat([r.clean_tokens for r in reqs]),
         timings={},
     )
