@@ -128,9 +128,11 @@ def test_offload_flags_select_components():
     from sgld.run_config import run_config_from_options
 
     run = run_config_from_options({"model_path": "tiny-wan-t2v", "text_encoder_cpu_offload": True})
-    assert offloaded_components(run) == {"text_encoder", "text_encoder_2"}
+    # LTX-2's text connectors wait with its text encoder; its audio VAE, vocoder and latent upsampler with the VAE.
+    assert offloaded_components(run) == {"text_encoder", "text_encoder_2", "connectors"}
     run = run_config_from_options({"model_path": "tiny-wan-t2v", "dit_cpu_offload": True, "vae_cpu_offload": True})
-    assert offloaded_components(run) == {"transformer", "transformer_2", "vae"}
+    assert offloaded_components(run) == {"transformer", "transformer_2", "vae", "audio_vae", "vocoder",
+                                         "latent_upsampler"}
 
 
 def test_pickle_only_folder_is_refused(tmp_path, tiny_wan_folder):

@@ -26,15 +26,21 @@ RELEASED_SIZES = {
     # FLUX.2 [dev]: a 32.2 B DiT; Mistral Small 3.2 24B (with its Pixtral vision tower).
     "black-forest-labs/FLUX.2-dev": {"transformer": 32.223, "text_encoder": 24.011},
     "Qwen/Qwen-Image-Edit-2509": {"transformer": 20.430, "text_encoder": 8.292, "vae": 0.127},
+    # LTX-2 ("ltx-2-19b"): an 18.88 B audio-video DiT, Gemma 3 12B (12.19 B with its SigLIP tower). The connectors,
+    # VAEs and vocoder are counted from diffusers' conversion script's configs (no published figures to hold them to).
+    "Lightricks/LTX-2": {"transformer": 18.876, "text_encoder": 12.187, "connectors": 1.431, "vae": 1.222,
+                         "audio_vae": 0.0532, "vocoder": 0.0556},
 }
 
 
 def _meta_module(folder, name, comp):
     from transformers import AutoConfig
 
-    cls = getattr(importlib.import_module(comp.library), comp.class_name)
+    from sgld.model_builders.random_weights import LIBRARIES
+
+    cls = getattr(importlib.import_module(LIBRARIES[comp.library]), comp.class_name)
     with torch.device("meta"):
-        if comp.library == "diffusers":
+        if comp.library != "transformers":
             return cls.from_config(cls.load_config(folder / name))
         return cls._from_config(AutoConfig.from_pretrained(folder / name))
 
@@ -79,3 +85,34 @@ def test_weights_are_made_on_the_device_seeded_and_cast(sgld_home):
     assert wa.dtype == torch.bfloat16 and wa.device.type == "cpu" and not wa.requires_grad
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert wa.float().std() > 0
+
+
+def test_ltx2_two_stage_parts_are_there_and_its_lora_is_written_on_first_use(sgld_home):
+    """The random LTX-2 folder has its latent upsampler's config (the released x2 one) and the stage-2 LoRA's
+    stand-in, which becomes a LoRA file of its rank on the DiT's attention projections when first loaded."""
+    from sgld.families import FAMILIES
+    from sgld.model_builders.full_size import LTX2_UPSAMPLER
+    from sgld.model_builders.random_weights import materialize_random, random_lora_file
+
+    folder = materialize_random("random:Lightricks/LTX-2")
+    assert FAMILIES["ltx2"].two_stage_missing(folder) == ()
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+    config = LTX2LatentUpsamplerModel.load_config(folder / "latent_upsampler")
+    assert {k: config[k] for k in LTX2_UPSAMPLER} == LTX2_UPSAMPLER
+    (stand_in,) = folder.glob("*distilled-lora*.safetensors.random.json")
+    block = torch.nn.Module()  # a stand-in DiT of one attention: the file's keys and shapes follow the module
+    block.attn1 = torch.nn.Module()
+    block.attn1.to_q, block.attn1.to_out = torch.nn.Linear(16, 8), torch.nn.ModuleList([torch.nn.Linear(8, 16)])
+    block.proj_out = torch.nn.Linear(8, 8)
+    small = sgld_home / "lora-check" / stand_in.name
+    small.parent.mkdir(exist_ok=True)
+    small.write_text(stand_in.read_text())
+    path = random_lora_file(small, block, torch.float32, torch.device("cpu"))
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    assert {k: tuple(v.shape) for k, v in state.items()} == {
+        "transformer.attn1.to_q.lora_A.weight": (384, 16), "transformer.attn1.to_q.lora_B.weight": (8, 384),
+        "transformer.attn1.to_out.0.lora_A.weight": (384, 8), "transformer.attn1.to_out.0.lora_B.weight": (16, 384)}
+    assert random_lora_file(small, block, torch.float32, torch.device("cpu")) == path  # written once

@@ -86,6 +86,23 @@ MISTRAL_SMALL_32 = {  # mistralai/Mistral-Small-3.2-24B-Instruct-2506 (FLUX.2 [d
     "projector_hidden_act": "gelu", "vision_feature_layer": -1, "tie_word_embeddings": False,
 }
 
+GEMMA3_12B = {  # google/gemma-3-12b-it (LTX-2's text encoder; the language model runs, its SigLIP tower loads)
+    "model_type": "gemma3",
+    "text_config": {
+        "model_type": "gemma3_text", "vocab_size": 262208, "hidden_size": 3840, "intermediate_size": 15360,
+        "num_hidden_layers": 48, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256,
+        "query_pre_attn_scalar": 256, "max_position_embeddings": 131072, "sliding_window": 1024,
+        "rms_norm_eps": 1e-6, "hidden_activation": "gelu_pytorch_tanh",
+        "rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2,
+    },
+    "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+                      "num_hidden_layers": 27, "num_attention_heads": 16, "image_size": 896, "patch_size": 14,
+                      "vision_use_head": False},
+    "mm_tokens_per_image": 256, "boi_token_index": 255999, "eoi_token_index": 256000, "image_token_index": 262144,
+}
+
 # DiTs.
 WAN_1_3B = {"patch_size": [1, 2, 2], "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
             "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960, "num_layers": 30,
@@ -108,6 +125,49 @@ FLUX2_KLEIN_4B = {"patch_size": 1, "in_channels": 128, "out_channels": None, "nu
                   "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 7680,
                   "timestep_guidance_channels": 256, "mlp_ratio": 3.0, "axes_dims_rope": [32, 32, 32, 32],
                   "rope_theta": 2000, "eps": 1e-06, "guidance_embeds": False}
+
+# LTX-2.0 (Lightricks/LTX-2), as diffusers' scripts/convert_ltx2_to_diffusers.py writes it: a 48-block audio-video
+# DiT (video 32 x 128 heads on 128 latent channels, audio 32 x 64 on 128 features), split RoPE, no perturbed
+# attention (STG is a no-op there), and the 2-layer connectors with 128 registers.
+LTX2_DIT = {"in_channels": 128, "out_channels": 128, "patch_size": 1, "patch_size_t": 1, "num_attention_heads": 32,
+            "attention_head_dim": 128, "cross_attention_dim": 4096, "vae_scale_factors": [8, 32, 32],
+            "pos_embed_max_pos": 20, "base_height": 2048, "base_width": 2048, "audio_in_channels": 128,
+            "audio_out_channels": 128, "audio_patch_size": 1, "audio_patch_size_t": 1, "audio_num_attention_heads": 32,
+            "audio_attention_head_dim": 64, "audio_cross_attention_dim": 2048, "audio_scale_factor": 4,
+            "audio_pos_embed_max_pos": 20, "audio_sampling_rate": 16000, "audio_hop_length": 160, "num_layers": 48,
+            "activation_fn": "gelu-approximate", "qk_norm": "rms_norm_across_heads", "norm_elementwise_affine": False,
+            "norm_eps": 1e-6, "caption_channels": 3840, "attention_bias": True, "attention_out_bias": True,
+            "rope_theta": 10000.0, "rope_double_precision": True, "causal_offset": 1,
+            "timestep_scale_multiplier": 1000, "cross_attn_timestep_scale_multiplier": 1000, "rope_type": "split"}
+LTX2_CONNECTORS = {"caption_channels": 3840, "text_proj_in_factor": 49, "video_connector_num_attention_heads": 30,
+                   "video_connector_attention_head_dim": 128, "video_connector_num_layers": 2,
+                   "video_connector_num_learnable_registers": 128, "audio_connector_num_attention_heads": 30,
+                   "audio_connector_attention_head_dim": 128, "audio_connector_num_layers": 2,
+                   "audio_connector_num_learnable_registers": 128, "connector_rope_base_seq_len": 4096,
+                   "rope_theta": 10000.0, "rope_double_precision": True, "causal_temporal_positioning": False,
+                   "rope_type": "split"}
+LTX2_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 128, "block_out_channels": [256, 512, 1024, 2048],
+            "down_block_types": ["LTX2VideoDownBlock3D"] * 4, "decoder_block_out_channels": [256, 512, 1024],
+            "layers_per_block": [4, 6, 6, 2, 2], "decoder_layers_per_block": [5, 5, 5, 5],
+            "spatio_temporal_scaling": [True, True, True, True], "decoder_spatio_temporal_scaling": [True, True, True],
+            "decoder_inject_noise": [False, False, False, False],
+            "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+            "upsample_residual": [True, True, True], "upsample_factor": [2, 2, 2], "timestep_conditioning": False,
+            "patch_size": 4, "patch_size_t": 1, "resnet_norm_eps": 1e-6, "encoder_causal": True,
+            "decoder_causal": False, "encoder_spatial_padding_mode": "zeros", "decoder_spatial_padding_mode": "reflect",
+            "spatial_compression_ratio": 32, "temporal_compression_ratio": 8}
+LTX2_AUDIO_VAE = {"base_channels": 128, "output_channels": 2, "ch_mult": [1, 2, 4], "num_res_blocks": 2,
+                  "attn_resolutions": None, "in_channels": 2, "resolution": 256, "latent_channels": 8,
+                  "norm_type": "pixel", "causality_axis": "height", "dropout": 0.0, "mid_block_add_attention": False,
+                  "sample_rate": 16000, "mel_hop_length": 160, "is_causal": True, "mel_bins": 64, "double_z": True}
+LTX2_VOCODER = {"in_channels": 128, "hidden_channels": 1024, "out_channels": 2, "upsample_kernel_sizes": [16, 15, 8, 4, 4],
+                "upsample_factors": [6, 5, 2, 2, 2], "resnet_kernel_sizes": [3, 7, 11],
+                "resnet_dilations": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "leaky_relu_negative_slope": 0.1,
+                "output_sampling_rate": 24000}
+LTX2_UPSAMPLER = {"in_channels": 128, "mid_channels": 1024, "num_blocks_per_stage": 4, "dims": 3,
+                  "spatial_upsample": True, "temporal_upsample": False, "rational_spatial_scale": 2.0}
+LTX2_EULER = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": True, "base_shift": 0.95,
+              "max_shift": 2.05, "base_image_seq_len": 1024, "max_image_seq_len": 4096, "shift_terminal": 0.1}
 
 # VAEs.
 WAN_VAE = {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
@@ -164,7 +224,8 @@ class Component:
     config: dict | None = None
     # For tokenizers and processors: which offline builder makes it ("t5", "clip", "qwen2", "qwen3": qwen2 with
     # Qwen3's chat template, "qwen25vl": HunyuanVideo-1.5's, "byt5", "siglip": SigLIP's 384² image processor,
-    # "mistral": the Pixtral processor folder of FLUX.2 [dev], "qwen2vl": Qwen-Image-Edit's processor folder).
+    # "mistral": the Pixtral processor folder of FLUX.2 [dev], "qwen2vl": Qwen-Image-Edit's processor folder,
+    # "gemma3": LTX-2's Gemma tokenizer).
     tokenizer: str | None = None
 
 
@@ -175,6 +236,11 @@ class FullSizeModel:
     pipeline: str
     components: dict[str, Component]
     extra: dict[str, Any] = field(default_factory=dict)
+    # Weighted parts outside model_index.json that the model's recipe loads by subfolder (LTX-2's latent upsampler).
+    extra_configs: dict[str, Component] = field(default_factory=dict)
+    # LoRA files at the folder's root the recipe loads (LTX-2's stage-2 LoRA): name -> its rank and target layers.
+    # A random folder holds a "<name>.random.json" stand-in; the file is written, random, on first load.
+    loras: dict[str, dict] = field(default_factory=dict)
 
     def model_index(self) -> dict[str, Any]:
         """The model_index.json of the model (null entries for absent optional components)."""
@@ -269,6 +335,19 @@ FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
         "transformer": Component("diffusers", "ZImageTransformer2DModel", Z_IMAGE_TURBO),
         "vae": Component("diffusers", "AutoencoderKL", FLUX_VAE),
     }),
+    "Lightricks/LTX-2": FullSizeModel("LTX2Pipeline", {
+        "scheduler": Component("diffusers", "FlowMatchEulerDiscreteScheduler", LTX2_EULER),
+        "text_encoder": Component("transformers", "Gemma3ForConditionalGeneration", GEMMA3_12B),
+        "tokenizer": Component("transformers", "GemmaTokenizer", tokenizer="gemma3"),
+        "connectors": Component("ltx2", "LTX2TextConnectors", LTX2_CONNECTORS),
+        "transformer": Component("diffusers", "LTX2VideoTransformer3DModel", LTX2_DIT),
+        "vae": Component("diffusers", "AutoencoderKLLTX2Video", LTX2_VAE),
+        "audio_vae": Component("diffusers", "AutoencoderKLLTX2Audio", LTX2_AUDIO_VAE),
+        "vocoder": Component("ltx2", "LTX2Vocoder", LTX2_VOCODER),
+    }, {"processor": [None, None], "prompt_enhancer": [None, None], "duration_head": [None, None]},
+        extra_configs={"latent_upsampler": Component("ltx2", "LTX2LatentUpsamplerModel", LTX2_UPSAMPLER)},
+        loras={"ltx-2-19b-distilled-lora-384.safetensors": {"rank": 384,
+                                                            "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]}}),
     "Qwen/Qwen-Image": _qwen_image("QwenImagePipeline"),
     "Qwen/Qwen-Image-Edit": _qwen_image("QwenImageEditPipeline"),
     "Qwen/Qwen-Image-Edit-2509": _qwen_image("QwenImageEditPlusPipeline"),

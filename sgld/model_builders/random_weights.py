@@ -15,7 +15,13 @@ import torch
 from sgld.errors import UserError
 from sgld.model_builders.full_size import FULL_SIZE_MODELS, RANDOM_PREFIX, DIFFUSERS_VERSION, FullSizeModel
 
+# The libraries a model_index.json names, as modules: LTX-2's ``ltx2`` is diffusers' LTX-2 pipeline package
+# (its text connectors and vocoder are diffusers modules that live there).
+LIBRARIES = {"diffusers": "diffusers", "transformers": "transformers", "ltx2": "diffusers.pipelines.ltx2"}
+
 RANDOM_MARKER = ".sgld-random.json"
+# The stand-in of a LoRA file a random folder's recipe loads: "<file>.random.json" holds its rank and targets.
+RANDOM_LORA_SUFFIX = ".random.json"
 RANDOM_FORMAT_VERSION = "2"
 
 
@@ -46,10 +52,11 @@ def materialize_random(model_path: str) -> Path:
 def _tokenizer(kind: str):
     from transformers import ByT5Tokenizer, SiglipImageProcessor
 
-    from sgld.model_builders import tiny_hunyuan15, tiny_parts, tiny_qwen, tiny_z_image
+    from sgld.model_builders import tiny_hunyuan15, tiny_ltx2, tiny_parts, tiny_qwen, tiny_z_image
 
     return {"t5": tiny_parts.build_t5_tokenizer, "clip": tiny_parts.build_clip_tokenizer,
             "qwen2": tiny_qwen.build_qwen2_tokenizer, "qwen3": tiny_z_image.build_qwen3_tokenizer,
+            "gemma3": tiny_ltx2.build_gemma3_tokenizer,
             "qwen25vl": tiny_hunyuan15.build_qwen25vl_tokenizer, "byt5": ByT5Tokenizer,
             "siglip": lambda: SiglipImageProcessor(size={"height": 384, "width": 384})}[kind]()
 
@@ -58,7 +65,7 @@ def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
     """model_index.json, each component's config and the tokenizers; no weights."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model_index.json").write_text(json.dumps(model.model_index(), indent=2))
-    for name, comp in model.components.items():
+    for name, comp in {**model.components, **model.extra_configs}.items():
         sub = folder / name
         sub.mkdir()
         if comp.tokenizer == "mistral":
@@ -71,23 +78,28 @@ def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
             save_processor(build_qwen2vl_processor(build_qwen2_tokenizer()), sub)
         elif comp.tokenizer:
             _tokenizer(comp.tokenizer).save_pretrained(sub)
-        elif comp.library == "diffusers":
+        elif comp.library != "transformers":
             # Every init argument, defaults included, as diffusers' save_pretrained writes it (readers expect them).
-            import diffusers
-
             config = {"_class_name": comp.class_name, "_diffusers_version": DIFFUSERS_VERSION, **_full_config(comp)}
             # The file name each class reads (scheduler_config.json, guider_config.json, config.json).
-            (sub / getattr(diffusers, comp.class_name).config_name).write_text(json.dumps(config, indent=2))
+            (sub / _class(comp).config_name).write_text(json.dumps(config, indent=2))
         else:
             (sub / "config.json").write_text(json.dumps({**comp.config, "architectures": [comp.class_name]}, indent=2))
+    for name, spec in model.loras.items():
+        (folder / (name + RANDOM_LORA_SUFFIX)).write_text(json.dumps(spec, indent=2))
     (folder / RANDOM_MARKER).write_text(json.dumps({"repo_id": repo, "weights": "random, made on the device at load"}))
+
+
+def _class(comp) -> type:
+    """The class a component entry names, from its library's module."""
+    import importlib
+
+    return getattr(importlib.import_module(LIBRARIES[comp.library]), comp.class_name)
 
 
 def _full_config(comp) -> dict:
     """A diffusers component's config with every default filled in (built on the meta device: no memory)."""
-    import diffusers
-
-    cls = getattr(diffusers, comp.class_name)
+    cls = _class(comp)
     if issubclass(cls, torch.nn.Module):
         with torch.device("meta"):
             obj = cls.from_config(comp.config)
@@ -111,10 +123,36 @@ def build_random_module(library: str, cls: type, sub: Path, dtype: torch.dtype, 
     """
     torch.manual_seed(seed)
     with torch.device(device):
-        if library == "diffusers":
+        if library != "transformers":
             module = cls.from_config(cls.load_config(sub))
         else:
             from transformers import AutoConfig
 
             module = cls._from_config(AutoConfig.from_pretrained(sub))
     return module.to(dtype).eval().requires_grad_(False)
+
+
+def random_lora_file(stand_in: Path, module: torch.nn.Module, dtype: torch.dtype, device: torch.device,
+                     seed: int = 0) -> Path:
+    """The LoRA file a random folder's ``<file>.random.json`` stands for, written once beside it: seeded random
+    A/B matrices of its rank on every ``target_modules`` layer of ``module``, made on ``device`` (a full-size
+    rank-384 LoRA on LTX-2's DiT is 2.6 B parameters: written at first use, not with the folder)."""
+    from safetensors.torch import save_file
+
+    path = stand_in.with_name(stand_in.name.removesuffix(RANDOM_LORA_SUFFIX))
+    if path.is_file():
+        return path
+    spec = json.loads(stand_in.read_text())
+    rank, targets = spec["rank"], tuple("." + target for target in spec["target_modules"])
+    generator = torch.Generator(device).manual_seed(seed)
+    state = {}
+    for name, layer in module.named_modules():
+        if isinstance(layer, torch.nn.Linear) and name.endswith(targets):
+            a = torch.randn(rank, layer.in_features, generator=generator, device=device) / layer.in_features ** 0.5
+            b = torch.randn(layer.out_features, rank, generator=generator, device=device) * 0.01 / rank ** 0.5
+            state[f"transformer.{name}.lora_A.weight"] = a.to(dtype).cpu()
+            state[f"transformer.{name}.lora_B.weight"] = b.to(dtype).cpu()
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp))
+    tmp.replace(path)
+    return path

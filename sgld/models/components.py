@@ -10,6 +10,7 @@ import torch
 
 from sgld.config.schema import RunConfig
 from sgld.errors import UserError
+from sgld.model_builders.random_weights import LIBRARIES
 from sgld.models.placement import cpu_homed_components
 from sgld.models.registry import read_model_index
 from sgld.models.safetensors_only import require_safetensors
@@ -44,9 +45,10 @@ def _component_specs(index: dict) -> list[tuple[str, str, str]]:
 
 
 def _component_dtype(name: str, run: RunConfig, text_encoders: list[str]) -> torch.dtype | None:
-    if name.startswith("transformer"):
+    # LTX-2's text connectors run with the DiT; its audio VAE and vocoder decode with the video VAE.
+    if name.startswith("transformer") or name == "connectors":
         return DTYPES[run.model.precision]
-    if name == "vae":
+    if name in ("vae", "audio_vae", "vocoder"):
         return DTYPES[run.vae.precision]
     if name == "image_encoder":
         return DTYPES[run.model.image_encoder_precision]
@@ -80,9 +82,9 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
         )
     components: dict[str, Any] = {k: v for k, v in index.items() if not isinstance(v, list) and not k.startswith("_")}
     for name, library, class_name in specs:
-        if library not in ("diffusers", "transformers"):
-            raise UserError(f"component {name!r} comes from {library!r}; sgld loads diffusers/transformers only")
-        cls = getattr(importlib.import_module(library), class_name)
+        if library not in LIBRARIES:
+            raise UserError(f"component {name!r} comes from {library!r}; sgld loads {', '.join(LIBRARIES)} only")
+        cls = getattr(importlib.import_module(LIBRARIES[library]), class_name)
         dtype = _component_dtype(name, run, text_encoders)
         sub = folder / name
         if not sub.is_dir():
@@ -94,7 +96,7 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
                 module.to("cpu")
         elif dtype is not None:
             require_safetensors(sub)
-            if library == "diffusers":
+            if library != "transformers":
                 module = cls.from_pretrained(folder, subfolder=name, torch_dtype=dtype, use_safetensors=True)
             else:
                 module = cls.from_pretrained(sub, dtype=dtype, use_safetensors=True)

@@ -10,7 +10,10 @@ import torch
 from sgld.config.schema import DitOffload, RunConfig
 
 DIT_NAMES = ("transformer", "transformer_2")
-TEXT_ENCODER_NAMES = ("text_encoder", "text_encoder_2")
+# LTX-2's text connectors run right after its text encoder and wait with it.
+TEXT_ENCODER_NAMES = ("text_encoder", "text_encoder_2", "connectors")
+# LTX-2's audio VAE, vocoder and latent upsampler run beside the video VAE and wait with it.
+VAE_NAMES = ("vae", "audio_vae", "vocoder", "latent_upsampler")
 
 
 def offloaded_components(run: RunConfig) -> set[str]:
@@ -21,7 +24,7 @@ def offloaded_components(run: RunConfig) -> set[str]:
     if run.offload.dit == DitOffload.model:
         names |= set(DIT_NAMES)
     if run.offload.vae:
-        names.add("vae")
+        names |= set(VAE_NAMES)
     return names
 
 

@@ -37,6 +37,9 @@ class Pipeline:
         self._backends: dict[str, str] = {}
         self.loras: LoraSet | None = None
         self.defaults: list[Adapter] = []  # the adapters a request without ``loras`` runs with
+        # Adapters the pipeline switches on itself around some of its stages (LTX-2's stage-2 LoRA): the run's
+        # LoraSet holds them too, so it exists, and keeps adapters switchable, whenever there are some.
+        self.extra_adapters: list[Adapter] = []
 
     def configure_vae(self, vae: torch.nn.Module) -> None:
         """Tiling and encoder as the run asks: one set-up for every family's VAE."""
@@ -71,18 +74,18 @@ class Pipeline:
                                  str(lora.target)) for lora in run.model.loras]
         folders = {name: folder / name for name in self.dits} if folder is not None else None
         mode = run.model.lora_merge_mode
-        switchable = bool(run.server.lora_dir) or mode == "dynamic"
+        switchable = bool(run.server.lora_dir) or mode == "dynamic" or bool(self.extra_adapters)
         if run.model.enable_torch_compile and switchable:
             # Adapters switch by copying into a slot prepared before compile: no recompile per request.
             from sgld.models.lora import HotswapLoraSet, lora_files
 
             in_dir = lora_files(run.server.lora_dir) if run.server.lora_dir else []
-            files = [a.path for a in self.defaults] + [path for _, path in in_dir]
+            files = [a.path for a in self.defaults + self.extra_adapters] + [path for _, path in in_dir]
             self.loras = HotswapLoraSet(self.spec, self.dits, files, run.server.max_loaded_loras, folders)
             self.loras.apply(self.defaults)
-        elif run.model.loras or run.server.lora_dir:
+        elif run.model.loras or run.server.lora_dir or self.extra_adapters:
             # auto: merge a fixed set (no per-step cost); keep them apart where requests choose (a LoRA dir).
-            merge = mode == "merge" or (mode == "auto" and not run.server.lora_dir)
+            merge = mode == "merge" or (mode == "auto" and not switchable)
             self.loras = LoraSet(self.spec, self.dits, merge, run.server.max_loaded_loras, folders)
             self.loras.apply(self.defaults)
         if run.model.enable_torch_compile:
@@ -114,6 +117,10 @@ class Pipeline:
         request turning Cache-DiT or TeaCache on for itself runs alone: ``DiffGenerator.generate_batch``)."""
         return self.run.cache.kind == "none"
 
+    def stages_for(self, reqs: list[Request]) -> list[Stage]:
+        """The stages a batch runs (one ``spec.batch_key``): all of them, unless a family skips some per request."""
+        return self.stages
+
     def run_batch(self, reqs: list[Request]) -> list[Request]:
         """Run requests of one ``spec.batch_key`` as one batch; a request that left early carries its ``error``.
 
@@ -123,7 +130,7 @@ class Pipeline:
         if len(reqs) > 1 and not self.batchable:
             raise ValueError(f"cache.kind={self.run.cache.kind}: requests cannot share a batch")
         going = list(reqs)
-        for stage in self.stages:
+        for stage in self.stages_for(reqs):
             going = [req for req in stage.run_batch(going) if req.error is None]
             if not going:
                 break
