@@ -70,8 +70,8 @@ FLUX = Profile("FLUX.1", (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021
 
 
 def wan_profile(config: Any, height: Optional[int], width: Optional[int]) -> Profile:
-    """Wan2.1's row for a DiT config: I2V (36 input channels) by output size, T2V by width (5120: 14B)."""
-    if config.in_channels == 36:
+    """Wan2.1's row for a DiT config: I2V (condition channels beside the noise) by output size, T2V by width (5120: 14B)."""
+    if config.in_channels != config.out_channels:
         return WAN_I2V_480P if (height or 0) * (width or 0) <= 480 * 832 else WAN_I2V_720P
     return WAN_T2V_14B if config.num_attention_heads * config.attention_head_dim == 5120 else WAN_T2V_1_3B
 
@@ -86,9 +86,9 @@ class Layout:
     returns: str  # "h" (hidden only), "he" (hidden, encoder), "eh" (encoder, hidden)
 
 
-def _first_block_modulation(module: torch.nn.Module, layout: Layout, args: tuple, kwargs: dict) -> torch.Tensor:
+def _first_block_modulation(hook: "TeaCacheHook", first: torch.nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
     """The first double block's norm1 on its inputs (FLUX, HunyuanVideo): the modulated image tokens."""
-    first = getattr(module, layout.lists[0])[0]
+    layout = hook.family.layout
     temb = _get(args, kwargs, 2 if isinstance(layout.hidden, int) else "temb")
     return first.norm1(_get(args, kwargs, layout.hidden), emb=temb)[0]
 
@@ -99,10 +99,11 @@ class Family:
 
     layout: Layout
     profile: Callable[[Any, Request], Profile]
-    modulated: Callable[["TeaCacheHook", tuple, dict], torch.Tensor]
+    # The modulated input, from the hook, the first block and that block's call.
+    modulated: Callable[["TeaCacheHook", torch.nn.Module, tuple, dict], torch.Tensor]
 
 
-def _wan_modulated(hook: "TeaCacheHook", args: tuple, kwargs: dict) -> torch.Tensor:
+def _wan_modulated(hook: "TeaCacheHook", first: torch.nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
     return _get(args, kwargs, 2) if hook.profile.ret_steps else hook.time_embedding
 
 
@@ -111,11 +112,10 @@ FAMILIES = {
                                     lambda config, req: wan_profile(config, req.height, req.width), _wan_modulated),
     "HunyuanVideoTransformer3DModel": Family(
         Layout(("transformer_blocks", "single_transformer_blocks"), 0, 1, "he"), lambda config, req: HUNYUAN,
-        lambda hook, args, kwargs: _first_block_modulation(hook.module, hook.family.layout, args, kwargs)),
+        _first_block_modulation),
     "FluxTransformer2DModel": Family(
         Layout(("transformer_blocks", "single_transformer_blocks"), "hidden_states", "encoder_hidden_states", "eh"),
-        lambda config, req: FLUX,
-        lambda hook, args, kwargs: _first_block_modulation(hook.module, hook.family.layout, args, kwargs)),
+        lambda config, req: FLUX, _first_block_modulation),
 }
 
 
@@ -243,7 +243,7 @@ class _Segment(torch.nn.Module):
     def forward(self, *args, **kwargs):
         layout, state = self.hook.family.layout, self.state
         if self.first:
-            modulated = self.hook.family.modulated(self.hook, args, kwargs)
+            modulated = self.hook.family.modulated(self.hook, self.blocks[0], args, kwargs)
             state.skip = self.hook.decide(state, modulated, self.branch, self.step)
             state.hidden_in = _get(args, kwargs, layout.hidden)
         hidden, encoder = _get(args, kwargs, layout.hidden), _get(args, kwargs, layout.encoder)
