@@ -59,6 +59,8 @@ class GenerationResult:
     config: Optional[RunConfig] = None
     # What a step cache did: kind, forwards computed and served from the cache per branch (None: no cache ran).
     step_cache: Optional[dict] = None
+    # The frame rate of the frames (after frame interpolation: 2**exp x the request's).
+    fps: Optional[int] = None
 
 
 def quiet_library_logs() -> None:
@@ -351,6 +353,9 @@ class DiffGenerator:
             first.step_callback = own
 
     def _result(self, req: Request, run: RunConfig, progress: Optional["Progress"] = None) -> GenerationResult:
+        if self.parallel.is_main and req.frames is not None and (
+                run.finishing.enable_frame_interpolation or run.finishing.enable_upscaling):
+            self._finish(req, run)
         path = audio_path = None
         if run.output.save and self.parallel.is_main:  # every rank holds the frames; one writes them
             if progress is None:
@@ -366,12 +371,21 @@ class DiffGenerator:
             path=path,
             timings=dict(req.timings),
             step_cache=req.step_cache,
+            fps=req.fps,
             config=run,
             audio=wave if run.output.return_frames else None,
             sample_rate=req.sample_rate,
             audio_channels=None if wave is None else int(wave.shape[0]),
             audio_path=audio_path,
         )
+
+    def _finish(self, req: Request, run: RunConfig) -> None:
+        """The request's finishing (frame interpolation, upscaling) of its decoded frames; the fps follows."""
+        from sgld.finishing.apply import finish
+
+        video = self.pipeline.spec.output == OutputKind.video
+        req.frames, req.fps = finish(req.frames, req.fps, run.finishing, video, self.pipeline.device,
+                                     run.model.download, req.timings)
 
     def save(self, req: Request, run: RunConfig) -> tuple[Path, Optional[Path]]:
         """Write the request's frames (and sound, as ``output.audio`` says) under ``run.output.path``; the file

@@ -275,6 +275,24 @@ class CacheConfig:
 
 
 @dataclass
+class FinishingConfig:
+    """Post-processing of the decoded frames, per request: frame interpolation (videos), then upscaling."""
+
+    # RIFE: 2**exp - 1 frames between each pair ((N - 1) * 2**exp + 1 frames) at 2**exp x the fps.
+    enable_frame_interpolation: bool = False
+    frame_interpolation_exp: int = 1
+    # RIFE's flow scale (0.5 for large frames: its coarsest level then sees them at half size).
+    frame_interpolation_scale: float = 1.0
+    # A local file/folder or a Hugging Face repo id (org/name, or org/name:file); None: elfgum/RIFE-4.22.lite.
+    frame_interpolation_model_path: Optional[str] = None
+    # Real-ESRGAN: width and height x upscaling_scale (the model's own factor, then bicubic where they differ).
+    enable_upscaling: bool = False
+    upscaling_scale: int = 4
+    # As above; None: ai-forever/Real-ESRGAN's RealESRGAN_x2.pth or _x4.pth (by the scale; x4 for other scales).
+    upscaling_model_path: Optional[str] = None
+
+
+@dataclass
 class VaeConfig:
     """VAE precision, tiling and which halves to load."""
 
@@ -369,6 +387,7 @@ class RunConfig:
     offload: OffloadConfig = field(default_factory=OffloadConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    finishing: FinishingConfig = field(default_factory=FinishingConfig)
     vae: VaeConfig = field(default_factory=VaeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     server: ServerConfig = field(default_factory=ServerConfig)

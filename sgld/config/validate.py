@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sgld.config.cache import check_cache, resolve_kind
 from sgld.config.conflicts import check_conflicts
+from sgld.config.finishing import check_finishing
 from sgld.config.finite import check_finite
 from sgld.config.schema import RunConfig
 from sgld.errors import ConfigError
@@ -67,6 +68,7 @@ def validate(run: RunConfig) -> None:
     """Raise ConfigError for values no model can run; model-specific checks come later."""
     check_finite(run)  # first: NaN passes every range check below
     check_cache(run)
+    check_finishing(run)
     if not run.vae.load_decoder:
         raise ConfigError("vae.load_decoder=false leaves no decoder to turn latents into frames", param="vae.load_decoder")
     for key in ("tile_sample_min_height", "tile_sample_min_width"):

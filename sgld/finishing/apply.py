@@ -1,0 +1,108 @@
+"""Finishing of decoded frames, per request: RIFE frame interpolation (videos), then Real-ESRGAN upscaling.
+
+SGLang's defaults: RIFE 4.22.lite from elfgum/RIFE-4.22.lite (flownet.pkl), Real-ESRGAN from ai-forever/Real-ESRGAN
+(RealESRGAN_x2.pth / _x4.pth by the scale asked, else x4 then bicubic). Loaded models are kept (a few), so only a
+request's first use of a model pays its load.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+
+from sgld.finishing.weights import load_state_dict, resolve
+
+log = logging.getLogger(__name__)
+
+RIFE_DEFAULT = "elfgum/RIFE-4.22.lite"
+ESRGAN_DEFAULT = "ai-forever/Real-ESRGAN"
+_LOADED: "OrderedDict[tuple[str, str, str], torch.nn.Module]" = OrderedDict()
+_KEEP = 4
+CHUNK = 8  # frames per pass: bounds the float copies of large upscaled frames
+
+
+def finish(frames: np.ndarray, fps: int, settings: Any, video: bool, device: torch.device,
+           download: bool = True, timings: dict | None = None) -> tuple[np.ndarray, int]:
+    """uint8 (N, H, W, 3) frames and fps after the request's finishing (``settings``: a FinishingConfig)."""
+    if settings.enable_frame_interpolation and video and frames.shape[0] > 1:
+        start = time.perf_counter()
+        net = _model("rife", settings.frame_interpolation_model_path or RIFE_DEFAULT, "flownet.pkl",
+                     "frame_interpolation_model_path", device, download)
+        frames = _interpolate(net, frames, settings.frame_interpolation_exp, settings.frame_interpolation_scale, device)
+        fps *= 2 ** settings.frame_interpolation_exp
+        _timed(timings, "frame_interpolation", start, device)
+    if settings.enable_upscaling:
+        start = time.perf_counter()
+        scale = settings.upscaling_scale
+        default = f"RealESRGAN_x{scale if scale in (2, 4) else 4}.pth"
+        net = _model("esrgan", settings.upscaling_model_path or ESRGAN_DEFAULT, default, "upscaling_model_path", device,
+                     download)
+        frames = _upscale(net, frames, scale, device)
+        _timed(timings, "upscaling", start, device)
+    return frames, fps
+
+
+def _model(kind: str, reference: str, default_file: str, option: str, device: torch.device, download: bool):
+    key = (kind, reference, default_file)
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
+    from sgld.errors import UserError
+
+    path = resolve(reference, default_file, option, download)
+    state = load_state_dict(path, option)
+    try:
+        if kind == "rife":
+            from sgld.finishing.rife import load_ifnet
+
+            net = load_ifnet(state)
+        else:
+            from sgld.finishing.realesrgan import build_upscaler
+
+            net = build_upscaler(state)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise UserError(f"{option}: {path.name}: {exc}", param=option) from None
+    net = net.to(device)
+    log.info("%s weights loaded from %s", kind, path)
+    _LOADED[key] = net
+    while len(_LOADED) > _KEEP:
+        _LOADED.popitem(last=False)
+    return net
+
+
+def _to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 255
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _interpolate(net, frames: np.ndarray, exp: int, scale: float, device: torch.device) -> np.ndarray:
+    from sgld.finishing.rife import interpolate_pairs
+
+    out = []
+    # Chunks overlap by one frame, which each chunk after the first drops: the pairs are the whole clip's.
+    for start in range(0, frames.shape[0] - 1, CHUNK):
+        chunk = interpolate_pairs(net, _to_tensor(frames[start:start + CHUNK + 1], device), exp, scale)
+        out.append(_to_uint8(chunk if start == 0 else chunk[1:]))
+    return np.concatenate(out)
+
+
+def _upscale(net, frames: np.ndarray, scale: int, device: torch.device) -> np.ndarray:
+    from sgld.finishing.realesrgan import upscale
+
+    return np.concatenate([_to_uint8(upscale(net, _to_tensor(frames[i:i + CHUNK], device), scale))
+                           for i in range(0, frames.shape[0], CHUNK)])
+
+
+def _timed(timings: dict | None, name: str, start: float, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    if timings is not None:
+        timings[name] = time.perf_counter() - start

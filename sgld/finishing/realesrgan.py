@@ -1,0 +1,121 @@
+"""Real-ESRGAN's two networks (Wang et al. 2021; xinntao/Real-ESRGAN, BSD-3): RRDBNet (RealESRGAN_x4plus, x2plus and
+the ai-forever x2/x4/x8 weights) and SRVGGNetCompact (realesr-general-x4v3, realesr-animevideov3), written here and
+told apart by their state dicts' keys. spandrel (which reads these and many more) is not used: its package imports
+torchvision for two other architectures, and PyPI's torchvision does not load beside the CPU torch this project runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five densely connected 3x3 convolutions, the output scaled by 0.2 onto the input."""
+
+    def __init__(self, feat: int, grow: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(feat, grow, 3, 1, 1)
+        self.conv2 = nn.Conv2d(feat + grow, grow, 3, 1, 1)
+        self.conv3 = nn.Conv2d(feat + 2 * grow, grow, 3, 1, 1)
+        self.conv4 = nn.Conv2d(feat + 3 * grow, grow, 3, 1, 1)
+        self.conv5 = nn.Conv2d(feat + 4 * grow, feat, 3, 1, 1)
+        self.lrelu = nn.LeakyReLU(0.2, True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [x]
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            outs.append(self.lrelu(conv(torch.cat(outs, 1))))
+        return self.conv5(torch.cat(outs, 1)) * 0.2 + x
+
+
+class RRDB(nn.Module):
+    """Three residual dense blocks, scaled by 0.2 onto the input."""
+
+    def __init__(self, feat: int, grow: int):
+        super().__init__()
+        self.rdb1, self.rdb2, self.rdb3 = (ResidualDenseBlock(feat, grow) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+class RRDBNet(nn.Module):
+    """ESRGAN's generator; the x2 (x1) variants see the input pixel-unshuffled by 2 (4) and upsample 4x after."""
+
+    def __init__(self, scale: int, feat: int = 64, blocks: int = 23, grow: int = 32):
+        super().__init__()
+        self.scale = scale
+        self.conv_first = nn.Conv2d(3 * {4: 1, 2: 4, 1: 16}[scale], feat, 3, 1, 1)
+        self.body = nn.Sequential(*[RRDB(feat, grow) for _ in range(blocks)])
+        self.conv_body = nn.Conv2d(feat, feat, 3, 1, 1)
+        self.conv_up1 = nn.Conv2d(feat, feat, 3, 1, 1)
+        self.conv_up2 = nn.Conv2d(feat, feat, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(feat, feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(feat, 3, 3, 1, 1)
+        self.lrelu = nn.LeakyReLU(0.2, True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale != 4:
+            x = F.pixel_unshuffle(x, 4 // self.scale)
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        for conv in (self.conv_up1, self.conv_up2):
+            feat = self.lrelu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+
+class SRVGGNetCompact(nn.Module):
+    """A plain stack of 3x3 convolutions with PReLU, pixel-shuffled up, plus the nearest-upsampled input."""
+
+    def __init__(self, scale: int, feat: int = 64, convs: int = 16):
+        super().__init__()
+        self.scale = scale
+        layers: list[nn.Module] = [nn.Conv2d(3, feat, 3, 1, 1), nn.PReLU(feat)]
+        for _ in range(convs):
+            layers += [nn.Conv2d(feat, feat, 3, 1, 1), nn.PReLU(feat)]
+        layers.append(nn.Conv2d(feat, 3 * scale * scale, 3, 1, 1))
+        self.body = nn.ModuleList(layers)
+        self.upsampler = nn.PixelShuffle(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for layer in self.body:
+            out = layer(out)
+        return self.upsampler(out) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+
+def build_upscaler(state: dict) -> nn.Module:
+    """The network a Real-ESRGAN state dict holds (its ``params_ema`` / ``params`` entry when wrapped), loaded strictly."""
+    for wrapper in ("params_ema", "params"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if "conv_first.weight" in state:
+        scale = {3: 4, 12: 2, 48: 1}.get(state["conv_first.weight"].shape[1])
+        if scale is None:
+            raise ValueError(f"RRDBNet with {state['conv_first.weight'].shape[1]} input channels: not a Real-ESRGAN model")
+        blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body."))
+        net: nn.Module = RRDBNet(scale, state["conv_first.weight"].shape[0], blocks, state["body.0.rdb1.conv1.weight"].shape[0])
+    elif "body.0.weight" in state:
+        convs = sorted(int(k.split(".")[1]) for k in state if k.startswith("body.") and state[k].dim() == 4)
+        scale = math.isqrt(state[f"body.{convs[-1]}.weight"].shape[0] // 3)
+        net = SRVGGNetCompact(scale, state["body.0.weight"].shape[0], len(convs) - 2)
+    else:
+        raise ValueError(f"not a Real-ESRGAN state dict (keys like {sorted(state)[:3]}); RRDBNet or SRVGGNetCompact "
+                         "weights in BasicSR's layout are taken")
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+@torch.no_grad()
+def upscale(net: nn.Module, frames: torch.Tensor, outscale: int, batch: int = 4) -> torch.Tensor:
+    """(N, 3, H, W) in [0, 1] -> (N, 3, H * outscale, W * outscale): the network's own factor, then bicubic to
+    ``outscale`` where it differs (Real-ESRGAN's --outscale)."""
+    out = torch.cat([net(frames[i:i + batch]) for i in range(0, frames.shape[0], batch)])
+    h, w = frames.shape[-2:]
+    if out.shape[-2:] != (h * outscale, w * outscale):
+        out = F.interpolate(out, size=(h * outscale, w * outscale), mode="bicubic", align_corners=False)
+    return out.clamp(0, 1)
