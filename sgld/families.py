@@ -291,6 +291,8 @@ class FamilySpec:
         if folder is not None and (run.parallel.ulysses_degree or 1) > 1:
             for config in _dit_configs(folder):
                 check_ulysses_heads(run.parallel.ulysses_degree, config.get("num_attention_heads") or config["n_heads"])
+                if config.get("audio_num_attention_heads"):  # LTX-2's audio attention is split by heads too
+                    check_ulysses_heads(run.parallel.ulysses_degree, config["audio_num_attention_heads"])
         backend = run.model.attention_backend
         if backend in MASKLESS_BACKENDS and self.masked_attention:
             raise UserError(f"attention_backend='{backend}' takes no attention mask, and "

@@ -330,3 +330,44 @@ def test_two_stage_without_the_upsampler_folder_is_refused_before_loading(folder
     monkeypatch.undo()  # one-stage requests still run on it
     generator = tiny_settings_on(one_stage)
     assert ours(generator, num_inference_steps=2)[1].shape[0] == 2
+
+
+def _launch(**options):
+    from sgld.run_config import run_config_from_options
+    from sgld.runner import run_generation
+
+    base = dict(model_path="tiny-ltx2", prompt=PROMPT, seed=3, num_inference_steps=2, save_output=False,
+                return_frames=True)
+    result = run_generation(run_config_from_options({**base, **options}))
+    return result.frames, result.audio
+
+
+@pytest.mark.parametrize("layout,request_options", [
+    (dict(enable_cfg_parallel=True), {}),
+    # diffusers' own plan fails on split RoPE; sgld's (sgld/parallel/ltx2_plan.py) splits the tables, the
+    # cross-modal table and image-to-video's per-token timesteps: 3 x 3 x 1 = 9 tokens, uneven over 2 ranks.
+    (dict(ulysses_degree=2), dict(image_path="FIRST", height=96, width=96, num_frames=1)),
+    (dict(ring_degree=2), dict(two_stage=True, height=128, width=128)),
+], ids=["cfg2", "ulysses2-i2av-uneven", "ring2-two-stage"])
+def test_parallel_layouts_equal_one_process(layout, request_options, first_frame):
+    """2 gloo ranks: CFG parallel (the extra forwards alternate between the cfg ranks), Ulysses and ring."""
+    request_options = {k: str(first_frame) if v == "FIRST" else v for k, v in request_options.items()}
+    frames, wave = differences(_launch(num_gpus=2, **layout, **request_options), _launch(**request_options))
+    assert frames <= FRAMES_TOLERANCE and wave <= WAVE_TOLERANCE
+
+
+def test_ulysses_must_divide_the_audio_heads_too(folder, tmp_path, monkeypatch, capsys):
+    odd = tmp_path / "ltx2-odd-audio-heads"
+    shutil.copytree(folder, odd)
+    config_file = odd / "transformer" / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "audio_num_attention_heads": 3,
+                                       "audio_attention_head_dim": 4}))
+    err = _refused(["--model-path", str(odd), "--num-gpus", "2", "--ulysses-degree", "2"], monkeypatch, capsys)
+    assert "ulysses_degree=2 must divide the 3 attention heads" in err
+
+
+def test_layerwise_offload_leaves_video_and_sound_unchanged(ltx2):
+    from sgld import DiffGenerator
+
+    offloaded = DiffGenerator.from_pretrained("tiny-ltx2", dit_layerwise_offload=True)
+    assert differences(ours(ltx2, num_inference_steps=2), ours(offloaded, num_inference_steps=2)) == (0, 0.0)

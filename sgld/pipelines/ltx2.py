@@ -54,6 +54,9 @@ class Ltx2Pipeline(Pipeline):
             raise UserError(f"attention_backend='{run.model.attention_backend}' takes no attention mask, and this "
                             "LTX-2 folder's text connectors keep their padding masked (no learnable registers); "
                             "use auto, cudnn, flash or efficient", param="attention_backend")
+        from sgld.parallel.ltx2_plan import ltx2_cp_plan
+
+        transformer._cp_plan = ltx2_cp_plan(transformer.config)  # diffusers' misses split RoPE (sgld/parallel/ltx2_plan.py)
         step_hooks = self.configure_one_dit("text_encoder", "connectors", "vae", "audio_vae", "vocoder")
         self.latents = Ltx2Latents(transformer, components["vae"], components["audio_vae"])
         self.terms = GuidanceTerms.of(run.model.sampling_defaults.av_guidance)
