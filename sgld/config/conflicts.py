@@ -39,6 +39,7 @@ STEP_CACHE = Setting("cache.kind", uses_step_cache, lambda run: "a step cache ("
     name for name, on in (("cache.kind=first_block", run.cache.kind == CacheKind.first_block),
                           ("Cache-DiT", uses_cache_dit(run)), ("TeaCache", uses_teacache(run))) if on) + ")")
 TEACACHE = _switch("sampling.enable_teacache", uses_teacache, "TeaCache")
+CACHE_DIT_LOADED = _switch("cache.kind", lambda run: run.cache.kind == CacheKind.cache_dit, "cache.kind=cache_dit")
 # A request turning Cache-DiT on where the run did not mount it at load (the run's kind is not cache_dit).
 LATE_CACHE_DIT = _switch("sampling.enable_cache_dit",
                          lambda run: uses_cache_dit(run) and run.cache.kind != CacheKind.cache_dit,
@@ -63,6 +64,8 @@ CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     # TeaCache takes its residual over the whole sequence before the blocks, whose hidden states are shards there.
     (TEACACHE, SEQUENCE_PARALLEL, "TeaCache's residual is taken outside the context-parallel split (not supported); "
                                   "use Cache-DiT, which shards it as the blocks do"),
+    (TEACACHE, CACHE_DIT_LOADED, "cache-dit's wrappers, mounted at load, replace the block lists TeaCache wraps; run "
+                                 "TeaCache on a run started without --cache cache_dit"),
     # cache-dit's block wrappers must go on before the context-parallel hooks (cache-dit's rule).
     (LATE_CACHE_DIT, SEQUENCE_PARALLEL, "cache-dit's block wrappers go on before the context-parallel hooks, at load; "
                                         "start the run with --cache cache_dit (requests may still turn it off)"),

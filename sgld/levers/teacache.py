@@ -183,6 +183,11 @@ class TeaCacheHook:
         self.active = self.wanted(req)
         if not self.active:
             return
+        if getattr(self.module, "_is_cached", False):  # cache-dit's wrappers replace the block lists in each forward
+            self.active = False
+            raise UserError("TeaCache: an earlier request mounted Cache-DiT on this DiT, and cache-dit's wrappers replace "
+                            "the block lists TeaCache wraps; run TeaCache where Cache-DiT has not run",
+                            param="enable_teacache")
         self.profile = self.family.profile(self.module.config, req)
         self._window = self.profile.window(req.num_inference_steps)
         self._thresh = self.profile.threshold if self.threshold is None else self.threshold
