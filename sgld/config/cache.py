@@ -6,10 +6,9 @@ The run's ``cache.kind`` is the default of every request; a request's ``enable_c
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
-from sgld.config.cache_dit import request_settings
+from sgld.config.cache_dit import env_enabled, request_settings
 from sgld.config.schema import CacheKind, RunConfig
 from sgld.errors import ConfigError, UserError
 
@@ -18,8 +17,7 @@ def resolve_kind(run: RunConfig, environ: Mapping[str, str] | None = None) -> No
     """An unset ``cache.kind``: cache_dit where a cache-dit config file or SGLang's SGLANG_CACHE_DIT_ENABLED asks, else none."""
     if run.cache.kind is not None:
         return
-    flag = (os.environ if environ is None else environ).get("SGLANG_CACHE_DIT_ENABLED", "").strip().lower()
-    on = bool(run.cache.cache_dit_config) or flag in ("1", "true", "yes", "on")
+    on = bool(run.cache.cache_dit_config) or env_enabled(environ)
     run.cache.kind = CacheKind.cache_dit if on else CacheKind.none
 
 

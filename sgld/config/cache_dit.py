@@ -10,7 +10,6 @@ requests are checked with it before anything loads.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -50,7 +49,8 @@ CALIBRATOR_KEYS = ("enable_taylorseer", "enable_encoder_taylorseer", "taylorseer
 
 def env_enabled(environ: Mapping[str, str] | None = None) -> bool:
     """``SGLANG_CACHE_DIT_ENABLED``: Cache-DiT on by default for every request."""
-    return _parse_bool("SGLANG_CACHE_DIT_ENABLED", (environ or os.environ).get("SGLANG_CACHE_DIT_ENABLED", "false"))
+    return _parse_bool("SGLANG_CACHE_DIT_ENABLED", (os.environ if environ is None else environ).get(
+        "SGLANG_CACHE_DIT_ENABLED", "false"))
 
 
 def env_settings(environ: Mapping[str, str] | None = None, secondary: bool = False) -> dict[str, Any]:
@@ -201,7 +201,3 @@ def _parse_bool(name: str, raw: str) -> bool:
         return False
     raise UserError(f"{name}={raw!r} must be true or false", param=name)
 
-
-def dumps(settings: Mapping[str, Any]) -> str:
-    """A stable text of settings (mount keys, logs)."""
-    return json.dumps(settings, sort_keys=True, default=str)
