@@ -203,6 +203,10 @@ class FamilySpec:
             missing.append(f"one {self.stage_2_lora} file (the stage-2 distilled LoRA)")
         return tuple(missing)
 
+    def sample_rate_in_folder(self, folder: Path) -> Optional[int]:
+        """The sound's sample rate (Hz) of a family with sound: its vocoder's output rate; None for silent ones."""
+        return int(_read_json(folder / "vocoder" / "config.json")["output_sampling_rate"]) if self.audio else None
+
     def check_output(self, output: Any) -> None:
         """Raise UserError when ``output`` (an OutputConfig) asks for sound from a family that makes none."""
         if output.audio == "wav" and not self.audio:
@@ -425,6 +429,10 @@ class DescribedModel(Protocol):
     @property
     def constraints(self) -> SizeConstraints:
         """The sizes this model accepts."""
+
+    @property
+    def sample_rate(self) -> Optional[int]:
+        """The sound's sample rate (Hz) of a model with sound; None for silent models."""
 
     def check_request(self, req: Request) -> None:
         """Raise UserError naming the field when the model cannot run ``req``; touches no weights."""

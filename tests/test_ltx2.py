@@ -235,6 +235,11 @@ def test_the_api_returns_the_sound_beside_the_frames(ltx2, tmp_path):
     assert streams["audio"]["rate"] == rate and streams["audio"]["channels"] == 2
     silent = ltx2.generate(PROMPT, num_inference_steps=2, output_path=str(tmp_path), return_frames=False)
     assert silent.audio is None and silent.sample_rate == rate
+    # The model says its sound's rate loaded and from its folder alone (what a multi-rank server reads).
+    from sgld.models.folder_model import FolderModel
+
+    assert ltx2.pipeline.sample_rate == FolderModel.of("tiny-ltx2").sample_rate == rate
+    assert FolderModel.of("tiny-wan-t2v").sample_rate is None
 
 
 def read_streams(path) -> dict:
@@ -371,3 +376,29 @@ def test_layerwise_offload_leaves_video_and_sound_unchanged(ltx2):
 
     offloaded = DiffGenerator.from_pretrained("tiny-ltx2", dit_layerwise_offload=True)
     assert differences(ours(ltx2, num_inference_steps=2), ours(offloaded, num_inference_steps=2)) == (0, 0.0)
+
+
+def test_the_ltx2_bench_runs_tiny_on_the_cpu(tmp_path):
+    """bench/ltx2.py --tiny: the GPU benchmark's code path (diffusers built from sgld's components, the two-stage
+    recipe by hand, sgld with its defaults) on the CPU, sgld equal to its reference in both workflows."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "ltx2.json"
+    proc = subprocess.run([sys.executable, "bench/ltx2.py", "--tiny", "--steps", "2", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                           "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["workflow"], r["name"]) for r in rows] == [("one_stage", "diffusers"), ("one_stage", "sgld default"),
+                                                          ("two_stage", "diffusers"), ("two_stage", "sgld default")]
+    for row in rows:
+        assert row["dit_forward_ms"] > 0 and row["audio_decode_s"] > 0 and row["mux_s"] > 0, row
+    for row in rows[1::2]:
+        diff = row["extra"]["max_diff_vs_diffusers"]
+        assert diff["frames"] <= FRAMES_TOLERANCE and diff["waveform"] <= WAVE_TOLERANCE, row
+    # LTX-2.0 has no perturbed attention: sgld skips the STG forward diffusers runs (3 forwards a step, not 4).
+    assert rows[1]["dit_sample_branches"] < rows[0]["dit_sample_branches"]
+    assert (out.with_suffix(".md")).read_text().startswith("| workflow |")

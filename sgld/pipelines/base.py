@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -23,6 +23,7 @@ class Pipeline:
     """A family's loaded pipeline (a ``DescribedModel``): subclasses set ``spec``, ``constraints`` and ``stages``."""
 
     spec: ClassVar[FamilySpec]
+    sample_rate: Optional[int] = None  # the sound's (Hz), in families that make sound
 
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
         self.spec.check_run(run)

@@ -60,6 +60,7 @@ class Ltx2Pipeline(Pipeline):
         step_hooks = self.configure_one_dit("text_encoder", "connectors", "vae", "audio_vae", "vocoder")
         self.latents = Ltx2Latents(transformer, components["vae"], components["audio_vae"])
         self.terms = GuidanceTerms.of(run.model.sampling_defaults.av_guidance)
+        self.sample_rate = int(components["vocoder"].config.output_sampling_rate)
         self.upsampler: Optional[torch.nn.Module] = None
         self.stage_2_adapter: Optional[Adapter] = None
         from diffusers.pipelines.ltx2.utils import resolve_default_image_crf

@@ -1,0 +1,346 @@
+"""LTX-2 (video with sound) in sgld against diffusers on the same random full-size weights, one process, one GPU.
+
+    python bench/ltx2.py --out ltx2.json [--workflows one_stage,two_stage] [--steps 3]
+
+The model is made once (``random:Lightricks/LTX-2``: the 19B DiT, Gemma 3 12B and the rest built on the GPU) and
+shared: diffusers' ``LTX2Pipeline`` is built from sgld's own component objects. Per workflow, at the reference's
+default size (768x512, 121 frames at 24 fps; two-stage: stage 1 at 384x256, then the x2 upsampler and 3 refine
+steps at 768x512 with the stage-2 LoRA), four rows: "diffusers" as shipped, "diffusers tuned" (its attention
+backend set to the best exact one installed, FA3 where present, and ``compile_repeated_blocks(fullgraph=True)``),
+"sgld default", and "sgld best lossless" (``--enable-torch-compile`` with the same backend, and CUDA graphs).
+Every figure is measured in this run: DiT forward time per sample-branch (CUDA events around every forward;
+a batched CFG forward counts as two), DiT forwards and their sample-branches per generation, s/step (stage 1),
+text-encode, video decode, audio decode (audio VAE + vocoder) and mux (H.264 + AAC MP4) times, end-to-end time of
+``--steps`` stage-1 steps and its extrapolation to 30, and peak GPU memory. Both sides run the reference's guidance
+(CFG 3.0 video / 7.0 audio, STG 1.0 at block 28, modality 3.0, rescale 0.7); LTX-2.0's DiT has no perturbed
+attention, so sgld skips the STG forward (its term is zero) and diffusers runs it.
+
+``--tiny`` runs the same code on the tiny built-in model on the CPU (a smoke test: no tuned or compiled rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from speed import ForwardTimer, StepClock, psnr, sync, tuned_backend, uncompile_blocks  # noqa: E402
+
+PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
+NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"
+FULL_STEPS = 30  # the reference's default stage-1 steps
+REPO = "Lightricks/LTX-2"
+
+
+@dataclass
+class Row:
+    """One pipeline's figures for one workflow."""
+
+    name: str
+    workflow: str
+    steps_run: int
+    e2e_s: float
+    step_s: float
+    dit_forward_ms: float  # per sample-branch (a CFG-batched forward of 2 samples counts twice)
+    dit_forwards: int  # DiT calls in one generation
+    dit_sample_branches: int  # sample-branches those calls computed
+    text_encode_s: float | None
+    video_decode_s: float | None
+    audio_decode_s: float | None
+    mux_s: float | None
+    peak_gib: float
+    compile_s: float | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def e2e_full_s(self) -> float:
+        """End-to-end at the reference's 30 stage-1 steps: measured run + (30 - run) x s/step."""
+        return self.e2e_s + (FULL_STEPS - self.steps_run) * self.step_s
+
+
+class Bench:
+    """sgld and diffusers on one set of LTX-2 components."""
+
+    def __init__(self, tiny: bool, steps: int, device: torch.device):
+        from sgld import DiffGenerator
+
+        self.tiny, self.steps, self.device = tiny, steps, device
+        self.cuda = device.type == "cuda"
+        start = time.perf_counter()
+        self.gen = DiffGenerator.from_pretrained("tiny-ltx2" if tiny else f"random:{REPO}", device=str(device))
+        sync(self.cuda)
+        self.load_s = time.perf_counter() - start
+        self.components = self.gen.pipeline.components
+        self.transformer = self.components["transformer"]
+        sampling = self.gen.run.sampling
+        self.height, self.width, self.frames, self.fps = sampling.height, sampling.width, sampling.num_frames, sampling.fps
+        self.rows: list[Row] = []
+        self.reference: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.folder = Path(self.gen.pipeline.stage_2_adapter.path).parent if self.gen.pipeline.stage_2_adapter else None
+        self.meta: dict[str, Any] = {"load_s": self.load_s}
+
+    # -- diffusers ----------------------------------------------------------------------------
+
+    def pipe(self):
+        from diffusers import LTX2Pipeline
+
+        names = ("scheduler", "vae", "audio_vae", "text_encoder", "tokenizer", "connectors", "transformer", "vocoder")
+        pipe = LTX2Pipeline(**{name: self.components[name] for name in names})
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def reference_call(self, pipe, steps: int, clock: StepClock | None, two_stage: bool):
+        """diffusers' output (uint8 frames, waveform): the pipeline, or the documented two-stage recipe by hand."""
+        guidance = self.gen.run.model.sampling_defaults.av_guidance
+        kwargs: dict[str, Any] = dict(
+            prompt=PROMPT, negative_prompt=NEGATIVE, num_frames=self.frames, frame_rate=self.fps,
+            num_inference_steps=steps, guidance_scale=self.gen.run.sampling.guidance_scale,
+            audio_guidance_scale=self.gen.run.sampling.audio_guidance_scale, stg_scale=guidance.stg_scale,
+            audio_stg_scale=guidance.audio_stg_scale, modality_scale=guidance.modality_scale,
+            audio_modality_scale=guidance.audio_modality_scale, guidance_rescale=guidance.guidance_rescale,
+            audio_guidance_rescale=guidance.audio_guidance_rescale,
+            spatio_temporal_guidance_blocks=list(guidance.stg_blocks),
+            generator=torch.Generator("cpu").manual_seed(0), return_dict=False)
+        if clock is not None:
+            kwargs["callback_on_step_end"] = lambda p, i, t, c: (clock.tick(), c)[1]
+        if not two_stage:
+            video, audio = pipe(**kwargs, height=self.height, width=self.width, output_type="np")
+        else:
+            video, audio = self._reference_two_stage(pipe, kwargs)
+        return (np.asarray(video[0]) * 255).round().astype(np.uint8), audio[0].float().cpu().numpy()
+
+    def _reference_two_stage(self, pipe, kwargs: dict):
+        from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline
+        from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES as SIGMAS
+
+        video_latents, audio_latents = pipe(**kwargs, height=self.height // 2, width=self.width // 2,
+                                            output_type="latent")
+        upsample = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=self.components["latent_upsampler"])
+        upsampled = upsample(latents=video_latents, output_type="latent", return_dict=False)[0]
+        stage_1_scheduler = pipe.scheduler
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(stage_1_scheduler.config,
+                                                                     use_dynamic_shifting=False, shift_terminal=None)
+        # The stage-2 LoRA as sgld's LoraSet loads it (the folder's file, the recipe's adapter name), switched on
+        # here as diffusers' set_adapters does: one copy of its weights for both pipelines.
+        adapter = self.gen.pipeline.stage_2_adapter
+        self.gen.pipeline.loras.load(adapter)
+        self.transformer.enable_lora()
+        self.transformer.set_adapters([adapter.key], [1.0])
+        stage_2 = {**kwargs, "num_inference_steps": len(SIGMAS), "guidance_scale": 1.0, "audio_guidance_scale": 1.0,
+                   "stg_scale": 0.0, "audio_stg_scale": 0.0, "modality_scale": 1.0, "audio_modality_scale": 1.0}
+        stage_2.pop("callback_on_step_end", None)
+        try:
+            return pipe(**stage_2, height=self.height, width=self.width, latents=upsampled, audio_latents=audio_latents,
+                        noise_scale=SIGMAS[0], sigmas=SIGMAS, output_type="np")
+        finally:
+            self.transformer.disable_lora()
+            pipe.scheduler = stage_1_scheduler
+
+    def run_reference(self, workflow: str, tuned: bool) -> None:
+        pipe = self.pipe()
+        two_stage = workflow == "two_stage"
+        name, note, compile_s = "diffusers", "", None
+        if tuned:
+            backend = tuned_backend(self.device)
+            name, note = "diffusers tuned", f"set_attention_backend({backend!r}) + compile_repeated_blocks(fullgraph=True)"
+            self.transformer.set_attention_backend(backend)
+            self.transformer.compile_repeated_blocks(fullgraph=True)
+        try:
+            start = time.perf_counter()
+            self.reference_call(pipe, 2, None, two_stage)  # warm-up (and, tuned, the compile)
+            sync(self.cuda)
+            if tuned:
+                compile_s = time.perf_counter() - start
+            text_s = self._time(lambda: self._reference_encode(pipe))
+            out, e2e, step_s, timer, peak = self._timed(lambda clock: self.reference_call(pipe, self.steps, clock,
+                                                                                          two_stage))
+            video_s, audio_s = self._reference_decode_times(pipe)
+            mux_s = self._time(lambda: self._reference_mux(out), repeats=1)
+            row = Row(name, workflow, self.steps, e2e, step_s, timer.ms_per_branch(), len(timer.batch),
+                      sum(timer.batch), text_s, video_s, audio_s, mux_s, peak, compile_s, note)
+            if not tuned:
+                self.reference[workflow] = out
+            else:
+                row.extra["max_diff_vs_diffusers"] = self._diff(out, workflow)
+            timer.close()
+            self._record(row)
+        except Exception as exc:  # noqa: BLE001 - a row that fails is reported; the others are still measured
+            self.meta[f"{workflow} {name} failed"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            print(f"{workflow} {name} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+        finally:
+            if tuned:
+                uncompile_blocks(self.transformer)
+                self.transformer.set_attention_backend("native")
+
+    def _reference_encode(self, pipe) -> None:
+        """diffusers' text conditioning: Gemma on the prompt and the negative prompt, then the connectors."""
+        embeds, mask, negative, negative_mask = pipe.encode_prompt(PROMPT, NEGATIVE, device=self.device)
+        pipe.connectors(torch.cat([negative, embeds]), torch.cat([negative_mask, mask]), padding_side="left")
+
+    def _reference_decode_times(self, pipe) -> tuple[float, float]:
+        """diffusers' video decode and audio decode (audio VAE + vocoder) of latents of this size."""
+        geometry = self.gen.pipeline.latents
+        grid = geometry.grid(self.frames, self.height, self.width, self.fps)
+        vae, audio_vae = pipe.vae, pipe.audio_vae
+        video = torch.randn(1, geometry.channels, grid.frames, grid.height, grid.width, device=self.device,
+                            dtype=vae.dtype)
+        audio = torch.randn(1, geometry.audio_channels, grid.audio_frames, geometry.audio_mel_bins,
+                            device=self.device, dtype=audio_vae.dtype)
+        video_s = self._time(lambda: vae.decode(video, None, return_dict=False), repeats=2)
+        audio_s = self._time(lambda: pipe.vocoder(audio_vae.decode(audio, return_dict=False)[0]), repeats=2)
+        return video_s, audio_s
+
+    def _reference_mux(self, out: tuple[np.ndarray, np.ndarray]) -> None:
+        """The reference example's muxer: diffusers' ``encode_video`` (PyAV, H.264 + AAC)."""
+        from diffusers.utils.export_utils import encode_video
+
+        with tempfile.TemporaryDirectory() as tmp:
+            encode_video(torch.from_numpy(out[0]), fps=self.fps, audio=torch.from_numpy(out[1]),
+                         audio_sample_rate=self.gen.pipeline.sample_rate, output_path=f"{tmp}/ref.mp4")
+
+    # -- sgld -----------------------------------------------------------------------------------
+
+    def run_sgld(self, workflow: str, best: bool) -> None:
+        from sgld.levers.transformer_setup import compile_transformer
+
+        two_stage = workflow == "two_stage"
+        name, note, compile_s = ("sgld best lossless", "", None) if best else ("sgld default", "", None)
+        try:
+            if best:
+                backend = tuned_backend(self.device)
+                self.transformer.set_attention_backend(backend)
+                compile_transformer(self.transformer, backend)
+                note = f"--attention-backend {backend} --enable-torch-compile"
+            start = time.perf_counter()
+            self._sgld(2, two_stage, None)  # warm-up (and the compile)
+            sync(self.cuda)
+            if best:
+                compile_s = time.perf_counter() - start
+            with tempfile.TemporaryDirectory() as tmp:
+                (result, e2e, step_s, timer, peak) = self._timed(lambda clock: self._sgld(self.steps, two_stage,
+                                                                                          clock, tmp))
+            t = result.timings
+            row = Row(name, workflow, self.steps, e2e, step_s, timer.ms_per_branch(), len(timer.batch),
+                      sum(timer.batch), t.get("encode_prompt"), t.get("decode"), t.get("decode_audio"), t.get("mux"),
+                      peak, compile_s, note)
+            row.extra["max_diff_vs_diffusers"] = self._diff((result.frames, result.audio), workflow)
+            timer.close()
+            self._record(row)
+        except Exception as exc:  # noqa: BLE001
+            self.meta[f"{workflow} {name} failed"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            print(f"{workflow} {name} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+        finally:
+            if best:
+                uncompile_blocks(self.transformer)
+                self.transformer.set_attention_backend("native")
+
+    def _sgld(self, steps: int, two_stage: bool, clock: StepClock | None, folder: str | None = None):
+        options = dict(negative_prompt=NEGATIVE, num_inference_steps=steps, seed=0, two_stage=two_stage,
+                       return_frames=True, save_output=folder is not None)
+        if folder is not None:
+            options.update(output_path=folder, output_file_name="fox.mp4")
+        # Stage-1 step ends only (the refine's 3 steps are reported after them).
+        callback = None if clock is None else (lambda done, total: 0 < done <= steps and clock.tick())
+        return self.gen.generate(PROMPT, step_callback=callback, **options)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _timed(self, run: Callable[[StepClock], Any]):
+        clock, timer = StepClock(self.cuda), ForwardTimer(self.transformer, self.cuda)
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        out = run(clock)
+        sync(self.cuda)
+        e2e = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else 0.0
+        return out, e2e, clock.step_s(), timer, peak
+
+    def _diff(self, out, workflow: str) -> dict:
+        ref = self.reference.get(workflow)
+        if ref is None:
+            return {}
+        frames = int(np.abs(out[0].astype(int) - ref[0].astype(int)).max())
+        samples = min(out[1].shape[1], ref[1].shape[1])
+        return {"frames": frames, "psnr_db": psnr(out[0], ref[0]),
+                "waveform": float(np.abs(out[1][:, :samples] - ref[1][:, :samples]).max())}
+
+    def _time(self, fn: Callable[[], Any], repeats: int = 3) -> float:
+        times = []
+        for _ in range(repeats):
+            sync(self.cuda)
+            start = time.perf_counter()
+            with torch.no_grad():
+                fn()
+            sync(self.cuda)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def _record(self, row: Row) -> None:
+        self.rows.append(row)
+        print(f"MEASURED {json.dumps(dict(asdict(row), e2e_full_s=row.e2e_full_s), default=str)}", flush=True)
+
+
+def table(rows: list[Row]) -> str:
+    """The markdown table of every row."""
+    head = ("| workflow | pipeline | DiT fwd ms / sample-branch | fwds (branches) | s/step | e2e s (steps run) "
+            "| e2e s @30 | text s | video decode s | audio decode s | mux s | peak GiB | vs diffusers |")
+    lines = [head, "|" + "---|" * 13]
+    fmt = lambda v, spec=".2f": "–" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        diff = r.extra.get("max_diff_vs_diffusers") or {}
+        against = f"{diff['frames']}/255, wave {diff['waveform']:.1e}" if diff else "–"
+        lines.append(f"| {r.workflow} | {r.name} | {r.dit_forward_ms:.1f} | {r.dit_forwards} ({r.dit_sample_branches}) "
+                     f"| {fmt(r.step_s, '.3f')} | {r.e2e_s:.2f} ({r.steps_run}) | {r.e2e_full_s:.1f} "
+                     f"| {fmt(r.text_encode_s)} | {fmt(r.video_decode_s)} | {fmt(r.audio_decode_s, '.3f')} "
+                     f"| {fmt(r.mux_s, '.3f')} | {r.peak_gib:.1f} | {against} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workflows", default="one_stage,two_stage")
+    parser.add_argument("--steps", type=int, default=3, help="stage-1 steps run, at least 2 (extrapolated to 30)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny built-in model on the CPU (smoke test)")
+    parser.add_argument("--out", type=Path, default=Path("bench_ltx2.json"))
+    args = parser.parse_args(argv)
+
+    from sgld.api import quiet_library_logs
+
+    quiet_library_logs()
+    torch._dynamo.config.cache_size_limit = 64
+    device = torch.device("cpu" if args.tiny else "cuda")
+    bench = Bench(args.tiny, args.steps, device)
+    meta = {"command": " ".join(sys.argv), "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if bench.cuda else "cpu", **bench.meta}
+    for workflow in args.workflows.split(","):
+        bench.run_reference(workflow, tuned=False)
+        if bench.cuda:
+            bench.run_reference(workflow, tuned=True)
+        bench.run_sgld(workflow, best=False)
+        if bench.cuda:
+            bench.run_sgld(workflow, best=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"meta": {**meta, **bench.meta},
+                   "rows": [dict(asdict(r), e2e_full_s=r.e2e_full_s) for r in bench.rows]}
+        args.out.write_text(json.dumps(payload, indent=2, default=str))
+        args.out.with_suffix(".md").write_text(table(bench.rows) + "\n")
+    print("\n" + table(bench.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
