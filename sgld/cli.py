@@ -14,10 +14,13 @@ import textwrap
 import time
 from typing import Any, Sequence
 
+from sgld.config import sglang_flags
 from sgld.config.options import (
     BY_NAME, HTTP, MEMORY, MODEL, OPTIONS, OUTPUT, PARALLEL, PROMPT_SETS, SAMPLING, SERVER, Option,
 )
+from sgld.config.sglang_flags import BoolFlag
 from sgld.errors import UserError
+from sgld.logs import configure_logging
 
 # --help headings in order: the engine's (SERVER) options by what they set, then one per other section.
 HEADINGS = (MODEL, PARALLEL, MEMORY, "sampling parameters", PROMPT_SETS, "output options", "HTTP server")
@@ -66,6 +69,8 @@ def _default_text(option: Option, defaults: Any) -> str:
     value = OmegaConf.select(defaults, node_key)
     if option.value is not None:  # a switch of a choice key
         return "on" if value == option.value else "off"
+    if option.name == "lora_weight_name":
+        return "the folder's one .safetensors file"
     if option.key == "model.loras":
         return "none" if option.name == "lora_path" else "1.0" if option.name == "lora_scale" else \
             "transformer" if option.name == "lora_target" else "the file's stem"
@@ -97,28 +102,34 @@ def build_parser() -> argparse.ArgumentParser:
         groups = {title: p.add_argument_group(title) for title in HEADINGS if any(heading(o) == title for o in options)}
         for option in options:
             _add_option(groups[heading(option)], option, _default_text(option, defaults))
+        # SGLang's other flags (hidden from --help): mapped, accepted with a log line, or refused with the reason.
+        sglang_flags.add_to_parser(p, command, {s for action in p._actions for s in action.option_strings})
     return parser
 
 
 def _add_option(group: argparse._ArgumentGroup, option: Option, default: str) -> None:
     kwargs: dict[str, Any] = {"default": None, "help": f"{option.help} (default: {default})"}
     if option.type is bool:
-        kwargs["action"] = argparse.BooleanOptionalAction
+        kwargs["action"] = BoolFlag  # --x, --x true|false (SGLang's spelling), --no-x
     else:
         kwargs["type"] = option.type
         kwargs["metavar"] = option.name.upper()
         if option.choices:
+            kwargs["type"] = str.lower  # SGLang takes --log-level DEBUG
             kwargs["choices"] = option.choices
             kwargs["metavar"] = "{" + ",".join(option.choices) + "}"
         if option.many:
             kwargs["nargs"] = "+"
         if option.repeat:
             kwargs["action"] = "extend"
-    if option.several:
-        kwargs["action"] = "append"
+    if option.name == "seed":
+        kwargs["nargs"] = "+"  # SGLang's spelling; more than one is refused with the reason (see parse)
+    if option.several or option.name == "prompt":
+        # SGLang's nargs='+': --image-path a b, --prompt "a fox" "a cat"; repeating the flag adds more.
+        kwargs["nargs"] = "+"
+        kwargs["action"] = "extend"
     if option.name == "prompt":
-        kwargs["action"] = "append"  # several --prompt values make a prompt set
-        kwargs["help"] += "; give it several times for several outputs"
+        kwargs["help"] += "; several prompts (--prompt A B, or the flag repeated) make one output each"
     aliases = ["--" + alias.replace("_", "-") for alias in option.aliases]
     group.add_argument(option.flag, *aliases, dest=option.name, **kwargs)
 
@@ -128,6 +139,10 @@ def collect_options(args: argparse.Namespace) -> dict[str, Any]:
     from sgld.config.config_file import read_config_file
 
     options: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    for name, value in getattr(args, "sglang_options", {}).items():  # SGLang's flags, mapped (sgld's own win)
+        if name == "vae_config" and isinstance(options.get(name), dict):
+            value = {**options[name], **value}
+        options[name] = value
     for option in OPTIONS:
         value = getattr(args, option.name, None)
         if value is not None:
@@ -144,6 +159,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompts = args.prompt or []
     args.prompt = prompts[0] if prompts else None
     run = run_config_from_options(collect_options(args))
+    configure_logging(run.log_level)  # a --config file may set it
     from sgld.batch import is_prompt_set
     from sgld.runner import run_generation, run_prompt_set
 
@@ -181,6 +197,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if option is not None and not takes("serve", option):
             raise UserError(f"{name} is an option of `generate` (prompt sets, output files), not of `serve`", param=name)
     run = run_config_from_options(options)
+    from server.layout import data_parallel_options
+
+    spread = data_parallel_options(options, run)  # N GPUs for a family that cannot split a request: N workers
+    if spread is not None:
+        run = run_config_from_options(spread)
     from sgld.runner import check_model_folder
     from server.main import serve
 
@@ -189,12 +210,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse the command line as SGLang writes it (see sgld.config.sglang_flags); SGLang's flags become sgld
+    options in ``args.sglang_options``. Flags neither knows are argparse's error, as before."""
+    args, extras = parser.parse_known_args(sglang_flags.normalize_argv(list(argv)))
+    components, unknown = sglang_flags.component_options(extras)
+    if unknown:
+        parser.error("unrecognized arguments: " + " ".join(unknown))
+    given = {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name, None) is not None}
+    sglang = {dest: value for dest, value in vars(args).items() if dest.startswith("sglang:")}
+    mapped = sglang_flags.resolve(sglang, given)
+    mapped.update({name: value for name, value in components.items() if name not in given})
+    for name in [n for n in mapped if n in BY_NAME and not takes(args.command, BY_NAME[n])]:
+        logging.getLogger("sgld").info("%s: no effect in %s (it is an option of serve)", BY_NAME[name].flag, args.command)
+        del mapped[name]
+    args.sglang_options = mapped
+    if isinstance(args.seed, list):  # SGLang's --seed takes several (one per output); sgld's outputs count on from one
+        if len(args.seed) > 1:
+            raise UserError(f"sgld takes one --seed (got {len(args.seed)}): a prompt's outputs use seed, seed+1, ...",
+                            param="seed")
+        args.seed = args.seed[0]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sgl-diffusion`` and ``sgld``: exit 0 on success, 2 on bad input."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging()
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parse(parser, sys.argv[1:] if argv is None else argv)
+        configure_logging(args.log_level or args.sglang_options.get("log_level") or "info")
         handler = {"generate": cmd_generate, "serve": cmd_serve}[args.command]
         return handler(args)
     except UserError as exc:

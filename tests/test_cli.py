@@ -26,7 +26,7 @@ def test_help_lists_every_flag_quickly():
     serve = run_cli("sgld.cli", "serve", "--help")
     for option in OPTIONS:
         assert (option.flag in serve.stdout) == (not option.generate_only), option.flag
-    assert "(default: 30010)" in serve.stdout and "(default: 127.0.0.1)" in serve.stdout
+    assert "(default: 30000)" in serve.stdout and "(default: 127.0.0.1)" in serve.stdout
 
 
 def test_cli_import_does_not_import_torch():
@@ -116,10 +116,12 @@ def test_output_file_path_writes_exactly_there(tmp_path, tiny_wan_folder, monkey
     # Agreeing with --output-path / --output-file-name is fine; disagreeing names both.
     assert main(["generate", *small, "--output-file-path", "same/fox.mp4", "--output-path", "./same/"]) == 0
     assert (tmp_path / "same" / "fox.mp4").is_file()
+    # The whole path wins over a file name given beside it (SGLang's rule); another directory still contradicts.
+    assert main(["generate", *small, "--output-file-path", "named/fox.mp4", "--output-file-name", "cat.mp4"]) == 0
+    assert [p.name for p in (tmp_path / "named").iterdir()] == ["fox.mp4"]
     capsys.readouterr()
-    assert main(["generate", *small, "--output-file-path", "a/fox.mp4", "--output-file-name", "cat.mp4"]) == 2
-    err = capsys.readouterr().err
-    assert "output_file_path='a/fox.mp4' and output_file_name='cat.mp4' disagree" in err
+    assert main(["generate", *small, "--output-file-path", "a/fox.mp4", "--output-path", "b"]) == 2
+    assert "output_file_path='a/fox.mp4' and output_path='b' disagree" in capsys.readouterr().err
     assert main(["generate", *small, "--output-file-path", "a/fox.png"]) == 2  # the extension picks the format
     assert "a video is saved as .mp4" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()

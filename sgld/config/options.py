@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from sgld.config.schema import (
-    AttentionBackend, AudioOutput, CacheKind, DitOffload, LoraMergeMode, LoraTarget, Precision, Quantization, choices,
+    AttentionBackend, AudioOutput, CacheKind, DitOffload, LogLevel, LoraMergeMode, LoraTarget, Precision, Quantization,
+    choices,
 )
 from sgld.errors import UserError
 
@@ -44,7 +45,7 @@ class Option:
     # key, or their "none" when none is on (--dit-cpu-offload / --dit-layerwise-offload -> offload.dit).
     value: str | None = None
     # An option that is shorthand for several keys (SGLang's --output-file-path: directory and file name):
-    # value -> {key: value}; other options may set those keys too only when they agree.
+    # value -> {key: value}; other options may set those keys too only when they agree (a file name it overrides).
     splits: Callable[[Any], dict[str, Any]] | None = None
     # Other command-line spellings of the same option (a bool alias gets its --no- form too).
     aliases: tuple[str, ...] = ()
@@ -116,9 +117,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("lora_scale", "model.loras", float, "strength of each --lora-path, in the same order (one value: all)", SERVER, many=True, repeat=True, group=MODEL),
     Option("lora_target", "model.loras", str, "the DiT each --lora-path goes into (Wan2.2 A14B: transformer, transformer_2 or all; one value: all)", SERVER, choices(LoraTarget), many=True, repeat=True, group=MODEL),
     Option("lora_nickname", "model.loras", str, "name of each --lora-path", SERVER, many=True, repeat=True, group=MODEL),
+    Option("lora_weight_name", "model.loras", str, "the .safetensors file to take from each --lora-path folder (or org/repo) that holds several", SERVER, group=MODEL),
     Option("lora_merge_mode", "model.lora_merge_mode", str, "merge: fuse the adapters into the weights (no per-step cost); dynamic: keep them separate so requests can switch them; auto: merge unless the server has --lora-dir", SERVER, choices(LoraMergeMode), group=MODEL),
     Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention: FastVideo mask-strategy JSON (HunyuanVideo); unset: dense attention", SERVER, group=MODEL),
     Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER, group=MODEL),
+    Option("log_level", "log_level", str, "how much sgld logs: debug, info, warning, error, critical (other libraries stay at warning or above)", SERVER, choices(LogLevel), group=MODEL),
     Option("prompt", "sampling.prompt", str, "text description of the output", SAMPLING),
     Option("negative_prompt", "sampling.negative_prompt", str, "what to steer away from", SAMPLING),
     Option("num_inference_steps", "sampling.num_inference_steps", int, "denoising steps", SAMPLING),
@@ -155,6 +158,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("upscaling_model_path", "finishing.upscaling_model_path", str, "Real-ESRGAN weights: a local file/folder or a Hugging Face repo id (org/name or org/name:file); unset: ai-forever/Real-ESRGAN (RealESRGAN_x2/_x4.pth by the scale)", OUTPUT),
     Option("host", "server.host", str, "address the HTTP server binds", HTTP),
     Option("port", "server.port", int, "port the HTTP server listens on", HTTP),
+    Option("served_model_name", "server.served_model_name", str, "the model id /v1/models reports and requests may name; unset: the model path", HTTP),
+    Option("access_log_exclude_prefixes", "server.access_log_exclude_prefixes", str, "request paths not written to the request log (prefixes, e.g. /health)", HTTP, many=True),
+    Option("perf_log_dir", "server.perf_log_dir", str, "append each completed job's stage and step timings to DIR/performance.log (SGLang's format; also SGLANG_DIFFUSION_STAGE_LOGGING=1 with SGLANG_PERF_LOG_DIR)", HTTP),
     Option("api_key", "server.api_key", str, "require 'Authorization: Bearer KEY' (also from SGLD_API_KEY)", HTTP),
     Option("max_queue", "server.max_queue", int, "jobs waiting for the engine before new ones get 429", HTTP),
     Option("max_batch_size", "server.max_batch_size", int, "most samples queued requests share in one forward (1: no batching)", HTTP),
@@ -239,7 +245,9 @@ def options_to_values(options: Mapping[str, Any], sections: Iterable[str] | None
     for name, keyed in shorthands:
         for key, value in keyed.items():
             other = set_by.get(key)
-            if other is not None and not _same_setting(key, values[key], value):
+            # The whole path names the file: it wins over a file name given beside it (as SGLang's
+            # --output-file-path does); a different directory is still a contradiction.
+            if other is not None and key != "output.file_name" and not _same_setting(key, values[key], value):
                 raise UserError(f"{name}={options[name]!r} and {other}={options[other]!r} disagree about {key}; "
                                 f"give {name} alone, or both with the same value", param=name)
             values[key] = value
@@ -272,7 +280,7 @@ def in_config_keys(message: str) -> str:
     return re.sub(r"(\S+) \(\1\)", r"\1", text)
 
 
-LORA_OPTIONS = ("lora_path", "lora_scale", "lora_target", "lora_nickname")
+LORA_OPTIONS = ("lora_path", "lora_scale", "lora_target", "lora_nickname", "lora_weight_name")
 
 
 def _lora_values(options: dict[str, Any]) -> dict[str, Any]:
@@ -284,7 +292,9 @@ def _lora_values(options: dict[str, Any]) -> dict[str, Any]:
     paths = lists.get("lora_path", [])
     if not paths:
         raise UserError(f"{', '.join(given)} given without lora_path", param=next(iter(given)))
-    loras = [{"path": str(path)} for path in paths]
+    weight = given.get("lora_weight_name")  # SGLang's: the file inside a folder (or Hub repo) of several
+    loras = [{"path": str(path) if weight is None or str(path).endswith(".safetensors") else f"{str(path).rstrip('/')}/{weight}"}
+             for path in paths]
     for name, key in (("lora_scale", "scale"), ("lora_target", "target"), ("lora_nickname", "name")):
         items = lists.get(name)
         if items is None:

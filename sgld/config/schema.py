@@ -81,6 +81,16 @@ class LoraTarget(StrEnum):
     all = "all"
 
 
+class LogLevel(StrEnum):
+    """How much sgld logs (SGLang's --log-level names)."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
 class DitOffload(StrEnum):
     """Where the DiT waits between uses: resident, on the CPU as a whole, or on the CPU block by block."""
 
@@ -327,7 +337,14 @@ class ServerConfig:
     """The HTTP server (``sgl-diffusion serve``, ``python -m server``) and its input limits."""
 
     host: str = "127.0.0.1"
-    port: int = 30010
+    port: int = 30000  # SGLang's
+    # The model id /v1/models reports and requests may name (SGLang's --served-model-name); None: the model path.
+    served_model_name: Optional[str] = None
+    # Request-log lines whose path starts with one of these are not written (health probes, say).
+    access_log_exclude_prefixes: Optional[list[str]] = None
+    # The per-request performance log (SGLang's performance.log: stage and step timings of each completed job) is
+    # written here. None: off, unless SGLANG_DIFFUSION_STAGE_LOGGING=1 (SGLang's switch; then $SGLANG_PERF_LOG_DIR).
+    perf_log_dir: Optional[str] = None
     # Clients must send "Authorization: Bearer KEY" when set; SGLD_API_KEY sets it too.
     api_key: Optional[str] = II("oc.env:SGLD_API_KEY,null")
     # Jobs waiting for the engine before new ones get 429.
@@ -393,6 +410,8 @@ class RunConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     # "auto": cuda when available, else cpu.
     device: str = "auto"
+    # sgld's log level (debug, info, warning, error, critical); other libraries' loggers stay at warning or above.
+    log_level: LogLevel = LogLevel.info
 
 
 def register_schema() -> None:

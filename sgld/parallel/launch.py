@@ -73,8 +73,12 @@ def rank_main(run: RunConfig, body: RankBody):
     return record(run_as_rank)(run, body)
 
 
-def quiet_other_ranks(state: ParallelState) -> None:
-    """Only rank 0 logs at INFO and shows progress bars."""
+def quiet_other_ranks(state: ParallelState, level: str = "info") -> None:
+    """Only rank 0 logs at the run's level (a spawned rank starts with no logging set up) and shows progress bars;
+    the others log warnings and errors."""
+    from sgld.logs import configure_logging
+
+    configure_logging(level if state.is_main else "warning")
     if not state.is_main:
         logging.getLogger().setLevel(logging.WARNING)
         os.environ["TQDM_DISABLE"] = "1"
@@ -85,7 +89,7 @@ def run_as_rank(run: RunConfig, body: RankBody):
     from sgld.parallel.state import init_distributed, shutdown
 
     state = init_distributed(run)
-    quiet_other_ranks(state)
+    quiet_other_ranks(state, run.log_level)
     finished = False
     try:
         result = body(run, state)

@@ -45,7 +45,7 @@ def _serve_as_rank(run: RunConfig, load: RankLoader, jobs: Any, events: Any, can
 
     state = init_distributed(run)
     parent = os.getppid()
-    quiet_other_ranks(state)
+    quiet_other_ranks(state, run.log_level)
     stopped = False
     try:
         generator = load(run, state)
