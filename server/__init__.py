@@ -23,7 +23,8 @@ log = logging.getLogger("sgld.server")
 
 # The playground page and its assets load without a key; the page then sends the key the user types
 # (/playground/info answers only whether a key is needed until it gets the key).
-PUBLIC_PATHS = {"/health", "/openapi.json", "/", "/playground", "/playground/app.js", "/playground/style.css",
+PUBLIC_PATHS = {"/health", "/liveness", "/health_generate", "/openapi.json", "/", "/playground", "/playground/app.js",
+                "/playground/style.css",
                 "/playground/info"}
 
 
@@ -31,7 +32,7 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
                load: Optional["EngineLoader"] = None) -> Flask:
     """The Flask app for ``run``. ``engine``: a loaded engine; ``load``: how to load one (default: ``load_engine``);
     ``start``: run the worker."""
-    from server import images, loras, meta, playground, videos
+    from server import discovery, images, loras, meta, playground, videos
     from server.engine import load_engine
     from server.errors import APIError, register_error_handlers
     from server.jobs import JobService
@@ -48,7 +49,7 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
     app.extensions["sgld_metrics"] = metrics
     install_request_ids(app)  # first: every later hook, error and log line can name the request
     register_error_handlers(app)
-    for blueprint in (videos.bp, images.bp, meta.bp, playground.bp, loras.bp):
+    for blueprint in (videos.bp, images.bp, meta.bp, discovery.bp, playground.bp, loras.bp):
         app.register_blueprint(blueprint)
     app.url_map.strict_slashes = False
 
@@ -69,11 +70,14 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
         if view is not None and request.path.startswith("/v1/"):
             check_query(request.args, getattr(view, "query_params", frozenset()))
 
+    quiet = tuple(run.server.access_log_exclude_prefixes or ())  # paths not logged (health probes, say)
+
     @app.after_request
     def _count_and_log(response):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         metrics.requests.labels(method=request.method, route=route, status=str(response.status_code)).inc()
-        log.info("%s %s %d request_id=%s", request.method, request.path, response.status_code, current_request_id())
+        if not (quiet and request.path.startswith(quiet)):
+            log.info("%s %s %d request_id=%s", request.method, request.path, response.status_code, current_request_id())
         return response
 
     if start:

@@ -14,13 +14,24 @@ def service() -> JobService:
 
 
 def ready_service() -> JobService:
-    """The job service once its model is loaded; 503 (with Retry-After) before that."""
+    """The job service once its model is loaded (control actions such as LoRA changes act on loaded engines); 503
+    (with Retry-After) before that."""
     svc = service()
     if svc.ready.is_set():
         return svc
     if svc.load_error:
         raise APIError(503, f"the model failed to load: {svc.load_error}", code="model_unavailable")
     raise APIError(503, "the model is still loading; retry shortly", code="model_loading", headers={"Retry-After": "5"})
+
+
+def generating_service() -> JobService:
+    """The job service for a generation request, loaded or loading: one that arrives while the model loads is
+    checked against the model folder and queued (an image request then waits for it). Only a failed load is a
+    503, with its reason."""
+    svc = service()
+    if not svc.ready.is_set() and svc.load_error:
+        raise APIError(503, f"the model failed to load: {svc.load_error}", code="model_unavailable")
+    return svc
 
 
 def queue_full(svc: JobService) -> APIError:
@@ -30,11 +41,12 @@ def queue_full(svc: JobService) -> APIError:
 
 
 def accepting_service() -> JobService:
-    """The ready job service, refusing early (before any parsing) when its queue is already full.
+    """The job service for a generation request (loaded or loading), refusing early (before any parsing) when its
+    queue is already full.
 
     Under load this keeps a refusal cheap; ``JobService.submit`` still enforces the bound exactly.
     """
-    svc = ready_service()
+    svc = generating_service()
     if svc.queued() >= svc.run.server.max_queue:
         raise queue_full(svc)
     return svc

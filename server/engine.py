@@ -48,6 +48,28 @@ class Engine(Protocol):
         """Fuse the active adapters into the weights, or keep them as separate layers."""
 
 
+class FolderCheck:
+    """What requests are checked against while the engine loads: the model folder's description (its family,
+    size constraints and request check, read from JSON; no weights), as a rank group's front checks them. A
+    request checked here is queued and runs once the engine is ready."""
+
+    def __init__(self, run: RunConfig, folder_model: DescribedModel):
+        self.run = run
+        self.pipeline = folder_model
+
+    def check(self, **options: Any) -> RunConfig:
+        """Validate a request against the config and the model folder without running it."""
+        from sgld.api import check_request_options
+
+        return check_request_options(self.run, self.pipeline, options)
+
+    def batch_limit(self) -> int:
+        """No limit of its own (the loaded engine's decides when the batch runs)."""
+        import sys
+
+        return sys.maxsize
+
+
 # (run, on_failure) -> a ready Engine. on_failure(message) reports an engine that dies after loading.
 EngineLoader = Callable[[RunConfig, Callable[[str], None]], Engine]
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 from sgld.config.schema import RunConfig
 from sgld.models.folder_model import FolderModel
 
-from server.engine import Engine, EngineLoader, load_engine
+from server.engine import Engine, EngineLoader, FolderCheck, load_engine
 from server.job_queue import JobCancelled, JobQueue, JobReleased, QueueFull, new_id
 from server.outputs import OutputFiles
 from server.replica import Replica
@@ -105,8 +105,12 @@ class JobService:
 
     @property
     def engine(self) -> Optional[Engine]:
-        """An engine that runs (any of them: they serve one model; requests are checked against it)."""
-        return self.engines.engine
+        """What requests are checked against: an engine that runs (any of them: they serve one model), or while the
+        engines load, the model folder's description (requests then queue for them). None once every load failed."""
+        engine = self.engines.engine
+        if engine is None and self.load_error is None:
+            return FolderCheck(self.run, self.folder_model)
+        return engine
 
     @property
     def load_error(self) -> Optional[str]:

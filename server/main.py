@@ -26,11 +26,14 @@ def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
     from waitress import wasyncore
     from waitress.trigger import trigger
 
+    from sgld.logs import configure_logging
+
     from server import create_app
     from server.warmup import compile_for_serving
 
     from server.threads import apply_thread_budget
 
+    configure_logging(run.log_level)  # the Hydra door too (the CLI has set it already)
     start = time.perf_counter()
     apply_thread_budget(run)
     run = compile_for_serving(run)

@@ -42,13 +42,21 @@ def health():
     return response
 
 
+def served_name(svc) -> str:
+    """The model's id on the API: ``--served-model-name``, else the model path."""
+    return svc.run.server.served_model_name or svc.model_id
+
+
 def model_object(svc) -> dict:
-    """OpenAI's model object, with what SGLang's clients read: the path, task type, GPUs and precisions."""
-    run = svc.run
+    """OpenAI's model object, with what SGLang's clients read (its DiffusionModelCard): the task types, GPUs,
+    precisions and pipeline."""
+    run, spec = svc.run, svc.folder_model.spec
+    name = served_name(svc)
     return {
-        "id": svc.model_id, "object": "model", "created": int(svc.started_at), "owned_by": "sgld",
-        "root": run.model.path, "task_type": svc.folder_model.spec.task, "num_gpus": run.parallel.num_gpus,
-        "dit_precision": run.model.precision, "vae_precision": run.vae.precision,
+        "id": name, "object": "model", "created": int(svc.started_at), "owned_by": "sgld",
+        "root": name, "task_type": spec.task, "supported_task_types": list(spec.supported_task_types),
+        "num_gpus": run.parallel.num_gpus, "dit_precision": run.model.precision, "vae_precision": run.vae.precision,
+        "pipeline_name": spec.reference_pipeline, "pipeline_class": spec.reference_pipeline,
     }
 
 
@@ -58,17 +66,17 @@ def list_models():
     svc = service()
     data = [model_object(svc)]
     for model in svc.served_models():
-        if model != svc.model_id:
+        if model not in (svc.model_id, served_name(svc)):
             data.append({"id": model, "object": "model", "created": 0, "owned_by": "sgld", "root": model})
     return jsonify({"object": "list", "data": data})
 
 
 @bp.get("/v1/models/<path:model>")
 def retrieve_model(model: str):
-    """The served model's object (by its path or config name); 404 ``model_not_found`` for any other id."""
+    """The served model's object (by its served name, path or config name); 404 ``model_not_found`` for any other."""
     svc = service()
-    if model not in (svc.model_id, svc.run.model.name):
-        raise APIError(404, f"model {model!r} is not served here; this server serves {svc.model_id!r}",
+    if model not in (served_name(svc), svc.model_id, svc.run.model.name):
+        raise APIError(404, f"model {model!r} is not served here; this server serves {served_name(svc)!r}",
                        param="model", code="model_not_found")
     return jsonify(model_object(svc))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -27,10 +27,11 @@ log = logging.getLogger("sgld.server")
 
 @dataclass
 class RemoteResult:
-    """Rank 0's answer for one job: the saved file and its first frame (for thumbnails)."""
+    """Rank 0's answer for one job: the saved file, its first frame (for thumbnails) and its stages' seconds."""
 
     path: Optional[Path]
     frames: Any
+    timings: dict = field(default_factory=dict)
 
 
 class RankGroupEngine:
@@ -166,4 +167,4 @@ class RankGroupEngine:
             elif kind == "done":
                 if cancelled is not None:
                     raise cancelled
-                return RemoteResult(Path(event[1]) if event[1] else None, event[2])
+                return RemoteResult(Path(event[1]) if event[1] else None, event[2], event[3])

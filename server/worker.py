@@ -24,6 +24,7 @@ from server.batching import Batching, samples
 from server.engine import Engine, EngineLoader, load_engine
 from server.job_queue import JobCancelled, JobQueue, JobReleased
 from server.outputs import OutputFiles
+from server.perf_log import PerfLog, perf_log_dir, stage_timings
 from server.store import Job, JobStore, now
 from server.store_health import StoreHealth
 from server.warmup import warm_up
@@ -101,6 +102,8 @@ class EngineWorkers:
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._load_lock = threading.Lock()
+        self._announced = False  # the [server-load] line is printed once, when the first engine has loaded
+        self.perf_log = PerfLog(perf_log_dir(run))
         for worker in self.workers:
             worker.thread = threading.Thread(target=self._work, args=(worker,), name=f"sgld-engine-worker-{worker.index}",
                                              daemon=True)
@@ -147,6 +150,9 @@ class EngineWorkers:
             # One load at a time: diffusers/transformers load through process-wide state (meta-device init).
             with self._load_lock:
                 engine = self.load(worker.run, lambda message: self._engine_failed(worker, message))
+                if not self._announced:  # SGLang's start-up line (its clock excludes the warm-up); tools read it
+                    self._announced = True
+                    log.info("[server-load] workers_ready_monotonic_ns=%d", time.monotonic_ns())
             loaded = time.perf_counter()
             step = "warm-up"
             warmed = warm_up(engine, worker.run)
@@ -243,12 +249,15 @@ class EngineWorkers:
         for job in jobs:
             mine = [(item.options["output_file_name"], outcome)
                     for owner, item, outcome in zip(owners, items, outcomes) if owner == job.id]
+            if not any(isinstance(outcome, BaseException) for _, outcome in mine):  # before clients see it done
+                self.perf_log.record(job.id, stage_timings(mine[0][1]), time.perf_counter() - started)
             try:
                 # A short store outage must not throw the finished job away: its writes wait while the lease holds.
                 status = self.health.retry_while_leased(f"recording job {job.id}",
                                                         lambda: self._settle(job, mine, worker), self._stop)
             finally:
                 self.queue.end(job.id)
+                self.perf_log.forget(job.id)  # its step times, when it did not complete
             if "image_path" in job.options:  # an edit's uploads: needed until its job ends (a restart re-runs it)
                 try:
                     self.outputs.remove(f"{job.id}_input")
@@ -265,6 +274,7 @@ class EngineWorkers:
         last = [-1]
 
         def on_step(done: int, total: int) -> None:
+            self.perf_log.step(job.id, done)
             self.queue.interrupt(job.id)  # deleted here, or given back by a draining replica
             try:
                 # 0..99 while denoising; 100 only once the file is saved. One store round trip per step: the

@@ -127,6 +127,7 @@ class DiffGenerator:
         from sgld.diffusers_patches import apply_diffusers_patches
         from sgld.families import family_of_index
         from sgld.models.components import load_components, resolve_device
+        from sgld.models.memory_plan import place_for_load
         from sgld.models.registry import read_model_index, resolve_model_folder
         from sgld.parallel.state import single_process
 
@@ -139,18 +140,16 @@ class DiffGenerator:
         folder = resolve_model_folder(run.model.path, run.model.download)
         spec = family_of_index(read_model_index(folder), str(folder))
         spec.check_run(run, folder)  # before any weights load
+        run, memory = place_for_load(run, folder, device)  # the memory plan decides the placement left unset
         apply_diffusers_patches()
         components = load_components(folder, run, device)
         pipeline = spec.pipeline_class()(components, run, device, state)
+        pipeline.memory = memory
         pipeline.finish_setup(folder)  # LoRA adapters, then compile
         if state.tp_degree > 1:
-            from sgld.parallel.tensor import shard_text_encoder
+            from sgld.parallel.tensor import shard_text_encoders
 
-            for name in ("text_encoder", "text_encoder_2"):
-                module = components.get(name)
-                # FLUX's CLIP encoder (123M parameters) stays whole on every rank.
-                if module is not None and not type(module).__name__.startswith("CLIP"):
-                    shard_text_encoder(module, state.tp_mesh)
+            shard_text_encoders(components, state.tp_mesh, state.is_main)
         if state.sp_degree > 1:
             from sgld.parallel.sequence import enable_sequence_parallel
 

@@ -34,13 +34,15 @@ class OutputKind(StrEnum):
 
 
 class TaskType(StrEnum):
-    """SGLang's name for what a family does (clients read it from /v1/models)."""
+    """SGLang's name for what a family does, as SGLang's model registry gives it (clients read it from /v1/models;
+    tests/test_sglang_suite.py holds each family to SGLang's answer)."""
 
     T2V = "T2V"  # text to video
     I2V = "I2V"  # image (and text) to video
     TI2V = "TI2V"  # text, optionally with a first frame, to video
     T2I = "T2I"  # text to image
-    TI2I = "TI2I"  # text and image to image (edit)
+    I2I = "I2I"  # an input image (and text) to image: the edit models
+    TI2I = "TI2I"  # text, optionally with reference images, to image (FLUX.2)
 
 
 class GuidanceKind(StrEnum):
@@ -168,6 +170,11 @@ class FamilySpec:
     # file at the folder's root (None: the family has no such recipe).
     upsampler: Optional[str] = None
     stage_2_lora: Optional[str] = None
+
+    @property
+    def supported_task_types(self) -> tuple[TaskType, ...]:
+        """The tasks a request may ask this family for (SGLang's ``supported_task_types``): its own."""
+        return (self.task,)
 
     @property
     def needs_image(self) -> bool:
@@ -365,16 +372,16 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
                sizes=qwen_sizes, pipeline="sgld.pipelines.qwen_image:QwenImageT2IPipeline",
                reference_pipeline="QwenImagePipeline", default_model="qwen_image",
                lora_loader="QwenImageLoraLoaderMixin"),
-    FamilySpec("qwen_image_edit_plus", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.required,
+    FamilySpec("qwen_image_edit_plus", task=TaskType.I2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditPlusTI2IPipeline",
                reference_pipeline="QwenImageEditPlusPipeline", default_model="qwen_image_edit_2509",
                lora_loader="QwenImageLoraLoaderMixin", max_input_images=3),
-    FamilySpec("flux2_klein", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.optional,
+    FamilySpec("flux2_klein", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.optional,
                guidance=GuidanceKind.cfg, sizes=flux_sizes, pipeline="sgld.pipelines.flux2:Flux2KleinT2IPipeline",
                reference_pipeline="Flux2KleinPipeline", default_model="flux2_klein",
                lora_loader="Flux2LoraLoaderMixin", max_input_images=4),
-    FamilySpec("flux2_dev", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.optional,
+    FamilySpec("flux2_dev", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.optional,
                guidance=GuidanceKind.embedded, sizes=flux_sizes, pipeline="sgld.pipelines.flux2:Flux2DevT2IPipeline",
                reference_pipeline="Flux2Pipeline", default_model="flux2_dev",
                lora_loader="Flux2LoraLoaderMixin", max_input_images=4),
@@ -388,7 +395,7 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
                guidance=GuidanceKind.audio_video, sizes=ltx2_sizes, pipeline="sgld.pipelines.ltx2:Ltx2Pipeline",
                reference_pipeline="LTX2Pipeline", default_model="ltx2", audio=True, lora_loader="LTX2LoraLoaderMixin",
                upsampler="latent_upsampler", stage_2_lora="*distilled-lora*.safetensors"),
-    FamilySpec("qwen_image_edit", task=TaskType.TI2I, output=OutputKind.image, image_mode=ImageMode.required,
+    FamilySpec("qwen_image_edit", task=TaskType.I2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",
                reference_pipeline="QwenImageEditPipeline", default_model="qwen_image_edit",

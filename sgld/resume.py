@@ -34,7 +34,7 @@ CONFIG = "config.yaml"
 # batching and the server section do not). Sampling counts whole, but for what is per item or not output.
 OUTPUT_KEYS = {
     "model": ("path", "precision", "text_encoder_precisions", "attention_backend", "quantization",
-              "mask_strategy_file_path", "loras"),
+              "mask_strategy_file_path", "dit_weights", "loras"),
     "cache": None,
     "vae": ("precision", "tiling", "tile_sample_min_height", "tile_sample_min_width"),
     "sampling": None,

@@ -102,3 +102,44 @@ def _download(repo_id: str) -> Path:
         raise UserError(f"model {repo_id!r}: its model_index.json is not valid JSON ({exc})", param="model_path") from None
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
         raise UserError(f"could not download model {repo_id!r}: {exc}", param="model_path") from None
+
+
+def split_file_reference(reference: str) -> tuple[str, str] | None:
+    """``org/name/dir/file.gguf`` -> (``org/name``, ``dir/file.gguf``): a file in a Hub repo; None for anything else."""
+    parts = reference.split("/")
+    if len(parts) < 3 or not all(parts) or reference.startswith((".", "/", "~")):
+        return None
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def repo_file(repo_id: str, filename: str, download: bool = True) -> Path:
+    """One file of a Hub repo: from the cache as it is, else downloaded (that file only)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+    )
+
+    reference = f"{repo_id}/{filename}"
+    try:
+        return Path(hf_hub_download(repo_id, filename, local_files_only=True))
+    except (LocalEntryNotFoundError, EntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        pass
+    reason = downloads_off_reason(download)
+    if reason is not None:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise UserError(f"{reference!r} is not downloaded: it is not in the Hugging Face cache ({HF_HUB_CACHE}) and "
+                        f"{reason}. Download it first (huggingface-cli download {repo_id} {filename}) or pass a "
+                        "local path", param="dit_weights")
+    try:
+        return Path(hf_hub_download(repo_id, filename))
+    except GatedRepoError:
+        raise UserError(f"{reference!r}: the repo is gated: accept its license on the Hugging Face Hub and set "
+                        "HF_TOKEN to a token of that account", param="dit_weights") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"{reference!r}: no repo {repo_id!r} on the Hugging Face Hub (or it is private: set HF_TOKEN)",
+                        param="dit_weights") from None
+    except EntryNotFoundError:
+        raise UserError(f"{reference!r}: the repo {repo_id!r} has no file {filename!r}", param="dit_weights") from None
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        raise UserError(f"could not download {reference!r}: {exc}", param="dit_weights") from None

@@ -123,7 +123,8 @@ def check_fits(state: Mapping[str, torch.Tensor], module: torch.nn.Module, file:
         weight = getattr(layer, "weight", None)
         if weight is None or weight.dim() != 2 or not kind.endswith("weight"):
             continue
-        out_features, in_features = weight.shape
+        # A GGUF layer's weight holds packed blocks: its features come from the layer, not the weight's shape.
+        out_features, in_features = getattr(layer, "out_features", weight.shape[0]), getattr(layer, "in_features", weight.shape[1])
         if (kind.startswith("A") and tensor.shape[1] != in_features) or (kind.startswith("B") and tensor.shape[0] != out_features):
             wrong.append(f"{layer_name} ({tuple(tensor.shape)} for a {in_features}->{out_features} layer)")
     if missing:

@@ -97,4 +97,4 @@ def _run_job(generator, state, options: dict, events: Any, cancel: Any) -> None:
         return
     if state.is_main:
         first = result.frames[:1] if result.frames is not None else None
-        events.put(("done", str(result.path) if result.path else None, first))
+        events.put(("done", str(result.path) if result.path else None, first, dict(result.timings)))

@@ -8,9 +8,13 @@ attention then runs over its own heads, so the module's head count is divided to
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from sgld.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def _t5_plan(block, tp: int) -> dict:
@@ -33,14 +37,34 @@ def _t5_plan(block, tp: int) -> dict:
     return plan
 
 
+def is_t5(encoder: torch.nn.Module) -> bool:
+    """Whether ``encoder`` is a T5/UMT5 encoder (the kind sgld splits over ranks)."""
+    blocks = getattr(getattr(encoder, "encoder", None), "block", None)
+    return blocks is not None and hasattr(blocks[0].layer[0], "SelfAttention")
+
+
+def shard_text_encoders(components: dict, tp_mesh, is_main: bool) -> None:
+    """``tp_size`` > 1: split each T5/UMT5 text encoder over the ranks of ``tp_mesh``. Other encoders (Mistral3,
+    Qwen, Llama, CLIP) stay whole on every rank, which runs the same model with more memory (logged once)."""
+    for name in ("text_encoder", "text_encoder_2"):
+        module = components.get(name)
+        if module is None:
+            continue
+        if is_t5(module):
+            shard_text_encoder(module, tp_mesh)
+        elif is_main and not type(module).__name__.startswith("CLIP"):  # FLUX's 123M CLIP is whole by design
+            log.info("tp_size=%d: %s stays whole on every rank (sgld splits T5/UMT5 text encoders only)",
+                     tp_mesh.size(), type(module).__name__)
+
+
 def shard_text_encoder(encoder: torch.nn.Module, tp_mesh) -> None:
     """Split a T5/UMT5 encoder's layers over the ranks of ``tp_mesh``; other encoder types raise UserError."""
     from torch.distributed.tensor.parallel import parallelize_module
 
-    blocks = getattr(getattr(encoder, "encoder", None), "block", None)
-    if blocks is None or not hasattr(blocks[0].layer[0], "SelfAttention"):
-        raise UserError(f"tp_size > 1 shards T5/UMT5 text encoders; {type(encoder).__name__} is not one yet",
+    if not is_t5(encoder):
+        raise UserError(f"tp_size > 1 shards T5/UMT5 text encoders; {type(encoder).__name__} is not one",
                         param="tp_size")
+    blocks = encoder.encoder.block
     tp = tp_mesh.size()
     for block in blocks:
         parallelize_module(block, tp_mesh, _t5_plan(block, tp))

@@ -12,6 +12,7 @@ from sgld.families import FamilySpec, SizeConstraints
 from sgld.models.placement import Placement
 from sgld.levers.step_hooks import StepHook
 from sgld.models.lora import Adapter, LoraSet
+from sgld.models.memory_plan import MemoryCheck
 from sgld.levers.transformer_setup import compile_transformer, configure_transformer
 from sgld.models.vae_setup import configure_vae
 from sgld.parallel.state import ParallelState
@@ -38,6 +39,7 @@ class Pipeline:
         self._backends: dict[str, str] = {}
         self.loras: LoraSet | None = None
         self.defaults: list[Adapter] = []  # the adapters a request without ``loras`` runs with
+        self.memory: MemoryCheck | None = None  # the memory plan's check of each request (a GPU run)
         # Adapters the pipeline switches on itself around some of its stages (LTX-2's stage-2 LoRA): the run's
         # LoraSet holds them too, so it exists, and keeps adapters switchable, whenever there are some.
         self.extra_adapters: list[Adapter] = []
@@ -85,8 +87,9 @@ class Pipeline:
             self.loras = HotswapLoraSet(self.spec, self.dits, files, run.server.max_loaded_loras, folders)
             self.loras.apply(self.defaults)
         elif run.model.loras or run.server.lora_dir or self.extra_adapters:
-            # auto: merge a fixed set (no per-step cost); keep them apart where requests choose (a LoRA dir).
-            merge = mode == "merge" or (mode == "auto" and not switchable)
+            # auto: merge a fixed set (no per-step cost); keep them apart where requests choose (a LoRA dir), and
+            # on a GGUF DiT, whose quantized weights a merge would dequantize.
+            merge = mode == "merge" or (mode == "auto" and not switchable and not run.model.dit_weights)
             self.loras = LoraSet(self.spec, self.dits, merge, run.server.max_loaded_loras, folders)
             self.loras.apply(self.defaults)
         if run.model.enable_torch_compile:
@@ -105,8 +108,10 @@ class Pipeline:
                 self.placement.place(name, self.components[name])
 
     def check_request(self, req: Request) -> None:
-        """Raise UserError when this model cannot run ``req``; touches no weights."""
+        """Raise UserError when this model cannot run ``req`` (its size, or its activations on the GPU); touches no weights."""
         self.spec.check_request(req, self.constraints)
+        if self.memory is not None:
+            self.memory.check(req)
 
     def stage(self, kind: type) -> Stage:
         """The pipeline's stage of type ``kind`` (tests and benchmarks find stages by type, not position)."""

@@ -9,8 +9,10 @@ import pytest
 from tests.server.conftest import wait_for
 from tests.support.faults import JOB_FAULT
 
+# SGLang's registry's task types (tests/test_sglang_suite.py holds every family to it).
 TASK_TYPES = {"tiny-wan-t2v": "T2V", "tiny-wan21-i2v": "I2V", "tiny-wan22-ti2v": "TI2V", "tiny-qwen-image": "T2I",
-              "tiny-flux": "T2I", "tiny-qwen-image-edit": "TI2I"}
+              "tiny-flux": "T2I", "tiny-qwen-image-edit": "I2I", "tiny-qwen-image-edit-plus": "I2I",
+              "tiny-flux2-klein": "TI2I"}
 
 
 def test_models_list_and_retrieve_with_the_openai_sdk(client, server):
@@ -19,8 +21,9 @@ def test_models_list_and_retrieve_with_the_openai_sdk(client, server):
     model = client.models.retrieve("tiny-wan-t2v")
     assert model.id == "tiny-wan-t2v" and model.object == "model" and model.owned_by == "sgld"
     extra = model.model_extra
-    assert extra == {"root": "tiny-wan-t2v", "task_type": "T2V", "num_gpus": 1, "dit_precision": "fp32",
-                     "vae_precision": "fp32"}
+    assert extra == {"root": "tiny-wan-t2v", "task_type": "T2V", "supported_task_types": ["T2V"], "num_gpus": 1,
+                     "dit_precision": "fp32", "vae_precision": "fp32", "pipeline_name": "WanPipeline",
+                     "pipeline_class": "WanPipeline"}
     assert client.models.retrieve("tiny_wan").id == "tiny-wan-t2v"  # the config name works too
     with pytest.raises(openai.NotFoundError) as missing:
         client.models.retrieve("nope")
@@ -38,6 +41,7 @@ def test_model_objects_carry_sglangs_keys_from_the_family_and_the_run(model_path
     app = create_app(run, start=False)  # the listing needs the model's folder, not its weights
     body = app.test_client().get("/v1/models").get_json()["data"][0]
     assert body["task_type"] == TASK_TYPES[model_path] and body["root"] == model_path
+    assert body["supported_task_types"] == [TASK_TYPES[model_path]]
     assert (body["num_gpus"], body["dit_precision"], body["vae_precision"]) == (1, run.model.precision, "bf16")
 
 
