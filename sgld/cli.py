@@ -33,8 +33,8 @@ def heading(option: Option) -> str:
 
 
 def takes(command: str, option: Option) -> bool:
-    """Whether ``command`` (generate or serve) takes ``option``."""
-    if command == "generate":
+    """Whether ``command`` (generate, serve or plan) takes ``option``."""
+    if command in ("generate", "plan"):
         return option.section != HTTP
     return not option.generate_only
 
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sgl-diffusion",
         description="sgld: fast inference for diffusion image and video models.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{generate,serve}")
+    sub = parser.add_subparsers(dest="command", metavar="{generate,serve,plan}")
     sub.required = True
     epilog = models_epilog()
     raw = argparse.RawDescriptionHelpFormatter  # the epilog keeps its own lines
@@ -96,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=epilog, formatter_class=raw)
     serve = sub.add_parser("serve", help="start the OpenAI-compatible HTTP server", description="Start the HTTP server.",
                            epilog=epilog, formatter_class=raw)
-    for command, p in (("generate", gen), ("serve", serve)):
+    plan = sub.add_parser("plan", help="print the memory plan of a run without loading weights",
+                          description="Print where each component would live, whether the DiT runs layer-wise and the "
+                          "VAE tiles, and the predicted peak GPU memory, for generate's options; no weights load.",
+                          epilog=epilog, formatter_class=raw)
+    for command, p in (("generate", gen), ("serve", serve), ("plan", plan)):
         p.add_argument("--config", metavar="FILE", help="JSON or YAML file of options (same names, underscores); flags win over it")
         options = [option for option in OPTIONS if takes(command, option)]
         groups = {title: p.add_argument_group(title) for title in HEADINGS if any(heading(o) == title for o in options)}
@@ -233,6 +237,16 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
     return args
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the memory plan of the run the options describe (sgld.models.memory_plan); no weights load."""
+    from sgld.models.memory_plan import plan_report
+    from sgld.run_config import run_config_from_options
+
+    args.prompt = args.prompt[0] if args.prompt else None
+    print(plan_report(run_config_from_options(collect_options(args))))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sgl-diffusion`` and ``sgld``: exit 0 on success, 2 on bad input."""
     configure_logging()
@@ -240,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parse(parser, sys.argv[1:] if argv is None else argv)
         configure_logging(args.log_level or args.sglang_options.get("log_level") or "info")
-        handler = {"generate": cmd_generate, "serve": cmd_serve}[args.command]
+        handler = {"generate": cmd_generate, "serve": cmd_serve, "plan": cmd_plan}[args.command]
         return handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -164,6 +164,9 @@ class FamilySpec:
     max_input_images: int = 1
     # Video from an image: without --height/--width the output takes the image's aspect (HunyuanVideo-1.5 I2V).
     size_from_image: bool = False
+    # Its DiT class loads GGUF weights (--dit-weights): diffusers has a single-file loader for it
+    # (diffusers.loaders.single_file_model.SINGLE_FILE_LOADABLE_CLASSES; tests/test_gguf.py holds the two equal).
+    gguf_dit: bool = True
     # Video with its sound (LTX-2): the result carries a waveform, the MP4 an AAC stream (output.audio).
     audio: bool = False
     # The two-stage recipe (LTX-2): the folder's latent upsampler subfolder and the glob of its stage-2 LoRA
@@ -312,10 +315,24 @@ class FamilySpec:
         if (run.model.loras or run.server.lora_dir) and not self.lora_loader:
             raise UserError(f"LoRA adapters: diffusers has no LoRA loader for {self.name} models yet, so sgld "
                             "cannot read their adapters; run without --lora-path / --lora-dir", param="lora_path")
+        if run.model.dit_weights:
+            self._check_dit_weights(run.model.dit_weights, folder)
         if run.vae.sp and not self.vae_sp:
             video = ", ".join(spec.name for spec in FAMILIES.values() if spec.vae_sp)
             raise UserError(f"vae_sp: splitting the VAE decode across ranks is supported for {video}, "
                             f"not {self.name}; leave vae_sp off", param="vae.sp")
+
+    def _check_dit_weights(self, reference: str, folder: Optional[Path]) -> None:
+        """A GGUF DiT (``model.dit_weights``) replaces the one DiT of a family whose DiT class loads GGUF."""
+        if not self.gguf_dit:
+            raise UserError(f"dit_weights: {self.name} models cannot load GGUF weights (diffusers has no single-file "
+                            "loader for their DiT); run them with the model folder's own weights", param="dit_weights")
+        if not reference.endswith(".gguf"):
+            raise UserError(f"dit_weights={reference!r}: sgld reads replacement DiT weights from GGUF files (.gguf) "
+                            "only", param="dit_weights")
+        if folder is not None and len(_dit_configs(folder)) > 1:
+            raise UserError("dit_weights: this model has two DiTs (transformer, transformer_2: Wan2.2 A14B's experts) "
+                            "and one GGUF file replaces one; run it with the folder's own weights", param="dit_weights")
 
 
 def audio_scale(req: Request) -> float:
@@ -360,11 +377,11 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("hunyuan15_t2v", task=TaskType.T2V, output=OutputKind.video, image_mode=ImageMode.never,
                guidance=GuidanceKind.cfg, sizes=hunyuan15_sizes, pipeline="sgld.pipelines.hunyuan15:Hunyuan15T2VPipeline",
                reference_pipeline="HunyuanVideo15Pipeline", default_model="hunyuan15_t2v", sequence_parallel=False,
-               masked_attention="HunyuanVideo15Transformer3DModel"),
+               masked_attention="HunyuanVideo15Transformer3DModel", gguf_dit=False),
     FamilySpec("hunyuan15_i2v", task=TaskType.I2V, output=OutputKind.video, image_mode=ImageMode.required,
                guidance=GuidanceKind.cfg, sizes=hunyuan15_sizes, pipeline="sgld.pipelines.hunyuan15:Hunyuan15I2VPipeline",
                reference_pipeline="HunyuanVideo15ImageToVideoPipeline", default_model="hunyuan15_i2v",
-               sequence_parallel=False, masked_attention="HunyuanVideo15Transformer3DModel", size_from_image=True),
+               sequence_parallel=False, masked_attention="HunyuanVideo15Transformer3DModel", size_from_image=True, gguf_dit=False),
     FamilySpec("flux", task=TaskType.T2I, output=OutputKind.image, image_mode=ImageMode.never, guidance=GuidanceKind.embedded,
                sizes=flux_sizes, pipeline="sgld.pipelines.flux:FluxT2IPipeline", reference_pipeline="FluxPipeline",
                default_model="flux_dev", lora_loader="FluxLoraLoaderMixin"),

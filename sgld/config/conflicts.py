@@ -30,7 +30,8 @@ def _choice(key: str, value_of: Callable[[RunConfig], object], off: object) -> S
 
 COMPILE = _switch("model.enable_torch_compile", lambda run: run.model.enable_torch_compile)
 CUDA_GRAPHS = _switch("model.cuda_graphs", lambda run: run.model.cuda_graphs)
-DIT_MOVES = Setting("offload.dit", lambda run: run.offload.dit != DitOffload.none, lambda run: f"offload.dit={run.offload.dit}")
+DIT_MOVES = Setting("offload.dit", lambda run: run.offload.dit not in (None, DitOffload.none),
+                    lambda run: f"offload.dit={run.offload.dit}")
 SEQUENCE_PARALLEL = Setting("parallel.sp_size", lambda run: (run.parallel.sp_size or 1) > 1,
                             lambda run: f"sequence parallelism (sp_size={run.parallel.sp_size})")
 LAYERWISE = _switch("offload.dit", lambda run: run.offload.dit == DitOffload.layerwise, "offload.dit=layerwise")
@@ -52,6 +53,9 @@ LORAS = _switch("model.loras", lambda run: bool(run.model.loras) or bool(run.ser
                 "LoRA adapters (model.loras / server.lora_dir)")
 LORA_SWITCHING = _switch("server.lora_dir", lambda run: bool(run.server.lora_dir) or run.model.lora_merge_mode == "dynamic",
                          "switchable LoRA adapters (server.lora_dir or model.lora_merge_mode=dynamic)")
+LORA_MERGED = _switch("model.lora_merge_mode", lambda run: run.model.lora_merge_mode == "merge" and LORAS.holds(run),
+                      "model.lora_merge_mode=merge")
+GGUF_DIT = _switch("model.dit_weights", lambda run: bool(run.model.dit_weights), "a GGUF DiT (model.dit_weights)")
 TEXT_ENCODER_TP = _switch("parallel.tp_size", lambda run: run.parallel.tp_size > 1, "parallel.tp_size > 1")
 TEXT_ENCODER_OFFLOAD = _switch("offload.text_encoder", lambda run: run.offload.text_encoder,
                                "offload.text_encoder (--text-encoder-cpu-offload)")
@@ -79,6 +83,10 @@ CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     (LAYERWISE, QUANTIZED, _UNVERIFIED_LAYERWISE),
     (LORAS, QUANTIZED, "PEFT's adapter layers wrap bf16 linear layers, not sgld's FP8 ones"),
     (LORAS, LAYERWISE, _UNVERIFIED_LAYERWISE),
+    # A GGUF DiT's linear layers hold packed blocks (GGUFLinear dequantizes them as it runs).
+    (QUANTIZED, GGUF_DIT, "the GGUF DiT is quantized already; fp8 replaces plain linear layers, not GGUF ones"),
+    (LORA_MERGED, GGUF_DIT, "merging adds each adapter's delta into the weights, which would dequantize every GGUF "
+                            "layer it touches to full size; use lora_merge_mode=dynamic (auto is dynamic with a GGUF DiT)"),
     # Switching adapters inside the context-parallel hooks is not verified; a merged set is plain weights.
     (LORA_SWITCHING, SEQUENCE_PARALLEL, "not verified with the context-parallel hooks; merge a fixed set instead"),
     # A captured graph reads the weights and activations at the addresses it was captured with, and
@@ -89,6 +97,7 @@ CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     (CUDA_GRAPHS, LORAS, "switching, merging or unmerging adapters changes the forward's path, which a graph does not see"),
     # Measured on 2 H200s (FLUX ring-2, compiled): the ranks hung at the capture; the timed run never finished.
     (CUDA_GRAPHS, SEQUENCE_PARALLEL, "capturing the forward with its collectives hung on 2 H200s (not supported)"),
+    (CUDA_GRAPHS, GGUF_DIT, "capturing GGUF layers' per-call dequantization is not verified on a GPU yet"),
     (TEXT_ENCODER_TP, TEXT_ENCODER_OFFLOAD,
      "the offloaded encoder runs on the CPU, where layer-wise offload with prefetch is faster than sharding it"),
 )

@@ -193,6 +193,10 @@ class ModelConfig:
     # Sliding-tile attention mask strategy (FastVideo's JSON: "step_layer_head" -> window in tiles), HunyuanVideo
     # only; None: dense attention.
     mask_strategy_file_path: Optional[str] = None
+    # A GGUF file (local, or org/repo/file.gguf on the Hugging Face Hub) whose weights replace the DiT's: a
+    # quantized checkpoint (Q8_0, Q4_K...) loaded by diffusers with its linear layers left quantized
+    # (sgld/models/gguf.py). None: the model folder's own weights.
+    dit_weights: Optional[str] = None
     # LoRA adapters loaded with the model (--lora-path, --lora-scale, --lora-target, --lora-nickname).
     loras: List[LoraConfig] = field(default_factory=list)
     lora_merge_mode: LoraMergeMode = LoraMergeMode.auto
@@ -223,14 +227,20 @@ class ParallelConfig:
 
 @dataclass
 class OffloadConfig:
-    """Which components wait on the CPU while they are not running."""
+    """Which components wait on the CPU while they are not running, and the GPU memory the plan fits them in.
 
-    text_encoder: bool = False
+    Unset (None) offload keys are decided at load by the memory plan (sgld/models/memory_plan.py) on a GPU
+    (off on a CPU); a value given stays.
+    """
+
+    text_encoder: Optional[bool] = None
     # model: the whole DiT waits on the CPU and moves in for the denoise loop. layerwise: its blocks wait on
     # the CPU (pinned) and each is copied in just before it runs, the next one prefetched on a side stream.
-    dit: DitOffload = DitOffload.none
-    vae: bool = False
+    dit: Optional[DitOffload] = None
+    vae: Optional[bool] = None
     pin_cpu_memory: bool = False
+    # GiB of GPU memory the memory plan fits the run into. None: the card's free memory at load.
+    max_gpu_memory: Optional[float] = None
 
 
 @dataclass
@@ -307,7 +317,8 @@ class VaeConfig:
     """VAE precision, tiling and which halves to load."""
 
     precision: Precision = Precision.fp32
-    tiling: bool = False
+    # None: the memory plan decides (tiled where an untiled decode would not fit).
+    tiling: Optional[bool] = None
     tile_sample_min_height: Optional[int] = None
     tile_sample_min_width: Optional[int] = None
     load_encoder: bool = True

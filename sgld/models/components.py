@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from sgld.models.registry import read_model_index
 from sgld.models.safetensors_only import require_safetensors
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,7 +34,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _component_specs(index: dict) -> list[tuple[str, str, str]]:
+def component_specs(index: dict) -> list[tuple[str, str, str]]:
     """(name, library, class) for every component entry of model_index.json that is present."""
     specs = []
     for name, spec in index.items():
@@ -44,7 +47,7 @@ def _component_specs(index: dict) -> list[tuple[str, str, str]]:
     return specs
 
 
-def _component_dtype(name: str, run: RunConfig, text_encoders: list[str]) -> torch.dtype | None:
+def component_dtype(name: str, run: RunConfig, text_encoders: list[str]) -> torch.dtype | None:
     # LTX-2's text connectors run with the DiT; its audio VAE and vocoder decode with the video VAE.
     if name.startswith("transformer") or name == "connectors":
         return DTYPES[run.model.precision]
@@ -72,7 +75,7 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
     index = read_model_index(folder)
     random_weights = is_random_folder(folder)
     offloaded = cpu_homed_components(run)
-    specs = _component_specs(index)
+    specs = component_specs(index)
     text_encoders = [name for name, _, _ in specs if name.startswith("text_encoder")]
     if run.model.text_encoder_precisions and len(run.model.text_encoder_precisions) != len(text_encoders):
         raise UserError(
@@ -80,16 +83,23 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
             f"{folder.name} has {len(text_encoders)} text encoder(s) ({', '.join(text_encoders)})",
             param="text_encoder_precisions",
         )
+    dit_weights = checked_dit_weights(folder, run, index)  # before any weights load
     components: dict[str, Any] = {k: v for k, v in index.items() if not isinstance(v, list) and not k.startswith("_")}
     for name, library, class_name in specs:
         if library not in LIBRARIES:
             raise UserError(f"component {name!r} comes from {library!r}; sgld loads {', '.join(LIBRARIES)} only")
         cls = getattr(importlib.import_module(LIBRARIES[library]), class_name)
-        dtype = _component_dtype(name, run, text_encoders)
+        dtype = component_dtype(name, run, text_encoders)
         sub = folder / name
         if not sub.is_dir():
             raise UserError(f"model folder {folder} lists component {name!r} but has no {name}/ folder")
-        if dtype is not None and random_weights:
+        if name == "transformer" and dit_weights is not None:
+            from sgld.models.gguf import load_gguf_dit, quantized_layers
+
+            module = load_gguf_dit(dit_weights, folder, name, dtype)
+            log.info("dit_weights %s: %d quantized linear layers in %s, computing in %s", dit_weights.name,
+                     quantized_layers(module), class_name, run.model.precision)
+        elif dtype is not None and random_weights:
             target = device or torch.device("cpu")
             module = build_random_module(library, cls, sub, dtype, target, seed=len(components))
             if name in offloaded and target.type != "cpu":
@@ -118,3 +128,15 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
         if isinstance(spec, list) and name not in components:
             components[name] = None
     return components
+
+
+def checked_dit_weights(folder: Path, run: RunConfig, index: dict) -> Path | None:
+    """The GGUF file ``model.dit_weights`` names (downloaded if it must be), its header held to the folder's DiT."""
+    if not run.model.dit_weights:
+        return None
+    from sgld.families import family_of_index
+    from sgld.models.gguf import check_dit_weights, dit_weights_path, read_header
+
+    path = dit_weights_path(run.model.dit_weights, run.model.download)
+    check_dit_weights(read_header(path), folder, "transformer", family_of_index(index, str(folder)).name)
+    return path
