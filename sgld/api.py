@@ -128,7 +128,6 @@ class DiffGenerator:
         from sgld.families import family_of_index
         from sgld.models.components import load_components, resolve_device
         from sgld.models.memory_plan import place_for_load
-        from sgld.models.memory_plan import place_for_load
         from sgld.models.registry import read_model_index, resolve_model_folder
         from sgld.parallel.state import single_process
 

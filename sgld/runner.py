@@ -43,9 +43,6 @@ def check_before_loading(run: RunConfig) -> None:
     from sgld.models.memory_plan import check_run_fits
 
     check_run_fits(run, model.folder)  # on a GPU: a size whose activations fit no placement, before any weights load
-    from sgld.models.memory_plan import check_run_fits
-
-    check_run_fits(run, model.folder)  # on a GPU: a size whose activations fit no placement, before any weights load
     if run.output.save and run.output.file_name:
         check_output_file_name(run.output.file_name, model.spec.output)
 

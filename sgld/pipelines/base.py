@@ -13,7 +13,6 @@ from sgld.models.placement import Placement
 from sgld.levers.step_hooks import StepHook
 from sgld.models.lora import Adapter, LoraSet
 from sgld.models.memory_plan import MemoryCheck
-from sgld.models.memory_plan import MemoryCheck
 from sgld.levers.transformer_setup import compile_transformer, configure_transformer
 from sgld.models.vae_setup import configure_vae
 from sgld.parallel.state import ParallelState
@@ -40,7 +39,6 @@ class Pipeline:
         self._backends: dict[str, str] = {}
         self.loras: LoraSet | None = None
         self.defaults: list[Adapter] = []  # the adapters a request without ``loras`` runs with
-        self.memory: MemoryCheck | None = None  # the memory plan's check of each request (a GPU run)
         self.memory: MemoryCheck | None = None  # the memory plan's check of each request (a GPU run)
         # Adapters the pipeline switches on itself around some of its stages (LTX-2's stage-2 LoRA): the run's
         # LoraSet holds them too, so it exists, and keeps adapters switchable, whenever there are some.
