@@ -88,10 +88,6 @@ def check_request_options(run: RunConfig, model: DescribedModel, options: dict[s
     model.check_request(req)
     model.spec.check_output(request_run.output)
     check_family(model.spec.name, uses_cache_dit(request_run), uses_teacache(request_run))
-    if request_run.finishing.enable_frame_interpolation or request_run.finishing.enable_upscaling:
-        from sgld.finishing.apply import check_weights
-
-        check_weights(request_run.finishing, model.spec.output == OutputKind.video, request_run.model.download)
     # A size the model takes from the input image (HunyuanVideo-1.5 I2V) is known now: the run says it.
     request_run.sampling.height, request_run.sampling.width = req.height, req.width
     if request_run.output.save and request_run.output.file_name:
