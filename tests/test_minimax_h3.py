@@ -1,0 +1,182 @@
+"""MiniMax-H3's denoise and decode stages on the tiny model: given the packed sequence diffusers'
+``MiniMaxH3ModularPipeline`` builds for t2va, fl2va and ref2va (captured as its denoise loop starts), sgld's
+``MiniMaxH3DenoisingStage`` on the shared loop and its decoding stages give the reference's latents, frames and
+stereo waveform; prompt, seed, keyframes and references reach the output through them.
+
+fp32 on one torch thread (``tests/test_tiny_minimax_h3.py`` says why).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+FRAMES_TOLERANCE = 2  # of 255, per pixel
+WAVE_TOLERANCE = 1e-4  # absolute, fp32
+MIN_CHANGE = 20  # of 255
+MIN_WAVE_CHANGE = 0.008  # a third of the smallest change the reference's tiny runs make (test_tiny_minimax_h3.py)
+PROMPT, OTHER_PROMPT = "a red fox running through snow", "a blue robot dancing on stage"
+FRAMES, STEPS, SEED = 124, 3, 7
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    """The reference on the tiny folder, every component in fp32 (the processor through sgld's loader, as
+    tests/test_tiny_minimax_h3.py explains)."""
+    import torch
+    from diffusers import ModularPipeline
+
+    from sgld.model_builders.qwen3vl_processor import load_qwen3vl_processor
+    from sgld.model_builders.tiny_minimax_h3 import build_tiny_minimax_h3
+
+    folder = tmp_path_factory.mktemp("tiny-minimax-h3")
+    build_tiny_minimax_h3(folder)
+    pipe = ModularPipeline.from_pretrained(str(folder))
+    names = [name for name, spec in pipe._component_specs.items()
+             if spec.default_creation_method == "from_pretrained" and name != "processor"]
+    pipe.load_components(names=names, dtype=torch.float32)
+    pipe.update_components(processor=load_qwen3vl_processor(folder / "processor"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _image(width: int, height: int, seed: int):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    channels = [np.sin(x * rng.uniform(2, 9) + y * rng.uniform(2, 9) + rng.uniform(0, 6)) for _ in range(3)]
+    return Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8))
+
+
+FIRST, LAST, REFERENCE, OTHER_REFERENCE = _image(40, 72, 1), _image(40, 72, 2), _image(48, 48, 4), _image(48, 48, 5)
+INPUTS = {"t2va": {}, "fl2va": {"image": FIRST}, "fl2va_last": {"image": FIRST, "last_image": LAST},
+          "ref2va": {"references": [REFERENCE]}}
+
+
+def _reference(pipe, inputs: dict, prompt: str = PROMPT, seed: int = SEED):
+    """The reference's (frames, waveform) and the packed sequence its denoise loop started from."""
+    import torch
+    from diffusers.modular_pipelines.minimax_h3 import MiniMaxH3ImageReference
+    from diffusers.modular_pipelines.minimax_h3.denoise import MiniMaxH3DenoiseLoopWrapper
+
+    captured = {}
+    original = MiniMaxH3DenoiseLoopWrapper.__call__
+
+    def capture(self, components, state):
+        block = self.get_block_state(state)
+        captured.update(
+            latents=block.latents.clone(), audio_latents=block.audio_latents.clone(),
+            prompt_embeds=block.prompt_embeds.clone(), row_plan=list(block.row_timestep_plan),
+            inputs=dict(block.denoiser_input_fields), timesteps=block.timesteps.clone(),
+            schedulers=copy.deepcopy((components.scheduler, components.audio_scheduler)),
+            condition_rows=(block.num_condition_video_rows, block.num_condition_audio_rows),
+            grid=(state.get("num_latent_frames"), state.get("latent_height"), state.get("latent_width")),
+            audio_length=state.get("num_audio_latents"),
+            transformer=components.transformer_ref if "references" in inputs else components.transformer)
+        out = original(self, components, state)
+        block = self.get_block_state(state)
+        captured["after"] = (block.latents.clone(), block.audio_latents.clone())
+        return out
+
+    settings = dict(inputs)
+    if "references" in settings:
+        settings["references"] = [MiniMaxH3ImageReference(image=image) for image in settings["references"]]
+    MiniMaxH3DenoiseLoopWrapper.__call__ = capture
+    try:
+        state = pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed), num_frames=FRAMES,
+                     num_inference_steps=STEPS, output_type="np", **settings)
+    finally:
+        MiniMaxH3DenoiseLoopWrapper.__call__ = original
+    frames = (np.asarray(state.get("videos"))[0] * 255).round().astype(np.uint8)
+    return frames, state.get("audio")[0].float().numpy(), captured
+
+
+def _ours(pipe, captured):
+    """sgld's denoise and decode stages on the captured packed sequence: (frames, waveform, (video, audio) rows)."""
+    import torch
+
+    from sgld.models.placement import Placement
+    from sgld.parallel.state import single_process
+    from sgld.request import Request
+    from sgld.stages.minimax_h3_decoding import MiniMaxH3AudioDecodingStage, MiniMaxH3VideoDecodingStage
+    from sgld.stages.minimax_h3_denoising import LAYOUT_INPUTS, H3Layout, MiniMaxH3DenoisingStage
+
+    cpu = torch.device("cpu")
+    placement, parallel = Placement(cpu, set()), single_process(cpu)
+    video_scheduler, audio_scheduler = copy.deepcopy(captured["schedulers"])
+    layout = H3Layout(inputs={k: v for k, v in captured["inputs"].items() if k in LAYOUT_INPUTS},
+                      row_plan=captured["row_plan"], grid=captured["grid"], audio_length=captured["audio_length"],
+                      condition_video_rows=captured["condition_rows"][0],
+                      condition_audio_rows=captured["condition_rows"][1])
+    req = Request(prompt=PROMPT, negative_prompt="", height=None, width=None, num_frames=FRAMES,
+                  num_inference_steps=STEPS, guidance_scale=1.0, guidance_scale_2=None, seed=SEED, fps=24,
+                  flow_shift=None)
+    req.latents, req.audio_latents = captured["latents"].clone(), captured["audio_latents"].clone()
+    req.scheduler, req.audio_scheduler, req.timesteps = video_scheduler, audio_scheduler, captured["timesteps"]
+    req.cond_kwargs = {"encoder_hidden_states": captured["prompt_embeds"]}
+    req.model_kwargs = {"layout": layout}
+    transformer = captured["transformer"]
+    MiniMaxH3DenoisingStage(transformer, placement, parallel).forward(req)
+    rows = (req.latents.clone(), req.audio_latents.clone())
+    MiniMaxH3VideoDecodingStage(pipe.vae, transformer.config.patch_size, placement, parallel).forward(req)
+    MiniMaxH3AudioDecodingStage(pipe.audio_vae, placement, parallel).forward(req)
+    return req.frames, req.waveform, rows
+
+
+@pytest.fixture(scope="module")
+def run(pipe):
+    """``run(inputs, **changes)``: (reference frames, waveform), (sgld's frames, waveform), and both latent rows."""
+    done = {}
+
+    def go(name: str, **changes):
+        key = (name, tuple(sorted((k, id(v)) for k, v in changes.items())))
+        if key not in done:
+            inputs = {**INPUTS[name], **{k: v for k, v in changes.items() if k not in ("prompt", "seed")}}
+            extra = {k: v for k, v in changes.items() if k in ("prompt", "seed")}
+            frames, wave, captured = _reference(pipe, inputs, **extra)
+            ours = _ours(pipe, captured)
+            done[key] = (frames, wave), ours[:2], (captured["after"], ours[2])
+        return done[key]
+
+    return go
+
+
+def _distance(a, b) -> tuple[int, float]:
+    return int(np.abs(a[0].astype(int) - b[0].astype(int)).max()), float(np.abs(a[1] - b[1]).max())
+
+
+@pytest.mark.parametrize("workflow", ["t2va", "fl2va", "fl2va_last", "ref2va"])
+def test_denoise_and_decode_equal_the_reference(run, workflow):
+    import torch
+
+    reference, ours, (reference_rows, our_rows) = run(workflow)
+    for theirs, mine in zip(reference_rows, our_rows):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)  # the same ops in the same order
+    frames, wave = _distance(reference, ours)
+    print(f"{workflow}: frames {frames}/255, waveform {wave:.2e}")
+    assert ours[0].shape == reference[0].shape and ours[1].shape == reference[1].shape
+    assert frames <= FRAMES_TOLERANCE and wave <= WAVE_TOLERANCE
+
+
+@pytest.mark.parametrize("workflow, change", [
+    ("t2va", dict(prompt=OTHER_PROMPT)), ("t2va", dict(seed=SEED + 1)), ("fl2va", dict(image=LAST)),
+    ("fl2va_last", dict(last_image=FIRST)), ("ref2va", dict(references=[OTHER_REFERENCE]))])
+def test_inputs_move_sgld_output(run, workflow, change):
+    _, base, _ = run(workflow)
+    _, moved, _ = run(workflow, **change)
+    frames, wave = _distance(base, moved)
+    print(f"{workflow} {sorted(change)}: frames {frames}/255, waveform {wave:.3f}")
+    assert frames >= MIN_CHANGE and wave >= MIN_WAVE_CHANGE
