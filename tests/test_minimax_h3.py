@@ -180,3 +180,75 @@ def test_inputs_move_sgld_output(run, workflow, change):
     frames, wave = _distance(base, moved)
     print(f"{workflow} {sorted(change)}: frames {frames}/255, waveform {wave:.3f}")
     assert frames >= MIN_CHANGE and wave >= MIN_WAVE_CHANGE
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """The keyframes as PNG files (lossless: the same pixels the reference is handed)."""
+    folder = tmp_path_factory.mktemp("h3-keyframes")
+    files = {}
+    for name, image in (("first", FIRST), ("last", LAST)):
+        files[name] = str(folder / f"{name}.png")
+        image.save(files[name])
+    return files
+
+
+def _sgld_stages(pipe, req):
+    """Every sgld stage of t2va / fl2va on ``req``, the tiny reference's components: the request after each."""
+    import torch
+
+    from sgld.minimax_h3_rules import Geometry
+    from sgld.models.placement import Placement
+    from sgld.parallel.state import single_process
+    from sgld.stages.minimax_h3_decoding import MiniMaxH3AudioDecodingStage, MiniMaxH3VideoDecodingStage
+    from sgld.stages.minimax_h3_denoising import MiniMaxH3DenoisingStage
+    from sgld.stages.minimax_h3_latents import MiniMaxH3LatentStage
+    from sgld.stages.minimax_h3_text import MiniMaxH3KeyframeStage, MiniMaxH3TextEncodingStage
+
+    cpu = torch.device("cpu")
+    placement, parallel = Placement(cpu, set()), single_process(cpu)
+    geometry = Geometry(canvas_multiple=pipe.canvas_multiple, short_edge=pipe.config.canvas_short_edge,
+                        max_pixels=pipe.config.canvas_max_pixels,
+                        reference_short_edge=pipe.config.reference_image_short_edge,
+                        frames_per_chunk=pipe.vae_frames_per_chunk, latents_per_chunk=pipe.vae_latents_per_chunk)
+    transformer = pipe.transformer
+    stages = [MiniMaxH3KeyframeStage(geometry),
+              MiniMaxH3TextEncodingStage(pipe.tokenizer, pipe.processor, pipe.text_encoder, placement, transformer.dtype),
+              MiniMaxH3LatentStage(pipe.vae, pipe.scheduler, pipe.audio_scheduler, geometry,
+                                   transformer.config.patch_size, pipe.audio_vae.config.latent_channels, placement, cpu)]
+    for stage in stages:
+        stage.forward(req)
+    before = (req.cond_kwargs["encoder_hidden_states"].clone(), req.latents.clone(), req.audio_latents.clone(),
+              req.model_kwargs["layout"])
+    MiniMaxH3DenoisingStage(transformer, placement, parallel).forward(req)
+    MiniMaxH3VideoDecodingStage(pipe.vae, transformer.config.patch_size, placement, parallel).forward(req)
+    MiniMaxH3AudioDecodingStage(pipe.audio_vae, placement, parallel).forward(req)
+    return before, (req.frames, req.waveform)
+
+
+@pytest.mark.parametrize("workflow", ["t2va", "fl2va", "fl2va_last"])
+def test_every_stage_equals_the_reference(pipe, run, image_files, workflow):
+    """Keyframes, text, layout, noise and timesteps too: sgld's stages from the request's files to frames and sound."""
+    import torch
+
+    from sgld.request import Request
+
+    reference, _, _ = run(workflow)
+    _, _, captured = _reference(pipe, INPUTS[workflow])
+    paths = {"fl2va": (image_files["first"], None), "fl2va_last": (image_files["first"], image_files["last"])}
+    first, last = paths.get(workflow, (None, None))
+    req = Request(prompt=PROMPT, negative_prompt="", height=None, width=None, num_frames=FRAMES,
+                  num_inference_steps=STEPS, guidance_scale=1.0, guidance_scale_2=None, seed=SEED, fps=24,
+                  flow_shift=None, image_path=first, last_image_path=last)
+    (embeds, video_rows, audio_rows, layout), ours = _sgld_stages(pipe, req)
+    for mine, theirs in ((embeds, captured["prompt_embeds"]), (video_rows, captured["latents"]),
+                         (audio_rows, captured["audio_latents"])):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    for name, value in layout.inputs.items():
+        torch.testing.assert_close(value, captured["inputs"][name], rtol=0, atol=0)
+    assert len(layout.row_plan) == len(captured["row_plan"])
+    for (unique, index), (their_unique, their_index) in zip(layout.row_plan, captured["row_plan"]):
+        assert torch.equal(unique, their_unique) and torch.equal(index, their_index)
+    frames, wave = _distance(reference, ours)
+    print(f"{workflow} end to end: frames {frames}/255, waveform {wave:.2e}")
+    assert frames <= FRAMES_TOLERANCE and wave <= WAVE_TOLERANCE
