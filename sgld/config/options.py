@@ -150,6 +150,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("output_file_path", "output.file_name", str, "the whole output path, directory and file name (its extension picks the format); sets output_path and output_file_name", OUTPUT, splits=split_output_file_path, generate_only=True),
     Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT, generate_only=True),
     Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT, generate_only=True),
+    Option("perf_dump_path", "output.perf_dump_path", str, "write the run's benchmark report (SGLang's JSON: each stage's milliseconds) to this file", OUTPUT, generate_only=True),
     Option("audio", "output.audio", str, "a video with sound: mux (one MP4, H.264 + AAC), wav (that MP4 and <name>.wav), none (silent MP4)", OUTPUT, choices(AudioOutput)),
     Option("enable_frame_interpolation", "finishing.enable_frame_interpolation", bool, "RIFE frame interpolation after decode (videos): 2**exp x the frames and fps", OUTPUT),
     Option("frame_interpolation_exp", "finishing.frame_interpolation_exp", int, "frame interpolation: 2**exp - 1 frames between each pair (1: 2x, 2: 4x; up to 4)", OUTPUT),

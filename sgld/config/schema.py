@@ -339,6 +339,8 @@ class OutputConfig:
     resume: bool = True
     # Outputs per prompt (seeds seed, seed+1, ...); more than 1 runs as a prompt set.
     num_outputs_per_prompt: int = 1
+    # generate: write SGLang's benchmark report of the run (JSON: stage timings) here; None: none.
+    perf_dump_path: Optional[str] = None
     # A video with sound (LTX-2): mux (one MP4, H.264 + AAC), wav (that MP4 and <name>.wav), none (a silent MP4).
     audio: AudioOutput = AudioOutput.mux
 
