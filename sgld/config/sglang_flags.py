@@ -279,7 +279,7 @@ DISAGG = "no disaggregated serving: one process group runs every stage"
 SPECTRUM = "no Spectrum step forecasting"
 SR = "no super-resolution stage"
 ACTION = "no action (VLA) or world models"
-MINIMAX = "no MiniMax-H3 family"
+MINIMAX = "MiniMax-H3's online AdaLN rebuild and its host cache"
 KV_QUANT = "no KV-cache quantization (sgld's families have no KV cache)"
 
 TABLE: tuple[SGLangFlag, ...] = tuple(

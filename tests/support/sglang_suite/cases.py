@@ -37,6 +37,7 @@ TINY = {
     "Wan-AI/Wan2.2-I2V-A14B-Diffusers": "tiny-wan22-i2v",
     "FastVideo/FastHunyuan-diffusers": "tiny-hunyuan",
     "hunyuanvideo-community/HunyuanVideo": "tiny-hunyuan",
+    "MiniMaxAI/MiniMax-H3": "tiny-minimax-h3",
 }
 
 # The registry answers a tiny name as the SGLang model it first stands for (its task type, its modality).
@@ -47,7 +48,7 @@ ALIASES = {tiny: sglang for sglang, tiny in reversed(list(TINY.items()))}
 SIZES = {
     "1024x1024": "64x64", "768x768": "64x64", "512x512": "64x64",
     "1280x720": "112x64", "1360x768": "112x64", "640x384": "96x64",
-    "832x480": "96x64", "480x272": "96x64",
+    "832x480": "96x64", "480x272": "96x64", "1344x768": "112x64",
 }
 
 
@@ -101,6 +102,7 @@ OUT = {
 TEACACHE_SP = "sgld does not support TeaCache with sequence parallelism (its residual is taken outside the split)"
 BACKEND = "sgld does not support --backend diffusers (it runs its own pipelines)"
 COMPONENTS = "sgld does not support per-component weights (--transformer-path / --vae-path)"
+MODEL_VARIANT = "sgld does not support --model-variant (MiniMax-H3's fl2va / ref2va checkpoints) or --revision"
 URL_INPUTS = "--image-path URLs (part B: URL inputs, fetched with SSRF protection)"
 LORA_ENDPOINTS = ("LoRA endpoints with SGLang's semantics (part B: set_lora by path or Hub id without --lora-dir, the "
                   "nickname registry, unmerge_lora_weights turning the adapter off)")
@@ -110,6 +112,8 @@ LORA_ENDPOINTS = ("LoRA endpoints with SGLang's semantics (part B: set_lora by p
 EXPECTED_FAILURES: dict[str, str] = {
     "qwen_image_t2i_cache_dit_scm_config_diffusers_1gpu": BACKEND,
     "wan2_2_t2v_a14b_teacache_2gpu": TEACACHE_SP,
+    "minimax_h3_t2va_2gpu_h100": MODEL_VARIANT,
+    "minimax_h3_ref2va_video_audio_2gpu_h100": MODEL_VARIANT,
     "zimage_image_t2i_fp8": COMPONENTS,
     "flux_2_t2i_customized_vae_path": COMPONENTS,
     # work in progress
