@@ -73,6 +73,8 @@ class SizeConstraints:
     positions: Optional[PositionLimit] = None
     # A family with a two-stage recipe (LTX-2): the parts of it the folder lacks (empty: it can run it).
     two_stage_missing: tuple[str, ...] = ()
+    # A family's own size rules read from its folder (MiniMax-H3: sgld.minimax_h3_rules.Geometry).
+    rules: Any = None
 
 
 def wan_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
@@ -132,6 +134,15 @@ def z_image_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstra
     positions = PositionLimit(f"transformer axes_lens={list(lens)}", max_height=lens[1] * multiple,
                               max_width=lens[2] * multiple)
     return SizeConstraints(2 * flux_vae_scale(vae), positions=positions)
+
+
+def minimax_h3_sizes(vae: Mapping[str, Any], dit: Mapping[str, Any]) -> SizeConstraints:
+    """MiniMax-H3: the video VAE's spatial compression x the DiT's patch; its frame counts (17 n + 5) and canvas
+    are its own rules (``SizeConstraints.rules``), not a temporal factor."""
+    import math
+
+    spatial = math.prod(vae.get("spatial_downsample_factors", (2, 2, 2, 2, 1, 1)))
+    return SizeConstraints(spatial * dit.get("patch_size", [1, 2, 2])[2])
 
 
 @dataclass(frozen=True)
@@ -335,6 +346,55 @@ class FamilySpec:
                             "and one GGUF file replaces one; run it with the folder's own weights", param="dit_weights")
 
 
+@dataclass(frozen=True)
+class MiniMaxH3Spec(FamilySpec):
+    """MiniMax-H3: its workflow, canvas, frame and guidance rules (``sgld/minimax_h3_rules.py``) replace the
+    shared video checks; the sound's rate is its audio VAE's."""
+
+    def constraints_in_folder(self, folder: Path) -> SizeConstraints:
+        from sgld.minimax_h3_rules import Geometry
+
+        return replace(super().constraints_in_folder(folder), rules=Geometry.of_folder(folder))
+
+    def sample_rate_in_folder(self, folder: Path) -> Optional[int]:
+        return int(_read_json(folder / "audio_vae" / "config.json").get("sampling_rate", 32000))
+
+    def check_request(self, req: Request, constraints: SizeConstraints) -> None:
+        """The workflow's inputs, guidance-distilled refusals, canvas and frames; ``num_frames`` snapped up to the
+        17 n + 5 the model generates (as the reference does), so the request says what it makes."""
+        from sgld.minimax_h3_rules import FPS, check_distilled, check_steps, workflow_of
+
+        first = req.image_paths[0] if req.image_path else None
+        if req.image_path and len(req.image_paths) > 1:
+            raise UserError(f"image_path: {len(req.image_paths)} images given; MiniMax-H3 takes one first keyframe "
+                            "(and --last-image-path for the last)", param="image_path")
+        workflow_of(first, req.last_image_path, ())
+        # The family's conf sets guidance_scale 1.0 (one branch): any other value asks for guidance.
+        check_distilled(None if req.guidance_scale == 1.0 else req.guidance_scale, req.negative_prompt,
+                        req.flow_shift)
+        if req.audio_guidance_scale is not None:
+            raise UserError(f"audio_guidance_scale={req.audio_guidance_scale:g}: MiniMax-H3 is guidance-distilled (one "
+                            "forward per step, no guider); leave it unset", param="audio_guidance_scale")
+        self._check_audio_and_stages(req, constraints)
+        if req.fps != FPS:
+            raise UserError(f"fps={req.fps}: MiniMax-H3 generates at {FPS} fps only; leave --fps unset", param="fps")
+        check_steps(req.num_inference_steps)
+        keyframe = open_input_image(first or req.last_image_path) if (first or req.last_image_path) else None
+        constraints.rules.canvas(req.height, req.width, keyframe.size if keyframe else None)
+        req.num_frames = constraints.rules.frames(req.num_frames)
+
+    def check_run(self, run: "RunConfig", folder: Optional[Path] = None) -> None:
+        if run.model.loras or run.server.lora_dir:
+            raise UserError("LoRA adapters: sgld does not apply them to MiniMax-H3 yet (diffusers reads them with "
+                            "MiniMaxH3LoraLoaderMixin; not wired here); run without --lora-path / --lora-dir",
+                            param="lora_path")
+        super().check_run(run, folder)
+        if run.parallel.enable_cfg_parallel:
+            from sgld.minimax_h3_rules import check_distilled
+
+            check_distilled(None, None, None, cfg_parallel=True)
+
+
 def audio_scale(req: Request) -> float:
     """The audio's CFG scale: its own, or the video's when unset or 0 (the reference's ``audio or video`` rule)."""
     return req.audio_guidance_scale or req.guidance_scale
@@ -412,6 +472,12 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
                guidance=GuidanceKind.audio_video, sizes=ltx2_sizes, pipeline="sgld.pipelines.ltx2:Ltx2Pipeline",
                reference_pipeline="LTX2Pipeline", default_model="ltx2", audio=True, lora_loader="LTX2LoraLoaderMixin",
                upsampler="latent_upsampler", stage_2_lora="*distilled-lora*.safetensors"),
+    # MiniMax-H3: text (t2va) or text + first and/or last keyframe (fl2va) to video with stereo sound; one packed
+    # sequence, guidance-distilled (one branch). ref2va (transformer_ref/) is not run yet.
+    MiniMaxH3Spec("minimax_h3", task=TaskType.TI2V, output=OutputKind.video, image_mode=ImageMode.optional,
+                  guidance=GuidanceKind.embedded, sizes=minimax_h3_sizes,
+                  pipeline="sgld.pipelines.minimax_h3:MiniMaxH3Pipeline", reference_pipeline="MiniMaxH3Pipeline",
+                  default_model="minimax_h3", audio=True, sequence_parallel=False),
     FamilySpec("qwen_image_edit", task=TaskType.I2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",

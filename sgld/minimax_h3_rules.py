@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from sgld.errors import UserError
 
@@ -70,7 +70,12 @@ class Geometry:
         if dit_dir is None:
             raise UserError(f"MiniMax-H3 folder {folder} has neither transformer/ nor transformer_ref/",
                             param="model_path")
-        patch = json.loads((dit_dir / "config.json").read_text()).get("patch_size", [1, 2, 2])
+        return cls.of_configs(index, vae, json.loads((dit_dir / "config.json").read_text()))
+
+    @classmethod
+    def of_configs(cls, index: Mapping[str, Any], vae: Mapping[str, Any], dit: Mapping[str, Any]) -> Geometry:
+        """From the pipeline's config (``modular_model_index.json``'s keys), the VAE's and the DiT's configs."""
+        patch = dit.get("patch_size", [1, 2, 2])
         temporal = math.prod(vae.get("temporal_downsample_factors", (1, 2, 2, 1, 1, 1)))
         clip = vae.get("clip_length", 17)
         return cls(canvas_multiple=math.prod(vae.get("spatial_downsample_factors", (2, 2, 2, 2, 1, 1))) * patch[2],

@@ -68,6 +68,7 @@ VARIANTS: tuple[ModelVariant, ...] = (
     _tiny("tiny-hunyuan15-i2v", "tiny_hunyuan15_i2v", "hunyuan15_i2v",
           "sgld.model_builders.tiny_hunyuan15:build_tiny_hunyuan15_i2v"),
     _tiny("tiny-ltx2", "tiny_ltx2", "ltx2", "sgld.model_builders.tiny_ltx2:build_tiny_ltx2"),
+    _tiny("tiny-minimax-h3", "tiny_minimax_h3", "minimax_h3", "sgld.model_builders.tiny_minimax_h3:build_tiny_minimax_h3"),
     # Released models: their repo id (downloaded, or from the Hugging Face cache), and random:<id> where marked.
     ModelVariant("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan21", "wan_t2v", full_size=True),
     ModelVariant("Wan-AI/Wan2.1-T2V-14B-Diffusers", "wan21_14b", "wan_t2v", full_size=True),
@@ -88,6 +89,7 @@ VARIANTS: tuple[ModelVariant, ...] = (
     ModelVariant("Qwen/Qwen-Image-Edit", "qwen_image_edit", "qwen_image_edit", full_size=True),
     ModelVariant("Qwen/Qwen-Image-Edit-2509", "qwen_image_edit_2509", "qwen_image_edit_plus", full_size=True),
     ModelVariant("Lightricks/LTX-2", "ltx2", "ltx2", full_size=True),
+    ModelVariant("MiniMaxAI/MiniMax-H3", "minimax_h3", "minimax_h3", full_size=True),
 )
 
 VARIANTS_BY_NAME: dict[str, ModelVariant] = {variant.name: variant for variant in VARIANTS}

@@ -252,3 +252,71 @@ def test_every_stage_equals_the_reference(pipe, run, image_files, workflow):
     frames, wave = _distance(reference, ours)
     print(f"{workflow} end to end: frames {frames}/255, waveform {wave:.2e}")
     assert frames <= FRAMES_TOLERANCE and wave <= WAVE_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def generator(generators):
+    return generators("tiny-minimax-h3")
+
+
+def _generate(generator, **options):
+    settings = dict(prompt=PROMPT, seed=SEED, return_frames=True, save_output=False)
+    result = generator.generate(**{**settings, **options})
+    return result.frames, result.audio, result
+
+
+@pytest.mark.parametrize("workflow", ["t2va", "fl2va", "fl2va_last", "last_only"])
+def test_generator_equals_the_reference(pipe, generator, image_files, workflow):
+    """``model=tiny-minimax-h3`` end to end (the built-in folder: the same builder, so the same weights)."""
+    inputs = {**INPUTS, "last_only": {"last_image": LAST}}[workflow]
+    files = {"image": ("image_path", image_files["first"]), "last_image": ("last_image_path", image_files["last"])}
+    frames, wave, _ = _reference(pipe, inputs)
+    ours = _generate(generator, **dict(files[key] for key in inputs))
+    distance = _distance((frames, wave), ours)
+    print(f"{workflow} through DiffGenerator: frames {distance[0]}/255, waveform {distance[1]:.2e}")
+    assert ours[0].shape == frames.shape and distance[0] <= FRAMES_TOLERANCE and distance[1] <= WAVE_TOLERANCE
+
+
+def test_result_carries_the_stereo_sound_and_the_snapped_length(generator):
+    frames, wave, result = _generate(generator, num_frames=100 + 24)
+    assert result.sample_rate == 32000 and wave.shape == (2, 207 * 800) and frames.shape[0] == 124
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(guidance_scale=5.0), "guidance_scale=5: MiniMax-H3 is guidance-distilled"),
+    (dict(negative_prompt="blurry"), "negative_prompt='blurry'"),
+    (dict(flow_shift=5.0), "flow_shift=5"),
+    (dict(fps=30), "fps=30: MiniMax-H3 generates at 24 fps"),
+    (dict(num_frames=100), "num_frames=100 snaps up to 107.*nearest valid: 124"),
+    (dict(height=32, width=50), "width=50 must be a multiple of 32.*nearest valid: 32 or 64"),
+    (dict(height=32), "height given alone"),
+    (dict(audio_guidance_scale=3.0), "audio_guidance_scale"),
+])
+def test_bad_requests_are_refused_before_any_work(generator, options, message):
+    from sgld.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        generator.generate(prompt=PROMPT, save_output=False, **options)
+
+
+def test_a_keyframe_the_canvas_cannot_take_is_refused(generator, tmp_path):
+    from sgld.errors import UserError
+
+    wide = tmp_path / "wide.png"
+    _image(200, 40, 9).save(wide)
+    with pytest.raises(UserError, match=r"image_path is 200x40 .* 1:4 to 4:1"):
+        generator.generate(prompt=PROMPT, image_path=str(wide), save_output=False)
+
+
+def test_run_settings_it_cannot_honour_are_refused_before_loading(sgld_home):
+    from sgld.errors import UserError
+    from sgld.families import FAMILIES
+    from sgld.run_config import run_config_from_options
+
+    spec = FAMILIES["minimax_h3"]
+    for options, message in ((dict(enable_cfg_parallel=True, num_gpus=2), "cfg_parallel: MiniMax-H3"),
+                             (dict(sp_size=2, ulysses_degree=2, num_gpus=2), "sp_size=2: minimax_h3"),
+                             (dict(lora_path="x.safetensors"), "MiniMaxH3LoraLoaderMixin")):
+        run = run_config_from_options({"model_path": "tiny-minimax-h3", **options})
+        with pytest.raises(UserError, match=message):
+            spec.check_run(run)

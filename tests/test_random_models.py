@@ -28,6 +28,10 @@ RELEASED_SIZES = {
     "Qwen/Qwen-Image-Edit-2509": {"transformer": 20.430, "text_encoder": 8.292, "vae": 0.127},
     # LTX-2 ("ltx-2-19b"): an 18.88 B audio-video DiT, Gemma 3 12B (12.19 B with its SigLIP tower). The connectors,
     # VAEs and vocoder are counted from diffusers' conversion script's configs (no published figures to hold them to).
+    # MiniMax-H3: a 33.12 B DiT per partition, Qwen3-VL-32B 33.36 B (the docs' 61.7 GB and 62.1 GB in bf16), the
+    # video VAE 2.60 B (its ViT decoder 2.42 B), the audio VAE 0.151 B.
+    "MiniMaxAI/MiniMax-H3": {"transformer": 33.123, "transformer_ref": 33.123, "text_encoder": 33.357, "vae": 2.604,
+                             "audio_vae": 0.1513},
     "Lightricks/LTX-2": {"transformer": 18.876, "text_encoder": 12.187, "connectors": 1.431, "vae": 1.222,
                          "audio_vae": 0.0532, "vocoder": 0.0556},
 }

@@ -260,6 +260,8 @@ class SamplingConfig:
     flow_shift: Optional[float] = II("model.sampling_defaults.flow_shift")
     # One input image path, or a list of them (Qwen-Image-Edit-Plus takes several).
     image_path: Any = None
+    # MiniMax-H3 fl2va: the last keyframe (image_path is the first).
+    last_image_path: Optional[str] = None
     # Models with sound: the audio's CFG scale (unset or 0: guidance_scale, as the reference does).
     audio_guidance_scale: Optional[float] = II("model.sampling_defaults.audio_guidance_scale")
     # LTX-2: stage 1 at half size, the latent upsampler, a short refine with the distilled LoRA (one request).
@@ -339,8 +341,6 @@ class OutputConfig:
     resume: bool = True
     # Outputs per prompt (seeds seed, seed+1, ...); more than 1 runs as a prompt set.
     num_outputs_per_prompt: int = 1
-    # generate: write SGLang's benchmark report of the run (JSON: stage timings) here; None: none.
-    perf_dump_path: Optional[str] = None
     # A video with sound (LTX-2): mux (one MP4, H.264 + AAC), wav (that MP4 and <name>.wav), none (a silent MP4).
     audio: AudioOutput = AudioOutput.mux
 

@@ -170,6 +170,25 @@ LTX2_EULER = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting":
               "max_shift": 2.05, "base_image_seq_len": 1024, "max_image_seq_len": 4096, "shift_terminal": 0.1}
 
 # VAEs.
+# MiniMax-H3 (MiniMaxAI/MiniMax-H3): the DiT (both partitions), video VAE and audio VAE configs of diffusers'
+# scripts/convert_minimax_h3_to_diffusers.py are the classes' defaults (33.12 B, 2.60 B, 0.15 B). The conditioner is
+# Qwen3-VL-32B (33.36 B with its vision tower), read at decoder layer 50.
+MINIMAX_H3_DEFAULTS: dict = {}
+QWEN3_VL_32B = {
+    "model_type": "qwen3_vl", "tie_word_embeddings": False, "image_token_id": 151655, "video_token_id": 151656,
+    "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+    "text_config": {"vocab_size": 151936, "hidden_size": 5120, "intermediate_size": 25600, "num_hidden_layers": 64,
+                    "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 128,
+                    "max_position_embeddings": 262144, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+                    "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
+                                        "mrope_interleaved": True}},
+    "vision_config": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16, "patch_size": 16,
+                      "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
+                      "deepstack_visual_indexes": [8, 16, 24], "out_hidden_size": 5120, "in_channels": 3},
+}
+# modular_model_index.json's pipeline config (the released canvas).
+MINIMAX_H3_CANVAS = {"canvas_short_edge": 768, "canvas_max_pixels": 768 * 1344, "reference_image_short_edge": 2048}
+
 WAN_VAE = {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
            "temperal_downsample": [False, True, True], "dropout": 0.0,
            "latents_mean": [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -225,7 +244,7 @@ class Component:
     # For tokenizers and processors: which offline builder makes it ("t5", "clip", "qwen2", "qwen3": qwen2 with
     # Qwen3's chat template, "qwen25vl": HunyuanVideo-1.5's, "byt5", "siglip": SigLIP's 384² image processor,
     # "mistral": the Pixtral processor folder of FLUX.2 [dev], "qwen2vl": Qwen-Image-Edit's processor folder,
-    # "gemma3": LTX-2's Gemma tokenizer).
+    # "gemma3": LTX-2's Gemma tokenizer, "h3": MiniMax-H3's Qwen2-style tokenizer, "qwen3vl": its processor folder).
     tokenizer: str | None = None
 
 
@@ -241,6 +260,8 @@ class FullSizeModel:
     # LoRA files at the folder's root the recipe loads (LTX-2's stage-2 LoRA): name -> its rank and target layers.
     # A random folder holds a "<name>.random.json" stand-in; the file is written, random, on first load.
     loras: dict[str, dict] = field(default_factory=dict)
+    # A modular pipeline's config (MiniMax-H3's canvas), written as modular_model_index.json beside model_index.json.
+    modular: dict[str, Any] = field(default_factory=dict)
 
     def model_index(self) -> dict[str, Any]:
         """The model_index.json of the model (null entries for absent optional components)."""
@@ -348,6 +369,17 @@ FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
         extra_configs={"latent_upsampler": Component("ltx2", "LTX2LatentUpsamplerModel", LTX2_UPSAMPLER)},
         loras={"ltx-2-19b-distilled-lora-384.safetensors": {"rank": 384,
                                                             "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]}}),
+    "MiniMaxAI/MiniMax-H3": FullSizeModel("MiniMaxH3Pipeline", {
+        "text_encoder": Component("transformers", "Qwen3VLForConditionalGeneration", QWEN3_VL_32B),
+        "tokenizer": Component("transformers", "Qwen2TokenizerFast", tokenizer="h3"),
+        "processor": Component("transformers", "Qwen3VLProcessor", tokenizer="qwen3vl"),
+        "vae": Component("diffusers", "AutoencoderKLMiniMaxH3", MINIMAX_H3_DEFAULTS),
+        "audio_vae": Component("diffusers", "AutoencoderKLMiniMaxH3Audio", MINIMAX_H3_DEFAULTS),
+        "transformer": Component("diffusers", "MiniMaxH3Transformer3DModel", MINIMAX_H3_DEFAULTS),
+        "transformer_ref": Component("diffusers", "MiniMaxH3Transformer3DModel", MINIMAX_H3_DEFAULTS),
+        "scheduler": Component("diffusers", "MiniMaxH3Scheduler", {"shift": 12.0}),
+        "audio_scheduler": Component("diffusers", "MiniMaxH3Scheduler", {"shift": 3.0}),
+    }, modular=MINIMAX_H3_CANVAS),
     "Qwen/Qwen-Image": _qwen_image("QwenImagePipeline"),
     "Qwen/Qwen-Image-Edit": _qwen_image("QwenImageEditPipeline"),
     "Qwen/Qwen-Image-Edit-2509": _qwen_image("QwenImageEditPlusPipeline"),

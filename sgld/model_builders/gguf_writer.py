@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
 import torch
 
 from sgld.errors import UserError
@@ -83,8 +82,8 @@ def quantize_q4_k(weight: torch.Tensor) -> torch.Tensor:
 QUANTIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"Q8_0": quantize_q8_0, "Q4_K": quantize_q4_k}
 
 
-def tensor_type(qtype: str, name: str, shape: tuple[int, ...], linear: bool) -> str:
-    """What ``name`` is written as: ``qtype`` for a linear weight whose rows hold whole blocks, Q8_0 as a fallback, else F32."""
+def tensor_type(qtype: str, shape: tuple[int, ...], linear: bool) -> str:
+    """What a tensor of ``shape`` is written as: ``qtype`` for a linear weight whose rows hold whole blocks, Q8_0 as a fallback, else F32."""
     if not linear or len(shape) != 2:
         return "F32"
     for candidate in (qtype, "Q8_0"):
@@ -278,7 +277,7 @@ def write_dit_gguf(module: torch.nn.Module, path: Path, qtype: str, names: str =
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "Q8_0" else gguf.LlamaFileType.MOSTLY_Q4_K_M)
     counts: dict[str, int] = {}
     for name, tensor in state.items():
-        kind = tensor_type(qtype, name, tuple(tensor.shape), linear_flags[name])
+        kind = tensor_type(qtype, tuple(tensor.shape), linear_flags[name])
         counts[kind] = counts.get(kind, 0) + 1
         if kind == "F32":
             writer.add_tensor(name, tensor.float().cpu().numpy())
@@ -291,11 +290,3 @@ def write_dit_gguf(module: torch.nn.Module, path: Path, qtype: str, names: str =
     writer.close()
     return counts
 
-
-def dequantized(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of a GGUF file as float32 in its logical shape (the gguf package's own dequantizers)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    return {t.name: gguf.quants.dequantize(t.data, t.tensor_type).reshape([int(d) for d in reversed(t.shape)])
-            for t in reader.tensors}

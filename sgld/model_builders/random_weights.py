@@ -52,11 +52,11 @@ def materialize_random(model_path: str) -> Path:
 def _tokenizer(kind: str):
     from transformers import ByT5Tokenizer, SiglipImageProcessor
 
-    from sgld.model_builders import tiny_hunyuan15, tiny_ltx2, tiny_parts, tiny_qwen, tiny_z_image
+    from sgld.model_builders import tiny_hunyuan15, tiny_ltx2, tiny_minimax_h3, tiny_parts, tiny_qwen, tiny_z_image
 
     return {"t5": tiny_parts.build_t5_tokenizer, "clip": tiny_parts.build_clip_tokenizer,
             "qwen2": tiny_qwen.build_qwen2_tokenizer, "qwen3": tiny_z_image.build_qwen3_tokenizer,
-            "gemma3": tiny_ltx2.build_gemma3_tokenizer,
+            "gemma3": tiny_ltx2.build_gemma3_tokenizer, "h3": tiny_minimax_h3.build_h3_tokenizer,
             "qwen25vl": tiny_hunyuan15.build_qwen25vl_tokenizer, "byt5": ByT5Tokenizer,
             "siglip": lambda: SiglipImageProcessor(size={"height": 384, "width": 384})}[kind]()
 
@@ -76,6 +76,11 @@ def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
             from sgld.model_builders.tiny_qwen import build_qwen2_tokenizer, build_qwen2vl_processor, save_processor
 
             save_processor(build_qwen2vl_processor(build_qwen2_tokenizer()), sub)
+        elif comp.tokenizer == "qwen3vl":
+            from sgld.model_builders.qwen3vl_processor import qwen3vl_processor, save_qwen3vl_processor
+            from sgld.model_builders.tiny_minimax_h3 import build_h3_tokenizer
+
+            save_qwen3vl_processor(qwen3vl_processor(build_h3_tokenizer()), sub)
         elif comp.tokenizer:
             _tokenizer(comp.tokenizer).save_pretrained(sub)
         elif comp.library != "transformers":
@@ -85,6 +90,10 @@ def write_random_folder(model: FullSizeModel, repo: str, folder: Path) -> None:
             (sub / _class(comp).config_name).write_text(json.dumps(config, indent=2))
         else:
             (sub / "config.json").write_text(json.dumps({**comp.config, "architectures": [comp.class_name]}, indent=2))
+    if model.modular:
+        modular = {"_class_name": model.pipeline.replace("Pipeline", "ModularPipeline"),
+                   "_diffusers_version": DIFFUSERS_VERSION, **model.modular}
+        (folder / "modular_model_index.json").write_text(json.dumps(modular, indent=2))
     for name, spec in model.loras.items():
         (folder / (name + RANDOM_LORA_SUFFIX)).write_text(json.dumps(spec, indent=2))
     (folder / RANDOM_MARKER).write_text(json.dumps({"repo_id": repo, "weights": "random, made on the device at load"}))

@@ -21,6 +21,11 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 log = logging.getLogger(__name__)
 
 
+# Transformer partitions of a folder that the runs sgld makes do not use, by pipeline class (MiniMax-H3's
+# omni-reference transformer_ref/, a second 33 B DiT).
+UNLOADED_PARTITIONS = {"MiniMaxH3Pipeline": ("transformer_ref",)}
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` is cuda when available, else cpu."""
     if name == "auto":
@@ -85,7 +90,10 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
         )
     dit_weights = checked_dit_weights(folder, run, index)  # before any weights load
     components: dict[str, Any] = {k: v for k, v in index.items() if not isinstance(v, list) and not k.startswith("_")}
+    components.update(modular_config(folder))
     for name, library, class_name in specs:
+        if name in UNLOADED_PARTITIONS.get(index.get("_class_name"), ()):
+            continue  # its workflow is not run: the entry stays None (below)
         if library not in LIBRARIES:
             raise UserError(f"component {name!r} comes from {library!r}; sgld loads {', '.join(LIBRARIES)} only")
         cls = getattr(importlib.import_module(LIBRARIES[library]), class_name)
@@ -113,6 +121,10 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
             module.eval().requires_grad_(False)
         elif library == "diffusers":  # scheduler
             module = cls.from_pretrained(folder, subfolder=name)
+        elif class_name == "Qwen3VLProcessor":  # MiniMax-H3: its video half needs torchvision, which is not used
+            from sgld.model_builders.qwen3vl_processor import load_qwen3vl_processor
+
+            module = load_qwen3vl_processor(sub)
         elif class_name == "Qwen2VLProcessor":
             from sgld.processors import load_qwen2vl_processor
 
@@ -128,6 +140,17 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
         if isinstance(spec, list) and name not in components:
             components[name] = None
     return components
+
+
+def modular_config(folder: Path) -> dict[str, Any]:
+    """The pipeline config of a modular pipeline's folder (``modular_model_index.json``'s plain keys: MiniMax-H3's
+    canvas sizes), none for other folders."""
+    import json
+
+    path = folder / "modular_model_index.json"
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_") and not isinstance(v, list)}
 
 
 def checked_dit_weights(folder: Path, run: RunConfig, index: dict) -> Path | None:

@@ -228,10 +228,12 @@ def model_sizes(folder: Path, run: RunConfig, gguf_header=None) -> ModelSizes:
             continue
         element = torch.tensor([], dtype=dtype).element_size()
         if name == "transformer" and gguf_header is not None:
-            quantized = [t for t in gguf_header.tensors.values() if t.qtype not in ("F32", "F16")]
+            from sgld.models.gguf import PLAIN_TYPES
+
+            quantized = [t for t in gguf_header.tensors.values() if t.qtype not in PLAIN_TYPES]
             # A GGUF layer dequantizes its weight when it runs: fp16 values, then cast to the compute precision.
             largest = 3 * max((t.numel for t in quantized), default=0) * 2
-            dits.append(dit_size({t.name: (t.numel * element if t.qtype in ("F32", "F16") else t.nbytes)
+            dits.append(dit_size({t.name: (t.numel * element if t.qtype in PLAIN_TYPES else t.nbytes)
                                   for t in gguf_header.tensors.values()}, largest))
             continue
         numels = (meta_numels(library, class_name, folder / name) if is_random_folder(folder)

@@ -1,1 +1,0 @@
-"""Stand-in: the real package imports every pipeline config (torch, model code)."""

@@ -1,1 +1,0 @@
-"""Stand-in: the real package imports every model's sampling parameters (torch)."""

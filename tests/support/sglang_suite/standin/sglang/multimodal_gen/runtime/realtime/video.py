@@ -1,3 +1,0 @@
-"""Stand-in: the content type the realtime-video checks name (no sgld family streams video)."""
-
-RAW_RGB_CONTENT_TYPE = "application/x-raw-rgb"
