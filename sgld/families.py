@@ -240,6 +240,10 @@ class FamilySpec:
         A family that sizes its video from the input image (``size_from_image``) first sets an unset
         height and width to the bucket nearest the image's aspect ratio, so the request says what it makes.
         """
+        if req.reference_images or req.last_image_path:
+            given = "reference_images" if req.reference_images else "last_image_path"
+            raise UserError(f"{given}: {self.name} models take no {given.replace('_', ' ')} (MiniMax-H3 does)",
+                            param=given)
         if self.size_from_image and req.height is None and req.width is None and len(req.image_paths) == 1:
             image = open_input_image(req.image_paths[0])
             req.height, req.width = bucket_nearest(image.height, image.width, constraints.bucket_size,
@@ -362,13 +366,18 @@ class MiniMaxH3Spec(FamilySpec):
     def check_request(self, req: Request, constraints: SizeConstraints) -> None:
         """The workflow's inputs, guidance-distilled refusals, canvas and frames; ``num_frames`` snapped up to the
         17 n + 5 the model generates (as the reference does), so the request says what it makes."""
-        from sgld.minimax_h3_rules import FPS, check_distilled, check_steps, workflow_of
+        from sgld.minimax_h3_rules import FPS, Workflow, check_distilled, check_reference_count, check_steps, workflow_of
 
         first = req.image_paths[0] if req.image_path else None
         if req.image_path and len(req.image_paths) > 1:
             raise UserError(f"image_path: {len(req.image_paths)} images given; MiniMax-H3 takes one first keyframe "
                             "(and --last-image-path for the last)", param="image_path")
-        workflow_of(first, req.last_image_path, ())
+        references = list(req.reference_images or ())
+        check_reference_count(len(references))
+        if workflow_of(first, req.last_image_path, references) is Workflow.ref2va:
+            raise UserError("reference_images: MiniMax-H3's omni-reference workflow (ref2va, the folder's "
+                            "transformer_ref/ partition) is not run by sgld yet; give a prompt (t2va) or keyframes "
+                            "(--image-path / --last-image-path: fl2va)", param="reference_images")
         # The family's conf sets guidance_scale 1.0 (one branch): any other value asks for guidance.
         check_distilled(None if req.guidance_scale == 1.0 else req.guidance_scale, req.negative_prompt,
                         req.flow_shift)

@@ -37,6 +37,7 @@ class Request:
     flow_shift: Optional[float]
     image_path: Union[str, list[str], None] = None  # one input image, or several (Qwen-Image-Edit-Plus)
     last_image_path: Optional[str] = None  # MiniMax-H3 fl2va: the last keyframe (image_path is the first)
+    reference_images: Optional[list[str]] = None  # MiniMax-H3 ref2va's references
     # Models with sound (LTX-2): the audio's CFG scale (None or 0: guidance_scale, as the reference's rule), and
     # the two-stage recipe (half size, latent upsampler, distilled refine) in one request.
     audio_guidance_scale: Optional[float] = None

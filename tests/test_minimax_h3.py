@@ -320,3 +320,29 @@ def test_run_settings_it_cannot_honour_are_refused_before_loading(sgld_home):
         run = run_config_from_options({"model_path": "tiny-minimax-h3", **options})
         with pytest.raises(UserError, match=message):
             spec.check_run(run)
+
+
+def test_reference_images_are_refused_with_the_reason(generator, image_files):
+    from sgld.errors import UserError
+
+    too_many = [image_files["first"]] * 10
+    with pytest.raises(UserError, match="10 given; MiniMax-H3 takes at most 9 reference images"):
+        generator.generate(prompt=PROMPT, reference_image=too_many, save_output=False)
+    with pytest.raises(UserError, match=r"ref2va, the folder's transformer_ref/ partition\) is not run by sgld yet"):
+        generator.generate(prompt=PROMPT, reference_image=[image_files["first"]], save_output=False)
+    with pytest.raises(UserError, match="keyframes or references, not both"):
+        generator.generate(prompt=PROMPT, image_path=image_files["first"], reference_image=[image_files["last"]],
+                           save_output=False)
+
+
+def test_other_families_refuse_keyframe_and_reference_inputs():
+    from sgld.errors import UserError
+    from sgld.families import FAMILIES, SizeConstraints
+    from sgld.request import Request
+
+    for field in ("last_image_path", "reference_images"):
+        req = Request(prompt=PROMPT, negative_prompt="", height=64, width=64, num_frames=9, num_inference_steps=2,
+                      guidance_scale=5.0, guidance_scale_2=None, seed=SEED, fps=16, flow_shift=None,
+                      **{field: "x.png" if field == "last_image_path" else ["x.png"]})
+        with pytest.raises(UserError, match=f"{field}: wan_t2v models take no .*MiniMax-H3 does"):
+            FAMILIES["wan_t2v"].check_request(req, SizeConstraints(16, 4))

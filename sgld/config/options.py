@@ -142,6 +142,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("enable_teacache", "sampling.enable_teacache", bool, "TeaCache for this run or request (--no-enable-teacache: off); unset: the run's --cache", SAMPLING),
     Option("image_path", "sampling.image_path", str, "input image (image-to-video and edit models); give it several times for models that take several (Qwen-Image-Edit-Plus)", SAMPLING, several=True),
     Option("last_image_path", "sampling.last_image_path", str, "last keyframe of the video (MiniMax-H3 fl2va; --image-path is the first)", SAMPLING),
+    Option("reference_image", "sampling.reference_images", str, "reference image of MiniMax-H3's ref2va workflow (repeat for several, at most 9); not run by sgld yet: refused with the reason", SAMPLING, many=True, repeat=True),
     Option("prompt_file", "sampling.prompts_file", str, "prompt set: a text file (one prompt per line) or JSONL with per-line overrides", SERVER, group=PROMPT_SETS, generate_only=True),
     Option("batch_size", "sampling.batch_size", int, "prompt sets: outputs generated together in one batch per forward (those of one size and step count)", SERVER, group=PROMPT_SETS, generate_only=True),
     Option("num_outputs_per_prompt", "output.num_outputs_per_prompt", int, "outputs per prompt, with seeds seed, seed+1, ...", SERVER, group=PROMPT_SETS, generate_only=True),

@@ -262,6 +262,8 @@ class SamplingConfig:
     image_path: Any = None
     # MiniMax-H3 fl2va: the last keyframe (image_path is the first).
     last_image_path: Optional[str] = None
+    # MiniMax-H3 ref2va: reference images (refused until ref2va runs).
+    reference_images: Optional[list] = None
     # Models with sound: the audio's CFG scale (unset or 0: guidance_scale, as the reference does).
     audio_guidance_scale: Optional[float] = II("model.sampling_defaults.audio_guidance_scale")
     # LTX-2: stage 1 at half size, the latent upsampler, a short refine with the distilled LoRA (one request).
