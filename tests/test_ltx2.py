@@ -402,3 +402,20 @@ def test_the_ltx2_bench_runs_tiny_on_the_cpu(tmp_path):
     # LTX-2.0 has no perturbed attention: sgld skips the STG forward diffusers runs (3 forwards a step, not 4).
     assert rows[1]["dit_sample_branches"] < rows[0]["dit_sample_branches"]
     assert (out.with_suffix(".md")).read_text().startswith("| workflow |")
+
+
+def test_a_random_folder_runs_two_stage_with_its_upsampler_and_lora_made_at_load(folder, tmp_path):
+    """The random: path (benchmarks) on the tiny model's configs: no weights in the folder, the upsampler built
+    on the device and the stage-2 LoRA written from its stand-in when the model loads."""
+    from sgld.model_builders.random_weights import RANDOM_LORA_SUFFIX, RANDOM_MARKER
+    from sgld.model_builders.tiny_ltx2 import DISTILLED_LORA
+
+    configs = tmp_path / "random-ltx2"
+    shutil.copytree(folder, configs, ignore=shutil.ignore_patterns("*.safetensors"))
+    (configs / RANDOM_MARKER).write_text(json.dumps({"repo_id": "tiny"}))
+    stand_in = configs / (DISTILLED_LORA + RANDOM_LORA_SUFFIX)
+    stand_in.write_text(json.dumps({"rank": 4, "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]}))
+    generator = tiny_settings_on(configs)
+    assert (configs / DISTILLED_LORA).is_file() and generator.pipeline.upsampler is not None
+    frames, wave = ours(generator, two_stage=True, height=2 * SIZE, width=2 * SIZE, num_inference_steps=2)
+    assert frames.shape == (FRAMES, 2 * SIZE, 2 * SIZE, 3) and wave.shape[0] == 2
