@@ -346,3 +346,11 @@ def test_other_families_refuse_keyframe_and_reference_inputs():
                       **{field: "x.png" if field == "last_image_path" else ["x.png"]})
         with pytest.raises(UserError, match=f"{field}: wan_t2v models take no .*MiniMax-H3 does"):
             FAMILIES["wan_t2v"].check_request(req, SizeConstraints(16, 4))
+
+
+def test_layerwise_offload_leaves_video_and_sound_unchanged(generator, image_files):
+    from sgld import DiffGenerator
+
+    offloaded = DiffGenerator.from_pretrained("tiny-minimax-h3", dit_layerwise_offload=True)
+    for options in ({}, {"image_path": image_files["first"], "last_image_path": image_files["last"]}):
+        assert _distance(_generate(generator, **options), _generate(offloaded, **options)) == (0, 0.0)
