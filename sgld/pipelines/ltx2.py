@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
+from diffusers.pipelines.ltx2.utils import resolve_default_image_crf
 
 from sgld.config.schema import MASKLESS_BACKENDS, RunConfig
 from sgld.errors import UserError
 from sgld.families import FAMILIES
 from sgld.models.lora import Adapter
+from sgld.parallel.ltx2_plan import ltx2_cp_plan
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.request import Request
@@ -54,17 +56,13 @@ class Ltx2Pipeline(Pipeline):
             raise UserError(f"attention_backend='{run.model.attention_backend}' takes no attention mask, and this "
                             "LTX-2 folder's text connectors keep their padding masked (no learnable registers); "
                             "use auto, cudnn, flash or efficient", param="attention_backend")
-        from sgld.parallel.ltx2_plan import ltx2_cp_plan
-
-        transformer._cp_plan = ltx2_cp_plan(transformer.config)  # diffusers' misses split RoPE (sgld/parallel/ltx2_plan.py)
+        transformer._cp_plan = ltx2_cp_plan(transformer.config)  # diffusers' misses split RoPE (see its module)
         step_hooks = self.configure_one_dit("text_encoder", "connectors", "vae", "audio_vae", "vocoder")
         self.latents = Ltx2Latents(transformer, components["vae"], components["audio_vae"])
         self.terms = GuidanceTerms.of(run.model.sampling_defaults.av_guidance)
         self.sample_rate = int(components["vocoder"].config.output_sampling_rate)
         self.upsampler: Optional[torch.nn.Module] = None
         self.stage_2_adapter: Optional[Adapter] = None
-        from diffusers.pipelines.ltx2.utils import resolve_default_image_crf
-
         scheduler, dtype = components["scheduler"], transformer.dtype
         denoise = dict(placement=self.placement, parallel=parallel, step_hooks=step_hooks)
         self.stages = [
@@ -90,7 +88,8 @@ class Ltx2Pipeline(Pipeline):
         self.constraints = replace(self.constraints, two_stage_missing=("latent_upsampler/ (not loaded)",))
 
     def finish_setup(self, folder: Path | None = None) -> None:
-        """The two-stage parts first (the LoRA must be in place before compile), then the base set-up."""
+        """The two-stage parts first (the stage-2 LoRA joins the run's adapters before their set is made, and
+        before compile), then the base set-up."""
         missing = self.spec.two_stage_missing(folder) if folder is not None else ("the model folder",)
         if not missing:
             missing = self._load_two_stage(folder)
