@@ -41,6 +41,7 @@ from speed import ForwardTimer, StepClock, psnr, sync, tuned_backend, uncompile_
 PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
 NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"
 FULL_STEPS = 30  # the reference's default stage-1 steps
+ROWS = ("diffusers", "diffusers tuned", "sgld default", "sgld best lossless")
 REPO = "Lightricks/LTX-2"
 
 
@@ -80,7 +81,10 @@ class Bench:
         self.tiny, self.steps, self.device = tiny, steps, device
         self.cuda = device.type == "cuda"
         start = time.perf_counter()
-        self.gen = DiffGenerator.from_pretrained("tiny-ltx2" if tiny else f"random:{REPO}", device=str(device))
+        # Everything resident (no offload for the memory plan to choose): diffusers runs on the same modules.
+        resident = dict(text_encoder_cpu_offload=False, dit_cpu_offload=False, vae_cpu_offload=False)
+        self.gen = DiffGenerator.from_pretrained("tiny-ltx2" if tiny else f"random:{REPO}", device=str(device),
+                                                 **resident)
         sync(self.cuda)
         self.load_s = time.perf_counter() - start
         self.components = self.gen.pipeline.components
@@ -315,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workflows", default="one_stage,two_stage")
     parser.add_argument("--steps", type=int, default=3, help="stage-1 steps run, at least 2 (extrapolated to 30)")
     parser.add_argument("--tiny", action="store_true", help="the tiny built-in model on the CPU (smoke test)")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"which rows, of {', '.join(ROWS)}")
     parser.add_argument("--out", type=Path, default=Path("bench_ltx2.json"))
     args = parser.parse_args(argv)
 
@@ -326,13 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args.tiny, args.steps, device)
     meta = {"command": " ".join(sys.argv), "torch": torch.__version__,
             "device": torch.cuda.get_device_name() if bench.cuda else "cpu", **bench.meta}
+    rows = [row.strip() for row in args.rows.split(",")]
     for workflow in args.workflows.split(","):
-        bench.run_reference(workflow, tuned=False)
-        if bench.cuda:
-            bench.run_reference(workflow, tuned=True)
-        bench.run_sgld(workflow, best=False)
-        if bench.cuda:
-            bench.run_sgld(workflow, best=True)
+        for name in ROWS:  # diffusers first: the rows after it are compared with its output
+            compiled = name in ("diffusers tuned", "sgld best lossless")
+            if name not in rows or (compiled and not bench.cuda):
+                continue
+            if name.startswith("diffusers"):
+                bench.run_reference(workflow, tuned=compiled)
+            else:
+                bench.run_sgld(workflow, best=compiled)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"meta": {**meta, **bench.meta},
                    "rows": [dict(asdict(r), e2e_full_s=r.e2e_full_s) for r in bench.rows]}
