@@ -99,7 +99,8 @@ def bench_budget(model: str, sampling: dict, budget: float, quants: list[str], w
     cuda = device == "cuda"
     folder = resolve_model_folder(model)
     rows = {}
-    options = dict(device=device, max_gpu_memory=budget)
+    # The request's size and steps as the run's own: the plan is made for them.
+    options = dict(device=device, max_gpu_memory=budget, **sampling)
     gen = DiffGenerator.from_pretrained(model, **options)
     reference = run_once(gen, sampling, cuda)
     base = str(gen.run.model.precision)  # bf16 at full size; the tiny models run fp32
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "budgets": {}}
     with tempfile.TemporaryDirectory(prefix="sgld-gguf-", dir=args.work) as work:
         for budget in (float(b) for b in args.budgets.split(",")):
-            rows = bench_budget(model, sampling, budget, args.quants.split(","), Path(work), device)
+            rows = bench_budget(model, sampling, budget, [q for q in args.quants.split(",") if q], Path(work), device)
             results["budgets"][str(budget)] = rows
             for name, row in rows.items():
                 print(f"{workload} {budget:g} GiB {name}: " + json.dumps({k: v for k, v in row.items() if k != "timings"}),
