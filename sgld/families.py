@@ -486,7 +486,7 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     MiniMaxH3Spec("minimax_h3", task=TaskType.TI2V, output=OutputKind.video, image_mode=ImageMode.optional,
                   guidance=GuidanceKind.embedded, sizes=minimax_h3_sizes,
                   pipeline="sgld.pipelines.minimax_h3:MiniMaxH3Pipeline", reference_pipeline="MiniMaxH3Pipeline",
-                  default_model="minimax_h3", audio=True, sequence_parallel=False),
+                  default_model="minimax_h3", audio=True),
     FamilySpec("qwen_image_edit", task=TaskType.I2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",
