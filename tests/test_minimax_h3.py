@@ -213,7 +213,7 @@ def _sgld_stages(pipe, req):
                         frames_per_chunk=pipe.vae_frames_per_chunk, latents_per_chunk=pipe.vae_latents_per_chunk)
     transformer = pipe.transformer
     stages = [MiniMaxH3KeyframeStage(geometry),
-              MiniMaxH3TextEncodingStage(pipe.tokenizer, pipe.processor, pipe.text_encoder, placement, transformer.dtype),
+              MiniMaxH3TextEncodingStage(pipe.tokenizer, pipe.processor, pipe.text_encoder, placement),
               MiniMaxH3LatentStage(pipe.vae, pipe.scheduler, pipe.audio_scheduler, geometry,
                                    transformer.config.patch_size, pipe.audio_vae.config.latent_channels, placement, cpu)]
     for stage in stages:

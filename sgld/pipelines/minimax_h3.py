@@ -47,7 +47,7 @@ class MiniMaxH3Pipeline(Pipeline):
             InputValidationStage(self.check_request),
             MiniMaxH3KeyframeStage(geometry),
             MiniMaxH3TextEncodingStage(components["tokenizer"], components["processor"], components["text_encoder"],
-                                       self.placement, transformer.dtype),
+                                       self.placement),
             MiniMaxH3LatentStage(vae, components["scheduler"], components["audio_scheduler"], geometry, patch,
                                  audio_vae.config.latent_channels, self.placement, device),
             MiniMaxH3DenoisingStage(transformer, self.placement, parallel, step_hooks=step_hooks),

@@ -47,10 +47,13 @@ class H3Layout:
 
 class MiniMaxH3Dit(DitAdapter):
     """Feeds the video and audio rows (a batch axis of one added), the prompt and the layout; returns both
-    velocities. ``timestep`` is the step's (distinct timesteps, row indices) pair."""
+    velocities. ``timestep`` is the step's (distinct timesteps, row indices) pair.
+
+    The rows go in as float32, as the reference passes them: the DiT keeps its input projections in float32
+    (``_keep_in_fp32_modules``) and casts each input to its projection's dtype itself."""
 
     def model_input(self, latents: Pair, req: Request) -> Pair:
-        return latents[0][None].to(self.dtype), latents[1][None].to(self.dtype)
+        return latents[0][None], latents[1][None]
 
     def call(self, module: torch.nn.Module, hidden_states: Pair, timestep: tuple[torch.Tensor, torch.Tensor],
              kwargs: dict) -> Pair:

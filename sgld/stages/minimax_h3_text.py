@@ -62,17 +62,15 @@ class MiniMaxH3KeyframeStage(Stage):
 
 class MiniMaxH3TextEncodingStage(Stage):
     """The presentation through the conditioner: ``cond_kwargs["encoder_hidden_states"]`` (1, tokens, dim) in
-    the DiT's dtype, and each text row's tag in ``model_kwargs["text_token_tags"]`` for the layout."""
+    the conditioner's dtype, and each text row's tag in ``model_kwargs["text_token_tags"]`` for the layout."""
 
     name = "encode_prompt"
 
-    def __init__(self, tokenizer, processor, text_encoder: torch.nn.Module, placement: Placement,
-                 dtype: torch.dtype):
+    def __init__(self, tokenizer, processor, text_encoder: torch.nn.Module, placement: Placement):
         self.tokenizer = tokenizer
         self.processor = processor
         self.text_encoder = text_encoder
         self.placement = placement
-        self.dtype = dtype
 
     def presentation(self, prompt: str, keyframes: Optional[list[Image.Image]]) -> tuple[list[int], list[int], dict]:
         """(token ids, row tags, vision inputs): a label and a vision block per keyframe, then the prompt."""
@@ -102,6 +100,6 @@ class MiniMaxH3TextEncodingStage(Stage):
             device = next(encoder.parameters()).device
             embeds = get_qwen3vl_prompt_embeds(encoder, self.processor, ids, vision, text_encoder_layer=TEXT_LAYER,
                                                device=device, dtype=encoder.dtype)
-        req.cond_kwargs = {"encoder_hidden_states": embeds.to(self.dtype)}
+        req.cond_kwargs = {"encoder_hidden_states": embeds}  # in the conditioner's dtype, as the reference passes it
         req.model_kwargs = {**req.model_kwargs, "text_token_tags": torch.tensor(tags, dtype=torch.long)}
         return req
