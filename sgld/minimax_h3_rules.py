@@ -107,20 +107,6 @@ class Geometry:
                             param="num_frames")
         return aligned
 
-    def frames_for_seconds(self, seconds: float) -> int:
-        """``seconds`` through the model's own arithmetic (``round(s * 24)`` snapped up), or a UserError."""
-        if seconds <= 0:
-            raise UserError(f"seconds={seconds:g} must be positive", param="seconds")
-        frames = round(seconds * FPS)
-        aligned, valid = self.align(max(frames, 1)), self.valid_frames()
-        if aligned not in valid:
-            nearest = min(valid, key=lambda f: abs(f - frames))
-            raise UserError(f"seconds={seconds:g} is {aligned} frames ({aligned / FPS:.3f} s) at the model's {FPS} fps "
-                            f"and {self.frames_per_chunk} n + {self.latents_per_chunk} frame counts; it generates "
-                            f"{valid[0] / FPS:.3f}-{valid[-1] / FPS:.3f} s; nearest valid: {nearest / FPS:.3f} s "
-                            f"({nearest} frames)", param="seconds")
-        return aligned
-
     def latent_frames(self, num_frames: int) -> int:
         """Latent frames of an aligned count: ``5 n + 2`` (124 -> 37)."""
         return (num_frames - self.latents_per_chunk) // self.frames_per_chunk * self.latents_per_chunk + 2

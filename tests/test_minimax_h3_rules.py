@@ -59,11 +59,11 @@ def test_frames_equal_the_reference_snap_and_window():
 
 
 def test_seconds_map_through_the_model_arithmetic():
-    assert [RELEASED.frames_for_seconds(s) for s in (5, 8, 10, 14)] == [124, 192, 243, 345]
-    with pytest.raises(UserError, match=r"seconds=15 is 362 frames .* nearest valid: 14.375 s \(345 frames\)"):
-        RELEASED.frames_for_seconds(15)
-    with pytest.raises(UserError, match=r"nearest valid: 5.167 s \(124 frames\)"):
-        RELEASED.frames_for_seconds(3)
+    """A server's ``seconds`` becomes round(s * 24) frames (the family's temporal factor is 1), which the model's
+    rule snaps up: 5 s -> 124, 8 s -> 192, 10 s -> 243; 15 s snaps past the window and names 345."""
+    assert [RELEASED.frames(round(s * FPS)) for s in (5, 8, 10, 14)] == [124, 192, 243, 345]
+    with pytest.raises(UserError, match=r"num_frames=360 snaps up to 362 .* nearest valid: 345"):
+        RELEASED.frames(round(15 * FPS))
 
 
 def test_refusals_name_the_value_and_the_nearest_valid():
