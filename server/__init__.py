@@ -39,6 +39,7 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
     from server.metrics import Metrics
     from server.request_ids import current_request_id, install_request_ids
     from server.schemas import check_query
+    from server.sglang_fields import add_ignored_header
 
     app = Flask("sgld-server")
     app.config["MAX_CONTENT_LENGTH"] = run.server.max_body_mb * 1024 * 1024
@@ -52,6 +53,7 @@ def create_app(run: RunConfig, engine: Optional["Engine"] = None, service: Optio
     for blueprint in (videos.bp, images.bp, meta.bp, discovery.bp, playground.bp, loras.bp):
         app.register_blueprint(blueprint)
     app.url_map.strict_slashes = False
+    app.after_request(add_ignored_header)  # names the request fields sgld accepted without effect
 
     api_key = run.server.api_key
 

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 
 def samples(job: Job) -> int:
-    """How many outputs (samples in a batch) a job makes."""
-    return int(job.options.get("n", 1)) if job.kind == "image" else 1
+    """How many outputs (samples in a batch) a job makes: ``n`` images or videos."""
+    return int(job.options.get("n", 1))
 
 
 class Batching:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from flask import current_app
 
 from server.errors import APIError
@@ -52,14 +54,26 @@ def accepting_service() -> JobService:
     return svc
 
 
-def check_model(requested, svc: JobService) -> None:
-    """A request may name this replica's model (by path or config name) or none; anything else is a 400 naming
-    the models the service's live replicas serve (send the request to one of those)."""
+def check_model(requested, svc: JobService) -> Optional[str]:
+    """The model name a request gave, to echo back (None: it gave none).
+
+    A service of one model takes any name (OpenAI SDK code sends ``gpt-image-1``, ``sora-2``), as
+    SGLang does. When live replicas of the service serve several models, the name must be this
+    replica's (its path, config name or served name); any other is a 400 naming the models served.
+    """
     if requested in (None, ""):
-        return
-    if requested not in (svc.model_id, svc.run.model.name):
-        served = ", ".join(repr(m) for m in svc.served_models())
-        raise APIError(
-            400, f"model {requested!r} is not served here; this service serves {served}",
-            param="model", code="model_not_found",
-        )
+        return None
+    if not isinstance(requested, str):
+        raise APIError(400, "'model' must be a string", param="model", code="invalid_value")
+    served = svc.served_models()
+    if len(served) <= 1 or requested in own_model_names(svc):
+        return requested
+    names = ", ".join(repr(m) for m in served)
+    raise APIError(400, f"model {requested!r} is not served here; this service serves {names}", param="model",
+                   code="model_not_found")
+
+
+def own_model_names(svc: JobService) -> set[str]:
+    """The names this replica's model answers to: its path, its config name and its served name."""
+    served_name = svc.run.server.served_model_name
+    return {svc.model_id, svc.run.model.name} | ({served_name} if served_name else set())

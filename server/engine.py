@@ -41,11 +41,8 @@ class Engine(Protocol):
     def loaded_loras(self) -> list[str]:
         """Names of the LoRA adapters loaded now (empty where the engine cannot tell)."""
 
-    def set_default_loras(self, loras: list[dict[str, Any]]) -> None:
-        """The adapters a request without ``loras`` runs with (names inside the LoRA dir)."""
-
-    def set_lora_merged(self, merged: bool) -> None:
-        """Fuse the active adapters into the weights, or keep them as separate layers."""
+    def lora_control(self, action: str, **kwargs: Any) -> Any:
+        """SGLang's LoRA control: ``set`` the default adapters, ``switch`` them on or off, ``state`` (DiffGenerator's)."""
 
 
 class FolderCheck:

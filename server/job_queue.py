@@ -12,7 +12,7 @@ import logging
 import secrets
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from sgld.config.schema import ServerConfig
 
@@ -74,8 +74,12 @@ class JobQueue:
         self.notify()
         return job
 
-    def wait(self, job_id: str, timeout: float) -> Optional[Job]:
-        """Block until the job ends (or ``timeout``); the job's record then. A job another replica runs is polled."""
+    def wait(self, job_id: str, timeout: float, gone: Optional[Callable[[], bool]] = None) -> Optional[Job]:
+        """Block until the job ends (or ``timeout``); the job's record then. A job another replica runs is polled.
+
+        ``gone``: asked every second; True (the waiting client went away) deletes the job, as a DELETE
+        does (a running job stops after its current step), and returns None.
+        """
         with self._done_lock:
             event = self._done.get(job_id)
         deadline = time.monotonic() + timeout
@@ -83,6 +87,9 @@ class JobQueue:
             job = self.store.get(job_id)
             if job is None or job.status not in ("queued", "in_progress") or time.monotonic() >= deadline:
                 return job
+            if gone is not None and gone():
+                self.delete(job_id)
+                return None
             if event is not None:
                 event.wait(min(self.POLL_S * 5, max(0.0, deadline - time.monotonic())))
             else:

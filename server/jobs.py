@@ -151,11 +151,14 @@ class JobService:
         return self.queue.queued()
 
     def submit(self, kind: str, prompt: str, options: dict, size: str, seconds: Optional[str], job_id: Optional[str] = None,
-               request_id: Optional[str] = None, run: Optional[RunConfig] = None) -> Job:
+               request_id: Optional[str] = None, run: Optional[RunConfig] = None,
+               requested_model: Optional[str] = None) -> Job:
         """Persist a validated job in the shared queue; QueueFull when the queue is at its bound.
 
         ``request_id``: the creating request's x-request-id, named by the job's error and log lines.
         ``run``: the request's RunConfig as the engine checked it: its batch key is recorded with the job.
+        ``requested_model``: the model name the request gave (echoed back). Image jobs record this replica as
+        their origin: its HTTP thread waits for them, and without it nobody can receive them.
         """
         job = Job(
             id=job_id or new_id(kind),
@@ -168,14 +171,17 @@ class JobService:
             seconds=seconds,
             created_at=now(),
             request_id=request_id,
+            requested_model=requested_model,
+            origin=self.replica_id if kind == "image" else None,
         )
         if run is not None:  # recorded with the job: any replica of the model batches by it
             job.batch_key = self.engines.batching.key(job, run, self.engine)
         return self.queue.submit(job)
 
-    def wait(self, job_id: str, timeout: float) -> Optional[Job]:
-        """Block until the job ends (or ``timeout``); the job's record then. A job another replica runs is polled."""
-        return self.queue.wait(job_id, timeout)
+    def wait(self, job_id: str, timeout: float, gone: Optional[Callable[[], bool]] = None) -> Optional[Job]:
+        """Block until the job ends (or ``timeout``); the job's record then. A job another replica runs is polled.
+        ``gone`` returning True (the client went away) deletes the job and returns None."""
+        return self.queue.wait(job_id, timeout, gone)
 
     def delete(self, job_id: str) -> bool:
         """Cancel a queued or running job (here or on another replica) and remove its record and files."""

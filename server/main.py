@@ -48,7 +48,10 @@ def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
     # the loop (wasyncore is not thread-safe) through a trigger, not with SIGINT: a server a shell started in the
     # background ignores SIGINT (inherited SIG_IGN), and _thread.interrupt_main() then does nothing.
     sockets: dict = {}
-    server = waitress.create_server(app, map=sockets, host=host, port=port, threads=run.server.threads, ident="sgld")
+    # Reading ahead on a connection is how waitress notices a client that went away while its request runs
+    # (environ["waitress.client_disconnected"]): an abandoned image request cancels its job.
+    server = waitress.create_server(app, map=sockets, host=host, port=port, threads=run.server.threads, ident="sgld",
+                                    channel_request_lookahead=1)
     wake = trigger(sockets)
 
     def drain_then_exit() -> None:

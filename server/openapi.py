@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sgld.families import FamilySpec, OutputKind, TaskType
+from sgld.config.schema import X264Preset, choices
 
 
 def _ref(name: str) -> dict:
@@ -22,23 +23,56 @@ def _errors(*statuses: int) -> dict:
 
 
 SIZE = {"type": "string", "pattern": r"^[1-9][0-9]{0,5}x[1-9][0-9]{0,5}$", "example": "1280x720"}
-JOB_ID = r"^(video|image)_[0-9a-f]{32}$"
+
+
+SEED = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                  {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}]}
+# Accepted without effect (named back in the x-sgld-ignored-fields header): OpenAI's hints, SGLang's knobs.
+IGNORED = {name: {"type": "string"} for name in ("quality", "generator_device")}
+IGNORED.update({"profile": {"type": "boolean"}, "num_profiled_timesteps": {"type": "integer"},
+                "profile_all_stages": {"type": "boolean"}, "upscaling_scale": {"type": "integer"},
+                "max_sequence_length": {"type": "integer", "minimum": 1}})
+
+
+def _shared_fields(limits: Any) -> dict:
+    """Fields every create request takes (bounded by this server's limits), SGLang's included."""
+    return {
+        "prompt": {"type": "string", "minLength": 1, "maxLength": limits.max_prompt_chars, "pattern": r"\S"},
+        "model": {"type": "string", "description": "any name when the service serves one model (echoed back)"},
+        "negative_prompt": {"type": "string", "maxLength": limits.max_prompt_chars},
+        "num_inference_steps": {"type": "integer", "minimum": 1, "maximum": limits.max_steps},
+        "guidance_scale": {"type": "number", "minimum": 0, "maximum": 100},
+        "true_cfg_scale": {"type": "number", "minimum": 0, "maximum": 100,
+                           "description": "true-CFG models (Qwen-Image) only: their guidance_scale"},
+        "flow_shift": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 100},
+        "width": {"type": "integer", "minimum": 1, "maximum": 8192},
+        "height": {"type": "integer", "minimum": 1, "maximum": 8192},
+        "output_quality": {"type": "string", "enum": ["maximum", "high", "medium", "low", "default"]},
+        "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
+        "user": {"type": "string", "maxLength": 256},
+        # Step caches for this request, where the model's family has them (SGLang's names).
+        "enable_teacache": {"type": "boolean"},
+        "enable_cache_dit": {"type": "boolean"},
+        "cache_dit_params": {"type": "object"},
+        **IGNORED,
+    }
 
 
 def video_fields(limits: Any) -> dict:
     """The create-video fields, bounded by this server's limits (ServerConfig)."""
     return {
-        "prompt": {"type": "string", "minLength": 1, "maxLength": limits.max_prompt_chars, "pattern": r"\S"},
-        "model": {"type": "string"},
-        "size": SIZE,
+        **_shared_fields(limits),
+        "size": {"type": "string", "example": "1280x720", "anyOf": [SIZE, {"enum": [""]}]},
         "seconds": {"type": "string", "pattern": r"^[0-9]{1,4}(\.[0-9]{1,3})?$", "example": "4"},
-        "negative_prompt": {"type": "string", "maxLength": limits.max_prompt_chars},
-        "num_inference_steps": {"type": "integer", "minimum": 1, "maximum": limits.max_steps},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-        "guidance_scale": {"type": "number", "minimum": 0, "maximum": 100},
+        "seed": SEED,
+        "guidance_scale_2": {"type": "number", "minimum": 0, "maximum": 100},
         "fps": {"type": "integer", "minimum": 1, "maximum": 120},
         "num_frames": {"type": "integer", "minimum": 1, "maximum": limits.max_frames},
-        "user": {"type": "string", "maxLength": 256},
+        "n": {"type": "integer", "minimum": 1, "maximum": limits.max_images},
+        "num_outputs_per_prompt": {"type": "integer", "minimum": 1, "maximum": limits.max_images},
+        "x264_preset": {"type": "string", "enum": list(choices(X264Preset))},
+        "frame_interpolation_exp": {"type": "integer"},
+        "frame_interpolation_scale": {"type": "number"},
     }
 
 
@@ -51,17 +85,15 @@ LORAS = {"type": "array", "items": {"type": "object", "required": ["name"], "add
 def image_fields(limits: Any) -> dict:
     """The image request fields, bounded by this server's limits (ServerConfig)."""
     return {
-        "prompt": {"type": "string", "minLength": 1, "maxLength": limits.max_prompt_chars, "pattern": r"\S"},
-        "model": {"type": "string"},
+        **_shared_fields(limits),
         "n": {"type": "integer", "minimum": 1, "maximum": limits.max_images},
-        "size": {"type": "string", "example": "1024x1024", "anyOf": [SIZE, {"enum": ["auto"]}]},
-        "response_format": {"type": "string", "enum": ["b64_json"]},  # url is refused with a 400
-        "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1 - limits.max_images},
-        "negative_prompt": {"type": "string", "maxLength": limits.max_prompt_chars},
-        "num_inference_steps": {"type": "integer", "minimum": 1, "maximum": limits.max_steps},
-        "guidance_scale": {"type": "number", "minimum": 0, "maximum": 100},
-        "user": {"type": "string", "maxLength": 256},
+        "size": {"type": "string", "example": "1024x1024", "anyOf": [SIZE, {"enum": ["auto", ""]}]},
+        "response_format": {"type": "string", "enum": ["url", "b64_json"]},
+        "output_format": {"type": "string", "enum": ["jpeg", "jpg", "png", "webp"]},
+        "seed": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**63 - 1 - limits.max_images},
+                           SEED["anyOf"][1]]},
+        "task_type": {"type": "string"},
+        "background": {"type": "string"},
     }
 
 
@@ -104,6 +136,13 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"code": {"type": "string", "nullable": True}, "message": {"type": "string", "nullable": True}},
             },
             "remixed_from_video_id": {"type": "string", "nullable": True},
+            # SGLang's: where to download it, how many outputs, how long it took, the GPU memory peak.
+            "quality": {"type": "string"},
+            "url": {"type": "string", "nullable": True},
+            "urls": {"type": "array", "nullable": True, "items": {"type": "string"}},
+            "num_outputs": {"type": "integer"},
+            "inference_time_s": {"type": "number", "nullable": True},
+            "peak_memory_mb": {"type": "number", "nullable": True},
         },
     },
     "VideoList": {
@@ -125,11 +164,37 @@ SCHEMAS: dict[str, Any] = {
     },
     "ImagesResponse": {
         "type": "object",
-        "required": ["created", "data"],
+        "required": ["id", "created", "data"],
         "properties": {
+            "id": {"type": "string"},
             "created": {"type": "integer"},
-            "data": {"type": "array", "items": {"type": "object", "required": ["b64_json"], "properties": {"b64_json": {"type": "string"}}}},
+            "data": {"type": "array", "items": {"type": "object", "properties": {
+                "url": {"type": "string"}, "b64_json": {"type": "string"}, "revised_prompt": {"type": "string"}}}},
+            "inference_time_s": {"type": "number", "nullable": True},
+            "peak_memory_mb": {"type": "number", "nullable": True},
         },
+    },
+    "Image": {
+        "type": "object",
+        "required": ["id", "object", "model", "status", "created", "data"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"type": "string", "enum": ["image"]}, "model": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "in_progress", "completed", "failed", "expired"]},
+            "created": {"type": "integer"}, "completed_at": {"type": "integer", "nullable": True},
+            "expires_at": {"type": "integer", "nullable": True}, "size": {"type": "string"},
+            "prompt": {"type": "string"},
+            "error": {"type": "object", "nullable": True, "properties": {
+                "code": {"type": "string", "nullable": True}, "message": {"type": "string", "nullable": True}}},
+            "data": {"type": "array", "items": {"type": "object", "properties": {"url": {"type": "string"}}}},
+            "inference_time_s": {"type": "number", "nullable": True},
+            "peak_memory_mb": {"type": "number", "nullable": True},
+        },
+    },
+    "ImageDeleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted", "status"],
+        "properties": {"id": {"type": "string"}, "object": {"type": "string", "enum": ["image.deleted"]},
+                       "deleted": {"type": "boolean"}, "status": {"type": "string", "enum": ["deleted"]}},
     },
     "Model": {
         "type": "object",
@@ -159,8 +224,20 @@ SCHEMAS: dict[str, Any] = {
     },
     "LoraDone": {
         "type": "object",
-        "required": ["success", "message"],
-        "properties": {"success": {"type": "boolean"}, "message": {"type": "string"}},
+        "required": ["status", "success", "message"],
+        "properties": {"status": {"type": "string", "enum": ["ok"]}, "success": {"type": "boolean"},
+                       "message": {"type": "string"}},
+    },
+    "SGLangLoraList": {
+        "type": "object",
+        "required": ["loaded_adapters", "active", "object", "data"],
+        "properties": {
+            "loaded_adapters": {"type": "array", "items": {"type": "object", "required": ["nickname", "path"],
+                                                           "properties": {"nickname": {"type": "string"},
+                                                                          "path": {"type": "string"}}}},
+            "active": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}},
+            "object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": {"type": "object"}},
+        },
     },
     "Health": {
         "type": "object",
@@ -188,27 +265,35 @@ def _object(properties: dict, required: list[str]) -> dict:
 def request_schemas(limits: Any, max_input_images: int = 1) -> dict[str, Any]:
     """The request bodies, bounded by this server's limits (and how many input images an edit takes)."""
     video, image = video_fields(limits), image_fields(limits)
-    edit_form = _object({**image, "image": FILE}, ["prompt", "image"])
+    # The input images: uploaded (image, or image[] parts), or named by URL (SGLang's url / url[]).
+    urls = {"type": "array", "maxItems": max_input_images, "items": {"type": "string", "pattern": "^(https?|data):"}}
+    edit = {**image, "num_frames": {"type": "integer", "minimum": 1, "maximum": 1}, "url": urls, "url[]": urls}
+    edit_form = _object({**edit, "image": FILE}, ["prompt"])
     if max_input_images > 1:  # several images as image[] parts (one may come as image)
-        edit_form = _object({**image, "image": FILE, "image[]": {"type": "array", "items": FILE,
-                                                                   "maxItems": max_input_images}}, ["prompt"])
-        edit_form["anyOf"] = [{"required": ["image"]}, {"required": ["image[]"]}]
+        edit_form = _object({**edit, "image": FILE, "image[]": {"type": "array", "items": FILE,
+                                                                  "maxItems": max_input_images}}, ["prompt"])
+        edit_form["anyOf"] = [{"required": ["image"]}, {"required": ["image[]"]}, {"required": ["url"]},
+                              {"required": ["url[]"]}]
+    else:
+        edit_form["anyOf"] = [{"required": ["image"]}, {"required": ["url"]}, {"required": ["url[]"]}]
+    reference = {"input_reference": {"type": "string", "pattern": "^(https?|data):"},
+                 "reference_url": {"type": "string", "pattern": "^(https?|data):"}}
     return {
         "VideoCreate": _object({**video, "loras": LORAS}, ["prompt"]),
         "VideoCreateTextForm": _object(video, ["prompt"]),
         "VideoCreateForm": _object({**video, "input_reference": FILE}, ["prompt"]),
-        "VideoFromImageForm": _object({**video, "input_reference": FILE}, ["prompt", "input_reference"]),
-        "ImageGenerate": _object({**image, "loras": LORAS}, ["prompt"]),
+        "VideoFromImageForm": _object({**video, "input_reference": FILE, "reference_url": reference["reference_url"]},
+                                      ["prompt"]),
+        "VideoFromImage": _object({**video, **reference, "loras": LORAS}, ["prompt"]),
+        "ImageGenerate": _object({**image, "style": {"type": "string"}, "loras": LORAS}, ["prompt"]),
         "ImageEditForm": edit_form,
     }
 
 
 def _video_create_body(needs_image: bool, takes_image: bool) -> dict:
     """Text-to-video: JSON or form; image-to-video: a form with the ``input_reference`` file (TI2V: optional)."""
-    if needs_image:
-        return _body(("multipart/form-data", _ref("VideoFromImageForm")))
-    if takes_image:
-        return _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreateTextForm")))
+    if takes_image:  # the first frame uploaded, or named by URL in JSON (required or optional: TI2V)
+        return _body(("application/json", _ref("VideoFromImage")), ("multipart/form-data", _ref("VideoFromImageForm")))
     return _body(("application/json", _ref("VideoCreate")), ("multipart/form-data", _ref("VideoCreateTextForm")))
 
 
@@ -223,7 +308,7 @@ def _video_paths(needs_image: bool, takes_image: bool) -> dict:
             "get": {
                 "summary": "list video jobs",
                 "parameters": [
-                    {"name": "after", "in": "query", "schema": {"type": "string", "pattern": JOB_ID}},
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},  # unknown: an empty page
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                     {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
                 ],
@@ -240,7 +325,8 @@ def _video_paths(needs_image: bool, takes_image: bool) -> dict:
         "/v1/videos/{video_id}/content": {
             "get": {
                 "summary": "download the MP4 or its thumbnail",
-                "parameters": [VIDEO_ID, {"name": "variant", "in": "query", "schema": {"type": "string", "enum": ["video", "thumbnail"]}}],
+                "parameters": [VIDEO_ID, {"name": "variant", "in": "query", "schema": {
+                    "type": "string", "anyOf": [{"enum": ["video", "thumbnail"]}, {"pattern": "^[0-9]{1,2}$"}]}}],
                 "responses": {
                     "200": {"description": "file", "content": {"video/mp4": {"schema": FILE}, "image/webp": {"schema": FILE}}},
                     **_errors(400, 401, 404, 409),
@@ -261,20 +347,49 @@ def _image_path(edit: bool) -> dict:
     }}}
 
 
+IMAGE_ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
+IMAGE_JOB_PATHS = {
+    "/v1/images/{image_id}": {
+        "get": {"summary": "an image job", "parameters": [IMAGE_ID],
+                "responses": {"200": _json(_ref("Image"), "the job"), **_errors(401, 404)}},
+        "delete": {"summary": "cancel and delete an image job", "parameters": [IMAGE_ID],
+                   "responses": {"200": _json(_ref("ImageDeleted"), "deleted"), **_errors(401, 404)}},
+    },
+    "/v1/images/{image_id}/content": {"get": {
+        "summary": "one image of a completed job",
+        "parameters": [IMAGE_ID, {"name": "variant", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,2}$"}}],
+        "responses": {"200": {"description": "file", "content": {
+            "image/jpeg": {"schema": FILE}, "image/png": {"schema": FILE}, "image/webp": {"schema": FILE}}},
+            **_errors(400, 401, 404, 409)},
+    }},
+}
+
+
 def _lora_paths() -> dict:
-    """The LoRA endpoints: our listing and SGLang's control endpoints (400 where the server has no adapters)."""
+    """The LoRA endpoints: our listing and SGLang's control endpoints, with SGLang's semantics."""
     listing = {"get": {"summary": "the LoRA dir's adapters", "responses": {
         "200": _json(_ref("LoraList"), "adapters"), **_errors(401)}}}
     done = {"200": _json(_ref("LoraDone"), "done"), **_errors(400, 401, 404, 503)}
-    set_lora = _object({"lora_path": {"type": "string"}, "lora_nickname": {"type": "string"},
-                        "strength": {"type": "number"}, "target": {"type": "string"}}, ["lora_path"])
+    one_or_many = lambda item: {"anyOf": [item, {"type": "array", "minItems": 1, "items": item}]}  # noqa: E731
+    target = one_or_many({"type": "string", "enum": ["all", "transformer", "transformer_2", "critic"]})
+    set_lora = _object({"lora_nickname": one_or_many({"type": "string", "minLength": 1, "pattern": r"\S"}),
+                        "lora_path": one_or_many({"type": "string", "minLength": 1, "nullable": True}),
+                        "target": target, "strength": one_or_many({"type": "number"}),
+                        "merge_mode": {"type": "string", "enum": ["auto", "merge", "dynamic"]},
+                        "lora_alpha": {"type": "integer"}}, ["lora_nickname"])
+    merge = _object({"target": target, "strength": {"type": "number"}}, [])
+    unmerge = _object({"target": target}, [])
+    optional = lambda schema: {"required": False, "content": {"application/json": {"schema": schema}}}  # noqa: E731
     return {
         "/v1/loras": listing,
-        "/v1/list_loras": listing,
-        "/v1/set_lora": {"post": {"summary": "the server's default adapters (SGLang)",
+        "/v1/list_loras": {"get": {"summary": "SGLang's listing: adapters by nickname, the active ones per DiT",
+                                   "responses": {"200": _json(_ref("SGLangLoraList"), "adapters"), **_errors(401)}}},
+        "/v1/set_lora": {"post": {"summary": "the adapters requests run with by default, by nickname (SGLang)",
                                   "requestBody": _body(("application/json", set_lora)), "responses": done}},
-        "/v1/merge_lora_weights": {"post": {"summary": "fuse the active adapters (SGLang)", "responses": done}},
-        "/v1/unmerge_lora_weights": {"post": {"summary": "unfuse them (SGLang)", "responses": done}},
+        "/v1/merge_lora_weights": {"post": {"summary": "the adapters on again (SGLang)", "requestBody": optional(merge),
+                                            "responses": done}},
+        "/v1/unmerge_lora_weights": {"post": {"summary": "the adapters off: the base weights (SGLang)",
+                                              "requestBody": optional(unmerge), "responses": done}},
     }
 
 
@@ -290,6 +405,8 @@ def openapi_spec(limits: Any, spec: FamilySpec, require_key: bool) -> dict[str, 
         model_paths = {**_image_path(edit=False), **_image_path(edit=True)}
     else:
         model_paths = _image_path(edit=spec.needs_image)
+    if spec.output == OutputKind.image:
+        model_paths.update(IMAGE_JOB_PATHS)
     return {
         "openapi": "3.0.3",
         "info": {"title": "sgld", "version": "0.1.0", "description": "OpenAI-compatible video and image generation"},

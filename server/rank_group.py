@@ -109,14 +109,23 @@ class RankGroupEngine:
         """Unknown here: the adapters live in the ranks."""
         return []
 
-    def set_default_loras(self, loras: list[dict[str, Any]]) -> None:
-        """Not offered on several ranks yet; requests still choose their own adapters."""
-        raise UserError("LoRA control endpoints need a one-process server for now; give each request its 'loras'",
-                        param="loras")
+    def lora_control(self, action: str, **kwargs: Any) -> Any:
+        """SGLang's LoRA control, run by every rank between jobs (rank 0 answers); its UserError as a UserError."""
+        from sgld.parallel.serving import CONTROL
 
-    def set_lora_merged(self, merged: bool) -> None:
-        """Not offered on several ranks yet."""
-        self.set_default_loras([])
+        if self.failure is not None:
+            raise RuntimeError(f"the model's rank group has failed: {self.failure}")
+        self.jobs.put((CONTROL, action, kwargs))
+        while True:
+            event = self._next_event(timeout=0.5)
+            if event is None:
+                if self.failure is not None:
+                    raise RuntimeError(f"the model's rank group failed: {self.failure}")
+                continue
+            if event[0] == "controlled":
+                return event[1]
+            if event[0] == "error":
+                raise UserError(event[1])
 
     def batch_limit(self) -> int:
         """One sample at a time: rank 0 takes one job per message."""

@@ -47,6 +47,8 @@ class Replica:
     def recover(self) -> None:
         """Re-queue jobs whose worker is gone: with SQLite (one replica) every job left running by an earlier
         process; with a shared store those whose leases expired (the others are still someone's)."""
+        # First the image jobs whose requests died with their server: nobody can receive them, so they do not run.
+        self.drop_orphans([] if not self.store.shared else None)
         requeued, failed = self.store.reclaim(self.limits.max_attempts, every_running=not self.store.shared)
         for job_id in requeued:
             log.info("job %s was interrupted (its server stopped); running it again", job_id)
@@ -67,8 +69,8 @@ class Replica:
         self.store.renew(self.worker_ids, self.queue.running, limits.lease_s)
         self.health.renewed()
         requeued, failed = self.store.reclaim(limits.max_attempts)
-        if limits.retention_s is not None:
-            self.sweep()
+        self.drop_orphans()
+        self.sweep()  # images always expire (server.image_retention_s); videos when server.retention_s is set
         if self.metrics is not None:
             self.metrics.leases_expired.inc(len(requeued) + len(failed))
             self.metrics.requeued.inc(len(requeued))
@@ -91,7 +93,17 @@ class Replica:
         """Remove the files of completed jobs past their ``expires_at`` (each job by one replica only)."""
         for job in self.store.expire_due():
             self.outputs.remove(job.id)
-            log.info("job %s expired (server.retention_s=%g): its files are removed", job.id, self.limits.retention_s)
+            log.info("job %s expired (its expires_at passed): its files are removed", job.id)
+
+    def drop_orphans(self, live: Optional[list[str]] = None) -> None:
+        """Remove image jobs whose waiting request is gone (their origin replica is not ``live``; None: the live
+        replicas of the registry), with their files."""
+        if live is None:
+            live = [r["id"] for r in self.store.live_replicas(self.limits.lease_s)]
+        for job in self.store.drop_orphans(live):
+            self.outputs.remove(job.id)
+            log.warning("image job %s (request_id=%s) dropped: the server whose client waited for it is gone, so "
+                        "nobody can receive it", job.id, job.request_id)
 
     def served_models(self) -> list[str]:
         """The models live replicas of the service serve (this one's included)."""

@@ -16,10 +16,11 @@ from flask import Request
 
 from sgld.config.schema import RunConfig, ServerConfig
 from sgld.errors import UserError
+from sgld.families import FamilySpec, GuidanceKind
 
 from server.engine import Engine
 from server.errors import APIError
-from server.store import Job
+from server.sglang_fields import CONTAINERS, Endpoint
 
 SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
 # A list of objects in a form, as the OpenAI SDK flattens it: loras[][name]=a, loras[][scale]=0.8, loras[][name]=b ...
@@ -66,11 +67,19 @@ def bad(param: str, message: str, code: str = "invalid_value") -> APIError:
 
 
 class Fields:
-    """The fields of a JSON object or multipart form, read with typed getters."""
+    """The fields of a JSON object or multipart form, read with typed getters.
 
-    def __init__(self, request: Request, allowed: set[str], file_fields: set[str] = frozenset()):
+    ``endpoint`` says which fields it takes (``server.sglang_fields``): any other is a 400 naming it; a field
+    asking for a feature sgld lacks, or naming a server path, is a 400 too; ``ignored`` lists the fields
+    accepted without effect.
+    """
+
+    def __init__(self, request: Request, endpoint: Endpoint, *, empty_ok: bool = False):
+        """``empty_ok``: a request without a body has no fields (SGLang's control endpoints take that)."""
         self.files: dict[str, list] = {}
-        if request.mimetype == "application/json":
+        if empty_ok and not request.get_data():
+            self.values = {}
+        elif request.mimetype == "application/json":
             try:
                 data = json.loads(request.get_data())
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -90,9 +99,14 @@ class Fields:
                 if LIST_KEY.match(key):
                     continue
                 items = request.form.getlist(key)
-                if len(items) > 1:
+                if key in endpoint.lists:
+                    self.values[key] = items
+                elif key.endswith("[]") and key[:-2] in endpoint.arrays:
+                    self.values[key[:-2]] = [_form_number(item) for item in items]
+                elif len(items) > 1:
                     raise bad(key, f"field '{key}' is given {len(items)} times; give it once", "duplicate_field")
-                self.values[key] = items[0]
+                else:
+                    self.values[key] = items[0]
             for key in request.files.keys():
                 self.files[key] = request.files.getlist(key)
         else:
@@ -101,14 +115,36 @@ class Fields:
                 f"unsupported content type {request.mimetype or 'none'!r}; send application/json or multipart/form-data",
                 code="unsupported_media_type",
             )
+        self._flatten_containers()
         for key in self.values:
-            if key not in allowed:
+            if key not in endpoint.names:
                 raise bad(key, f"unknown field '{key}'", "unknown_field")
         for key, value in self.values.items():
             check_text_encodes(key, value)
         for key in self.files:
-            if key not in file_fields:
+            if key not in endpoint.files:
                 raise bad(key, f"unexpected file field '{key}'", "unknown_field")
+        self.ignored = endpoint.screen(self.values)
+
+    def _flatten_containers(self) -> None:
+        """Fields sent inside ``extra_body`` / ``extra_params`` / ``extra_json`` (an object, or its JSON text in a
+        form) join the top level, as SGLang reads them; a field given in both places must agree."""
+        for container in CONTAINERS:
+            inner = self.values.pop(container, None)
+            if inner is None:
+                continue
+            if isinstance(inner, str):
+                try:
+                    inner = json.loads(inner) if inner.strip() else {}
+                except (ValueError, RecursionError):
+                    raise bad(container, f"'{container}' must be a JSON object") from None
+            if not isinstance(inner, dict):
+                raise bad(container, f"'{container}' must be a JSON object")
+            for key, value in inner.items():
+                if key in self.values and self.values[key] != value and str(self.values[key]) != str(value):
+                    raise bad(key, f"'{key}' is given at the top level and in '{container}' with different values",
+                              "duplicate_field")
+                self.values[key] = value
 
     def has(self, name: str) -> bool:
         """The field is present (JSON null counts as absent: the default applies)."""
@@ -163,6 +199,30 @@ class Fields:
             raise bad(name, f"'{name}' must be {bound} and at most {high:g}, got {value:g}")
         return value
 
+    def boolean(self, name: str) -> Optional[bool]:
+        """A JSON boolean, or a form's true/false (1/0); None when absent."""
+        value = self.values.get(name)
+        if value is None or isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise bad(name, f"'{name}' must be true or false, got {value!r}")
+
+    def json_object(self, name: str) -> Optional[dict]:
+        """A JSON object, or its JSON text in a form; None when absent."""
+        value = self.values.get(name)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else None
+            except (ValueError, RecursionError):
+                raise bad(name, f"'{name}' must be a JSON object") from None
+        if value is not None and not isinstance(value, dict):
+            raise bad(name, f"'{name}' must be a JSON object")
+        return value
+
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = self.values.get(name)
         value = default if value is None else value
@@ -208,26 +268,98 @@ def nearest_frame_count(seconds: float, fps: int, temporal_factor: int) -> int:
     return k * temporal_factor + 1
 
 
-def parse_common(fields: Fields, limits: ServerConfig, *, max_seed: int = MAX_SEED, size_auto: bool = False) -> dict:
-    """The options every create request shares: size, negative prompt, steps, seed, guidance (and ``user``).
+def parse_common(fields: Fields, limits: ServerConfig, spec: FamilySpec, *, outputs: int = 1,
+                 max_seed: int = MAX_SEED, size_auto: bool = False) -> dict:
+    """The options every create request shares: size (or width/height), negative prompt, steps, seeds, guidance,
+    flow shift and output quality (and ``user``, ``task_type``); ``outputs``: how many the request makes.
 
-    ``size_auto``: "auto" (OpenAI's default for edits) leaves the size to the model.
+    An omitted or empty ``size`` is the model's default; ``size_auto``: "auto" (OpenAI's default for edits)
+    leaves the size to the model too.
     """
     fields.text("user", max_chars=256)
+    check_task_type(fields, spec)
     options: dict = {}
-    if fields.has("size") and not (size_auto and fields.values["size"] == "auto"):
-        options["width"], options["height"] = parse_size(fields.values["size"], limits.max_pixels)
+    size = fields.values.get("size")
+    if size not in (None, "") and not (size_auto and size == "auto"):
+        options["width"], options["height"] = parse_size(size, limits.max_pixels)
+    for name in ("width", "height"):  # SGLang's: they win over size
+        value = fields.integer(name, 1, limits.max_pixels)
+        if value is not None:
+            options[name] = value
+    if "width" in options and "height" in options and options["width"] * options["height"] > limits.max_pixels:
+        raise bad("width", f"{options['width']}x{options['height']} has more than the server's limit of "
+                           f"{limits.max_pixels} pixels")
     negative = fields.text("negative_prompt", max_chars=limits.max_prompt_chars)
     if negative is not None:
         options["negative_prompt"] = negative
     for name, value in (
         ("num_inference_steps", fields.integer("num_inference_steps", 1, limits.max_steps)),
-        ("seed", fields.integer("seed", 0, max_seed)),
-        ("guidance_scale", fields.number("guidance_scale", 0, 100)),
+        ("guidance_scale", parse_guidance(fields, spec)),
+        ("flow_shift", fields.number("flow_shift", 0, 100, exclusive_low=True)),
+        ("output_compression", parse_compression(fields)),
     ):
         if value is not None:
             options[name] = value
+    options.update(parse_seeds(fields, outputs, max_seed))
+    for name, value in (("enable_teacache", fields.boolean("enable_teacache")),  # the engine checks the family
+                        ("enable_cache_dit", fields.boolean("enable_cache_dit")),
+                        ("cache_dit_params", fields.json_object("cache_dit_params"))):
+        if value is not None:
+            options[name] = value
     return options
+
+
+def check_task_type(fields: Fields, spec: FamilySpec) -> None:
+    """SGLang's ``task_type``: the model's own task (any other is a 400 naming it)."""
+    task = fields.text("task_type", max_chars=16)
+    if task is not None and task.upper() != spec.task.value:
+        raise bad("task_type", f"task_type {task!r} is not this model's; it does {spec.task.value}")
+
+
+def parse_guidance(fields: Fields, spec: FamilySpec) -> Optional[float]:
+    """``guidance_scale``, or SGLang's ``true_cfg_scale`` on the models whose guidance is true CFG (Qwen-Image)."""
+    guidance = fields.number("guidance_scale", 0, 100)
+    true_cfg = fields.number("true_cfg_scale", 0, 100)
+    if true_cfg is None:
+        return guidance
+    if spec.guidance != GuidanceKind.true_cfg:
+        raise bad("true_cfg_scale", f"true_cfg_scale applies to true-CFG models (Qwen-Image); this model's guidance "
+                                    f"is {spec.guidance.value}: use guidance_scale")
+    if guidance is not None and guidance != true_cfg:
+        raise bad("true_cfg_scale", "guidance_scale and true_cfg_scale are one setting on this model; give one")
+    return true_cfg
+
+
+def parse_compression(fields: Fields) -> Optional[int]:
+    """JPEG/WebP/MP4 quality 0-100: SGLang's ``output_compression``, else its ``output_quality`` level; None for
+    the writers' defaults (``output_quality: default`` included)."""
+    from sgld.outputs import QUALITY_LEVELS
+
+    compression = fields.integer("output_compression", 0, 100)
+    level = fields.choice("output_quality", (*QUALITY_LEVELS, "default"), "default")
+    return compression if compression is not None else QUALITY_LEVELS.get(level)
+
+
+def parse_seeds(fields: Fields, outputs: int, max_seed: int) -> dict:
+    """``seed``: one (outputs use seed, seed+1, ...), or SGLang's list with one seed per output (``seeds``)."""
+    value = fields.values.get("seed")
+    if not isinstance(value, list):
+        seed = fields.integer("seed", 0, max_seed)
+        return {} if seed is None else {"seed": seed}
+    if len(value) != outputs:
+        raise bad("seed", f"'seed' lists {len(value)} seeds for {outputs} output(s); give one per output")
+    seeds = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= MAX_SEED:
+            raise bad("seed", f"'seed' must list integers between 0 and {MAX_SEED}, got {item!r}")
+        seeds.append(item)
+    return {"seed": seeds[0], "seeds": seeds}
+
+
+def parse_outputs(fields: Fields, most: int) -> int:
+    """How many outputs a request makes: ``n``, or SGLang's ``num_outputs_per_prompt`` (which wins)."""
+    n = fields.integer("num_outputs_per_prompt", 1, most)
+    return n if n is not None else fields.integer("n", 1, most) or 1
 
 
 def parse_loras(fields: Fields, limits: ServerConfig) -> Optional[list[dict]]:
@@ -259,6 +391,14 @@ def parse_loras(fields: Fields, limits: ServerConfig) -> Optional[list[dict]]:
     return [{"name": a.name, "scale": a.scale, "target": a.target} for a in adapters]
 
 
+def _form_number(text: str):
+    """A form's list item: the integer it spells, else the text (refused by the field's check)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def _form_numbers(item):
     """A form's adapter carries its scale as text: the number it spells (anything else stays and is refused)."""
     if isinstance(item, dict) and isinstance(item.get("scale"), str):
@@ -282,7 +422,11 @@ def check_with_engine(engine: Engine, options: dict, renames: Optional[dict[str,
 # Our names for the engine's option names when an engine check fails: the client's field.
 ENGINE_PARAM_TO_FIELD = {"height": "size", "width": "size", "sampling.num_inference_steps": "num_inference_steps",
                          "sampling.guidance_scale": "guidance_scale", "sampling.seed": "seed", "sampling.fps": "fps",
-                         "sampling.num_frames": "num_frames", "sampling.height": "size", "sampling.width": "size"}
+                         "sampling.num_frames": "num_frames", "sampling.height": "size", "sampling.width": "size",
+                         "sampling.enable_teacache": "enable_teacache", "sampling.enable_cache_dit": "enable_cache_dit",
+                         "sampling.cache_dit_params": "cache_dit_params", "sampling.flow_shift": "flow_shift",
+                         "sampling.guidance_scale_2": "guidance_scale_2", "output.compression": "output_compression",
+                         "output.x264_preset": "x264_preset"}
 
 
 @dataclass
@@ -294,33 +438,14 @@ class ParsedVideo:
     size: str
     seconds: str
     run: RunConfig  # as the engine checked it (the job's batch key comes from it)
-
-
-def video_object(job: Job) -> dict[str, Any]:
-    """The OpenAI ``video`` object of a job."""
-    error = {"code": job.error_code, "message": job.error_message} if job.status == "failed" else None
-    return {
-        "id": job.id,
-        "object": "video",
-        "model": job.model,
-        "status": job.status,
-        "progress": job.progress,
-        "created_at": job.created_at,
-        "completed_at": job.completed_at,
-        "expires_at": job.expires_at,  # None: kept until deleted (server.retention_s unset)
-        "size": job.size,
-        "seconds": job.seconds,
-        "prompt": job.prompt,
-        "error": error,
-        "remixed_from_video_id": None,
-    }
+    requested_model: Optional[str] = None  # the model name the request gave (echoed back)
 
 
 def read_image_upload(storage, param: str, max_pixels: int):
-    """A PIL image from an uploaded file; 400 naming ``param`` when it is not a usable image."""
+    """A PIL image from an uploaded file (or the bytes of one); 400 naming ``param`` when it is not a usable image."""
     from PIL import Image
 
-    data = storage.read()
+    data = storage if isinstance(storage, bytes) else storage.read()
     if not data:
         raise bad(param, f"'{param}' is an empty file")
     try:

@@ -53,6 +53,10 @@ jobs = sa.Table(
     sa.Column("lease_until", sa.Float),
     sa.Column("batch_key", sa.Text),
     sa.Column("expires_at", sa.BigInteger),
+    sa.Column("requested_model", sa.Text),
+    sa.Column("inference_time_s", sa.Float),
+    sa.Column("peak_memory_mb", sa.Float),
+    sa.Column("origin", sa.Text),
 )
 replicas = sa.Table(
     "replicas", metadata,
@@ -92,6 +96,11 @@ class Job:
     lease_until: Optional[float] = None  # when another replica may take it back (Unix time)
     batch_key: Optional[str] = None  # what it must share with others to run in their batch (None: alone)
     expires_at: Optional[int] = None  # when its files are removed (server.retention_s; None: kept)
+    requested_model: Optional[str] = None  # the model name the request gave, echoed back (None: none given)
+    inference_time_s: Optional[float] = None  # seconds its generation took (set when it completes)
+    peak_memory_mb: Optional[float] = None  # the GPU memory peak of its batch (None on the CPU)
+    # The replica whose HTTP thread waits for it (image jobs): gone, no client can receive the result.
+    origin: Optional[str] = None
 
     @classmethod
     def from_row(cls, row: Any) -> "Job":
@@ -313,6 +322,17 @@ class JobStore:
                         status="queued", worker=None, lease_until=None, progress=0, started_at=None))
                     requeued.append(job_id)
         return requeued, failed
+
+    def drop_orphans(self, live: Iterable[str]) -> list[Job]:
+        """Remove the queued or running jobs whose origin replica (whose HTTP thread waits for them: image
+        requests) is not in ``live``: no client can receive them any more. The removed jobs (a running one's
+        worker sees its record gone and stops, as after a DELETE)."""
+        orphaned = sa.and_(jobs.c.origin.is_not(None), jobs.c.status.in_(ACTIVE), jobs.c.origin.not_in(list(live)))
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(jobs).where(orphaned)).fetchall()
+            if rows:
+                conn.execute(jobs.delete().where(jobs.c.id.in_([row.id for row in rows]), orphaned))
+        return [Job.from_row(row) for row in rows]
 
     def expire_due(self) -> list[Job]:
         """Mark completed jobs whose ``expires_at`` passed as ``expired``; the jobs this call marked.

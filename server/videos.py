@@ -2,59 +2,88 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request, send_file
+from flask import Blueprint, jsonify, request
 
+from sgld.errors import UserError
 from sgld.families import OutputKind
 
+from server.content import get_job, send_output, variant_index
 from server.context import accepting_service, check_model, queue_full, service
 from server.errors import APIError
-from server.jobs import QueueFull, new_id
+from server.jobs import QueueFull, engine_options, new_id
 from server.request_ids import current_request_id
+from server.responses import deleted_object, video_object
 from server.schemas import (
     Fields, ParsedVideo, accepts_query, bad, check_with_engine, nearest_frame_count, parse_common, parse_loras,
-    read_image_upload,
-    video_object,
+    parse_outputs, read_image_upload,
 )
+from server.sglang_fields import UNSUPPORTED, VIDEOS
 
 bp = Blueprint("videos", __name__, url_prefix="/v1/videos")
 
-FIELDS = {"prompt", "model", "size", "seconds", "input_reference", "negative_prompt", "num_inference_steps", "seed",
-          "guidance_scale", "fps", "num_frames", "user", "loras"}
-
 
 def read_input_reference(fields: Fields, svc):
-    """The uploaded first frame (PIL) for image-to-video models, None when none is given and none is needed."""
-    spec = svc.engine.pipeline.spec
+    """The first frame (PIL) for image-to-video models: the ``input_reference`` upload, or an image named by URL
+    (``reference_url``, or ``input_reference`` as a URL string); None when none is given and none is needed."""
+    from sgld.url_inputs import fetch_image
+
+    spec, limits = svc.engine.pipeline.spec, svc.run.server
+    if fields.files.get("video_reference"):
+        raise APIError(400, f"'video_reference' is not supported yet: sgld has no {UNSUPPORTED['video_url']}",
+                       param="video_reference", code="unsupported_feature")
     uploads = fields.files.get("input_reference", [])
+    named = [(name, fields.values[name]) for name in ("input_reference", "reference_url") if fields.has(name)]
     if not spec.takes_image:
-        if uploads or fields.has("input_reference"):
-            raise bad("input_reference", f"{svc.model_id!r} is a text-to-video model; input_reference needs an "
-                                         "image-to-video model")
+        if uploads or named:
+            param = named[0][0] if named and not uploads else "input_reference"
+            raise bad(param, f"{param} is not supported for {spec.task.value} models ({svc.model_id!r} makes video "
+                             "from text only)")
         return None
-    if fields.has("input_reference"):
-        raise bad("input_reference", "input_reference must be an uploaded image file (multipart/form-data)")
-    if not uploads:
-        if spec.needs_image:
-            raise bad("input_reference", f"{svc.model_id!r} is an image-to-video model: input_reference (the first "
-                                         "frame, an image file) is required", "missing_required_parameter")
-        return None
-    if len(uploads) > 1:
-        raise bad("input_reference", f"{len(uploads)} images given; input_reference takes one")
-    return read_image_upload(uploads[0], "input_reference", svc.run.server.max_pixels)
+    if len(uploads) + len(named) > 1:
+        raise bad("input_reference", "give one first frame: an input_reference upload, or one URL")
+    if uploads:
+        return read_image_upload(uploads[0], "input_reference", limits.max_pixels)
+    if named:
+        param, url = named[0]
+        if not isinstance(url, str) or not url.strip():
+            raise bad(param, f"'{param}' must be an http(s) or data:image URL (or, for input_reference, an uploaded "
+                             "image file)")
+        try:
+            data = fetch_image(url.strip(), max_bytes=limits.max_body_mb * 1024 * 1024,
+                               allow_private=limits.allow_private_urls, param=param)
+        except UserError as exc:
+            raise bad(param, str(exc)) from None
+        return read_image_upload(data, param, limits.max_pixels)
+    if spec.needs_image:
+        raise bad("input_reference", f"{svc.model_id!r} is an image-to-video model: input_reference (the first "
+                                     "frame: an image file or URL) is required", "missing_required_parameter")
+    return None
 
 
 def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> ParsedVideo:
     """Validate a create request against the server's limits and the loaded model.
 
-    ``image_path``: the saved ``input_reference`` upload of an image-to-video request.
+    ``image_path``: the saved first frame of an image-to-video request.
     """
     limits = svc.run.server
     prompt = fields.text("prompt", required=True, max_chars=limits.max_prompt_chars, allow_empty=False)
-    check_model(fields.values.get("model"), svc)
+    requested = check_model(fields.values.get("model"), svc)
     engine = svc.engine
-    options: dict = {"prompt": prompt, **parse_common(fields, limits)}
+    n = parse_outputs(fields, limits.max_images)
+    options: dict = {"prompt": prompt, **parse_common(fields, limits, engine.pipeline.spec, outputs=n)}
+    if n > 1:
+        options["n"] = n
     if image_path is not None:
         options["image_path"] = image_path
+    for name in ("guidance_scale_2",):
+        value = fields.number(name, 0, 100)
+        if value is not None:
+            options[name] = value
+    preset = fields.text("x264_preset", max_chars=16)
+    if preset is not None:
+        from sgld.config.schema import X264Preset, choices
+
+        options["x264_preset"] = fields.choice("x264_preset", choices(X264Preset), "medium")
     fps = fields.integer("fps", 1, 120)
     if fps is not None:
         options["fps"] = fps
@@ -72,19 +101,16 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
     renames = {"image_path": "input_reference"}
     if num_frames is None and seconds is not None:
         renames["num_frames"] = "seconds"
-    run = check_with_engine(engine, options, renames)
+    run = check_with_engine(engine, engine_options(options), renames)
     loras = parse_loras(fields, limits)
     if loras is not None:
         options["loras"] = loras
     s = run.sampling
-    return ParsedVideo(prompt, options, f"{s.width}x{s.height}", f"{s.num_frames / s.fps:g}", run)
+    return ParsedVideo(prompt, options, f"{s.width}x{s.height}", f"{s.num_frames / s.fps:g}", run, requested)
 
 
 def _get_job(video_id: str):
-    job = service().store.get(video_id)
-    if job is None or job.kind != "video":
-        raise APIError(404, f"no video with id {video_id!r}", param="video_id", code="video_not_found")
-    return job
+    return get_job("video", video_id)
 
 
 def _poll_headers(response):
@@ -96,7 +122,7 @@ def _poll_headers(response):
 def create_video():
     """Queue a video generation job (image-to-video models: with the ``input_reference`` upload as first frame)."""
     svc = accepting_service()
-    fields = Fields(request, FIELDS, {"input_reference"})
+    fields = Fields(request, VIDEOS)
     if svc.engine.pipeline.spec.output != OutputKind.video:
         raise APIError(400, f"{svc.model_id!r} makes images; use /v1/images/generations", param="model", code="wrong_endpoint")
     image = read_input_reference(fields, svc)
@@ -110,7 +136,7 @@ def create_video():
         if path is not None:  # checked here; the job reads it where every replica can
             parsed.options["image_path"] = svc.share_inputs([path])[0]
         job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds, job_id=job_id, run=parsed.run,
-                         request_id=current_request_id())
+                         request_id=current_request_id(), requested_model=parsed.requested_model)
     except QueueFull:
         if path is not None:
             path.unlink(missing_ok=True)
@@ -158,31 +184,23 @@ def delete_video(video_id: str):
     """Cancel a queued or running job and delete its record and files."""
     _get_job(video_id)
     service().delete(video_id)
-    # OpenAI's deletion object, with SGLang's status of the removed job.
-    return jsonify({"id": video_id, "object": "video.deleted", "deleted": True, "status": "deleted"})
+    return jsonify(deleted_object(video_id, "video"))
 
 
 @bp.get("/<video_id>/content")
 @accepts_query("variant")
 def video_content(video_id: str):
-    """The MP4 (or ``variant=thumbnail``: a WebP of the first frame) of a completed job."""
-    variant = request.args.get("variant", "video")
-    if variant not in ("video", "thumbnail"):
-        raise bad("variant", f"'variant' must be video or thumbnail, got {variant!r}")
+    """An MP4 of a completed job (``variant=N``: its N-th when it made several; ``video``: the first), or
+    ``variant=thumbnail``: a WebP of the first frame."""
     job = _get_job(video_id)
-    if job.status == "expired":
-        raise APIError(404, f"video {video_id} expired at {job.expires_at} (the server keeps outputs "
-                            f"{service().run.server.retention_s:g} s); its files were removed",
-                       param="video_id", code="video_expired")
-    if job.status != "completed":
-        raise APIError(
-            409, f"video {video_id} is {job.status}; its content is available once it is completed",
-            param="video_id", code="video_not_ready",
-        )
-    name = job.outputs[0] if variant == "video" else job.outputs[1]
-    try:
-        stream = service().output_file(job, name)
-    except FileNotFoundError:
-        raise APIError(404, f"the {variant} of video {video_id} is no longer stored", code="content_missing") from None
-    mimetype = "video/mp4" if variant == "video" else "image/webp"
-    return send_file(stream, mimetype=mimetype, download_name=name, max_age=0)
+    videos = [name for name in job.outputs if name.endswith(".mp4")]
+    variant = request.args.get("variant", "video")
+    if variant == "thumbnail":
+        name = next((name for name in job.outputs if name.endswith(".webp")), "")
+    elif variant == "video":
+        name = videos[0] if videos else ""
+    elif variant.isdigit():
+        name = videos[variant_index(variant, max(1, len(videos)))] if videos else ""
+    else:
+        raise bad("variant", f"'variant' must be video, thumbnail or an output index, got {variant!r}")
+    return send_output(job, name, variant if not variant.isdigit() else f"video {variant}")

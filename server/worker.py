@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ class EngineWorker:
         self.engine = engine
         self.failure: Optional[str] = None  # why its engine failed to load or died
         self.lock = threading.Lock()  # held while the engine runs a batch or a control action
+        self.last_batch: tuple[float, Optional[float]] = (0.0, None)  # its last batch: seconds, GPU peak (MB)
         self.thread: Optional[threading.Thread] = None
 
     @property
@@ -69,8 +71,8 @@ def worker_run(run: RunConfig, index: int) -> RunConfig:
 
 
 def engine_options(options: dict) -> dict:
-    """A job's options as the engine takes them: its outputs (``n``, format) and adapters are set per batch."""
-    return {k: v for k, v in options.items() if k not in ("n", "output_format", "loras")}
+    """A job's options as the engine takes them: its outputs (``n``, format, seeds) and adapters are set per batch."""
+    return {k: v for k, v in options.items() if k not in ("n", "output_format", "loras", "seeds")}
 
 
 class EngineWorkers:
@@ -240,7 +242,11 @@ class EngineWorkers:
         limit = self.batching.limit(worker.engine)
         try:
             with worker.lock:
+                _reset_gpu_peak()
+                batch_start = time.perf_counter()
                 outcomes = worker.engine.generate_batch(items, loras=jobs[0].options.get("loras"), max_batch_size=limit)
+                # What each job of the batch reports (SGLang's inference_time_s and peak_memory_mb).
+                worker.last_batch = (round(time.perf_counter() - batch_start, 3), _gpu_peak_mb())
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
             outcomes = [exc] * len(items)
         if self.metrics is not None:
@@ -305,11 +311,13 @@ class EngineWorkers:
             options["image_path"] = ([self.outputs.localize(p) for p in paths] if isinstance(paths, list)
                                      else self.outputs.localize(paths))
         common = {"save_output": True, "output_path": str(self.files_dir)}
-        if job.kind == "video":
-            return [BatchItem({**options, **common, "return_frames": True, "output_file_name": f"{job.id}.mp4"}, on_step)]
-        fmt = job.options.get("output_format", "png")
         seed = int(options.pop("seed", self.run.sampling.seed))
-        return [BatchItem({**options, **common, "seed": seed + i, "output_file_name": f"{job.id}_{i}.{fmt}"}, on_step)
+        seeds = job.options.get("seeds") or [seed + i for i in range(samples(job))]  # SGLang's list, or consecutive
+        if job.kind == "video":  # the first frames make the thumbnail
+            return [BatchItem({**options, **common, "seed": seeds[i], "return_frames": i == 0,
+                               "output_file_name": video_file_name(job.id, i)}, on_step) for i in range(samples(job))]
+        fmt = job.options.get("output_format", "png")
+        return [BatchItem({**options, **common, "seed": seeds[i], "output_file_name": f"{job.id}_{i}.{fmt}"}, on_step)
                 for i in range(samples(job))]
 
     def _settle(self, job: Job, outcomes: list[tuple[str, Any]], worker: EngineWorker) -> str:
@@ -353,10 +361,12 @@ class EngineWorkers:
                                                   f"{type(error).__name__}: {error}")
             self.outputs.remove(job.id)
             return "failed"
-        retention = self.run.server.retention_s
+        retention = retention_of(job, self.run.server)
         finished = now()
+        seconds, peak_mb = worker.last_batch
         self.store.update(job.id, status="completed", progress=100, completed_at=finished, outputs=names,
-                          expires_at=None if retention is None else finished + int(math.ceil(retention)))
+                          expires_at=None if retention is None else finished + int(math.ceil(retention)),
+                          inference_time_s=seconds, peak_memory_mb=peak_mb)
         return "completed"
 
     def _fail(self, job: Job, code: str, message: str) -> None:
@@ -364,6 +374,33 @@ class EngineWorkers:
             message = f"{message} (request_id={job.request_id})"
         if self.store.get(job.id) is not None:
             self.store.update(job.id, status="failed", completed_at=now(), error_code=code, error_message=message)
+
+
+def video_file_name(job_id: str, index: int) -> str:
+    """A video job's ``index``-th MP4 (``<id>.mp4`` for the first: one-output jobs keep their one name)."""
+    return f"{job_id}.mp4" if index == 0 else f"{job_id}_{index}.mp4"
+
+
+def retention_of(job: Job, limits: Any) -> Optional[float]:
+    """Seconds a completed job's files are kept: ``server.retention_s``; unset, images keep
+    ``server.image_retention_s`` (their URLs are for fetching the result, not for storage) and videos stay."""
+    if limits.retention_s is not None:
+        return limits.retention_s
+    return limits.image_retention_s if job.kind == "image" else None
+
+
+def _reset_gpu_peak() -> None:
+    torch = sys.modules.get("torch")  # an engine in this process has imported it; a rank group's front has not
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_peak_mb() -> Optional[float]:
+    """The GPU memory peak since the last reset (this process's current device), or None without a GPU here."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
 def _save_thumbnail(frame, path: Path) -> None:

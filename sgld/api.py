@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from sgld.request import Request, StepCallback
 from sgld.run_config import run_config_from_options
 
 if TYPE_CHECKING:
+    from sgld.models.lora_control import LoraControl
     from sgld.parallel.state import ParallelState
     from sgld.pipelines.base import Pipeline
     from sgld.progress import Progress
@@ -177,15 +179,18 @@ class DiffGenerator:
         """Names of the LoRA adapters loaded now, least recently used first."""
         return [] if self.pipeline.loras is None else [a.name for a in self.pipeline.loras.loaded.values()]
 
-    def set_default_loras(self, loras: list[dict[str, Any]]) -> None:
-        """The adapters a request without ``loras`` runs with (names inside ``server.lora_dir``); applied now."""
-        from sgld.models.lora import request_adapters
+    @functools.cached_property
+    def _lora_control(self) -> "LoraControl":
+        from sgld.models.lora_control import LoraControl
 
-        adapters = request_adapters(loras, self.run.server.lora_dir)
-        if self.pipeline.loras is None:
-            raise UserError("this model was loaded without LoRA support: give --lora-path or --lora-dir", param="loras")
-        self.pipeline.loras.apply(adapters)
-        self.pipeline.defaults = adapters
+        return LoraControl(self.pipeline, self.run)
+
+    def lora_control(self, action: str, **kwargs: Any) -> Any:
+        """SGLang's run-time LoRA control (sgld.models.lora_control): ``set`` the default adapters by nickname
+        (``requests``), ``switch`` DiTs' adapters on or off (``targets``, ``on``, ``strength``), ``state``."""
+        if action not in ("set", "switch", "state"):
+            raise ValueError(f"unknown LoRA control action {action!r}")
+        return getattr(self._lora_control, action)(**kwargs)
 
     def set_lora_merged(self, merged: bool) -> None:
         """Fuse the active adapters into the weights (merged) or keep them as separate layers (dynamic)."""
@@ -396,9 +401,9 @@ class DiffGenerator:
         kind = self.pipeline.spec.output
         path = output_path(run.output.path, run.output.file_name, req.prompt, req.seed, kind)
         if kind != OutputKind.video:
-            return save_image(req.frames[0], path), None
+            return save_image(req.frames[0], path, run.output.compression), None
         if req.waveform is None or run.output.audio == AudioOutput.none:
-            return save_video(req.frames, path, req.fps), None
+            return save_video(req.frames, path, req.fps, run.output.compression, run.output.x264_preset), None
         start = time.perf_counter()
         save_video_with_audio(req.frames, path, req.fps, req.waveform, req.sample_rate)
         wav = save_wav(req.waveform, audio_file_for(path), req.sample_rate) if run.output.audio == AudioOutput.wav \

@@ -73,7 +73,7 @@ def _default_text(option: Option, defaults: Any) -> str:
         return "the folder's one .safetensors file"
     if option.key == "model.loras":
         return "none" if option.name == "lora_path" else "1.0" if option.name == "lora_scale" else \
-            "transformer" if option.name == "lora_target" else "the file's stem"
+            "transformer" if option.name == "lora_target" else "default (later ones: the file's stem)"
     if OmegaConf.is_list(value):  # a list of choices prints as their values (fp32 fp16), not enum reprs
         return " ".join(str(item) for item in value) or "same as --precision"
     return "unset" if value is None else str(value)

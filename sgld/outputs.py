@@ -15,6 +15,10 @@ from sgld.errors import UserError
 VIDEO_EXTENSIONS = (".mp4",)
 AUDIO_EXTENSION = ".wav"
 IMAGE_EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+# SGLang's output_quality levels as the compression (quality, 0-100) they stand for; "default" is each writer's own.
+QUALITY_LEVELS = {"maximum": 100, "high": 90, "medium": 55, "low": 35}
+# H.264 quality when no compression is asked for: visually lossless for generated video.
+DEFAULT_CRF = 18
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -74,8 +78,17 @@ def _atomic_target(path: Path) -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
-def save_video(frames: np.ndarray, path: Path, fps: int) -> Path:
-    """Write uint8 frames (F, H, W, 3) as H.264 yuv420p MP4 through imageio-ffmpeg."""
+def video_crf(compression: int | None) -> int:
+    """The H.264 CRF for a quality of 0-100 (SGLang's output_compression: 100 lossless, 0 worst); None: DEFAULT_CRF."""
+    return DEFAULT_CRF if compression is None else int((1 - compression / 100) * 51)
+
+
+def save_video(frames: np.ndarray, path: Path, fps: int, compression: int | None = None,
+               preset: str | None = None) -> Path:
+    """Write uint8 frames (F, H, W, 3) as H.264 yuv420p MP4 through imageio-ffmpeg.
+
+    ``compression``: quality 0-100 (None: crf 18); ``preset``: libx264's speed/size trade-off (None: medium).
+    """
     import imageio_ffmpeg
 
     fd, tmp = _atomic_target(path)
@@ -90,7 +103,7 @@ def save_video(frames: np.ndarray, path: Path, fps: int) -> Path:
             pix_fmt_in="rgb24",
             pix_fmt_out="yuv420p",
             macro_block_size=2,
-            output_params=["-crf", "18"],
+            output_params=["-crf", str(video_crf(compression)), *(["-preset", str(preset)] if preset else [])],
             ffmpeg_log_level="error",
         )
         writer.send(None)
@@ -103,14 +116,19 @@ def save_video(frames: np.ndarray, path: Path, fps: int) -> Path:
     return path
 
 
-def save_image(frame: np.ndarray, path: Path) -> Path:
-    """Write one uint8 (H, W, 3) frame; the format follows the extension (PNG/JPEG/WebP)."""
+def save_image(frame: np.ndarray, path: Path, compression: int | None = None) -> Path:
+    """Write one uint8 (H, W, 3) frame; the format follows the extension (PNG/JPEG/WebP).
+
+    ``compression``: JPEG/WebP quality 0-100 (None: Pillow's 75); PNG is lossless and ignores it.
+    """
     from PIL import Image
 
+    fmt = IMAGE_EXTENSIONS[path.suffix.lower()]
+    quality = {} if compression is None or fmt == "PNG" else {"quality": compression}
     fd, tmp = _atomic_target(path)
     try:
         with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(frame).save(fh, format=IMAGE_EXTENSIONS[path.suffix.lower()])
+            Image.fromarray(frame).save(fh, format=fmt, **quality)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

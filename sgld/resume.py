@@ -38,7 +38,7 @@ OUTPUT_KEYS = {
     "cache": None,
     "vae": ("precision", "tiling", "tile_sample_min_height", "tile_sample_min_width"),
     "sampling": None,
-    "output": ("num_outputs_per_prompt",),
+    "output": ("num_outputs_per_prompt", "compression", "x264_preset"),
 }
 # Sampling keys that shape no output's pixels (where the prompts came from, how many ran together).
 BOOKKEEPING = ("prompts_file", "batch_size")

@@ -47,11 +47,27 @@ def check_before_loading(run: RunConfig) -> None:
         check_output_file_name(run.output.file_name, model.spec.output)
 
 
+def fetch_input_urls(run: RunConfig, items: list[dict] | None = None) -> None:
+    """Replace input images named by URL (``--image-path https://...``, and prompt-set items') with local copies
+    under ``$SGLD_HOME/url-inputs``, fetched under sgld.url_inputs' rules."""
+    from sgld.model_builders.tiny import sgld_home
+    from sgld.url_inputs import localize_image_urls
+
+    fetch = dict(max_bytes=run.server.max_body_mb * 1024 * 1024, allow_private=run.server.allow_private_urls,
+                 folder=sgld_home() / "url-inputs")
+    if run.sampling.image_path:
+        run.sampling.image_path = localize_image_urls(run.sampling.image_path, **fetch)
+    for item in items or ():
+        if isinstance(item, dict) and item.get("image_path"):
+            item["image_path"] = localize_image_urls(item["image_path"], **fetch)
+
+
 def run_generation(run: RunConfig) -> GenerationResult:
     """Generate ``run.sampling`` on one process, or on ``parallel.num_gpus`` ranks through torchrun."""
     if run.sampling.prompts_file or run.output.num_outputs_per_prompt > 1:
         raise UserError("run_generation makes one output; prompt sets go through run_prompt_set", param="prompts_file")
     check_generate_run(run)
+    fetch_input_urls(run)
     if run.parallel.num_gpus == 1:
         return run_local(run)
     from sgld.parallel.launch import launch, run_as_rank
@@ -69,6 +85,7 @@ def run_prompt_set(run: RunConfig, items: list[dict] | None = None) -> dict:
 
     if run.parallel.num_gpus > 1:
         raise UserError("prompt sets run on one process for now; use --num-gpus 1", param="num_gpus")
+    fetch_input_urls(run, items)
     return run_set(run, items)
 
 

@@ -130,9 +130,10 @@ async function runImage() {
     appendFields(form, commonFields());
     for (const file of files) form.append(files.length > 1 ? "image[]" : "image", file);
     form.append("response_format", "b64_json");
+    form.append("output_format", "png");  // lossless in the page (the API's default is jpeg, as SGLang's)
     response = await api("/v1/images/edits", { method: "POST", body: form });
   } else {
-    const body = { ...commonFields(), n: 1, response_format: "b64_json" };
+    const body = { ...commonFields(), n: 1, response_format: "b64_json", output_format: "png" };
     response = await api("/v1/images/generations", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from sgld.config.schema import (
-    AttentionBackend, AudioOutput, CacheKind, DitOffload, LogLevel, LoraMergeMode, LoraTarget, Precision, Quantization,
-    choices,
+    AttentionBackend, AudioOutput, CacheKind, DitOffload, LogLevel, LoraMergeMode, LoraTarget, Precision,
+    Quantization, X264Preset, choices,
 )
 from sgld.errors import UserError
 
@@ -122,6 +122,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("lora_merge_mode", "model.lora_merge_mode", str, "merge: fuse the adapters into the weights (no per-step cost); dynamic: keep them separate so requests can switch them; auto: merge unless the server has --lora-dir", SERVER, choices(LoraMergeMode), group=MODEL),
     Option("dit_weights", "model.dit_weights", str, "a GGUF file (or org/repo/file.gguf on the Hugging Face Hub) whose quantized weights replace the DiT's (Q8_0, Q4_K...); the rest of the model folder stays", SERVER, group=MODEL),
     Option("mask_strategy_file_path", "model.mask_strategy_file_path", str, "sliding-tile attention: FastVideo mask-strategy JSON (HunyuanVideo); unset: dense attention", SERVER, group=MODEL),
+    Option("allow_private_urls", "server.allow_private_urls", bool, "fetch input images named by URL from private, loopback and link-local addresses too (also SGLD_ALLOW_PRIVATE_URLS=1); off: public addresses only", SERVER, group=MODEL),
     Option("device", "device", str, "torch device: auto, cpu, cuda, cuda:N", SERVER, group=MODEL),
     Option("log_level", "log_level", str, "how much sgld logs: debug, info, warning, error, critical (other libraries stay at warning or above)", SERVER, choices(LogLevel), group=MODEL),
     Option("prompt", "sampling.prompt", str, "text description of the output", SAMPLING),
@@ -152,6 +153,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("output_file_path", "output.file_name", str, "the whole output path, directory and file name (its extension picks the format); sets output_path and output_file_name", OUTPUT, splits=split_output_file_path, generate_only=True),
     Option("save_output", "output.save", bool, "save the image/video to disk", OUTPUT, generate_only=True),
     Option("return_frames", "output.return_frames", bool, "return the raw frames (Python API)", OUTPUT, generate_only=True),
+    Option("output_compression", "output.compression", int, "JPEG/WebP and MP4 quality, 0-100 (100: best); unset: JPEG/WebP 75, MP4 crf 18 (PNG is lossless)", OUTPUT, generate_only=True),
+    Option("x264_preset", "output.x264_preset", str, "libx264 preset of saved MP4s (speed against size); unset: medium", OUTPUT, choices(X264Preset), generate_only=True),
     Option("audio", "output.audio", str, "a video with sound: mux (one MP4, H.264 + AAC), wav (that MP4 and <name>.wav), none (silent MP4)", OUTPUT, choices(AudioOutput)),
     Option("enable_frame_interpolation", "finishing.enable_frame_interpolation", bool, "RIFE frame interpolation after decode (videos): 2**exp x the frames and fps", OUTPUT),
     Option("frame_interpolation_exp", "finishing.frame_interpolation_exp", int, "frame interpolation: 2**exp - 1 frames between each pair (1: 2x, 2: 4x; up to 4)", OUTPUT),

@@ -91,6 +91,21 @@ class LogLevel(StrEnum):
     critical = "critical"
 
 
+class X264Preset(StrEnum):
+    """libx264's speed/size trade-off for saved MP4s, fastest first."""
+
+    ultrafast = "ultrafast"
+    superfast = "superfast"
+    veryfast = "veryfast"
+    faster = "faster"
+    fast = "fast"
+    medium = "medium"
+    slow = "slow"
+    slower = "slower"
+    veryslow = "veryslow"
+    placebo = "placebo"
+
+
 class DitOffload(StrEnum):
     """Where the DiT waits between uses: resident, on the CPU as a whole, or on the CPU block by block."""
 
@@ -161,7 +176,7 @@ class LoraConfig:
     path: str = MISSING
     scale: float = 1.0
     target: LoraTarget = LoraTarget.transformer
-    # The adapter's nickname; None: the file's stem.
+    # The adapter's nickname; None: "default" for the first such adapter (SGLang's), the file's stem for later ones.
     name: Optional[str] = None
 
 
@@ -343,6 +358,11 @@ class OutputConfig:
     resume: bool = True
     # Outputs per prompt (seeds seed, seed+1, ...); more than 1 runs as a prompt set.
     num_outputs_per_prompt: int = 1
+    # JPEG/WebP and MP4 quality, 0-100 (SGLang's output_compression; 100: best). None: Pillow's 75 for
+    # JPEG/WebP, crf 18 for video. PNG is lossless whatever it says.
+    compression: Optional[int] = None
+    # libx264's preset for MP4s; None: its default, medium.
+    x264_preset: Optional[X264Preset] = None
     # A video with sound (LTX-2): mux (one MP4, H.264 + AAC), wav (that MP4 and <name>.wav), none (a silent MP4).
     audio: AudioOutput = AudioOutput.mux
 
@@ -378,6 +398,9 @@ class ServerConfig:
     poll_after_ms: int = 250
     # LoRA adapters requests may name (relative to this folder); None: requests take no adapters.
     lora_dir: Optional[str] = None
+    # Input images named by URL (requests, --image-path) may come from private, loopback and link-local
+    # addresses; off, only public addresses are fetched (sgld.url_inputs). SGLD_ALLOW_PRIVATE_URLS=1 sets it.
+    allow_private_urls: bool = II("oc.env:SGLD_ALLOW_PRIVATE_URLS,false")
     # Adapters kept loaded at once; the least recently used is dropped beyond it.
     max_loaded_loras: int = 8
     # Dynamic batching: queued requests that can share a forward (same model, size, steps, scheduler,
@@ -400,6 +423,9 @@ class ServerConfig:
     drain_s: float = 60.0
     # How long completed jobs' files are kept (their expires_at); None keeps them until deleted.
     retention_s: Optional[float] = None
+    # Images when retention_s is unset: an image request answers with its data or a URL to fetch it now,
+    # so its files are not kept for good.
+    image_retention_s: float = 3600.0
     # Sizes ("WxH", or "WxHxF" for video) each engine runs once, 2 steps, before /health says ok, so compiling
     # happens at startup, not in a user's request. None: the model's default size when the DiT is compiled.
     warmup_sizes: Optional[list[str]] = None

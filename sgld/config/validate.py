@@ -64,6 +64,12 @@ def _check_pixels(height: int | None, width: int | None, max_pixels: int) -> Non
                           f"{max_pixels} (server.max_pixels)", param="sampling.height")
 
 
+def _check_output_quality(run: RunConfig) -> None:
+    compression = run.output.compression
+    if compression is not None and not 0 <= compression <= 100:
+        raise ConfigError(f"output.compression must be between 0 and 100, got {compression}", param="output.compression")
+
+
 def validate(run: RunConfig) -> None:
     """Raise ConfigError for values no model can run; model-specific checks come later."""
     check_finite(run)  # first: NaN passes every range check below
@@ -85,6 +91,7 @@ def validate(run: RunConfig) -> None:
     _check_positive("sampling.num_frames", s.num_frames)
     _check_positive("sampling.fps", s.fps)
     _check_positive("output.num_outputs_per_prompt", run.output.num_outputs_per_prompt)
+    _check_output_quality(run)
     _check_positive("sampling.batch_size", s.batch_size)
     _check_positive("server.max_batch_size", run.server.max_batch_size)
     _check_positive("server.batch_max_pixels", run.server.batch_max_pixels)
@@ -102,6 +109,9 @@ def validate(run: RunConfig) -> None:
     if run.server.retention_s is not None and run.server.retention_s <= 0:
         raise ConfigError(f"server.retention_s must be > 0 seconds (or unset: keep), got {run.server.retention_s}",
                           param="server.retention_s")
+    if run.server.image_retention_s <= 0:
+        raise ConfigError(f"server.image_retention_s must be > 0 seconds, got {run.server.image_retention_s}",
+                          param="server.image_retention_s")
     for size in run.server.warmup_sizes or ():
         warmup_size_options(size)
     store = run.server.job_store

@@ -10,6 +10,7 @@ it was.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import math
@@ -30,6 +31,23 @@ log = logging.getLogger(__name__)
 
 # --lora-target: which experts an adapter goes into (Wan2.2 A14B has two; the other models one).
 TARGETS = {"transformer": ("transformer",), "transformer_2": ("transformer_2",), "all": ("transformer", "transformer_2")}
+# SGLang's name for a --lora-path adapter given no --lora-nickname.
+DEFAULT_NICKNAME = "default"
+
+
+def startup_nicknames(loras: Sequence) -> list[str]:
+    """The nicknames of a run's adapters (``model.loras``): each one's own, else ``default`` for the first unnamed
+    one (SGLang's) and the file's stem for any later one."""
+    names, defaulted = [], False
+    for lora in loras:
+        if lora.name:
+            names.append(lora.name)
+        elif not defaulted:
+            names.append(DEFAULT_NICKNAME)
+            defaulted = True
+        else:
+            names.append(Path(lora.path).stem)
+    return names
 
 
 @dataclass(frozen=True)
@@ -43,8 +61,10 @@ class Adapter:
 
     @property
     def key(self) -> str:
-        """The name PEFT keeps it under (module names take no dots or slashes)."""
-        return re.sub(r"[^A-Za-z0-9_]", "_", self.name)
+        """The name PEFT keeps it under (module names take no dots or slashes): its name, file and DiTs, so one
+        nickname or file used twice (``--lora-path`` and the LoRA dir, say) never collides."""
+        digest = hashlib.sha1(f"{self.path}|{self.target}".encode()).hexdigest()[:8]
+        return f"{re.sub(r'[^A-Za-z0-9_]', '_', self.name)}_{digest}"
 
 
 def adapter_file(path: str | Path) -> Path:
@@ -188,6 +208,8 @@ class LoraSet:
         self.loaded: OrderedDict[str, Adapter] = OrderedDict()  # least recently used first
         self.active: tuple[Adapter, ...] = ()
         self.fused = False
+        # Experts whose adapters are switched off (SGLang's unmerge_lora_weights) until switched on again.
+        self.off: set[str] = set()
 
     def targets(self, adapter: Adapter) -> list[str]:
         """The experts ``adapter`` goes into (those this model has), or a UserError."""
@@ -202,13 +224,9 @@ class LoraSet:
 
     def load(self, adapter: Adapter) -> None:
         """Load ``adapter`` into its experts unless it is loaded already (same name and file)."""
-        known = self.loaded.get(adapter.key)
-        if known is not None and known.path == adapter.path and known.target == adapter.target:
+        if adapter.key in self.loaded:  # the same name, file and DiTs (the key says all three)
             self.loaded.move_to_end(adapter.key)
             return
-        if known is not None:
-            raise UserError(f"LoRA name {adapter.name!r} is already used by {str(known.path)!r}; give this adapter "
-                            "another name (--lora-nickname)", param="lora_nickname")
         check_scale(adapter.name, adapter.scale)
         file = adapter_file(adapter.path)
         experts = self.targets(adapter)
@@ -260,7 +278,7 @@ class LoraSet:
             mine = [a for a in adapters if name in TARGETS[a.target]]
             if not getattr(module, "peft_config", None):
                 continue  # nothing was ever loaded into this expert
-            if mine:
+            if mine and name not in self.off:
                 module.enable_lora()
                 module.set_adapters([a.key for a in mine], [a.scale for a in mine])
             else:
@@ -272,10 +290,16 @@ class LoraSet:
         if self.merge and adapters:
             self._fuse()
 
+    def switch(self, experts: Sequence[str], on: bool) -> None:
+        """Switch the adapters of ``experts`` on or off (off: the base weights, exactly), the active set kept."""
+        self.off = self.off - set(experts) if on else self.off | set(experts)
+        active, self.active = self.active, None  # apply() again: each expert as the switches now say
+        self.apply(active)
+
     def _fuse(self) -> None:
         for name, module in self.experts.items():
             keys = [a.key for a in self.active if name in TARGETS[a.target]]
-            if keys:
+            if keys and name not in self.off:
                 module.fuse_lora(adapter_names=keys)
         self.fused = True
 
@@ -318,6 +342,40 @@ def adapter_in_dir(lora_dir: Optional[str], name: str) -> Path:
                                 "only (no pickle)", param="loras")
             return path
     raise UnknownAdapter(f"no LoRA {name!r} in the LoRA folder (GET /v1/loras lists them)", param="loras")
+
+
+def adapter_source(source: str, lora_dir: Optional[str], download: bool = True) -> Path:
+    """The adapter file ``source`` names for SGLang's set_lora: inside ``lora_dir`` when the server has one (nothing
+    outside it is read), else a local ``.safetensors`` file or a folder holding one, else a Hugging Face repo id
+    (from the cache, else downloaded: its safetensors files only)."""
+    from sgld.models.hub import downloads_off_reason, looks_like_repo_id
+
+    if not isinstance(source, str) or not source.strip() or "\0" in source:
+        raise UserError(f"lora_path {source!r} must name a .safetensors file, a folder or a Hugging Face repo id",
+                        param="lora_path")
+    if lora_dir:
+        path = adapter_in_dir(lora_dir, source)
+        return adapter_file(path)
+    local = Path(source).expanduser()
+    if local.exists() or not looks_like_repo_id(source):
+        return adapter_file(local)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return adapter_file(snapshot_download(source, allow_patterns=["*.safetensors"], local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, UserError, OSError, ValueError):
+        pass  # not (wholly) in the cache
+    reason = downloads_off_reason(download)
+    if reason is not None:
+        raise UserError(f"LoRA {source!r} is not in the Hugging Face cache and {reason}", param="lora_path")
+    try:
+        return adapter_file(snapshot_download(source, allow_patterns=["*.safetensors"]))
+    except RepositoryNotFoundError:
+        raise UserError(f"LoRA {source!r} is not on the Hugging Face Hub (or is private: set HF_TOKEN)",
+                        param="lora_path") from None
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        raise UserError(f"could not download LoRA {source!r}: {exc}", param="lora_path") from None
 
 
 def request_adapters(items: Sequence[Mapping], lora_dir: Optional[str]) -> list[Adapter]:
@@ -432,7 +490,8 @@ class HotswapLoraSet(LoraSet):
             scaled = {k: v * adapter.scale if ".lora_B." in k else v for k, v in weights.state.items()}
             for name in self.targets(adapter):
                 check_fits(scaled, self.experts[name], file, name)
-                states[name] = scaled
+                if name not in self.off:
+                    states[name] = scaled
             self.loaded[adapter.key] = adapter
             self.loaded.move_to_end(adapter.key)
             while self.max_loaded is not None and len(self.loaded) > self.max_loaded:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from sgld.parallel.state import ParallelState
 
 STOP = ("stop",)
+# (CONTROL, action, kwargs): a LoRA control action every rank runs on its generator (``lora_control``).
+CONTROL = "control"
 # One year: the control group's broadcast is how idle ranks wait for the next job.
 _IDLE_WAIT = timedelta(days=365)
 
@@ -59,6 +61,9 @@ def _serve_as_rank(run: RunConfig, load: RankLoader, jobs: Any, events: Any, can
             if message[0] == STOP:
                 stopped = True  # every rank got it: they leave together
                 return
+            if isinstance(message[0], tuple) and message[0][0] == CONTROL:
+                _control(generator, state, message[0], events)
+                continue
             _run_job(generator, state, message[0], events, cancel)
     finally:
         shutdown(together=stopped)
@@ -78,6 +83,19 @@ def _next_job(jobs: Any, parent: int) -> Any:
         except queue.Empty:
             if os.getppid() != parent:
                 return STOP
+
+
+def _control(generator, state, message: tuple, events: Any) -> None:
+    """Every rank runs a control action (the same checks: the same outcome on each); rank 0 answers."""
+    _, action, kwargs = message
+    try:
+        result = generator.lora_control(action, **kwargs)
+    except UserError as exc:
+        if state.is_main:
+            events.put(("error", str(exc)))
+        return
+    if state.is_main:
+        events.put(("controlled", result))
 
 
 def _run_job(generator, state, options: dict, events: Any, cancel: Any) -> None:

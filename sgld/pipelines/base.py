@@ -11,7 +11,7 @@ from sgld.config.schema import RunConfig
 from sgld.families import FamilySpec, SizeConstraints
 from sgld.models.placement import Placement
 from sgld.levers.step_hooks import StepHook
-from sgld.models.lora import Adapter, LoraSet
+from sgld.models.lora import Adapter, LoraSet, startup_nicknames
 from sgld.models.memory_plan import MemoryCheck
 from sgld.levers.transformer_setup import compile_transformer, configure_transformer
 from sgld.models.vae_setup import configure_vae
@@ -73,8 +73,8 @@ class Pipeline:
         ``folder``: the model folder, whose stored weights make unmerging LoRA adapters exact.
         """
         run = self.run
-        self.defaults = [Adapter(lora.name or Path(lora.path).stem, Path(lora.path).expanduser().resolve(), lora.scale,
-                                 str(lora.target)) for lora in run.model.loras]
+        self.defaults = [Adapter(name, Path(lora.path).expanduser().resolve(), lora.scale, str(lora.target))
+                         for name, lora in zip(startup_nicknames(run.model.loras), run.model.loras)]
         folders = {name: folder / name for name in self.dits} if folder is not None else None
         mode = run.model.lora_merge_mode
         switchable = bool(run.server.lora_dir) or mode == "dynamic" or bool(self.extra_adapters)

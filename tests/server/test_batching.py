@@ -42,7 +42,8 @@ def flux_server(tmp_path_factory):
 
 
 def generate(srv: ServerProcess, request: dict) -> np.ndarray:
-    result = srv.openai().images.generate(prompt=request["prompt"], size="64x64", extra_body={
+    result = srv.openai().images.generate(prompt=request["prompt"], size="64x64", response_format="b64_json",
+                                          output_format="png", extra_body={
         "seed": request["seed"], "guidance_scale": request["guidance_scale"], "num_inference_steps": 3})
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json))).convert("RGB")).astype(int)
 

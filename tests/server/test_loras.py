@@ -100,19 +100,98 @@ def test_bad_adapter_requests_are_refused_before_queueing(lora_server, loras, st
 
 
 def test_sglangs_control_endpoints(lora_server, tmp_path):
+    """set_lora by nickname (a known nickname alone re-activates it), unmerge turns the adapters off and merge on
+    again (SGLang's semantics), replies say status ok, list_loras answers SGLang's shape."""
     client = lora_server.openai()
-    r = httpx.post(lora_server.url + "/set_lora", json={"lora_path": "style_a", "strength": 0.8}, timeout=60)
-    assert r.status_code == 200 and r.json()["success"], r.text
+    post = lambda path, body=None: httpx.post(lora_server.url + path, json=body, timeout=60)  # noqa: E731
+    r = post("/set_lora", {"lora_nickname": "a", "lora_path": "style_a", "strength": 0.8})
+    assert r.status_code == 200 and r.json()["status"] == "ok" and "a (target: all, strength: 0.8)" in r.json()["message"]
     default = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "default")
     named = frames_of(client, client.videos.create(prompt="a red fox", size="64x64", extra_body={
         "num_inference_steps": 2, "seed": 4, "loras": [{"name": "style_a", "scale": 0.8}]}), tmp_path, "named")
     assert np.array_equal(default, named)  # a request without loras runs the server's default adapters
-    for path in ("/merge_lora_weights", "/unmerge_lora_weights"):
-        assert httpx.post(lora_server.url + path, timeout=60).json()["success"]
-    assert np.array_equal(frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "again"), default)
-    missing = httpx.post(lora_server.url + "/set_lora", json={"lora_path": "nope"}, timeout=10)
+    listed = httpx.get(lora_server.url + "/list_loras", timeout=10).json()
+    assert {"nickname": "a", "path": "style_a"} in listed["loaded_adapters"]
+    assert [(x["nickname"], x["strength"]) for x in listed["active"]["transformer"]] == [("a", 0.8)]
+    # JSON: the SDK's multipart form drops an empty list (the request would then run the default adapters).
+    no_adapters = httpx.post(lora_server.url + "/videos", timeout=60, json={
+        "prompt": "a red fox", "size": "64x64", "num_inference_steps": 2, "seed": 4, "loras": []}).json()
+    none = frames_of(client, client.videos.retrieve(no_adapters["id"]), tmp_path, "none")
+
+    assert httpx.post(lora_server.url + "/unmerge_lora_weights", timeout=60).json()["status"] == "ok"  # no body
+    assert httpx.get(lora_server.url + "/list_loras", timeout=10).json()["active"] == {}
+    off = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "off")
+    assert np.abs(off - none).max() <= 2 and np.abs(off - default).max() >= 10  # off: the base model
+    assert post("/merge_lora_weights", {"target": "all"}).json()["status"] == "ok"
+    assert np.abs(frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "on") - default).max() <= 2
+
+    assert post("/set_lora", {"lora_nickname": "b", "lora_path": "nested/style_b"}).status_code == 200
+    assert post("/set_lora", {"lora_nickname": "a", "strength": 0.8}).status_code == 200  # known: no path needed
+    again = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "again")
+    assert np.abs(again - default).max() <= 2
+    both = post("/set_lora", {"lora_nickname": ["a", "b"], "lora_path": [None, None], "strength": [0.5, 0.5]})
+    assert both.status_code == 200, both.text
+    assert post("/set_lora", {"lora_nickname": "a", "target": ["transformer", "transformer_2"]}).status_code == 200
+
+    missing = post("/set_lora", {"lora_nickname": "c", "lora_path": "nope"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "lora_not_found"
-    assert httpx.post(lora_server.url + "/set_lora", json={"lora_path": []}, timeout=10).status_code == 400
+    unknown = post("/set_lora", {"lora_nickname": "never-loaded"})
+    assert unknown.status_code == 404 and "give its lora_path" in unknown.json()["detail"]
+    outside = post("/set_lora", {"lora_nickname": "c", "lora_path": "../secret.safetensors"})
+    assert outside.status_code == 400 and "outside the LoRA folder" in outside.json()["detail"]
+    assert post("/set_lora", {"lora_path": "style_a"}).json()["error"]["param"] == "lora_nickname"
+    assert post("/unmerge_lora_weights", {"target": "critic"}).status_code == 200  # SGLang: a warning, not an error
+
+
+def test_set_lora_on_a_server_started_without_adapters(tmp_path_factory, tiny_wan_folder, tmp_path):
+    """A local file or a Hugging Face repo id (here from the local Hub cache), on a server with no --lora-path
+    and no --lora-dir; a --lora-path adapter would be nicknamed 'default'."""
+    file = make_lora(tiny_wan_folder, tmp_path_factory.mktemp("made"), 1)
+    hub = tmp_path_factory.mktemp("hub")
+    snapshot = hub / "models--sgld-test--tiny-lora" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "adapter.safetensors").write_bytes(file.read_bytes())
+    (hub / "models--sgld-test--tiny-lora" / "refs").mkdir()
+    (hub / "models--sgld-test--tiny-lora" / "refs" / "main").write_text("0" * 40)
+    srv = ServerProcess(tmp_path_factory.mktemp("plain") / "out", env={"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"})
+    srv.start()
+    try:
+        client = srv.openai()
+        before = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "before")
+        r = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "local", "lora_path": str(file)}, timeout=60)
+        assert r.status_code == 200, r.text
+        local = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "local")
+        assert np.abs(local - before).max() >= 10
+        r = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "hub", "lora_path": "sgld-test/tiny-lora"},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+        hub_frames = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "hub")
+        assert np.abs(hub_frames - local).max() <= 2  # the same file, by repo id
+        listed = httpx.get(srv.url + "/list_loras", timeout=10).json()["loaded_adapters"]
+        assert [a["nickname"] for a in listed] == ["local", "hub"] and listed[1]["path"] == "sgld-test/tiny-lora"
+        gone = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "x", "lora_path": "sgld-test/absent"}, timeout=60)
+        assert gone.status_code == 400 and "HF_HUB_OFFLINE" in gone.json()["detail"]
+    finally:
+        srv.stop()
+
+
+def test_a_lora_path_adapter_is_default_and_the_same_file_in_the_lora_dir_does_not_collide(tmp_path_factory, lora_dir,
+                                                                                          tmp_path):
+    srv = ServerProcess(tmp_path_factory.mktemp("both") / "out", "--lora-path", str(lora_dir / "style_a.safetensors"),
+                        "--lora-dir", str(lora_dir))
+    srv.start()
+    try:
+        listed = httpx.get(srv.url + "/list_loras", timeout=10).json()
+        assert [a["nickname"] for a in listed["loaded_adapters"]] == ["default"]
+        client = srv.openai()
+        by_name = frames_of(client, client.videos.create(prompt="a red fox", size="64x64", extra_body={
+            "num_inference_steps": 2, "seed": 4, "loras": [{"name": "style_a"}]}), tmp_path, "by_name")
+        default = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "default")
+        assert np.abs(by_name - default).max() <= 2  # one file under two names: both load, the same output
+        r = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "default"}, timeout=60)
+        assert r.status_code == 200, r.text
+    finally:
+        srv.stop()
 
 
 def test_the_playground_offers_the_adapters(lora_server, browser):

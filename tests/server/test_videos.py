@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import httpx2 as httpx
+import numpy as np
 
 from tests.conftest import read_mp4
 from tests.server.conftest import wait_for
@@ -99,3 +100,48 @@ def test_models_health_metrics_openapi(server):
     assert "calico" not in metrics  # no prompts in metrics
     spec = httpx.get(server.base + "/openapi.json").json()
     assert spec["openapi"].startswith("3.") and "/v1/videos/{video_id}/content" in spec["paths"]
+
+
+def test_sglangs_video_fields_and_object(client, server, tmp_path):
+    """n outputs with a seed each (content ?variant=N), size "" (the model's default), flow_shift and the output
+    quality act; quality is accepted and named back; the object carries SGLang's url, num_outputs and timing, and
+    echoes the requested model name."""
+
+    common = {"num_inference_steps": 2, "num_frames": 5, "flow_shift": 8.0, "output_compression": 100,
+              "x264_preset": "ultrafast"}
+    raw = client.videos.with_raw_response.create(prompt="a red fox", model="sora-2", size="",
+                                                 extra_body={**common, "n": 2, "seed": [5, 6], "quality": "exact"})
+    assert raw.headers["x-sgld-ignored-fields"] == "quality"
+    video = wait_for(client, raw.parse().id)
+    assert video.status == "completed" and video.model == "sora-2" and video.size == "64x64"
+    extra = video.model_extra
+    assert extra["num_outputs"] == 2 and extra["inference_time_s"] > 0 and extra["quality"] == "standard"
+    assert extra["url"] == f"/v1/videos/{video.id}/content?variant=0" and len(extra["urls"]) == 2
+
+    def frames(video_id, variant):
+        path = tmp_path / f"{video_id}_{variant}.mp4"
+        path.write_bytes(httpx.get(f"{server.url}/videos/{video_id}/content", params={"variant": variant}).content)
+        return np.stack(read_mp4(path)[1]).astype(int)
+
+    second = frames(video.id, "1")
+    alone = wait_for(client, client.videos.create(prompt="a red fox", size="64x64",
+                                                  extra_body={**common, "seed": 6}).id)
+    assert np.abs(second - frames(alone.id, "video")).max() <= 2  # output 1 is seed 6's video
+    assert np.abs(second - frames(video.id, "0")).max() > 10
+    unshifted = wait_for(client, client.videos.create(prompt="a red fox", size="64x64", extra_body={
+        **{k: v for k, v in common.items() if k != "flow_shift"}, "seed": 6}).id)
+    assert np.abs(second - frames(unshifted.id, "video")).max() > 10  # flow_shift changed the schedule
+    assert httpx.get(f"{server.url}/videos/{video.id}/content", params={"variant": "2"}).status_code == 400
+
+
+def test_sglangs_refusals_on_videos(server):
+    post = lambda **body: httpx.post(server.url + "/videos", json={"prompt": "a fox", **body})  # noqa: E731
+    r = post(input_reference="dummy", size="64x64")  # SGLang's check of a T2V model
+    assert r.status_code == 400 and "input_reference is not supported" in r.json()["detail"]
+    for field, value in (("enable_upscaling", True), ("enable_frame_interpolation", True), ("video_url", "https://x/y")):
+        r = post(**{field: value})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_feature", r.text
+    assert "path on the server" in post(output_path="/tmp/elsewhere").json()["detail"]
+    form = httpx.post(server.url + "/videos", data={"prompt": "a fox", "size": "64x64",
+                                                    "extra_params": '{"num_frames": 1, "num_inference_steps": 1}'})
+    assert form.status_code == 200 and form.json()["seconds"] == "0.125", form.text  # extra_params flattened

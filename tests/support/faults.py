@@ -60,11 +60,8 @@ class FaultyEngine:
     def loaded_loras(self) -> list[str]:
         return self.inner.loaded_loras()
 
-    def set_default_loras(self, loras: list[dict[str, Any]]) -> None:
-        self.inner.set_default_loras(loras)
-
-    def set_lora_merged(self, merged: bool) -> None:
-        self.inner.set_lora_merged(merged)
+    def lora_control(self, action: str, **kwargs: Any) -> Any:
+        return self.inner.lora_control(action, **kwargs)
 
 
 def load_rank_with_fault(run: RunConfig, state: Any) -> FaultyEngine:
