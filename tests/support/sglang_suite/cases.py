@@ -102,8 +102,6 @@ OUT = {
 TEACACHE_SP = "sgld does not support TeaCache with sequence parallelism (its residual is taken outside the split)"
 BACKEND = "sgld does not support --backend diffusers (it runs its own pipelines)"
 COMPONENTS = "sgld does not support per-component weights (--transformer-path / --vae-path)"
-FINISHING_WEIGHTS = ("the Real-ESRGAN / RIFE weights (ai-forever/Real-ESRGAN, elfgum/RIFE-4.22.lite) from the Hugging "
-                     "Face Hub: the suite runs offline")
 MODEL_VARIANT = "sgld does not support --model-variant (MiniMax-H3's fl2va / ref2va checkpoints) or --revision"
 URL_INPUTS = "--image-path URLs (part B: URL inputs, fetched with SSRF protection)"
 LORA_ENDPOINTS = ("LoRA endpoints with SGLang's semantics (part B: set_lora by path or Hub id without --lora-dir, the "
@@ -116,10 +114,6 @@ EXPECTED_FAILURES: dict[str, str] = {
     "wan2_2_t2v_a14b_teacache_2gpu": TEACACHE_SP,
     "minimax_h3_t2va_2gpu_h100": MODEL_VARIANT,
     "minimax_h3_ref2va_video_audio_2gpu_h100": MODEL_VARIANT,
-    "flux_2_image_t2i_upscaling_4x": FINISHING_WEIGHTS,
-    "wan2_1_t2v_1.3b_upscaling_4x": FINISHING_WEIGHTS,
-    "wan2_1_t2v_1.3b_frame_interp_2x": FINISHING_WEIGHTS,
-    "wan2_1_t2v_1.3b_frame_interp_2x_upscaling_4x": FINISHING_WEIGHTS,
     "zimage_image_t2i_fp8": COMPONENTS,
     "flux_2_t2i_customized_vae_path": COMPONENTS,
     # work in progress
