@@ -103,9 +103,6 @@ TEACACHE_SP = "sgld does not support TeaCache with sequence parallelism (its res
 BACKEND = "sgld does not support --backend diffusers (it runs its own pipelines)"
 COMPONENTS = "sgld does not support per-component weights (--transformer-path / --vae-path)"
 MODEL_VARIANT = "sgld does not support --model-variant (MiniMax-H3's fl2va / ref2va checkpoints) or --revision"
-URL_INPUTS = "--image-path URLs (part B: URL inputs, fetched with SSRF protection)"
-LORA_ENDPOINTS = ("LoRA endpoints with SGLang's semantics (part B: set_lora by path or Hub id without --lora-dir, the "
-                  "nickname registry, unmerge_lora_weights turning the adapter off)")
 
 # THE list of what does not pass yet: test id (a case id, or "CLIClass::test_name") -> why. Features sgld lacks stay
 # until the feature exists; the rest name the piece of work that makes them pass. Remove a line as it lands.
@@ -117,26 +114,16 @@ EXPECTED_FAILURES: dict[str, str] = {
     "zimage_image_t2i_fp8": COMPONENTS,
     "flux_2_t2i_customized_vae_path": COMPONENTS,
     # work in progress
-    "zimage_image_t2i_multi_lora": LORA_ENDPOINTS,
-    "wan2_1_t2v_1_3b_lora_1gpu": LORA_ENDPOINTS,
-    "wan2_1_t2v_1_3b_dynamic_lora_default_quality_1gpu": LORA_ENDPOINTS,
-    "wan2_1_i2v_14b_lora_2gpu": "LoRA control endpoints on a multi-rank server (part B: LoRA endpoint semantics)",
     "wan2_2_t2v_a14b_lora_2gpu": "--lora-merge-mode dynamic with sequence parallelism: sgld refuses the pair (switchable "
                                  "adapters are not verified with the context-parallel hooks)",
-    "TestSGLangI2ICLI::test_single_prompt_single_image": URL_INPUTS,
-    "TestSGLangI2ICLI::test_single_prompt_multi_image": URL_INPUTS,
-    "TestSGLangI2ICLI::test_multi_prompt_multi_image": URL_INPUTS,
-    "TestSGLangI2ICLI::test_multi_prompt_single_image": URL_INPUTS,
-    "test_every_sglang_flag_is_known[generate]": "--output-compression and --x264-preset (part B: output quality)",
     # SGLang's CLIBase.test_single_gpu, inherited by its I2I test, gives the edit model neither --prompt nor an image
     "TestSGLangI2ICLI::test_single_gpu": "no --prompt and no --image-path for an edit model: sgld refuses a generation "
                                          "without a prompt (exit 2); SGLang's I2I models require an input image too",
 }
 
-# Until SGLang's request fields and response shapes land, every server case fails at its first request (sgld
-# answers 400 "unknown field 'quality'"): each case not listed above expects that failure while this is set.
-ALL_SERVER_CASES_AWAIT: str | None = ("SGLang's request fields and responses (part B: quality and the other fields, "
-                                      "size '' as the model's default, image id/url and JPEG by default)")
+# A reason every server case not listed above would fail for (a piece of work they all wait on); None: none
+# does, so each such case must pass.
+ALL_SERVER_CASES_AWAIT: str | None = None
 
 
 def expected_failure(test_id: str, server_case: bool = False) -> str | None:
