@@ -30,7 +30,7 @@ SEED = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
 # Accepted without effect (named back in the x-sgld-ignored-fields header): OpenAI's hints, SGLang's knobs.
 IGNORED = {name: {"type": "string"} for name in ("quality", "generator_device")}
 IGNORED.update({"profile": {"type": "boolean"}, "num_profiled_timesteps": {"type": "integer"},
-                "profile_all_stages": {"type": "boolean"}, "upscaling_scale": {"type": "integer"},
+                "profile_all_stages": {"type": "boolean"},
                 "max_sequence_length": {"type": "integer", "minimum": 1}})
 
 
@@ -54,6 +54,9 @@ def _shared_fields(limits: Any) -> dict:
         "enable_teacache": {"type": "boolean"},
         "enable_cache_dit": {"type": "boolean"},
         "cache_dit_params": {"type": "object"},
+        # Finishing after decode (the weights are the server's flags).
+        "enable_upscaling": {"type": "boolean"},
+        "upscaling_scale": {"type": "integer", "minimum": 1, "maximum": 8},
         **IGNORED,
     }
 
@@ -66,6 +69,12 @@ def video_fields(limits: Any) -> dict:
         "seconds": {"type": "string", "pattern": r"^[0-9]{1,4}(\.[0-9]{1,3})?$", "example": "4"},
         "seed": SEED,
         "guidance_scale_2": {"type": "number", "minimum": 0, "maximum": 100},
+        "enable_frame_interpolation": {"type": "boolean"},
+        "frame_interpolation_exp": {"type": "integer", "minimum": 1, "maximum": 4},
+        "frame_interpolation_scale": {"type": "number", "minimum": 0.25, "maximum": 4},
+        # Models with sound (LTX-2): the sound's CFG scale, and the two-stage recipe.
+        "audio_guidance_scale": {"type": "number", "minimum": 0, "maximum": 100},
+        "two_stage": {"type": "boolean"},
         "fps": {"type": "integer", "minimum": 1, "maximum": 120},
         "num_frames": {"type": "integer", "minimum": 1, "maximum": limits.max_frames},
         "n": {"type": "integer", "minimum": 1, "maximum": limits.max_images},
@@ -143,6 +152,9 @@ SCHEMAS: dict[str, Any] = {
             "num_outputs": {"type": "integer"},
             "inference_time_s": {"type": "number", "nullable": True},
             "peak_memory_mb": {"type": "number", "nullable": True},
+            # Whether the MP4 has an AAC track (models with sound: LTX-2), and its sample rate.
+            "has_audio": {"type": "boolean"},
+            "audio_sample_rate": {"type": "integer", "nullable": True},
         },
     },
     "VideoList": {

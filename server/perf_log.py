@@ -111,3 +111,20 @@ def stage_timings(outcome: Any) -> dict[str, float]:
     """Seconds per stage of one output (a GenerationResult, or a rank group's result), {} when unknown."""
     timings = getattr(outcome, "timings", None) or {}
     return {name: float(seconds) for name, seconds in timings.items() if name != "load"}
+
+
+def write_benchmark_report(path: str | Path, request_id: str, timings: Mapping[str, float], total_s: float) -> Path:
+    """``generate --perf-dump-path``: SGLang's benchmark report of one generation as JSON (its stages' milliseconds
+    as ``steps``; ``denoise_steps_ms`` stays empty: generate does not time single steps), written atomically."""
+    report = {
+        "timestamp": datetime.now(timezone.utc).isoformat(), "request_id": request_id, "commit_hash": _version(),
+        "tag": "benchmark_dump", "total_duration_ms": round(total_s * 1000, 3),
+        "steps": [{"name": name, "duration_ms": round(seconds * 1000, 3)} for name, seconds in timings.items()],
+        "denoise_steps_ms": [], "memory_checkpoints": {}, "meta": {},
+    }
+    target = Path(path).expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(report, indent=2))
+    os.replace(partial, target)
+    return target

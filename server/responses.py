@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from server.batching import samples
+from server.sound import SILENT
 from server.store import Job
 
 
@@ -22,9 +23,10 @@ def _error(job: Job) -> Optional[dict]:
     return {"code": job.error_code, "message": job.error_message} if job.status == "failed" else None
 
 
-def video_object(job: Job) -> dict[str, Any]:
+def video_object(job: Job, sound: Optional[dict] = None) -> dict[str, Any]:
     """OpenAI's ``video`` object of a job (``model``: the name the request gave), with SGLang's ``url``,
-    ``num_outputs``, ``inference_time_s`` and ``peak_memory_mb``."""
+    ``num_outputs``, ``inference_time_s`` and ``peak_memory_mb``, and whether its MP4 has sound
+    (``sound``: ``server.sound.sound_fields`` of the model; silent when not given)."""
     done = job.status == "completed"
     count = samples(job)
     body = {
@@ -49,6 +51,7 @@ def video_object(job: Job) -> dict[str, Any]:
     }
     if count > 1:
         body["urls"] = [content_url(job, i) for i in range(count)] if done else None
+    body.update(sound or SILENT)
     return body
 
 

@@ -303,7 +303,14 @@ def parse_common(fields: Fields, limits: ServerConfig, spec: FamilySpec, *, outp
     options.update(parse_seeds(fields, outputs, max_seed))
     for name, value in (("enable_teacache", fields.boolean("enable_teacache")),  # the engine checks the family
                         ("enable_cache_dit", fields.boolean("enable_cache_dit")),
-                        ("cache_dit_params", fields.json_object("cache_dit_params"))):
+                        ("cache_dit_params", fields.json_object("cache_dit_params")),
+                        # Finishing: the engine checks the bounds (sgld.config.finishing) and skips interpolation
+                        # for images; fields an endpoint does not take never reach here (its screen refuses them).
+                        ("enable_upscaling", fields.boolean("enable_upscaling")),
+                        ("upscaling_scale", fields.integer("upscaling_scale", 1, 8)),
+                        ("enable_frame_interpolation", fields.boolean("enable_frame_interpolation")),
+                        ("frame_interpolation_exp", fields.integer("frame_interpolation_exp", 1, 4)),
+                        ("frame_interpolation_scale", fields.number("frame_interpolation_scale", 0.25, 4))):
         if value is not None:
             options[name] = value
     return options
@@ -426,7 +433,12 @@ ENGINE_PARAM_TO_FIELD = {"height": "size", "width": "size", "sampling.num_infere
                          "sampling.enable_teacache": "enable_teacache", "sampling.enable_cache_dit": "enable_cache_dit",
                          "sampling.cache_dit_params": "cache_dit_params", "sampling.flow_shift": "flow_shift",
                          "sampling.guidance_scale_2": "guidance_scale_2", "output.compression": "output_compression",
-                         "output.x264_preset": "x264_preset"}
+                         "output.x264_preset": "x264_preset",
+                         "finishing.frame_interpolation_exp": "frame_interpolation_exp",
+                         "finishing.frame_interpolation_scale": "frame_interpolation_scale",
+                         "finishing.upscaling_scale": "upscaling_scale",
+                         "finishing.frame_interpolation_model_path": "enable_frame_interpolation",
+                         "finishing.upscaling_model_path": "enable_upscaling"}
 
 
 @dataclass

@@ -20,10 +20,10 @@ IGNORED_HEADER = "x-sgld-ignored-fields"
 
 # Features sgld has not got: the field's name -> the feature, as the 400 names it.
 UNSUPPORTED = {
-    "enable_frame_interpolation": "frame interpolation",
-    "frame_interpolation_model_path": "frame interpolation",
-    "enable_upscaling": "upscaling",
-    "upscaling_model_path": "upscaling",
+    # The finishing models' weights are the server's choice (--frame-interpolation-model-path, --upscaling-model-path).
+    "frame_interpolation_model_path": "per-request frame-interpolation weights (the server's "
+                                      "--frame-interpolation-model-path chooses them)",
+    "upscaling_model_path": "per-request upscaling weights (the server's --upscaling-model-path chooses them)",
     "enhance_prompt": "prompt enhancement",
     "diffusers_kwargs": "the diffusers backend",
     "progressive_mode": "progressive resolution",
@@ -79,13 +79,16 @@ class Endpoint:
 
 # OpenAI's presentation hints, SGLang's profiling and device knobs, and the settings of features that are off.
 _IGNORED = frozenset({"quality", "generator_device", "profile", "num_profiled_timesteps", "profile_all_stages",
-                      "upscaling_scale", "max_sequence_length"})
+                      "max_sequence_length"})
 # The step caches (TeaCache, Cache-DiT) act per request where the model's family has them (sgld.levers).
 STEP_CACHES = frozenset({"enable_teacache", "enable_cache_dit", "cache_dit_params"})
+# Finishing after decode (sgld.finishing): upscaling for every output, frame interpolation for videos.
+UPSCALING = frozenset({"enable_upscaling", "upscaling_scale"})
+INTERPOLATION = frozenset({"enable_frame_interpolation", "frame_interpolation_exp", "frame_interpolation_scale"})
 _IMAGE_ACTS = frozenset({"prompt", "model", "n", "size", "response_format", "output_format", "seed", "negative_prompt",
                          "num_inference_steps", "guidance_scale", "user", "loras", "width", "height", "true_cfg_scale",
-                         "flow_shift", "output_quality", "output_compression", "task_type"}) | STEP_CACHES
-_IMAGE_UNSUPPORTED = frozenset({"enable_upscaling", "upscaling_model_path", "enhance_prompt", "diffusers_kwargs",
+                         "flow_shift", "output_quality", "output_compression", "task_type"}) | STEP_CACHES | UPSCALING
+_IMAGE_UNSUPPORTED = frozenset({"upscaling_model_path", "enhance_prompt", "diffusers_kwargs",
                                 "progressive_mode", "progressive_levels", "progressive_delta", "cfg_gate_step",
                                 "skip_softmax_params", "attention_backend_override"})
 
@@ -97,11 +100,12 @@ VIDEOS = Endpoint(
     frozenset({"prompt", "model", "size", "seconds", "input_reference", "reference_url", "negative_prompt",
                "num_inference_steps", "seed", "guidance_scale", "guidance_scale_2", "true_cfg_scale", "fps",
                "num_frames", "user", "loras", "width", "height", "flow_shift", "n", "num_outputs_per_prompt",
-               "output_quality", "output_compression", "x264_preset", "task_type"}) | STEP_CACHES,
-    _IGNORED | {"frame_interpolation_exp", "frame_interpolation_scale"},
+               "output_quality", "output_compression", "x264_preset", "task_type", "audio_guidance_scale",
+               "two_stage"}) | STEP_CACHES | UPSCALING
+    | INTERPOLATION,
+    _IGNORED,
     (_IMAGE_UNSUPPORTED - {"progressive_mode", "progressive_levels", "progressive_delta"})
-    | {"enable_frame_interpolation", "frame_interpolation_model_path", "use_diffusion_decoder", "video_path",
-       "video_url"},
+    | {"frame_interpolation_model_path", "use_diffusion_decoder", "video_path", "video_url"},
     files=frozenset({"input_reference", "video_reference"}),
 )
 

@@ -13,6 +13,7 @@ from server.errors import APIError
 from server.jobs import QueueFull, engine_options, new_id
 from server.request_ids import current_request_id
 from server.responses import deleted_object, video_object
+from server.sound import sound_fields
 from server.schemas import (
     Fields, ParsedVideo, accepts_query, bad, check_with_engine, nearest_frame_count, parse_common, parse_loras,
     parse_outputs, read_image_upload,
@@ -75,10 +76,13 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
         options["n"] = n
     if image_path is not None:
         options["image_path"] = image_path
-    for name in ("guidance_scale_2",):
+    for name in ("guidance_scale_2", "audio_guidance_scale"):
         value = fields.number(name, 0, 100)
         if value is not None:
             options[name] = value
+    two_stage = fields.boolean("two_stage")  # LTX-2's recipe (its family and folder say whether it runs)
+    if two_stage is not None:
+        options["two_stage"] = two_stage
     preset = fields.text("x264_preset", max_chars=16)
     if preset is not None:
         from sgld.config.schema import X264Preset, choices
@@ -106,7 +110,13 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
     if loras is not None:
         options["loras"] = loras
     s = run.sampling
-    return ParsedVideo(prompt, options, f"{s.width}x{s.height}", f"{s.num_frames / s.fps:g}", run, requested)
+    up = run.finishing.upscaling_scale if run.finishing.enable_upscaling else 1  # the delivered size
+    return ParsedVideo(prompt, options, f"{s.width * up}x{s.height * up}", f"{s.num_frames / s.fps:g}", run, requested)
+
+
+def _sound(svc) -> dict:
+    """Whether this server's videos have sound, and its rate (the model's; ``--audio none`` drops it)."""
+    return sound_fields(svc.engine.pipeline, svc.run.output.audio)
 
 
 def _get_job(video_id: str):
@@ -145,7 +155,7 @@ def create_video():
         if path is not None:
             path.unlink(missing_ok=True)
         raise
-    return _poll_headers(jsonify(video_object(job)))
+    return _poll_headers(jsonify(video_object(job, _sound(svc))))
 
 
 @bp.get("")
@@ -166,7 +176,8 @@ def list_videos():
         jobs, has_more = service().store.page("video", limit, order, args.get("after"))
     except KeyError:  # a cursor that names no job (deleted, expired from another store): nothing after it
         jobs, has_more = [], False
-    data = [video_object(job) for job in jobs]
+    sound = _sound(service())
+    data = [video_object(job, sound) for job in jobs]
     return jsonify({
         "object": "list", "data": data, "first_id": data[0]["id"] if data else None,
         "last_id": data[-1]["id"] if data else None, "has_more": has_more,
@@ -176,7 +187,7 @@ def list_videos():
 @bp.get("/<video_id>")
 def retrieve_video(video_id: str):
     """One job's current state."""
-    return _poll_headers(jsonify(video_object(_get_job(video_id))))
+    return _poll_headers(jsonify(video_object(_get_job(video_id), _sound(service()))))
 
 
 @bp.delete("/<video_id>")

@@ -52,17 +52,17 @@ class GenerationResult:
     # The saved file, or None when saving was off.
     path: Optional[Path]
     timings: dict = field(default_factory=dict)
+    config: Optional[RunConfig] = None
+    # What a step cache did: kind, forwards computed and served from the cache per branch (None: no cache ran).
+    step_cache: Optional[dict] = None
+    # The frame rate of the frames (after frame interpolation: 2**exp x the request's).
+    fps: Optional[int] = None
     # Models with sound (LTX-2): float32 (channels, samples) in [-1, 1], None unless return_frames; its rate
     # and channel count (set whenever the model made sound); the WAV written beside the video (output.audio=wav).
     audio: Optional[np.ndarray] = None
     sample_rate: Optional[int] = None
     audio_channels: Optional[int] = None
     audio_path: Optional[Path] = None
-    config: Optional[RunConfig] = None
-    # What a step cache did: kind, forwards computed and served from the cache per branch (None: no cache ran).
-    step_cache: Optional[dict] = None
-    # The frame rate of the frames (after frame interpolation: 2**exp x the request's).
-    fps: Optional[int] = None
 
 
 def quiet_library_logs() -> None:
@@ -88,8 +88,12 @@ def check_request_options(run: RunConfig, model: DescribedModel, options: dict[s
     request_run = finalize(cfg)
     req = Request.from_sampling(request_run.sampling)
     model.check_request(req)
-    model.spec.check_output(request_run.output)
     check_family(model.spec.name, uses_cache_dit(request_run), uses_teacache(request_run))
+    if request_run.finishing.enable_frame_interpolation or request_run.finishing.enable_upscaling:
+        from sgld.finishing.apply import check_weights
+
+        check_weights(request_run.finishing, model.spec.output == OutputKind.video, request_run.model.download)
+    model.spec.check_output(request_run.output)
     # A size the model takes from the input image (HunyuanVideo-1.5 I2V) is known now: the run says it.
     request_run.sampling.height, request_run.sampling.width = req.height, req.width
     if request_run.output.save and request_run.output.file_name:

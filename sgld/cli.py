@@ -171,6 +171,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if is_prompt_set(run) or len(prompts) > 1:
         if len(prompts) > 1 and run.sampling.prompts_file:
             raise UserError("give several --prompt values or --prompt-file, not both", param="prompt")
+        if run.output.perf_dump_path:
+            raise UserError("--perf-dump-path reports one generation; a prompt set writes summary.json instead",
+                            param="perf_dump_path")
         summary = run_prompt_set(run, [{"prompt": p} for p in prompts] if len(prompts) > 1 else None)
         print(f"done in {time.perf_counter() - start:.1f} s: {summary['done']} of {summary['total']} outputs, "
               f"{summary['failed']} failed, in {run.output.path} (manifest.jsonl, summary.json)")
@@ -183,6 +186,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     where = str(result.path) if result.path else "not saved (--no-save-output)"
     print(describe_timings(result))
+    if run.output.perf_dump_path:
+        from server.perf_log import write_benchmark_report
+
+        stages = {name: seconds for name, seconds in result.timings.items() if name != "load"}
+        report = write_benchmark_report(run.output.perf_dump_path, "generate", stages,
+                                        elapsed - result.timings.get("load", 0.0))
+        print(f"benchmark report: {report}")
     print(f"done in {elapsed:.1f} s: {where}")
     return 0
 

@@ -233,7 +233,6 @@ class FamilySpec:
         if output.audio == "wav" and not self.audio:
             raise UserError(f"audio=wav: {self.name} models make no sound; leave --audio unset", param="audio")
 
-
     def check_request(self, req: Request, constraints: SizeConstraints) -> None:
         """Raise UserError naming the field when a model of this family cannot run ``req``.
 
@@ -274,7 +273,6 @@ class FamilySpec:
         if self.audio and req.flow_shift is not None:
             raise UserError("flow_shift: this model's shift follows the video's token count; leave it unset",
                             param="flow_shift")
-
 
     def batch_key(self, req: Request) -> tuple:
         """What requests must share to run as one batch: output size, steps, scheduler, branches.

@@ -189,3 +189,19 @@ def test_the_sglang_table_leaves_sglds_own_options_alone():
                if name in own and not (row.generate_only and not takes("generate", own[name]))
                and not (name == "--dp-size" and not takes("generate", own[name]))]
     assert not clashes, clashes
+
+
+def test_perf_dump_path_writes_sglangs_benchmark_report(tmp_path):
+    import json
+
+    report = tmp_path / "perf" / "run.json"
+    done = run_cli("sgld.cli", "generate", "--model-path", "tiny-z-image", "--prompt", "a red cube", "--width=64",
+                   "--height=64", f"--output-path={tmp_path}", "--perf-dump-path", str(report), "--log-level=warning",
+                   cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(report.read_text())
+    assert body["tag"] == "benchmark_dump" and body["total_duration_ms"] > 0
+    names = [step["name"] for step in body["steps"]]
+    assert "denoise" in names and "load" not in names and all(step["duration_ms"] > 0 for step in body["steps"])
+    assert set(body) == {"timestamp", "request_id", "commit_hash", "tag", "total_duration_ms", "steps",
+                         "denoise_steps_ms", "memory_checkpoints", "meta"}

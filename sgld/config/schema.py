@@ -358,6 +358,8 @@ class OutputConfig:
     resume: bool = True
     # Outputs per prompt (seeds seed, seed+1, ...); more than 1 runs as a prompt set.
     num_outputs_per_prompt: int = 1
+    # generate: write SGLang's benchmark report of the run (JSON: stage timings) here; None: none.
+    perf_dump_path: Optional[str] = None
     # JPEG/WebP and MP4 quality, 0-100 (SGLang's output_compression; 100: best). None: Pillow's 75 for
     # JPEG/WebP, crf 18 for video. PNG is lossless whatever it says.
     compression: Optional[int] = None

@@ -279,7 +279,7 @@ DISAGG = "no disaggregated serving: one process group runs every stage"
 SPECTRUM = "no Spectrum step forecasting"
 SR = "no super-resolution stage"
 ACTION = "no action (VLA) or world models"
-MINIMAX = "no MiniMax-H3 family"
+MINIMAX = "MiniMax-H3's online AdaLN rebuild and its host cache"
 KV_QUANT = "no KV-cache quantization (sgld's families have no KV cache)"
 
 TABLE: tuple[SGLangFlag, ...] = tuple(
@@ -490,7 +490,9 @@ BY_FLAG = {name: flag for flag in TABLE for name in flag.names}
 
 # Per-component flags SGLang takes beyond its parser (ServerArgs.from_cli_args): --<component>-path V,
 # --component-paths.<c> V, --<component>-weights-path, --component-precisions.<c>, ...
-COMPONENT_FLAG = re.compile(r"^--(?:component[-_][\w-]+\.[\w-]+|[\w-]+-(?:weights-path|path|quantization))$")
+COMPONENT = (r"(?:transformer(?:-2)?|dit|vae|audio-vae|text-encoder(?:-\d)?|tokenizer(?:-\d)?|image-encoder|"
+             r"image-processor|processor|feature-extractor|scheduler|vocoder|connectors|(?:latent-)?upsampler)")
+COMPONENT_FLAG = re.compile(rf"^--(?:component-[\w-]+\.[\w-]+|{COMPONENT}-(?:weights-path|path|quantization))$")
 
 
 def add_to_parser(parser: argparse.ArgumentParser, command: str, taken: Iterable[str]) -> None:

@@ -39,12 +39,27 @@ def finish(frames: np.ndarray, fps: int, settings: Any, video: bool, device: tor
     if settings.enable_upscaling:
         start = time.perf_counter()
         scale = settings.upscaling_scale
-        default = f"RealESRGAN_x{scale if scale in (2, 4) else 4}.pth"
-        net = _model("esrgan", settings.upscaling_model_path or ESRGAN_DEFAULT, default, "upscaling_model_path", device,
-                     download)
+        net = _model("esrgan", settings.upscaling_model_path or ESRGAN_DEFAULT, _esrgan_file(scale),
+                     "upscaling_model_path", device, download)
         frames = _upscale(net, frames, scale, device)
         _timed(timings, "upscaling", start, device)
     return frames, fps
+
+
+def check_weights(settings: Any, video: bool, download: bool = True) -> None:
+    """Raise UserError, before a request queues, when the weights its finishing names cannot be had (downloads are
+    left to the run)."""
+    if settings.enable_frame_interpolation and video:
+        resolve(settings.frame_interpolation_model_path or RIFE_DEFAULT, "flownet.pkl",
+                "frame_interpolation_model_path", download, fetch=False)
+    if settings.enable_upscaling:
+        resolve(settings.upscaling_model_path or ESRGAN_DEFAULT, _esrgan_file(settings.upscaling_scale),
+                "upscaling_model_path", download, fetch=False)
+
+
+def _esrgan_file(scale: int) -> str:
+    """ai-forever's file for the scale: the x2 or x4 network (x4, then bicubic, for other scales)."""
+    return f"RealESRGAN_x{scale if scale in (2, 4) else 4}.pth"
 
 
 def _model(kind: str, reference: str, default_file: str, option: str, device: torch.device, download: bool):

@@ -13,8 +13,11 @@ from sgld.models.hub import downloads_off_reason, looks_like_repo_id, not_downlo
 PICKLE = (".pth", ".pkl", ".pt", ".ckpt")
 
 
-def resolve(reference: str, default_file: str, option: str, download: bool = True) -> Path:
-    """The weight file ``reference`` names: a local file, a file in a local folder, or a Hub file."""
+def resolve(reference: str, default_file: str, option: str, download: bool = True, fetch: bool = True) -> Path | None:
+    """The weight file ``reference`` names: a local file, a file in a local folder, or a Hub file.
+
+    ``fetch=False`` (checking a request before it queues): None where the file would be downloaded, a UserError
+    where it cannot be had at all."""
     local = Path(reference).expanduser()
     if local.is_file():
         return local
@@ -29,10 +32,10 @@ def resolve(reference: str, default_file: str, option: str, download: bool = Tru
     if not looks_like_repo_id(repo):
         raise UserError(f"{option}={reference!r} is neither a local file or folder nor a Hugging Face repo id "
                         "(org/name or org/name:file)", param=option)
-    return _hub_file(repo, filename or default_file, option, download)
+    return _hub_file(repo, filename or default_file, option, download, fetch)
 
 
-def _hub_file(repo: str, filename: str, option: str, download: bool) -> Path:
+def _hub_file(repo: str, filename: str, option: str, download: bool, fetch: bool = True) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -43,6 +46,8 @@ def _hub_file(repo: str, filename: str, option: str, download: bool) -> Path:
     reason = downloads_off_reason(download)
     if reason is not None:
         raise UserError(f"{option}: {not_downloaded_message(f'{repo}:{filename}', reason)}", param=option)
+    if not fetch:
+        return None
     try:
         return Path(hf_hub_download(repo, filename))
     except RepositoryNotFoundError:

@@ -319,7 +319,7 @@ def test_fields_sglang_and_openai_send_are_accepted_named_or_refused(t2i_server)
     assert r.status_code == 200 and r.headers["x-sgld-ignored-fields"] == "quality,style,background", r.text
     teacache = post(enable_teacache=True)  # acts where the family has it: Qwen-Image has no TeaCache coefficients
     assert teacache.status_code == 400 and teacache.json()["error"]["param"] == "enable_teacache", teacache.text
-    for field, value in (("enable_upscaling", True), ("enhance_prompt", True), ("diffusers_kwargs", {"a": 1})):
+    for field, value in (("upscaling_model_path", "org/esrgan"), ("enhance_prompt", True), ("diffusers_kwargs", {"a": 1})):
         r = post(**{field: value})
         assert r.status_code == 400 and "not supported yet" in r.json()["detail"], r.text
         assert r.json()["error"]["param"] == field and r.json()["error"]["code"] == "unsupported_feature"

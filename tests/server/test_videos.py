@@ -138,7 +138,9 @@ def test_sglangs_refusals_on_videos(server):
     post = lambda **body: httpx.post(server.url + "/videos", json={"prompt": "a fox", **body})  # noqa: E731
     r = post(input_reference="dummy", size="64x64")  # SGLang's check of a T2V model
     assert r.status_code == 400 and "input_reference is not supported" in r.json()["detail"]
-    for field, value in (("enable_upscaling", True), ("enable_frame_interpolation", True), ("video_url", "https://x/y")):
+    # Finishing acts (tests/test_finishing.py); its weights are the server's, not a request's to name.
+    for field, value in (("upscaling_model_path", "org/esrgan"), ("frame_interpolation_model_path", "/tmp/rife"),
+                         ("video_url", "https://x/y")):
         r = post(**{field: value})
         assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_feature", r.text
     assert "path on the server" in post(output_path="/tmp/elsewhere").json()["detail"]

@@ -1,0 +1,1 @@
+"""Stand-in for ``sglang.multimodal_gen``: only what SGLang's diffusion test harness imports, without torch."""

@@ -1,0 +1,1 @@
+"""Stand-in: the real package imports every pipeline config (torch, model code)."""

@@ -1,0 +1,1 @@
+"""Stand-in: the real package imports every model's sampling parameters (torch)."""
