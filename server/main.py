@@ -69,7 +69,8 @@ def serve(run: RunConfig, load: "Optional[EngineLoader]" = None) -> None:
             threading.Thread(target=drain_then_exit, name="sgld-drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    server.print_listen("Serving on http://{}:{}")
+    # Through sgld's logger: waitress's own (print_listen) logs at INFO on a logger nobody configured, so it was lost.
+    log.info("Serving on http://%s:%s", server.effective_host, server.effective_port)
     try:
         server.run()  # returns after the drain closed the sockets, or on Ctrl-C (KeyboardInterrupt)
     except KeyboardInterrupt:
