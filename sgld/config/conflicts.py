@@ -87,8 +87,6 @@ CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     (QUANTIZED, GGUF_DIT, "the GGUF DiT is quantized already; fp8 replaces plain linear layers, not GGUF ones"),
     (LORA_MERGED, GGUF_DIT, "merging adds each adapter's delta into the weights, which would dequantize every GGUF "
                             "layer it touches to full size; use lora_merge_mode=dynamic (auto is dynamic with a GGUF DiT)"),
-    # Switching adapters inside the context-parallel hooks is not verified; a merged set is plain weights.
-    (LORA_SWITCHING, SEQUENCE_PARALLEL, "not verified with the context-parallel hooks; merge a fixed set instead"),
     # A captured graph reads the weights and activations at the addresses it was captured with, and
     # replays the kernels it saw: whatever moves weights or changes the forward's path between calls breaks it.
     (CUDA_GRAPHS, DIT_MOVES, "a graph replays reads of the weights where they were at capture; offloading moves them"),

@@ -113,9 +113,6 @@ EXPECTED_FAILURES: dict[str, str] = {
     "minimax_h3_ref2va_video_audio_2gpu_h100": MODEL_VARIANT,
     "zimage_image_t2i_fp8": COMPONENTS,
     "flux_2_t2i_customized_vae_path": COMPONENTS,
-    # work in progress
-    "wan2_2_t2v_a14b_lora_2gpu": "--lora-merge-mode dynamic with sequence parallelism: sgld refuses the pair (switchable "
-                                 "adapters are not verified with the context-parallel hooks)",
     # SGLang's CLIBase.test_single_gpu, inherited by its I2I test, gives the edit model neither --prompt nor an image
     "TestSGLangI2ICLI::test_single_gpu": "no --prompt and no --image-path for an edit model: sgld refuses a generation "
                                          "without a prompt (exit 2); SGLang's I2I models require an input image too",
