@@ -339,7 +339,7 @@ def adapter_in_dir(lora_dir: Optional[str], name: str) -> Path:
         if path.exists() and root in path.resolve().parents:
             if path.suffix != ".safetensors":  # refused now, not when the job runs: a pickle is never opened
                 raise UserError(f"LoRA {name!r} is not a .safetensors file: sgld loads adapters from safetensors "
-                                "only (no pickle)", param="loras")
+                                "only, never a pickle file", param="loras")
             return path
     raise UnknownAdapter(f"no LoRA {name!r} in the LoRA folder (GET /v1/loras lists them)", param="loras")
 
