@@ -256,7 +256,8 @@ class EngineWorkers:
             mine = [(item.options["output_file_name"], outcome)
                     for owner, item, outcome in zip(owners, items, outcomes) if owner == job.id]
             if not any(isinstance(outcome, BaseException) for _, outcome in mine):  # before clients see it done
-                self.perf_log.record(job.id, stage_timings(mine[0][1]), time.perf_counter() - started)
+                self.perf_log.record(job.id, stage_timings(mine[0][1]), time.perf_counter() - started,
+                                     worker.last_batch[1])  # the batch's GPU peak (None without a GPU here)
             try:
                 # A short store outage must not throw the finished job away: its writes wait while the lease holds.
                 status = self.health.retry_while_leased(f"recording job {job.id}",
