@@ -125,3 +125,15 @@ def browser():
         browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one intra-op thread for a module of tiny-model tests, restored after: tiny tensors gain nothing from
+    threads, and on a loaded 2-core machine two threads made each tiny call 10-25x slower (0.2 s against 2-6 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -34,12 +34,7 @@ def config_file(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cached_steps(transformer) -> tuple[list[int], list[int]]:

@@ -32,12 +32,7 @@ STAGE_2_GUIDANCE = dict(guidance_scale=1.0, audio_guidance_scale=1.0, stg_scale=
                         modality_scale=1.0, audio_modality_scale=1.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,7 @@ PROMPT, OTHER_PROMPT = "a red fox running through snow", "a blue robot dancing o
 FRAMES, STEPS, SEED = 124, 3, 7
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ WAN_1_3B_RET = [-5.21862437e04, 9.23041404e03, -5.28275948e02, 1.36987616e01, -4
 FLUX_COEFFICIENTS = [4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_decisions(modulated: list[torch.Tensor], coefficients, window: tuple[int, int], threshold: float):

@@ -16,16 +16,7 @@ FRAMES, FPS, SIZE = 9, 24, 64
 STG_BLOCKS = [1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a loaded 2-core machine torch's two intra-op threads made
-    each call 10-25x slower (0.2 s on one thread, 2-6 s on two at load 7)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

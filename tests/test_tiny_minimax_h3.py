@@ -21,15 +21,7 @@ FRAMES, FPS = 124, 24
 STEPS = 3  # sigma grid points, the terminal 0 included: two forwards
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and a loaded 2-core machine makes two intra-op threads much slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
