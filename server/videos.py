@@ -115,8 +115,9 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
 
 
 def _sound(svc) -> dict:
-    """Whether this server's videos have sound, and its rate (the model's; ``--audio none`` drops it)."""
-    return sound_fields(svc.engine.pipeline, svc.run.output.audio)
+    """Whether this server's videos have sound, and its rate (the model folder's, known with or without a running
+    engine, so a job stays retrievable after its rank group fails; ``--audio none`` drops it)."""
+    return sound_fields(svc.folder_model, svc.run.output.audio)
 
 
 def _get_job(video_id: str):

@@ -16,10 +16,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port on 127.0.0.1 not handed out before in this test run: servers built together and started one by
+    one must not share one (the kernel may offer a port again once its probe socket closes; a second server on it
+    then fails to bind while the first answers its health check, and both write one log)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def _ignore_sigint() -> None:
@@ -71,7 +81,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200 and self.proc.poll() is None:
                     return time.perf_counter() - start
             except httpx.HTTPError:
                 pass

@@ -49,9 +49,11 @@ def test_missing_or_bad_input_reference_is_a_400_naming_it(i2v_server):
 def test_openapi_describes_the_upload(i2v_server):
     spec = httpx.get(i2v_server.base + "/openapi.json").json()
     body = spec["paths"]["/v1/videos"]["post"]["requestBody"]["content"]
-    assert list(body) == ["multipart/form-data"]
+    assert list(body) == ["application/json", "multipart/form-data"]  # JSON names the first frame by URL (SGLang)
+    assert body["application/json"]["schema"]["$ref"].endswith("/VideoFromImage")
     form = spec["components"]["schemas"]["VideoFromImageForm"]
-    assert "input_reference" in form["required"] and form["properties"]["input_reference"]["format"] == "binary"
+    assert form["properties"]["input_reference"]["format"] == "binary"
+    assert "input_reference" in spec["components"]["schemas"]["VideoFromImage"]["properties"]
 
 
 def test_hunyuan15_video_takes_its_size_from_the_first_frame(tmp_path_factory, input_png, tmp_path):

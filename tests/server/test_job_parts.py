@@ -236,6 +236,25 @@ def test_a_heartbeat_renews_its_leases_and_requeues_lost_jobs(store, outputs):
     assert store.live_replicas(30) == []
 
 
+def test_a_service_of_several_models_refuses_another_replicas_model_name(store, outputs):
+    from types import SimpleNamespace
+
+    from server.context import check_model
+    from server.errors import APIError
+
+    run = RunConfig()
+    run.model.path = MODEL
+    queue = JobQueue(store, MODEL, run.server, outputs)
+    replica = Replica(store, queue, run, outputs)
+    svc = SimpleNamespace(served_models=replica.served_models, model_id=MODEL, run=run)
+    assert check_model("sora-2", svc) == "sora-2"  # one model served: any name (SGLang's rule)
+    store.register("flux#1", "acme/flux", "127.0.0.1:1")
+    assert check_model(MODEL, svc) == MODEL and check_model(None, svc) is None
+    with pytest.raises(APIError) as refused:
+        check_model("acme/flux", svc)  # served by the service, but by another replica
+    assert refused.value.status == 400 and "'acme/flux', 'tiny-wan-t2v'" in refused.value.message
+
+
 # -- store outages (server.store_health) -----------------------------------------------------------------------
 
 
