@@ -29,7 +29,7 @@ demo: install
 # The suite also starts real services from Debian packages (Chromium, PostgreSQL): installed first when missing.
 test: install
 	bash scripts/system_packages.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The suite against the newest releases pyproject.toml allows, in its own venv (.venv-latest): run it before
 # refreshing constraints.txt, so an upstream release breaks this target, not CI.
