@@ -88,6 +88,7 @@ def check_request_options(run: RunConfig, model: DescribedModel, options: dict[s
     request_run = finalize(cfg)
     req = Request.from_sampling(request_run.sampling)
     model.check_request(req)
+    model.spec.check_loaded(req, run)  # the engine's run: what it loaded, not what this request would
     check_family(model.spec.name, uses_cache_dit(request_run), uses_teacache(request_run))
     if request_run.finishing.enable_frame_interpolation or request_run.finishing.enable_upscaling:
         from sgld.finishing.apply import check_weights
@@ -148,7 +149,7 @@ class DiffGenerator:
         spec.check_run(run, folder)  # before any weights load
         run, memory = place_for_load(run, folder, device)  # the memory plan decides the placement left unset
         apply_diffusers_patches()
-        components = load_components(folder, run, device)
+        components = load_components(folder, run, device, skip=spec.unloaded_components(run))
         pipeline = spec.pipeline_class()(components, run, device, state)
         pipeline.memory = memory
         pipeline.finish_setup(folder)  # LoRA adapters, then compile
@@ -159,7 +160,7 @@ class DiffGenerator:
         if state.sp_degree > 1:
             from sgld.parallel.sequence import enable_sequence_parallel
 
-            for name in ("transformer", "transformer_2"):
+            for name in ("transformer", "transformer_2", "transformer_ref"):
                 if components.get(name) is not None:
                     enable_sequence_parallel(components[name], state)
         log.info("loaded %s (%s) on %s%s", run.model.name, folder, device,

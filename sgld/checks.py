@@ -63,27 +63,27 @@ INPUT_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_INPUT_PIXELS = 64 * 1024 * 1024
 
 
-def open_input_image(path: str) -> "PIL.Image.Image":  # noqa: F821
-    """Open ``path`` as an RGB image, or raise UserError saying what is wrong with the file."""
+def open_input_image(path: str, param: str = "image_path") -> "PIL.Image.Image":  # noqa: F821
+    """Open ``path`` as an RGB image, or raise UserError naming ``param`` and saying what is wrong with the file."""
     from PIL import Image, UnidentifiedImageError
 
     if not os.path.isfile(path):
-        raise UserError(f"image_path {path!r} does not exist or is not a file", param="image_path")
+        raise UserError(f"{param} {path!r} does not exist or is not a file", param=param)
     try:
         with Image.open(path) as probe:
             fmt, (width, height) = probe.format, probe.size
             if fmt not in INPUT_IMAGE_FORMATS:
-                raise UserError(f"image_path {path!r} is a {fmt} image; use PNG, JPEG or WebP", param="image_path")
+                raise UserError(f"{param} {path!r} is a {fmt} image; use PNG, JPEG or WebP", param=param)
             if width * height > MAX_INPUT_PIXELS:
-                raise UserError(f"image_path {path!r} is {width}x{height}; the limit is {MAX_INPUT_PIXELS} pixels",
-                                param="image_path")
+                raise UserError(f"{param} {path!r} is {width}x{height}; the limit is {MAX_INPUT_PIXELS} pixels",
+                                param=param)
             probe.load()
             return probe.convert("RGB")
     except UserError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UserError(f"image_path {path!r} is not a readable PNG, JPEG or WebP image ({exc})",
-                        param="image_path") from None
+        raise UserError(f"{param} {path!r} is not a readable PNG, JPEG or WebP image ({exc})",
+                        param=param) from None
 
 
 def bucket_nearest(height: int, width: int, side: int, multiple: int) -> tuple[int, int]:

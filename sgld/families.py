@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from sgld.checks import (
     ImageMode, PositionLimit, bucket_nearest, check_image_request, check_position_table, check_ulysses_heads,
@@ -311,6 +311,7 @@ class FamilySpec:
         ``folder``: the model folder, whose DiT configs say how many attention heads Ulysses splits.
         """
         self.check_output(run.output)
+        self.check_workflows(run.model.workflows)
         sp_size = run.parallel.sp_size or 1
         if sp_size > 1 and not self.sequence_parallel:
             raise UserError(f"sp_size={sp_size}: {self.name} models have no sequence-parallel split yet; "
@@ -334,6 +335,19 @@ class FamilySpec:
             video = ", ".join(spec.name for spec in FAMILIES.values() if spec.vae_sp)
             raise UserError(f"vae_sp: splitting the VAE decode across ranks is supported for {video}, "
                             f"not {self.name}; leave vae_sp off", param="vae.sp")
+
+    def check_workflows(self, workflows: Sequence[str]) -> None:
+        """``model.workflows`` names a family's workflows; a family without any takes none."""
+        if workflows:
+            raise UserError(f"workflows: {self.name} models have no workflows to choose (MiniMax-H3 does); leave "
+                            "--workflows unset", param="workflows")
+
+    def unloaded_components(self, run: "RunConfig") -> frozenset[str]:
+        """Components of the folder the run's engine leaves unloaded (none: every one is used)."""
+        return frozenset()
+
+    def check_loaded(self, req: Request, run: "RunConfig") -> None:
+        """Raise UserError when ``req`` needs a component that the engine of ``run`` did not load."""
 
     def _check_dit_weights(self, reference: str, folder: Optional[Path]) -> None:
         """A GGUF DiT (``model.dit_weights``) replaces the one DiT of a family whose DiT class loads GGUF."""
@@ -364,7 +378,9 @@ class MiniMaxH3Spec(FamilySpec):
     def check_request(self, req: Request, constraints: SizeConstraints) -> None:
         """The workflow's inputs, guidance-distilled refusals, canvas and frames; ``num_frames`` snapped up to the
         17 n + 5 the model generates (as the reference does), so the request says what it makes."""
-        from sgld.minimax_h3_rules import FPS, Workflow, check_distilled, check_reference_count, check_steps, workflow_of
+        from sgld.minimax_h3_rules import (
+            FPS, check_distilled, check_reference_count, check_reference_size, check_steps, workflow_of,
+        )
 
         first = req.image_paths[0] if req.image_path else None
         if req.image_path and len(req.image_paths) > 1:
@@ -372,10 +388,9 @@ class MiniMaxH3Spec(FamilySpec):
                             "(and --last-image-path for the last)", param="image_path")
         references = list(req.reference_images or ())
         check_reference_count(len(references))
-        if workflow_of(first, req.last_image_path, references) is Workflow.ref2va:
-            raise UserError("reference_images: MiniMax-H3's omni-reference workflow (ref2va, the folder's "
-                            "transformer_ref/ partition) is not run by sgld yet; give a prompt (t2va) or keyframes "
-                            "(--image-path / --last-image-path: fl2va)", param="reference_images")
+        workflow_of(first, req.last_image_path, references)  # keyframes and references together: refused
+        for index, path in enumerate(references):
+            check_reference_size(index, *open_input_image(path, param="reference_images").size)
         # The family's conf sets guidance_scale 1.0 (one branch): any other value asks for guidance.
         check_distilled(None if req.guidance_scale == 1.0 else req.guidance_scale, req.negative_prompt,
                         req.flow_shift)
@@ -390,11 +405,26 @@ class MiniMaxH3Spec(FamilySpec):
         constraints.rules.canvas(req.height, req.width, keyframe.size if keyframe else None)
         req.num_frames = constraints.rules.frames(req.num_frames)
 
+    def check_workflows(self, workflows: Sequence[str]) -> None:
+        from sgld.minimax_h3_rules import engine_workflows
+
+        engine_workflows(workflows)
+
+    def unloaded_components(self, run: "RunConfig") -> frozenset[str]:
+        """The transformer partition no workflow of the engine runs on (each is a 33 B DiT)."""
+        from sgld.minimax_h3_rules import Workflow, engine_workflows, partitions_of
+
+        used = partitions_of(engine_workflows(run.model.workflows, run.sampling.reference_images or ()))
+        return frozenset({workflow.partition for workflow in Workflow} - used)
+
+    def check_loaded(self, req: Request, run: "RunConfig") -> None:
+        from sgld.minimax_h3_rules import check_workflow_loaded, engine_workflows, workflow_of
+
+        first = req.image_paths[0] if req.image_path else None
+        loaded = engine_workflows(run.model.workflows, run.sampling.reference_images or ())
+        check_workflow_loaded(workflow_of(first, req.last_image_path, req.reference_images or ()), loaded)
+
     def check_run(self, run: "RunConfig", folder: Optional[Path] = None) -> None:
-        if run.model.loras or run.server.lora_dir:
-            raise UserError("LoRA adapters: sgld does not apply them to MiniMax-H3 yet (diffusers reads them with "
-                            "MiniMaxH3LoraLoaderMixin; not wired here); run without --lora-path / --lora-dir",
-                            param="lora_path")
         super().check_run(run, folder)
         if run.parallel.enable_cfg_parallel:
             from sgld.minimax_h3_rules import check_distilled
@@ -484,7 +514,7 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     MiniMaxH3Spec("minimax_h3", task=TaskType.TI2V, output=OutputKind.video, image_mode=ImageMode.optional,
                   guidance=GuidanceKind.embedded, sizes=minimax_h3_sizes,
                   pipeline="sgld.pipelines.minimax_h3:MiniMaxH3Pipeline", reference_pipeline="MiniMaxH3Pipeline",
-                  default_model="minimax_h3", audio=True),
+                  default_model="minimax_h3", audio=True, lora_loader="MiniMaxH3LoraLoaderMixin"),
     FamilySpec("qwen_image_edit", task=TaskType.I2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",

@@ -38,6 +38,42 @@ class Workflow(StrEnum):
         return "transformer_ref" if self is Workflow.ref2va else "transformer"
 
 
+# The workflows an engine runs when ``model.workflows`` is left empty and its run names no reference image: both
+# on ``transformer/``, so a server loads one 33 B DiT unless asked for ref2va's too.
+DEFAULT_WORKFLOWS = (Workflow.t2va, Workflow.fl2va)
+
+
+def engine_workflows(configured: Sequence[str], references: Sequence[str] = ()) -> tuple[Workflow, ...]:
+    """The workflows an engine loads the partitions for: ``model.workflows``, else ref2va alone when the run's own
+    request names reference images (a one-off ``generate``), else t2va and fl2va. A name that is not a workflow
+    is a UserError."""
+    names = [str(name) for name in configured]
+    unknown = [name for name in names if name not in Workflow.__members__]
+    if unknown:
+        raise UserError(f"workflows={unknown[0]!r} is not a MiniMax-H3 workflow (t2va, fl2va, ref2va)",
+                        param="workflows")
+    if names:
+        return tuple(dict.fromkeys(Workflow(name) for name in names))
+    return (Workflow.ref2va,) if references else DEFAULT_WORKFLOWS
+
+
+def partitions_of(workflows: Sequence[Workflow]) -> set[str]:
+    """The transformer partitions (folder names) ``workflows`` run on."""
+    return {workflow.partition for workflow in workflows}
+
+
+def check_workflow_loaded(workflow: Workflow, loaded: Sequence[Workflow]) -> None:
+    """A request's workflow must run on a partition the engine loaded; else a UserError naming the flag."""
+    if workflow.partition in partitions_of(loaded):
+        return
+    param = {Workflow.ref2va: "reference_images", Workflow.fl2va: "image_path"}.get(workflow, "prompt")
+    runs = ", ".join(w.value for w in Workflow if w.partition in partitions_of(loaded))
+    both = ",".join(w.value for w in Workflow if w in loaded or w is workflow)
+    raise UserError(f"{param}: MiniMax-H3's {workflow.value} workflow runs on the folder's {workflow.partition}/ "
+                    f"partition, which this engine did not load (it runs {runs}); start it with --workflows {both} "
+                    "to load both partitions", param=param)
+
+
 def workflow_of(image: Optional[str], last_image: Optional[str], references: Sequence[str]) -> Workflow:
     """The workflow a request's inputs select (the reference's own rule: references, else keyframes, else text)."""
     if references and (image or last_image):
@@ -162,6 +198,21 @@ def check_reference_count(count: int) -> None:
     if count > MAX_REFERENCE_IMAGES:
         raise UserError(f"reference_images: {count} given; MiniMax-H3 takes at most {MAX_REFERENCE_IMAGES} reference "
                         "images", param="reference_images")
+
+
+def check_reference_size(index: int, width: int, height: int) -> None:
+    """A reference image of a positive size within 1:4 ... 4:1 (the reference's setup step's rule)."""
+    if width <= 0 or height <= 0 or not MIN_ASPECT <= width / height <= MAX_ASPECT:
+        raise UserError(f"reference_images[{index}] is {width}x{height}; MiniMax-H3 takes reference images with aspect "
+                        "ratios from 1:4 to 4:1: crop it", param="reference_images")
+
+
+def reference_size(geometry: "Geometry", width: int, height: int) -> tuple[int, int]:
+    """(width, height) a reference image is encoded at: its own aspect at the folder's reference short edge (2048
+    released, upscaling included, no area cap), each side rounded to the canvas multiple."""
+    m = geometry.canvas_multiple
+    scale = geometry.reference_short_edge / min(width, height)
+    return max(m, round(width * scale / m) * m), max(m, round(height * scale / m) * m)
 
 
 def check_distilled(guidance_scale: Optional[float], negative_prompt: Optional[str], flow_shift: Optional[float],

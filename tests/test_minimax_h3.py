@@ -78,7 +78,8 @@ def _reference(pipe, inputs: dict, prompt: str = PROMPT, seed: int = SEED):
             condition_rows=(block.num_condition_video_rows, block.num_condition_audio_rows),
             grid=(state.get("num_latent_frames"), state.get("latent_height"), state.get("latent_width")),
             audio_length=state.get("num_audio_latents"),
-            transformer=components.transformer_ref if "references" in inputs else components.transformer)
+            partition="transformer_ref" if "references" in inputs else "transformer")
+        captured["transformer"] = getattr(components, captured["partition"])
         out = original(self, components, state)
         block = self.get_block_state(state)
         captured["after"] = (block.latents.clone(), block.audio_latents.clone())
@@ -113,7 +114,7 @@ def _ours(pipe, captured):
     layout = H3Layout(inputs={k: v for k, v in captured["inputs"].items() if k in LAYOUT_INPUTS},
                       row_plan=captured["row_plan"], grid=captured["grid"], audio_length=captured["audio_length"],
                       condition_video_rows=captured["condition_rows"][0],
-                      condition_audio_rows=captured["condition_rows"][1])
+                      condition_audio_rows=captured["condition_rows"][1], partition=captured["partition"])
     req = Request(prompt=PROMPT, negative_prompt="", height=None, width=None, num_frames=FRAMES,
                   num_inference_steps=STEPS, guidance_scale=1.0, guidance_scale_2=None, seed=SEED, fps=24,
                   flow_shift=None)
@@ -122,7 +123,7 @@ def _ours(pipe, captured):
     req.cond_kwargs = {"encoder_hidden_states": captured["prompt_embeds"]}
     req.model_kwargs = {"layout": layout}
     transformer = captured["transformer"]
-    MiniMaxH3DenoisingStage(transformer, placement, parallel).forward(req)
+    MiniMaxH3DenoisingStage([(captured["partition"], transformer)], placement, parallel).forward(req)
     rows = (req.latents.clone(), req.audio_latents.clone())
     MiniMaxH3VideoDecodingStage(pipe.vae, transformer.config.patch_size, placement, parallel).forward(req)
     MiniMaxH3AudioDecodingStage(pipe.audio_vae, placement, parallel).forward(req)
@@ -177,17 +178,17 @@ def test_inputs_move_sgld_output(run, workflow, change):
 
 @pytest.fixture(scope="module")
 def image_files(tmp_path_factory):
-    """The keyframes as PNG files (lossless: the same pixels the reference is handed)."""
+    """The keyframes and references as PNG files (lossless: the same pixels the reference is handed)."""
     folder = tmp_path_factory.mktemp("h3-keyframes")
     files = {}
-    for name, image in (("first", FIRST), ("last", LAST)):
+    for name, image in (("first", FIRST), ("last", LAST), ("reference", REFERENCE), ("other", OTHER_REFERENCE)):
         files[name] = str(folder / f"{name}.png")
         image.save(files[name])
     return files
 
 
 def _sgld_stages(pipe, req):
-    """Every sgld stage of t2va / fl2va on ``req``, the tiny reference's components: the request after each."""
+    """Every sgld stage on ``req`` (any workflow), the tiny reference's components: the request after each."""
     import torch
 
     from sgld.minimax_h3_rules import Geometry
@@ -196,7 +197,7 @@ def _sgld_stages(pipe, req):
     from sgld.stages.minimax_h3_decoding import MiniMaxH3AudioDecodingStage, MiniMaxH3VideoDecodingStage
     from sgld.stages.minimax_h3_denoising import MiniMaxH3DenoisingStage
     from sgld.stages.minimax_h3_latents import MiniMaxH3LatentStage
-    from sgld.stages.minimax_h3_text import MiniMaxH3KeyframeStage, MiniMaxH3TextEncodingStage
+    from sgld.stages.minimax_h3_text import MiniMaxH3ConditionImageStage, MiniMaxH3TextEncodingStage
 
     cpu = torch.device("cpu")
     placement, parallel = Placement(cpu, set()), single_process(cpu)
@@ -205,7 +206,7 @@ def _sgld_stages(pipe, req):
                         reference_short_edge=pipe.config.reference_image_short_edge,
                         frames_per_chunk=pipe.vae_frames_per_chunk, latents_per_chunk=pipe.vae_latents_per_chunk)
     transformer = pipe.transformer
-    stages = [MiniMaxH3KeyframeStage(geometry),
+    stages = [MiniMaxH3ConditionImageStage(geometry),
               MiniMaxH3TextEncodingStage(pipe.tokenizer, pipe.processor, pipe.text_encoder, placement),
               MiniMaxH3LatentStage(pipe.vae, pipe.scheduler, pipe.audio_scheduler, geometry,
                                    transformer.config.patch_size, pipe.audio_vae.config.latent_channels, placement, cpu)]
@@ -213,13 +214,14 @@ def _sgld_stages(pipe, req):
         stage.forward(req)
     before = (req.cond_kwargs["encoder_hidden_states"].clone(), req.latents.clone(), req.audio_latents.clone(),
               req.model_kwargs["layout"])
-    MiniMaxH3DenoisingStage(transformer, placement, parallel).forward(req)
+    partitions = [("transformer", transformer), ("transformer_ref", pipe.transformer_ref)]
+    MiniMaxH3DenoisingStage(partitions, placement, parallel).forward(req)
     MiniMaxH3VideoDecodingStage(pipe.vae, transformer.config.patch_size, placement, parallel).forward(req)
     MiniMaxH3AudioDecodingStage(pipe.audio_vae, placement, parallel).forward(req)
     return before, (req.frames, req.waveform)
 
 
-@pytest.mark.parametrize("workflow", ["t2va", "fl2va", "fl2va_last"])
+@pytest.mark.parametrize("workflow", ["t2va", "fl2va", "fl2va_last", "ref2va"])
 def test_every_stage_equals_the_reference(pipe, run, image_files, workflow):
     """Keyframes, text, layout, noise and timesteps too: sgld's stages from the request's files to frames and sound."""
     import torch
@@ -232,7 +234,8 @@ def test_every_stage_equals_the_reference(pipe, run, image_files, workflow):
     first, last = paths.get(workflow, (None, None))
     req = Request(prompt=PROMPT, negative_prompt="", height=None, width=None, num_frames=FRAMES,
                   num_inference_steps=STEPS, guidance_scale=1.0, guidance_scale_2=None, seed=SEED, fps=24,
-                  flow_shift=None, image_path=first, last_image_path=last)
+                  flow_shift=None, image_path=first, last_image_path=last,
+                  reference_images=[image_files["reference"]] if workflow == "ref2va" else None)
     (embeds, video_rows, audio_rows, layout), ours = _sgld_stages(pipe, req)
     for mine, theirs in ((embeds, captured["prompt_embeds"]), (video_rows, captured["latents"]),
                          (audio_rows, captured["audio_latents"])):
@@ -249,7 +252,16 @@ def test_every_stage_equals_the_reference(pipe, run, image_files, workflow):
 
 @pytest.fixture(scope="module")
 def generator(generators):
+    """The default engine: t2va and fl2va (transformer/ only)."""
     return generators("tiny-minimax-h3")
+
+
+@pytest.fixture(scope="module")
+def ref_generator(sgld_home):
+    """An engine of ref2va alone (``--workflows ref2va``: transformer_ref/ only)."""
+    from sgld import DiffGenerator
+
+    return DiffGenerator.from_pretrained("tiny-minimax-h3", workflows=["ref2va"])
 
 
 def _generate(generator, **options):
@@ -258,13 +270,15 @@ def _generate(generator, **options):
     return result.frames, result.audio, result
 
 
-@pytest.mark.parametrize("workflow", ["t2va", "fl2va", "fl2va_last", "last_only"])
-def test_generator_equals_the_reference(pipe, generator, image_files, workflow):
+@pytest.mark.parametrize("workflow", ["t2va", "fl2va", "fl2va_last", "last_only", "ref2va"])
+def test_generator_equals_the_reference(pipe, generator, ref_generator, image_files, workflow):
     """``model=tiny-minimax-h3`` end to end (the built-in folder: the same builder, so the same weights)."""
     inputs = {**INPUTS, "last_only": {"last_image": LAST}}[workflow]
-    files = {"image": ("image_path", image_files["first"]), "last_image": ("last_image_path", image_files["last"])}
+    files = {"image": ("image_path", image_files["first"]), "last_image": ("last_image_path", image_files["last"]),
+             "references": ("reference_image", [image_files["reference"]])}
     frames, wave, _ = _reference(pipe, inputs)
-    ours = _generate(generator, **dict(files[key] for key in inputs))
+    engine = ref_generator if workflow == "ref2va" else generator
+    ours = _generate(engine, **dict(files[key] for key in inputs))
     distance = _distance((frames, wave), ours)
     print(f"{workflow} through DiffGenerator: frames {distance[0]}/255, waveform {distance[1]:.2e}")
     assert ours[0].shape == frames.shape and distance[0] <= FRAMES_TOLERANCE and distance[1] <= WAVE_TOLERANCE
@@ -312,7 +326,7 @@ def test_run_settings_it_cannot_honour_are_refused_before_loading(sgld_home):
     folder = materialize_tiny("tiny-minimax-h3")
     for options, message in ((dict(enable_cfg_parallel=True, num_gpus=2), "cfg_parallel: MiniMax-H3"),
                              (dict(ulysses_degree=4, num_gpus=4), "ulysses_degree=4 must divide the 2 attention heads"),
-                             (dict(lora_path="x.safetensors"), "MiniMaxH3LoraLoaderMixin")):
+                             (dict(workflows=["i2v"]), "workflows='i2v' is not a MiniMax-H3 workflow")):
         run = run_config_from_options({"model_path": "tiny-minimax-h3", **options})
         with pytest.raises(UserError, match=message):
             spec.check_run(run, folder)
@@ -335,17 +349,46 @@ def test_sequence_parallel_equals_one_process(sgld_home, layout):
     assert frames <= FRAMES_TOLERANCE and wave <= WAVE_TOLERANCE
 
 
-def test_reference_images_are_refused_with_the_reason(generator, image_files):
+def test_reference_images_the_engine_cannot_take_are_refused_with_the_flag(generator, ref_generator, image_files,
+                                                                             tmp_path):
     from sgld.errors import UserError
 
-    too_many = [image_files["first"]] * 10
+    too_many = [image_files["reference"]] * 10
     with pytest.raises(UserError, match="10 given; MiniMax-H3 takes at most 9 reference images"):
         generator.generate(prompt=PROMPT, reference_image=too_many, save_output=False)
-    with pytest.raises(UserError, match=r"ref2va, the folder's transformer_ref/ partition\) is not run by sgld yet"):
-        generator.generate(prompt=PROMPT, reference_image=[image_files["first"]], save_output=False)
+    with pytest.raises(UserError, match=r"ref2va workflow runs on the folder's transformer_ref/ partition, which this "
+                                        r"engine did not load \(it runs t2va, fl2va\); start it with --workflows "
+                                        r"t2va,fl2va,ref2va"):
+        generator.generate(prompt=PROMPT, reference_image=[image_files["reference"]], save_output=False)
+    with pytest.raises(UserError, match=r"image_path: MiniMax-H3's fl2va workflow .* --workflows fl2va,ref2va"):
+        ref_generator.generate(prompt=PROMPT, image_path=image_files["first"], save_output=False)
     with pytest.raises(UserError, match="keyframes or references, not both"):
         generator.generate(prompt=PROMPT, image_path=image_files["first"], reference_image=[image_files["last"]],
                            save_output=False)
+    wide = tmp_path / "wide.png"
+    _image(200, 40, 9).save(wide)
+    with pytest.raises(UserError, match=r"reference_images\[1\] is 200x40; .* from 1:4 to 4:1"):
+        ref_generator.generate(prompt=PROMPT, reference_image=[image_files["reference"], str(wide)], save_output=False)
+    assert ref_generator.pipeline.components.get("transformer") is None  # only the partition its workflow runs on
+    assert generator.pipeline.components.get("transformer_ref") is None
+
+
+def test_the_workflows_option_is_checked_and_picks_the_partitions(sgld_home):
+    from sgld.errors import UserError
+    from sgld.families import FAMILIES
+    from sgld.run_config import run_config_from_options
+
+    spec = FAMILIES["minimax_h3"]
+    unloaded = {(): {"transformer_ref"}, ("ref2va",): {"transformer"}, ("t2va", "ref2va"): set()}
+    for workflows, expected in unloaded.items():
+        run = run_config_from_options({"model_path": "tiny-minimax-h3", "workflows": list(workflows)})
+        assert spec.unloaded_components(run) == expected
+    one_off = run_config_from_options({"model_path": "tiny-minimax-h3", "reference_image": ["a.png"]})
+    assert spec.unloaded_components(one_off) == {"transformer"}  # a generate run with references: ref2va alone
+    with pytest.raises(UserError, match="'i2v' is not one of t2va, fl2va, ref2va|workflows='i2v'"):
+        spec.check_run(run_config_from_options({"model_path": "tiny-minimax-h3", "workflows": ["i2v"]}))
+    with pytest.raises(UserError, match="workflows: wan_t2v models have no workflows to choose"):
+        FAMILIES["wan_t2v"].check_run(run_config_from_options({"model_path": "tiny-wan-t2v", "workflows": ["t2va"]}))
 
 
 def test_other_families_refuse_keyframe_and_reference_inputs():
@@ -359,6 +402,36 @@ def test_other_families_refuse_keyframe_and_reference_inputs():
                       **{field: "x.png" if field == "last_image_path" else ["x.png"]})
         with pytest.raises(UserError, match=f"{field}: wan_t2v models take no .*MiniMax-H3 does"):
             FAMILIES["wan_t2v"].check_request(req, SizeConstraints(16, 4))
+
+
+@pytest.mark.parametrize("workflow", ["t2va", "ref2va"])
+def test_a_lora_adapter_equals_diffusers_loader(pipe, image_files, tmp_path_factory, workflow):
+    """A random adapter on transformer/ (t2va), and one on transformer_ref/ (ref2va; diffusers writes it under its
+    own ``transformer_ref.`` prefix): sgld's frames and sound equal the reference pipeline's after its own
+    ``load_lora_weights``, and the adapter moves them."""
+    from sgld import DiffGenerator
+    from sgld.model_builders.tiny import materialize_tiny
+    from tests.support.lora import make_lora
+
+    subfolder = "transformer_ref" if workflow == "ref2va" else "transformer"
+    file = make_lora(materialize_tiny("tiny-minimax-h3"), tmp_path_factory.mktemp(f"h3-lora-{workflow}"), seed=11,
+                     subfolder=subfolder)
+    inputs = {"ref2va": {"references": [REFERENCE]}}.get(workflow, {})
+    base = _reference(pipe, inputs)[:2]
+    pipe.load_lora_weights(str(file))
+    try:
+        reference = _reference(pipe, inputs)[:2]
+    finally:
+        pipe.unload_lora_weights()
+    engine = DiffGenerator.from_pretrained("tiny-minimax-h3", lora_path=str(file),
+                                           workflows=[workflow] if workflow == "ref2va" else [])
+    options = {"reference_image": [image_files["reference"]]} if workflow == "ref2va" else {}
+    ours = _generate(engine, **options)
+    distance, moved = _distance(reference, ours), _distance(base, reference)
+    print(f"{workflow} with a LoRA: frames {distance[0]}/255, waveform {distance[1]:.2e}; the adapter moves the "
+          f"reference by {moved[0]}/255, {moved[1]:.3f}")
+    assert distance[0] <= FRAMES_TOLERANCE and distance[1] <= WAVE_TOLERANCE
+    assert moved[0] >= MIN_CHANGE
 
 
 def test_layerwise_offload_leaves_video_and_sound_unchanged(generator, image_files):

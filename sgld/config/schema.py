@@ -74,10 +74,12 @@ class LoraMergeMode(StrEnum):
 
 
 class LoraTarget(StrEnum):
-    """Which DiT an adapter goes into (Wan2.2 A14B has two experts)."""
+    """Which DiT an adapter goes into (Wan2.2 A14B has two experts; MiniMax-H3 two partitions, ref2va's
+    transformer_ref); all: every DiT the model has."""
 
     transformer = "transformer"
     transformer_2 = "transformer_2"
+    transformer_ref = "transformer_ref"
     all = "all"
 
 
@@ -215,6 +217,10 @@ class ModelConfig:
     # LoRA adapters loaded with the model (--lora-path, --lora-scale, --lora-target, --lora-nickname).
     loras: List[LoraConfig] = field(default_factory=list)
     lora_merge_mode: LoraMergeMode = LoraMergeMode.auto
+    # MiniMax-H3: the workflows the engine runs (t2va, fl2va on transformer/; ref2va on transformer_ref/, a
+    # second 33 B DiT), which decide the partitions loaded. Empty: ref2va alone when the run's own request names
+    # reference images, else t2va and fl2va (sgld/minimax_h3_rules.py: engine_workflows).
+    workflows: List[str] = field(default_factory=list)
     sampling_defaults: ModelDefaults = field(default_factory=ModelDefaults)
 
 

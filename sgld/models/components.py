@@ -21,11 +21,6 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 log = logging.getLogger(__name__)
 
 
-# Transformer partitions of a folder that the runs sgld makes do not use, by pipeline class (MiniMax-H3's
-# omni-reference transformer_ref/, a second 33 B DiT).
-UNLOADED_PARTITIONS = {"MiniMaxH3Pipeline": ("transformer_ref",)}
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` is cuda when available, else cpu."""
     if name == "auto":
@@ -67,8 +62,12 @@ def component_dtype(name: str, run: RunConfig, text_encoders: list[str]) -> torc
     return None
 
 
-def load_components(folder: Path, run: RunConfig, device: torch.device | None = None) -> dict[str, Any]:
+def load_components(folder: Path, run: RunConfig, device: torch.device | None = None,
+                    skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Instantiate every component of ``folder`` with the run's precisions (on the CPU).
+
+    ``skip``: components the run does not use (their family's ``unloaded_components``: MiniMax-H3's other
+    transformer partition); their entries are None.
 
     Weights load from safetensors only; a folder with only pickle weights fails to load.
     A ``random:`` model's folder has configs only: its weights are made on ``device``
@@ -92,8 +91,8 @@ def load_components(folder: Path, run: RunConfig, device: torch.device | None = 
     components: dict[str, Any] = {k: v for k, v in index.items() if not isinstance(v, list) and not k.startswith("_")}
     components.update(modular_config(folder))
     for name, library, class_name in specs:
-        if name in UNLOADED_PARTITIONS.get(index.get("_class_name"), ()):
-            continue  # its workflow is not run: the entry stays None (below)
+        if name in skip:
+            continue  # not run: the entry stays None (below)
         if library not in LIBRARIES:
             raise UserError(f"component {name!r} comes from {library!r}; sgld loads {', '.join(LIBRARIES)} only")
         cls = getattr(importlib.import_module(LIBRARIES[library]), class_name)

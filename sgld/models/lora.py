@@ -30,7 +30,11 @@ from sgld.models.safetensors_only import PICKLE_SUFFIXES
 log = logging.getLogger(__name__)
 
 # --lora-target: which experts an adapter goes into (Wan2.2 A14B has two; the other models one).
-TARGETS = {"transformer": ("transformer",), "transformer_2": ("transformer_2",), "all": ("transformer", "transformer_2")}
+TARGETS = {"transformer": ("transformer",), "transformer_2": ("transformer_2",), "transformer_ref": ("transformer_ref",),
+           "all": ("transformer", "transformer_2", "transformer_ref")}
+# A DiT partition whose adapters are written under its own prefix (MiniMax-H3's ref2va DiT: diffusers'
+# MiniMaxH3LoraLoaderMixin), read into that DiT as its ``transformer.`` layers.
+OWN_PREFIX = ("transformer_ref",)
 # SGLang's name for a --lora-path adapter given no --lora-nickname.
 DEFAULT_NICKNAME = "default"
 
@@ -104,8 +108,10 @@ class AdapterWeights:
     metadata: Optional[dict]
 
 
-def read_adapter(spec: FamilySpec, file: Path, transformer: torch.nn.Module) -> AdapterWeights:
-    """Read an adapter with the family's diffusers loader (its converters turn Kohya/community keys into diffusers')."""
+def read_adapter(spec: FamilySpec, file: Path, transformer: torch.nn.Module,
+                 expert: str = "transformer") -> AdapterWeights:
+    """Read an adapter with the family's diffusers loader (its converters turn Kohya/community keys into diffusers')
+    for the DiT ``expert``: ``transformer.`` layers, or a partition's own (``transformer_ref.``) when it has them."""
     import inspect
 
     loader = getattr(importlib.import_module("diffusers.loaders.lora_pipeline"), spec.lora_loader)
@@ -120,6 +126,13 @@ def read_adapter(spec: FamilySpec, file: Path, transformer: torch.nn.Module) -> 
     expand = getattr(loader, "_maybe_expand_t2v_lora_for_i2v", None)
     if expand is not None:  # Wan: a text-to-video adapter gets zero image-attention layers on an I2V model
         state = expand(transformer=transformer, state_dict=state)
+    if expert in OWN_PREFIX and any(key.startswith(f"{expert}.") for key in state):
+        state = {"transformer." + key.removeprefix(f"{expert}."): value for key, value in state.items()
+                 if key.startswith(f"{expert}.")}
+    if not any(key.startswith("transformer.") for key in state):
+        prefixes = ", ".join(sorted({key.split(".")[0] for key in state})) or "none"
+        raise UserError(f"LoRA {str(file)!r} has no layers for {expert} (its layers are for: {prefixes}); give "
+                        "--lora-target the DiT it was trained for", param="lora_target")
     skipped = sorted({key.split(".")[0] for key in state if not key.startswith("transformer.")})
     if skipped:
         log.warning("LoRA %s: only the DiT's layers are applied; %s layers are skipped", file, ", ".join(skipped))
@@ -217,6 +230,8 @@ class LoraSet:
             raise UserError(f"LoRA {adapter.name!r}: target {adapter.target!r} is not one of {', '.join(TARGETS)}",
                             param="lora_target")
         names = [name for name in TARGETS[adapter.target] if name in self.experts]
+        if not names and adapter.target == "transformer" and list(self.experts) == ["transformer_ref"]:
+            names = ["transformer_ref"]  # its only DiT, as diffusers routes an adapter into a lone transformer_ref
         if not names:
             raise UserError(f"LoRA {adapter.name!r}: this model has no {adapter.target} "
                             f"(its DiTs: {', '.join(self.experts)})", param="lora_target")
@@ -230,7 +245,7 @@ class LoraSet:
         check_scale(adapter.name, adapter.scale)
         file = adapter_file(adapter.path)
         experts = self.targets(adapter)
-        weights = read_adapter(self.spec, file, self.experts[experts[0]])
+        weights = read_adapter(self.spec, file, self.experts[experts[0]], experts[0])
         for name in experts:  # every check before any expert is touched
             check_fits(weights.state, self.experts[name], file, name)
         done = []
@@ -275,7 +290,7 @@ class LoraSet:
         if self.fused:
             self._unfuse()
         for name, module in self.experts.items():
-            mine = [a for a in adapters if name in TARGETS[a.target]]
+            mine = [a for a in adapters if name in self.targets(a)]
             if not getattr(module, "peft_config", None):
                 continue  # nothing was ever loaded into this expert
             if mine and name not in self.off:
@@ -298,7 +313,7 @@ class LoraSet:
 
     def _fuse(self) -> None:
         for name, module in self.experts.items():
-            keys = [a.key for a in self.active if name in TARGETS[a.target]]
+            keys = [a.key for a in self.active if name in self.targets(a)]
             if keys and name not in self.off:
                 module.fuse_lora(adapter_names=keys)
         self.fused = True
@@ -460,7 +475,7 @@ class HotswapLoraSet(LoraSet):
     def _weights(self, file: Path, transformer: torch.nn.Module) -> AdapterWeights:
         weights = self.cache.get(file)
         if weights is None:
-            weights = read_adapter(self.spec, file, transformer)
+            weights = read_adapter(self.spec, file, transformer, next(iter(self.experts)))
             self.cache[file] = weights
             while self.max_loaded is not None and len(self.cache) > self.max_loaded:
                 self.cache.popitem(last=False)

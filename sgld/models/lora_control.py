@@ -118,12 +118,10 @@ class LoraControl:
                   for name, adapter in self.known.items()]
         active: dict[str, list] = {}
         if lora_set is not None:
-            from sgld.models.lora import TARGETS
-
             for expert in self.experts:
                 if expert in lora_set.off:
                     continue
-                on = [a for a in self.pipeline.defaults if expert in TARGETS[a.target]]
+                on = [a for a in self.pipeline.defaults if expert in lora_set.targets(a)]
                 if on:
                     active[expert] = [{"nickname": a.name, "path": self.sources.get(a.name, str(a.path)),
                                        "merged": lora_set.fused, "mode": "merged" if lora_set.fused else "unmerged",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from itertools import groupby
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -73,8 +73,9 @@ class DenoisingStage(Stage):
         self.parallel = parallel
         self.step_hooks = {name: list((step_hooks or {}).get(name, ())) for name, _ in self.experts}
 
-    def expert_schedule(self, timesteps: torch.Tensor) -> list[int]:
-        """Index into ``experts`` for every step, computed once on the host before the loop."""
+    def expert_schedule(self, timesteps: torch.Tensor, first: Optional[Request] = None) -> list[int]:
+        """Index into ``experts`` for every step, computed once on the host before the loop (Wan2.2's by the
+        boundary timestep; ``first``, the batch's first request, for families whose request picks its DiT)."""
         if self.boundary_timestep is None or len(self.experts) == 1:
             return [0] * len(timesteps)
         return [0 if float(t) >= self.boundary_timestep else 1 for t in timesteps.cpu()]
@@ -188,7 +189,7 @@ class DenoisingStage(Stage):
         A sample that leaves early (see ``_report``) is dropped from the forwards that follow.
         """
         first = reqs[0]
-        schedule = self.expert_schedule(first.timesteps)
+        schedule = self.expert_schedule(first.timesteps, first)
         total = len(first.timesteps)
         for hooks in self.step_hooks.values():
             for hook in hooks:

@@ -10,7 +10,7 @@ sets every position) and the DiT takes no mask to pad with, so samples of a batc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -34,7 +34,8 @@ class H3Layout:
     ``row_plan[i]``: step ``i``'s distinct row timesteps and each row's index into them (diffusers'
     ``MiniMaxH3SetTimestepsStep.build_row_timesteps``); ``condition_video_rows`` / ``condition_audio_rows``: the
     leading rows the schedulers leave alone (keyframe or reference latents, reference sound); ``grid``: the
-    generated video's latent (frames, height, width); ``audio_length``: its audio latents per stereo channel.
+    generated video's latent (frames, height, width); ``audio_length``: its audio latents per stereo channel;
+    ``partition``: the DiT that denoises it (the workflow's: ``transformer``, or ``transformer_ref`` for ref2va).
     """
 
     inputs: dict[str, torch.Tensor]
@@ -43,6 +44,7 @@ class H3Layout:
     audio_length: int
     condition_video_rows: int = 0
     condition_audio_rows: int = 0
+    partition: str = "transformer"
 
 
 class MiniMaxH3Dit(DitAdapter):
@@ -69,12 +71,18 @@ class MiniMaxH3Dit(DitAdapter):
 class MiniMaxH3DenoisingStage(DenoisingStage):
     """The loop over ``req.timesteps`` (the video scheduler's); the request carries ``latents`` (video rows,
     condition rows first), ``audio_latents`` (audio rows), both schedulers, ``cond_kwargs`` (the prompt's
-    ``encoder_hidden_states``) and its ``H3Layout`` in ``model_kwargs["layout"]``."""
+    ``encoder_hidden_states``) and its ``H3Layout`` in ``model_kwargs["layout"]``, whose ``partition`` picks the
+    DiT among the loaded ``partitions`` ([(name, module)])."""
 
-    def __init__(self, transformer: torch.nn.Module, placement: Placement, parallel: ParallelState, *,
-                 name: str = "transformer", step_hooks: Sequence[StepHook] = ()):
-        super().__init__([(name, transformer)], placement, parallel, guidance=GuidanceKind.embedded,
-                         adapter=MiniMaxH3Dit(transformer.dtype), cfg_mode=CFG_NONE, step_hooks={name: step_hooks})
+    def __init__(self, partitions: Sequence[tuple[str, torch.nn.Module]], placement: Placement,
+                 parallel: ParallelState, *, step_hooks: Mapping[str, Sequence[StepHook]] | None = None):
+        super().__init__(partitions, placement, parallel, guidance=GuidanceKind.embedded,
+                         adapter=MiniMaxH3Dit(partitions[0][1].dtype), cfg_mode=CFG_NONE, step_hooks=step_hooks)
+
+    def expert_schedule(self, timesteps: torch.Tensor, first: Optional[Request] = None) -> list[int]:
+        """Every step on the request's partition (``check_loaded`` refused requests whose partition is not loaded)."""
+        names = [name for name, _ in self.experts]
+        return [names.index(first.model_kwargs["layout"].partition)] * len(timesteps)
 
     def forward_batch(self, reqs: list[Request]) -> list[Request]:
         """Each sample alone: its layout is its own (see the module's docstring)."""

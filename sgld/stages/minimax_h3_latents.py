@@ -1,11 +1,13 @@
-"""MiniMax-H3's packed sequence before the loop: keyframes VAE-encoded (H3's recipe: ImageNet-normalised pixels,
-the posterior sampled under the fixed seed 42, rounded to fp16, per-channel normalised), the layout
-``[text | keyframe rows | audio rows | video rows]``, the noise in the reference's order from the request's CPU
-generator (one draw per keyframe, then video, then audio rows), keyframes held at t = 0.999, and both schedulers'
+"""MiniMax-H3's packed sequence before the loop: condition images VAE-encoded (H3's recipe: ImageNet-normalised
+pixels, the posterior sampled under the fixed seed 42, rounded to fp16, per-channel normalised), the layout
+(``[text | keyframe rows | audio rows | video rows]``; ref2va: ``[text | reference blocks | audio rows | video
+rows]``, each reference one rotary slot), the noise in the reference's order from the request's CPU generator (one
+draw per condition image, then video, then audio rows), condition rows held at t = 0.999, and both schedulers'
 timesteps with each step's row timestep plan.
 
-diffusers' own helpers build what must stay bit-exact (``encode_vae_condition``, the layout's fp64 positions
-``build_packed_sequence``, ``patchify_video_latents``, ``build_row_timesteps``)."""
+diffusers' own helpers build what must stay bit-exact (``encode_vae_condition``, the layouts' fp64 positions
+``build_packed_sequence`` and ``build_ref2va_packed_sequence``, ``patchify_video_latents``,
+``build_row_timesteps``)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from sgld.minimax_h3_rules import Geometry
+from sgld.minimax_h3_rules import Geometry, Workflow
 from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
@@ -47,7 +49,8 @@ class MiniMaxH3LatentStage(Stage):
 
     @torch.no_grad()
     def encode_keyframes(self, keyframes: list) -> list[torch.Tensor]:
-        """Each keyframe's normalised (1, C, 1, h, w) latents through the spatial encoder (tiled)."""
+        """Each condition image's (keyframe's or reference's) normalised (1, C, 1, h, w) latents through the spatial
+        encoder (tiled)."""
         from diffusers.modular_pipelines.minimax_h3.encoders import encode_vae_condition
 
         with self.placement.active("vae", self.vae) as vae:
@@ -55,10 +58,26 @@ class MiniMaxH3LatentStage(Stage):
             return [encode_vae_condition(vae, torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)[None, :, None],
                                          IMAGENET_MEAN, IMAGENET_STD, KEYFRAME_SEED) for image in keyframes]
 
+    def layout(self, workflow: Workflow, tags: torch.Tensor, anchors: tuple, encoded: list[torch.Tensor],
+               grid: tuple[int, int, int], audio_length: int) -> tuple:
+        """The workflow's packed layout: (position ids, row tags, video, audio and text indices, condition video
+        rows, condition audio rows)."""
+        from diffusers.modular_pipelines.minimax_h3 import MiniMaxH3ImageReference
+        from diffusers.modular_pipelines.minimax_h3.before_denoise import (
+            MiniMaxH3PrepareLayoutStep, MiniMaxH3Ref2VAPrepareLayoutStep,
+        )
+
+        if workflow is Workflow.ref2va:  # image references only: no reference sound rows
+            references = [MiniMaxH3ImageReference(image=None) for _ in encoded]  # only their kind is read
+            return MiniMaxH3Ref2VAPrepareLayoutStep.build_ref2va_packed_sequence(
+                tags, references, encoded, [], *grid, audio_length, self.patch, STEREO, AUDIO_TAG, VIDEO_TAG)
+        return MiniMaxH3PrepareLayoutStep.build_packed_sequence(tags, *grid, audio_length, self.patch, STEREO,
+                                                                AUDIO_TAG, VIDEO_TAG, anchors)
+
     @torch.no_grad()
     def forward(self, req: Request) -> Request:
         from diffusers.modular_pipelines.minimax_h3.before_denoise import (
-            MiniMaxH3PrepareLayoutStep, MiniMaxH3SetTimestepsStep, patchify_video_latents,
+            MiniMaxH3SetTimestepsStep, patchify_video_latents,
         )
 
         g, device = self.geometry, self.device
@@ -68,9 +87,10 @@ class MiniMaxH3LatentStage(Stage):
         audio_length = g.audio_latents(frames)
         kwargs = dict(req.model_kwargs)
         anchors, tags = kwargs.pop("keyframe_anchors", ()), kwargs.pop("text_token_tags")
-        position_ids, token_tags, video_idx, audio_idx, text_idx, cond_video, cond_audio = (
-            MiniMaxH3PrepareLayoutStep.build_packed_sequence(tags, *grid, audio_length, self.patch,
-                                                             STEREO, AUDIO_TAG, VIDEO_TAG, anchors))
+        workflow = kwargs.pop("workflow", Workflow.fl2va if anchors else Workflow.t2va)
+        encoded = self.encode_keyframes(req.condition_image or [])
+        position_ids, token_tags, video_idx, audio_idx, text_idx, cond_video, cond_audio = self.layout(
+            workflow, tags, anchors, encoded, grid, audio_length)
         inputs = dict(zip(LAYOUT_INPUTS, (position_ids, token_tags, video_idx, audio_idx, text_idx)))
         inputs = {name: value.to(device) for name, value in inputs.items()}
 
@@ -78,7 +98,7 @@ class MiniMaxH3LatentStage(Stage):
         req.generator = generator
         scheduler = copy.deepcopy(self.scheduler)
         condition = []
-        for latents in self.encode_keyframes(req.condition_image or []):
+        for latents in encoded:
             noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=torch.float32)
             condition.append(patchify_video_latents(scheduler.scale_noise(latents.to(device), KEYFRAME_T, noise),
                                                     self.patch))
@@ -99,7 +119,8 @@ class MiniMaxH3LatentStage(Stage):
                 for t, audio_t in zip(scheduler.timesteps, audio_scheduler.timesteps)]
         req.scheduler, req.audio_scheduler, req.timesteps = scheduler, audio_scheduler, scheduler.timesteps
         kwargs["layout"] = H3Layout(inputs=inputs, row_plan=plan, grid=grid, audio_length=audio_length,
-                                    condition_video_rows=cond_video, condition_audio_rows=cond_audio)
+                                    condition_video_rows=cond_video, condition_audio_rows=cond_audio,
+                                    partition=workflow.partition)
         req.model_kwargs = kwargs
         req.num_frames = frames
         return req

@@ -1,8 +1,10 @@
-"""MiniMax-H3's keyframes and prompt: the canvas (from the first keyframe's aspect, else 16:9), the keyframes put on
-it (the first stretched, a follower cover-cropped with H3's own rounding), and the presentation the Qwen3-VL
-conditioner reads (``"<Picture i>: "`` + a vision block per keyframe, then the prompt), whose decoder layer 50
-output conditions the DiT. diffusers' ``MiniMaxH3ResizeStep``, ``MiniMaxH3TextEncoderStep`` and
-``MiniMaxH3FL2VATextEncoderStep``; the conditioner call is diffusers' own ``get_qwen3vl_prompt_embeds``."""
+"""MiniMax-H3's condition images and prompt: the canvas (from the first keyframe's aspect, else 16:9; references
+never bind it), the keyframes put on it (the first stretched, a follower cover-cropped with H3's own rounding) or
+the reference images at their own size (their aspect at the folder's reference short edge), and the presentation
+the Qwen3-VL conditioner reads (``"<Picture i>: "`` + a vision block per image, then the prompt), whose decoder
+layer 50 output conditions the DiT. diffusers' ``MiniMaxH3ResizeStep``, ``MiniMaxH3Ref2VASetupStep`` (image
+references), ``MiniMaxH3TextEncoderStep``, ``MiniMaxH3FL2VATextEncoderStep`` and ``MiniMaxH3Ref2VATextEncoderStep``
+(whose presentations of images are the same); the conditioner call is diffusers' own ``get_qwen3vl_prompt_embeds``."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 from PIL import Image
 
 from sgld.checks import open_input_image
-from sgld.minimax_h3_rules import Geometry
+from sgld.minimax_h3_rules import Geometry, Workflow, reference_size
 from sgld.models.placement import Placement
 from sgld.request import Request
 from sgld.stages.base import Stage
@@ -35,15 +37,18 @@ def cover_crop(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS).crop((left, top, left + width, top + height))
 
 
-class MiniMaxH3KeyframeStage(Stage):
-    """Sets the request's canvas and puts its keyframes on it (``req.condition_image``, packed order)."""
+class MiniMaxH3ConditionImageStage(Stage):
+    """Sets the request's canvas and workflow (``model_kwargs["workflow"]``) and prepares its condition images
+    (``req.condition_image``, packed order): keyframes put on the canvas, or reference images at their own size."""
 
-    name = "keyframes"
+    name = "condition_images"
 
     def __init__(self, geometry: Geometry):
         self.geometry = geometry
 
     def forward(self, req: Request) -> Request:
+        if req.reference_images:
+            return self.references(req)
         anchors = keyframe_paths(req)
         images = [open_input_image(path) for _, path in anchors]
         req.height, req.width = self.geometry.canvas(req.height, req.width, images[0].size if images else None)
@@ -56,7 +61,21 @@ class MiniMaxH3KeyframeStage(Stage):
             else:
                 prepared.append(cover_crop(image, req.width, req.height))
         req.condition_image = prepared or None
-        req.model_kwargs = {**req.model_kwargs, "keyframe_anchors": tuple(anchor for anchor, _ in anchors)}
+        req.model_kwargs = {**req.model_kwargs, "keyframe_anchors": tuple(anchor for anchor, _ in anchors),
+                            "workflow": Workflow.fl2va if anchors else Workflow.t2va}
+        return req
+
+    def references(self, req: Request) -> Request:
+        """ref2va: the canvas as asked, else 16:9; each reference resized (LANCZOS, as diffusers'
+        ``image_processor.resize``) to its own aspect at the reference short edge."""
+        req.height, req.width = self.geometry.canvas(req.height, req.width)
+        prepared = []
+        for path in req.reference_images:
+            image = open_input_image(path, param="reference_images")
+            size = reference_size(self.geometry, *image.size)
+            prepared.append(image if image.size == size else image.resize(size, Image.Resampling.LANCZOS))
+        req.condition_image = prepared
+        req.model_kwargs = {**req.model_kwargs, "keyframe_anchors": (), "workflow": Workflow.ref2va}
         return req
 
 
@@ -73,7 +92,8 @@ class MiniMaxH3TextEncodingStage(Stage):
         self.placement = placement
 
     def presentation(self, prompt: str, keyframes: Optional[list[Image.Image]]) -> tuple[list[int], list[int], dict]:
-        """(token ids, row tags, vision inputs): a label and a vision block per keyframe, then the prompt."""
+        """(token ids, row tags, vision inputs): a label and a vision block per condition image (keyframe or
+        reference), then the prompt."""
         tokenizer, processor = self.tokenizer, self.processor
         ids, tags, vision = [], [], {}
         if keyframes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
@@ -27,7 +28,10 @@ def make_lora(model_folder: Path, out: Path, seed: int, rank: int = 4, b_scale: 
     transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGET_MODULES, init_lora_weights=False))
     state = get_peft_model_state_dict(transformer)
     state = {k: v * b_scale if "lora_B" in k else v for k, v in state.items()}
-    getattr(diffusers, spec.reference_pipeline).save_lora_weights(out, transformer_lora_layers=state)
+    # The family's loader mixin writes its own layout (MiniMax-H3's transformer_ref layers under their own prefix).
+    saver = getattr(importlib.import_module("diffusers.loaders.lora_pipeline"), spec.lora_loader)
+    layers = "transformer_ref_lora_layers" if subfolder == "transformer_ref" else "transformer_lora_layers"
+    saver.save_lora_weights(out, **{layers: state})
     return out / "pytorch_lora_weights.safetensors"
 
 
