@@ -15,7 +15,6 @@ from flask import Blueprint, jsonify, request
 
 from sgld.checks import input_images_taken
 from sgld.config.schema import RunConfig
-from sgld.errors import UserError
 from sgld.families import OutputKind
 
 from server.content import get_job, send_output, variant_index
@@ -24,9 +23,9 @@ from server.errors import APIError
 from server.jobs import QueueFull, engine_options, new_id
 from server.request_ids import current_request_id
 from server.responses import content_url, deleted_object, image_object, images_response
+from server.input_images import count_images, named_images
 from server.schemas import (
     MAX_SEED, Fields, accepts_query, bad, check_with_engine, parse_common, parse_loras, parse_outputs,
-    read_image_upload,
 )
 from server.sglang_fields import IMAGE_EDITS, IMAGE_GENERATIONS
 
@@ -118,33 +117,14 @@ def generate_images():
 def _input_images(fields: Fields, svc) -> list:
     """The edit's input images (PIL): uploaded as ``image`` / ``image[]``, or named by ``url`` / ``url[]`` (fetched
     under sgld.url_inputs' rules); 400 naming the field for each problem."""
-    from sgld.url_inputs import fetch_image
-
-    limits = svc.run.server
-    uploads = fields.files.get("image", []) + fields.files.get("image[]", [])
-    urls = []
-    for name in ("url", "url[]"):
-        value = fields.values.get(name)
-        items = value if isinstance(value, list) else [] if value in (None, "") else [value]
-        for item in items:
-            if not isinstance(item, str) or not item.strip():
-                raise bad(name, f"'{name}' must be an http(s) or data:image URL")
-            urls.append((name, item.strip()))
-    if not uploads and not urls:
+    given = count_images(fields, ("image", "image[]", "url", "url[]"))
+    if not given:
         raise bad("image", "an input image is required (multipart field 'image' or 'image[]', or 'url')",
                   "missing_required_parameter")
     most = svc.engine.pipeline.spec.max_input_images
-    if len(uploads) + len(urls) > most:
-        raise bad("image", f"{len(uploads) + len(urls)} images given; {svc.model_id!r} takes {input_images_taken(most)}")
-    images = [read_image_upload(upload, "image", limits.max_pixels) for upload in uploads]
-    for name, url in urls:
-        try:
-            data = fetch_image(url, max_bytes=limits.max_body_mb * 1024 * 1024,
-                               allow_private=limits.allow_private_urls, param=name)
-        except UserError as exc:
-            raise bad(name, str(exc)) from None
-        images.append(read_image_upload(data, name, limits.max_pixels))
-    return images
+    if given > most:
+        raise bad("image", f"{given} images given; {svc.model_id!r} takes {input_images_taken(most)}")
+    return [image for _, image in named_images(fields, ("image", "image[]", "url", "url[]"), svc.run.server)]
 
 
 @bp.post("/edits")

@@ -101,12 +101,13 @@ VIDEOS = Endpoint(
                "num_inference_steps", "seed", "guidance_scale", "guidance_scale_2", "true_cfg_scale", "fps",
                "num_frames", "user", "loras", "width", "height", "flow_shift", "n", "num_outputs_per_prompt",
                "output_quality", "output_compression", "x264_preset", "task_type", "audio_guidance_scale",
-               "two_stage"}) | STEP_CACHES | UPSCALING
+               "two_stage", "last_image", "reference_images", "reference_images[]"}) | STEP_CACHES | UPSCALING
     | INTERPOLATION,
     _IGNORED,
     (_IMAGE_UNSUPPORTED - {"progressive_mode", "progressive_levels", "progressive_delta"})
     | {"frame_interpolation_model_path", "use_diffusion_decoder", "video_path", "video_url"},
-    files=frozenset({"input_reference", "video_reference"}),
+    files=frozenset({"input_reference", "video_reference", "last_image", "reference_images", "reference_images[]"}),
+    lists=frozenset({"reference_images", "reference_images[]"}),
 )
 
 

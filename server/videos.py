@@ -14,6 +14,7 @@ from server.jobs import QueueFull, engine_options, new_id
 from server.request_ids import current_request_id
 from server.responses import deleted_object, video_object
 from server.sound import sound_fields
+from server.input_images import count_images, named_images
 from server.schemas import (
     Fields, ParsedVideo, accepts_query, bad, check_with_engine, nearest_frame_count, parse_common, parse_loras,
     parse_outputs, read_image_upload,
@@ -21,6 +22,9 @@ from server.schemas import (
 from server.sglang_fields import UNSUPPORTED, VIDEOS
 
 bp = Blueprint("videos", __name__, url_prefix="/v1/videos")
+
+LAST_IMAGE = ("last_image",)  # MiniMax-H3 fl2va's last keyframe (input_reference is the first)
+REFERENCE_IMAGES = ("reference_images", "reference_images[]")  # MiniMax-H3 ref2va's references, in order
 
 
 def read_input_reference(fields: Fields, svc):
@@ -61,10 +65,50 @@ def read_input_reference(fields: Fields, svc):
     return None
 
 
-def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> ParsedVideo:
+def read_condition_images(fields: Fields, svc) -> dict[str, list]:
+    """MiniMax-H3's other condition images (PIL): the last keyframe (``last_image``) and the reference images
+    (``reference_images`` / ``reference_images[]``), each uploaded or named by URL; by the request option each
+    becomes (``last_image_path``, ``reference_image``). Their count is checked before any URL is fetched; models that take none refuse them (the family's
+    request check)."""
+    from sgld.minimax_h3_rules import check_reference_count
+
+    if count_images(fields, LAST_IMAGE) > 1:
+        raise bad("last_image", "give one last keyframe: a last_image upload, or one URL")
+    try:
+        check_reference_count(count_images(fields, REFERENCE_IMAGES))
+    except UserError as exc:
+        raise bad("reference_images", str(exc)) from None
+    limits = svc.run.server
+    found = {"last_image_path": named_images(fields, LAST_IMAGE, limits),
+             "reference_image": named_images(fields, REFERENCE_IMAGES, limits)}
+    return {option: [image for _, image in images] for option, images in found.items() if images}
+
+
+def save_inputs(svc, job_id: str, first, others: dict[str, list]) -> dict[str, list]:
+    """Save a request's input images beside its outputs (``<job>_input*``: the worker removes them when the job
+    ends); their paths by request option."""
+    images = {**({"image_path": [first]} if first is not None else {}), **others}
+    names = {"image_path": "", "last_image_path": "_last", "reference_image": "_ref"}
+    saved = {}
+    for option, items in images.items():
+        suffix = names[option]
+        saved[option] = [svc.files_dir / f"{job_id}_input{suffix}{i if option == 'reference_image' else ''}.png"
+                         for i in range(len(items))]
+        for image, path in zip(items, saved[option]):
+            image.save(path, format="PNG")
+    return saved
+
+
+def as_options(paths: dict[str, list]) -> dict:
+    """Saved input paths as request options (a reference list stays a list)."""
+    return {option: [str(p) for p in items] if option == "reference_image" else str(items[0])
+            for option, items in paths.items()}
+
+
+def parse_video_request(fields: Fields, svc, inputs: dict | None = None) -> ParsedVideo:
     """Validate a create request against the server's limits and the loaded model.
 
-    ``image_path``: the saved first frame of an image-to-video request.
+    ``inputs``: the saved input images by request option (``image_path``: an image-to-video request's first frame).
     """
     limits = svc.run.server
     prompt = fields.text("prompt", required=True, max_chars=limits.max_prompt_chars, allow_empty=False)
@@ -74,8 +118,7 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
     options: dict = {"prompt": prompt, **parse_common(fields, limits, engine.pipeline.spec, outputs=n)}
     if n > 1:
         options["n"] = n
-    if image_path is not None:
-        options["image_path"] = image_path
+    options.update(inputs or {})
     for name in ("guidance_scale_2", "audio_guidance_scale"):
         value = fields.number(name, 0, 100)
         if value is not None:
@@ -102,7 +145,7 @@ def parse_video_request(fields: Fields, svc, image_path: str | None = None) -> P
         if frames > limits.max_frames:
             raise bad("seconds", f"{seconds:g} s is {frames} frames; the server's limit is {limits.max_frames}")
         options["num_frames"] = frames
-    renames = {"image_path": "input_reference"}
+    renames = {"image_path": "input_reference", "last_image_path": "last_image"}
     if num_frames is None and seconds is not None:
         renames["num_frames"] = "seconds"
     run = check_with_engine(engine, engine_options(options), renames)
@@ -137,24 +180,20 @@ def create_video():
     if svc.engine.pipeline.spec.output != OutputKind.video:
         raise APIError(400, f"{svc.model_id!r} makes images; use /v1/images/generations", param="model", code="wrong_endpoint")
     image = read_input_reference(fields, svc)
+    others = read_condition_images(fields, svc)
     job_id = new_id("video")
-    path = None
-    if image is not None:  # kept until the job ends; the worker removes it
-        path = svc.files_dir / f"{job_id}_input.png"
-        image.save(path, format="PNG")
+    saved = save_inputs(svc, job_id, image, others)  # kept until the job ends; the worker removes them
     try:
-        parsed = parse_video_request(fields, svc, None if path is None else str(path))
-        if path is not None:  # checked here; the job reads it where every replica can
-            parsed.options["image_path"] = svc.share_inputs([path])[0]
+        parsed = parse_video_request(fields, svc, as_options(saved))
+        # checked here; the job reads them where every replica can
+        parsed.options.update(as_options({option: svc.share_inputs(paths) for option, paths in saved.items()}))
         job = svc.submit("video", parsed.prompt, parsed.options, parsed.size, parsed.seconds, job_id=job_id, run=parsed.run,
                          request_id=current_request_id(), requested_model=parsed.requested_model)
-    except QueueFull:
-        if path is not None:
+    except (QueueFull, APIError) as exc:
+        for path in (path for paths in saved.values() for path in paths):
             path.unlink(missing_ok=True)
-        raise queue_full(svc) from None
-    except APIError:
-        if path is not None:
-            path.unlink(missing_ok=True)
+        if isinstance(exc, QueueFull):
+            raise queue_full(svc) from None
         raise
     return _poll_headers(jsonify(video_object(job, _sound(svc))))
 

@@ -31,6 +31,8 @@ from server.store_health import StoreHealth
 from server.warmup import warm_up
 
 log = logging.getLogger("sgld.server")
+# Request options naming input images the server saved beside the outputs (``<job>_input*``).
+INPUT_OPTIONS = frozenset({"image_path", "last_image_path", "reference_image"})
 
 
 class EngineWorker:
@@ -265,7 +267,7 @@ class EngineWorkers:
             finally:
                 self.queue.end(job.id)
                 self.perf_log.forget(job.id)  # its step times, when it did not complete
-            if "image_path" in job.options:  # an edit's uploads: needed until its job ends (a restart re-runs it)
+            if INPUT_OPTIONS & set(job.options):  # its uploads: needed until its job ends (a restart re-runs it)
                 try:
                     self.outputs.remove(f"{job.id}_input")
                 except OSError as exc:

@@ -402,7 +402,8 @@ class MiniMaxH3Spec(FamilySpec):
             raise UserError(f"fps={req.fps}: MiniMax-H3 generates at {FPS} fps only; leave --fps unset", param="fps")
         check_steps(req.num_inference_steps)
         keyframe = open_input_image(first or req.last_image_path) if (first or req.last_image_path) else None
-        constraints.rules.canvas(req.height, req.width, keyframe.size if keyframe else None)
+        # The canvas, so the request says what it makes (references never bind it: ref2va's is 16:9 unless given).
+        req.height, req.width = constraints.rules.canvas(req.height, req.width, keyframe.size if keyframe else None)
         req.num_frames = constraints.rules.frames(req.num_frames)
 
     def check_workflows(self, workflows: Sequence[str]) -> None:
@@ -422,7 +423,10 @@ class MiniMaxH3Spec(FamilySpec):
 
         first = req.image_paths[0] if req.image_path else None
         loaded = engine_workflows(run.model.workflows, run.sampling.reference_images or ())
-        check_workflow_loaded(workflow_of(first, req.last_image_path, req.reference_images or ()), loaded)
+        given = [name for name, value in (("reference_images", req.reference_images), ("image_path", first),
+                                          ("last_image_path", req.last_image_path)) if value]
+        check_workflow_loaded(workflow_of(first, req.last_image_path, req.reference_images or ()), loaded,
+                              param=(given or ["prompt"])[0])
 
     def check_run(self, run: "RunConfig", folder: Optional[Path] = None) -> None:
         super().check_run(run, folder)

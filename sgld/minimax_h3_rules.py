@@ -62,11 +62,11 @@ def partitions_of(workflows: Sequence[Workflow]) -> set[str]:
     return {workflow.partition for workflow in workflows}
 
 
-def check_workflow_loaded(workflow: Workflow, loaded: Sequence[Workflow]) -> None:
-    """A request's workflow must run on a partition the engine loaded; else a UserError naming the flag."""
+def check_workflow_loaded(workflow: Workflow, loaded: Sequence[Workflow], param: str = "prompt") -> None:
+    """A request's workflow must run on a partition the engine loaded; else a UserError naming the flag (and
+    ``param``, the input that selected the workflow)."""
     if workflow.partition in partitions_of(loaded):
         return
-    param = {Workflow.ref2va: "reference_images", Workflow.fl2va: "image_path"}.get(workflow, "prompt")
     runs = ", ".join(w.value for w in Workflow if w.partition in partitions_of(loaded))
     both = ",".join(w.value for w in Workflow if w in loaded or w is workflow)
     raise UserError(f"{param}: MiniMax-H3's {workflow.value} workflow runs on the folder's {workflow.partition}/ "

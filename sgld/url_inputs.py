@@ -48,6 +48,8 @@ def shown(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme.lower() == "data":
         return "a data: URL"
+    if not parts.scheme:
+        return repr(parts.path[:80])  # not a URL at all: the text itself
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
