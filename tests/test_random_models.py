@@ -89,6 +89,12 @@ def test_weights_are_made_on_the_device_seeded_and_cast(sgld_home):
     assert wa.dtype == torch.bfloat16 and wa.device.type == "cpu" and not wa.requires_grad
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert wa.float().std() > 0
+    # Where an fp32 copy does not fit (an OOM on the GPU), the same module is made in bf16 directly: seeded too.
+    direct = [build_random_module("diffusers", AutoencoderKL, sub, torch.bfloat16, torch.device("cpu"), 0,
+                                  fp32_first=False) for _ in range(2)]
+    wd = [m.decoder.conv_in.weight for m in direct]
+    assert wd[0].dtype == torch.bfloat16 and torch.equal(wd[0], wd[1]) and wd[0].float().std() > 0
+    assert torch.get_default_dtype() == torch.float32  # restored
 
 
 def test_ltx2_two_stage_parts_are_there_and_its_lora_is_written_on_first_use(sgld_home):

@@ -8,12 +8,15 @@ and casts it to the run's precision — a 14B transformer is never initialised o
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from sgld.errors import UserError
 from sgld.model_builders.full_size import FULL_SIZE_MODELS, RANDOM_PREFIX, DIFFUSERS_VERSION, FullSizeModel
+
+log = logging.getLogger(__name__)
 
 # The libraries a model_index.json names, as modules: LTX-2's ``ltx2`` is diffusers' LTX-2 pipeline package
 # (its text connectors and vocoder are diffusers modules that live there).
@@ -123,22 +126,42 @@ def is_random_folder(folder: Path) -> bool:
 
 
 def build_random_module(library: str, cls: type, sub: Path, dtype: torch.dtype, device: torch.device,
-                        seed: int) -> torch.nn.Module:
+                        seed: int, fp32_first: bool = True) -> torch.nn.Module:
     """``cls`` from the config in ``sub``, created on ``device`` with seeded random weights, in ``dtype``.
 
     Modules are created in fp32 (their own initialisers, and buffers such as rotary tables,
     stay as the released code computes them) and then cast: the peak is one fp32 copy of
-    this component on the device.
+    this component on the device. Where that copy does not fit (LTX-2's 19 B DiT beside Gemma on an
+    80 GB card), or with ``fp32_first=False``, the module is created in ``dtype`` directly: half the peak,
+    its initial values and computed buffers rounded as ``dtype`` computes them (random weights either way).
     """
+    if fp32_first:
+        try:
+            return _construct(library, cls, sub, torch.float32, device, seed).to(dtype).eval().requires_grad_(False)
+        except torch.OutOfMemoryError:
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
+            log.info("%s: an fp32 copy does not fit on %s; made in %s directly", sub.name, device, dtype)
+    return _construct(library, cls, sub, dtype, device, seed).to(dtype).eval().requires_grad_(False)
+
+
+def _construct(library: str, cls: type, sub: Path, dtype: torch.dtype, device: torch.device,
+               seed: int) -> torch.nn.Module:
+    """The module of ``sub``'s config made on ``device``, its floating-point tensors created in ``dtype``."""
     torch.manual_seed(seed)
-    with torch.device(device):
-        if library != "transformers":
-            module = cls.from_config(cls.load_config(sub))
-        else:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            if library != "transformers":
+                return cls.from_config(cls.load_config(sub))
             from transformers import AutoConfig
 
-            module = cls._from_config(AutoConfig.from_pretrained(sub))
-    return module.to(dtype).eval().requires_grad_(False)
+            return cls._from_config(AutoConfig.from_pretrained(sub))
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def random_lora_file(stand_in: Path, module: torch.nn.Module, dtype: torch.dtype, device: torch.device,
