@@ -274,5 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``sgl-diffusion`` / ``sgld`` console script: ``main``, then the process ends without the interpreter's
+    slow finalization (``sgld.fast_exit``)."""
+    from sgld.fast_exit import run_and_exit
+
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -62,4 +62,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from sgld.fast_exit import run_and_exit
+
+    run_and_exit(main)
