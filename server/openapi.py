@@ -274,9 +274,19 @@ def _object(properties: dict, required: list[str]) -> dict:
     return {"type": "object", "required": required, "properties": properties, "additionalProperties": False}
 
 
-def request_schemas(limits: Any, max_input_images: int = 1) -> dict[str, Any]:
-    """The request bodies, bounded by this server's limits (and how many input images an edit takes)."""
+def request_schemas(limits: Any, spec: FamilySpec) -> dict[str, Any]:
+    """The request bodies, bounded by this server's limits and what the model takes (how many input images an edit
+    takes; MiniMax-H3's last keyframe and reference images)."""
+    max_input_images = spec.max_input_images
     video, image = video_fields(limits), image_fields(limits)
+    if spec.takes_last_image:
+        video["last_image"] = {"type": "string", "pattern": "^(https?|data):"}
+    if spec.max_reference_images:
+        video["reference_images"] = {"type": "array", "maxItems": spec.max_reference_images,
+                                     "items": {"type": "string", "pattern": "^(https?|data):"}}
+    files = {name: FILE for name in ("last_image",) if name in video}
+    if "reference_images" in video:  # uploads: repeated reference_images[] parts
+        files["reference_images[]"] = {"type": "array", "items": FILE, "maxItems": spec.max_reference_images}
     # The input images: uploaded (image, or image[] parts), or named by URL (SGLang's url / url[]).
     urls = {"type": "array", "maxItems": max_input_images, "items": {"type": "string", "pattern": "^(https?|data):"}}
     edit = {**image, "num_frames": {"type": "integer", "minimum": 1, "maximum": 1}, "url": urls, "url[]": urls}
@@ -294,8 +304,8 @@ def request_schemas(limits: Any, max_input_images: int = 1) -> dict[str, Any]:
         "VideoCreate": _object({**video, "loras": LORAS}, ["prompt"]),
         "VideoCreateTextForm": _object(video, ["prompt"]),
         "VideoCreateForm": _object({**video, "input_reference": FILE}, ["prompt"]),
-        "VideoFromImageForm": _object({**video, "input_reference": FILE, "reference_url": reference["reference_url"]},
-                                      ["prompt"]),
+        "VideoFromImageForm": _object({**video, "input_reference": FILE, "reference_url": reference["reference_url"],
+                                       **files}, ["prompt"]),
         "VideoFromImage": _object({**video, **reference, "loras": LORAS}, ["prompt"]),
         "ImageGenerate": _object({**image, "style": {"type": "string"}, "loras": LORAS}, ["prompt"]),
         "ImageEditForm": edit_form,
@@ -423,7 +433,7 @@ def openapi_spec(limits: Any, spec: FamilySpec, require_key: bool) -> dict[str, 
         "openapi": "3.0.3",
         "info": {"title": "sgld", "version": "0.1.0", "description": "OpenAI-compatible video and image generation"},
         "components": {
-            "schemas": {**SCHEMAS, **request_schemas(limits, spec.max_input_images)},
+            "schemas": {**SCHEMAS, **request_schemas(limits, spec)},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}] if require_key else [],

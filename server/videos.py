@@ -68,16 +68,18 @@ def read_input_reference(fields: Fields, svc):
 def read_condition_images(fields: Fields, svc) -> dict[str, list]:
     """MiniMax-H3's other condition images (PIL): the last keyframe (``last_image``) and the reference images
     (``reference_images`` / ``reference_images[]``), each uploaded or named by URL; by the request option each
-    becomes (``last_image_path``, ``reference_image``). Their count is checked before any URL is fetched; models that take none refuse them (the family's
-    request check)."""
-    from sgld.minimax_h3_rules import check_reference_count
-
-    if count_images(fields, LAST_IMAGE) > 1:
+    becomes (``last_image_path``, ``reference_image``). Counted against what the model takes before any URL is
+    fetched."""
+    spec = svc.engine.pipeline.spec
+    last, references = count_images(fields, LAST_IMAGE), count_images(fields, REFERENCE_IMAGES)
+    if last and not spec.takes_last_image:
+        raise bad("last_image", f"last_image: {svc.model_id!r} takes no last keyframe (MiniMax-H3 does)")
+    if last > 1:
         raise bad("last_image", "give one last keyframe: a last_image upload, or one URL")
-    try:
-        check_reference_count(count_images(fields, REFERENCE_IMAGES))
-    except UserError as exc:
-        raise bad("reference_images", str(exc)) from None
+    if references > spec.max_reference_images:
+        taken = f"at most {spec.max_reference_images}" if spec.max_reference_images else "no"
+        raise bad("reference_images", f"reference_images: {references} given; {svc.model_id!r} takes {taken} "
+                                      "reference images")
     limits = svc.run.server
     found = {"last_image_path": named_images(fields, LAST_IMAGE, limits),
              "reference_image": named_images(fields, REFERENCE_IMAGES, limits)}
@@ -88,12 +90,10 @@ def save_inputs(svc, job_id: str, first, others: dict[str, list]) -> dict[str, l
     """Save a request's input images beside its outputs (``<job>_input*``: the worker removes them when the job
     ends); their paths by request option."""
     images = {**({"image_path": [first]} if first is not None else {}), **others}
-    names = {"image_path": "", "last_image_path": "_last", "reference_image": "_ref"}
+    suffixes = {"image_path": "", "last_image_path": "_last", "reference_image": "_ref{}"}
     saved = {}
     for option, items in images.items():
-        suffix = names[option]
-        saved[option] = [svc.files_dir / f"{job_id}_input{suffix}{i if option == 'reference_image' else ''}.png"
-                         for i in range(len(items))]
+        saved[option] = [svc.files_dir / f"{job_id}_input{suffixes[option].format(i)}.png" for i in range(len(items))]
         for image, path in zip(items, saved[option]):
             image.save(path, format="PNG")
     return saved
@@ -179,8 +179,8 @@ def create_video():
     fields = Fields(request, VIDEOS)
     if svc.engine.pipeline.spec.output != OutputKind.video:
         raise APIError(400, f"{svc.model_id!r} makes images; use /v1/images/generations", param="model", code="wrong_endpoint")
+    others = read_condition_images(fields, svc)  # first: a model that takes none refuses them before any fetch
     image = read_input_reference(fields, svc)
-    others = read_condition_images(fields, svc)
     job_id = new_id("video")
     saved = save_inputs(svc, job_id, image, others)  # kept until the job ends; the worker removes them
     try:

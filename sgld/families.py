@@ -20,6 +20,7 @@ from sgld.checks import (
 )
 from sgld.config.schema import MASKLESS_BACKENDS
 from sgld.errors import UserError
+from sgld.minimax_h3_rules import MAX_REFERENCE_IMAGES
 from sgld.request import Request
 
 if TYPE_CHECKING:
@@ -173,6 +174,9 @@ class FamilySpec:
     # How many input images a request may give (Qwen-Image-Edit-Plus: several, composed into one; FLUX.2:
     # reference images, which the reference pipelines do not bound: sgld takes up to 4).
     max_input_images: int = 1
+    # Condition images besides the first frame (MiniMax-H3): a last keyframe, and up to this many reference images.
+    takes_last_image: bool = False
+    max_reference_images: int = 0
     # Video from an image: without --height/--width the output takes the image's aspect (HunyuanVideo-1.5 I2V).
     size_from_image: bool = False
     # Its DiT class loads GGUF weights (--dit-weights): diffusers has a single-file loader for it
@@ -239,7 +243,8 @@ class FamilySpec:
         A family that sizes its video from the input image (``size_from_image``) first sets an unset
         height and width to the bucket nearest the image's aspect ratio, so the request says what it makes.
         """
-        if req.reference_images or req.last_image_path:
+        if (req.reference_images and not self.max_reference_images) or (req.last_image_path and
+                                                                          not self.takes_last_image):
             given = "reference_images" if req.reference_images else "last_image_path"
             raise UserError(f"{given}: {self.name} models take no {given.replace('_', ' ')} (MiniMax-H3 does)",
                             param=given)
@@ -518,7 +523,8 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     MiniMaxH3Spec("minimax_h3", task=TaskType.TI2V, output=OutputKind.video, image_mode=ImageMode.optional,
                   guidance=GuidanceKind.embedded, sizes=minimax_h3_sizes,
                   pipeline="sgld.pipelines.minimax_h3:MiniMaxH3Pipeline", reference_pipeline="MiniMaxH3Pipeline",
-                  default_model="minimax_h3", audio=True, lora_loader="MiniMaxH3LoraLoaderMixin"),
+                  default_model="minimax_h3", audio=True, lora_loader="MiniMaxH3LoraLoaderMixin",
+                  takes_last_image=True, max_reference_images=MAX_REFERENCE_IMAGES),
     FamilySpec("qwen_image_edit", task=TaskType.I2I, output=OutputKind.image, image_mode=ImageMode.required,
                guidance=GuidanceKind.true_cfg, sizes=qwen_sizes,
                pipeline="sgld.pipelines.qwen_image:QwenImageEditTI2IPipeline",

@@ -54,6 +54,9 @@ def test_openapi_describes_the_upload(i2v_server):
     form = spec["components"]["schemas"]["VideoFromImageForm"]
     assert form["properties"]["input_reference"]["format"] == "binary"
     assert "input_reference" in spec["components"]["schemas"]["VideoFromImage"]["properties"]
+    assert "last_image" not in form["properties"] and "reference_images" not in form["properties"]  # MiniMax-H3's
+    refused = httpx.post(i2v_server.url + "/videos", json={"prompt": "x", "reference_images": ["https://a.example/x.png"]})
+    assert refused.status_code == 400 and "takes no reference images" in refused.json()["error"]["message"]
 
 
 def test_hunyuan15_video_takes_its_size_from_the_first_frame(tmp_path_factory, input_png, tmp_path):

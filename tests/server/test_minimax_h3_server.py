@@ -91,7 +91,8 @@ def test_reference_images_as_uploads_and_urls(reference_server):
 
 
 @pytest.mark.parametrize("fields, param, message", [
-    ({"reference_images": ["data:image/png;base64,AAAA"] * 10}, "reference_images", "at most 9 reference images"),
+    ({"reference_images": ["data:image/png;base64,AAAA"] * 10}, "reference_images",
+     "10 given; 'tiny-minimax-h3' takes at most 9 reference images"),
     ({"last_image": "data:image/png;base64," + base64.b64encode(_png(40, 72, 2)).decode()}, "last_image",
      "--workflows fl2va,ref2va"),
     ({"reference_images": "not a url"}, "reference_images", "'not a url': only http and https URLs"),
@@ -100,3 +101,10 @@ def test_bad_condition_images_are_refused_before_queueing(reference_server, fiel
     response = httpx.post(f"{reference_server.url}/videos", json={"prompt": "x", **fields}, timeout=30)
     error = response.json()["error"]
     assert response.status_code == 400 and error["param"] == param and message in error["message"], error
+
+
+def test_openapi_describes_the_condition_images(keyframe_server):
+    schemas = httpx.get(keyframe_server.base + "/openapi.json", timeout=10).json()["components"]["schemas"]
+    assert schemas["VideoFromImage"]["properties"]["reference_images"]["maxItems"] == 9
+    form = schemas["VideoFromImageForm"]["properties"]
+    assert form["last_image"]["format"] == "binary" and form["reference_images[]"]["items"]["format"] == "binary"
