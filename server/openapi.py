@@ -6,6 +6,7 @@ from typing import Any
 
 from sgld.families import FamilySpec, OutputKind, TaskType
 from sgld.config.schema import X264Preset, choices
+from server.sglang_fields import IGNORED_TYPES
 
 
 def _ref(name: str) -> dict:
@@ -28,10 +29,8 @@ SIZE = {"type": "string", "pattern": r"^[1-9][0-9]{0,5}x[1-9][0-9]{0,5}$", "exam
 SEED = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                   {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}]}
 # Accepted without effect (named back in the x-sgld-ignored-fields header): OpenAI's hints, SGLang's knobs.
-IGNORED = {name: {"type": "string"} for name in ("quality", "generator_device")}
-IGNORED.update({"profile": {"type": "boolean"}, "num_profiled_timesteps": {"type": "integer"},
-                "profile_all_stages": {"type": "boolean"},
-                "max_sequence_length": {"type": "integer", "minimum": 1}})
+IGNORED = {name: {"type": {str: "string", bool: "boolean", int: "integer"}[kind]} for name, kind in IGNORED_TYPES.items()}
+IGNORED["max_sequence_length"]["minimum"] = 1
 
 
 def _shared_fields(limits: Any) -> dict:

@@ -20,7 +20,7 @@ from sgld.families import FamilySpec, GuidanceKind
 
 from server.engine import Engine
 from server.errors import APIError
-from server.sglang_fields import CONTAINERS, Endpoint
+from server.sglang_fields import CONTAINERS, IGNORED_TYPES, Endpoint
 
 SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
 # A list of objects in a form, as the OpenAI SDK flattens it: loras[][name]=a, loras[][scale]=0.8, loras[][name]=b ...
@@ -59,6 +59,31 @@ def check_text_encodes(name: str, value: Any) -> None:
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
+
+
+def check_ignored_type(name: str, value: Any, form: bool) -> None:
+    """A field accepted without effect must still be of its type (``IGNORED_TYPES``; a form sends text); a 400
+    naming it otherwise. Null is absent."""
+    kind = IGNORED_TYPES[name]
+    if value is None:
+        return
+    if form and isinstance(value, str) and kind is not str:  # "true" / "12" from a form part
+        value = {"true": True, "false": False}.get(value.lower(), value) if kind is bool else _form_int(value)
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and (name != "max_sequence_length" or value >= 1)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        what = {str: "a string", bool: "true or false", int: "an integer"}[kind]
+        raise bad(name, f"'{name}' is accepted and ignored, but must be {what}"
+                        f"{' of at least 1' if name == 'max_sequence_length' else ''}")
+
+
+def _form_int(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def bad(param: str, message: str, code: str = "invalid_value") -> APIError:
@@ -125,6 +150,10 @@ class Fields:
             if key not in endpoint.files:
                 raise bad(key, f"unexpected file field '{key}'", "unknown_field")
         self.ignored = endpoint.screen(self.values)
+        form = request.mimetype != "application/json"
+        for name in self.ignored:
+            if name in IGNORED_TYPES:  # the create endpoints' (the LoRA endpoints ignore others, of any type)
+                check_ignored_type(name, self.values[name], form)
 
     def _flatten_containers(self) -> None:
         """Fields sent inside ``extra_body`` / ``extra_params`` / ``extra_json`` (an object, or its JSON text in a

@@ -77,9 +77,12 @@ class Endpoint:
         return ignored
 
 
-# OpenAI's presentation hints, SGLang's profiling and device knobs, and the settings of features that are off.
-_IGNORED = frozenset({"quality", "generator_device", "profile", "num_profiled_timesteps", "profile_all_stages",
-                      "max_sequence_length"})
+# OpenAI's presentation hints, SGLang's profiling and device knobs, and the settings of features that are off:
+# accepted without effect, each still of its JSON type (the OpenAPI document says the same).
+IGNORED_TYPES: dict[str, type] = {"quality": str, "generator_device": str, "profile": bool,
+                                  "num_profiled_timesteps": int, "profile_all_stages": bool,
+                                  "max_sequence_length": int}
+_IGNORED = frozenset(IGNORED_TYPES)
 # The step caches (TeaCache, Cache-DiT) act per request where the model's family has them (sgld.levers).
 STEP_CACHES = frozenset({"enable_teacache", "enable_cache_dit", "cache_dit_params"})
 # Finishing after decode (sgld.finishing): upscaling for every output, frame interpolation for videos.

@@ -112,6 +112,9 @@ def test_sglangs_video_fields_and_object(client, server, tmp_path):
     raw = client.videos.with_raw_response.create(prompt="a red fox", model="sora-2", size="",
                                                  extra_body={**common, "n": 2, "seed": [5, 6], "quality": "exact"})
     assert raw.headers["x-sgld-ignored-fields"] == "quality"
+    for field, value in (("generator_device", {"a": 1}), ("max_sequence_length", 0), ("profile", "sometimes")):
+        refused = httpx.post(server.url + "/videos", json={"prompt": "x", field: value}, timeout=10)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == field  # ignored, still typed
     video = wait_for(client, raw.parse().id)
     assert video.status == "completed" and video.model == "sora-2" and video.size == "64x64"
     extra = video.model_extra
