@@ -97,6 +97,27 @@ def read_mp4(path: Path):
     return meta, frames
 
 
+def read_streams(media: Path | bytes) -> dict:
+    """Each stream of a media file (a path, or its bytes) as PyAV reads it back: kind -> frames or samples,
+    seconds, rate, channels, codec."""
+    import io
+
+    import av
+
+    out = {}
+    with av.open(io.BytesIO(media) if isinstance(media, bytes) else str(media)) as container:
+        for stream in container.streams:
+            decoded = list(container.decode(stream))
+            container.seek(0)
+            if stream.type == "video":
+                out["video"] = {"frames": len(decoded), "seconds": len(decoded) / float(stream.average_rate)}
+            elif stream.type == "audio":
+                samples = sum(frame.samples for frame in decoded)
+                out["audio"] = {"samples": samples, "seconds": samples / stream.rate, "rate": stream.rate,
+                                "channels": stream.codec_context.channels, "codec": stream.codec_context.name}
+    return out
+
+
 def chromium_path() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)

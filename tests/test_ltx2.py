@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import read_streams
+
 FRAMES_TOLERANCE = 2  # of 255, per pixel
 WAVE_TOLERANCE = 1e-4  # absolute, fp32
 MIN_CHANGE = 20  # of 255: what prompt, seed and guidance must move the frames by
@@ -235,24 +237,6 @@ def test_the_api_returns_the_sound_beside_the_frames(ltx2, tmp_path):
 
     assert ltx2.pipeline.sample_rate == FolderModel.of("tiny-ltx2").sample_rate == rate
     assert FolderModel.of("tiny-wan-t2v").sample_rate is None
-
-
-def read_streams(path) -> dict:
-    """Each stream of a media file as PyAV reads it back: kind -> frames or samples, seconds, rate, channels."""
-    import av
-
-    out = {}
-    with av.open(str(path)) as container:
-        for stream in container.streams:
-            decoded = list(container.decode(stream))
-            container.seek(0)
-            if stream.type == "video":
-                out["video"] = {"frames": len(decoded), "seconds": len(decoded) / float(stream.average_rate)}
-            elif stream.type == "audio":
-                samples = sum(frame.samples for frame in decoded)
-                out["audio"] = {"samples": samples, "seconds": samples / stream.rate, "rate": stream.rate,
-                                "channels": stream.codec_context.channels, "codec": stream.codec_context.name}
-    return out
 
 
 @pytest.mark.parametrize("audio", ["mux", "wav", "none"])

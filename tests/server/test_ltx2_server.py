@@ -4,11 +4,11 @@ and the playground plays the video with its sound track."""
 
 from __future__ import annotations
 
-import io
 
 import httpx2 as httpx
 import pytest
 
+from tests.conftest import read_streams
 from tests.server.conftest import ServerProcess, wait_for
 
 FPS = 24
@@ -23,24 +23,6 @@ def ltx2_server(tmp_path_factory, sgld_home):
     srv.stop()
 
 
-def streams(data: bytes) -> dict:
-    """Each stream of an MP4 as PyAV reads it back: frames or samples, seconds, rate, channels, codec."""
-    import av
-
-    out = {}
-    with av.open(io.BytesIO(data)) as container:
-        for stream in container.streams:
-            decoded = list(container.decode(stream))
-            container.seek(0)
-            if stream.type == "video":
-                out["video"] = {"frames": len(decoded), "seconds": len(decoded) / float(stream.average_rate)}
-            elif stream.type == "audio":
-                samples = sum(frame.samples for frame in decoded)
-                out["audio"] = {"seconds": samples / stream.rate, "rate": stream.rate,
-                                "channels": stream.codec_context.channels, "codec": stream.codec_context.name}
-    return out
-
-
 def test_videos_have_sound_and_say_so(ltx2_server):
     client = ltx2_server.openai()
     # 0.5 s at 24 fps is 12 frames; LTX-2 takes 8k+1: the nearest, 9 frames (0.375 s).
@@ -51,7 +33,7 @@ def test_videos_have_sound_and_say_so(ltx2_server):
     assert body["seconds"] == "0.375" and body["has_audio"] is True and body["audio_sample_rate"] == 24000
     content = httpx.get(f"{ltx2_server.url}/videos/{video.id}/content", timeout=30)
     assert content.status_code == 200 and content.headers["content-type"] == "video/mp4"
-    found = streams(content.content)
+    found = read_streams(content.content)
     assert found["video"]["frames"] == 9
     assert found["audio"]["codec"] == "aac" and found["audio"]["rate"] == 24000 and found["audio"]["channels"] == 2
     assert abs(found["audio"]["seconds"] - found["video"]["seconds"]) <= 1 / FPS
@@ -88,7 +70,7 @@ def test_the_playground_plays_the_video_with_its_sound(ltx2_server, browser):
     # The element's source, as the page fetched it, has an AAC track the length of the video.
     data = page.evaluate("async () => { const r = await fetch(document.querySelector('#output video').src);"
                          " return Array.from(new Uint8Array(await r.arrayBuffer())); }")
-    found = streams(bytes(data))
+    found = read_streams(bytes(data))
     assert found["audio"]["codec"] == "aac" and abs(found["audio"]["seconds"] - found["video"]["seconds"]) <= 1 / FPS
     # Chromium decodes that track when the element plays (muted here: no audio device in the test).
     decoded = page.evaluate("""async () => {

@@ -10,8 +10,8 @@ import io
 import httpx2 as httpx
 import pytest
 
+from tests.conftest import read_streams
 from tests.server.conftest import ServerProcess, wait_for
-from tests.server.test_ltx2_server import streams
 
 FRAMES = 124  # 5 s at 24 fps: MiniMax-H3's shortest video
 
@@ -54,7 +54,7 @@ def _finished(srv, response) -> bytes:
     assert done.status == "completed", done.error
     content = httpx.get(f"{srv.url}/videos/{done.id}/content", timeout=30)
     assert content.status_code == 200
-    found = streams(content.content)
+    found = read_streams(content.content)
     assert found["video"]["frames"] == FRAMES and found["audio"]["channels"] == 2
     assert not list(srv.output_dir.rglob(f"{done.id}_input*"))  # the uploads go with the job
     return content.content
