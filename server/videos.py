@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from sgld.errors import UserError
 from sgld.families import OutputKind
 
 from server.content import get_job, send_output, variant_index
@@ -14,7 +13,7 @@ from server.jobs import QueueFull, engine_options, new_id
 from server.request_ids import current_request_id
 from server.responses import deleted_object, video_object
 from server.sound import sound_fields
-from server.input_images import count_images, named_images
+from server.input_images import count_images, named_images, url_image
 from server.schemas import (
     Fields, ParsedVideo, accepts_query, bad, check_with_engine, nearest_frame_count, parse_common, parse_loras,
     parse_outputs, read_image_upload,
@@ -30,8 +29,6 @@ REFERENCE_IMAGES = ("reference_images", "reference_images[]")  # MiniMax-H3 ref2
 def read_input_reference(fields: Fields, svc):
     """The first frame (PIL) for image-to-video models: the ``input_reference`` upload, or an image named by URL
     (``reference_url``, or ``input_reference`` as a URL string); None when none is given and none is needed."""
-    from sgld.url_inputs import fetch_image
-
     spec, limits = svc.engine.pipeline.spec, svc.run.server
     if fields.files.get("video_reference"):
         raise APIError(400, f"'video_reference' is not supported yet: sgld has no {UNSUPPORTED['video_url']}",
@@ -53,12 +50,7 @@ def read_input_reference(fields: Fields, svc):
         if not isinstance(url, str) or not url.strip():
             raise bad(param, f"'{param}' must be an http(s) or data:image URL (or, for input_reference, an uploaded "
                              "image file)")
-        try:
-            data = fetch_image(url.strip(), max_bytes=limits.max_body_mb * 1024 * 1024,
-                               allow_private=limits.allow_private_urls, param=param)
-        except UserError as exc:
-            raise bad(param, str(exc)) from None
-        return read_image_upload(data, param, limits.max_pixels)
+        return url_image(url.strip(), param, limits)
     if spec.needs_image:
         raise bad("input_reference", f"{svc.model_id!r} is an image-to-video model: input_reference (the first "
                                      "frame: an image file or URL) is required", "missing_required_parameter")
