@@ -160,9 +160,8 @@ class DiffGenerator:
         if state.sp_degree > 1:
             from sgld.parallel.sequence import enable_sequence_parallel
 
-            for name in ("transformer", "transformer_2", "transformer_ref"):
-                if components.get(name) is not None:
-                    enable_sequence_parallel(components[name], state)
+            for module in pipeline.dits.values():  # every DiT it configured: Wan2.2 experts, H3 partitions
+                enable_sequence_parallel(module, state)
         log.info("loaded %s (%s) on %s%s", run.model.name, folder, device,
                  f" (rank {state.rank} of {state.world_size})" if state.world_size > 1 else "")
         return cls(run, pipeline, state)

@@ -416,18 +416,24 @@ class MiniMaxH3Spec(FamilySpec):
 
         engine_workflows(workflows)
 
+    @staticmethod
+    def _engine_workflows(run: "RunConfig") -> tuple:
+        """The workflows the engine of ``run`` loads the partitions for."""
+        from sgld.minimax_h3_rules import engine_workflows
+
+        return engine_workflows(run.model.workflows, run.sampling.reference_images or ())
+
     def unloaded_components(self, run: "RunConfig") -> frozenset[str]:
         """The transformer partition no workflow of the engine runs on (each is a 33 B DiT)."""
-        from sgld.minimax_h3_rules import Workflow, engine_workflows, partitions_of
+        from sgld.minimax_h3_rules import Workflow, partitions_of
 
-        used = partitions_of(engine_workflows(run.model.workflows, run.sampling.reference_images or ()))
-        return frozenset({workflow.partition for workflow in Workflow} - used)
+        return frozenset({workflow.partition for workflow in Workflow} - partitions_of(self._engine_workflows(run)))
 
     def check_loaded(self, req: Request, run: "RunConfig") -> None:
-        from sgld.minimax_h3_rules import check_workflow_loaded, engine_workflows, workflow_of
+        from sgld.minimax_h3_rules import check_workflow_loaded, workflow_of
 
         first = req.image_paths[0] if req.image_path else None
-        loaded = engine_workflows(run.model.workflows, run.sampling.reference_images or ())
+        loaded = self._engine_workflows(run)
         given = [name for name, value in (("reference_images", req.reference_images), ("image_path", first),
                                           ("last_image_path", req.last_image_path)) if value]
         check_workflow_loaded(workflow_of(first, req.last_image_path, req.reference_images or ()), loaded,
