@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -91,8 +92,11 @@ def write_gguf(transformer: torch.nn.Module, path: Path, qtype: str, device: tor
             "write_s": time.perf_counter() - start}
 
 
-def bench_budget(model: str, sampling: dict, budget: float, quants: list[str], work: Path, device: str) -> dict:
-    """The model's own precision (bf16), then each quantized DiT, under ``budget`` GiB: one row each."""
+def bench_budget(model: str, sampling: dict, budget: float, quants: list[str], work: Path, device: str,
+                 report: Callable[[dict, str], None]) -> dict:
+    """The model's own precision (bf16), then each quantized DiT, under ``budget`` GiB: one row each.
+
+    ``report`` gets the rows and the name of each one as it is measured, so a run stopped part-way keeps what it measured."""
     from sgld import DiffGenerator
     from sgld.models.registry import resolve_model_folder
 
@@ -106,6 +110,7 @@ def bench_budget(model: str, sampling: dict, budget: float, quants: list[str], w
     base = str(gen.run.model.precision)  # bf16 at full size; the tiny models run fp32
     rows[base] = {k: v for k, v in reference.items() if k != "frames"}
     rows[base]["predicted_gib"], rows[base]["plan"] = predicted(gen, folder, budget)
+    report(rows, base)
     files = {}
     for qtype in quants:
         files[qtype] = work / f"{Path(folder).name}-{qtype}.gguf"
@@ -120,10 +125,16 @@ def bench_budget(model: str, sampling: dict, budget: float, quants: list[str], w
         rows[qtype].update({k: v for k, v in out.items() if k != "frames"})
         rows[qtype][f"psnr_db_vs_{base}"] = psnr(out["frames"], reference["frames"])
         rows[qtype]["predicted_gib"], rows[qtype]["plan"] = predicted(gen, folder, budget)
+        report(rows, qtype)
         del gen
         if cuda:
             torch.cuda.empty_cache()
         files[qtype].unlink()
+    return rows
+
+
+def with_ratios(rows: dict) -> dict:
+    """The rows with each measured one's ``predicted_over_measured``."""
     for row in rows.values():
         if row.get("peak_gib") and row.get("predicted_gib"):
             row["predicted_over_measured"] = row["predicted_gib"] / row["peak_gib"]
@@ -151,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
                "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "budgets": {}}
     with tempfile.TemporaryDirectory(prefix="sgld-gguf-", dir=args.work) as work:
         for budget in (float(b) for b in args.budgets.split(",")):
-            rows = bench_budget(model, sampling, budget, [q for q in args.quants.split(",") if q], Path(work), device)
-            results["budgets"][str(budget)] = rows
-            for name, row in rows.items():
+            def report(rows: dict, name: str, budget: float = budget) -> None:
+                results["budgets"][str(budget)] = with_ratios(rows)
+                row = rows[name]
                 print(f"{workload} {budget:g} GiB {name}: " + json.dumps({k: v for k, v in row.items() if k != "timings"}),
                       flush=True)
-            args.out.write_text(json.dumps(results, indent=2, default=str))
+                args.out.write_text(json.dumps(results, indent=2, default=str))
+
+            bench_budget(model, sampling, budget, [q for q in args.quants.split(",") if q], Path(work), device, report)
     return 0
 
 
