@@ -153,13 +153,24 @@ def _construct(library: str, cls: type, sub: Path, dtype: torch.dtype, device: t
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            if library != "transformers":
-                return cls.from_config(cls.load_config(sub))
-            from transformers import AutoConfig
 
-            return cls._from_config(AutoConfig.from_pretrained(sub))
+    def make() -> torch.nn.Module:
+        if library != "transformers":
+            return cls.from_config(cls.load_config(sub))
+        from transformers import AutoConfig
+
+        return cls._from_config(AutoConfig.from_pretrained(sub))
+
+    try:
+        try:
+            with torch.device(device):
+                return make()
+        except NotImplementedError:
+            # A constructor computing a buffer with an op the device lacks for its dtype (LTX-2's latent
+            # upsampler multiplies integer blur kernels; CUDA has no integer matmul): made on the CPU, then moved.
+            log.info("%s: made on the CPU, then moved to %s", sub.name, device)
+            torch.manual_seed(seed)
+            return make().to(device)
     finally:
         torch.set_default_dtype(previous)
 
