@@ -32,6 +32,7 @@ MODELS = {
     "flux2_klein": ("random:black-forest-labs/FLUX.2-klein-4B", ("num_layers", "num_single_layers"), [(1024, 1024, 1)]),
     "hunyuan15": ("random:hunyuanvideo-community/HunyuanVideo-1.5-480p_t2v", ("num_layers", "num_refiner_layers"),
                   [(480, 848, 33)]),
+    "ltx2": ("random:Lightricks/LTX-2", ("num_layers",), [(512, 768, 121)]),
 }
 PROMPT = "A red fox runs through fresh snow at dawn, cinematic, detailed fur"
 

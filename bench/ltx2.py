@@ -5,9 +5,10 @@
 The model is made once (``random:Lightricks/LTX-2``: the 19B DiT, Gemma 3 12B and the rest built on the GPU) and
 shared: diffusers' ``LTX2Pipeline`` is built from sgld's own component objects. Per workflow, at the reference's
 default size (768x512, 121 frames at 24 fps; two-stage: stage 1 at 384x256, then the x2 upsampler and 3 refine
-steps at 768x512 with the stage-2 LoRA), four rows: "diffusers" as shipped, "diffusers tuned" (its attention
-backend set to the best exact one installed, FA3 where present, and ``compile_repeated_blocks(fullgraph=True)``),
-"sgld default", and "sgld best lossless" (``--enable-torch-compile`` with the same backend, and CUDA graphs).
+steps at 768x512 with the stage-2 LoRA), four rows: "diffusers" as shipped, "diffusers tuned" (SDPA, since
+diffusers' pipeline passes its text mask to every cross-attention and its FA3 backend refuses any mask, and
+``compile_repeated_blocks(fullgraph=True)``), "sgld default" (auto: FA3 where installed, a masked call on SDPA),
+and "sgld best lossless" (the same backend with ``--enable-torch-compile``).
 Every figure is measured in this run: DiT forward time per sample-branch (CUDA events around every forward;
 a batched CFG forward counts as two), DiT forwards and their sample-branches per generation, s/step (stage 1),
 text-encode, video decode, audio decode (audio VAE + vocoder) and mux (H.264 + AAC MP4) times, end-to-end time of
@@ -36,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speed import ForwardTimer, StepClock, psnr, sync, tuned_backend, uncompile_blocks  # noqa: E402
+from speed import ForwardTimer, StepClock, psnr, sync, uncompile_blocks  # noqa: E402
 
 PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
 NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"
@@ -157,8 +158,11 @@ class Bench:
         pipe = self.pipe()
         two_stage = workflow == "two_stage"
         name, note, compile_s = "diffusers", "", None
+        self.transformer.set_attention_backend("native")  # diffusers' default (sgld's load set its own)
         if tuned:
-            backend = tuned_backend(self.device)
+            # diffusers' pipeline passes its text mask to every cross-attention, and its FA3 backend refuses any
+            # mask: a hand-tuned diffusers keeps SDPA (it picks its kernel per call) and compiles.
+            backend = "native"
             name, note = "diffusers tuned", f"set_attention_backend({backend!r}) + compile_repeated_blocks(fullgraph=True)"
             self.transformer.set_attention_backend(backend)
             self.transformer.compile_repeated_blocks(fullgraph=True)
@@ -218,16 +222,20 @@ class Bench:
     # -- sgld -----------------------------------------------------------------------------------
 
     def run_sgld(self, workflow: str, best: bool) -> None:
+        from sgld.levers.attention import ATTENTION_BACKENDS, auto_attention_backend
         from sgld.levers.transformer_setup import compile_transformer
 
         two_stage = workflow == "two_stage"
         name, note, compile_s = ("sgld best lossless", "", None) if best else ("sgld default", "", None)
         try:
+            # The backend sgld's load set (auto: FA3 where installed, its masked calls on SDPA); the diffusers
+            # rows put diffusers' default back on these shared modules.
+            choice = auto_attention_backend(self.device, 1)
+            backend = "native" if choice == "auto" else ATTENTION_BACKENDS[choice]
+            self.transformer.set_attention_backend(backend)
             if best:
-                backend = tuned_backend(self.device)
-                self.transformer.set_attention_backend(backend)
                 compile_transformer(self.transformer, backend)
-                note = f"--attention-backend {backend} --enable-torch-compile"
+                note = f"--attention-backend {choice} --enable-torch-compile"
             start = time.perf_counter()
             self._sgld(2, two_stage, None)  # warm-up (and the compile)
             sync(self.cuda)

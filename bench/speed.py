@@ -77,10 +77,11 @@ WORKLOADS = {
 
 
 def tuned_backend(device: torch.device) -> str:
-    """The attention backend a user tuning diffusers by hand would set: FA3 where installed, else cuDNN's SDPA."""
+    """The attention backend a user tuning diffusers by hand would set (diffusers' own names): FA3 where
+    installed, else cuDNN's SDPA."""
     from sgld.levers.attention import ATTENTION_BACKENDS, optional_backend_unavailable_reason
 
-    return ATTENTION_BACKENDS["fa3" if optional_backend_unavailable_reason("fa3", device) is None else "cudnn"]
+    return "_flash_3" if optional_backend_unavailable_reason("fa3", device) is None else ATTENTION_BACKENDS["cudnn"]
 
 
 def uncompile_blocks(module: torch.nn.Module) -> None:

@@ -53,24 +53,27 @@ def apply_diffusers_patches() -> None:
             raise RuntimeError(f"diffusers {diffusers.__version__} has no {module_name}.{attribute}, which sgld "
                                f"patches for {purpose} (written for diffusers {WRITTEN_FOR})")
         setattr(module, attribute, wrap(original))
-    _register_fp8_attention()
+    _register_attention_backends()
     apply_diffusers_patches.applied = True
 
 
-def _register_fp8_attention() -> None:
-    """Add FlashAttention-3's FP8 forward (``--attention-backend fa3_fp8``) to diffusers' attention backends.
+def _register_attention_backends() -> None:
+    """Add sgld's attention backends to diffusers': FlashAttention-3 that hands masked calls to SDPA
+    (``--attention-backend fa3``) and FA3's FP8 forward (``fa3_fp8``).
 
-    diffusers names its backends in an Enum, which has no public way to grow: the new member goes into
+    diffusers names its backends in an Enum, which has no public way to grow: each new member goes into
     the Enum's member maps, which its value lookup and ``set_attention_backend``'s check read.
     """
     from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 
-    from sgld.levers.fp8_attention import BACKEND_NAME, fp8_attention
+    from sgld.levers import fa3_attention, fp8_attention
 
-    if BACKEND_NAME not in AttentionBackendName._value2member_map_:
-        member = str.__new__(AttentionBackendName, BACKEND_NAME)
-        member._name_, member._value_ = BACKEND_NAME.upper(), BACKEND_NAME
-        AttentionBackendName._member_map_[member._name_] = member
-        AttentionBackendName._value2member_map_[BACKEND_NAME] = member
-        AttentionBackendName._member_names_.append(member._name_)
-    _AttentionBackendRegistry.register(AttentionBackendName(BACKEND_NAME))(fp8_attention)
+    for name, function in ((fa3_attention.BACKEND_NAME, fa3_attention.fa3_attention),
+                           (fp8_attention.BACKEND_NAME, fp8_attention.fp8_attention)):
+        if name not in AttentionBackendName._value2member_map_:
+            member = str.__new__(AttentionBackendName, name)
+            member._name_, member._value_ = name.upper(), name
+            AttentionBackendName._member_map_[member._name_] = member
+            AttentionBackendName._value2member_map_[name] = member
+            AttentionBackendName._member_names_.append(member._name_)
+        _AttentionBackendRegistry.register(AttentionBackendName(name))(function)

@@ -329,7 +329,7 @@ class FamilySpec:
         backend = run.model.attention_backend
         if backend in MASKLESS_BACKENDS and self.masked_attention:
             raise UserError(f"attention_backend='{backend}' takes no attention mask, and "
-                            f"{self.masked_attention} masks its text padding; use auto, cudnn, flash or "
+                            f"{self.masked_attention} masks its text padding; use auto, fa3, cudnn, flash or "
                             "efficient", param="attention_backend")
         if (run.model.loras or run.server.lora_dir) and not self.lora_loader:
             raise UserError(f"LoRA adapters: diffusers has no LoRA loader for {self.name} models yet, so sgld "

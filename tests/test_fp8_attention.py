@@ -46,7 +46,7 @@ def test_centring_k_leaves_attention_unchanged_and_quantizes_it_closer():
     assert centred_error < plain_error / 2
 
 
-def test_fp8_attention_is_close_to_exact_attention_and_refuses_a_mask():
+def test_fp8_attention_is_close_to_exact_attention_and_runs_a_masked_call_exactly():
     q, k, v = _qkv()
     exact = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
                                                              v.transpose(1, 2)).transpose(1, 2)
@@ -54,12 +54,35 @@ def test_fp8_attention_is_close_to_exact_attention_and_refuses_a_mask():
     assert out.shape == exact.shape and not torch.equal(out, exact)  # it did quantize
     cosine = torch.nn.functional.cosine_similarity(out.flatten(), exact.flatten(), dim=0)
     assert cosine > 0.99, cosine  # random inputs, heads up to 3x sharper
-    try:
-        fp8_attention(q, k, v, attn_mask=torch.ones(2, 1, 96, 96, dtype=torch.bool))
-    except ValueError as exc:
-        assert "takes no attention mask" in str(exc)
-    else:
-        raise AssertionError("a mask was accepted")
+    # FA3's FP8 kernel takes no mask: a masked call (text padding) runs SDPA, exact.
+    mask = torch.ones(2, 1, 96, 96, dtype=torch.bool)
+    mask[..., 80:] = False
+    masked = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                              attn_mask=mask).transpose(1, 2)
+    assert torch.equal(fp8_attention(q, k, v, attn_mask=mask), masked)
+
+
+def test_the_fa3_backend_runs_unmasked_calls_on_fa3_and_masked_ones_on_sdpa(monkeypatch):
+    """diffusers' FA3 backend refuses any mask (LTX-2's diffusers pipeline passes one on its text cross-attention):
+    sgld's fa3 hands that call to SDPA and keeps FA3 for the rest."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    from sgld.diffusers_patches import apply_diffusers_patches
+    from sgld.levers import fa3_attention
+    from sgld.levers.attention import ATTENTION_BACKENDS
+
+    apply_diffusers_patches()  # what every engine does at load: it registers sgld's backends
+    assert _AttentionBackendRegistry._backends[AttentionBackendName(ATTENTION_BACKENDS["fa3"])] is \
+        fa3_attention.fa3_attention
+    calls = []
+    monkeypatch.setattr(fa3_attention, "_flash_attention_3", lambda q, k, v, scale, is_causal: calls.append(q) or q)
+    q, k, v = _qkv()
+    assert fa3_attention.fa3_attention(q, k, v) is q and len(calls) == 1
+    mask = torch.ones(2, 1, 96, 96, dtype=torch.bool)
+    mask[..., 70:] = False
+    masked = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                              attn_mask=mask).transpose(1, 2)
+    assert torch.equal(fa3_attention.fa3_attention(q, k, v, attn_mask=mask), masked) and len(calls) == 1
 
 
 def test_the_backend_runs_through_a_model_and_stays_close_to_its_exact_output(tiny_wan_folder):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sgld.config.cache import uses_cache_dit, uses_step_cache, uses_teacache
-from sgld.config.schema import MASKLESS_BACKENDS, CacheKind, DitOffload, Quantization, RunConfig
+from sgld.config.schema import UNVERIFIED_SP_BACKENDS, CacheKind, DitOffload, Quantization, RunConfig
 from sgld.errors import ConfigError
 
 
@@ -46,7 +46,7 @@ LATE_CACHE_DIT = _switch("sampling.enable_cache_dit",
                          lambda run: uses_cache_dit(run) and run.cache.kind != CacheKind.cache_dit,
                          "Cache-DiT for a request of a run started without it (cache.kind is not cache_dit)")
 QUANTIZED = _choice("model.quantization", lambda run: run.model.quantization, Quantization.none)
-MASKLESS_ATTENTION = Setting("model.attention_backend", lambda run: run.model.attention_backend in MASKLESS_BACKENDS,
+OPTIONAL_ATTENTION = Setting("model.attention_backend", lambda run: run.model.attention_backend in UNVERIFIED_SP_BACKENDS,
                              lambda run: f"model.attention_backend={run.model.attention_backend}")
 SLIDING_TILES = _switch("model.mask_strategy_file_path", lambda run: bool(run.model.mask_strategy_file_path))
 LORAS = _switch("model.loras", lambda run: bool(run.model.loras) or bool(run.server.lora_dir),
@@ -74,7 +74,7 @@ CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     (LATE_CACHE_DIT, SEQUENCE_PARALLEL, "cache-dit's block wrappers go on before the context-parallel hooks, at load; "
                                         "start the run with --cache cache_dit (requests may still turn it off)"),
     (SLIDING_TILES, COMPILE, "the sliding-tile windows change per step and layer outside the compiled blocks"),
-    (MASKLESS_ATTENTION, SEQUENCE_PARALLEL,
+    (OPTIONAL_ATTENTION, SEQUENCE_PARALLEL,
      "attention_backend={value} is not verified with sequence parallelism; use auto (the parallel attention "
      "runs FlashAttention-3 where it is installed, else cuDNN)"),
     (LAYERWISE, COMPILE, _UNVERIFIED_LAYERWISE),

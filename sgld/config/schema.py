@@ -41,8 +41,11 @@ class AttentionBackend(StrEnum):
     fa3_fp8 = "fa3_fp8"
 
 
-# Attention backends that take no attention mask (diffusers raises on one).
-MASKLESS_BACKENDS = (AttentionBackend.sage, AttentionBackend.fa3, AttentionBackend.fa3_fp8)
+# Attention backends that take no attention mask (diffusers raises on one). sgld's fa3 and fa3_fp8 hand a
+# masked call to SDPA (sgld.levers.fa3_attention), so they run every model.
+MASKLESS_BACKENDS = (AttentionBackend.sage,)
+# Optional kernels not verified under sequence parallelism (its ring/Ulysses paths keep their own kernels).
+UNVERIFIED_SP_BACKENDS = (AttentionBackend.sage, AttentionBackend.fa3, AttentionBackend.fa3_fp8)
 
 
 class CacheKind(StrEnum):

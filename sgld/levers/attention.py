@@ -18,7 +18,7 @@ ATTENTION_BACKENDS = {
     "efficient": "_native_efficient",
     "math": "_native_math",
     "sage": "sage",
-    "fa3": "_flash_3",
+    "fa3": "sgld_fa3",  # diffusers' _flash_3, masked calls through SDPA (sgld.levers.fa3_attention)
     "fa3_fp8": "sgld_fa3_fp8",  # sgld.levers.fp8_attention, registered by sgld.diffusers_patches
 }
 # Backends from packages built from source (not on PyPI for every GPU/torch pair): where one cannot

@@ -59,8 +59,10 @@ def fp8_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attn_mask: torch.Tensor | None = None, scale: float | None = None, is_causal: bool = False,
                   _parallel_config=None) -> torch.Tensor:
     """diffusers' attention call (B, S, H, D) through FA3's FP8 kernel; on CPU, its math over dequantized inputs."""
-    if attn_mask is not None:
-        raise ValueError("attention_backend=fa3_fp8 takes no attention mask")
+    if attn_mask is not None:  # FA3 takes no mask (LTX-2's text cross-attention): that call runs exact SDPA
+        from sgld.levers.fa3_attention import masked_attention
+
+        return masked_attention(query, key, value, attn_mask, scale, is_causal)
     q8, q_scale = quantize_per_head(query)
     k8, k_scale = quantize_per_head(key, center=True)
     v8, v_scale = quantize_per_head(value)

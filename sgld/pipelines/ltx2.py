@@ -55,7 +55,7 @@ class Ltx2Pipeline(Pipeline):
         if run.model.attention_backend in MASKLESS_BACKENDS and not registers:
             raise UserError(f"attention_backend='{run.model.attention_backend}' takes no attention mask, and this "
                             "LTX-2 folder's text connectors keep their padding masked (no learnable registers); "
-                            "use auto, cudnn, flash or efficient", param="attention_backend")
+                            "use auto, fa3, cudnn, flash or efficient", param="attention_backend")
         transformer._cp_plan = ltx2_cp_plan(transformer.config)  # diffusers' misses split RoPE (see its module)
         step_hooks = self.configure_one_dit("text_encoder", "connectors", "vae", "audio_vae", "vocoder")
         self.latents = Ltx2Latents(transformer, components["vae"], components["audio_vae"])
