@@ -76,14 +76,17 @@ class Row:
 class Bench:
     """sgld and diffusers on one set of LTX-2 components."""
 
-    def __init__(self, tiny: bool, steps: int, device: torch.device):
+    def __init__(self, tiny: bool, steps: int, device: torch.device, text_encoder_offload: bool = False):
         from sgld import DiffGenerator
 
         self.tiny, self.steps, self.device = tiny, steps, device
         self.cuda = device.type == "cuda"
+        self.text_encoder_offload = text_encoder_offload
         start = time.perf_counter()
         # Everything resident (no offload for the memory plan to choose): diffusers runs on the same modules.
-        resident = dict(text_encoder_cpu_offload=False, dit_cpu_offload=False, vae_cpu_offload=False)
+        # With text_encoder_offload (an 80 GB card's two-stage run), Gemma waits on the CPU between prompts on
+        # both sides: sgld's --text-encoder-cpu-offload, and diffusers given embeddings computed the same way.
+        resident = dict(text_encoder_cpu_offload=text_encoder_offload, dit_cpu_offload=False, vae_cpu_offload=False)
         self.gen = DiffGenerator.from_pretrained("tiny-ltx2" if tiny else f"random:{REPO}", device=str(device),
                                                  **resident)
         sync(self.cuda)
@@ -110,8 +113,14 @@ class Bench:
     def reference_call(self, pipe, steps: int, clock: StepClock | None, two_stage: bool):
         """diffusers' output (uint8 frames, waveform): the pipeline, or the documented two-stage recipe by hand."""
         guidance = self.gen.run.model.sampling_defaults.av_guidance
+        if self.text_encoder_offload:
+            embeds, mask, negative, negative_mask = self._reference_prompt_embeds(pipe)
+            prompts = dict(prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative,
+                           negative_prompt_attention_mask=negative_mask)
+        else:
+            prompts = dict(prompt=PROMPT, negative_prompt=NEGATIVE)
         kwargs: dict[str, Any] = dict(
-            prompt=PROMPT, negative_prompt=NEGATIVE, num_frames=self.frames, frame_rate=self.fps,
+            **prompts, num_frames=self.frames, frame_rate=self.fps,
             num_inference_steps=steps, guidance_scale=self.gen.run.sampling.guidance_scale,
             audio_guidance_scale=self.gen.run.sampling.audio_guidance_scale, stg_scale=guidance.stg_scale,
             audio_stg_scale=guidance.audio_stg_scale, modality_scale=guidance.modality_scale,
@@ -193,9 +202,20 @@ class Bench:
                 uncompile_blocks(self.transformer)
                 self.transformer.set_attention_backend("native")
 
+    def _reference_prompt_embeds(self, pipe) -> tuple:
+        """diffusers' ``encode_prompt`` of the prompt and the negative prompt (Gemma brought in and back out when
+        it waits on the CPU)."""
+        if not self.text_encoder_offload:
+            return pipe.encode_prompt(PROMPT, NEGATIVE, device=self.device)
+        pipe.text_encoder.to(self.device)
+        try:
+            return pipe.encode_prompt(PROMPT, NEGATIVE, device=self.device)
+        finally:
+            pipe.text_encoder.to("cpu")
+
     def _reference_encode(self, pipe) -> None:
         """diffusers' text conditioning: Gemma on the prompt and the negative prompt, then the connectors."""
-        embeds, mask, negative, negative_mask = pipe.encode_prompt(PROMPT, NEGATIVE, device=self.device)
+        embeds, mask, negative, negative_mask = self._reference_prompt_embeds(pipe)
         pipe.connectors(torch.cat([negative, embeds]), torch.cat([negative_mask, mask]), padding_side="left")
 
     def _reference_decode_times(self, pipe) -> tuple[float, float]:
@@ -328,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="stage-1 steps run, at least 2 (extrapolated to 30)")
     parser.add_argument("--tiny", action="store_true", help="the tiny built-in model on the CPU (smoke test)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"which rows, of {', '.join(ROWS)}")
+    parser.add_argument("--text-encoder-offload", action="store_true",
+                        help="Gemma waits on the CPU between prompts, both sides (two-stage on an 80 GB card)")
     parser.add_argument("--out", type=Path, default=Path("bench_ltx2.json"))
     args = parser.parse_args(argv)
 
@@ -336,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_logs()
     torch._dynamo.config.cache_size_limit = 64
     device = torch.device("cpu" if args.tiny else "cuda")
-    bench = Bench(args.tiny, args.steps, device)
+    bench = Bench(args.tiny, args.steps, device, args.text_encoder_offload)
     meta = {"command": " ".join(sys.argv), "torch": torch.__version__,
             "device": torch.cuda.get_device_name() if bench.cuda else "cpu", **bench.meta}
     rows = [row.strip() for row in args.rows.split(",")]

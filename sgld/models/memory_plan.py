@@ -62,6 +62,7 @@ ACTIVATION: dict[str, tuple[float, int]] = {
     "HunyuanVideoTransformer3DModel": (17.5, 256),
     "HunyuanVideo15Transformer3DModel": (6.0, 1000),
     "Flux2Transformer2DModel": (22.0, 512),
+    "LTX2VideoTransformer3DModel": (38.0, 0),  # video tokens (cross-attends to its text; audio tokens ride along)
 }
 DEFAULT_ACTIVATION = (22.0, 512)
 
@@ -76,7 +77,11 @@ VAE_DECODE: dict[str, tuple[float, Optional[int]]] = {
     "AutoencoderKLFlux2": (1220.0, 1),
     "AutoencoderKLHunyuanVideo": (910.0, None),
     "AutoencoderKLHunyuanVideo15": (910.0, None),
+    "AutoencoderKLLTX2Video": (57.0, None),
 }
+# Tiled decodes whose peak the one-tile figure undercounts (overlapping spatial and temporal tiles, blended in
+# full-size buffers): at least this share of the untiled peak. LTX-2 768x512x121: 6.98 of 10.46 GiB.
+TILED_SHARE_AT_LEAST = {"AutoencoderKLLTX2Video": 0.7}
 DEFAULT_VAE_DECODE = (2120.0, None)
 # Text encoding's activations (measured 0.03-0.8 GiB: T5-XXL 0.26, UMT5 0.49, HunyuanVideo-1.5's encoders 0.80).
 TEXT_ACTIVATION = GIB // 2
@@ -291,6 +296,7 @@ def activations(spec: FamilySpec, folder: Path, run: RunConfig, req: Request, he
     decode = int(per_pixel * height * width * held * vae_element) + output
     tile = _tile(vae_config, run)
     tiled = int(per_pixel * min(height, tile[0]) * min(width, tile[1]) * held * vae_element) + 2 * output
+    tiled = max(tiled, int(TILED_SHARE_AT_LEAST.get(vae_config.get("_class_name"), 0) * decode))
     unmeasured = tuple(name for name, table in ((dit_config.get("_class_name"), ACTIVATION),
                                                 (vae_config.get("_class_name"), VAE_DECODE)) if name not in table)
     return Activations(dit, decode, min(decode, tiled), unmeasured)
@@ -373,6 +379,7 @@ class Planner:
     run: RunConfig
     spec: FamilySpec
     sizes: ModelSizes
+    warned: set = field(default_factory=set)  # request sizes already warned of (estimated figures)
 
     @classmethod
     def of(cls, folder: Path, run: RunConfig, download: bool = True) -> "Planner":
@@ -402,6 +409,9 @@ class Planner:
             return best
         if acts.unmeasured and self.weights_fit(budget, lowest):
             # A refusal must rest on measured figures: with a guessed one, the request runs and the GPU decides.
+            if size in self.warned:
+                return lowest
+            self.warned.add(size)
             log.warning("memory plan: %s, by an estimate (no measured activation figures for %s: bench/activations.py "
                         "measures them); the request runs", self._refusal(req, budget, lowest, *size),
                         ", ".join(acts.unmeasured))
