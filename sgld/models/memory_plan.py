@@ -85,6 +85,9 @@ TILED_SHARE_AT_LEAST = {"AutoencoderKLLTX2Video": 0.7}
 DEFAULT_VAE_DECODE = (2120.0, None)
 # Text encoding's activations (measured 0.03-0.8 GiB: T5-XXL 0.26, UMT5 0.49, HunyuanVideo-1.5's encoders 0.80).
 TEXT_ACTIVATION = GIB // 2
+# Text encoders that keep far more: LTX-2's Gemma 3 returns every layer's hidden states of both prompts and its
+# connectors refine them (4.70 GiB measured at 768x512x121, bench/activations.py on an H100).
+TEXT_ACTIVATION_BY_CLASS = {"Gemma3ForConditionalGeneration": 5 * GIB}
 DEFAULT_TILE = 256
 
 # Ordinal costs of each way to save memory (powers of two: the plan avoids the dearest first). Offloading the
@@ -128,6 +131,7 @@ class Activations:
     decode_tiled: int
     # The DiT or VAE classes with no measured figure (the defaults stood in): the estimate is a guess then.
     unmeasured: tuple[str, ...] = ()
+    text: int = TEXT_ACTIVATION  # text encoding's
 
 
 @dataclass(frozen=True)
@@ -299,7 +303,9 @@ def activations(spec: FamilySpec, folder: Path, run: RunConfig, req: Request, he
     tiled = max(tiled, int(TILED_SHARE_AT_LEAST.get(vae_config.get("_class_name"), 0) * decode))
     unmeasured = tuple(name for name, table in ((dit_config.get("_class_name"), ACTIVATION),
                                                 (vae_config.get("_class_name"), VAE_DECODE)) if name not in table)
-    return Activations(dit, decode, min(decode, tiled), unmeasured)
+    text = max(TEXT_ACTIVATION_BY_CLASS.get((_read_config(folder, name).get("architectures") or [""])[0], TEXT_ACTIVATION)
+               for name in ("text_encoder", "text_encoder_2"))
+    return Activations(dit, decode, min(decode, tiled), unmeasured, text)
 
 
 def _tile(vae_config: dict, run: RunConfig) -> tuple[int, int]:
@@ -310,8 +316,9 @@ def _tile(vae_config: dict, run: RunConfig) -> tuple[int, int]:
     return run.vae.tile_sample_min_height or DEFAULT_TILE, run.vae.tile_sample_min_width or DEFAULT_TILE
 
 
-def phase_peaks(sizes: ModelSizes, acts: Activations, choice: Choice, text: int = TEXT_ACTIVATION) -> dict[str, int]:
-    """The predicted peak of the text, denoise and decode phases under ``choice`` (bytes); ``text``: text encoding's activations."""
+def phase_peaks(sizes: ModelSizes, acts: Activations, choice: Choice, text: Optional[int] = None) -> dict[str, int]:
+    """The predicted peak of the text, denoise and decode phases under ``choice`` (bytes); ``text``: text encoding's
+    activations (default: ``acts.text``)."""
     dit_total = sum(d.total for d in sizes.dits)
     kept = sizes.other + (0 if choice.text_encoder else sizes.text_encoders) + (0 if choice.vae else sizes.vae)
     if choice.dit == DitOffload.none:
@@ -323,7 +330,7 @@ def phase_peaks(sizes: ModelSizes, acts: Activations, choice: Choice, text: int 
         dit_active = max(d.layerwise for d in sizes.dits)
     dequantized = max(d.largest_linear for d in sizes.dits)  # a GGUF layer's weight, dequantized as it runs
     return {
-        "text": kept + (sizes.text_encoders if choice.text_encoder else 0) + text,
+        "text": kept + (sizes.text_encoders if choice.text_encoder else 0) + (acts.text if text is None else text),
         "denoise": kept + dit_active + acts.dit + dequantized,
         "decode": kept + (sizes.vae if choice.vae else 0) + (acts.decode_tiled if choice.tiling else acts.decode),
     }
