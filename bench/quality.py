@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results[name] = row
         print(f"{name:>15}: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "file"), flush=True)
     if args.finishing:
-        results["finishing"] = finishing_times(gen, frames["lossless"], results["lossless"]["e2e_s"], args)
+        with tempfile.TemporaryDirectory(prefix="sgld-finishing-") as folder:
+            if args.random_finishing:
+                args.rife, args.esrgan = random_finishing_weights(Path(folder))
+            results["finishing"] = finishing_times(gen, frames["lossless"], results["lossless"]["e2e_s"], args)
     skipped = sorted(set(args.variants.split(",")) - set(results))
     return {"model": args.model_path, "family": family, "device": str(gen.pipeline.device), "settings": {
         k: v for k, v in settings.items() if k not in ("save_output", "return_frames", "output_path")},
         "results": results, "skipped": {name: f"no published TeaCache coefficients for {family}" for name in skipped}}
+
+
+def random_finishing_weights(folder: Path) -> tuple[str, str]:
+    """Seeded random weights of the released finishing networks (RIFE 4.22.lite's IFNet; Real-ESRGAN x4's RRDBNet:
+    64 features, 23 blocks, growth 32) as safetensors in ``folder``: their time is the released weights' time."""
+    from safetensors.torch import save_file
+
+    from sgld.finishing.realesrgan import RRDBNet
+    from sgld.finishing.rife import IFNet
+
+    torch.manual_seed(0)
+    rife, esrgan = folder / "rife.safetensors", folder / "RealESRGAN_x4.safetensors"
+    save_file({k: v.contiguous() for k, v in IFNet().state_dict().items()}, str(rife))
+    save_file({k: v.contiguous() for k, v in RRDBNet(4).state_dict().items()}, str(esrgan))
+    return str(rife), str(esrgan)
 
 
 def finishing_times(gen, frames: np.ndarray, generation_s: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -168,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finishing", action="store_true", help="also time RIFE x2 and Real-ESRGAN x4 on the lossless output")
     parser.add_argument("--rife", default=None, help="RIFE 4.22.lite weights (default: elfgum/RIFE-4.22.lite)")
     parser.add_argument("--esrgan", default=None, help="Real-ESRGAN weights (default: ai-forever/Real-ESRGAN)")
+    parser.add_argument("--random-finishing", action="store_true",
+                        help="time RIFE and Real-ESRGAN on random weights of their released shapes (no download)")
     parser.add_argument("--out", type=Path, default=Path("quality.json"))
     args = parser.parse_args(argv)
     if args.tiny:

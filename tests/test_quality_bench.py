@@ -1,5 +1,5 @@
-"""bench/quality.py: its --tiny mode runs every variant and reports steps computed/cached and the metrics; its SSIM
-equals scikit-image's Gaussian-window SSIM."""
+"""bench/quality.py: its --tiny mode runs every variant and reports steps computed/cached and the metrics, and times
+RIFE and Real-ESRGAN on random weights of their released shapes; its SSIM equals scikit-image's Gaussian-window SSIM."""
 
 from __future__ import annotations
 
@@ -9,18 +9,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_mode_runs_every_variant(tmp_path, sgld_home):
     out = tmp_path / "quality.json"
-    proc = subprocess.run([sys.executable, "bench/quality.py", "--tiny", "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "bench/quality.py", "--tiny", "--finishing", "--random-finishing",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())["results"]
+    finishing = results.pop("finishing")
     assert list(results) == ["lossless", "teacache", "cache_dit", "cache_dit_mask"]
+    # RIFE x2 and Real-ESRGAN x4 at their released shapes, on random weights (their time is the released weights').
+    assert finishing["rife_x2"]["frames_out"] == 9 and finishing["esrgan_x4"]["size_out"] == [128, 128]
+    assert finishing["rife_x2"]["warm_s"] > 0 and finishing["esrgan_x4"]["share_of_generation"] > 0
     for name in ("teacache", "cache_dit", "cache_dit_mask"):
         row = results[name]
         assert sum(row["computed"].values()) + sum(row["cached"].values()) >= row["steps"]
@@ -30,7 +33,7 @@ def test_tiny_mode_runs_every_variant(tmp_path, sgld_home):
 
 
 def test_ssim_equals_scikit_image():
-    metrics = pytest.importorskip("skimage.metrics")
+    from skimage import metrics  # a test dependency (pyproject's test extra)
     sys.path.insert(0, str(REPO / "bench"))
     from quality import ssim
 
