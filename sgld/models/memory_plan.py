@@ -15,7 +15,8 @@ VAE class: bytes per output pixel), measured with ``bench/activations.py`` (docs
 plan"). The plan tries every combination of the settings the run left unset (explicit ones stay), drops
 those ``sgld/config/conflicts.py`` refuses, and keeps the cheapest that fits the budget less a headroom
 (``HEADROOM_*``: the caching allocator's fragmentation and the kernels' workspaces). When none fits, the
-request is refused, naming the frames or size that would fit.
+request is refused, naming the frames or size that would fit, if its figures were measured; a family without
+them (``DEFAULT_*`` stand in) is only warned of, since a refusal must not rest on a guess.
 """
 
 from __future__ import annotations
