@@ -68,7 +68,7 @@ def check_workflow_loaded(workflow: Workflow, loaded: Sequence[Workflow], param:
     if workflow.partition in partitions_of(loaded):
         return
     runs = ", ".join(w.value for w in Workflow if w.partition in partitions_of(loaded))
-    both = ",".join(w.value for w in Workflow if w in loaded or w is workflow)
+    both = " ".join(w.value for w in Workflow if w in loaded or w is workflow)  # as the flag takes them
     raise UserError(f"{param}: MiniMax-H3's {workflow.value} workflow runs on the folder's {workflow.partition}/ "
                     f"partition, which this engine did not load (it runs {runs}); start it with --workflows {both} "
                     "to load both partitions", param=param)

@@ -230,13 +230,15 @@ def model_sizes(folder: Path, run: RunConfig, gguf_header=None) -> ModelSizes:
     """What each component takes on the GPU at the run's precisions; a GGUF DiT (``gguf_header``) as its file holds it."""
     from sgld.model_builders.random_weights import is_random_folder
 
-    specs = component_specs(read_model_index(folder))
+    index = read_model_index(folder)
+    specs = component_specs(index)
     text_encoders = [name for name, _, _ in specs if name.startswith("text_encoder")]
+    unloaded = family_of_index(index, str(folder)).unloaded_components(run)  # MiniMax-H3's unused partition
     sizes = {"text": 0, "vae": 0, "other": 0}
     dits = []
     for name, library, class_name in specs:
         dtype = component_dtype(name, run, text_encoders)
-        if dtype is None:
+        if dtype is None or name in unloaded:
             continue
         element = torch.tensor([], dtype=dtype).element_size()
         if name == "transformer" and gguf_header is not None:

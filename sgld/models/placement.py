@@ -9,7 +9,8 @@ import torch
 
 from sgld.config.schema import DitOffload, RunConfig
 
-DIT_NAMES = ("transformer", "transformer_2")
+# Wan2.2's two experts; MiniMax-H3's ref2va partition (transformer_ref/), a DiT like the others.
+DIT_NAMES = ("transformer", "transformer_2", "transformer_ref")
 # LTX-2's text connectors run right after its text encoder and wait with it.
 TEXT_ENCODER_NAMES = ("text_encoder", "text_encoder_2", "connectors")
 # LTX-2's audio VAE, vocoder and latent upsampler run beside the video VAE and wait with it.
