@@ -351,6 +351,11 @@ class FamilySpec:
         """Components of the folder the run's engine leaves unloaded (none: every one is used)."""
         return frozenset()
 
+    def default_canvas(self, folder: Path) -> Optional[tuple[int, int]]:
+        """(height, width) a request without a size makes, where the family decides it (None: the request's own
+        size, or its input image's, decides)."""
+        return None
+
     def check_loaded(self, req: Request, run: "RunConfig") -> None:
         """Raise UserError when ``req`` needs a component that the engine of ``run`` did not load."""
 
@@ -379,6 +384,9 @@ class MiniMaxH3Spec(FamilySpec):
 
     def sample_rate_in_folder(self, folder: Path) -> Optional[int]:
         return int(_read_json(folder / "audio_vae" / "config.json").get("sampling_rate", 32000))
+
+    def default_canvas(self, folder: Path) -> Optional[tuple[int, int]]:
+        return self.constraints_in_folder(folder).rules.canvas(None, None)  # 16:9 (768x1344 released)
 
     def check_request(self, req: Request, constraints: SizeConstraints) -> None:
         """The workflow's inputs, guidance-distilled refusals, canvas and frames; ``num_frames`` snapped up to the

@@ -227,3 +227,6 @@ def test_minimax_h3_is_planned_with_the_partitions_its_engine_loads(sgld_home):
     assert len(both.dits) == 2 and both.dits[0].total == both.dits[1].total and both.other == default.other
     run = run_config_from_options({"model_path": h3[0], "workflows": ["ref2va"], "dit_cpu_offload": True})
     assert "transformer_ref" in offloaded_components(run)
+    # A size-less plan is made for the canvas H3 itself picks (16:9), not the 1024² other families fall back to.
+    report = plan_report(run_config_from_options({"model_path": h3[0], "max_gpu_memory": 141}))
+    assert report.splitlines()[0].startswith("random:MiniMaxAI/MiniMax-H3 (minimax_h3) at 1344x768, 124 frames")

@@ -273,9 +273,14 @@ def hidden_size(config: dict) -> int:
     return int(config.get("dim") or config.get("hidden_size"))
 
 
-def request_size(spec: FamilySpec, req: Request) -> tuple[int, int, int]:
-    """(height, width, frames) the plan sizes for: an unset size (edit models: from the input) as 1024², images one frame."""
+def request_size(spec: FamilySpec, req: Request, folder: Optional[Path] = None) -> tuple[int, int, int]:
+    """(height, width, frames) the plan sizes for: an unset size as the family's default canvas (MiniMax-H3's 16:9),
+    else 1024² (edit models: from the input); images one frame."""
     frames = req.num_frames if spec.output == OutputKind.video else 1
+    if req.height is None and req.width is None and folder is not None:
+        canvas = spec.default_canvas(folder)
+        if canvas is not None:
+            return canvas[0], canvas[1], frames
     return req.height or 1024, req.width or 1024, frames
 
 
@@ -407,12 +412,12 @@ class Planner:
     def choose(self, budget: int, req: Optional[Request] = None) -> tuple[Optional[MemoryPlan], MemoryPlan]:
         """The cheapest placement that fits ``req`` (default: the run's sampling) in ``budget`` (None: none), and the lowest."""
         req = req or Request.from_sampling(self.run.sampling)
-        return choose(self.sizes, self.activations(req, *request_size(self.spec, req)), budget, self.run)
+        return choose(self.sizes, self.activations(req, *request_size(self.spec, req, self.folder)), budget, self.run)
 
     def plan(self, budget: int, req: Optional[Request] = None) -> MemoryPlan:
         """The plan for ``req`` (default: the run's sampling) within ``budget`` bytes; a UserError naming what fits if none."""
         req = req or Request.from_sampling(self.run.sampling)
-        size = request_size(self.spec, req)
+        size = request_size(self.spec, req, self.folder)
         acts = self.activations(req, *size)
         best, lowest = choose(self.sizes, acts, budget, self.run)
         if best is not None:
@@ -578,7 +583,7 @@ def plan_report(run: RunConfig) -> str:
     budget = budget_bytes(run, device)
     planner = Planner.of(folder, run, download=False)
     req = Request.from_sampling(run.sampling)
-    height, width, frames = request_size(planner.spec, req)
+    height, width, frames = request_size(planner.spec, req, planner.folder)
     acts = planner.activations(req, height, width, frames)
     size = f"{width}x{height}" + (f", {frames} frames" if frames > 1 else "")
     where = "--max-gpu-memory" if run.offload.max_gpu_memory is not None else "this GPU's free memory"
