@@ -9,6 +9,7 @@ fp32 on one torch thread (``tests/test_tiny_minimax_h3.py`` says why).
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -450,3 +451,27 @@ def test_compiled_dit_equals_eager(generator):
     compiled = DiffGenerator.from_pretrained("tiny-minimax-h3", enable_torch_compile=True)
     frames, wave = _distance(_generate(generator), _generate(compiled))
     assert frames <= FRAMES_TOLERANCE and wave <= WAVE_TOLERANCE
+
+
+def test_the_minimax_h3_bench_runs_tiny_on_the_cpu(tmp_path, sgld_home):
+    """bench/minimax_h3.py --tiny: the GPU benchmark's code path (diffusers' modular reference given sgld's
+    components, the reference's text encoder brought in by hooks, sgld with its defaults) on the CPU, sgld equal to
+    its reference."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "h3.json"
+    proc = subprocess.run([sys.executable, "bench/minimax_h3.py", "--tiny", "--text-encoder-offload", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert [r["name"] for r in rows] == ["diffusers", "sgld default"] and report["meta"]["text_encoder_offload"]
+    for row in rows:  # 3 steps: 2 guidance-distilled forwards
+        assert row["dit_forwards"] == 2 and row["text_encode_s"] > 0 and row["video_decode_s"] > 0, row
+        assert row["audio_decode_s"] > 0, row
+    assert rows[1]["extra"]["max_diff_vs_diffusers"] == {"frames": 0, "psnr_db": float("inf"), "waveform": 0.0}
+    assert out.with_suffix(".md").read_text().startswith("| pipeline |")

@@ -1,0 +1,351 @@
+"""MiniMax-H3 t2va in sgld against diffusers' modular reference on the same random full-size weights, one GPU.
+
+    python bench/minimax_h3.py --out h3.json [--steps 3] [--text-encoder-offload] [--height 768 --width 1344]
+
+The model is made once (``random:MiniMaxAI/MiniMax-H3``: the 33B DiT of ``transformer/``, Qwen3-VL-32B, the video
+and audio VAEs, built on the GPU) and shared: the reference is ``ModularPipeline.from_pretrained(folder)`` (diffusers'
+``MiniMaxH3ModularPipeline``) given sgld's own component objects (its schedulers copied: they keep state). t2va at
+the reference's default canvas (16:9: 768x1344) and length (124 frames, 5 s at 24 fps), guidance-distilled (one DiT
+forward a step; the released run is 50 sigma grid points, 49 forwards). Four rows: "diffusers" as shipped,
+"diffusers tuned" (FA3 where installed, SDPA where H3 passes a mask FA3 refuses, and
+``compile_repeated_blocks(fullgraph=True)``), "sgld default" (auto: FA3 where installed), "sgld best lossless"
+(``--enable-torch-compile``). Every figure is measured in this run: DiT forward time (CUDA events around every
+forward), s/step (the median gap between forward starts, the same clock on both sides), text encode, video and
+audio decode, end-to-end of ``--steps`` steps and its extrapolation to 49 forwards, and peak GPU memory.
+
+``--text-encoder-offload`` (an H200 needs it at the released size: the DiT's 61.7 GiB and Qwen3-VL's 62.1 GiB
+leave too little beside them for the activations): Qwen3-VL waits on the CPU between prompts on both sides, sgld's
+``--text-encoder-cpu-offload`` and, for the reference, forward hooks on the ``.model`` it calls that bring it in
+and send it back after (what diffusers' model offload does for that one component).
+
+``--tiny`` runs the same code on the tiny built-in model on the CPU (a smoke test: no tuned or compiled rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from speed import ForwardTimer, psnr, sync, tuned_backend, uncompile_blocks  # noqa: E402
+
+PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
+FULL_FORWARDS = 49  # the released 50 sigma grid points: one guidance-distilled forward between each pair
+ROWS = ("diffusers", "diffusers tuned", "sgld default", "sgld best lossless")
+REPO = "MiniMaxAI/MiniMax-H3"
+
+
+@dataclass
+class Row:
+    """One pipeline's figures."""
+
+    name: str
+    steps_run: int
+    e2e_s: float
+    step_s: float
+    dit_forward_ms: float
+    dit_forwards: int
+    text_encode_s: float | None
+    video_decode_s: float | None
+    audio_decode_s: float | None
+    peak_gib: float
+    compile_s: float | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def e2e_full_s(self) -> float:
+        """End-to-end at the released 49 forwards: measured run + (49 - forwards run) x s/step."""
+        return self.e2e_s + (FULL_FORWARDS - self.dit_forwards) * self.step_s
+
+
+class StageTimes:
+    """Seconds spent in named methods of modules (the reference's ``vae.decode``, ``audio_vae.decode``, text
+    encoder forward), the GPU synchronised around each call."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.seconds, self._undo = cuda, {}, []
+
+    def wrap(self, label: str, obj: Any, method: str) -> None:
+        original = getattr(obj, method)
+
+        def timed(*args, **kwargs):
+            sync(self.cuda)
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            sync(self.cuda)
+            self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+            return out
+
+        setattr(obj, method, timed)
+        self._undo.append((obj, method))
+
+    def close(self) -> None:
+        for obj, method in self._undo:
+            if method in vars(obj):
+                delattr(obj, method)
+
+
+def step_seconds(timer: ForwardTimer, cuda: bool) -> float:
+    """The median gap between consecutive DiT forward starts (one forward a step: guidance-distilled)."""
+    if cuda:
+        torch.cuda.synchronize()
+        gaps = [a.elapsed_time(b) / 1000 for (a, _), (b, _) in zip(timer.pairs, timer.pairs[1:])]
+    else:
+        gaps = [b - a for (a, _), (b, _) in zip(timer.pairs, timer.pairs[1:])]
+    return statistics.median(gaps) if gaps else float("nan")
+
+
+class Bench:
+    """sgld and diffusers' modular reference on one set of MiniMax-H3 components."""
+
+    def __init__(self, tiny: bool, steps: int, device: torch.device, text_encoder_offload: bool,
+                 height: int | None, width: int | None):
+        from sgld import DiffGenerator
+        from sgld.models.registry import resolve_model_folder
+
+        self.tiny, self.steps, self.device = tiny, steps, device
+        self.cuda = device.type == "cuda"
+        self.text_encoder_offload = text_encoder_offload
+        start = time.perf_counter()
+        model = "tiny-minimax-h3" if tiny else f"random:{REPO}"
+        self.folder = resolve_model_folder(model)
+        self.gen = DiffGenerator.from_pretrained(
+            model, device=str(device), workflows=["t2va"],
+            text_encoder_cpu_offload=self.text_encoder_offload, dit_cpu_offload=False, vae_cpu_offload=False)
+        sync(self.cuda)
+        self.load_s = time.perf_counter() - start
+        self.components = self.gen.pipeline.components
+        self.transformer = self.components["transformer"]
+        sampling = self.gen.run.sampling
+        self.frames = sampling.num_frames
+        self.size = {} if height is None else {"height": height, "width": width}
+        self.rows: list[Row] = []
+        self.reference: tuple[np.ndarray, np.ndarray] | None = None
+        self.meta: dict[str, Any] = {"load_s": self.load_s, "text_encoder_offload": self.text_encoder_offload}
+
+    # -- diffusers ----------------------------------------------------------------------------
+
+    def pipe(self):
+        from diffusers import ModularPipeline
+
+        pipe = ModularPipeline.from_pretrained(str(self.folder))
+        shared = {name: module for name, module in self.components.items()
+                  if name in pipe._component_specs and module is not None}
+        shared.update({name: copy.deepcopy(shared[name]) for name in ("scheduler", "audio_scheduler") if name in shared})
+        pipe.update_components(**shared)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def reference_call(self, pipe, steps: int):
+        """The reference's (uint8 frames, waveform) for the benchmark prompt."""
+        state = pipe(prompt=PROMPT, generator=torch.Generator("cpu").manual_seed(0), num_frames=self.frames,
+                     num_inference_steps=steps, output_type="np", **self.size)
+        frames = (np.asarray(state.get("videos"))[0] * 255).round().astype(np.uint8)
+        return frames, state.get("audio")[0].float().cpu().numpy()
+
+    def run_reference(self, tuned: bool) -> None:
+        pipe = self.pipe()
+        name, note, compile_s = "diffusers", "", None
+        self.transformer.set_attention_backend("native")  # diffusers' default (sgld's load set its own)
+        hooks = self._offload_hooks(pipe.text_encoder) if self.text_encoder_offload else []
+        try:
+            if tuned:
+                backend = tuned_backend(self.device)
+                name = "diffusers tuned"
+                self.transformer.set_attention_backend(backend)
+                self.transformer.compile_repeated_blocks(fullgraph=True)
+                try:
+                    start = time.perf_counter()
+                    self.reference_call(pipe, 2)  # warm-up and compile
+                except ValueError as exc:  # diffusers' FA3 refuses a mask: SDPA, as a hand-tuner would fall back
+                    if "attn_mask" not in str(exc):
+                        raise
+                    uncompile_blocks(self.transformer)
+                    backend = "native"
+                    self.transformer.set_attention_backend(backend)
+                    self.transformer.compile_repeated_blocks(fullgraph=True)
+                    start = time.perf_counter()
+                    self.reference_call(pipe, 2)
+                sync(self.cuda)
+                compile_s = time.perf_counter() - start
+                note = f"set_attention_backend({backend!r}) + compile_repeated_blocks(fullgraph=True)"
+            else:
+                self.reference_call(pipe, 2)  # warm-up
+            stages = StageTimes(self.cuda)
+            stages.wrap("video_decode", pipe.vae, "decode")
+            stages.wrap("audio_decode", pipe.audio_vae, "decode")
+            stages.wrap("text_encode", pipe.text_encoder.model, "forward")  # the reference calls .model directly
+            out, e2e, timer, peak = self._timed(lambda: self.reference_call(pipe, self.steps))
+            stages.close()
+            s = stages.seconds
+            row = Row(name, self.steps, e2e, step_seconds(timer, self.cuda), timer.ms_per_branch(), len(timer.pairs),
+                      s.get("text_encode"), s.get("video_decode"), s.get("audio_decode"), peak, compile_s, note)
+            if tuned:
+                row.extra["max_diff_vs_diffusers"] = self._diff(out)
+            else:
+                self.reference = out
+            timer.close()
+            self._record(row)
+        except Exception as exc:  # noqa: BLE001 - a row that fails is reported; the others are still measured
+            self._failed(name, exc)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            if tuned:
+                uncompile_blocks(self.transformer)
+            self.transformer.set_attention_backend("native")
+
+    def _offload_hooks(self, text_encoder: torch.nn.Module) -> list:
+        """Bring Qwen3-VL to the GPU for its forward and send it back after. The reference calls its ``.model``
+        (the hidden states of layer 50, not the language-model head), so the hooks sit there."""
+        def bring_in(module, args, kwargs) -> None:
+            text_encoder.to(self.device)
+
+        def send_back(module, args, output) -> None:
+            text_encoder.to("cpu")
+
+        return [text_encoder.model.register_forward_pre_hook(bring_in, with_kwargs=True),
+                text_encoder.model.register_forward_hook(send_back)]
+
+    # -- sgld -----------------------------------------------------------------------------------
+
+    def run_sgld(self, best: bool) -> None:
+        from sgld.levers.attention import ATTENTION_BACKENDS, auto_attention_backend
+        from sgld.levers.transformer_setup import compile_transformer
+
+        name, note, compile_s = ("sgld best lossless" if best else "sgld default"), "", None
+        try:
+            # The backend sgld's load set (auto: FA3 where installed); the diffusers rows put diffusers' default
+            # back on these shared modules.
+            choice = auto_attention_backend(self.device, 1)
+            backend = "native" if choice == "auto" else ATTENTION_BACKENDS[choice]
+            self.transformer.set_attention_backend(backend)
+            if best:
+                compile_transformer(self.transformer, backend)
+                note = f"--attention-backend {choice} --enable-torch-compile"
+            start = time.perf_counter()
+            self._sgld(2)  # warm-up (and the compile)
+            sync(self.cuda)
+            if best:
+                compile_s = time.perf_counter() - start
+            result, e2e, timer, peak = self._timed(lambda: self._sgld(self.steps))
+            t = result.timings
+            row = Row(name, self.steps, e2e, step_seconds(timer, self.cuda), timer.ms_per_branch(), len(timer.pairs),
+                      t.get("encode_prompt"), t.get("decode"), t.get("decode_audio"), peak, compile_s, note)
+            row.extra["max_diff_vs_diffusers"] = self._diff((result.frames, result.audio))
+            timer.close()
+            self._record(row)
+        except Exception as exc:  # noqa: BLE001
+            self._failed(name, exc)
+        finally:
+            if best:
+                uncompile_blocks(self.transformer)
+            self.transformer.set_attention_backend("native")
+
+    def _sgld(self, steps: int):
+        return self.gen.generate(PROMPT, num_inference_steps=steps, seed=0, return_frames=True, save_output=False,
+                                 **self.size)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _timed(self, run: Callable[[], Any]):
+        timer = ForwardTimer(self.transformer, self.cuda)
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = run()
+        sync(self.cuda)
+        e2e = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else 0.0
+        return out, e2e, timer, peak
+
+    def _diff(self, out) -> dict:
+        if self.reference is None:
+            return {}
+        ref = self.reference
+        frames = int(np.abs(out[0].astype(int) - ref[0].astype(int)).max())
+        samples = min(out[1].shape[-1], ref[1].shape[-1])
+        return {"frames": frames, "psnr_db": psnr(out[0], ref[0]),
+                "waveform": float(np.abs(out[1][..., :samples] - ref[1][..., :samples]).max())}
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        self.meta[f"{name} failed"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        print(f"{name} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+
+    def _record(self, row: Row) -> None:
+        self.rows.append(row)
+        print(f"MEASURED {json.dumps(dict(asdict(row), e2e_full_s=row.e2e_full_s), default=str)}", flush=True)
+
+
+def table(rows: list[Row]) -> str:
+    """The markdown table of every row."""
+    def fmt(value, spec=".2f"):
+        return "–" if value is None else format(value, spec)
+
+    lines = ["| pipeline | DiT fwd ms | fwds | s/step | e2e s (fwds run) | e2e s @49 fwds | text s | video decode s "
+             "| audio decode s | peak GiB | vs diffusers |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        diff = r.extra.get("max_diff_vs_diffusers") or {}
+        against = f"{diff['frames']}/255, wave {diff['waveform']:.1e}" if diff else "–"
+        lines.append(f"| {r.name} | {r.dit_forward_ms:.1f} | {r.dit_forwards} | {fmt(r.step_s, '.3f')} "
+                     f"| {r.e2e_s:.2f} ({r.dit_forwards}) | {r.e2e_full_s:.1f} | {fmt(r.text_encode_s)} "
+                     f"| {fmt(r.video_decode_s)} | {fmt(r.audio_decode_s, '.3f')} | {r.peak_gib:.1f} | {against} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="inference steps run (at least 3: 2 forwards' gap)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny built-in model on the CPU (smoke test)")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"which rows, of {', '.join(ROWS)}")
+    parser.add_argument("--text-encoder-offload", action="store_true",
+                        help="Qwen3-VL waits on the CPU between prompts, both sides (the released size on one GPU)")
+    parser.add_argument("--height", type=int, default=None, help="with --width: another canvas (default 16:9)")
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=Path("bench_minimax_h3.json"))
+    args = parser.parse_args(argv)
+    if (args.height is None) != (args.width is None):
+        parser.error("--height and --width go together")
+
+    from sgld.api import quiet_library_logs
+
+    quiet_library_logs()
+    torch._dynamo.config.cache_size_limit = 64
+    device = torch.device("cpu" if args.tiny else "cuda")
+    bench = Bench(args.tiny, args.steps, device, args.text_encoder_offload, args.height, args.width)
+    meta = {"command": " ".join(sys.argv), "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if bench.cuda else "cpu"}
+    rows = [row.strip() for row in args.rows.split(",")]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for name in ROWS:  # diffusers first: the rows after it are compared with its output
+        compiled = name in ("diffusers tuned", "sgld best lossless")
+        if name not in rows or (compiled and not bench.cuda):
+            continue
+        if name.startswith("diffusers"):
+            bench.run_reference(tuned=compiled)
+        else:
+            bench.run_sgld(best=compiled)
+        payload = {"meta": {**meta, **bench.meta},
+                   "rows": [dict(asdict(r), e2e_full_s=r.e2e_full_s) for r in bench.rows]}
+        args.out.write_text(json.dumps(payload, indent=2, default=str))
+        args.out.with_suffix(".md").write_text(table(bench.rows) + "\n")
+    print("\n" + table(bench.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
