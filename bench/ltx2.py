@@ -175,6 +175,8 @@ class Bench:
             name, note = "diffusers tuned", f"set_attention_backend({backend!r}) + compile_repeated_blocks(fullgraph=True)"
             self.transformer.set_attention_backend(backend)
             self.transformer.compile_repeated_blocks(fullgraph=True)
+        if self.text_encoder_offload:  # sgld keeps the connectors with Gemma on the CPU; diffusers runs them itself
+            pipe.connectors.to(self.device)
         try:
             start = time.perf_counter()
             self.reference_call(pipe, 2, None, two_stage)  # warm-up (and, tuned, the compile)
@@ -198,6 +200,8 @@ class Bench:
             self.meta[f"{workflow} {name} failed"] = f"{type(exc).__name__}: {str(exc)[:300]}"
             print(f"{workflow} {name} failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
         finally:
+            if self.text_encoder_offload:
+                pipe.connectors.to("cpu")
             if tuned:
                 uncompile_blocks(self.transformer)
                 self.transformer.set_attention_backend("native")
