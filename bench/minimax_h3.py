@@ -15,8 +15,9 @@ audio decode, end-to-end of ``--steps`` steps and its extrapolation to 49 forwar
 
 ``--text-encoder-offload`` (an H200 needs it at the released size: the DiT's 61.7 GiB and Qwen3-VL's 62.1 GiB
 leave too little beside them for the activations): Qwen3-VL waits on the CPU between prompts on both sides, sgld's
-``--text-encoder-cpu-offload`` and, for the reference, forward hooks on the ``.model`` it calls that bring it in
-and send it back after (what diffusers' model offload does for that one component).
+``--text-encoder-cpu-offload`` and, for the reference, accelerate's ``CpuOffload`` hook (which the reference fires
+itself) and a hook that sends it back after the ``.model`` forward it calls (diffusers' model offload, for that one
+component).
 
 ``--tiny`` runs the same code on the tiny built-in model on the CPU (a smoke test: no tuned or compiled rows).
 """
@@ -209,16 +210,22 @@ class Bench:
             self.transformer.set_attention_backend("native")
 
     def _offload_hooks(self, text_encoder: torch.nn.Module) -> list:
-        """Bring Qwen3-VL to the GPU for its forward and send it back after. The reference calls its ``.model``
-        (the hidden states of layer 50, not the language-model head), so the hooks sit there."""
-        def bring_in(module, args, kwargs) -> None:
-            text_encoder.to(self.device)
+        """Qwen3-VL brought to the GPU for its forward and sent back after, as diffusers' model offload does: an
+        accelerate ``CpuOffload`` hook on it (the reference fires it by hand and calls ``.model``; the pipeline also
+        reads its execution device from that hook, where it would otherwise take the first component's, the CPU),
+        and a hook after ``.model``'s forward that sends it back."""
+        from accelerate.hooks import CpuOffload, add_hook_to_module, remove_hook_from_module
+
+        add_hook_to_module(text_encoder, CpuOffload(execution_device=self.device))
 
         def send_back(module, args, output) -> None:
             text_encoder.to("cpu")
 
-        return [text_encoder.model.register_forward_pre_hook(bring_in, with_kwargs=True),
-                text_encoder.model.register_forward_hook(send_back)]
+        class Hooks:
+            def remove(self) -> None:
+                remove_hook_from_module(text_encoder)
+
+        return [Hooks(), text_encoder.model.register_forward_hook(send_back)]
 
     # -- sgld -----------------------------------------------------------------------------------
 
