@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speed import ForwardTimer, StepClock, psnr, sync, uncompile_blocks  # noqa: E402
+from speed import ForwardTimer, StepClock, av_difference, sync, uncompile_blocks  # noqa: E402
 
 PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
 NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"
@@ -307,12 +307,7 @@ class Bench:
 
     def _diff(self, out, workflow: str) -> dict:
         ref = self.reference.get(workflow)
-        if ref is None:
-            return {}
-        frames = int(np.abs(out[0].astype(int) - ref[0].astype(int)).max())
-        samples = min(out[1].shape[1], ref[1].shape[1])
-        return {"frames": frames, "psnr_db": psnr(out[0], ref[0]),
-                "waveform": float(np.abs(out[1][:, :samples] - ref[1][:, :samples]).max())}
+        return {} if ref is None else av_difference(out, ref)
 
     def _time(self, fn: Callable[[], Any], repeats: int = 3) -> float:
         times = []

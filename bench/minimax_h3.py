@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speed import ForwardTimer, psnr, sync, tuned_backend, uncompile_blocks  # noqa: E402
+from speed import ForwardTimer, av_difference, sync, tuned_backend, uncompile_blocks  # noqa: E402
 
 PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
 FULL_FORWARDS = 49  # the released 50 sigma grid points: one guidance-distilled forward between each pair
@@ -281,13 +281,7 @@ class Bench:
         return out, e2e, timer, peak
 
     def _diff(self, out) -> dict:
-        if self.reference is None:
-            return {}
-        ref = self.reference
-        frames = int(np.abs(out[0].astype(int) - ref[0].astype(int)).max())
-        samples = min(out[1].shape[-1], ref[1].shape[-1])
-        return {"frames": frames, "psnr_db": psnr(out[0], ref[0]),
-                "waveform": float(np.abs(out[1][..., :samples] - ref[1][..., :samples]).max())}
+        return {} if self.reference is None else av_difference(out, self.reference)
 
     def _failed(self, name: str, exc: Exception) -> None:
         self.meta[f"{name} failed"] = f"{type(exc).__name__}: {str(exc)[:300]}"

@@ -270,6 +270,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def av_difference(out: tuple[np.ndarray, np.ndarray], ref: tuple[np.ndarray, np.ndarray]) -> dict:
+    """Two (uint8 frames, waveform) outputs apart: the largest pixel difference (/255), PSNR (dB), and the largest
+    waveform difference over the samples both have (video-with-sound benchmarks: LTX-2, MiniMax-H3)."""
+    samples = min(out[1].shape[-1], ref[1].shape[-1])
+    return {"frames": int(np.abs(out[0].astype(int) - ref[0].astype(int)).max()), "psnr_db": psnr(out[0], ref[0]),
+            "waveform": float(np.abs(out[1][..., :samples] - ref[1][..., :samples]).max())}
+
+
 def to_uint8(frames) -> np.ndarray:
     """diffusers' np output (float 0..1, video or image batch) -> uint8 (frames, H, W, 3)."""
     array = np.asarray(frames)
