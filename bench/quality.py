@@ -188,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rife", default=None, help="RIFE 4.22.lite weights (default: elfgum/RIFE-4.22.lite)")
     parser.add_argument("--esrgan", default=None, help="Real-ESRGAN weights (default: ai-forever/Real-ESRGAN)")
     parser.add_argument("--random-finishing", action="store_true",
-                        help="time RIFE and Real-ESRGAN on random weights of their released shapes (no download)")
+                        help="--finishing on random weights of the released shapes (no download; their time is the same)")
     parser.add_argument("--out", type=Path, default=Path("quality.json"))
     args = parser.parse_args(argv)
+    args.finishing = args.finishing or args.random_finishing
     if args.tiny:
         args.model_path = args.model_path or "tiny-wan-t2v"
         args.num_inference_steps = args.num_inference_steps or 8
