@@ -131,8 +131,9 @@ def test_offload_flags_select_components():
     # LTX-2's text connectors wait with its text encoder; its audio VAE, vocoder and latent upsampler with the VAE.
     assert offloaded_components(run) == {"text_encoder", "text_encoder_2", "connectors"}
     run = run_config_from_options({"model_path": "tiny-wan-t2v", "dit_cpu_offload": True, "vae_cpu_offload": True})
-    assert offloaded_components(run) == {"transformer", "transformer_2", "vae", "audio_vae", "vocoder",
-                                         "latent_upsampler"}
+    # Every DiT: Wan2.2's two experts, MiniMax-H3's ref2va partition.
+    assert offloaded_components(run) == {"transformer", "transformer_2", "transformer_ref", "vae", "audio_vae",
+                                         "vocoder", "latent_upsampler"}
 
 
 def test_pickle_only_folder_is_refused(tmp_path, tiny_wan_folder):
