@@ -6,7 +6,7 @@ from typing import Any
 
 from sgld.families import FamilySpec, OutputKind, TaskType
 from sgld.config.schema import X264Preset, choices
-from server.sglang_fields import IGNORED_TYPES
+from server.sglang_fields import IGNORED_MINIMUMS, IGNORED_TYPES
 
 
 def _ref(name: str) -> dict:
@@ -29,8 +29,9 @@ SIZE = {"type": "string", "pattern": r"^[1-9][0-9]{0,5}x[1-9][0-9]{0,5}$", "exam
 SEED = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                   {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}]}
 # Accepted without effect (named back in the x-sgld-ignored-fields header): OpenAI's hints, SGLang's knobs.
-IGNORED = {name: {"type": {str: "string", bool: "boolean", int: "integer"}[kind]} for name, kind in IGNORED_TYPES.items()}
-IGNORED["max_sequence_length"]["minimum"] = 1
+IGNORED = {name: {"type": {str: "string", bool: "boolean", int: "integer"}[kind],
+                  **({"minimum": IGNORED_MINIMUMS[name]} if name in IGNORED_MINIMUMS else {})}
+           for name, kind in IGNORED_TYPES.items()}
 
 
 def _shared_fields(limits: Any) -> dict:

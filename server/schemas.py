@@ -20,7 +20,7 @@ from sgld.families import FamilySpec, GuidanceKind
 
 from server.engine import Engine
 from server.errors import APIError
-from server.sglang_fields import CONTAINERS, IGNORED_TYPES, Endpoint
+from server.sglang_fields import CONTAINERS, IGNORED_MINIMUMS, IGNORED_TYPES, Endpoint
 
 SIZE_RE = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
 # A list of objects in a form, as the OpenAI SDK flattens it: loras[][name]=a, loras[][scale]=0.8, loras[][name]=b ...
@@ -62,28 +62,21 @@ def check_text_encodes(name: str, value: Any) -> None:
 
 
 def check_ignored_type(name: str, value: Any, form: bool) -> None:
-    """A field accepted without effect must still be of its type (``IGNORED_TYPES``; a form sends text); a 400
-    naming it otherwise. Null is absent."""
-    kind = IGNORED_TYPES[name]
+    """A field accepted without effect must still be of its type (``IGNORED_TYPES``, ``IGNORED_MINIMUMS``; a form
+    sends text); a 400 naming it otherwise. Null is absent."""
+    kind, minimum = IGNORED_TYPES[name], IGNORED_MINIMUMS.get(name)
     if value is None:
         return
     if form and isinstance(value, str) and kind is not str:  # "true" / "12" from a form part
-        value = {"true": True, "false": False}.get(value.lower(), value) if kind is bool else _form_int(value)
+        value = {"true": True, "false": False}.get(value.lower(), value) if kind is bool else _form_number(value)
     if kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and (name != "max_sequence_length" or value >= 1)
+        ok = isinstance(value, int) and not isinstance(value, bool) and (minimum is None or value >= minimum)
     else:
         ok = isinstance(value, kind)
     if not ok:
         what = {str: "a string", bool: "true or false", int: "an integer"}[kind]
         raise bad(name, f"'{name}' is accepted and ignored, but must be {what}"
-                        f"{' of at least 1' if name == 'max_sequence_length' else ''}")
-
-
-def _form_int(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        return text
+                        f"{f' of at least {minimum}' if minimum is not None else ''}")
 
 
 def bad(param: str, message: str, code: str = "invalid_value") -> APIError:

@@ -82,6 +82,7 @@ class Endpoint:
 IGNORED_TYPES: dict[str, type] = {"quality": str, "generator_device": str, "profile": bool,
                                   "num_profiled_timesteps": int, "profile_all_stages": bool,
                                   "max_sequence_length": int}
+IGNORED_MINIMUMS: dict[str, int] = {"max_sequence_length": 1}
 _IGNORED = frozenset(IGNORED_TYPES)
 # The step caches (TeaCache, Cache-DiT) act per request where the model's family has them (sgld.levers).
 STEP_CACHES = frozenset({"enable_teacache", "enable_cache_dit", "cache_dit_params"})

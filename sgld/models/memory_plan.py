@@ -409,29 +409,32 @@ class Planner:
     def activations(self, req: Request, height: int, width: int, frames: int) -> Activations:
         return activations(self.spec, self.folder, self.run, req, height, width, frames)
 
+    def _sized(self, req: Optional[Request]) -> tuple[Request, tuple[int, int, int], Activations]:
+        """``req`` (default: the run's sampling), the size the plan takes for it, and its activations."""
+        req = req or Request.from_sampling(self.run.sampling)
+        size = request_size(self.spec, req, self.folder)
+        return req, size, self.activations(req, *size)
+
     def choose(self, budget: int, req: Optional[Request] = None) -> tuple[Optional[MemoryPlan], MemoryPlan]:
         """The cheapest placement that fits ``req`` (default: the run's sampling) in ``budget`` (None: none), and the lowest."""
-        req = req or Request.from_sampling(self.run.sampling)
-        return choose(self.sizes, self.activations(req, *request_size(self.spec, req, self.folder)), budget, self.run)
+        _, _, acts = self._sized(req)
+        return choose(self.sizes, acts, budget, self.run)
 
     def plan(self, budget: int, req: Optional[Request] = None) -> MemoryPlan:
         """The plan for ``req`` (default: the run's sampling) within ``budget`` bytes; a UserError naming what fits if none."""
-        req = req or Request.from_sampling(self.run.sampling)
-        size = request_size(self.spec, req, self.folder)
-        acts = self.activations(req, *size)
+        req, size, acts = self._sized(req)
         best, lowest = choose(self.sizes, acts, budget, self.run)
         if best is not None:
             return best
-        if acts.unmeasured and self.weights_fit(budget, lowest):
-            # A refusal must rest on measured figures: with a guessed one, the request runs and the GPU decides.
-            if size in self.warned:
-                return lowest
+        if not (acts.unmeasured and self.weights_fit(budget, lowest)):
+            raise UserError(self._refusal(req, budget, lowest, *size), param="max_gpu_memory")
+        # A refusal must rest on measured figures: with a guessed one, the request runs and the GPU decides.
+        if size not in self.warned:
             self.warned.add(size)
             log.warning("memory plan: %s, by an estimate (no measured activation figures for %s: bench/activations.py "
                         "measures them); the request runs", self._refusal(req, budget, lowest, *size),
                         ", ".join(acts.unmeasured))
-            return lowest
-        raise UserError(self._refusal(req, budget, lowest, *size), param="max_gpu_memory")
+        return lowest
 
     def weights(self, plan: MemoryPlan) -> int:
         """The most the weights alone take on the GPU at once under ``plan``'s placement (bytes)."""
@@ -582,14 +585,12 @@ def plan_report(run: RunConfig) -> str:
         device = torch.device("cuda", run.parallel.first_gpu)
     budget = budget_bytes(run, device)
     planner = Planner.of(folder, run, download=False)
-    req = Request.from_sampling(run.sampling)
-    height, width, frames = request_size(planner.spec, req, planner.folder)
-    acts = planner.activations(req, height, width, frames)
+    req, (height, width, frames), acts = planner._sized(None)
     size = f"{width}x{height}" + (f", {frames} frames" if frames > 1 else "")
     where = "--max-gpu-memory" if run.offload.max_gpu_memory is not None else "this GPU's free memory"
     lines = [f"{run.model.path} ({planner.spec.name}{', ' + source if source else ''}) at {size}; budget "
              f"{budget / GIB:.1f} GiB ({where}), {(budget - usable(budget)) / GIB:.1f} GiB of it headroom"]
-    best, lowest = planner.choose(budget, req)
+    best, lowest = choose(planner.sizes, acts, budget, run)
     if best is None:
         lines.append("refused: " + planner._refusal(req, budget, lowest, height, width, frames))
         plan = lowest
