@@ -130,8 +130,7 @@ def main() -> int:
             results[f"{name} {width}x{height}x{frames}"] = row
             print(name, f"{width}x{height}x{frames}", json.dumps(row), flush=True)
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
-        del gen
-        torch.cuda.empty_cache()
+        gen.close()
         args.out.write_text(json.dumps(results, indent=2))
     return 0
 

@@ -16,7 +16,6 @@ against the bf16 output of the same budget, seed and steps.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import statistics
@@ -69,15 +68,6 @@ def run_once(gen, sampling: dict, cuda: bool) -> dict:
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
 
-def free_gpu(cuda: bool) -> None:
-    """Free a deleted generator's GPU memory before the next row loads. A generator sits in reference cycles, so
-    ``del`` alone leaves its tensors allocated until the garbage collector next runs: Wan2.1-14B's Q8_0 row at
-    24 GiB was measured with the bf16 row's resident UMT5 (10.6 GiB) still allocated (32.8 GiB, 22.7 predicted)."""
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
-
-
 def predicted(gen, folder: Path, budget_gib: float) -> tuple[float, str]:
     """The plan's predicted peak (GiB) and line for the loaded placement (computed here on a CPU, where none is applied)."""
     from sgld.models.memory_plan import GIB, Planner
@@ -127,8 +117,7 @@ def bench_budget(model: str, sampling: dict, budget: float, quants: list[str], w
         files[qtype] = work / f"{Path(folder).name}-{qtype}.gguf"
         rows[qtype] = {"gguf": write_gguf(gen.pipeline.components["transformer"], files[qtype], qtype,
                                           torch.device(device))}
-    del gen
-    free_gpu(cuda)
+    gen.close()  # frees it now: a generator sits in reference cycles (see DiffGenerator.close)
     for qtype in quants:
         gen = DiffGenerator.from_pretrained(model, dit_weights=str(files[qtype]), **options)
         out = run_once(gen, sampling, cuda)
@@ -136,8 +125,7 @@ def bench_budget(model: str, sampling: dict, budget: float, quants: list[str], w
         rows[qtype][f"psnr_db_vs_{base}"] = psnr(out["frames"], reference["frames"])
         rows[qtype]["predicted_gib"], rows[qtype]["plan"] = predicted(gen, folder, budget)
         report(rows, qtype)
-        del gen
-        free_gpu(cuda)
+        gen.close()
         files[qtype].unlink()
     return rows
 

@@ -110,9 +110,8 @@ def run(workload: str, tiny: bool, steps: int, rank: int, compiled: bool = True)
     result = {"model": model, "size": size, "rank": rank, "steps_timed": steps, "seconds": rows,
               "merged_vs_none": rows["merged"] / base, "dynamic_vs_none": rows["dynamic"] / base}
     if compiled:
-        del gen, transformer
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        del transformer
+        gen.close()
         result["compiled"] = run_compiled(model, lora_dir, size, steps)
     return result
 

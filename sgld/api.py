@@ -116,8 +116,39 @@ class DiffGenerator:
 
     def __init__(self, run: RunConfig, pipeline: "Pipeline", parallel: "ParallelState"):
         self.run = run
-        self.pipeline = pipeline
+        self._pipeline: "Optional[Pipeline]" = pipeline
         self.parallel = parallel
+
+    @property
+    def pipeline(self) -> "Pipeline":
+        """The loaded pipeline (a RuntimeError once ``close`` released it)."""
+        if self._pipeline is None:
+            raise RuntimeError("this DiffGenerator was closed: load the model again (DiffGenerator.from_pretrained)")
+        return self._pipeline
+
+    def close(self) -> None:
+        """Release the model now: its weights leave the GPU and host memory on return, not whenever the garbage
+        collector next runs (the pipeline's hooks and stages hold it in reference cycles, so ``del`` alone leaves
+        it allocated). The generator cannot generate afterwards; closing twice is harmless."""
+        import gc
+
+        import torch
+
+        if self._pipeline is None:
+            return
+        self.stop()
+        self._pipeline.components.clear()
+        self._pipeline = None
+        self.__dict__.pop("_lora_control", None)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> "DiffGenerator":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @classmethod
     def from_pretrained(cls, model_path: str, **server_args: Any) -> "DiffGenerator":

@@ -64,10 +64,18 @@ def test_bad_requests_fail_before_any_work(tiny_wan_generator, settings, param, 
 
 
 def test_attention_backend_math_equals_default(tiny_wan_generator):
-    math = DiffGenerator.from_pretrained("tiny-wan-t2v", attention_backend="math")
-    a = tiny_wan_generator.generate("a fox", seed=5, return_frames=True, save_output=False, **SMALL).frames
-    b = math.generate("a fox", seed=5, return_frames=True, save_output=False, **SMALL).frames
+    import weakref
+
+    with DiffGenerator.from_pretrained("tiny-wan-t2v", attention_backend="math") as math:
+        a = tiny_wan_generator.generate("a fox", seed=5, return_frames=True, save_output=False, **SMALL).frames
+        b = math.generate("a fox", seed=5, return_frames=True, save_output=False, **SMALL).frames
+        encoder = weakref.ref(math.pipeline.components["text_encoder"])
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    # Leaving the block (close) released the weights at once, though the pipeline holds them in reference cycles.
+    assert encoder() is None
+    with pytest.raises(RuntimeError, match="this DiffGenerator was closed"):
+        math.generate("a fox", seed=5, save_output=False, **SMALL)
+    math.close()
 
 
 def test_precisions_are_applied(tiny_wan_folder):
