@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speed import ForwardTimer, StepClock, av_difference, sync, uncompile_blocks  # noqa: E402
+from speed import (  # noqa: E402
+    AvRow, ForwardTimer, StepClock, av_difference, median_seconds, sgld_attention, sync, uncompile_blocks)
 
 PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
 NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"
@@ -46,26 +46,13 @@ ROWS = ("diffusers", "diffusers tuned", "sgld default", "sgld best lossless")
 REPO = "Lightricks/LTX-2"
 
 
-@dataclass
-class Row:
+@dataclass(kw_only=True)
+class Row(AvRow):
     """One pipeline's figures for one workflow."""
 
-    name: str
     workflow: str
-    steps_run: int
-    e2e_s: float
-    step_s: float
-    dit_forward_ms: float  # per sample-branch (a CFG-batched forward of 2 samples counts twice)
-    dit_forwards: int  # DiT calls in one generation
-    dit_sample_branches: int  # sample-branches those calls computed
-    text_encode_s: float | None
-    video_decode_s: float | None
-    audio_decode_s: float | None
+    dit_sample_branches: int  # sample-branches the DiT calls computed
     mux_s: float | None
-    peak_gib: float
-    compile_s: float | None = None
-    note: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def e2e_full_s(self) -> float:
@@ -188,8 +175,10 @@ class Bench:
                                                                                           two_stage))
             video_s, audio_s = self._reference_decode_times(pipe)
             mux_s = self._time(lambda: self._reference_mux(out), repeats=1)
-            row = Row(name, workflow, self.steps, e2e, step_s, timer.ms_per_branch(), len(timer.batch),
-                      sum(timer.batch), text_s, video_s, audio_s, mux_s, peak, compile_s, note)
+            row = Row(name=name, workflow=workflow, steps_run=self.steps, e2e_s=e2e, step_s=step_s,
+                      dit_forward_ms=timer.ms_per_branch(), dit_forwards=len(timer.batch),
+                      dit_sample_branches=sum(timer.batch), text_encode_s=text_s, video_decode_s=video_s,
+                      audio_decode_s=audio_s, mux_s=mux_s, peak_gib=peak, compile_s=compile_s, note=note)
             if not tuned:
                 self.reference[workflow] = out
             else:
@@ -246,20 +235,10 @@ class Bench:
     # -- sgld -----------------------------------------------------------------------------------
 
     def run_sgld(self, workflow: str, best: bool) -> None:
-        from sgld.levers.attention import ATTENTION_BACKENDS, auto_attention_backend
-        from sgld.levers.transformer_setup import compile_transformer
-
         two_stage = workflow == "two_stage"
-        name, note, compile_s = ("sgld best lossless", "", None) if best else ("sgld default", "", None)
+        name, compile_s = ("sgld best lossless" if best else "sgld default"), None
         try:
-            # The backend sgld's load set (auto: FA3 where installed, its masked calls on SDPA); the diffusers
-            # rows put diffusers' default back on these shared modules.
-            choice = auto_attention_backend(self.device, 1)
-            backend = "native" if choice == "auto" else ATTENTION_BACKENDS[choice]
-            self.transformer.set_attention_backend(backend)
-            if best:
-                compile_transformer(self.transformer, backend)
-                note = f"--attention-backend {choice} --enable-torch-compile"
+            note = sgld_attention(self.transformer, self.device, best)
             start = time.perf_counter()
             self._sgld(2, two_stage, None)  # warm-up (and the compile)
             sync(self.cuda)
@@ -269,9 +248,11 @@ class Bench:
                 (result, e2e, step_s, timer, peak) = self._timed(lambda clock: self._sgld(self.steps, two_stage,
                                                                                           clock, tmp))
             t = result.timings
-            row = Row(name, workflow, self.steps, e2e, step_s, timer.ms_per_branch(), len(timer.batch),
-                      sum(timer.batch), t.get("encode_prompt"), t.get("decode"), t.get("decode_audio"), t.get("mux"),
-                      peak, compile_s, note)
+            row = Row(name=name, workflow=workflow, steps_run=self.steps, e2e_s=e2e, step_s=step_s,
+                      dit_forward_ms=timer.ms_per_branch(), dit_forwards=len(timer.batch),
+                      dit_sample_branches=sum(timer.batch), text_encode_s=t.get("encode_prompt"),
+                      video_decode_s=t.get("decode"), audio_decode_s=t.get("decode_audio"), mux_s=t.get("mux"),
+                      peak_gib=peak, compile_s=compile_s, note=note)
             row.extra["max_diff_vs_diffusers"] = self._diff((result.frames, result.audio), workflow)
             timer.close()
             self._record(row)
@@ -310,15 +291,7 @@ class Bench:
         return {} if ref is None else av_difference(out, ref)
 
     def _time(self, fn: Callable[[], Any], repeats: int = 3) -> float:
-        times = []
-        for _ in range(repeats):
-            sync(self.cuda)
-            start = time.perf_counter()
-            with torch.no_grad():
-                fn()
-            sync(self.cuda)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return median_seconds(fn, self.cuda, repeats)
 
     def _record(self, row: Row) -> None:
         self.rows.append(row)

@@ -30,7 +30,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speed import ForwardTimer, av_difference, sync, tuned_backend, uncompile_blocks  # noqa: E402
+from speed import AvRow, ForwardTimer, av_difference, sgld_attention, sync, tuned_backend, uncompile_blocks  # noqa: E402
 
 PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
 FULL_FORWARDS = 49  # the released 50 sigma grid points: one guidance-distilled forward between each pair
@@ -48,23 +48,9 @@ ROWS = ("diffusers", "diffusers tuned", "sgld default", "sgld best lossless")
 REPO = "MiniMaxAI/MiniMax-H3"
 
 
-@dataclass
-class Row:
+@dataclass(kw_only=True)
+class Row(AvRow):
     """One pipeline's figures."""
-
-    name: str
-    steps_run: int
-    e2e_s: float
-    step_s: float
-    dit_forward_ms: float
-    dit_forwards: int
-    text_encode_s: float | None
-    video_decode_s: float | None
-    audio_decode_s: float | None
-    peak_gib: float
-    compile_s: float | None = None
-    note: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def e2e_full_s(self) -> float:
@@ -192,8 +178,10 @@ class Bench:
             out, e2e, timer, peak = self._timed(lambda: self.reference_call(pipe, self.steps))
             stages.close()
             s = stages.seconds
-            row = Row(name, self.steps, e2e, step_seconds(timer, self.cuda), timer.ms_per_branch(), len(timer.pairs),
-                      s.get("text_encode"), s.get("video_decode"), s.get("audio_decode"), peak, compile_s, note)
+            row = Row(name=name, steps_run=self.steps, e2e_s=e2e, step_s=step_seconds(timer, self.cuda),
+                      dit_forward_ms=timer.ms_per_branch(), dit_forwards=len(timer.pairs),
+                      text_encode_s=s.get("text_encode"), video_decode_s=s.get("video_decode"),
+                      audio_decode_s=s.get("audio_decode"), peak_gib=peak, compile_s=compile_s, note=note)
             if tuned:
                 row.extra["max_diff_vs_diffusers"] = self._diff(out)
             else:
@@ -230,19 +218,9 @@ class Bench:
     # -- sgld -----------------------------------------------------------------------------------
 
     def run_sgld(self, best: bool) -> None:
-        from sgld.levers.attention import ATTENTION_BACKENDS, auto_attention_backend
-        from sgld.levers.transformer_setup import compile_transformer
-
-        name, note, compile_s = ("sgld best lossless" if best else "sgld default"), "", None
+        name, compile_s = ("sgld best lossless" if best else "sgld default"), None
         try:
-            # The backend sgld's load set (auto: FA3 where installed); the diffusers rows put diffusers' default
-            # back on these shared modules.
-            choice = auto_attention_backend(self.device, 1)
-            backend = "native" if choice == "auto" else ATTENTION_BACKENDS[choice]
-            self.transformer.set_attention_backend(backend)
-            if best:
-                compile_transformer(self.transformer, backend)
-                note = f"--attention-backend {choice} --enable-torch-compile"
+            note = sgld_attention(self.transformer, self.device, best)
             start = time.perf_counter()
             self._sgld(2)  # warm-up (and the compile)
             sync(self.cuda)
@@ -250,8 +228,10 @@ class Bench:
                 compile_s = time.perf_counter() - start
             result, e2e, timer, peak = self._timed(lambda: self._sgld(self.steps))
             t = result.timings
-            row = Row(name, self.steps, e2e, step_seconds(timer, self.cuda), timer.ms_per_branch(), len(timer.pairs),
-                      t.get("encode_prompt"), t.get("decode"), t.get("decode_audio"), peak, compile_s, note)
+            row = Row(name=name, steps_run=self.steps, e2e_s=e2e, step_s=step_seconds(timer, self.cuda),
+                      dit_forward_ms=timer.ms_per_branch(), dit_forwards=len(timer.pairs),
+                      text_encode_s=t.get("encode_prompt"), video_decode_s=t.get("decode"),
+                      audio_decode_s=t.get("decode_audio"), peak_gib=peak, compile_s=compile_s, note=note)
             row.extra["max_diff_vs_diffusers"] = self._diff((result.frames, result.audio))
             timer.close()
             self._record(row)

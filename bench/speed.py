@@ -190,6 +190,34 @@ def sync(cuda: bool) -> None:
         torch.cuda.synchronize()
 
 
+def sgld_attention(transformer: torch.nn.Module, device: torch.device, best: bool) -> str:
+    """Put the attention backend sgld's load picks (auto: FA3 where installed, its masked calls on SDPA) back on
+    modules the diffusers rows share, and for sgld's best row compile them too; the row's note."""
+    from sgld.levers.attention import ATTENTION_BACKENDS, auto_attention_backend
+    from sgld.levers.transformer_setup import compile_transformer
+
+    choice = auto_attention_backend(device, 1)
+    backend = "native" if choice == "auto" else ATTENTION_BACKENDS[choice]
+    transformer.set_attention_backend(backend)
+    if not best:
+        return ""
+    compile_transformer(transformer, backend)
+    return f"--attention-backend {choice} --enable-torch-compile"
+
+
+def median_seconds(fn: Callable[[], Any], cuda: bool, repeats: int = 3) -> float:
+    """The median wall time of ``repeats`` calls of ``fn`` under no_grad, the GPU synchronised around each."""
+    times = []
+    for _ in range(repeats):
+        sync(cuda)
+        start = time.perf_counter()
+        with torch.no_grad():
+            fn()
+        sync(cuda)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def matmul_peak_tflops(device: torch.device) -> float:
     """Measured bf16 GEMM rate (8192^3, median of 20) on this GPU: the MFU denominator."""
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
@@ -268,6 +296,25 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two uint8 arrays."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+@dataclass(kw_only=True)
+class AvRow:
+    """One audio-video pipeline's figures (bench/ltx2.py, bench/minimax_h3.py extend it)."""
+
+    name: str
+    steps_run: int
+    e2e_s: float
+    step_s: float
+    dit_forward_ms: float  # per sample-branch (a CFG-batched forward of 2 samples counts twice)
+    dit_forwards: int  # DiT calls in one generation
+    text_encode_s: float | None
+    video_decode_s: float | None
+    audio_decode_s: float | None
+    peak_gib: float
+    compile_s: float | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
 
 
 def av_difference(out: tuple[np.ndarray, np.ndarray], ref: tuple[np.ndarray, np.ndarray]) -> dict:
@@ -531,15 +578,7 @@ class Bench:
         return m
 
     def _time(self, fn: Callable[[], Any], repeats: int = 3) -> float:
-        times = []
-        for _ in range(repeats):
-            sync(self.cuda)
-            start = time.perf_counter()
-            with torch.no_grad():
-                fn()
-            sync(self.cuda)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return median_seconds(fn, self.cuda, repeats)
 
     def _reset_peak(self) -> None:
         if self.cuda:
