@@ -7,6 +7,8 @@ formats (safetensors, pickle through weights_only) and refusals."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +86,11 @@ def test_upscalers_shapes_and_a_known_input():
     assert torch.equal(upscale(compact, frames, 4), nearest)  # its residual path alone: nearest-neighbour
     with pytest.raises(ValueError, match="not a Real-ESRGAN state dict"):
         build_upscaler({"weight": torch.zeros(1)})
+    # A network in reduced precision (fp16 on a GPU; bf16 here, which the CPU's convolutions take) is fed frames
+    # in its dtype and answers float32, within that precision of the float32 network.
+    low = copy.deepcopy(rrdb).to(torch.bfloat16)
+    out = upscale(low, frames, 2)
+    assert out.dtype == torch.float32 and (out - upscale(rrdb, frames, 2)).abs().max() < 0.05
 
 
 @pytest.fixture(scope="module")

@@ -112,9 +112,13 @@ def build_upscaler(state: dict) -> nn.Module:
 
 @torch.no_grad()
 def upscale(net: nn.Module, frames: torch.Tensor, outscale: int, batch: int = 4) -> torch.Tensor:
-    """(N, 3, H, W) in [0, 1] -> (N, 3, H * outscale, W * outscale): the network's own factor, then bicubic to
-    ``outscale`` where it differs (Real-ESRGAN's --outscale)."""
-    out = torch.cat([net(frames[i:i + batch]) for i in range(0, frames.shape[0], batch)])
+    """(N, 3, H, W) in [0, 1] -> (N, 3, H * outscale, W * outscale), float32: the network's own factor, then
+    bicubic to ``outscale`` where it differs (Real-ESRGAN's --outscale). The network runs in its own dtype and
+    memory format (half precision, channels-last on a GPU)."""
+    weight = next(net.parameters())
+    layout = torch.channels_last if weight.is_cuda else torch.contiguous_format
+    out = torch.cat([net(frames[i:i + batch].to(weight.dtype, memory_format=layout)).float()
+                     for i in range(0, frames.shape[0], batch)])
     h, w = frames.shape[-2:]
     if out.shape[-2:] != (h * outscale, w * outscale):
         out = F.interpolate(out, size=(h * outscale, w * outscale), mode="bicubic", align_corners=False)
