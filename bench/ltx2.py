@@ -343,11 +343,12 @@ def main(argv: list[str] | None = None) -> int:
                 bench.run_reference(workflow, tuned=compiled)
             else:
                 bench.run_sgld(workflow, best=compiled)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"meta": {**meta, **bench.meta},
-                   "rows": [dict(asdict(r), e2e_full_s=r.e2e_full_s) for r in bench.rows]}
-        args.out.write_text(json.dumps(payload, indent=2, default=str))
-        args.out.with_suffix(".md").write_text(table(bench.rows) + "\n")
+            # After each row: a run stopped part-way (a device call's time limit) keeps what it measured.
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            payload = {"meta": {**meta, **bench.meta},
+                       "rows": [dict(asdict(r), e2e_full_s=r.e2e_full_s) for r in bench.rows]}
+            args.out.write_text(json.dumps(payload, indent=2, default=str))
+            args.out.with_suffix(".md").write_text(table(bench.rows) + "\n")
     print("\n" + table(bench.rows))
     return 0
 

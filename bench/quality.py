@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = [v for v in args.variants.split(",") if v != "teacache" or family in TEACACHE_FAMILIES]
     results: dict[str, Any] = {}
     frames: dict[str, np.ndarray] = {}
+    skipped = sorted(set(args.variants.split(",")) - set(names))
+    report = {"model": args.model_path, "family": family, "device": str(gen.pipeline.device), "settings": {
+        k: v for k, v in settings.items() if k not in ("save_output", "return_frames", "output_path")},
+        "results": results, "skipped": {name: f"no published TeaCache coefficients for {family}" for name in skipped}}
     for name in [n for n in VARIANTS if n in names or n == "lossless"]:
         start = time.perf_counter()
         out = gen.generate(**settings, **VARIANTS[name], output_file_name=f"{name}{_extension(gen)}")
@@ -112,15 +116,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["lpips"] = lpips(out.frames, frames["lossless"], gen.pipeline.device)
         results[name] = row
         print(f"{name:>15}: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "file"), flush=True)
+        write(args.out, report)  # after each variant: a run stopped part-way keeps what it measured
     if args.finishing:
         with tempfile.TemporaryDirectory(prefix="sgld-finishing-") as folder:
             if args.random_finishing:
                 args.rife, args.esrgan = random_finishing_weights(Path(folder))
             results["finishing"] = finishing_times(gen, frames["lossless"], results["lossless"]["e2e_s"], args)
-    skipped = sorted(set(args.variants.split(",")) - set(results))
-    return {"model": args.model_path, "family": family, "device": str(gen.pipeline.device), "settings": {
-        k: v for k, v in settings.items() if k not in ("save_output", "return_frames", "output_path")},
-        "results": results, "skipped": {name: f"no published TeaCache coefficients for {family}" for name in skipped}}
+        write(args.out, report)
+    return report
+
+
+def write(path: Path, report: dict[str, Any]) -> None:
+    """The report as JSON at ``path`` (its folder made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
 
 
 def random_finishing_weights(folder: Path) -> tuple[str, str]:
@@ -198,9 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         args.height, args.width, args.num_frames = args.height or 32, args.width or 32, args.num_frames or 5
     if not args.model_path:
         parser.error("--model-path (or --tiny) is required")
-    report = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    run(args)
     print(f"wrote {args.out}")
     return 0
 
