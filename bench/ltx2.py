@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speed import (  # noqa: E402
-    AvRow, ForwardTimer, StepClock, av_difference, median_seconds, sgld_attention, sync, uncompile_blocks)
+    AvRow, ForwardTimer, StepClock, av_difference, median_seconds, sgld_attention, sync, uncompile_blocks,
+    write_av_report)
 
 PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
 NEGATIVE = "worst quality, inconsistent motion, blurry, jittery, distorted"
@@ -344,12 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.run_reference(workflow, tuned=compiled)
             else:
                 bench.run_sgld(workflow, best=compiled)
-            # After each row: a run stopped part-way (a device call's time limit) keeps what it measured.
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            payload = {"meta": {**meta, **bench.meta},
-                       "rows": [dict(asdict(r), e2e_full_s=r.e2e_full_s) for r in bench.rows]}
-            args.out.write_text(json.dumps(payload, indent=2, default=str))
-            args.out.with_suffix(".md").write_text(table(bench.rows) + "\n")
+            write_av_report(args.out, {**meta, **bench.meta}, bench.rows, table)
     print("\n" + table(bench.rows))
     return 0
 

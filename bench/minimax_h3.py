@@ -40,7 +40,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speed import AvRow, ForwardTimer, av_difference, sgld_attention, sync, tuned_backend, uncompile_blocks  # noqa: E402
+from speed import (  # noqa: E402
+    AvRow, ForwardTimer, av_difference, sgld_attention, sync, tuned_backend, uncompile_blocks, write_av_report)
 
 PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
 FULL_FORWARDS = 49  # the released 50 sigma grid points: one guidance-distilled forward between each pair
@@ -311,7 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": " ".join(sys.argv), "torch": torch.__version__,
             "device": torch.cuda.get_device_name() if bench.cuda else "cpu"}
     rows = [row.strip() for row in args.rows.split(",")]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in ROWS:  # diffusers first: the rows after it are compared with its output
         compiled = name in ("diffusers tuned", "sgld best lossless")
         if name not in rows or (compiled and not bench.cuda):
@@ -320,10 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.run_reference(tuned=compiled)
         else:
             bench.run_sgld(best=compiled)
-        payload = {"meta": {**meta, **bench.meta},
-                   "rows": [dict(asdict(r), e2e_full_s=r.e2e_full_s) for r in bench.rows]}
-        args.out.write_text(json.dumps(payload, indent=2, default=str))
-        args.out.with_suffix(".md").write_text(table(bench.rows) + "\n")
+        write_av_report(args.out, {**meta, **bench.meta}, bench.rows, table)
     print("\n" + table(bench.rows))
     return 0
 

@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -315,6 +315,15 @@ class AvRow:
     compile_s: float | None = None
     note: str = ""
     extra: dict = field(default_factory=dict)
+
+
+def write_av_report(path: Path, meta: dict, rows: list, table: Callable[[list], str]) -> None:
+    """An audio-video benchmark's rows so far: JSON at ``path`` (each row with its ``e2e_full_s``) and the markdown
+    ``table`` beside it (``.md``). Called after each row, so a run stopped part-way keeps what it measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "rows": [dict(asdict(r), e2e_full_s=r.e2e_full_s) for r in rows]}
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    path.with_suffix(".md").write_text(table(rows) + "\n")
 
 
 def av_difference(out: tuple[np.ndarray, np.ndarray], ref: tuple[np.ndarray, np.ndarray]) -> dict:

@@ -426,15 +426,19 @@ class Planner:
         best, lowest = choose(self.sizes, acts, budget, self.run)
         if best is not None:
             return best
-        if not (acts.unmeasured and self.weights_fit(budget, lowest)):
+        if not self.runs_on_estimate(acts, budget, lowest):
             raise UserError(self._refusal(req, budget, lowest, *size), param="max_gpu_memory")
-        # A refusal must rest on measured figures: with a guessed one, the request runs and the GPU decides.
         if size not in self.warned:
             self.warned.add(size)
             log.warning("memory plan: %s, by an estimate (no measured activation figures for %s: bench/activations.py "
                         "measures them); the request runs", self._refusal(req, budget, lowest, *size),
                         ", ".join(acts.unmeasured))
         return lowest
+
+    def runs_on_estimate(self, acts: Activations, budget: int, lowest: MemoryPlan) -> bool:
+        """Whether a request that fits no placement runs anyway: a refusal must rest on measured figures, so with a
+        guessed one (``acts.unmeasured``) it runs, warned of, while its weights fit, and the GPU decides."""
+        return bool(acts.unmeasured) and self.weights_fit(budget, lowest)
 
     def weights(self, plan: MemoryPlan) -> int:
         """The most the weights alone take on the GPU at once under ``plan``'s placement (bytes)."""
@@ -592,8 +596,7 @@ def plan_report(run: RunConfig) -> str:
              f"{budget / GIB:.1f} GiB ({where}), {(budget - usable(budget)) / GIB:.1f} GiB of it headroom"]
     best, lowest = choose(planner.sizes, acts, budget, run)
     if best is None:
-        # The same verdict as Planner.plan: a refusal rests on measured figures; on estimated ones the request runs.
-        runs = acts.unmeasured and planner.weights_fit(budget, lowest)
+        runs = planner.runs_on_estimate(acts, budget, lowest)  # Planner.plan's verdict
         verdict = "over budget by an estimate, runs anyway: " if runs else "refused: "
         lines.append(verdict + planner._refusal(req, budget, lowest, height, width, frames))
         plan = lowest
