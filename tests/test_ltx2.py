@@ -326,17 +326,33 @@ def _launch(**options):
     return result.frames, result.audio
 
 
-@pytest.mark.parametrize("layout,request_options", [
-    (dict(enable_cfg_parallel=True), {}),
+PARALLEL_CASES = {
+    "cfg2": (dict(enable_cfg_parallel=True), {}),
     # diffusers' own plan fails on split RoPE; sgld's (sgld/parallel/ltx2_plan.py) splits the tables, the
     # cross-modal table and image-to-video's per-token timesteps: 3 x 3 x 1 = 9 tokens, uneven over 2 ranks.
-    (dict(ulysses_degree=2), dict(image_path="FIRST", height=96, width=96, num_frames=1)),
-    (dict(ring_degree=2), dict(two_stage=True, height=128, width=128)),
-], ids=["cfg2", "ulysses2-i2av-uneven", "ring2-two-stage"])
-def test_parallel_layouts_equal_one_process(layout, request_options, first_frame):
+    "ulysses2-i2av-uneven": (dict(ulysses_degree=2), dict(image_path="FIRST", height=96, width=96, num_frames=1)),
+    "ring2-two-stage": (dict(ring_degree=2), dict(two_stage=True, height=128, width=128)),
+}
+
+
+def _request_options(name: str, first_frame) -> dict:
+    return {k: str(first_frame) if v == "FIRST" else v for k, v in PARALLEL_CASES[name][1].items()}
+
+
+@pytest.fixture(scope="module")
+def parallel_runs(first_frame) -> dict:
+    """Each case's frames and sound on 2 gloo ranks, all on one launch."""
+    from tests.support.one_group import generate_on_one_group
+
+    base = dict(model_path="tiny-ltx2", prompt=PROMPT, seed=3, num_inference_steps=2, num_gpus=2)
+    options = [{**base, **layout, **_request_options(name, first_frame)} for name, (layout, _) in PARALLEL_CASES.items()]
+    return dict(zip(PARALLEL_CASES, generate_on_one_group(options)))
+
+
+@pytest.mark.parametrize("case", PARALLEL_CASES)
+def test_parallel_layouts_equal_one_process(case, parallel_runs, first_frame):
     """2 gloo ranks: CFG parallel (the extra forwards alternate between the cfg ranks), Ulysses and ring."""
-    request_options = {k: str(first_frame) if v == "FIRST" else v for k, v in request_options.items()}
-    frames, wave = differences(_launch(num_gpus=2, **layout, **request_options), _launch(**request_options))
+    frames, wave = differences(parallel_runs[case], _launch(**_request_options(case, first_frame)))
     assert frames <= FRAMES_TOLERANCE and wave <= WAVE_TOLERANCE
 
 

@@ -342,11 +342,25 @@ def _launch(**options):
     return result.frames, result.audio
 
 
-@pytest.mark.parametrize("layout", [dict(ulysses_degree=2), dict(ring_degree=2)], ids=["ulysses2", "ring2"])
-def test_sequence_parallel_equals_one_process(sgld_home, layout):
+SEQUENCE_LAYOUTS = {"ulysses2": dict(ulysses_degree=2), "ring2": dict(ring_degree=2)}
+
+
+@pytest.fixture(scope="module")
+def sequence_parallel_runs(sgld_home) -> tuple:
+    """One process's frames and sound, and each layout's on one launch of 2 gloo ranks."""
+    from tests.support.one_group import generate_on_one_group
+
+    base = dict(model_path="tiny-minimax-h3", prompt=PROMPT, seed=3, num_gpus=2)
+    ranks = generate_on_one_group([{**base, **layout} for layout in SEQUENCE_LAYOUTS.values()])
+    return _launch(), dict(zip(SEQUENCE_LAYOUTS, ranks))
+
+
+@pytest.mark.parametrize("layout", SEQUENCE_LAYOUTS)
+def test_sequence_parallel_equals_one_process(layout, sequence_parallel_runs):
     """2 gloo ranks on the DiT's own _cp_plan (the packed length rarely divides: diffusers' uneven modes); measured
     1/255 and <= 5.4e-7 against one process."""
-    frames, wave = _distance(_launch(num_gpus=2, **layout), _launch())
+    one, ranks = sequence_parallel_runs
+    frames, wave = _distance(ranks[layout], one)
     assert frames <= FRAMES_TOLERANCE and wave <= WAVE_TOLERANCE
 
 

@@ -1,7 +1,8 @@
 """Multi-process runs on CPU (2 gloo processes): each parallel layout equals the single-process output.
 
-Each case launches 2 ranks through torchrun's elastic launcher, exactly as
-``sgl-diffusion generate --num-gpus 2 ...`` does, and compares rank 0's frames.
+The layout cases run on one launch of 2 ranks through torchrun's elastic launcher (tests/support/one_group.py:
+each run loads and generates as ``sgl-diffusion generate --num-gpus 2 ...`` does on its ranks, with its own mesh);
+each case compares its rank 0's frames. The CLI's own launch is tested below (``test_cli_num_gpus_2...``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from tests.conftest import read_mp4, run_cli
 TOLERANCE = 2  # /255, per pixel
 
 
+BASE = dict(prompt="a red fox running through fresh snow", seed=3, num_inference_steps=2)
+
+
 def generate(**options):
     from sgld.run_config import run_config_from_options
     from sgld.runner import run_generation
 
-    base = dict(prompt="a red fox running through fresh snow", seed=3, num_inference_steps=2, save_output=False,
-                return_frames=True)
-    return run_generation(run_config_from_options({**base, **options})).frames.astype(int)
+    run = run_config_from_options({**BASE, "save_output": False, "return_frames": True, **options})
+    return run_generation(run).frames.astype(int)
 
 
 WAN = dict(model_path="tiny-wan-t2v", height=64, width=64, num_frames=9)
@@ -45,39 +48,55 @@ def single(sgld_home):
     return get
 
 
-@pytest.mark.parametrize(
-    "name,model,layout",
-    [
-        ("wan-ulysses2-tp2", WAN, dict(num_gpus=2, ulysses_degree=2, tp_size=2)),
-        ("wan-cfg2", WAN, dict(num_gpus=2, enable_cfg_parallel=True)),
-        ("wan-odd-ulysses2", WAN_ODD, dict(num_gpus=2, ulysses_degree=2)),
-        ("wan-odd-ring2", WAN_ODD, dict(num_gpus=2, ring_degree=2)),
-        ("wan-vae-sp2", WAN_TILED, dict(num_gpus=2, ulysses_degree=2, vae_sp=True)),
-        ("flux-ring2-tp2", dict(model_path="tiny-flux", height=64, width=64), dict(num_gpus=2, ring_degree=2, tp_size=2)),
-        ("qwen-cfg2", dict(model_path="tiny-qwen-image", height=64, width=48), dict(num_gpus=2, enable_cfg_parallel=True)),
-        ("qwen-edit-ulysses2", dict(model_path="tiny-qwen-image-edit", height=32, width=32, image_path="INPUT"),
-         dict(num_gpus=2, ulysses_degree=2)),
-        # FLUX.2 through diffusers' plan for its DiT; [dev] with a reference image (its tokens are sharded too).
-        ("flux2-klein-ulysses2", dict(model_path="tiny-flux2-klein", height=64, width=48), dict(num_gpus=2, ulysses_degree=2)),
-        # HunyuanVideo-1.5: each rank's branch has its own prompt length (no padding, no mask).
-        ("hunyuan15-cfg2", dict(model_path="tiny-hunyuan15", height=64, width=48, num_frames=9),
-         dict(num_gpus=2, enable_cfg_parallel=True)),
-        ("flux2-dev-ring2-reference", dict(model_path="tiny-flux2", height=64, width=48, image_path="INPUT64"),
-         dict(num_gpus=2, ring_degree=2)),
-    ],
-)
+LAYOUTS = [
+    ("wan-ulysses2-tp2", WAN, dict(num_gpus=2, ulysses_degree=2, tp_size=2)),
+    ("wan-cfg2", WAN, dict(num_gpus=2, enable_cfg_parallel=True)),
+    ("wan-odd-ulysses2", WAN_ODD, dict(num_gpus=2, ulysses_degree=2)),
+    ("wan-odd-ring2", WAN_ODD, dict(num_gpus=2, ring_degree=2)),
+    ("wan-vae-sp2", WAN_TILED, dict(num_gpus=2, ulysses_degree=2, vae_sp=True)),
+    ("flux-ring2-tp2", dict(model_path="tiny-flux", height=64, width=64), dict(num_gpus=2, ring_degree=2, tp_size=2)),
+    ("qwen-cfg2", dict(model_path="tiny-qwen-image", height=64, width=48), dict(num_gpus=2, enable_cfg_parallel=True)),
+    ("qwen-edit-ulysses2", dict(model_path="tiny-qwen-image-edit", height=32, width=32, image_path="INPUT"),
+     dict(num_gpus=2, ulysses_degree=2)),
+    # FLUX.2 through diffusers' plan for its DiT; [dev] with a reference image (its tokens are sharded too).
+    ("flux2-klein-ulysses2", dict(model_path="tiny-flux2-klein", height=64, width=48), dict(num_gpus=2, ulysses_degree=2)),
+    # HunyuanVideo-1.5: each rank's branch has its own prompt length (no padding, no mask).
+    ("hunyuan15-cfg2", dict(model_path="tiny-hunyuan15", height=64, width=48, num_frames=9),
+     dict(num_gpus=2, enable_cfg_parallel=True)),
+    ("flux2-dev-ring2-reference", dict(model_path="tiny-flux2", height=64, width=48, image_path="INPUT64"),
+     dict(num_gpus=2, ring_degree=2)),
+]
 # FLUX Ulysses and Qwen-Image ring were here too; Ulysses and ring are each covered by other
 # cases (and by bench/parallel_equality.py on GPUs), so CI keeps one case per family and mode.
-def test_parallel_layout_equals_single_process(name, model, layout, single, input_png, tmp_path_factory):
-    if "INPUT64" in model.values():  # FLUX.2 takes reference images of 64 pixels and more
+
+
+def _with_inputs(model: dict, input_png, folder) -> dict:
+    """``model`` with INPUT as the test image, and INPUT64 as a 96x80 copy (FLUX.2 takes references of 64 px and more)."""
+    if "INPUT64" in model.values():
         from PIL import Image
 
-        path = tmp_path_factory.mktemp("reference") / "reference.png"
+        path = folder / "reference.png"
         Image.open(input_png).resize((96, 80)).save(path)
         model = {k: str(path) if v == "INPUT64" else v for k, v in model.items()}
-    model = {k: str(input_png) if v == "INPUT" else v for k, v in model.items()}
+    return {k: str(input_png) if v == "INPUT" else v for k, v in model.items()}
+
+
+@pytest.fixture(scope="module")
+def layout_frames(sgld_home, input_png, tmp_path_factory) -> dict:
+    """Rank 0's frames of every layout case, generated on one launch of 2 ranks."""
+    from tests.support.one_group import generate_on_one_group
+
+    folder = tmp_path_factory.mktemp("reference")
+    options = [{**BASE, **_with_inputs(model, input_png, folder), **layout} for _, model, layout in LAYOUTS]
+    results = generate_on_one_group(options)
+    return {name: frames.astype(int) for (name, _, _), (frames, _) in zip(LAYOUTS, results)}
+
+
+@pytest.mark.parametrize("name,model,layout", LAYOUTS, ids=[case[0] for case in LAYOUTS])
+def test_parallel_layout_equals_single_process(name, model, layout, layout_frames, single, input_png, tmp_path_factory):
+    model = _with_inputs(model, input_png, tmp_path_factory.mktemp("reference"))
     reference = single(repr(sorted(model.items())), model)
-    frames = generate(**model, **layout)
+    frames = layout_frames[name]
     assert frames.shape == reference.shape
     diff = np.abs(frames - reference).max()
     assert diff <= TOLERANCE, f"{name}: max per-pixel difference {diff}/255"

@@ -5,7 +5,8 @@ code is in this repository). Its harness starts ``sglang serve ...`` exactly as 
 command on PATH that runs sgld's CLI), sends its requests with the openai SDK and runs its own checks
 (``DiffusionServerBase.test_diffusion_generation``); its CLI tests run ``sglang generate ...``. What the suite
 changes is data only (tests/support/sglang_suite/cases.py): sgld's tiny models, small sizes, local inputs and
-adapters, and CPU-sized performance ceilings instead of SGLang's H100 baselines.
+adapters, and CPU-sized performance ceilings instead of SGLang's H100 baselines. Its harness's waits are shortened
+(``_ShortWaits``): the same polls and deadlines, at a tenth of a second.
 
 ``SGLD_SGLANG_CASES=all`` runs every case whose model family sgld has; the default runs the core subset the issue
 names (``cases.CORE``). Cases that do not pass yet are expected failures, listed with their reason in one place:
@@ -20,6 +21,7 @@ import socket
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,20 @@ from tests.support.sglang_suite.wheel import WheelUnavailable, pipeline_config_s
 ALL = os.environ.get("SGLD_SGLANG_CASES", "core") == "all"
 # What the suite's ceilings allow a case on a loaded 2-core machine (SGLang's own baselines are H100 numbers).
 CEILING_MS = 600_000.0
+# The longest sleep SGLang's harness takes here: it polls health and jobs each second and cools the GPU down for 2 s
+# after each server; a tiny model on the CPU answers within the first tenth and has no GPU memory to give back.
+POLL_S = 0.1
+
+
+class _ShortWaits:
+    """The ``time`` module, with sleeps cut to ``POLL_S`` (deadlines and clocks unchanged)."""
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(min(seconds, POLL_S))
 
 try:
     sys.path.insert(0, str(prepare()))
@@ -58,7 +74,7 @@ if UNAVAILABLE is None:
 
     registry.configure(pipeline_config_sources(), plan.ALIASES)  # before the case list resolves task types
 
-    from sglang.multimodal_gen.test.server import gpu_cases, testcase_configs
+    from sglang.multimodal_gen.test.server import gpu_cases, test_server_utils, testcase_configs
     from sglang.multimodal_gen.test.server.common.case_fixtures import diffusion_case_fixture
     from sglang.multimodal_gen.test.server.conftest import perf_results  # noqa: F401 - SGLang's fixture
     from sglang.multimodal_gen.test.server.test_server_common import DiffusionServerBase, diffusion_server  # noqa: F401
@@ -107,7 +123,8 @@ if UNAVAILABLE is None:
     @pytest.fixture(autouse=True)
     def sglang_environment(sglang_command, sgld_home, monkeypatch, tmp_path):
         """What SGLang's CI sets around its harness, pointed at sgld: the command, a free port, the perf log dir,
-        no golden-image downloads, private URLs allowed (the inputs are on 127.0.0.1), a fresh working folder."""
+        no golden-image downloads, private URLs allowed (the inputs are on 127.0.0.1), a fresh working folder; and
+        its waits shortened."""
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -119,6 +136,7 @@ if UNAVAILABLE is None:
         monkeypatch.setenv("SGLD_ALLOW_PRIVATE_URLS", "1")
         monkeypatch.setenv("HF_HUB_CACHE", str(HUB_CACHE))  # the finishing models' tiny stand-ins (hub_cache.py)
         monkeypatch.chdir(tmp_path)  # the harness writes its outputs to the working folder, the server its job store
+        monkeypatch.setattr(test_server_utils, "time", _ShortWaits())
 
     class _TinyModels:
         @pytest.fixture(autouse=True)
