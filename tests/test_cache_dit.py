@@ -175,19 +175,14 @@ def test_flags_map_to_keys(config_file):
     assert run.sampling.enable_cache_dit is False
 
 
-def test_sequence_and_cfg_parallel_equal_one_process(config_file, tmp_path):
-    """Ulysses-2 and CFG parallel on 2 gloo processes with Cache-DiT mounted at load: the frames of one process.
-    (cache-dit averages the residual difference over the ranks; the shards' mean is the whole sequence's.)"""
-    from tests.conftest import read_mp4, run_cli
+def test_sequence_and_cfg_parallel_equal_one_process(config_file):
+    """Ulysses-2 and CFG parallel on 2 gloo processes (one launch) with Cache-DiT mounted at load: the frames of one
+    process. (cache-dit averages the residual difference over the ranks; the shards' mean is the whole sequence's.)"""
+    from tests.support.one_group import generate_on_one_group
 
-    common = ["sgld.cli", "generate", "--model-path", "tiny-wan-t2v", "--prompt", "a red fox", "--negative-prompt",
-              "blurry", "--height", "32", "--width", "32", "--num-frames", "5", "--num-inference-steps", "8", "--seed",
-              "5", "--cache-dit-config", config_file, "--output-path", str(tmp_path)]
-    frames = {}
-    for name, extra in (("one", []), ("ulysses2", ["--num-gpus", "2", "--ulysses-degree", "2"]),
-                        ("cfg2", ["--num-gpus", "2", "--enable-cfg-parallel"])):
-        proc = run_cli(*common, *extra, "--output-file-name", f"{name}.mp4", timeout=600)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        frames[name] = np.stack(read_mp4(tmp_path / f"{name}.mp4")[1]).astype(np.int16)
-    assert np.abs(frames["ulysses2"] - frames["one"]).max() <= 2
-    assert np.abs(frames["cfg2"] - frames["one"]).max() <= 2
+    _, one = sgld_run("tiny-wan-t2v", WAN, cache_dit_config=config_file)
+    base = {"model_path": "tiny-wan-t2v", **WAN, "cache_dit_config": config_file, "num_gpus": 2}
+    results = generate_on_one_group([{**base, "ulysses_degree": 2}, {**base, "enable_cfg_parallel": True}])
+    for name, (frames, _) in zip(("ulysses2", "cfg2"), results):
+        diff = np.abs(frames.astype(np.int16) - one.frames.astype(np.int16)).max()
+        assert diff <= 2, f"{name}: {diff}/255"
