@@ -178,6 +178,12 @@ def test_postgres_down_is_a_503_and_the_service_recovers(replicas, postgres):
 MEDIUM = dict(size="160x160", extra_body={"num_frames": 25, "num_inference_steps": 40, "seed": 3})
 
 
+def denoise_steps(srv: ServerProcess) -> float:
+    """The denoising steps this replica has run (its /metrics, which answer while the store is away)."""
+    text = httpx.get(srv.base + "/metrics", timeout=30).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("sgld_denoise_steps_total "))
+
+
 def test_a_short_store_outage_does_not_throw_the_running_job_away(replicas, postgres):
     """The store goes away for less than the lease while a job runs and finishes: the worker keeps the job and
     records it once the store is back (one run, not a re-run from zero), logging the outage once."""
@@ -187,7 +193,12 @@ def test_a_short_store_outage_does_not_throw_the_running_job_away(replicas, post
     running_on(postgres, running.id, timeout=120)
     postgres.stop()
     try:
-        time.sleep(12)
+        # The job runs on while the store is away: its last step (the replica's own step counter, in memory), then
+        # time for its decode and first attempts to record it (well inside the 60 s lease).
+        end = time.time() + 60
+        while denoise_steps(a) < MEDIUM["extra_body"]["num_inference_steps"] and time.time() < end:
+            time.sleep(0.2)
+        time.sleep(3)
     finally:
         postgres.start()
     try:
