@@ -27,9 +27,11 @@ def test_folders_map_to_their_family(sgld_home):
         family_of_index({"_class_name": "AcmePipeline"})
 
 
-def test_the_folder_and_the_loaded_pipeline_read_the_same_constraints(tiny_wan_generator):
-    assert FolderModel.of("tiny-wan-t2v").constraints == tiny_wan_generator.pipeline.constraints
-    assert tiny_wan_generator.pipeline.constraints.temporal_factor == 4
+@pytest.mark.parametrize("model", ["tiny-wan-t2v", "tiny-wan22-ti2v", "tiny-wan21-i2v", "tiny-hunyuan"])
+def test_the_folder_and_the_loaded_pipeline_read_the_same_constraints(generators, model):
+    """What a multi-rank server validates against (the folder's description) is what the loaded model says."""
+    assert FolderModel.of(model).constraints == generators(model).pipeline.constraints
+    assert generators(model).pipeline.constraints.temporal_factor == 4
 
 
 def test_vae_sp_without_a_vae_split_is_refused_before_any_weight_loads(sgld_home, monkeypatch):
