@@ -183,6 +183,6 @@ def test_sequence_and_cfg_parallel_equal_one_process(config_file):
     _, one = sgld_run("tiny-wan-t2v", WAN, cache_dit_config=config_file)
     base = {"model_path": "tiny-wan-t2v", **WAN, "cache_dit_config": config_file, "num_gpus": 2}
     results = generate_on_one_group([{**base, "ulysses_degree": 2}, {**base, "enable_cfg_parallel": True}])
-    for name, (frames, _) in zip(("ulysses2", "cfg2"), results):
-        diff = np.abs(frames.astype(np.int16) - one.frames.astype(np.int16)).max()
+    for name, result in zip(("ulysses2", "cfg2"), results):
+        diff = np.abs(result.frames.astype(np.int16) - one.frames.astype(np.int16)).max()
         assert diff <= 2, f"{name}: {diff}/255"

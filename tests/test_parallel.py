@@ -89,7 +89,7 @@ def layout_frames(sgld_home, input_png, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("reference")
     options = [{**BASE, **_with_inputs(model, input_png, folder), **layout} for _, model, layout in LAYOUTS]
     results = generate_on_one_group(options)
-    return {name: frames.astype(int) for (name, _, _), (frames, _) in zip(LAYOUTS, results)}
+    return {name: result.frames.astype(int) for (name, _, _), result in zip(LAYOUTS, results)}
 
 
 @pytest.mark.parametrize("name,model,layout", LAYOUTS, ids=[case[0] for case in LAYOUTS])

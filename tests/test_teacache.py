@@ -89,6 +89,24 @@ def test_a_request_setting_does_not_leak():
     assert not np.array_equal(solo.frames, plain.frames)  # forwards were skipped
 
 
+def test_sequence_parallel_ranks_take_one_processs_decisions_and_frames():
+    """Ulysses-2 on Wan (split at the first block: the residual is taken on the shard the block sees) and ring-2 on
+    FLUX (split at the input: the criterion's sums are summed over the ranks), on 2 gloo ranks of one launch: the
+    steps computed and cached, and the frames, of one process."""
+    from tests.support.one_group import generate_on_one_group
+
+    cases = [("tiny-wan-t2v", WAN, 0.05, dict(ulysses_degree=2)), ("tiny-flux", FLUX, 0.3, dict(ring_degree=2))]
+    ones = [DiffGenerator.from_pretrained(model, cache="teacache", teacache_thresh=thresh).generate(**settings)
+            for model, settings, thresh, _ in cases]
+    ranks = generate_on_one_group([{**settings, "model_path": model, "cache": "teacache", "teacache_thresh": thresh,
+                                    "num_gpus": 2, **layout} for model, settings, thresh, layout in cases])
+    for (model, *_), one, two in zip(cases, ones, ranks):
+        skipped = [d.skipped for d in two.step_cache["decisions"]]
+        assert skipped == [d.skipped for d in one.step_cache["decisions"]] and any(skipped), model
+        diff = np.abs(two.frames.astype(int) - one.frames.astype(int)).max()
+        assert diff <= 2, f"{model}: {diff}/255"
+
+
 def test_what_is_refused():
     with pytest.raises(UserError, match="TeaCache: no published coefficients for qwen_image"):
         DiffGenerator.from_pretrained("tiny-qwen-image", cache="teacache")
@@ -97,8 +115,6 @@ def test_what_is_refused():
         gen.generate(prompt="a cat", enable_teacache=True)
     with pytest.raises(UserError, match="one step cache"):
         DiffGenerator.from_pretrained("tiny-flux", enable_teacache=True, enable_cache_dit=True)
-    with pytest.raises(UserError, match="TeaCache cannot be combined with sequence parallelism"):
-        DiffGenerator.from_pretrained("tiny-wan-t2v", enable_teacache=True, num_gpus=2, ulysses_degree=2)
     with pytest.raises(UserError, match="teacache_thresh must be >= 0"):
         DiffGenerator.from_pretrained("tiny-flux", teacache_thresh=-1.0)
 

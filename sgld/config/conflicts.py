@@ -65,9 +65,6 @@ _UNVERIFIED_LAYERWISE = "the block hooks that copy weights in are not verified w
 # (first, second, reason): the message names the first setting's key as the one to change.
 CONFLICTS: tuple[tuple[Setting, Setting, str], ...] = (
     (FIRST_BLOCK, COMPILE, "diffusers' cache hooks do not compile"),
-    # TeaCache takes its residual over the whole sequence before the blocks, whose hidden states are shards there.
-    (TEACACHE, SEQUENCE_PARALLEL, "TeaCache's residual is taken outside the context-parallel split (not supported); "
-                                  "use Cache-DiT, which shards it as the blocks do"),
     (TEACACHE, CACHE_DIT_LOADED, "cache-dit's wrappers, mounted at load, replace the block lists TeaCache wraps; run "
                                  "TeaCache on a run started without --cache cache_dit"),
     # cache-dit's block wrappers must go on before the context-parallel hooks (cache-dit's rule).

@@ -16,6 +16,11 @@ The published coefficients (np.poly1d order, highest power first) used here, fro
 - FLUX.1 (TeaCache4FLUX/teacache_flux.py): the first double block's modulated image tokens.
 Thresholds default to SGLang's (Wan, HunyuanVideo) or TeaCache's README's 1.5x setting (FLUX). A DiT of another
 width than the published ones (the tiny test models) takes its family's smaller row.
+
+Under sequence parallelism (diffusers' context-parallel plan) each rank holds a shard of the tokens, and TeaCache
+runs on the shards: the residual is the shard's (the blocks' input taken as the plan's split makes it, which for
+Wan happens at the first block), and the criterion's two L1 sums are summed over the ranks of the split, so every
+rank takes the one decision that the whole sequence gives.
 """
 
 from __future__ import annotations
@@ -119,10 +124,40 @@ FAMILIES = {
 }
 
 
-def rescaled_distance(modulated: torch.Tensor, previous: torch.Tensor, coefficients: Sequence[float]) -> float:
-    """TeaCache's criterion for one step: the polynomial of the relative L1 change of the modulated input."""
-    relative = ((modulated - previous).abs().mean() / previous.abs().mean()).item()
+def rescaled_distance(modulated: torch.Tensor, previous: torch.Tensor, coefficients: Sequence[float],
+                      group: Optional[Any] = None) -> float:
+    """TeaCache's criterion for one step: the polynomial of the relative L1 change of the modulated input.
+
+    ``group``: the process group of a sequence split whose ranks each hold a shard of the modulated input; the
+    change and the base are summed over it (their ratio is the ratio of the whole tensors' means)."""
+    if group is None:
+        relative = ((modulated - previous).abs().mean() / previous.abs().mean()).item()
+    else:
+        import torch.distributed as dist
+
+        sums = torch.stack([(modulated - previous).abs().sum(), previous.abs().sum()]).double()
+        dist.all_reduce(sums, group=group)
+        relative = (sums[0] / sums[1]).item()
     return float(np.poly1d(coefficients)(relative))
+
+
+def sequence_group(module: torch.nn.Module) -> Optional[Any]:
+    """The process group over which diffusers' context-parallel plan splits ``module``'s tokens (None: no split)."""
+    config = getattr(module, "_parallel_config", None)
+    mesh = getattr(getattr(config, "context_parallel_config", config), "_flattened_mesh", None)
+    return mesh.get_group() if mesh is not None and mesh.size() > 1 else None
+
+
+def split_as_the_block_would(block: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``block``'s call arguments as its context-parallel split hook hands them on (Wan's plan splits the hidden
+    states at the first block); unchanged where no split hook sits on it. The split is local (no collective)."""
+    from diffusers.hooks.context_parallel import ContextParallelSplitHook
+
+    registry = getattr(block, "_diffusers_hook", None)
+    for hook in (registry.hooks.values() if registry is not None else ()):
+        if isinstance(hook, ContextParallelSplitHook):
+            args, kwargs = hook.pre_forward(block, *args, **dict(kwargs))
+    return args, kwargs
 
 
 @dataclass
@@ -165,6 +200,7 @@ class TeaCacheHook:
         self._states: dict[str, BranchState] = {}
         self._window = (0, 0)
         self._thresh = 0.0
+        self._group: Optional[Any] = None
         if hasattr(module, "condition_embedder"):  # Wan without ret_steps reads the time embedding the blocks never see
             module.condition_embedder.register_forward_hook(self._keep_time_embedding)
 
@@ -191,6 +227,9 @@ class TeaCacheHook:
         self.profile = self.family.profile(self.module.config, req)
         self._window = self.profile.window(req.num_inference_steps)
         self._thresh = self.profile.threshold if self.threshold is None else self.threshold
+        # Only a modulated input taken from the (split) tokens differs per rank; Wan's is the timestep's, whole.
+        split = self.family.modulated is _first_block_modulation
+        self._group = sequence_group(self.module) if split else None
         req.step_cache = {"kind": "teacache", "profile": self.profile.name, "threshold": self._thresh,
                           "computed": {}, "cached": {}, "decisions": []}
 
@@ -221,7 +260,7 @@ class TeaCacheHook:
         distance = None
         skip = False
         if start <= step < end and state.previous is not None and state.residual is not None and self._thresh > 0:
-            distance = rescaled_distance(modulated, state.previous, self.profile.coefficients)
+            distance = rescaled_distance(modulated, state.previous, self.profile.coefficients, self._group)
             state.accumulated += distance
             skip = state.accumulated < self._thresh
         if not skip:
@@ -250,11 +289,12 @@ class _Segment(torch.nn.Module):
         if self.first:
             modulated = self.hook.family.modulated(self.hook, self.blocks[0], args, kwargs)
             state.skip = self.hook.decide(state, modulated, self.branch, self.step)
-            state.hidden_in = _get(args, kwargs, layout.hidden)
+            # The blocks' input as the first block sees it: this rank's shard where the plan splits there.
+            state.hidden_in = _get(*split_as_the_block_would(self.blocks[0], args, kwargs), layout.hidden)
         hidden, encoder = _get(args, kwargs, layout.hidden), _get(args, kwargs, layout.encoder)
         if state.skip:
-            if self.last:
-                hidden = hidden + state.residual
+            if self.last:  # a skipped earlier list handed its input on unchanged: the blocks' input is hidden_in
+                hidden = state.hidden_in + state.residual
             return _join(layout.returns, hidden, encoder)
         for block in self.blocks:
             hidden, encoder = _split(layout.returns, block(*args, **kwargs), encoder)

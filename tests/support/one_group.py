@@ -8,13 +8,21 @@ built by ``init_distributed`` for that run's layout). Module-level, so spawned r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 from sgld.config.schema import RunConfig
 
 
-def generate_on_one_group(options: list[dict]) -> list[tuple[Any, Any]]:
-    """``(frames, audio)`` of each generate-options dict, all run on one launch of ``num_gpus`` ranks."""
+class RankRun(NamedTuple):
+    """Rank 0's outputs of one run: frames, sound (None for a silent model) and the step cache's report."""
+
+    frames: Any
+    audio: Any
+    step_cache: Optional[dict]
+
+
+def generate_on_one_group(options: list[dict]) -> list[RankRun]:
+    """Rank 0's outputs of each generate-options dict, all run on one launch of ``num_gpus`` ranks."""
     from sgld.parallel.launch import launch_function
     from sgld.run_config import run_config_from_options
     from sgld.runner import check_before_loading, check_generate_run
@@ -35,7 +43,7 @@ def each_on_rank(runs: list[RunConfig]):
     return record(_each)(runs)
 
 
-def _each(runs: list[RunConfig]) -> list[tuple[Any, Any]] | None:
+def _each(runs: list[RunConfig]) -> list[RankRun] | None:
     from sgld.errors import UserError
     from sgld.parallel.launch import quiet_other_ranks
     from sgld.parallel.state import init_distributed, shutdown
@@ -51,7 +59,7 @@ def _each(runs: list[RunConfig]) -> list[tuple[Any, Any]] | None:
                 result = run_local(run, state)
             except UserError as exc:
                 raise RuntimeError(f"run {index} ({run.model.path}): {exc}") from None
-            results.append((result.frames, result.audio))
+            results.append(RankRun(result.frames, result.audio, result.step_cache))
         finished = True
     finally:
         shutdown(together=finished)

@@ -99,7 +99,6 @@ OUT = {
     "flux2_modelopt_fp8_tp2_t2i": "a ModelOpt FP8 transformer checkpoint (real weights)",
 }
 
-TEACACHE_SP = "sgld does not support TeaCache with sequence parallelism (its residual is taken outside the split)"
 BACKEND = "sgld does not support --backend diffusers (it runs its own pipelines)"
 COMPONENTS = "sgld does not support per-component weights (--transformer-path / --vae-path)"
 MODEL_VARIANT = "sgld does not support --model-variant (MiniMax-H3's fl2va / ref2va checkpoints) or --revision"
@@ -108,7 +107,6 @@ MODEL_VARIANT = "sgld does not support --model-variant (MiniMax-H3's fl2va / ref
 # until the feature exists; the rest name the piece of work that makes them pass. Remove a line as it lands.
 EXPECTED_FAILURES: dict[str, str] = {
     "qwen_image_t2i_cache_dit_scm_config_diffusers_1gpu": BACKEND,
-    "wan2_2_t2v_a14b_teacache_2gpu": TEACACHE_SP,
     "minimax_h3_t2va_2gpu_h100": MODEL_VARIANT,
     "minimax_h3_ref2va_video_audio_2gpu_h100": MODEL_VARIANT,
     "zimage_image_t2i_fp8": COMPONENTS,
