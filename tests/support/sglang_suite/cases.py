@@ -81,6 +81,8 @@ CORE = {
     "qwen_image_edit_ti2i", "qwen_image_edit_2509_ti2i", "flux_2_ti2i",
     # video
     "wan2_1_t2v_1.3b", "wan2_2_ti2v_5b",
+    # per-request speed and finishing options: TeaCache (one rank, and with Ulysses on two), RIFE x2 with Real-ESRGAN x4
+    "wan2_1_t2v_1.3b_teacache_enabled", "wan2_2_t2v_a14b_teacache_2gpu", "wan2_1_t2v_1.3b_frame_interp_2x_upscaling_4x",
     # LoRA
     "zimage_image_t2i_multi_lora", "wan2_1_t2v_1_3b_lora_1gpu", "wan2_1_t2v_1_3b_dynamic_lora_default_quality_1gpu",
     "wan2_2_t2v_a14b_lora_2gpu", "wan2_1_i2v_14b_lora_2gpu",
