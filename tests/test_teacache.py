@@ -90,21 +90,25 @@ def test_a_request_setting_does_not_leak():
 
 
 def test_sequence_parallel_ranks_take_one_processs_decisions_and_frames():
-    """Ulysses-2 on Wan (split at the first block: the residual is taken on the shard the block sees) and ring-2 on
-    FLUX (split at the input: the criterion's sums are summed over the ranks), on 2 gloo ranks of one launch: the
-    steps computed and cached, and the frames, of one process."""
+    """Ulysses-2 on Wan (split at the first block: the residual is taken on the shard the block sees), ring-2 on
+    FLUX (split at the input: the criterion's sums are summed over the ranks) and CFG parallel on Wan (a branch per
+    rank), on 2 gloo ranks of one launch: the steps computed and cached, and the frames, of one process. (One
+    process batches Wan's two branches into one forward; Wan's criterion reads the timestep's projection, the same
+    for both prompts, so the cond rank's decisions are the batched forward's.)"""
     from tests.support.one_group import generate_on_one_group
 
-    cases = [("tiny-wan-t2v", WAN, 0.05, dict(ulysses_degree=2)), ("tiny-flux", FLUX, 0.3, dict(ring_degree=2))]
-    ones = [DiffGenerator.from_pretrained(model, cache="teacache", teacache_thresh=thresh).generate(**settings)
-            for model, settings, thresh, _ in cases]
+    cases = [("tiny-wan-t2v", WAN, 0.05, dict(ulysses_degree=2)), ("tiny-flux", FLUX, 0.3, dict(ring_degree=2)),
+             ("tiny-wan-t2v", WAN, 0.05, dict(enable_cfg_parallel=True))]
+    ones = {model: DiffGenerator.from_pretrained(model, cache="teacache", teacache_thresh=thresh).generate(**settings)
+            for model, settings, thresh, _ in cases}
     ranks = generate_on_one_group([{**settings, "model_path": model, "cache": "teacache", "teacache_thresh": thresh,
                                     "num_gpus": 2, **layout} for model, settings, thresh, layout in cases])
-    for (model, *_), one, two in zip(cases, ones, ranks):
+    for (model, _, _, layout), two in zip(cases, ranks):
+        one = ones[model]
         skipped = [d.skipped for d in two.step_cache["decisions"]]
-        assert skipped == [d.skipped for d in one.step_cache["decisions"]] and any(skipped), model
+        assert skipped == [d.skipped for d in one.step_cache["decisions"]] and any(skipped), layout
         diff = np.abs(two.frames.astype(int) - one.frames.astype(int)).max()
-        assert diff <= 2, f"{model}: {diff}/255"
+        assert diff <= 2, f"{model} {layout}: {diff}/255"
 
 
 def test_what_is_refused():
