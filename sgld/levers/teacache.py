@@ -227,9 +227,9 @@ class TeaCacheHook:
         self.profile = self.family.profile(self.module.config, req)
         self._window = self.profile.window(req.num_inference_steps)
         self._thresh = self.profile.threshold if self.threshold is None else self.threshold
-        # Only a modulated input taken from the (split) tokens differs per rank; Wan's is the timestep's, whole.
-        split = self.family.modulated is _first_block_modulation
-        self._group = sequence_group(self.module) if split else None
+        # Summed over the split whatever the family: a modulated input taken from the tokens (FLUX's) differs per
+        # rank, and one that is whole on every rank (Wan's timestep projection) gives the same ratio summed.
+        self._group = sequence_group(self.module)
         req.step_cache = {"kind": "teacache", "profile": self.profile.name, "threshold": self._thresh,
                           "computed": {}, "cached": {}, "decisions": []}
 
