@@ -100,7 +100,7 @@ class Bench:
     """sgld and diffusers' modular reference on one set of MiniMax-H3 components."""
 
     def __init__(self, tiny: bool, steps: int, device: torch.device, text_encoder_offload: bool,
-                 height: int | None, width: int | None):
+                 height: int | None, width: int | None, max_gpu_memory: float | None = None):
         from sgld import DiffGenerator
         from sgld.models.registry import resolve_model_folder
 
@@ -112,7 +112,8 @@ class Bench:
         self.folder = resolve_model_folder(model)
         self.gen = DiffGenerator.from_pretrained(
             model, device=str(device), workflows=["t2va"],
-            text_encoder_cpu_offload=self.text_encoder_offload, dit_cpu_offload=False, vae_cpu_offload=False)
+            text_encoder_cpu_offload=self.text_encoder_offload, dit_cpu_offload=False, vae_cpu_offload=False,
+            max_gpu_memory=max_gpu_memory)
         sync(self.cuda)
         self.load_s = time.perf_counter() - start
         self.components = self.gen.pipeline.components
@@ -122,7 +123,8 @@ class Bench:
         self.size = {} if height is None else {"height": height, "width": width}
         self.rows: list[Row] = []
         self.reference: tuple[np.ndarray, np.ndarray] | None = None
-        self.meta: dict[str, Any] = {"load_s": self.load_s, "text_encoder_offload": self.text_encoder_offload}
+        self.meta: dict[str, Any] = {"load_s": self.load_s, "text_encoder_offload": self.text_encoder_offload,
+                                     "max_gpu_memory": max_gpu_memory}
 
     # -- diffusers ----------------------------------------------------------------------------
 
@@ -298,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Qwen3-VL waits on the CPU between prompts, both sides (the released size on one GPU)")
     parser.add_argument("--height", type=int, default=None, help="with --width: another canvas (default 16:9)")
     parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--max-gpu-memory", type=float, default=None,
+                        help="GiB the memory plan fits into (default: the card's free memory)")
     parser.add_argument("--out", type=Path, default=Path("bench_minimax_h3.json"))
     args = parser.parse_args(argv)
     if (args.height is None) != (args.width is None):
@@ -308,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_logs()
     torch._dynamo.config.cache_size_limit = 64
     device = torch.device("cpu" if args.tiny else "cuda")
-    bench = Bench(args.tiny, args.steps, device, args.text_encoder_offload, args.height, args.width)
+    bench = Bench(args.tiny, args.steps, device, args.text_encoder_offload, args.height, args.width,
+                  args.max_gpu_memory)
     meta = {"command": " ".join(sys.argv), "torch": torch.__version__,
             "device": torch.cuda.get_device_name() if bench.cuda else "cpu"}
     rows = [row.strip() for row in args.rows.split(",")]

@@ -186,7 +186,7 @@ QWEN3_VL_32B = {
                       "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
                       "deepstack_visual_indexes": [8, 16, 24], "out_hidden_size": 5120, "in_channels": 3},
 }
-# modular_model_index.json's pipeline config (the released canvas).
+# modular_model_index.json's pipeline config (the released canvas; the blocks class is added where it is written).
 MINIMAX_H3_CANVAS = {"canvas_short_edge": 768, "canvas_max_pixels": 768 * 1344, "reference_image_short_edge": 2048}
 
 WAN_VAE = {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
@@ -379,7 +379,7 @@ FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
         "transformer_ref": Component("diffusers", "MiniMaxH3Transformer3DModel", MINIMAX_H3_DEFAULTS),
         "scheduler": Component("diffusers", "MiniMaxH3Scheduler", {"shift": 12.0}),
         "audio_scheduler": Component("diffusers", "MiniMaxH3Scheduler", {"shift": 3.0}),
-    }, modular=MINIMAX_H3_CANVAS),
+    }, modular={"_blocks_class_name": "MiniMaxH3Blocks", **MINIMAX_H3_CANVAS}),
     "Qwen/Qwen-Image": _qwen_image("QwenImagePipeline"),
     "Qwen/Qwen-Image-Edit": _qwen_image("QwenImageEditPipeline"),
     "Qwen/Qwen-Image-Edit-2509": _qwen_image("QwenImageEditPlusPipeline"),
