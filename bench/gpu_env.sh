@@ -17,7 +17,9 @@ if ! ls $fa3whl/flash_attn_3-*.whl >/dev/null 2>&1; then
   MAX_JOBS=${FA3_JOBS:-32} NVCC_THREADS=4 bash bench/build_fa3.sh /tmp/fa3/fa3src $fa3whl > $OUT/fa3_build.log 2>&1
   echo "FA3 build (FP8 ${FA3_FP8:-0}): rc $? in $(( $(date +%s) - start )) s"
 fi
-python3 -m pip install -q --no-index --no-deps --no-cache-dir --target .site $fa3whl/flash_attn_3-*.whl >/dev/null 2>&1
+# --upgrade: pip --target leaves an installed package in place, so a source with FA3_FP8 set and then without
+# (or the reverse) on one machine would keep the first build (H200, 2026-12-06).
+python3 -m pip install -q --upgrade --no-index --no-deps --no-cache-dir --target .site $fa3whl/flash_attn_3-*.whl >/dev/null 2>&1
 python3 -c "import flash_attn_interface, importlib.metadata as m; print('FA3', m.version('flash_attn_3'))"
 if [ "${SAGE:-0}" = 1 ]; then
   if ! ls /tmp/sagewhl/sageattention-*.whl >/dev/null 2>&1; then

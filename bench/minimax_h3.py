@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import faulthandler
 import json
+import os
 import statistics
 import sys
 import time
@@ -34,8 +36,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-import torch
+# The random Qwen3-VL-32B is made on the GPU and sent to the CPU, leaving 16.6 GiB reserved in pieces that the
+# conditioner's next trip in could not use (H200, 2026-12-06: out of memory with 122.6 GiB allocated); expandable
+# segments let the allocator reuse them. Set before torch starts CUDA.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+faulthandler.enable()  # a crash in a native kernel prints the Python stack that led to it
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,7 +53,9 @@ from speed import (  # noqa: E402
 
 PROMPT = "A red fox barks twice in fresh snow at dawn, wind in the pines, cinematic, detailed fur"
 FULL_FORWARDS = 49  # the released 50 sigma grid points: one guidance-distilled forward between each pair
-ROWS = ("diffusers", "diffusers tuned", "sgld default", "sgld best lossless")
+# diffusers first: the rows after it are compared with its output. diffusers tuned last: on the H200 (2026-12-06)
+# the process died in it (a segfault, cause not yet known), and a crash loses only the rows after it.
+ROWS = ("diffusers", "sgld default", "sgld best lossless", "diffusers tuned")
 REPO = "MiniMaxAI/MiniMax-H3"
 
 
@@ -317,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": " ".join(sys.argv), "torch": torch.__version__,
             "device": torch.cuda.get_device_name() if bench.cuda else "cpu"}
     rows = [row.strip() for row in args.rows.split(",")]
-    for name in ROWS:  # diffusers first: the rows after it are compared with its output
+    for name in ROWS:
         compiled = name in ("diffusers tuned", "sgld best lossless")
         if name not in rows or (compiled and not bench.cuda):
             continue

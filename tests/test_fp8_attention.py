@@ -103,3 +103,17 @@ def test_the_backend_runs_through_a_model_and_stays_close_to_its_exact_output(ti
     # The tiny model's frames are close to noise, so "close" is relative: FP8 moves them far less than a
     # new seed does (measured: 28.3 dB against 21.1 dB).
     assert _psnr(fp8, exact) > _psnr(other_seed, exact) + 5
+
+
+def test_the_kernel_probe_runs_in_a_child_so_a_crash_is_a_reason_not_a_dead_process():
+    """A build whose FP8 call segfaulted (H200, 2026-12-06) took the bench down with it; the probe now runs in a
+    child process: a clean exit means usable, an exception or a signal is the reason given."""
+    from sgld.levers.fp8_attention import probe_in_child
+
+    assert probe_in_child("import sgld.levers.fp8_attention", [], "the probe") is None  # the child imports sgld
+    failed = probe_in_child("import sys; raise RuntimeError('no FP8 kernel for ' + sys.argv[1])", ["hdim 128"],
+                            "the probe")
+    assert failed.startswith("the probe fails (RuntimeError: no FP8 kernel for hdim 128)") and "FA3_FP8=1" in failed
+    crashed = probe_in_child("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", [], "the probe")
+    assert crashed.startswith("the probe crashed the process that tried it (SIGSEGV)")
+    assert "--attention-backend sage" in crashed

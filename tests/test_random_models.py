@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 
 import pytest
 import torch
@@ -62,6 +63,17 @@ def test_folders_have_the_released_architecture(sgld_home, repo):
         assert index[name] == [comp.library, comp.class_name]
         count = sum(p.numel() for p in _meta_module(folder, name, comp).parameters()) / 1e9
         assert count == pytest.approx(billions, rel=2e-3), (name, count)
+
+
+def test_minimax_h3_vaes_carry_the_latent_statistics_its_pipelines_apply(sgld_home):
+    from sgld.model_builders.random_weights import materialize_random
+
+    folder = materialize_random("random:MiniMaxAI/MiniMax-H3")
+    for name, channels in (("vae", None), ("audio_vae", 32)):
+        config = json.loads((folder / name / "config.json").read_text())
+        mean, std = config["latents_mean"], config["latents_std"]
+        assert mean is not None and std is not None and len(mean) == len(std) > 0, name
+        assert channels is None or len(mean) == channels == config["latent_channels"]
 
 
 def test_random_paths_compose_with_the_model_file(sgld_home):

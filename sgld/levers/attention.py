@@ -101,6 +101,6 @@ def optional_backend_unavailable_reason(backend: str, device: torch.device) -> s
     if backend == "fa3_fp8":
         from sgld.levers.fp8_attention import fa3_fp8_unavailable_reason
 
-        with torch.cuda.device(device):
-            return fa3_fp8_unavailable_reason()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return fa3_fp8_unavailable_reason(index)
     return None

@@ -13,6 +13,12 @@ except for its FP8 probabilities.
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
+import subprocess
+import sys
+
 import torch
 
 # diffusers' name for the backend (registered by sgld.diffusers_patches), and sgld's flag value.
@@ -74,17 +80,45 @@ def fp8_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return out.transpose(1, 2)
 
 
-def fa3_fp8_unavailable_reason() -> str | None:
-    """Why the installed FlashAttention-3 has no FP8 forward (None: it has one).
+# The probe a child process runs: one small FP8 call on the GPU given as its argument.
+_PROBE = """
+import sys
+import torch
+from sgld.levers.fp8_attention import fa3_fp8_forward
+torch.cuda.set_device(int(sys.argv[1]))
+q = torch.zeros(1, 128, 1, 128, device="cuda").to(torch.float8_e4m3fn)
+ones = torch.ones(1, 1, device="cuda")
+fa3_fp8_forward(q, q, q, ones, ones, ones)
+torch.cuda.synchronize()
+"""
+REBUILD = "rebuild it with FA3_FP8=1 bash bench/build_fa3.sh, or use --attention-backend sage"
 
-    bench/build_fa3.sh leaves FP8 out unless FA3_FP8=1; such a build fails on its first FP8 call,
-    so one small call tells.
+
+@functools.lru_cache(maxsize=None)
+def fa3_fp8_unavailable_reason(device_index: int = 0) -> str | None:
+    """Why the installed FlashAttention-3 cannot run its FP8 forward on GPU ``device_index`` (None: it can).
+
+    bench/build_fa3.sh leaves FP8 out unless FA3_FP8=1, and such a build fails on its first FP8 call; a build with
+    it has also been seen to crash the process on that call (a segfault, H200, 2026-12-06). So one small call is
+    tried in a child process, where a crash cannot take this process (a server) down with it. Once per process.
     """
-    q = torch.zeros(1, 128, 1, 128, device="cuda").to(torch.float8_e4m3fn)
-    ones = torch.ones(1, 1, device="cuda")
+    return probe_in_child(_PROBE, [str(device_index)], "this FlashAttention-3 build's FP8 forward")
+
+
+def probe_in_child(script: str, args: list[str], what: str, timeout_s: float = 300.0) -> str | None:
+    """Run ``script`` in a fresh Python with this process's import path: None when it exits cleanly, else why
+    ``what`` cannot be used (its exception's last line, or the signal that killed it)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     try:
-        fa3_fp8_forward(q, q, q, ones, ones, ones)
-    except Exception as exc:  # noqa: BLE001 - any failure of the probe means the backend cannot run
-        return f"this FlashAttention-3 build has no FP8 forward ({str(exc).splitlines()[0][:160]}); rebuild it " \
-               "with FA3_FP8=1 bash bench/build_fa3.sh"
-    return None
+        done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"{what} did not finish a small call in {timeout_s:.0f} s; {REBUILD}"
+    if done.returncode == 0:
+        return None
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else "?"
+        return f"{what} crashed the process that tried it ({name}); {REBUILD}"
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    last = lines[-1][:200] if lines else f"exit status {done.returncode}"
+    return f"{what} fails ({last}); {REBUILD}"

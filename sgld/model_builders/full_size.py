@@ -174,6 +174,9 @@ LTX2_EULER = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting":
 # scripts/convert_minimax_h3_to_diffusers.py are the classes' defaults (33.12 B, 2.60 B, 0.15 B). The conditioner is
 # Qwen3-VL-32B (33.36 B with its vision tower), read at decoder layer 50.
 MINIMAX_H3_DEFAULTS: dict = {}
+# The released audio VAE config holds its 32 per-channel latent statistics, which both pipelines apply; the class's
+# default is None (not appliable), so random weights take the identity ones.
+MINIMAX_H3_AUDIO_VAE = {"latents_mean": [0.0] * 32, "latents_std": [1.0] * 32}
 QWEN3_VL_32B = {
     "model_type": "qwen3_vl", "tie_word_embeddings": False, "image_token_id": 151655, "video_token_id": 151656,
     "vision_start_token_id": 151652, "vision_end_token_id": 151653,
@@ -374,7 +377,7 @@ FULL_SIZE_MODELS: dict[str, FullSizeModel] = {
         "tokenizer": Component("transformers", "Qwen2TokenizerFast", tokenizer="h3"),
         "processor": Component("transformers", "Qwen3VLProcessor", tokenizer="qwen3vl"),
         "vae": Component("diffusers", "AutoencoderKLMiniMaxH3", MINIMAX_H3_DEFAULTS),
-        "audio_vae": Component("diffusers", "AutoencoderKLMiniMaxH3Audio", MINIMAX_H3_DEFAULTS),
+        "audio_vae": Component("diffusers", "AutoencoderKLMiniMaxH3Audio", MINIMAX_H3_AUDIO_VAE),
         "transformer": Component("diffusers", "MiniMaxH3Transformer3DModel", MINIMAX_H3_DEFAULTS),
         "transformer_ref": Component("diffusers", "MiniMaxH3Transformer3DModel", MINIMAX_H3_DEFAULTS),
         "scheduler": Component("diffusers", "MiniMaxH3Scheduler", {"shift": 12.0}),
