@@ -102,19 +102,35 @@ def test_parallel_layout_equals_single_process(name, model, layout, layout_frame
     assert diff <= TOLERANCE, f"{name}: max per-pixel difference {diff}/255"
 
 
-@pytest.mark.parametrize("model,layout", [("tiny-flux", dict(ulysses_degree=2)), ("tiny-wan-t2v", dict(ring_degree=2))],
-                         ids=["flux-ulysses2", "wan-ring2"])
-def test_compiled_sequence_parallel_serves_uneven_and_even_sizes(model, layout, single):
+COMPILED_SP = {"flux-ulysses2": ("tiny-flux", dict(ulysses_degree=2)), "wan-ring2": ("tiny-wan-t2v", dict(ring_degree=2))}
+
+
+@pytest.fixture(scope="module")
+def compiled_sp_results(sgld_home) -> dict:
+    """Each compiled sequence-parallel case's rank-0 results, both run on one launch of 2 ranks."""
+    from sgld.parallel.launch import launch
+    from sgld.run_config import run_config_from_options
+    from sgld.runner import check_before_loading
+    from tests.support.compiled_parallel import UnevenThenEven
+
+    runs = [run_config_from_options({"model_path": model, "prompt": "a red fox running through fresh snow", "seed": 3,
+                                     "num_inference_steps": 2, "save_output": False, "num_gpus": 2,
+                                     "enable_torch_compile": True, **layout})
+            for model, layout in COMPILED_SP.values()]
+    for run in runs:  # as the CLI does before a launch: a tiny model is built here, once, not by two ranks at once
+        check_before_loading(run)
+    return dict(zip(COMPILED_SP, launch(runs[0], UnevenThenEven(runs))))
+
+
+@pytest.mark.parametrize("case", COMPILED_SP)
+def test_compiled_sequence_parallel_serves_uneven_and_even_sizes(case, compiled_sp_results, single):
     """Compile with sequence parallelism: an even size runs the compiled plain split, an uneven one the
     "anything" split uncompiled (dynamo cannot trace it), and the compiler's stance is restored after it.
     FLUX's split hooks sit outside the compiled blocks, Wan's on its first block, inside them."""
-    from sgld.parallel.launch import launch
-    from sgld.run_config import run_config_from_options
-    from tests.support.compiled_parallel import SIZES, size_options, uneven_then_even
+    from tests.support.compiled_parallel import SIZES, size_options
 
-    base = dict(model_path=model, prompt="a red fox running through fresh snow", seed=3, num_inference_steps=2)
-    run = run_config_from_options({**base, "save_output": False, "num_gpus": 2, "enable_torch_compile": True, **layout})
-    result = launch(run, uneven_then_even)
+    model, layout = COMPILED_SP[case]
+    result = compiled_sp_results[case]
     assert result["stance"] == "default" and result["graphs"] > 0
     for size in SIZES[model]:
         options = dict(model_path=model, **size_options(*size))
