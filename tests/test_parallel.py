@@ -108,18 +108,15 @@ COMPILED_SP = {"flux-ulysses2": ("tiny-flux", dict(ulysses_degree=2)), "wan-ring
 @pytest.fixture(scope="module")
 def compiled_sp_results(sgld_home) -> dict:
     """Each compiled sequence-parallel case's rank-0 results, both run on one launch of 2 ranks."""
-    from sgld.parallel.launch import launch
     from sgld.run_config import run_config_from_options
-    from sgld.runner import check_before_loading
-    from tests.support.compiled_parallel import UnevenThenEven
+    from tests.support.compiled_parallel import uneven_then_even
+    from tests.support.one_group import each_on_one_group
 
     runs = [run_config_from_options({"model_path": model, "prompt": "a red fox running through fresh snow", "seed": 3,
                                      "num_inference_steps": 2, "save_output": False, "num_gpus": 2,
                                      "enable_torch_compile": True, **layout})
             for model, layout in COMPILED_SP.values()]
-    for run in runs:  # as the CLI does before a launch: a tiny model is built here, once, not by two ranks at once
-        check_before_loading(run)
-    return dict(zip(COMPILED_SP, launch(runs[0], UnevenThenEven(runs))))
+    return dict(zip(COMPILED_SP, each_on_one_group(runs, uneven_then_even)))
 
 
 @pytest.mark.parametrize("case", COMPILED_SP)

@@ -1,11 +1,10 @@
-"""A rank body (for ``launch``): compiled, sequence-parallel models, each serving an uneven size, then an even one.
+"""A run body (for ``tests/support/one_group.each_on_one_group``): a compiled, sequence-parallel model serving an
+uneven size, then an even one.
 
 Module-level so spawned ranks can import it by name.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from sgld.config.schema import RunConfig
 from sgld.parallel.state import ParallelState
@@ -20,27 +19,17 @@ def size_options(height: int, width: int, frames: int | None) -> dict:
     return {"height": height, "width": width, **({"num_frames": frames} if frames else {})}
 
 
-class UnevenThenEven:
-    """Each run in turn on one launch of the ranks (a launch costs more than a tiny compiled run): rank 0's frames
-    per size, the compiler's stance after the run, and how many graphs dynamo compiled for it."""
+def uneven_then_even(run: RunConfig, state: ParallelState) -> dict:
+    """Rank 0's frames per size, the compiler's stance afterwards, and how many graphs dynamo compiled for this run
+    (a body for ``each_on_one_group``: other runs may have compiled before it in the same process)."""
+    import torch
+    from torch._dynamo.utils import counters
 
-    def __init__(self, runs: list[RunConfig]):
-        self.runs = runs
+    from sgld.api import DiffGenerator
 
-    def __call__(self, first: RunConfig, state: ParallelState) -> list[dict]:
-        """``first`` is ``runs[0]`` (the run ``launch`` was given), ``state`` its mesh; the later runs build theirs."""
-        import torch
-        from torch._dynamo.utils import counters
-
-        from sgld.api import DiffGenerator
-        from sgld.parallel.state import init_distributed
-
-        results = []
-        for index, run in enumerate(self.runs):
-            graphs_before = counters["stats"]["unique_graphs"]
-            with DiffGenerator.from_run_config(run, state if index == 0 else init_distributed(run)) as generator:
-                frames = {size: generator.generate(**size_options(*size), return_frames=True).frames
-                          for size in SIZES[run.model.path]}
-            results.append({"frames": frames, "stance": torch._dynamo.eval_frame._stance.stance,
-                            "graphs": counters["stats"]["unique_graphs"] - graphs_before})
-        return results
+    graphs_before = counters["stats"]["unique_graphs"]
+    with DiffGenerator.from_run_config(run, state) as generator:
+        frames = {size: generator.generate(**size_options(*size), return_frames=True).frames
+                  for size in SIZES[run.model.path]}
+    return {"frames": frames, "stance": torch._dynamo.eval_frame._stance.stance,
+            "graphs": counters["stats"]["unique_graphs"] - graphs_before}

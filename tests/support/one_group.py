@@ -9,7 +9,7 @@ that run's layout). Module-level, so spawned ranks can import it by name.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from sgld.config.schema import RunConfig
 from sgld.parallel.state import ParallelState
@@ -25,32 +25,44 @@ class RankRun(NamedTuple):
 
 def generate_on_one_group(options: list[dict]) -> list[RankRun]:
     """Rank 0's outputs of each generate-options dict, all run on one launch of ``num_gpus`` ranks."""
-    from sgld.parallel.launch import launch
     from sgld.run_config import run_config_from_options
-    from sgld.runner import check_before_loading, check_generate_run
+    from sgld.runner import check_generate_run
 
     runs = [run_config_from_options({**o, "save_output": False, "return_frames": True}) for o in options]
-    sizes = {run.parallel.num_gpus for run in runs}
-    assert len(sizes) == 1 and sizes != {1}, f"one group runs one number of ranks (>1), not {sorted(sizes)}"
     for run in runs:
         check_generate_run(run)
+    return each_on_one_group(runs, generate)
+
+
+def each_on_one_group(runs: list[RunConfig], body: Callable[[RunConfig, ParallelState], Any]) -> list[Any]:
+    """Rank 0's ``body(run, state)`` of each run, all on one launch of ``num_gpus`` ranks (``body`` module-level,
+    so spawned ranks can unpickle it)."""
+    from sgld.parallel.launch import launch
+    from sgld.runner import check_before_loading
+
+    sizes = {run.parallel.num_gpus for run in runs}
+    assert len(sizes) == 1 and sizes != {1}, f"one group runs one number of ranks (>1), not {sorted(sizes)}"
+    for run in runs:  # as the CLI does before a launch: a tiny model is built here, once, not by each rank
         check_before_loading(run)
-    return launch(runs[0], EachRun(runs))
+    return launch(runs[0], EachRun(runs, body))
+
+
+def generate(run: RunConfig, state: ParallelState) -> RankRun:
+    """One run loaded and generated as ``run_generation`` does on a rank."""
+    from sgld.runner import run_local
+
+    result = run_local(run, state)
+    return RankRun(result.frames, result.audio, result.step_cache)
 
 
 class EachRun:
-    """A rank body (``launch``'s, picklable for the spawned ranks) that runs every run in turn."""
+    """A rank body (``launch``'s, picklable for the spawned ranks) that runs ``body`` on every run in turn."""
 
-    def __init__(self, runs: list[RunConfig]):
-        self.runs = runs
+    def __init__(self, runs: list[RunConfig], body: Callable[[RunConfig, ParallelState], Any]):
+        self.runs, self.body = runs, body
 
-    def __call__(self, first: RunConfig, state: ParallelState) -> list[RankRun]:
+    def __call__(self, first: RunConfig, state: ParallelState) -> list[Any]:
         """``first`` is ``runs[0]`` (the run ``launch`` was given), ``state`` its mesh; the later runs build theirs."""
         from sgld.parallel.state import init_distributed
-        from sgld.runner import run_local
 
-        results = []
-        for index, run in enumerate(self.runs):
-            result = run_local(run, state if index == 0 else init_distributed(run))
-            results.append(RankRun(result.frames, result.audio, result.step_cache))
-        return results
+        return [self.body(run, state if index == 0 else init_distributed(run)) for index, run in enumerate(self.runs)]
