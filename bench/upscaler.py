@@ -161,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     def as_input(x: torch.Tensor) -> torch.Tensor:
         return x.to(dtype, memory_format=layout)
 
-    def record(name: str, seconds: float, model: nn.Module | None, note: str = "") -> None:
+    def record(name: str, seconds: float, model: nn.Module | None, note: str = "", convolutions: bool = True) -> None:
+        """One row (``convolutions``: the row ran the network, so its TFLOP/s mean something), printed and written."""
+        tflop_per_s = round(flops_per_frame * args.frames / seconds / 1e12, 1) if convolutions else None
         row = {"name": name, "clip_s": round(seconds, 3), "share_of_generation": round(seconds / args.generation_s, 4),
-               "tflop_per_s": round(flops_per_frame * args.frames / seconds / 1e12, 1), "note": note}
+               "tflop_per_s": tflop_per_s, "note": note}
         if model is not None:
             with torch.no_grad():
                 row["psnr_vs_fp32_db"] = round(psnr(model(as_input(frames[:args.batch])), truth), 2)
@@ -182,12 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             save_video(upscaled, Path(folder) / "upscaled.mp4", 16)
             seconds = time.perf_counter() - start
-        row = {"name": "mp4 write of the upscaled clip", "clip_s": round(seconds, 3),
-               "share_of_generation": round(seconds / args.generation_s, 4), "tflop_per_s": None,
-               "note": f"libx264 crf 18, {os.cpu_count()} CPU cores, {upscaled.shape[2]}x{upscaled.shape[1]}"}
-        report["rows"].append(row)
-        print("ROW", json.dumps(row), flush=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        record("mp4 write of the upscaled clip", seconds, None,
+               f"libx264 crf 18, {os.cpu_count()} CPU cores, {upscaled.shape[2]}x{upscaled.shape[1]}", convolutions=False)
 
     for name in ROWS:
         if name not in rows:
