@@ -11,6 +11,8 @@ there in fp16. Rows, each over the whole clip after a warm-up batch:
 - ``cudnn benchmark``: the same with ``torch.backends.cudnn.benchmark`` (cuDNN times its algorithms per shape);
 - ``compile`` / ``compile max-autotune``: ``torch.compile`` of the network (Inductor fuses the concatenations,
   LeakyReLUs and scaled residual adds around cuDNN's convolutions; max-autotune also tries its own conv templates);
+- ``regional compile``: ``torch.compile`` of each of the 23 RRDB blocks, which share one graph (the whole network's
+  compile took 119 s on an H100, for 23 copies of the same block);
 - ``restacked`` (+ ``compile``): each dense block without concatenations: a convolution of a new piece (the block
   input, then each 32-channel output) computes its share of every later convolution at once (64 to 192 output
   channels instead of 32), added into running sums. The same multiply-adds, wider GEMMs, no concatenated copies.
@@ -37,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sgld.finishing.realesrgan import RRDBNet, ResidualDenseBlock  # noqa: E402
 
-ROWS = ("sgld finish()", "eager", "cudnn benchmark", "compile", "compile max-autotune", "restacked",
-        "restacked compile")
+# max-autotune last: it took 312 s to compile on an H100 (2026-12-06), which left no time for the rows after it.
+ROWS = ("sgld finish()", "eager", "cudnn benchmark", "compile", "regional compile", "restacked", "restacked compile",
+        "compile max-autotune")
 
 
 class RestackedDenseBlock(nn.Module):
@@ -117,6 +120,39 @@ def clip_seconds(run_batch: Callable[[torch.Tensor], torch.Tensor], frames: torc
     return time.perf_counter() - start
 
 
+def regionally_compiled(net: RRDBNet) -> RRDBNet:
+    """A copy of ``net`` sharing its weights whose RRDB blocks are each ``torch.compile``d (one graph for all)."""
+    import copy
+
+    regional = copy.copy(net)
+    regional._modules = dict(net._modules)  # the copy's own module table: ``net`` itself stays eager
+    regional.body = nn.Sequential(*[torch.compile(block, dynamic=False) for block in net.body])
+    return regional
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: int) -> str:
+    """Write ``frames`` as sgld saves a video (libx264, crf 18, yuv420p, preset medium); the writer used, named.
+
+    Through sgld's own ``save_video`` (imageio-ffmpeg) where installed; else through PyAV with the same encoder and
+    settings: imageio-ffmpeg's 68 MB wheel does not fit a device call's 64 MiB carry beside the others."""
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        import av
+
+        with av.open(str(path), mode="w") as container:
+            video = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "medium"})
+            video.height, video.width, video.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
+            for frame in frames:
+                container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(video.encode())
+        return "PyAV"
+    from sgld.outputs import save_video
+
+    save_video(frames, path, fps)
+    return "imageio-ffmpeg (sgld's save_video)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=81)
@@ -178,14 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         import os
         import tempfile
 
-        from sgld.outputs import save_video
-
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
-            save_video(upscaled, Path(folder) / "upscaled.mp4", 16)
+            writer = write_mp4(upscaled, Path(folder) / "upscaled.mp4", 16)
             seconds = time.perf_counter() - start
-        record("mp4 write of the upscaled clip", seconds, None,
-               f"libx264 crf 18, {os.cpu_count()} CPU cores, {upscaled.shape[2]}x{upscaled.shape[1]}", convolutions=False)
+        record("mp4 write of the upscaled clip", seconds, None, f"libx264 crf 18 through {writer}, {os.cpu_count()} "
+               f"CPU cores, {upscaled.shape[2]}x{upscaled.shape[1]}", convolutions=False)
 
     for name in ROWS:
         if name not in rows:
@@ -210,7 +244,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             model: nn.Module = restacked(net) if name.startswith("restacked") else net
             note = "cudnn.benchmark" if torch.backends.cudnn.benchmark else ""
-            if "compile" in name:
+            if name == "regional compile":
+                torch._dynamo.reset()
+                start = time.perf_counter()
+                model = regionally_compiled(net)
+                with torch.no_grad():
+                    model(as_input(frames[:args.batch]))
+                    if args.frames % args.batch:
+                        model(as_input(frames[:args.frames % args.batch]))
+                note += f"; compile {time.perf_counter() - start:.1f} s"
+            elif "compile" in name:
                 torch._dynamo.reset()
                 mode = "max-autotune-no-cudagraphs" if "max-autotune" in name else None
                 start = time.perf_counter()

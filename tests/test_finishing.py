@@ -93,6 +93,24 @@ def test_upscalers_shapes_and_a_known_input():
     assert out.dtype == torch.float32 and (out - upscale(rrdb, frames, 2)).abs().max() < 0.05
 
 
+def test_chunked_finishing_equals_the_whole_clip_at_once():
+    """finish() works in chunks of CHUNK frames (the interpolation's overlapping by one); the chunks, written into one
+    output, equal the whole clip run at once."""
+    from sgld.finishing import apply
+
+    frames = (moving_gradient(apply.CHUNK + 3, height=32, width=32).permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    cpu = torch.device("cpu")
+    whole = apply._to_tensor(frames, cpu)
+    net = known_flow_ifnet()
+    expected = apply._to_uint8(interpolate_pairs(net, whole, exp=2))
+    assert np.array_equal(apply._interpolate(net, frames, 2, 1.0, cpu), expected)
+    torch.manual_seed(1)
+    upscaler = build_upscaler(SRVGGNetCompact(2, feat=8, convs=2).state_dict())
+    expected = apply._to_uint8(upscale(upscaler, whole, 2))
+    assert expected.shape == (apply.CHUNK + 3, 64, 64, 3) and expected.flags.c_contiguous
+    assert np.array_equal(apply._upscale(upscaler, frames, 2, cpu), expected)
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A RIFE folder (flownet.pkl, pickled as Practical-RIFE saves it) and Real-ESRGAN files in both formats."""
