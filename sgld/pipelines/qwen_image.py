@@ -8,7 +8,7 @@ import torch
 
 from sgld.config.schema import RunConfig
 from sgld.families import FAMILIES, qwen_vae_scale
-from sgld.levers.qwen_rope import use_real_rope
+from sgld.levers.real_rope import use_real_rope
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.stages.condition_image import CONDITION_AREA, PLUS_VL_AREA, ConditionImageStage, ConditionLatentStage

@@ -8,6 +8,7 @@ import torch
 
 from sgld.config.schema import RunConfig
 from sgld.families import FAMILIES, flux_vae_scale
+from sgld.levers.real_rope import use_real_rope
 from sgld.parallel.state import ParallelState
 from sgld.pipelines.base import Pipeline
 from sgld.stages.decoding import ImageVaeDecodingStage
@@ -53,6 +54,7 @@ class ZImageT2IPipeline(Pipeline):
     def __init__(self, components: dict[str, Any], run: RunConfig, device: torch.device, parallel: ParallelState):
         super().__init__(components, run, device, parallel)
         vae, transformer = components["vae"], components["transformer"]
+        use_real_rope(transformer)  # before the levers: the attention backend is set on these processors
         step_hooks = self.configure_one_dit("text_encoder", "vae")
         vae_scale = flux_vae_scale(vae.config)
         self.stages = [

@@ -1,0 +1,101 @@
+"""Complex RoPE in real arithmetic (``sgld.levers.real_rope``, Qwen-Image's and Z-Image's): the same product as
+diffusers' complex one, and one Inductor compiles (diffusers' complex multiply falls back to eager kernels). Its
+speed is bench/speed.py's."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch._dynamo
+from diffusers.models.transformers import transformer_qwenimage as qwen
+
+from sgld.levers.real_rope import (RealRopeQwenProcessor, RealRopeZImageProcessor, _z_image_rope,
+                                   apply_rotary_emb_qwen, rotate_pairs)
+
+COMPLEX_FALLBACK = "does not support code generation for complex operators"
+REQUEST = dict(prompt="a red fox", height=64, width=64, num_inference_steps=2, seed=5, return_frames=True,
+               save_output=False)
+
+
+@pytest.fixture
+def cold_inductor():
+    """Inductor lowers every graph afresh: its fallback warning is printed while lowering, which a graph found in
+    the on-disk cache (a previous test run's) skips."""
+    import torch._inductor.config as inductor
+
+    torch._dynamo.reset()
+    with inductor.patch(fx_graph_cache=False, autotune_local_cache=False):
+        yield
+    torch._dynamo.reset()
+
+
+def _inputs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S, H, D) queries and the (S, D/2) unit complex rotations diffusers' Qwen-Image RoPE passes."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 3, 16, generator=generator).to(dtype)
+    angles = torch.rand(7, 8, generator=generator, dtype=torch.float64) * 100
+    return x, torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+
+
+def _close_in(dtype: torch.dtype, got: torch.Tensor, want: torch.Tensor) -> None:
+    """Equal up to fp32 rounding: within 2e-6 in fp32; in bf16, the fp32 results round alike but for a last bit
+    where they straddle a rounding boundary."""
+    assert got.dtype == want.dtype == dtype
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+    else:
+        assert (got.float() - want.float()).abs().max() <= want.float().abs().max() * 2 ** -8
+        assert (got == want).float().mean() > 0.98
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_real_rotation_is_the_complex_product(dtype):
+    x, freqs = _inputs(dtype)
+    _close_in(dtype, rotate_pairs(x, freqs.unsqueeze(1)), qwen.apply_rotary_emb_qwen(x, freqs, use_real=False))
+    # Eager, each family's function is diffusers' own arithmetic (Z-Image's: its freqs per sample, (B, S, D/2)).
+    assert torch.equal(apply_rotary_emb_qwen(x, freqs), qwen.apply_rotary_emb_qwen(x, freqs, use_real=False))
+    per_sample = freqs.expand(2, -1, -1)
+    assert torch.equal(_z_image_rope(x, per_sample), qwen.apply_rotary_emb_qwen(x, freqs, use_real=False))
+    _close_in(dtype, rotate_pairs(x, per_sample.unsqueeze(2)), _z_image_rope(x, per_sample))
+
+
+def test_inductor_compiles_the_real_rotation_and_not_the_complex_one(cold_inductor):
+    x, freqs = _inputs(torch.bfloat16)
+
+    def compile_and_run(function) -> tuple[torch.Tensor, list[str]]:
+        torch._dynamo.reset()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = torch.compile(function, fullgraph=True)(x, freqs)
+        return out, [str(w.message) for w in caught]
+
+    _, complex_warnings = compile_and_run(lambda x, f: qwen.apply_rotary_emb_qwen(x, f, use_real=False))
+    assert any(COMPLEX_FALLBACK in message for message in complex_warnings)  # what the lever is for
+    fused, real_warnings = compile_and_run(apply_rotary_emb_qwen)
+    assert not any(COMPLEX_FALLBACK in message for message in real_warnings), real_warnings
+    _close_in(torch.bfloat16, fused, qwen.apply_rotary_emb_qwen(x, freqs, use_real=False))
+
+
+@pytest.mark.parametrize("model, processor, blocks", [
+    ("tiny-qwen-image", RealRopeQwenProcessor, "transformer_blocks"),
+    ("tiny-z-image", RealRopeZImageProcessor, "layers"),
+])
+def test_a_compiled_run_fuses_the_rope_and_equals_the_eager_one(generators, cold_inductor, model, processor, blocks):
+    """The family's pipelines install the processor; eager it is diffusers' arithmetic (the parity tests compare
+    it with the reference), and --enable-torch-compile (regional, fullgraph) traces it whole, with no complex
+    fallback, within 2/255 of eager."""
+    from sgld import DiffGenerator
+
+    eager_generator = generators(model)
+    transformer = eager_generator.pipeline.components["transformer"]
+    assert all(type(block.attention.processor if blocks == "layers" else block.attn.processor) is processor
+               for block in getattr(transformer, blocks))
+    eager = eager_generator.generate(**REQUEST).frames
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = DiffGenerator.from_pretrained(model, enable_torch_compile=True).generate(**REQUEST).frames
+    assert not any(COMPLEX_FALLBACK in str(w.message) for w in caught)
+    difference = abs(compiled.astype(int) - eager.astype(int)).max()
+    assert difference <= 2, f"compiled against eager: {difference}/255"
