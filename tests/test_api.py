@@ -119,16 +119,43 @@ def test_placement_moves_offloaded_modules_for_their_stage():
     assert placement.offloaded == set()  # nothing to offload to on a CPU-only run
     placement = Placement(torch.device("cpu"), offloaded=set())
     placement.device = torch.device("cuda")  # logic only: record the moves, do not perform them
-    placement.offloaded = {"vae"}
+    placement.offloaded = {"transformer"}  # a DiT: copied in and back (LoRA merges change its weights in place)
     module = mock.MagicMock()
-    with placement.active("vae", module):
+    with placement.active("transformer", module):
         module.to.assert_called_with(torch.device("cuda"), non_blocking=False)
     module.to.assert_called_with("cpu")
     other = mock.MagicMock()
-    with placement.active("transformer", other):
+    with placement.active("vae", other):
         pass
     other.to.assert_not_called()
-    assert placement.home("vae") == torch.device("cpu") and placement.home("transformer") == torch.device("cuda")
+    assert placement.home("transformer") == torch.device("cpu") and placement.home("vae") == torch.device("cuda")
+
+
+def test_an_offloaded_text_encoder_is_sent_home_to_the_tensors_it_came_from():
+    """Bringing a module whose weights never change in puts device copies of its CPU tensors in their slots; sending
+    it home points it back at those same tensors (same storage: nothing copied back, pinning kept), tied weights and
+    shared buffers included. A CPU clone stands in for the device copy (Placement makes it with ``.to(device)``)."""
+    from sgld.models.placement import _bring_in, _send_home
+
+    encoder = torch.nn.Sequential(torch.nn.Embedding(5, 4), torch.nn.Linear(4, 5, bias=True))
+    encoder[1].weight = encoder[0].weight  # tied, as language models tie their embeddings
+    shared = torch.arange(3.0)
+    for layer in encoder:
+        layer.register_buffer("table", shared)
+    before = {name: (t.data_ptr(), t.clone()) for name, t in encoder.state_dict(keep_vars=True).items()}
+    parameter_objects = [id(p) for p in encoder.parameters()]
+    copies = []
+    home = _bring_in(encoder, lambda tensor: copies.append(tensor.clone()) or copies[-1])
+    assert len(copies) == 3  # the tied weight, the bias, the shared buffer: each copied once
+    inside = encoder.state_dict(keep_vars=True)
+    assert all(inside[name].data_ptr() != pointer for name, (pointer, _) in before.items())
+    assert encoder[0].weight is encoder[1].weight and encoder[0].table is encoder[1].table  # still shared
+    _send_home(encoder, home)
+    after = encoder.state_dict(keep_vars=True)
+    for name, (pointer, value) in before.items():
+        assert after[name].data_ptr() == pointer and torch.equal(after[name], value), name
+    assert [id(p) for p in encoder.parameters()] == parameter_objects  # the Parameter objects are kept
+    assert encoder[0].table is encoder[1].table is shared
 
 
 def test_offload_flags_select_components():
