@@ -32,6 +32,14 @@ def free_port() -> int:
             return port
 
 
+def start_together(*servers: "ServerProcess", timeout: float = 120) -> None:
+    """Launch every server, then wait for each to be ready (see ``ServerProcess.launch``)."""
+    for srv in servers:
+        srv.launch()
+    for srv in servers:
+        srv.wait_ready(timeout)
+
+
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -65,7 +73,13 @@ class ServerProcess:
 
     def start(self, timeout: float = 120) -> float:
         """Start and wait for /health 200; returns seconds to ready."""
-        start = time.perf_counter()
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (``wait_ready`` waits): servers launched together import and load
+        side by side, on both cores, instead of one after another (a start is mostly a single-threaded import)."""
+        self._launched = time.perf_counter()
         if self.hydra:
             command = ["-m", self.module, f"model={self.model}", f"server.port={self.port}", f"output.path={self.output_dir}",
                        f"hydra.run.dir={self.output_dir.parent / 'hydra'}", *self.extra]
@@ -77,6 +91,10 @@ class ServerProcess:
             cwd=REPO, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
             preexec_fn=_ignore_sigint if self.ignore_sigint else None,
         )
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Wait for a launched server's /health 200; returns seconds from its launch to ready."""
+        start = self._launched
         while time.perf_counter() - start < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")

@@ -13,24 +13,42 @@ from PIL import Image
 from tests.server.conftest import ServerProcess
 
 
-def start(tmp_path_factory, model):
-    srv = ServerProcess(tmp_path_factory.mktemp(model) / "out", model=model)
-    srv.start()
-    return srv
+# Every tiny model this module serves, one server each.
+MODELS = ("tiny-qwen-image", "tiny-qwen-image-edit", "tiny-z-image", "tiny-flux2-klein", "tiny-flux2",
+          "tiny-qwen-image-edit-plus")
 
 
 @pytest.fixture(scope="module")
-def t2i_server(tmp_path_factory):
-    srv = start(tmp_path_factory, "tiny-qwen-image")
-    yield srv
-    srv.stop()
+def servers(tmp_path_factory):
+    """``servers(model)``: the ready server of one of MODELS. The first call launches all of them together (a start
+    is mostly a single-threaded import: side by side they take both cores, about half the time of one after
+    another); all are stopped at the end."""
+    launched: dict[str, ServerProcess] = {}
+
+    def get(model: str) -> ServerProcess:
+        if not launched:
+            for name in MODELS:
+                launched[name] = ServerProcess(tmp_path_factory.mktemp(name) / "out", model=name)
+                launched[name].launch()
+        srv = launched[model]
+        if not getattr(srv, "ready", False):
+            srv.wait_ready(timeout=240)
+            srv.ready = True
+        return srv
+
+    yield get
+    for srv in launched.values():
+        srv.stop()
 
 
 @pytest.fixture(scope="module")
-def edit_server(tmp_path_factory):
-    srv = start(tmp_path_factory, "tiny-qwen-image-edit")
-    yield srv
-    srv.stop()
+def t2i_server(servers):
+    return servers("tiny-qwen-image")
+
+
+@pytest.fixture(scope="module")
+def edit_server(servers):
+    return servers("tiny-qwen-image-edit")
 
 
 def client_for(srv):
@@ -137,21 +155,6 @@ def test_seed_examples_work(t2i_server, edit_server, input_png):
                          files={"image[]": ("input.png", f, "image/png")})
     assert raw.status_code == 200, raw.text
     assert decode(type("Item", (), {"b64_json": raw.json()["data"][0]["b64_json"]})).size == (32, 32)
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    """``servers(model)``: a server of that tiny image model, started on first use, all stopped at the end."""
-    started: dict = {}
-
-    def get(model: str) -> ServerProcess:
-        if model not in started:
-            started[model] = start(tmp_path_factory, model)
-        return started[model]
-
-    yield get
-    for srv in started.values():
-        srv.stop()
 
 
 @pytest.mark.parametrize("model,guidance", [("tiny-z-image", None), ("tiny-z-image", 3.0),  # Turbo's default (off)
