@@ -78,24 +78,42 @@ def test_inductor_compiles_the_real_rotation_and_not_the_complex_one(cold_induct
     _close_in(torch.bfloat16, fused, qwen.apply_rotary_emb_qwen(x, freqs, use_real=False))
 
 
-@pytest.mark.parametrize("model, processor, blocks", [
-    ("tiny-qwen-image", RealRopeQwenProcessor, "transformer_blocks"),
-    ("tiny-z-image", RealRopeZImageProcessor, "layers"),
-])
-def test_a_compiled_run_fuses_the_rope_and_equals_the_eager_one(generators, cold_inductor, model, processor, blocks):
-    """The family's pipelines install the processor; eager it is diffusers' arithmetic (the parity tests compare
-    it with the reference), and --enable-torch-compile (regional, fullgraph) traces it whole, with no complex
-    fallback, within 2/255 of eager."""
+def test_a_compiled_qwen_image_run_fuses_the_rope_and_equals_the_eager_one(generators, cold_inductor):
+    """Qwen-Image's pipelines install the processor; eager it is diffusers' arithmetic (the parity tests compare it
+    with the reference), and --enable-torch-compile (regional, fullgraph) traces it whole, with no complex fallback,
+    within 2/255 of eager."""
     from sgld import DiffGenerator
 
-    eager_generator = generators(model)
+    eager_generator = generators("tiny-qwen-image")
     transformer = eager_generator.pipeline.components["transformer"]
-    assert all(type(block.attention.processor if blocks == "layers" else block.attn.processor) is processor
-               for block in getattr(transformer, blocks))
+    assert all(type(block.attn.processor) is RealRopeQwenProcessor for block in transformer.transformer_blocks)
     eager = eager_generator.generate(**REQUEST).frames
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        compiled = DiffGenerator.from_pretrained(model, enable_torch_compile=True).generate(**REQUEST).frames
+        compiled = DiffGenerator.from_pretrained("tiny-qwen-image", enable_torch_compile=True).generate(**REQUEST)
     assert not any(COMPLEX_FALLBACK in str(w.message) for w in caught)
-    difference = abs(compiled.astype(int) - eager.astype(int)).max()
+    difference = abs(compiled.frames.astype(int) - eager.astype(int)).max()
     assert difference <= 2, f"compiled against eager: {difference}/255"
+
+
+def test_z_image_attention_compiles_with_the_real_rope(generators, cold_inductor):
+    """Z-Image's pipelines install their processor (diffusers' restated); one block's attention, compiled whole,
+    has no complex fallback and matches diffusers' processor run eagerly on the same module."""
+    from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnProcessor
+
+    transformer = generators("tiny-z-image").pipeline.components["transformer"]
+    blocks = [*transformer.noise_refiner, *transformer.context_refiner, *transformer.layers]
+    assert all(type(block.attention.processor) is RealRopeZImageProcessor for block in blocks)
+    attention = blocks[0].attention
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(1, 12, attention.to_q.in_features, generator=generator)
+    angles = torch.rand(1, 12, attention.to_q.out_features // attention.heads // 2, generator=generator) * 50
+    freqs = torch.polar(torch.ones_like(angles), angles)
+    with torch.no_grad():
+        want = ZSingleStreamAttnProcessor()(attention, hidden, freqs_cis=freqs)
+        assert torch.equal(attention(hidden, freqs_cis=freqs), want)  # eager: diffusers' arithmetic
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = torch.compile(attention, fullgraph=True)(hidden, freqs_cis=freqs)
+    assert not any(COMPLEX_FALLBACK in str(w.message) for w in caught)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
