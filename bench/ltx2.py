@@ -17,6 +17,8 @@ text-encode, video decode, audio decode (audio VAE + vocoder) and mux (H.264 + A
 attention, so sgld skips the STG forward (its term is zero) and diffusers runs it.
 
 ``--tiny`` runs the same code on the tiny built-in model on the CPU (a smoke test: no tuned or compiled rows).
+``--text-encoder-offload --pin-cpu-memory``: sgld's offloaded modules wait in pinned memory (``--pin-cpu-memory``);
+diffusers' rows move the shared modules with ``.to()``, which unpins them, so sgld's rows pin them again first.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class Row(AvRow):
 class Bench:
     """sgld and diffusers on one set of LTX-2 components."""
 
-    def __init__(self, tiny: bool, steps: int, device: torch.device, text_encoder_offload: bool = False):
+    def __init__(self, tiny: bool, steps: int, device: torch.device, text_encoder_offload: bool = False,
+                 pin_cpu_memory: bool = False):
         from sgld import DiffGenerator
 
         self.tiny, self.steps, self.device = tiny, steps, device
@@ -74,7 +77,8 @@ class Bench:
         # Everything resident (no offload for the memory plan to choose): diffusers runs on the same modules.
         # With text_encoder_offload (an 80 GB card's two-stage run), Gemma waits on the CPU between prompts on
         # both sides: sgld's --text-encoder-cpu-offload, and diffusers given embeddings computed the same way.
-        resident = dict(text_encoder_cpu_offload=text_encoder_offload, dit_cpu_offload=False, vae_cpu_offload=False)
+        resident = dict(text_encoder_cpu_offload=text_encoder_offload, dit_cpu_offload=False, vae_cpu_offload=False,
+                        pin_cpu_memory=pin_cpu_memory)
         self.gen = DiffGenerator.from_pretrained("tiny-ltx2" if tiny else f"random:{REPO}", device=str(device),
                                                  **resident)
         sync(self.cuda)
@@ -239,6 +243,9 @@ class Bench:
     def run_sgld(self, workflow: str, best: bool) -> None:
         two_stage = workflow == "two_stage"
         name, compile_s = ("sgld best lossless" if best else "sgld default"), None
+        placement = self.gen.pipeline.placement
+        for component in placement.offloaded & set(self.components):  # as sgld's load left them (pinned if asked)
+            placement.place(component, self.components[component])
         try:
             note = sgld_attention(self.transformer, self.device, best)
             start = time.perf_counter()
@@ -324,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"which rows, of {', '.join(ROWS)}")
     parser.add_argument("--text-encoder-offload", action="store_true",
                         help="Gemma waits on the CPU between prompts, both sides (two-stage on an 80 GB card)")
+    parser.add_argument("--pin-cpu-memory", action="store_true", help="sgld's offloaded modules wait in pinned memory")
     parser.add_argument("--out", type=Path, default=Path("bench_ltx2.json"))
     args = parser.parse_args(argv)
 
@@ -332,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_logs()
     torch._dynamo.config.cache_size_limit = 64
     device = torch.device("cpu" if args.tiny else "cuda")
-    bench = Bench(args.tiny, args.steps, device, args.text_encoder_offload)
+    bench = Bench(args.tiny, args.steps, device, args.text_encoder_offload, args.pin_cpu_memory)
     meta = {"command": " ".join(sys.argv), "torch": torch.__version__,
             "device": torch.cuda.get_device_name() if bench.cuda else "cpu", **bench.meta}
     rows = [row.strip() for row in args.rows.split(",")]

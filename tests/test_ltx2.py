@@ -384,7 +384,7 @@ def test_the_ltx2_bench_runs_tiny_on_the_cpu(tmp_path):
     out = tmp_path / "ltx2.json"
     # --text-encoder-offload: the reference given embeddings computed with Gemma brought in (the H100 two-stage run).
     proc = subprocess.run([sys.executable, "bench/ltx2.py", "--tiny", "--steps", "2", "--text-encoder-offload",
-                           "--out", str(out)], cwd=REPO,
+                           "--pin-cpu-memory", "--out", str(out)], cwd=REPO,
                           capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
                                                                            "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
