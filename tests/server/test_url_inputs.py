@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
-from tests.server.conftest import ServerProcess, wait_for
+from tests.server.conftest import ServerProcess, start_together, wait_for
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -44,59 +44,68 @@ def _pixels(body: dict) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"])))).astype(int)
 
 
-def test_edits_take_sglangs_url_list(tmp_path_factory, inputs):
-    srv = ServerProcess(tmp_path_factory.mktemp("urls") / "out", "--allow-private-urls",
-                        model="tiny-qwen-image-edit-plus")
-    srv.start()
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """The module's two servers, launched together on first use (side by side their imports take both cores):
+    Edit-Plus allowing private URLs, and a TI2V model at the default (public addresses only)."""
+    edit = ServerProcess(tmp_path_factory.mktemp("urls") / "out", "--allow-private-urls",
+                         model="tiny-qwen-image-edit-plus")
+    ti2v = ServerProcess(tmp_path_factory.mktemp("ti2v-urls") / "out", model="tiny-wan22-ti2v")
     try:
-        form = {"prompt": "put them together", "size": "32x32", "num_inference_steps": "1", "seed": "4",
-                "output_format": "png"}
-        (url_a, file_a), (url_b, file_b) = inputs["first"], inputs["second"]
-        by_url = httpx.post(srv.url + "/images/edits", timeout=120, data={**form, "url[]": [url_a, url_b]})
-        assert by_url.status_code == 200, by_url.text
-        with open(file_a, "rb") as a, open(file_b, "rb") as b:
-            uploaded = httpx.post(srv.url + "/images/edits", timeout=120, data=form,
-                                  files=[("image[]", ("a.png", a, "image/png")), ("image[]", ("b.png", b, "image/png"))])
-        assert np.array_equal(_pixels(by_url.json()), _pixels(uploaded.json()))  # the same inputs, the same image
-        inline = "data:image/png;base64," + base64.b64encode(file_a.read_bytes()).decode()
-        assert httpx.post(srv.url + "/images/edits", timeout=120, data={**form, "url": inline}).status_code == 200
-        missing = httpx.post(srv.url + "/images/edits", timeout=120, data={**form, "url": url_a + ".gone"})
-        assert missing.status_code == 400 and "HTTP 404" in missing.json()["detail"]
-        assert missing.json()["error"]["param"] == "url"
-        local = httpx.post(srv.url + "/images/edits", timeout=120, data={**form, "url": "file:///etc/passwd"})
-        assert local.status_code == 400 and "only http and https" in local.json()["detail"]
+        start_together(edit, ti2v, timeout=240)
+        yield {"edit": edit, "ti2v": ti2v}
     finally:
-        srv.stop()
+        edit.stop()
+        ti2v.stop()
 
 
-def test_videos_fetch_reference_url_only_from_public_addresses_by_default(tmp_path_factory, inputs, input_png):
-    srv = ServerProcess(tmp_path_factory.mktemp("ti2v-urls") / "out", model="tiny-wan22-ti2v")
-    srv.start()
-    try:
-        body = {"prompt": "a fox", "size": "64x64", "num_frames": 5, "num_inference_steps": 1}
-        refused = httpx.post(srv.url + "/videos", timeout=60, json={**body, "reference_url": inputs["first"][0]})
-        assert refused.status_code == 400 and "--allow-private-urls" in refused.json()["detail"], refused.text
-        assert refused.json()["error"]["param"] == "reference_url"
-        for name in ("reference_url", "input_reference"):  # a data: URL needs no network
-            inline = "data:image/png;base64," + base64.b64encode(input_png.read_bytes()).decode()
-            made = httpx.post(srv.url + "/videos", timeout=60, json={**body, name: inline})
-            assert made.status_code == 200, made.text
-            assert wait_for(srv.openai(), made.json()["id"], timeout=120).status == "completed"
-    finally:
-        srv.stop()
+def test_edits_take_sglangs_url_list(servers, inputs):
+    srv = servers["edit"]
+    form = {"prompt": "put them together", "size": "32x32", "num_inference_steps": "1", "seed": "4",
+            "output_format": "png"}
+    (url_a, file_a), (url_b, file_b) = inputs["first"], inputs["second"]
+    by_url = httpx.post(srv.url + "/images/edits", timeout=120, data={**form, "url[]": [url_a, url_b]})
+    assert by_url.status_code == 200, by_url.text
+    with open(file_a, "rb") as a, open(file_b, "rb") as b:
+        uploaded = httpx.post(srv.url + "/images/edits", timeout=120, data=form,
+                              files=[("image[]", ("a.png", a, "image/png")), ("image[]", ("b.png", b, "image/png"))])
+    assert np.array_equal(_pixels(by_url.json()), _pixels(uploaded.json()))  # the same inputs, the same image
+    inline = "data:image/png;base64," + base64.b64encode(file_a.read_bytes()).decode()
+    assert httpx.post(srv.url + "/images/edits", timeout=120, data={**form, "url": inline}).status_code == 200
+    missing = httpx.post(srv.url + "/images/edits", timeout=120, data={**form, "url": url_a + ".gone"})
+    assert missing.status_code == 400 and "HTTP 404" in missing.json()["detail"]
+    assert missing.json()["error"]["param"] == "url"
+    local = httpx.post(srv.url + "/images/edits", timeout=120, data={**form, "url": "file:///etc/passwd"})
+    assert local.status_code == 400 and "only http and https" in local.json()["detail"]
 
 
-def _generate(image_url: str, out, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sgld.cli", "generate", "--model-path", "tiny-qwen-image-edit",
-                           "--prompt", "make it blue", "--image-path", image_url, "--width", "32", "--height", "32",
-                           "--num-inference-steps", "1", "--output-path", str(out), "--output-file-name", "edit.png"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+def test_videos_fetch_reference_url_only_from_public_addresses_by_default(servers, inputs, input_png):
+    srv = servers["ti2v"]
+    body = {"prompt": "a fox", "size": "64x64", "num_frames": 5, "num_inference_steps": 1}
+    refused = httpx.post(srv.url + "/videos", timeout=60, json={**body, "reference_url": inputs["first"][0]})
+    assert refused.status_code == 400 and "--allow-private-urls" in refused.json()["detail"], refused.text
+    assert refused.json()["error"]["param"] == "reference_url"
+    for name in ("reference_url", "input_reference"):  # a data: URL needs no network
+        inline = "data:image/png;base64," + base64.b64encode(input_png.read_bytes()).decode()
+        made = httpx.post(srv.url + "/videos", timeout=60, json={**body, name: inline})
+        assert made.status_code == 200, made.text
+        assert wait_for(srv.openai(), made.json()["id"], timeout=120).status == "completed"
+
+
+def _generate(image_url: str, out, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sgld.cli", "generate", "--model-path", "tiny-qwen-image-edit",
+                             "--prompt", "make it blue", "--image-path", image_url, "--width", "32", "--height", "32",
+                             "--num-inference-steps", "1", "--output-path", str(out), "--output-file-name", "edit.png"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def test_the_cli_fetches_image_path_urls(tmp_path, inputs):
     env = {k: v for k, v in os.environ.items() if k != "SGLD_ALLOW_PRIVATE_URLS"}
+    # The two runs side by side (each starts with a single-threaded import).
     refused = _generate(inputs["first"][0], tmp_path / "refused", env)
-    assert refused.returncode == 2 and "--allow-private-urls" in refused.stderr + refused.stdout
     done = _generate(inputs["first"][0], tmp_path / "done", {**env, "SGLD_ALLOW_PRIVATE_URLS": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
+    out, err = refused.communicate(timeout=300)
+    assert refused.returncode == 2 and "--allow-private-urls" in err + out
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err[-2000:]
     assert Image.open(tmp_path / "done" / "edit.png").size == (32, 32)
