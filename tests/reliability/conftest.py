@@ -16,36 +16,56 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SMALL_LIMITS = ("server.max_frames=9", "server.max_steps=2", "server.max_pixels=4096", "server.max_images=2")
 
 
-def start_server(tmp_path_factory, model: str, *extra: str) -> ServerProcess:
-    """A keyed server for ``model`` (a conf/model name) with SMALL_LIMITS and the test faults (a failing prompt)."""
-    srv = ServerProcess(tmp_path_factory.mktemp(model) / "out", *SMALL_LIMITS, *extra, model=model, faults=True,
-                        env={"SGLD_API_KEY": API_KEY})
-    srv.ready_seconds = srv.start()
+def keyed_server(tmp_path_factory, model: str, *extra: str) -> ServerProcess:
+    """A keyed server for ``model`` (a conf/model name) with SMALL_LIMITS and the test faults (a failing prompt),
+    not started yet."""
+    return ServerProcess(tmp_path_factory.mktemp(model) / "out", *SMALL_LIMITS, *extra, model=model, faults=True,
+                         env={"SGLD_API_KEY": API_KEY})
+
+
+@pytest.fixture(scope="package")
+def servers(tmp_path_factory, tiny_wan_folder):
+    """The package's three servers, launched together when the first is asked for (a start is mostly a
+    single-threaded import: side by side they take both cores); each fixture below waits for its own."""
+    launched = {
+        # tiny Wan text-to-video, queue bound 8
+        "video": keyed_server(tmp_path_factory, "tiny_wan", "server.max_queue=8"),
+        # tiny Qwen-Image text-to-image
+        "image": keyed_server(tmp_path_factory, "tiny_qwen_image"),
+        # tiny Qwen-Image-Edit, one image per request
+        "edit": keyed_server(tmp_path_factory, "tiny_qwen_image_edit", "server.max_images=1"),
+    }
+    try:
+        for srv in launched.values():
+            srv.launch()
+        yield launched
+    finally:
+        for srv in launched.values():
+            srv.stop()
+
+
+def _ready(srv: ServerProcess) -> ServerProcess:
+    if not getattr(srv, "ready_seconds", None):
+        srv.ready_seconds = srv.wait_ready(timeout=240)
     return srv
 
 
 @pytest.fixture(scope="package")
-def video_server(tmp_path_factory, tiny_wan_folder):
+def video_server(servers):
     """tiny Wan text-to-video, queue bound 8."""
-    srv = start_server(tmp_path_factory, "tiny_wan", "server.max_queue=8")
-    yield srv
-    srv.stop()
+    return _ready(servers["video"])
 
 
 @pytest.fixture(scope="package")
-def image_server(tmp_path_factory):
+def image_server(servers):
     """tiny Qwen-Image text-to-image."""
-    srv = start_server(tmp_path_factory, "tiny_qwen_image")
-    yield srv
-    srv.stop()
+    return _ready(servers["image"])
 
 
 @pytest.fixture(scope="package")
-def edit_server(tmp_path_factory):
+def edit_server(servers):
     """tiny Qwen-Image-Edit, one image per request."""
-    srv = start_server(tmp_path_factory, "tiny_qwen_image_edit", "server.max_images=1")
-    yield srv
-    srv.stop()
+    return _ready(servers["edit"])
 
 
 @pytest.fixture
