@@ -14,7 +14,7 @@ import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.server.conftest import ServerProcess, wait_for
+from tests.server.conftest import ServerProcess, start_together, wait_for
 from tests.support.postgres import PostgresServer
 
 SMALL = dict(size="64x64", extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": 1})
@@ -40,9 +40,8 @@ def replicas(postgres, tmp_path, tiny_wan_folder):
     def start(n: int = 2, *extra: str, **options) -> list[ServerProcess]:
         batch = [ServerProcess(shared, "--job-store", postgres.url, "--lease-s", "2", *extra, **options)
                  for _ in range(n)]
-        for srv in batch:
-            srv.start()
-            started.append(srv)
+        started.extend(batch)
+        start_together(*batch)  # side by side: the store's migrations take concurrent starts (test below)
         return batch
 
     yield start
@@ -288,7 +287,7 @@ def test_outputs_and_uploads_live_at_an_fsspec_location(postgres, tmp_path, inpu
     try:
         for srv in (a, b):
             srv.output_dir.parent.mkdir(parents=True, exist_ok=True)
-            srv.start()
+        start_together(a, b)
         upload = ("first.png", input_png.read_bytes(), "image/png")
         ids = [a.openai().videos.create(prompt=f"from the first frame {i}", input_reference=upload,
                                         extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": i}).id
