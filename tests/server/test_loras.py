@@ -29,12 +29,44 @@ def lora_dir(tmp_path_factory, tiny_wan_folder):
 
 
 @pytest.fixture(scope="module")
-def lora_server(tmp_path_factory, lora_dir):
-    srv = ServerProcess(tmp_path_factory.mktemp("lora-server") / "out", "--lora-dir", str(lora_dir),
-                        "--max-loaded-loras", "2")
-    srv.start()
-    yield srv
-    srv.stop()
+def servers(tmp_path_factory, lora_dir, tiny_wan_folder):
+    """The module's three servers, launched together when the first is asked for (a start is mostly a
+    single-threaded import: side by side they take both cores): ``dir`` serves the LoRA dir; ``plain`` has no
+    --lora-path and no --lora-dir, and a local Hub cache holding an adapter by repo id (its file: ``plain.lora``);
+    ``both`` has a --lora-path adapter that is also in the LoRA dir."""
+    file = make_lora(tiny_wan_folder, tmp_path_factory.mktemp("made"), 1)
+    hub = tmp_path_factory.mktemp("hub")
+    snapshot = hub / "models--sgld-test--tiny-lora" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "adapter.safetensors").write_bytes(file.read_bytes())
+    (hub / "models--sgld-test--tiny-lora" / "refs").mkdir()
+    (hub / "models--sgld-test--tiny-lora" / "refs" / "main").write_text("0" * 40)
+    launched = {
+        "dir": ServerProcess(tmp_path_factory.mktemp("lora-server") / "out", "--lora-dir", str(lora_dir),
+                             "--max-loaded-loras", "2"),
+        "plain": ServerProcess(tmp_path_factory.mktemp("plain") / "out",
+                               env={"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}),
+        "both": ServerProcess(tmp_path_factory.mktemp("both") / "out", "--lora-path",
+                              str(lora_dir / "style_a.safetensors"), "--lora-dir", str(lora_dir)),
+    }
+    launched["plain"].lora = file
+    try:
+        for srv in launched.values():
+            srv.launch()
+
+        def ready(name: str) -> ServerProcess:
+            launched[name].wait_ready(timeout=240)
+            return launched[name]
+
+        yield ready
+    finally:
+        for srv in launched.values():
+            srv.stop()
+
+
+@pytest.fixture(scope="module")
+def lora_server(servers):
+    return servers("dir")
 
 
 def frames_of(client, video, tmp_path, name):
@@ -143,55 +175,39 @@ def test_sglangs_control_endpoints(lora_server, tmp_path):
     assert post("/unmerge_lora_weights", {"target": "critic"}).status_code == 200  # SGLang: a warning, not an error
 
 
-def test_set_lora_on_a_server_started_without_adapters(tmp_path_factory, tiny_wan_folder, tmp_path):
+def test_set_lora_on_a_server_started_without_adapters(servers, tmp_path):
     """A local file or a Hugging Face repo id (here from the local Hub cache), on a server with no --lora-path
     and no --lora-dir; a --lora-path adapter would be nicknamed 'default'."""
-    file = make_lora(tiny_wan_folder, tmp_path_factory.mktemp("made"), 1)
-    hub = tmp_path_factory.mktemp("hub")
-    snapshot = hub / "models--sgld-test--tiny-lora" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / "adapter.safetensors").write_bytes(file.read_bytes())
-    (hub / "models--sgld-test--tiny-lora" / "refs").mkdir()
-    (hub / "models--sgld-test--tiny-lora" / "refs" / "main").write_text("0" * 40)
-    srv = ServerProcess(tmp_path_factory.mktemp("plain") / "out", env={"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"})
-    srv.start()
-    try:
-        client = srv.openai()
-        before = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "before")
-        r = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "local", "lora_path": str(file)}, timeout=60)
-        assert r.status_code == 200, r.text
-        local = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "local")
-        assert np.abs(local - before).max() >= 10
-        r = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "hub", "lora_path": "sgld-test/tiny-lora"},
-                       timeout=60)
-        assert r.status_code == 200, r.text
-        hub_frames = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "hub")
-        assert np.abs(hub_frames - local).max() <= 2  # the same file, by repo id
-        listed = httpx.get(srv.url + "/list_loras", timeout=10).json()["loaded_adapters"]
-        assert [a["nickname"] for a in listed] == ["local", "hub"] and listed[1]["path"] == "sgld-test/tiny-lora"
-        gone = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "x", "lora_path": "sgld-test/absent"}, timeout=60)
-        assert gone.status_code == 400 and "HF_HUB_OFFLINE" in gone.json()["detail"]
-    finally:
-        srv.stop()
+    srv = servers("plain")
+    file = srv.lora
+    client = srv.openai()
+    before = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "before")
+    r = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "local", "lora_path": str(file)}, timeout=60)
+    assert r.status_code == 200, r.text
+    local = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "local")
+    assert np.abs(local - before).max() >= 10
+    r = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "hub", "lora_path": "sgld-test/tiny-lora"},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    hub_frames = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "hub")
+    assert np.abs(hub_frames - local).max() <= 2  # the same file, by repo id
+    listed = httpx.get(srv.url + "/list_loras", timeout=10).json()["loaded_adapters"]
+    assert [a["nickname"] for a in listed] == ["local", "hub"] and listed[1]["path"] == "sgld-test/tiny-lora"
+    gone = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "x", "lora_path": "sgld-test/absent"}, timeout=60)
+    assert gone.status_code == 400 and "HF_HUB_OFFLINE" in gone.json()["detail"]
 
 
-def test_a_lora_path_adapter_is_default_and_the_same_file_in_the_lora_dir_does_not_collide(tmp_path_factory, lora_dir,
-                                                                                          tmp_path):
-    srv = ServerProcess(tmp_path_factory.mktemp("both") / "out", "--lora-path", str(lora_dir / "style_a.safetensors"),
-                        "--lora-dir", str(lora_dir))
-    srv.start()
-    try:
-        listed = httpx.get(srv.url + "/list_loras", timeout=10).json()
-        assert [a["nickname"] for a in listed["loaded_adapters"]] == ["default"]
-        client = srv.openai()
-        by_name = frames_of(client, client.videos.create(prompt="a red fox", size="64x64", extra_body={
-            "num_inference_steps": 2, "seed": 4, "loras": [{"name": "style_a"}]}), tmp_path, "by_name")
-        default = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "default")
-        assert np.abs(by_name - default).max() <= 2  # one file under two names: both load, the same output
-        r = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "default"}, timeout=60)
-        assert r.status_code == 200, r.text
-    finally:
-        srv.stop()
+def test_a_lora_path_adapter_is_default_and_the_same_file_in_the_lora_dir_does_not_collide(servers, tmp_path):
+    srv = servers("both")
+    listed = httpx.get(srv.url + "/list_loras", timeout=10).json()
+    assert [a["nickname"] for a in listed["loaded_adapters"]] == ["default"]
+    client = srv.openai()
+    by_name = frames_of(client, client.videos.create(prompt="a red fox", size="64x64", extra_body={
+        "num_inference_steps": 2, "seed": 4, "loras": [{"name": "style_a"}]}), tmp_path, "by_name")
+    default = frames_of(client, client.videos.create(prompt="a red fox", **SMALL), tmp_path, "default")
+    assert np.abs(by_name - default).max() <= 2  # one file under two names: both load, the same output
+    r = httpx.post(srv.url + "/set_lora", json={"lora_nickname": "default"}, timeout=60)
+    assert r.status_code == 200, r.text
 
 
 def test_the_playground_offers_the_adapters(lora_server, browser):
