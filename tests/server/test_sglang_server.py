@@ -30,48 +30,65 @@ def test_sglangs_discovery_endpoints(server):
     assert httpx.get(base + "/v1/model_info", timeout=10).json() == {"model_path": "tiny-wan-t2v"}
 
 
-def test_served_model_name_is_the_models_id(tmp_path_factory, tiny_wan_folder):
-    srv = ServerProcess(tmp_path_factory.mktemp("named") / "out", "--served-model-name", "wan-small")
-    srv.start()
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, tiny_wan_folder):
+    """This module's two servers, launched together when the first is asked for (a start is mostly a
+    single-threaded import: side by side they take both cores): ``named`` serves the model as wan-small; ``perf``
+    has SGLang's stage logging and performance log on (``perf.folder`` holds its logs, ``perf.launched_ns`` is the
+    monotonic clock just before its launch)."""
+    named = ServerProcess(tmp_path_factory.mktemp("named") / "out", "--served-model-name", "wan-small")
+    folder = tmp_path_factory.mktemp("perf")
+    perf = ServerProcess(folder / "out", "--uvicorn-access-log-exclude-prefixes", "/health",
+                         env={"SGLANG_DIFFUSION_STAGE_LOGGING": "1", "SGLANG_PERF_LOG_DIR": str(folder / "logs")})
+    perf.folder = folder
+    launched = {"named": named, "perf": perf}
     try:
-        client = srv.openai()
-        assert [m.id for m in client.models.list().data] == ["wan-small"]
-        assert client.models.retrieve("wan-small").model_extra["root"] == "wan-small"
-        assert client.models.retrieve("tiny-wan-t2v").id == "wan-small"  # the path still finds it
-        assert httpx.get(srv.base + "/server_info", timeout=10).json()["served_model_name"] == "wan-small"
+        named.launch()
+        perf.launched_ns = time.monotonic_ns()
+        perf.launch()
+
+        def ready(name: str) -> ServerProcess:
+            launched[name].wait_ready()
+            return launched[name]
+
+        yield ready
     finally:
-        srv.stop()
+        for srv in launched.values():
+            srv.stop()
 
 
-def test_the_load_line_and_the_performance_log(tmp_path_factory, tiny_wan_folder):
+def test_served_model_name_is_the_models_id(servers):
+    srv = servers("named")
+    client = srv.openai()
+    assert [m.id for m in client.models.list().data] == ["wan-small"]
+    assert client.models.retrieve("wan-small").model_extra["root"] == "wan-small"
+    assert client.models.retrieve("tiny-wan-t2v").id == "wan-small"  # the path still finds it
+    assert httpx.get(srv.base + "/server_info", timeout=10).json()["served_model_name"] == "wan-small"
+
+
+def test_the_load_line_and_the_performance_log(servers):
     """SGLang's switches (SGLANG_DIFFUSION_STAGE_LOGGING, SGLANG_PERF_LOG_DIR) turn the log on; each completed job
     appends one line whose request_id is its id, with each stage's and each denoise step's milliseconds."""
-    folder = tmp_path_factory.mktemp("perf")
-    srv = ServerProcess(folder / "out", "--uvicorn-access-log-exclude-prefixes", "/health",
-                        env={"SGLANG_DIFFUSION_STAGE_LOGGING": "1", "SGLANG_PERF_LOG_DIR": str(folder / "logs")})
-    before = time.monotonic_ns()
-    srv.start()
-    try:
-        log = srv.log.read_text()
-        marker = re.search(r"\[server-load\] workers_ready_monotonic_ns=(\d+)", log)
-        assert marker and before < int(marker.group(1)) < time.monotonic_ns()  # one clock, the system's
-        assert "GET /health" not in log  # the probes are left out of the request log, as asked
-        client = srv.openai()
-        video = wait_for(client, client.videos.create(prompt="a fox", extra_body={"num_inference_steps": 3}).id)
-        assert video.status == "completed"
-        lines = (folder / "logs" / "performance.log").read_text().splitlines()
-        assert len(lines) == 1
-        record = json.loads(lines[0])
-        assert set(record) == {"request_id", "timestamp", "commit_hash", "tag", "stages", "steps", "total_duration_ms",
-                               "memory_snapshots"}
-        assert record["request_id"] == video.id and record["tag"] == "pipeline_stage_metrics"
-        stages = {stage["name"]: stage for stage in record["stages"]}
-        assert {"encode_prompt", "denoise", "decode"} <= set(stages) and stages["denoise"]["is_denoising"]
-        assert not stages["decode"]["is_denoising"] and all(s["execution_time_ms"] > 0 for s in stages.values())
-        assert len(record["steps"]) == 3 and all(ms > 0 for ms in record["steps"])
-        assert record["total_duration_ms"] >= stages["denoise"]["execution_time_ms"]
-    finally:
-        srv.stop()
+    srv = servers("perf")
+    folder, before = srv.folder, srv.launched_ns
+    log = srv.log.read_text()
+    marker = re.search(r"\[server-load\] workers_ready_monotonic_ns=(\d+)", log)
+    assert marker and before < int(marker.group(1)) < time.monotonic_ns()  # one clock, the system's
+    assert "GET /health" not in log  # the probes are left out of the request log, as asked
+    client = srv.openai()
+    video = wait_for(client, client.videos.create(prompt="a fox", extra_body={"num_inference_steps": 3}).id)
+    assert video.status == "completed"
+    lines = (folder / "logs" / "performance.log").read_text().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert set(record) == {"request_id", "timestamp", "commit_hash", "tag", "stages", "steps", "total_duration_ms",
+                           "memory_snapshots"}
+    assert record["request_id"] == video.id and record["tag"] == "pipeline_stage_metrics"
+    stages = {stage["name"]: stage for stage in record["stages"]}
+    assert {"encode_prompt", "denoise", "decode"} <= set(stages) and stages["denoise"]["is_denoising"]
+    assert not stages["decode"]["is_denoising"] and all(s["execution_time_ms"] > 0 for s in stages.values())
+    assert len(record["steps"]) == 3 and all(ms > 0 for ms in record["steps"])
+    assert record["total_duration_ms"] >= stages["denoise"]["execution_time_ms"]
 
 
 def test_perf_log_dir_option_and_the_sglang_switch(tmp_path):
