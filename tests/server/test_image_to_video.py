@@ -11,11 +11,28 @@ from tests.server.conftest import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def i2v_server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("i2v") / "out", model="tiny-wan21-i2v")
-    srv.start()
-    yield srv
-    srv.stop()
+def servers(tmp_path_factory):
+    """This module's two servers (Wan2.1 I2V, HunyuanVideo-1.5 I2V), launched together when the first is asked for
+    (a start is mostly a single-threaded import: side by side they take both cores)."""
+    launched = {model: ServerProcess(tmp_path_factory.mktemp(name) / "out", model=model)
+                for name, model in (("i2v", "tiny-wan21-i2v"), ("hv15", "tiny-hunyuan15-i2v"))}
+    try:
+        for srv in launched.values():
+            srv.launch()
+
+        def ready(model: str) -> ServerProcess:
+            launched[model].wait_ready(timeout=240)
+            return launched[model]
+
+        yield ready
+    finally:
+        for srv in launched.values():
+            srv.stop()
+
+
+@pytest.fixture(scope="module")
+def i2v_server(servers):
+    return servers("tiny-wan21-i2v")
 
 
 def test_input_reference_makes_the_first_frame(i2v_server, input_png, tmp_path):
@@ -59,22 +76,18 @@ def test_openapi_describes_the_upload(i2v_server):
     assert refused.status_code == 400 and "takes no reference images" in refused.json()["error"]["message"]
 
 
-def test_hunyuan15_video_takes_its_size_from_the_first_frame(tmp_path_factory, input_png, tmp_path):
-    srv = ServerProcess(tmp_path_factory.mktemp("hv15") / "out", model="tiny-hunyuan15-i2v")
-    try:
-        srv.start()
-        info = httpx.get(srv.base + "/playground/info", timeout=10).json()
-        assert info["needs_image"] and info["defaults"]["width"] is None  # the page shows "from input"
-        client = srv.openai()
-        video = client.videos.create_and_poll(
-            prompt="a red fox", input_reference=("first.png", input_png.read_bytes(), "image/png"),
-            extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": 3}, poll_interval_ms=100,
-        )
-        # The 56x40 image's nearest bucket of the tiny model (64-pixel side): 64 wide, 48 high.
-        assert video.status == "completed" and video.size == "64x48", (video.status, video.size, video.error)
-        path = tmp_path / "hv15.mp4"
-        path.write_bytes(client.videos.download_content(video_id=video.id).read())
-        meta, frames = read_mp4(path)
-        assert meta["size"] == (64, 48) and len(frames) == 5
-    finally:
-        srv.stop()
+def test_hunyuan15_video_takes_its_size_from_the_first_frame(servers, input_png, tmp_path):
+    srv = servers("tiny-hunyuan15-i2v")
+    info = httpx.get(srv.base + "/playground/info", timeout=10).json()
+    assert info["needs_image"] and info["defaults"]["width"] is None  # the page shows "from input"
+    client = srv.openai()
+    video = client.videos.create_and_poll(
+        prompt="a red fox", input_reference=("first.png", input_png.read_bytes(), "image/png"),
+        extra_body={"num_frames": 5, "num_inference_steps": 2, "seed": 3}, poll_interval_ms=100,
+    )
+    # The 56x40 image's nearest bucket of the tiny model (64-pixel side): 64 wide, 48 high.
+    assert video.status == "completed" and video.size == "64x48", (video.status, video.size, video.error)
+    path = tmp_path / "hv15.mp4"
+    path.write_bytes(client.videos.download_content(video_id=video.id).read())
+    meta, frames = read_mp4(path)
+    assert meta["size"] == (64, 48) and len(frames) == 5
