@@ -34,11 +34,32 @@ def histogram(srv: ServerProcess, name: str) -> tuple[float, float]:
 
 
 @pytest.fixture(scope="module")
-def flux_server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("batching-flux") / "out", *BATCHING, model="tiny-flux")
-    srv.start()
-    yield srv
-    srv.stop()
+def servers(tmp_path_factory, tiny_wan_folder):
+    """This module's two servers, launched together when the first is asked for (a start is mostly a
+    single-threaded import: side by side they take both cores): ``flux`` batches images (BATCHING), ``wan`` batches
+    up to 3 videos arriving within 300 ms."""
+    launched = {
+        "flux": ServerProcess(tmp_path_factory.mktemp("batching-flux") / "out", *BATCHING, model="tiny-flux"),
+        "wan": ServerProcess(tmp_path_factory.mktemp("batching-wan") / "out", "--max-batch-size", "3",
+                             "--batch-wait-ms", "300"),
+    }
+    try:
+        for srv in launched.values():
+            srv.launch()
+
+        def ready(name: str) -> ServerProcess:
+            launched[name].wait_ready()
+            return launched[name]
+
+        yield ready
+    finally:
+        for srv in launched.values():
+            srv.stop()
+
+
+@pytest.fixture(scope="module")
+def flux_server(servers):
+    return servers("flux")
 
 
 def generate(srv: ServerProcess, request: dict) -> np.ndarray:
@@ -69,31 +90,27 @@ def test_n_images_of_one_request_share_a_forward(flux_server):
     assert (count - before[0], total - before[1]) == (1, 3)
 
 
-def test_cancelling_one_video_of_a_running_batch_leaves_the_others_equal_to_their_solo_runs(tmp_path):
-    srv = ServerProcess(tmp_path / "out", "--max-batch-size", "3", "--batch-wait-ms", "300")
-    srv.start()
-    try:
-        client = srv.openai()
-        settings = {"num_inference_steps": 120}
-        prompts = ["a red fox running", "a cat on a sofa", "waves on a beach"]
-        with ThreadPoolExecutor(3) as pool:
-            videos = list(pool.map(lambda i: client.videos.create(
-                prompt=prompts[i], size="64x64", extra_body={**settings, "seed": 10 + i}), range(3)))
-        doomed = videos[1].id
-        deadline = time.time() + 60
-        while client.videos.retrieve(doomed).progress < 5 and time.time() < deadline:
-            time.sleep(0.05)
-        assert client.videos.retrieve(doomed).status == "in_progress"
-        client.videos.delete(doomed)
-        finished = [wait_for(client, videos[i].id, timeout=120) for i in (0, 2)]
-        assert [v.status for v in finished] == ["completed", "completed"]
-        assert histogram(srv, "sgld_batch_size") == (1, 3)
-        batched = [read_mp4(srv.output_dir / "files" / f"{v.id}.mp4")[1] for v in finished]
-        for i, frames in zip((0, 2), batched):
-            alone = wait_for(client, client.videos.create(prompt=prompts[i], size="64x64",
-                                                         extra_body={**settings, "seed": 10 + i}).id, timeout=120)
-            solo = read_mp4(srv.output_dir / "files" / f"{alone.id}.mp4")[1]
-            # Raw frames agree within 1/255 (tests/test_batching.py); H.264 encodes such frames slightly differently.
-            assert np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, solo)]) < 1.0
-    finally:
-        srv.stop()
+def test_cancelling_one_video_of_a_running_batch_leaves_the_others_equal_to_their_solo_runs(servers):
+    srv = servers("wan")
+    client = srv.openai()
+    settings = {"num_inference_steps": 120}
+    prompts = ["a red fox running", "a cat on a sofa", "waves on a beach"]
+    with ThreadPoolExecutor(3) as pool:
+        videos = list(pool.map(lambda i: client.videos.create(
+            prompt=prompts[i], size="64x64", extra_body={**settings, "seed": 10 + i}), range(3)))
+    doomed = videos[1].id
+    deadline = time.time() + 60
+    while client.videos.retrieve(doomed).progress < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    assert client.videos.retrieve(doomed).status == "in_progress"
+    client.videos.delete(doomed)
+    finished = [wait_for(client, videos[i].id, timeout=120) for i in (0, 2)]
+    assert [v.status for v in finished] == ["completed", "completed"]
+    assert histogram(srv, "sgld_batch_size") == (1, 3)
+    batched = [read_mp4(srv.output_dir / "files" / f"{v.id}.mp4")[1] for v in finished]
+    for i, frames in zip((0, 2), batched):
+        alone = wait_for(client, client.videos.create(prompt=prompts[i], size="64x64",
+                                                     extra_body={**settings, "seed": 10 + i}).id, timeout=120)
+        solo = read_mp4(srv.output_dir / "files" / f"{alone.id}.mp4")[1]
+        # Raw frames agree within 1/255 (tests/test_batching.py); H.264 encodes such frames slightly differently.
+        assert np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, solo)]) < 1.0
