@@ -32,11 +32,34 @@ def wait_until(condition, timeout: float = 60, message: str = "") -> None:
 
 
 @pytest.fixture(scope="module")
-def image_server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("image-jobs") / "out", model="tiny-qwen-image")
-    srv.start()
-    yield srv
-    srv.stop()
+def servers(tmp_path_factory):
+    """This module's three tiny Qwen-Image servers, each on its own output folder and store, launched together when
+    the first is asked for (a start is mostly a single-threaded import: side by side they take both cores):
+    ``shared`` for the cancellation test, ``restart`` to be killed and started again, ``retention`` with a 2 s
+    image retention."""
+    launched = {
+        "shared": ServerProcess(tmp_path_factory.mktemp("image-jobs") / "out", model="tiny-qwen-image"),
+        "restart": ServerProcess(tmp_path_factory.mktemp("image-restart") / "out", model="tiny-qwen-image"),
+        "retention": ServerProcess(tmp_path_factory.mktemp("image-retention") / "out", "server.image_retention_s=2",
+                                   "server.lease_s=3", model="tiny_qwen_image", hydra=True),
+    }
+    try:
+        for srv in launched.values():
+            srv.launch()
+
+        def ready(name: str) -> ServerProcess:
+            launched[name].wait_ready()
+            return launched[name]
+
+        yield ready
+    finally:
+        for srv in launched.values():
+            srv.stop()
+
+
+@pytest.fixture(scope="module")
+def image_server(servers):
+    return servers("shared")
 
 
 def test_an_abandoned_image_request_cancels_its_job(image_server):
@@ -52,52 +75,43 @@ def test_an_abandoned_image_request_cancels_its_job(image_server):
     assert not list((image_server.output_dir / "files").glob(f"{job_id}*"))
 
 
-def test_image_jobs_whose_request_died_with_the_server_are_not_run_after_a_restart(tmp_path):
-    srv = ServerProcess(tmp_path / "out", model="tiny-qwen-image")
+def test_image_jobs_whose_request_died_with_the_server_are_not_run_after_a_restart(servers):
+    srv = servers("restart")
+    def request() -> None:
+        try:
+            httpx.post(srv.url + "/images/generations", json=LONG, timeout=300)
+        except httpx.HTTPError:  # the server is killed under it
+            pass
+
+    for _ in range(2):  # one runs, one waits in the queue
+        threading.Thread(target=request, daemon=True).start()
+    def under_way() -> bool:  # both accepted, one (or both, batched together) running
+        states = [s for _, s in image_jobs(srv)]
+        return len(states) == 2 and "in_progress" in states and set(states) <= {"queued", "in_progress"}
+
+    wait_until(under_way, 60, "jobs not under way")
+    orphans = [i for i, _ in image_jobs(srv)]
+    srv.kill()
     srv.start()
-    try:
-        def request() -> None:
-            try:
-                httpx.post(srv.url + "/images/generations", json=LONG, timeout=300)
-            except httpx.HTTPError:  # the server is killed under it
-                pass
-
-        for _ in range(2):  # one runs, one waits in the queue
-            threading.Thread(target=request, daemon=True).start()
-        def under_way() -> bool:  # both accepted, one (or both, batched together) running
-            states = [s for _, s in image_jobs(srv)]
-            return len(states) == 2 and "in_progress" in states and set(states) <= {"queued", "in_progress"}
-
-        wait_until(under_way, 60, "jobs not under way")
-        orphans = [i for i, _ in image_jobs(srv)]
-        srv.kill()
-        srv.start()
-        log = srv.log.read_text()
-        for job_id in orphans:
-            assert f"image job {job_id} (request_id=" in log and "nobody can receive it" in log
-        assert image_jobs(srv) == []  # neither is run again
-        assert not any("running it again" in line for line in log.splitlines())
-        r = httpx.post(srv.url + "/images/generations", timeout=120,
-                       json={"prompt": "after the restart", "size": "32x32", "num_inference_steps": 1})
-        assert r.status_code == 200, r.text
-    finally:
-        srv.stop()
+    log = srv.log.read_text()
+    for job_id in orphans:
+        assert f"image job {job_id} (request_id=" in log and "nobody can receive it" in log
+    assert image_jobs(srv) == []  # neither is run again
+    assert not any("running it again" in line for line in log.splitlines())
+    r = httpx.post(srv.url + "/images/generations", timeout=120,
+                   json={"prompt": "after the restart", "size": "32x32", "num_inference_steps": 1})
+    assert r.status_code == 200, r.text
 
 
-def test_image_files_follow_a_retention(tmp_path):
-    srv = ServerProcess(tmp_path / "out", "server.image_retention_s=2", "server.lease_s=3", model="tiny_qwen_image",
-                        hydra=True)
-    srv.start()
-    try:
-        body = httpx.post(srv.url + "/images/generations", timeout=120,
-                          json={"prompt": "a cat", "size": "32x32", "num_inference_steps": 1}).json()
-        job = httpx.get(f"{srv.url}/images/{body['id']}", timeout=10).json()
-        assert job["expires_at"] == job["completed_at"] + 2
-        assert httpx.get(srv.base + body["data"][0]["url"], timeout=10).status_code == 200
-        wait_until(lambda: httpx.get(f"{srv.url}/images/{body['id']}", timeout=10).json()["status"] == "expired", 30,
-                   "the image did not expire")
-        gone = httpx.get(srv.base + body["data"][0]["url"], timeout=10)
-        assert gone.status_code == 404 and gone.json()["error"]["code"] == "image_expired"
-        assert not list((srv.output_dir / "files").glob(f"{body['id']}*"))
-    finally:
-        srv.stop()
+def test_image_files_follow_a_retention(servers):
+    srv = servers("retention")
+    body = httpx.post(srv.url + "/images/generations", timeout=120,
+                      json={"prompt": "a cat", "size": "32x32", "num_inference_steps": 1}).json()
+    job = httpx.get(f"{srv.url}/images/{body['id']}", timeout=10).json()
+    assert job["expires_at"] == job["completed_at"] + 2
+    assert httpx.get(srv.base + body["data"][0]["url"], timeout=10).status_code == 200
+    wait_until(lambda: httpx.get(f"{srv.url}/images/{body['id']}", timeout=10).json()["status"] == "expired", 30,
+               "the image did not expire")
+    gone = httpx.get(srv.base + body["data"][0]["url"], timeout=10)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "image_expired"
+    assert not list((srv.output_dir / "files").glob(f"{body['id']}*"))
