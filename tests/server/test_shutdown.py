@@ -36,15 +36,34 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("extra, bound_s", [
-    pytest.param((), 10, id="one-process"),
-    pytest.param(("--num-gpus", "2", "--ulysses-degree", "2"), 30, id="two-ranks"),
-    pytest.param(("--num-gpus", "2", "--dp-size", "2"), 15, id="two-engine-workers"),
-])
-def test_sigterm_ends_an_idle_server_that_ignores_sigint(tmp_path, tiny_wan_folder, extra, bound_s):
-    srv = ServerProcess(tmp_path / "out", *extra, ignore_sigint=True)
+LAYOUTS = {"one-process": (), "two-ranks": ("--num-gpus", "2", "--ulysses-degree", "2"),
+           "two-engine-workers": ("--num-gpus", "2", "--dp-size", "2")}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, tiny_wan_folder):
+    """One server of each layout, all launched when the first is asked for (their starts overlap on both cores);
+    each test ends its own, and any left are killed at the end."""
+    launched = {name: ServerProcess(tmp_path_factory.mktemp(name) / "out", *extra, ignore_sigint=True)
+                for name, extra in LAYOUTS.items()}
     try:
-        srv.start(timeout=180)
+        for srv in launched.values():
+            srv.launch()
+        yield launched
+    finally:
+        for srv in launched.values():
+            srv.kill()
+
+
+@pytest.mark.parametrize("layout, bound_s", [
+    pytest.param("one-process", 10, id="one-process"),
+    pytest.param("two-ranks", 30, id="two-ranks"),
+    pytest.param("two-engine-workers", 15, id="two-engine-workers"),
+])
+def test_sigterm_ends_an_idle_server_that_ignores_sigint(servers, layout, bound_s):
+    srv = servers[layout]
+    try:
+        srv.wait_ready(timeout=180)
         assert ignores_sigint(srv.proc.pid)  # as under `cmd &` in a script
         children = psutil.Process(srv.proc.pid).children(recursive=True)  # the ranks, when there are some
         start = time.perf_counter()
