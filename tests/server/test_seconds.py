@@ -23,10 +23,26 @@ TWO_RANKS = ("parallel.num_gpus=2", "parallel.enable_cfg_parallel=true", "parall
 CASES = [(model, 1) for model in sorted(VIDEO_FAMILIES)] + [("tiny_wan21_i2v", 2)]
 
 
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """The server of every case, all launched when the first is asked for (a start is mostly a single-threaded
+    import: side by side they take both cores); each test stops its own, any left are stopped at the end."""
+    launched = {(model, ranks): ServerProcess(tmp_path_factory.mktemp(f"{model}-{ranks}") / "out",
+                                              *(TWO_RANKS if ranks == 2 else ()), model=model, hydra=True)
+                for model, ranks in CASES}
+    try:
+        for srv in launched.values():
+            srv.launch()
+        yield launched
+    finally:
+        for srv in launched.values():
+            srv.stop()
+
+
 @pytest.mark.parametrize("model,ranks", CASES)
-def test_seconds_become_the_models_nearest_valid_frame_count(model, ranks, tmp_path, input_png):
-    srv = ServerProcess(tmp_path / "out", *(TWO_RANKS if ranks == 2 else ()), model=model, hydra=True)
-    srv.start(timeout=180)
+def test_seconds_become_the_models_nearest_valid_frame_count(model, ranks, servers, tmp_path, input_png):
+    srv = servers[(model, ranks)]
+    srv.wait_ready(timeout=240)
     try:
         client = srv.openai()
         extra = {"input_reference": ("first.png", input_png.read_bytes(), "image/png")} if "i2v" in model else {}
