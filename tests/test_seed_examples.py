@@ -76,15 +76,37 @@ def test_the_document_has_the_examples_we_expect():
     assert models == set(TINY)
 
 
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, input_png, sgld_home):
+    """``servers(index)``: the serve example's server. The first call launches every serve example's server
+    together (a start is mostly a single-threaded import: side by side they take both cores); each test stops its
+    own, any left are stopped at the end."""
+    launched: dict[int, tuple] = {}
+
+    def get(index: int) -> tuple:
+        if not launched:
+            for i, argv in enumerate(EXAMPLES):
+                if argv[0] == "serve":
+                    folder = tmp_path_factory.mktemp(f"serve{i}")
+                    launched[i] = _launch(substitute(argv, folder / "out", input_png), folder)
+        return launched[index]
+
+    yield get
+    for proc, *_ in launched.values():
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(20)
+
+
 @pytest.mark.parametrize("index", range(len(EXAMPLES)))
-def test_each_example_runs_as_sgl_diffusion(index, tmp_path, input_png, sgld_home, monkeypatch, capsys):
+def test_each_example_runs_as_sgl_diffusion(index, tmp_path, input_png, sgld_home, monkeypatch, capsys, servers):
     from sgld.cli import main
 
+    if EXAMPLES[index][0] == "serve":
+        _serve(*servers(index))
+        return
     argv = substitute(EXAMPLES[index], tmp_path / "out", input_png)
     monkeypatch.chdir(tmp_path)
-    if argv[0] == "serve":
-        _serve(argv, tmp_path)
-        return
     if "--help" in argv:
         with pytest.raises(SystemExit) as done:
             main(argv)
@@ -97,17 +119,23 @@ def test_each_example_runs_as_sgl_diffusion(index, tmp_path, input_png, sgld_hom
         assert [p.name for p in written] == [argv[argv.index("--output-file-name") + 1]]
 
 
-def _serve(argv: list[str], tmp_path: Path) -> None:
-    """Start the example's server as ``sgl-diffusion serve`` and wait until /health says it is ready."""
+def _launch(argv: list[str], tmp_path: Path) -> tuple:
+    """Start the example's server as ``sgl-diffusion serve``; (process, port, log, argv)."""
     import os
     import sys
-    import time
 
     port = free_port()
     log = tmp_path / "server.log"
     proc = subprocess.Popen([sys.executable, "-m", "sgld.cli", *argv, "--port", str(port), "--output-path",
                              str(tmp_path / "out")], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             env=dict(os.environ), cwd=Path(__file__).resolve().parents[1])
+    return proc, port, log, argv
+
+
+def _serve(proc: subprocess.Popen, port: int, log: Path, argv: list[str]) -> None:
+    """Wait until the launched server's /health says it is ready and it lists the example's model; then stop it."""
+    import time
+
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
