@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx2 as httpx
 import pytest
 
-from tests.server.conftest import ServerProcess
+from tests.server.conftest import ServerProcess, launched_together
 
 API_KEY = "sk-reliability"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -35,13 +35,8 @@ def servers(tmp_path_factory, tiny_wan_folder):
         # tiny Qwen-Image-Edit, one image per request
         "edit": keyed_server(tmp_path_factory, "tiny_qwen_image_edit", "server.max_images=1"),
     }
-    try:
-        for srv in launched.values():
-            srv.launch()
+    with launched_together(launched):
         yield launched
-    finally:
-        for srv in launched.values():
-            srv.stop()
 
 
 def _ready(srv: ServerProcess) -> ServerProcess:

@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx2 as httpx
 import pytest
@@ -30,6 +32,26 @@ def free_port() -> int:
         if port not in _PORTS_GIVEN:
             _PORTS_GIVEN.add(port)
             return port
+
+
+@contextmanager
+def launched_together(servers: dict, timeout: float | None = None) -> Iterator:
+    """Launch every server of ``servers`` (a dict by name) side by side, and stop each at the end. Yields ``servers``,
+    or with ``timeout`` a function giving the server of a name once it is ready."""
+    try:
+        for srv in servers.values():
+            srv.launch()
+        if timeout is None:
+            yield servers
+        else:
+            def ready(name: str) -> "ServerProcess":
+                servers[name].wait_ready(timeout)
+                return servers[name]
+
+            yield ready
+    finally:
+        for srv in servers.values():
+            srv.stop()
 
 
 def start_together(*servers: "ServerProcess", timeout: float = 120) -> None:

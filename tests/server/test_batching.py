@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import read_mp4
-from tests.server.conftest import ServerProcess, wait_for
+from tests.server.conftest import ServerProcess, launched_together, wait_for
 
 BATCHING = ("--max-batch-size", "4", "--batch-wait-ms", "300")
 IMAGE_REQUESTS = [
@@ -43,18 +43,8 @@ def servers(tmp_path_factory, tiny_wan_folder):
         "wan": ServerProcess(tmp_path_factory.mktemp("batching-wan") / "out", "--max-batch-size", "3",
                              "--batch-wait-ms", "300"),
     }
-    try:
-        for srv in launched.values():
-            srv.launch()
-
-        def ready(name: str) -> ServerProcess:
-            launched[name].wait_ready()
-            return launched[name]
-
+    with launched_together(launched, timeout=120) as ready:
         yield ready
-    finally:
-        for srv in launched.values():
-            srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import time
 import httpx2 as httpx
 import pytest
 
-from tests.server.conftest import ServerProcess
+from tests.server.conftest import ServerProcess, launched_together
 
 # Slow enough on a CPU to be running when its client gives up.
 LONG = {"prompt": "a long one", "size": "512x512", "num_inference_steps": 200, "response_format": "b64_json"}
@@ -43,18 +43,8 @@ def servers(tmp_path_factory):
         "retention": ServerProcess(tmp_path_factory.mktemp("image-retention") / "out", "server.image_retention_s=2",
                                    "server.lease_s=3", model="tiny_qwen_image", hydra=True),
     }
-    try:
-        for srv in launched.values():
-            srv.launch()
-
-        def ready(name: str) -> ServerProcess:
-            launched[name].wait_ready()
-            return launched[name]
-
+    with launched_together(launched, timeout=120) as ready:
         yield ready
-    finally:
-        for srv in launched.values():
-            srv.stop()
 
 
 @pytest.fixture(scope="module")

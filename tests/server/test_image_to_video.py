@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from tests.conftest import read_mp4
-from tests.server.conftest import ServerProcess
+from tests.server.conftest import ServerProcess, launched_together
 
 
 @pytest.fixture(scope="module")
@@ -16,18 +16,8 @@ def servers(tmp_path_factory):
     (a start is mostly a single-threaded import: side by side they take both cores)."""
     launched = {model: ServerProcess(tmp_path_factory.mktemp(name) / "out", model=model)
                 for name, model in (("i2v", "tiny-wan21-i2v"), ("hv15", "tiny-hunyuan15-i2v"))}
-    try:
-        for srv in launched.values():
-            srv.launch()
-
-        def ready(model: str) -> ServerProcess:
-            launched[model].wait_ready(timeout=240)
-            return launched[model]
-
+    with launched_together(launched, timeout=240) as ready:
         yield ready
-    finally:
-        for srv in launched.values():
-            srv.stop()
 
 
 @pytest.fixture(scope="module")

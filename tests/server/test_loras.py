@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import read_mp4
-from tests.server.conftest import ServerProcess, wait_for
+from tests.server.conftest import ServerProcess, launched_together, wait_for
 from tests.support.lora import make_lora
 
 SMALL = dict(size="64x64", extra_body={"num_inference_steps": 2, "seed": 4})
@@ -50,18 +50,8 @@ def servers(tmp_path_factory, lora_dir, tiny_wan_folder):
                               str(lora_dir / "style_a.safetensors"), "--lora-dir", str(lora_dir)),
     }
     launched["plain"].lora = file
-    try:
-        for srv in launched.values():
-            srv.launch()
-
-        def ready(name: str) -> ServerProcess:
-            launched[name].wait_ready(timeout=240)
-            return launched[name]
-
+    with launched_together(launched, timeout=240) as ready:
         yield ready
-    finally:
-        for srv in launched.values():
-            srv.stop()
 
 
 @pytest.fixture(scope="module")

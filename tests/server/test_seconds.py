@@ -8,7 +8,7 @@ import pytest
 from sgld.models.folder_model import FolderModel
 
 from tests.conftest import read_mp4
-from tests.server.conftest import ServerProcess, wait_for
+from tests.server.conftest import ServerProcess, launched_together, wait_for
 
 # One tiny model per video family (conf/model name -> model path). They default to 8 fps, so 1 s is 8
 # frames, whose nearest valid count (temporal factor 4: 4k + 1) is 9.
@@ -30,13 +30,8 @@ def servers(tmp_path_factory):
     launched = {(model, ranks): ServerProcess(tmp_path_factory.mktemp(f"{model}-{ranks}") / "out",
                                               *(TWO_RANKS if ranks == 2 else ()), model=model, hydra=True)
                 for model, ranks in CASES}
-    try:
-        for srv in launched.values():
-            srv.launch()
+    with launched_together(launched):
         yield launched
-    finally:
-        for srv in launched.values():
-            srv.stop()
 
 
 @pytest.mark.parametrize("model,ranks", CASES)
