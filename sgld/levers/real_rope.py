@@ -42,7 +42,8 @@ def _with_real_rope(function: types.FunctionType) -> types.FunctionType:
 
     A copy of the function object with its own globals, not a copy of its source: the processor's ~90 lines stay
     diffusers' (masks, tensor-parallel head counts, the attention dispatch), and diffusers' module is untouched, so a
-    reference pipeline in the same process keeps its own arithmetic."""
+    reference pipeline in the same process keeps its own arithmetic. The globals are those at import: a later patch
+    of that module's names (``sgld/diffusers_patches.py`` patches none of them) would not reach this copy."""
     namespace = {**function.__globals__, "apply_rotary_emb_qwen": apply_rotary_emb_qwen}
     return types.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__,
                               function.__closure__)

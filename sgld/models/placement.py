@@ -94,7 +94,7 @@ class Placement:
         if name not in self.offloaded:
             yield module
             return
-        if name not in UNCHANGED_NAMES:
+        if name not in UNCHANGED_NAMES or not _at_home(module):  # (not at home: moved by something else)
             module.to(self.device, non_blocking=self.pin_memory)
             try:
                 yield module
@@ -106,6 +106,11 @@ class Placement:
             yield module
         finally:
             _send_home(module, home)
+
+
+def _at_home(module: torch.nn.Module) -> bool:
+    """Whether every tensor of ``module`` is on the CPU."""
+    return all(tensor.device.type == "cpu" for _, _, tensor in _tensor_slots(module))
 
 
 def _tensor_slots(module: torch.nn.Module) -> Iterator[tuple[dict, str, torch.Tensor]]:
