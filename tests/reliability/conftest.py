@@ -35,32 +35,26 @@ def servers(tmp_path_factory, tiny_wan_folder):
         # tiny Qwen-Image-Edit, one image per request
         "edit": keyed_server(tmp_path_factory, "tiny_qwen_image_edit", "server.max_images=1"),
     }
-    with launched_together(launched):
-        yield launched
-
-
-def _ready(srv: ServerProcess) -> ServerProcess:
-    if not getattr(srv, "ready_seconds", None):
-        srv.ready_seconds = srv.wait_ready(timeout=240)
-    return srv
+    with launched_together(launched, timeout=240) as ready:
+        yield ready
 
 
 @pytest.fixture(scope="package")
 def video_server(servers):
     """tiny Wan text-to-video, queue bound 8."""
-    return _ready(servers["video"])
+    return servers("video")
 
 
 @pytest.fixture(scope="package")
 def image_server(servers):
     """tiny Qwen-Image text-to-image."""
-    return _ready(servers["image"])
+    return servers("image")
 
 
 @pytest.fixture(scope="package")
 def edit_server(servers):
     """tiny Qwen-Image-Edit, one image per request."""
-    return _ready(servers["edit"])
+    return servers("edit")
 
 
 @pytest.fixture

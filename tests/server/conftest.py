@@ -117,7 +117,7 @@ class ServerProcess:
     def wait_ready(self, timeout: float = 120) -> float:
         """Wait for a launched server's /health 200 (at once if it was seen before); returns seconds from its launch
         to ready."""
-        if getattr(self, "_ready_s", None) is not None:
+        if self._ready_s is not None:
             return self._ready_s
         start = self._launched
         while time.perf_counter() - start < timeout:

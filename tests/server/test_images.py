@@ -10,7 +10,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.server.conftest import ServerProcess
+from tests.server.conftest import ServerProcess, launched_together
 
 
 # Every tiny model this module serves, one server each.
@@ -20,25 +20,12 @@ MODELS = ("tiny-qwen-image", "tiny-qwen-image-edit", "tiny-z-image", "tiny-flux2
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    """``servers(model)``: the ready server of one of MODELS. The first call launches all of them together (a start
-    is mostly a single-threaded import: side by side they take both cores, about half the time of one after
-    another); all are stopped at the end."""
-    launched: dict[str, ServerProcess] = {}
-
-    def get(model: str) -> ServerProcess:
-        if not launched:
-            for name in MODELS:
-                launched[name] = ServerProcess(tmp_path_factory.mktemp(name) / "out", model=name)
-                launched[name].launch()
-        srv = launched[model]
-        if not getattr(srv, "ready", False):
-            srv.wait_ready(timeout=240)
-            srv.ready = True
-        return srv
-
-    yield get
-    for srv in launched.values():
-        srv.stop()
+    """``servers(model)``: the ready server of one of MODELS, all launched together when the fixture is first used
+    (a start is mostly a single-threaded import: side by side they take both cores, about half the time of one
+    after another); all are stopped at the end."""
+    launched = {name: ServerProcess(tmp_path_factory.mktemp(name) / "out", model=name) for name in MODELS}
+    with launched_together(launched, timeout=240) as ready:
+        yield ready
 
 
 @pytest.fixture(scope="module")

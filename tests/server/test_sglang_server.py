@@ -11,7 +11,7 @@ import time
 import httpx2 as httpx
 import pytest
 
-from tests.server.conftest import ServerProcess, wait_for
+from tests.server.conftest import ServerProcess, launched_together, wait_for
 
 
 def test_sglangs_discovery_endpoints(server):
@@ -41,20 +41,9 @@ def servers(tmp_path_factory, tiny_wan_folder):
     perf = ServerProcess(folder / "out", "--uvicorn-access-log-exclude-prefixes", "/health",
                          env={"SGLANG_DIFFUSION_STAGE_LOGGING": "1", "SGLANG_PERF_LOG_DIR": str(folder / "logs")})
     perf.folder = folder
-    launched = {"named": named, "perf": perf}
-    try:
-        named.launch()
-        perf.launched_ns = time.monotonic_ns()
-        perf.launch()
-
-        def ready(name: str) -> ServerProcess:
-            launched[name].wait_ready()
-            return launched[name]
-
+    perf.launched_ns = time.monotonic_ns()  # perf launches first, right after this
+    with launched_together({"perf": perf, "named": named}, timeout=120) as ready:
         yield ready
-    finally:
-        for srv in launched.values():
-            srv.stop()
 
 
 def test_served_model_name_is_the_models_id(servers):

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
-from tests.server.conftest import ServerProcess, start_together, wait_for
+from tests.server.conftest import ServerProcess, launched_together, wait_for
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -51,16 +51,12 @@ def servers(tmp_path_factory):
     edit = ServerProcess(tmp_path_factory.mktemp("urls") / "out", "--allow-private-urls",
                          model="tiny-qwen-image-edit-plus")
     ti2v = ServerProcess(tmp_path_factory.mktemp("ti2v-urls") / "out", model="tiny-wan22-ti2v")
-    try:
-        start_together(edit, ti2v, timeout=240)
-        yield {"edit": edit, "ti2v": ti2v}
-    finally:
-        edit.stop()
-        ti2v.stop()
+    with launched_together({"edit": edit, "ti2v": ti2v}, timeout=240) as ready:
+        yield ready
 
 
 def test_edits_take_sglangs_url_list(servers, inputs):
-    srv = servers["edit"]
+    srv = servers("edit")
     form = {"prompt": "put them together", "size": "32x32", "num_inference_steps": "1", "seed": "4",
             "output_format": "png"}
     (url_a, file_a), (url_b, file_b) = inputs["first"], inputs["second"]
@@ -80,7 +76,7 @@ def test_edits_take_sglangs_url_list(servers, inputs):
 
 
 def test_videos_fetch_reference_url_only_from_public_addresses_by_default(servers, inputs, input_png):
-    srv = servers["ti2v"]
+    srv = servers("ti2v")
     body = {"prompt": "a fox", "size": "64x64", "num_frames": 5, "num_inference_steps": 1}
     refused = httpx.post(srv.url + "/videos", timeout=60, json={**body, "reference_url": inputs["first"][0]})
     assert refused.status_code == 400 and "--allow-private-urls" in refused.json()["detail"], refused.text
