@@ -244,21 +244,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             model: nn.Module = restacked(net) if name.startswith("restacked") else net
             note = "cudnn.benchmark" if torch.backends.cudnn.benchmark else ""
-            if name == "regional compile":
-                torch._dynamo.reset()
-                start = time.perf_counter()
-                model = regionally_compiled(net)
-                with torch.no_grad():
-                    model(as_input(frames[:args.batch]))
-                    if args.frames % args.batch:
-                        model(as_input(frames[:args.frames % args.batch]))
-                note += f"; compile {time.perf_counter() - start:.1f} s"
-            elif "compile" in name:
+            if "compile" in name:
                 torch._dynamo.reset()
                 mode = "max-autotune-no-cudagraphs" if "max-autotune" in name else None
                 start = time.perf_counter()
-                model = torch.compile(model, mode=mode, dynamic=False)
-                with torch.no_grad():
+                model = regionally_compiled(net) if name == "regional compile" else torch.compile(model, mode=mode,
+                                                                                                 dynamic=False)
+                with torch.no_grad():  # the compile: both batch sizes the clip runs
                     model(as_input(frames[:args.batch]))
                     if args.frames % args.batch:
                         model(as_input(frames[:args.frames % args.batch]))
