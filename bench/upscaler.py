@@ -12,7 +12,9 @@ there in fp16. Rows, each over the whole clip after a warm-up batch:
 - ``compile`` / ``compile max-autotune``: ``torch.compile`` of the network (Inductor fuses the concatenations,
   LeakyReLUs and scaled residual adds around cuDNN's convolutions; max-autotune also tries its own conv templates);
 - ``regional compile``: ``torch.compile`` of each of the 23 RRDB blocks, which share one graph (the whole network's
-  compile took 119 s on an H100, for 23 copies of the same block);
+  compile took 119 s on an H100, for 23 copies of the same block): sgld's ``compile_upscaler``;
+- ``sgld finish() compiled``: the request path's upscaling step as a run with ``model.enable_torch_compile`` takes it
+  (the regional compile above), its first call over the clip (the compile) timed apart;
 - ``restacked`` (+ ``compile``): each dense block without concatenations: a convolution of a new piece (the block
   input, then each 32-channel output) computes its share of every later convolution at once (64 to 192 output
   channels instead of 32), added into running sums. The same multiply-adds, wider GEMMs, no concatenated copies.
@@ -37,10 +39,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sgld.finishing.realesrgan import RRDBNet, ResidualDenseBlock  # noqa: E402
+from sgld.finishing.realesrgan import RRDBNet, ResidualDenseBlock, compile_upscaler  # noqa: E402
 
 # max-autotune last: it took 312 s to compile on an H100 (2026-12-06), which left no time for the rows after it.
-ROWS = ("sgld finish()", "eager", "cudnn benchmark", "compile", "regional compile", "restacked", "restacked compile",
+ROWS = ("sgld finish()", "sgld finish() compiled", "eager", "cudnn benchmark", "compile", "regional compile", "restacked", "restacked compile",
         "compile max-autotune")
 
 
@@ -121,13 +123,15 @@ def clip_seconds(run_batch: Callable[[torch.Tensor], torch.Tensor], frames: torc
 
 
 def regionally_compiled(net: RRDBNet) -> RRDBNet:
-    """A copy of ``net`` sharing its weights whose RRDB blocks are each ``torch.compile``d (one graph for all)."""
+    """A copy of ``net`` sharing its weights, compiled as sgld compiles the upscaler (each RRDB block; one graph)."""
     import copy
 
     regional = copy.copy(net)
     regional._modules = dict(net._modules)  # the copy's own module table: ``net`` itself stays eager
-    regional.body = nn.Sequential(*[torch.compile(block, dynamic=False) for block in net.body])
-    return regional
+    regional.body = nn.Sequential(*[copy.copy(block) for block in net.body])
+    for block in regional.body:  # shallow copies: compile() marks the copy, the weights stay shared
+        block.__dict__ = dict(block.__dict__)
+    return compile_upscaler(regional)
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int) -> str:
@@ -225,22 +229,32 @@ def main(argv: list[str] | None = None) -> int:
         if name not in rows:
             continue
         try:
-            torch.backends.cudnn.benchmark = name != "eager" and name != "sgld finish()"
-            if name == "sgld finish()":
+            torch.backends.cudnn.benchmark = name not in ("eager", "sgld finish()", "sgld finish() compiled")
+            if name.startswith("sgld finish()"):
                 from sgld.finishing import apply
 
                 pixels = (frames.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
-                # finish()'s upscaling step on the loaded network (its model lookup is a dict hit when warm).
-                apply._upscale(net, pixels[:args.batch], 4, device)
+                note = f"uint8 in and out, chunks of {apply.CHUNK} frames, batches of 4"
+                model = net
+                if name.endswith("compiled"):
+                    torch._dynamo.reset()
+                    model = regionally_compiled(net)
+                    start = time.perf_counter()
+                    apply._upscale(model, pixels, 4, device)  # the compile: every batch length the clip runs
+                    if cuda:
+                        torch.cuda.synchronize()
+                    note += f"; first call {time.perf_counter() - start:.1f} s (the compile)"
+                else:  # finish()'s upscaling step on the loaded network (its model lookup is a dict hit when warm)
+                    apply._upscale(model, pixels[:args.batch], 4, device)
                 if cuda:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                upscaled = apply._upscale(net, pixels, 4, device)
+                upscaled = apply._upscale(model, pixels, 4, device)
                 if cuda:
                     torch.cuda.synchronize()
-                record(name, time.perf_counter() - start, None,
-                       f"uint8 in and out, chunks of {apply.CHUNK} frames, batches of 4")
-                record_write(upscaled)
+                record(name, time.perf_counter() - start, None, note)
+                if name == "sgld finish()":
+                    record_write(upscaled)
                 continue
             model: nn.Module = restacked(net) if name.startswith("restacked") else net
             note = "cudnn.benchmark" if torch.backends.cudnn.benchmark else ""

@@ -424,7 +424,7 @@ class DiffGenerator:
 
         video = self.pipeline.spec.output == OutputKind.video
         req.frames, req.fps = finish(req.frames, req.fps, run.finishing, video, self.pipeline.device,
-                                     run.model.download, req.timings)
+                                     run.model.download, req.timings, compile=bool(run.model.enable_torch_compile))
 
     def save(self, req: Request, run: RunConfig) -> tuple[Path, Optional[Path]]:
         """Write the request's frames (and sound, as ``output.audio`` says) under ``run.output.path``; the file

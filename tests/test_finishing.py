@@ -111,6 +111,27 @@ def test_chunked_finishing_equals_the_whole_clip_at_once():
     assert np.array_equal(apply._upscale(upscaler, frames, 2, cpu), expected)
 
 
+def test_a_compiling_run_compiles_the_upscalers_blocks(weights):
+    """finish(compile=True) (a run with model.enable_torch_compile) loads the upscaler with each RRDB block compiled,
+    kept apart from the eager one, and its output equals the eager upscaler's within a level."""
+    from types import SimpleNamespace
+
+    from sgld.finishing import apply
+
+    settings = SimpleNamespace(enable_frame_interpolation=False, enable_upscaling=True, upscaling_scale=2,
+                               upscaling_model_path=str(weights / "x2.pth"))
+    frames = (moving_gradient(5, height=12, width=20).permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    cpu = torch.device("cpu")
+    eager, _ = apply.finish(frames, 16, settings, video=True, device=cpu)
+    compiled, fps = apply.finish(frames, 16, settings, video=True, device=cpu, compile=True)
+    assert fps == 16 and compiled.shape == eager.shape == (5, 24, 40, 3)
+    assert np.abs(compiled.astype(int) - eager.astype(int)).max() <= 1
+    nets = {key[3]: net for key, net in apply._LOADED.items() if key[1] == str(weights / "x2.pth")}
+    assert set(nets) == {False, True}
+    assert all(block._compiled_call_impl is not None for block in nets[True].body)
+    assert all(block._compiled_call_impl is None for block in nets[False].body)
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A RIFE folder (flownet.pkl, pickled as Practical-RIFE saves it) and Real-ESRGAN files in both formats."""
