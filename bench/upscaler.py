@@ -5,19 +5,21 @@
 
 Issue 35 bounds finishing at 10% of the clip's generation (59.0 s on an H200, so 5.9 s); sgld's path took 10.07 s
 there in fp16. Rows, each over the whole clip after a warm-up batch:
-- ``sgld finish()``: the request path's upscaling step (uint8 in, chunks of 8 frames, uint8 out on the host),
-  then the MP4 write of its output (libx264 on the CPU, as a request saves it: 16x the pixels of the clip);
+- ``sgld finish()``: the request path's upscaling step (the network as ``sgld.finishing.realesrgan.prepare`` readies
+  it: dense blocks restacked, fp16 channels-last; uint8 in, chunks of 8 frames, uint8 out on the host), then the MP4
+  write of its output (libx264 on the CPU, as a request saves it: 16x the pixels of the clip);
 - ``eager``: the network alone, fp16 channels-last batches of ``--batch`` (what finish() runs inside);
 - ``cudnn benchmark``: the same with ``torch.backends.cudnn.benchmark`` (cuDNN times its algorithms per shape);
 - ``compile`` / ``compile max-autotune``: ``torch.compile`` of the network (Inductor fuses the concatenations,
   LeakyReLUs and scaled residual adds around cuDNN's convolutions; max-autotune also tries its own conv templates);
 - ``regional compile``: ``torch.compile`` of each of the 23 RRDB blocks, which share one graph (the whole network's
   compile took 119 s on an H100, for 23 copies of the same block): sgld's ``compile_upscaler``;
-- ``sgld finish() compiled``: the request path's upscaling step as a run with ``model.enable_torch_compile`` takes it
-  (the regional compile above), its first call over the clip (the compile) timed apart;
-- ``restacked`` (+ ``compile``): each dense block without concatenations: a convolution of a new piece (the block
-  input, then each 32-channel output) computes its share of every later convolution at once (64 to 192 output
-  channels instead of 32), added into running sums. The same multiply-adds, wider GEMMs, no concatenated copies.
+- ``sgld finish() compiled``: the same as a run with ``model.enable_torch_compile`` takes it (restacked, then each
+  RRDB block compiled), its first call over the clip (the compile) timed apart;
+- ``restacked`` (+ ``compile``, the whole network): each dense block without concatenations
+  (``RestackedDenseBlock``): a convolution of a new piece (the block input, then each 32-channel output) computes
+  its share of every later convolution at once (64 to 192 output channels instead of 32), added into running sums.
+  The same multiply-adds, wider GEMMs, no concatenated copies.
 Each row gives seconds for the clip, its share of the generation, TFLOP/s (the convolutions' multiply-adds x 2),
 and PSNR of its first batch against the fp32 network (fp16 rounding is the floor every fp16 row shares).
 """
@@ -25,6 +27,7 @@ and PSNR of its first batch against the fp32 network (fp16 rounding is the floor
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -39,46 +42,16 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sgld.finishing.realesrgan import RRDBNet, ResidualDenseBlock, compile_upscaler  # noqa: E402
+from sgld.finishing.realesrgan import RRDBNet, compile_upscaler, prepare, restack  # noqa: E402
 
 # max-autotune last: it took 312 s to compile on an H100 (2026-12-06), which left no time for the rows after it.
 ROWS = ("sgld finish()", "sgld finish() compiled", "eager", "cudnn benchmark", "compile", "regional compile", "restacked", "restacked compile",
         "compile max-autotune")
 
 
-class RestackedDenseBlock(nn.Module):
-    """``ResidualDenseBlock`` with its five convolutions regrouped by input piece instead of by output."""
-
-    def __init__(self, block: ResidualDenseBlock):
-        super().__init__()
-        convs = [block.conv1, block.conv2, block.conv3, block.conv4, block.conv5]
-        feat, grow = block.conv1.in_channels, block.conv1.out_channels
-        starts = [0] + [feat + grow * i for i in range(4)]  # where each piece sits in a convolution's input
-        self.grow = grow
-        self.stacks = nn.ParameterList()
-        for piece in range(5):  # piece 0: the block input; piece i: conv i's activated output
-            width = feat if piece == 0 else grow
-            lo = starts[piece]
-            self.stacks.append(nn.Parameter(torch.cat([conv.weight[:, lo:lo + width] for conv in convs[piece:]]),
-                                            requires_grad=False))
-        self.bias = nn.Parameter(torch.cat([conv.bias for conv in convs]), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sums = F.conv2d(x, self.stacks[0], self.bias, padding=1)  # every conv's share of x, plus the biases
-        for piece in range(1, 5):
-            out = F.leaky_relu(sums[:, :self.grow], 0.2)
-            sums = sums[:, self.grow:] + F.conv2d(out, self.stacks[piece], padding=1)
-        return sums * 0.2 + x
-
-
 def restacked(net: RRDBNet) -> RRDBNet:
-    """A copy of ``net`` whose dense blocks are ``RestackedDenseBlock``s (the same function)."""
-    import copy
-
-    out = copy.deepcopy(net)
-    for rrdb in out.body:
-        rrdb.rdb1, rrdb.rdb2, rrdb.rdb3 = (RestackedDenseBlock(b) for b in (rrdb.rdb1, rrdb.rdb2, rrdb.rdb3))
-    return out
+    """A copy of ``net`` whose dense blocks are sgld's ``RestackedDenseBlock``s (the same function)."""
+    return restack(copy.deepcopy(net))
 
 
 def conv_flops(net: nn.Module, sample: torch.Tensor) -> float:
@@ -123,15 +96,8 @@ def clip_seconds(run_batch: Callable[[torch.Tensor], torch.Tensor], frames: torc
 
 
 def regionally_compiled(net: RRDBNet) -> RRDBNet:
-    """A copy of ``net`` sharing its weights, compiled as sgld compiles the upscaler (each RRDB block; one graph)."""
-    import copy
-
-    regional = copy.copy(net)
-    regional._modules = dict(net._modules)  # the copy's own module table: ``net`` itself stays eager
-    regional.body = nn.Sequential(*[copy.copy(block) for block in net.body])
-    for block in regional.body:  # shallow copies: compile() marks the copy, the weights stay shared
-        block.__dict__ = dict(block.__dict__)
-    return compile_upscaler(regional)
+    """A copy of ``net`` compiled as sgld compiles the upscaler (each RRDB block; one graph for all)."""
+    return compile_upscaler(copy.deepcopy(net))
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int) -> str:
@@ -234,11 +200,12 @@ def main(argv: list[str] | None = None) -> int:
                 from sgld.finishing import apply
 
                 pixels = (frames.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
-                note = f"uint8 in and out, chunks of {apply.CHUNK} frames, batches of 4"
-                model = net
-                if name.endswith("compiled"):
+                note = f"restacked, uint8 in and out, chunks of {apply.CHUNK} frames, batches of 4"
+                compiled = name.endswith("compiled")
+                if compiled:
                     torch._dynamo.reset()
-                    model = regionally_compiled(net)
+                model = prepare(copy.deepcopy(net), device, compile=compiled)
+                if compiled:
                     start = time.perf_counter()
                     apply._upscale(model, pixels, 4, device)  # the compile: every batch length the clip runs
                     if cuda:

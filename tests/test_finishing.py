@@ -15,7 +15,7 @@ import torch
 
 from sgld import DiffGenerator
 from sgld.errors import UserError
-from sgld.finishing.realesrgan import RRDBNet, SRVGGNetCompact, build_upscaler, upscale
+from sgld.finishing.realesrgan import RRDBNet, RestackedDenseBlock, SRVGGNetCompact, build_upscaler, restack, upscale
 from sgld.finishing.rife import IFNet, backward_warp, blend, interpolate_pairs, load_ifnet
 
 SMALL = dict(prompt="a red fox", height=32, width=32, num_frames=5, num_inference_steps=2, seed=5, return_frames=True)
@@ -91,6 +91,19 @@ def test_upscalers_shapes_and_a_known_input():
     low = copy.deepcopy(rrdb).to(torch.bfloat16)
     out = upscale(low, frames, 2)
     assert out.dtype == torch.float32 and (out - upscale(rrdb, frames, 2)).abs().max() < 0.05
+
+
+def test_restacked_dense_blocks_compute_the_same_network():
+    """restack() (what the request path runs: wider convolutions, no concatenations) keeps Real-ESRGAN's function."""
+    torch.manual_seed(0)
+    net = RRDBNet(4, blocks=2).eval()
+    frames = torch.rand(2, 3, 12, 20)
+    with torch.no_grad():
+        want = net(frames)
+        got = restack(copy.deepcopy(net))(frames)
+    assert got.shape == want.shape == (2, 3, 48, 80)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert all(isinstance(block, RestackedDenseBlock) for block in restack(net).body[0].children())
 
 
 def test_chunked_finishing_equals_the_whole_clip_at_once():

@@ -88,16 +88,12 @@ def _model(kind: str, reference: str, default_file: str, option: str, device: to
             net = build_upscaler(state)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"{option}: {path.name}: {exc}", param=option) from None
-    if kind == "esrgan" and device.type == "cuda":
-        # Real-ESRGAN's own inference default (RealESRGANer(half=True); its --fp32 opts out): fp32 took 20 s to
-        # upscale a Wan 480p clip (81 frames, x4) on an H100, a third of the clip's generation.
-        net = net.to(device, torch.float16, memory_format=torch.channels_last)
+    if kind == "esrgan":
+        from sgld.finishing.realesrgan import prepare
+
+        net = prepare(net, device, compile)
     else:
         net = net.to(device)
-    if kind == "esrgan" and compile:
-        from sgld.finishing.realesrgan import compile_upscaler
-
-        net = compile_upscaler(net)
     log.info("%s weights loaded from %s%s", kind, path, " (compiled on first use)" if compile and kind == "esrgan" else "")
     _LOADED[key] = net
     while len(_LOADED) > _KEEP:

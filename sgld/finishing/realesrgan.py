@@ -32,6 +32,35 @@ class ResidualDenseBlock(nn.Module):
         return self.conv5(torch.cat(outs, 1)) * 0.2 + x
 
 
+class RestackedDenseBlock(nn.Module):
+    """A ``ResidualDenseBlock`` with its five convolutions regrouped by input piece instead of by output: a convolution
+    of each new piece (the block input, then each activated ``grow``-channel output) computes that piece's share of
+    every later convolution at once, added into running sums. The same multiply-adds in wider convolutions (64 to 192
+    output channels instead of 32) and no concatenated copies: on an H100, Real-ESRGAN x4 on a Wan 480p clip took
+    8.79 s eager against 9.53 s, 4.70 s compiled against 6.04 s (``bench/upscaler.py``)."""
+
+    def __init__(self, block: ResidualDenseBlock):
+        super().__init__()
+        convs = [block.conv1, block.conv2, block.conv3, block.conv4, block.conv5]
+        feat, grow = block.conv1.in_channels, block.conv1.out_channels
+        starts = [0] + [feat + grow * i for i in range(4)]  # where each piece sits in a convolution's input
+        self.grow = grow
+        self.stacks = nn.ParameterList()
+        for piece in range(5):  # piece 0: the block input; piece i: conv i's activated output
+            width = feat if piece == 0 else grow
+            lo = starts[piece]
+            self.stacks.append(nn.Parameter(torch.cat([conv.weight[:, lo:lo + width] for conv in convs[piece:]]),
+                                            requires_grad=False))
+        self.bias = nn.Parameter(torch.cat([conv.bias for conv in convs]), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sums = F.conv2d(x, self.stacks[0], self.bias, padding=1)  # every conv's share of x, plus the biases
+        for piece in range(1, 5):
+            out = F.leaky_relu(sums[:, :self.grow], 0.2)
+            sums = sums[:, self.grow:] + F.conv2d(out, self.stacks[piece], padding=1)
+        return sums * 0.2 + x
+
+
 class RRDB(nn.Module):
     """Three residual dense blocks, scaled by 0.2 onto the input."""
 
@@ -108,6 +137,27 @@ def build_upscaler(state: dict) -> nn.Module:
                          "weights in BasicSR's layout are taken")
     net.load_state_dict(state, strict=True)
     return net.eval()
+
+
+def restack(net: nn.Module) -> nn.Module:
+    """``net`` with an RRDBNet's dense blocks replaced, in place, by ``RestackedDenseBlock``s (the same function);
+    any other network as it is."""
+    if isinstance(net, RRDBNet):
+        for rrdb in net.body:
+            rrdb.rdb1, rrdb.rdb2, rrdb.rdb3 = (RestackedDenseBlock(b) for b in (rrdb.rdb1, rrdb.rdb2, rrdb.rdb3))
+    return net
+
+
+def prepare(net: nn.Module, device: torch.device, compile: bool = False) -> nn.Module:
+    """A loaded upscaler made ready to run on ``device``, as the request path runs it: dense blocks restacked, then
+    on a GPU in half precision and channels-last (Real-ESRGAN's own default, ``RealESRGANer(half=True)``: fp32 took
+    20 s to upscale a Wan 480p clip x4 on an H100), then, for a run that compiles, its repeated blocks compiled."""
+    net = restack(net)
+    if device.type == "cuda":
+        net = net.to(device, torch.float16, memory_format=torch.channels_last)
+    else:
+        net = net.to(device)
+    return compile_upscaler(net) if compile else net
 
 
 def compile_upscaler(net: nn.Module) -> nn.Module:
