@@ -1,7 +1,7 @@
 """Where a DiT forward's GPU time goes: kernels summed by kind (attention, matmul, fused elementwise, other).
 
 Used by ``bench/speed.py --profile``: the transformer's inputs are caught during a real
-generation, then one forward runs under torch.profiler.
+generation, then a few forwards run back to back, timed, and again under torch.profiler.
 """
 
 from __future__ import annotations
@@ -44,21 +44,32 @@ def capture_forward_inputs(module: torch.nn.Module, run: Callable[[], Any]) -> t
     return caught[0]
 
 
-def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: int = 15) -> dict:
-    """Device time of one ``module(*args, **kwargs)`` by kernel kind, and the ``top`` kernels by time."""
+def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: int = 15, forwards: int = 3) -> dict:
+    """Device time of ``module(*args, **kwargs)`` by kernel kind, per forward over ``forwards`` back-to-back ones,
+    the ``top`` kernels by time, and the wall time of a forward in the same back-to-back run without the profiler
+    (CUDA events): kernel time over wall time is how busy the GPU was (host gaps, syncs and clocks lowered under
+    sustained load all show as the difference)."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad():
         module(*args, **kwargs)  # warm: nothing left to compile or autotune inside the profile
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(forwards):
             module(*args, **kwargs)
+        end.record()
+        torch.cuda.synchronize()
+        wall_ms = start.elapsed_time(end) / forwards
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(forwards):
+                module(*args, **kwargs)
             torch.cuda.synchronize()
     kernels: dict[str, list[float]] = {}
     for event in prof.events():
         if event.device_type != torch.autograd.DeviceType.CUDA:
             continue
-        kernels.setdefault(event.name, []).append(event.time_range.elapsed_us() / 1e3)
+        kernels.setdefault(event.name, []).append(event.time_range.elapsed_us() / 1e3 / forwards)
     by_kind: dict[str, float] = {}
     for name, times in kernels.items():
         by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + sum(times)
@@ -66,15 +77,20 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
     ranked = sorted(kernels.items(), key=lambda item: -sum(item[1]))[:top]
     return {
         "kernel_ms": round(total, 2),
+        "wall_ms": round(wall_ms, 2),
+        "busy": round(total / wall_ms, 3) if wall_ms else None,
+        "forwards": forwards,
         "by_kind_ms": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
         "by_kind_share": {k: round(v / total, 3) for k, v in by_kind.items()} if total else {},
-        "top": [{"kernel": name[:120], "kind": kind_of(name), "calls": len(t), "ms": round(sum(t), 2)} for name, t in ranked],
+        "top": [{"kernel": name[:120], "kind": kind_of(name), "calls": len(t) // forwards, "ms": round(sum(t), 2)}
+                for name, t in ranked],
     }
 
 
 def breakdown_table(label: str, report: dict) -> str:
     """A short markdown table of one breakdown."""
-    lines = [f"{label}: {report['kernel_ms']:.1f} ms of kernels", "", "| kind | ms | share |", "|---|---|---|"]
+    lines = [f"{label}: {report['kernel_ms']:.1f} ms of kernels a forward, {report['wall_ms']:.1f} ms wall "
+             f"({report['busy']:.0%} busy; {report['forwards']} back to back)", "", "| kind | ms | share |", "|---|---|---|"]
     for kind, ms in report["by_kind_ms"].items():
         lines.append(f"| {kind} | {ms:.1f} | {report['by_kind_share'][kind]:.0%} |")
     return "\n".join(lines)
