@@ -44,11 +44,13 @@ def capture_forward_inputs(module: torch.nn.Module, run: Callable[[], Any]) -> t
     return caught[0]
 
 
-def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: int = 15, forwards: int = 3) -> dict:
+def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: int = 15, forwards: int = 3,
+                     sustain: int = 20) -> dict:
     """Device time of ``module(*args, **kwargs)`` by kernel kind, per forward over ``forwards`` back-to-back ones,
     the ``top`` kernels by time, and the wall time of a forward in the same back-to-back run without the profiler
-    (CUDA events): kernel time over wall time is how busy the GPU was (host gaps, syncs and clocks lowered under
-    sustained load all show as the difference)."""
+    (CUDA events): kernel time over wall time is how busy the GPU was (host gaps and syncs show as the difference).
+    Then ``sustain`` more forwards back to back, each timed: a card that lowers its clocks under sustained load
+    (an H100 at its 700 W limit) shows as later forwards slower than the first."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad():
@@ -65,6 +67,13 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
             for _ in range(forwards):
                 module(*args, **kwargs)
             torch.cuda.synchronize()
+        marks = [torch.cuda.Event(enable_timing=True) for _ in range(sustain + 1)]
+        marks[0].record()
+        for mark in marks[1:]:
+            module(*args, **kwargs)
+            mark.record()
+        torch.cuda.synchronize()
+        sustained = [round(a.elapsed_time(b), 2) for a, b in zip(marks, marks[1:])]
     kernels: dict[str, list[float]] = {}
     for event in prof.events():
         if event.device_type != torch.autograd.DeviceType.CUDA:
@@ -80,6 +89,7 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
         "wall_ms": round(wall_ms, 2),
         "busy": round(total / wall_ms, 3) if wall_ms else None,
         "forwards": forwards,
+        "sustained_ms": sustained,
         "by_kind_ms": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
         "by_kind_share": {k: round(v / total, 3) for k, v in by_kind.items()} if total else {},
         "top": [{"kernel": name[:120], "kind": kind_of(name), "calls": len(t) // forwards, "ms": round(sum(t), 2)}
@@ -90,7 +100,9 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
 def breakdown_table(label: str, report: dict) -> str:
     """A short markdown table of one breakdown."""
     lines = [f"{label}: {report['kernel_ms']:.1f} ms of kernels a forward, {report['wall_ms']:.1f} ms wall "
-             f"({report['busy']:.0%} busy; {report['forwards']} back to back)", "", "| kind | ms | share |", "|---|---|---|"]
+             f"({report['busy']:.0%} busy; {report['forwards']} back to back)",
+             f"then {len(report['sustained_ms'])} back to back: first {report['sustained_ms'][0]:.1f} ms, last "
+             f"{report['sustained_ms'][-1]:.1f} ms, median {sorted(report['sustained_ms'])[len(report['sustained_ms']) // 2]:.1f} ms", "", "| kind | ms | share |", "|---|---|---|"]
     for kind, ms in report["by_kind_ms"].items():
         lines.append(f"| {kind} | {ms:.1f} | {report['by_kind_share'][kind]:.0%} |")
     return "\n".join(lines)
