@@ -31,9 +31,9 @@ def finish(frames: np.ndarray, fps: int, settings: Any, video: bool, device: tor
     """uint8 (N, H, W, 3) frames and fps after the request's finishing (``settings``: a FinishingConfig).
 
     ``compile``: the run compiles its networks (``model.enable_torch_compile``), so the upscaler's repeated blocks
-    are compiled too: 9.5 s eager against 6.0 s compiled for x4 on a Wan 480p clip on an H100, where the clip took
-    65 s to generate (the issue's bound is 10%). The first use of each frame size pays the compile (a server's
-    warm-up does, where its default finishing upscales)."""
+    are compiled too: x4 on a Wan 480p clip took 9.33 s eager against 5.71 s compiled on an H100, where the clip
+    took 65 s to generate. The first use of each frame size pays the compile (12.6 s there; a server's warm-up pays
+    it where its default finishing upscales), which a one-off run would not win back."""
     if settings.enable_frame_interpolation and video and frames.shape[0] > 1:
         start = time.perf_counter()
         net = _model("rife", settings.frame_interpolation_model_path or RIFE_DEFAULT, "flownet.pkl",
