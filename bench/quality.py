@@ -6,7 +6,8 @@
 The model loads once; each variant is one request on it: ``lossless`` (no step cache), ``cache_dit`` (SGLang's defaults, or the SGLANG_CACHE_DIT_* /
 --cache-dit-config settings), ``cache_dit_mask`` (a fixed step mask, cache-dit's ``medium`` preset with the static
 policy: which steps compute does not depend on the weights), ``teacache`` (the published coefficients; families that
-have them). Each reports end-to-end and denoise seconds, s/step, forwards computed and served from the cache per
+have them); ``--attention-backend`` / ``--enable-torch-compile`` put every variant on that attention and compiled DiT
+(a lossy attention alone and combined with caching). Each reports end-to-end and denoise seconds, s/step, forwards computed and served from the cache per
 branch, and against ``lossless``: PSNR, SSIM (Gaussian 11x11, sigma 1.5: scikit-image's gaussian_weights setting)
 and LPIPS where pyiqa is installed with its weights cached (``--lpips``). Random weights say nothing about quality:
 run it on a real model folder. Outputs are written beside the JSON for a look.
@@ -82,7 +83,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from sgld.levers.cache_support import TEACACHE_FAMILIES
 
     torch.set_num_threads(1) if args.tiny else None
-    gen = DiffGenerator.from_pretrained(args.model_path, cache="none", **({"device": args.device} if args.device else {}))
+    options: dict[str, Any] = {"device": args.device} if args.device else {}
+    if args.attention_backend:
+        options["attention_backend"] = args.attention_backend
+    if args.enable_torch_compile:
+        options["enable_torch_compile"] = True
+    gen = DiffGenerator.from_pretrained(args.model_path, cache="none", **options)
     family = gen.pipeline.spec.name
     settings: dict[str, Any] = dict(prompt=args.prompt, seed=args.seed, save_output=not args.no_save, return_frames=True,
                                     output_path=str(args.out.parent / args.out.stem))
@@ -95,10 +101,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     frames: dict[str, np.ndarray] = {}
     skipped = sorted(set(args.variants.split(",")) - set(names))
-    report = {"model": args.model_path, "family": family, "device": str(gen.pipeline.device), "settings": {
+    report = {"model": args.model_path, "family": family, "device": str(gen.pipeline.device),
+              "attention_backend": args.attention_backend, "torch_compile": args.enable_torch_compile, "settings": {
         k: v for k, v in settings.items() if k not in ("save_output", "return_frames", "output_path")},
         "results": results, "skipped": {name: f"no published TeaCache coefficients for {family}" for name in skipped}}
     for name in [n for n in VARIANTS if n in names or n == "lossless"]:
+        if args.enable_torch_compile:  # untimed: mounting a cache recompiles the blocks it wraps (8 steps: the
+            # fewest cache-dit's step masks take above its fixed 4- and 6-step ones)
+            gen.generate(**{**settings, "save_output": False, "num_inference_steps": 8}, **VARIANTS[name])
         start = time.perf_counter()
         out = gen.generate(**settings, **VARIANTS[name], output_file_name=f"{name}{_extension(gen)}")
         e2e = time.perf_counter() - start
@@ -191,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-frames", type=int, default=None)
     parser.add_argument("--guidance-scale", type=float, default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--attention-backend", default=None,
+                        help="as sgld's flag (e.g. sage, fa3_fp8): every variant on that attention, cached or not")
+    parser.add_argument("--enable-torch-compile", action="store_true", help="every variant on the compiled DiT")
     parser.add_argument("--no-save", action="store_true", help="keep the outputs in memory (no files: no video encoder needed)")
     parser.add_argument("--lpips", action="store_true", help="LPIPS through pyiqa (its weights must be cached)")
     parser.add_argument("--finishing", action="store_true", help="also time RIFE x2 and Real-ESRGAN x4 on the lossless output")
