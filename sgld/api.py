@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from sgld.config.cache import uses_cache_dit, uses_step_cache, uses_teacache
-from sgld.config.compose import apply_values, finalize
+from sgld.config.compose import with_values
 from sgld.config.options import OUTPUT, SAMPLING, options_to_values
 from sgld.config.schema import AudioOutput, RunConfig
 from sgld.errors import UserError
@@ -83,9 +82,7 @@ def check_request_options(run: RunConfig, model: DescribedModel, options: dict[s
     """
     from sgld.outputs import check_output_file_name
 
-    cfg = OmegaConf.structured(run)
-    apply_values(cfg, options_to_values(options, sections=(SAMPLING, OUTPUT)))
-    request_run = finalize(cfg)
+    request_run = with_values(run, options_to_values(options, sections=(SAMPLING, OUTPUT)))
     req = Request.from_sampling(request_run.sampling)
     model.check_request(req)
     model.spec.check_loaded(req, run)  # the engine's run: what it loaded, not what this request would

@@ -113,6 +113,31 @@ def test_unknown_key_and_wrong_type_name_the_key():
         compose_config(["model=nope"])
 
 
+def test_request_values_copy_the_run_and_check_like_the_whole_config():
+    """with_values (each request's options) types only the sections it sets, and behaves as composing the whole
+    config would: the same RunConfig, the same refusals naming the key, the engine's run untouched."""
+    from sgld.config.compose import with_values
+
+    run = finalize(compose_config(["model=wan21"], {"model.path": "tiny-wan-t2v"}))
+    before = run_config_yaml(run)
+    values = {"sampling.prompt": "a ${oc.env:HOME} fox", "sampling.height": 64, "sampling.seed": 9,
+              "output.save": False}
+    changed = with_values(run, values)
+    assert run_config_yaml(changed) == run_config_yaml(finalize(compose_config(["model=wan21"],
+                                                                               {"model.path": "tiny-wan-t2v", **values})))
+    assert changed.sampling.prompt == "a ${oc.env:HOME} fox" and changed.sampling.height == 64
+    assert run_config_yaml(run) == before  # nothing leaked into the engine's run
+    assert run.model is not changed.model and run.sampling is not changed.sampling  # a request may change its own
+    with pytest.raises(ConfigError, match="sampling.heigth"):
+        with_values(run, {"sampling.heigth": 64})
+    with pytest.raises(ConfigError, match="sampling.height"):
+        with_values(run, {"sampling.height": "tall"})
+    with pytest.raises(ConfigError, match="num_inference_steps must be >= 1"):
+        with_values(run, {"sampling.num_inference_steps": 0})
+    with pytest.raises(ConfigError, match="'seed'"):
+        with_values(run, {"seed": 1})  # a key without its section: the whole config answers
+
+
 def test_prompt_text_is_not_interpolated(monkeypatch):
     monkeypatch.setenv("SGLD_SECRET", "leaked")
     run = run_config_from_options({"model_path": "tiny-wan-t2v", "prompt": "a ${oc.env:SGLD_SECRET} fox"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from enum import Enum
 from pathlib import Path
@@ -111,6 +112,34 @@ def finalize(cfg: DictConfig) -> RunConfig:
     adjust(run)
     validate(run)
     return run
+
+
+def with_values(run: RunConfig, values: Mapping[str, Any]) -> RunConfig:
+    """A validated copy of ``run`` with dotted ``values`` set (type-checked as ``apply_values`` does); ``run`` is
+    left as it was.
+
+    Only the sections the keys name go through OmegaConf: typing the whole RunConfig took 13 ms of a request's
+    20 ms check on a 2-core CPU, against under 1 ms for the sections a request sets (its sampling and output),
+    and a request pays it before any GPU work (Z-Image-Turbo's 9 steps take about a second).
+    """
+    sections = {key.partition(".")[0] for key in values}
+    if not all("." in key and dataclasses.is_dataclass(getattr(run, section, None))
+               for key, section in ((key, key.partition(".")[0]) for key in values)):
+        cfg = OmegaConf.structured(run)  # a top-level key, or one no section has: the whole config says which
+        apply_values(cfg, values)
+        return finalize(cfg)
+    cfg = OmegaConf.create({section: OmegaConf.structured(getattr(run, section)) for section in sections})
+    apply_values(cfg, values)
+    copied = copy.copy(run)  # shares the untouched sections until the deep copy below
+    try:
+        for section in sections:
+            setattr(copied, section, OmegaConf.to_object(cfg[section]))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad config: {_clean_message(exc)}") from None
+    request_run = copy.deepcopy(copied)  # nothing a request changes reaches the engine's own run
+    adjust(request_run)
+    validate(request_run)
+    return request_run
 
 
 def run_config_yaml(run: RunConfig) -> str:
