@@ -123,8 +123,8 @@ def with_values(run: RunConfig, values: Mapping[str, Any]) -> RunConfig:
     and a request pays it before any GPU work (Z-Image-Turbo's 9 steps take about a second).
     """
     sections = {key.partition(".")[0] for key in values}
-    if not all("." in key and dataclasses.is_dataclass(getattr(run, section, None))
-               for key, section in ((key, key.partition(".")[0]) for key in values)):
+    if any("." not in key for key in values) or not all(
+            dataclasses.is_dataclass(getattr(run, section, None)) for section in sections):
         cfg = OmegaConf.structured(run)  # a top-level key, or one no section has: the whole config says which
         apply_values(cfg, values)
         return finalize(cfg)

@@ -94,7 +94,8 @@ def _model(kind: str, reference: str, default_file: str, option: str, device: to
         net = prepare(net, device, compile)
     else:
         net = net.to(device)
-    log.info("%s weights loaded from %s%s", kind, path, " (compiled on first use)" if compile and kind == "esrgan" else "")
+    log.info("%s weights loaded from %s%s", kind, path,
+             " (compiled on first use)" if compile and kind == "esrgan" else "")
     _LOADED[key] = net
     while len(_LOADED) > _KEEP:
         _LOADED.popitem(last=False)

@@ -161,7 +161,7 @@ def prepare(net: nn.Module, device: torch.device, compile: bool = False) -> nn.M
 
 
 def compile_upscaler(net: nn.Module) -> nn.Module:
-    """``net`` with its repeated part ``torch.compile``d in place (Inductor fuses the concatenations, LeakyReLUs and
+    """``net`` with its repeated part ``torch.compile``d in place (Inductor fuses the LeakyReLUs, running sums and
     scaled residual adds around the convolutions): each RRDB block of an RRDBNet, which share one graph (compiling
     the whole network took 119 s on an H100 for 23 copies of one block, ``bench/upscaler.py``), or a whole
     SRVGGNetCompact (a short plain stack). Static shapes: each frame size and batch length compiles once (torch's
