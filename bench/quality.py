@@ -7,8 +7,8 @@ The model loads once; each variant is one request on it: ``lossless`` (no step c
 --cache-dit-config settings), ``cache_dit_mask`` (a fixed step mask, cache-dit's ``medium`` preset with the static
 policy: which steps compute does not depend on the weights), ``teacache`` (the published coefficients; families that
 have them); ``--attention-backend`` / ``--enable-torch-compile`` put every variant on that attention and compiled DiT
-(a lossy attention alone and combined with caching). Each reports end-to-end and denoise seconds, s/step, forwards computed and served from the cache per
-branch, and against ``lossless``: PSNR, SSIM (Gaussian 11x11, sigma 1.5: scikit-image's gaussian_weights setting)
+(a lossy attention alone and combined with caching). Each reports end-to-end and denoise seconds, s/step, forwards
+computed and served from the cache per branch, and against ``lossless``: PSNR, SSIM (Gaussian 11x11, sigma 1.5: scikit-image's gaussian_weights setting)
 and LPIPS where pyiqa is installed with its weights cached (``--lpips``). Random weights say nothing about quality:
 run it on a real model folder. Outputs are written beside the JSON for a look.
 """

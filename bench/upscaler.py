@@ -37,7 +37,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch._dynamo
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sgld.finishing.realesrgan import RRDBNet, compile_upscaler, prepare, restack  # noqa: E402
 
 # max-autotune last: it took 312 s to compile on an H100 (2026-12-06), which left no time for the rows after it.
-ROWS = ("sgld finish()", "sgld finish() compiled", "eager", "cudnn benchmark", "compile", "regional compile", "restacked", "restacked compile",
-        "compile max-autotune")
+ROWS = ("sgld finish()", "sgld finish() compiled", "eager", "cudnn benchmark", "compile", "regional compile",
+        "restacked", "restacked compile", "compile max-autotune")
 
 
 def restacked(net: RRDBNet) -> RRDBNet:

@@ -130,13 +130,12 @@ def with_values(run: RunConfig, values: Mapping[str, Any]) -> RunConfig:
         return finalize(cfg)
     cfg = OmegaConf.create({section: OmegaConf.structured(getattr(run, section)) for section in sections})
     apply_values(cfg, values)
-    copied = copy.copy(run)  # shares the untouched sections until the deep copy below
+    request_run = copy.deepcopy(run)  # nothing a request changes reaches the engine's own run
     try:
         for section in sections:
-            setattr(copied, section, OmegaConf.to_object(cfg[section]))
+            setattr(request_run, section, OmegaConf.to_object(cfg[section]))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad config: {_clean_message(exc)}") from None
-    request_run = copy.deepcopy(copied)  # nothing a request changes reaches the engine's own run
     adjust(request_run)
     validate(request_run)
     return request_run
