@@ -28,12 +28,13 @@ def kind_of(kernel: str) -> str:
     return "other"
 
 
-def capture_forward_inputs(module: torch.nn.Module, run: Callable[[], Any]) -> tuple[tuple, dict]:
-    """The args and kwargs of ``module``'s first forward during ``run()``."""
+def capture_forward_inputs(module: torch.nn.Module, run: Callable[[], Any],
+                           count: int = 1) -> list[tuple[tuple, dict]]:
+    """The args and kwargs of ``module``'s first ``count`` forwards during ``run()`` (fewer if it made fewer)."""
     caught: list[tuple[tuple, dict]] = []
 
     def hook(mod, args, kwargs):
-        if not caught:
+        if len(caught) < count:
             caught.append((args, dict(kwargs)))
 
     handle = module.register_forward_pre_hook(hook, with_kwargs=True)
@@ -41,16 +42,43 @@ def capture_forward_inputs(module: torch.nn.Module, run: Callable[[], Any]) -> t
         run()
     finally:
         handle.remove()
-    return caught[0]
+    return caught
+
+
+def timed_forwards(module: torch.nn.Module, inputs: list[tuple[tuple, dict]], count: int,
+                   sync_every: int = 0) -> list[float]:
+    """Milliseconds of each of ``count`` forwards run back to back, cycling through ``inputs``; with
+    ``sync_every`` the host waits for the GPU after every that many forwards (as a denoise loop's step end does),
+    so the next forward starts from an idle GPU."""
+    times = []
+    for index in range(count):
+        if sync_every and index % sync_every == 0:
+            torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        args, kwargs = inputs[index % len(inputs)]
+        start.record()
+        module(*args, **kwargs)
+        end.record()
+        times.append((start, end))
+    torch.cuda.synchronize()
+    return [round(a.elapsed_time(b), 2) for a, b in times]
+
+
+def median(values: list[float]) -> float:
+    """The middle value (upper middle of an even count)."""
+    return sorted(values)[len(values) // 2]
 
 
 def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: int = 15, forwards: int = 3,
-                     sustain: int = 20) -> dict:
+                     sustain: int = 20, other: tuple[tuple, dict] | None = None) -> dict:
     """Device time of ``module(*args, **kwargs)`` by kernel kind, per forward over ``forwards`` back-to-back ones,
     the ``top`` kernels by time, and the wall time of a forward in the same back-to-back run without the profiler
     (CUDA events): kernel time over wall time is how busy the GPU was (host gaps and syncs show as the difference).
     Then ``sustain`` more forwards back to back, each timed: a card that lowers its clocks under sustained load
-    (an H100 at its 700 W limit) shows as later forwards slower than the first."""
+    (an H100 at its 700 W limit) shows as later forwards slower than the first. With ``other`` (the second CFG
+    branch's inputs: another text length), as many again alternating the two inputs, and alternating with the GPU
+    synchronised before each pair as a denoise loop's step end does: what the pipeline's forwards meet that a
+    repeated one does not."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad():
@@ -67,13 +95,11 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
             for _ in range(forwards):
                 module(*args, **kwargs)
             torch.cuda.synchronize()
-        marks = [torch.cuda.Event(enable_timing=True) for _ in range(sustain + 1)]
-        marks[0].record()
-        for mark in marks[1:]:
-            module(*args, **kwargs)
-            mark.record()
-        torch.cuda.synchronize()
-        sustained = [round(a.elapsed_time(b), 2) for a, b in zip(marks, marks[1:])]
+        sustained = timed_forwards(module, [(args, kwargs)], sustain)
+        patterns = {}
+        if other is not None:
+            patterns["alternating_ms"] = timed_forwards(module, [(args, kwargs), other], sustain)
+            patterns["stepwise_ms"] = timed_forwards(module, [(args, kwargs), other], sustain, sync_every=2)
     kernels: dict[str, list[float]] = {}
     for event in prof.events():
         if event.device_type != torch.autograd.DeviceType.CUDA:
@@ -90,7 +116,9 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
         "busy": round(total / wall_ms, 3) if wall_ms else None,
         "forwards": forwards,
         "sustained_ms": sustained,
-        "sustained_median_ms": sorted(sustained)[len(sustained) // 2],
+        "sustained_median_ms": median(sustained),
+        **{key: times for key, times in patterns.items()},
+        **{key.replace("_ms", "_median_ms"): median(times) for key, times in patterns.items()},
         "by_kind_ms": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
         "by_kind_share": {k: round(v / total, 3) for k, v in by_kind.items()} if total else {},
         "top": [{"kernel": name[:120], "kind": kind_of(name), "calls": len(t) // forwards, "ms": round(sum(t), 2)}
@@ -104,6 +132,10 @@ def breakdown_table(label: str, report: dict) -> str:
              f"({report['busy']:.0%} busy; {report['forwards']} back to back)",
              f"then {len(report['sustained_ms'])} back to back: first {report['sustained_ms'][0]:.1f} ms, last "
              f"{report['sustained_ms'][-1]:.1f} ms, median {report['sustained_median_ms']:.1f} ms",
+             *(f"the two CFG branches alternating: median {report[key]:.1f} ms a forward ({how})"
+               for key, how in (("alternating_median_ms", "back to back"),
+                                ("stepwise_median_ms", "the GPU synchronised before each pair"))
+               if key in report),
              "", "| kind | ms | share |", "|---|---|---|"]
     for kind, ms in report["by_kind_ms"].items():
         lines.append(f"| {kind} | {ms:.1f} | {report['by_kind_share'][kind]:.0%} |")

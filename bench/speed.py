@@ -570,9 +570,10 @@ class Bench:
         """Kernel time of one DiT forward as sgld is now set up, by kind (bench/kernel_profile.py)."""
         from kernel_profile import breakdown_table, capture_forward_inputs, kernel_breakdown
 
-        args, kwargs = capture_forward_inputs(self.transformer,
-                                              lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(1)))
-        report = kernel_breakdown(self.transformer, args, kwargs)
+        # A one-step run's forwards: the cond branch and, under sequential CFG, the uncond one (its own text length).
+        caught = capture_forward_inputs(self.transformer, lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(1)), 2)
+        (args, kwargs), other = caught[0], (caught[1] if len(caught) > 1 else None)
+        report = kernel_breakdown(self.transformer, args, kwargs, other=other)
         report["batch"] = forward_batch(args, kwargs)
         self.meta.setdefault("profiles", {})[label] = report
         print(breakdown_table(f"{self.wl.key} {label} (one forward, batch {report['batch']})", report), flush=True)
