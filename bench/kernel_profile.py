@@ -100,6 +100,14 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
         if other is not None:
             patterns["alternating_ms"] = timed_forwards(module, [(args, kwargs), other], sustain)
             patterns["stepwise_ms"] = timed_forwards(module, [(args, kwargs), other], sustain, sync_every=2)
+    return {**window(prof, wall_ms, forwards, top),
+            "sustained_ms": sustained, "sustained_median_ms": median(sustained),
+            **{key: times for key, times in patterns.items()},
+            **{key.replace("_ms", "_median_ms"): median(times) for key, times in patterns.items()}}
+
+
+def kernel_sums(prof: Any, forwards: int, top: int = 15) -> dict:
+    """A finished profile's GPU kernels per forward: their sum (``kernel_ms``), by kind, and the ``top`` ones."""
     kernels: dict[str, list[float]] = {}
     for event in prof.events():
         if event.device_type != torch.autograd.DeviceType.CUDA:
@@ -112,13 +120,6 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
     ranked = sorted(kernels.items(), key=lambda item: -sum(item[1]))[:top]
     return {
         "kernel_ms": round(total, 2),
-        "wall_ms": round(wall_ms, 2),
-        "busy": round(total / wall_ms, 3) if wall_ms else None,
-        "forwards": forwards,
-        "sustained_ms": sustained,
-        "sustained_median_ms": median(sustained),
-        **{key: times for key, times in patterns.items()},
-        **{key.replace("_ms", "_median_ms"): median(times) for key, times in patterns.items()},
         "by_kind_ms": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
         "by_kind_share": {k: round(v / total, 3) for k, v in by_kind.items()} if total else {},
         "top": [{"kernel": name[:120], "kind": kind_of(name), "calls": len(t) // forwards, "ms": round(sum(t), 2)}
@@ -126,12 +127,56 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
     }
 
 
+def pipeline_breakdown(module: torch.nn.Module, run: Callable[[], Any], first: int = 1, forwards: int = 4,
+                       top: int = 15) -> dict:
+    """The same sums for ``module``'s forwards inside a real ``run()`` (a denoise loop's own calls, with whatever
+    runs between them): the profiler and a CUDA event start at forward ``first`` and stop after ``forwards`` of
+    them, so text encoding and decoding stay outside. Kernel time beside the window's wall time says whether the
+    forwards' kernels are slower there than back to back, or the GPU waits between or inside them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CUDA])
+    seen, marks = [0], []
+
+    def pre(mod, args, kwargs):
+        if seen[0] == first:
+            prof.start()
+            marks.append(torch.cuda.Event(enable_timing=True))
+            marks[-1].record()
+        seen[0] += 1
+
+    def post(mod, args, output):
+        if seen[0] == first + forwards:
+            marks.append(torch.cuda.Event(enable_timing=True))
+            marks[-1].record()
+            torch.cuda.synchronize()
+            prof.stop()
+
+    handles = [module.register_forward_pre_hook(pre, with_kwargs=True), module.register_forward_hook(post)]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(marks) < 2:
+        return {"error": f"the run made {seen[0]} forwards, fewer than {first + forwards}"}
+    return window(prof, marks[0].elapsed_time(marks[1]) / forwards, forwards, top)
+
+
+def window(prof: Any, wall_ms: float, forwards: int, top: int) -> dict:
+    """One profiled stretch of ``forwards`` forwards: wall and kernel ms a forward, how busy the GPU was."""
+    sums = kernel_sums(prof, forwards, top)
+    return {"wall_ms": round(wall_ms, 2), "forwards": forwards,
+            "busy": round(sums["kernel_ms"] / wall_ms, 3) if wall_ms else None, **sums}
+
+
 def breakdown_table(label: str, report: dict) -> str:
     """A short markdown table of one breakdown."""
     lines = [f"{label}: {report['kernel_ms']:.1f} ms of kernels a forward, {report['wall_ms']:.1f} ms wall "
-             f"({report['busy']:.0%} busy; {report['forwards']} back to back)",
-             f"then {len(report['sustained_ms'])} back to back: first {report['sustained_ms'][0]:.1f} ms, last "
-             f"{report['sustained_ms'][-1]:.1f} ms, median {report['sustained_median_ms']:.1f} ms",
+             f"({report['busy']:.0%} busy; {report['forwards']} forwards)",
+             *([f"then {len(report['sustained_ms'])} back to back: first {report['sustained_ms'][0]:.1f} ms, "
+                f"last {report['sustained_ms'][-1]:.1f} ms, median {report['sustained_median_ms']:.1f} ms"]
+               if "sustained_ms" in report else []),
              *(f"the two CFG branches alternating: median {report[key]:.1f} ms a forward ({how})"
                for key, how in (("alternating_median_ms", "back to back"),
                                 ("stepwise_median_ms", "the GPU synchronised before each pair"))

@@ -568,15 +568,21 @@ class Bench:
 
     def profile(self, label: str) -> None:
         """Kernel time of one DiT forward as sgld is now set up, by kind (bench/kernel_profile.py)."""
-        from kernel_profile import breakdown_table, capture_forward_inputs, kernel_breakdown
+        from kernel_profile import breakdown_table, capture_forward_inputs, kernel_breakdown, pipeline_breakdown
 
         # A one-step run's forwards: the cond branch and, under sequential CFG, the uncond one (its own text length).
         caught = capture_forward_inputs(self.transformer, lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(1)), 2)
         (args, kwargs), other = caught[0], (caught[1] if len(caught) > 1 else None)
         report = kernel_breakdown(self.transformer, args, kwargs, other=other)
         report["batch"] = forward_batch(args, kwargs)
+        # The same forwards inside a 4-step run (every workload makes at least 4), the loop's work between them.
+        report["in_pipeline"] = pipeline_breakdown(
+            self.transformer, lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(4)), first=1, forwards=3)
         self.meta.setdefault("profiles", {})[label] = report
         print(breakdown_table(f"{self.wl.key} {label} (one forward, batch {report['batch']})", report), flush=True)
+        if "error" not in report["in_pipeline"]:
+            print(breakdown_table(f"{self.wl.key} {label}, forwards 2-4 of a 4-step run", report["in_pipeline"]),
+                  flush=True)
 
     # -- helpers --------------------------------------------------------------------------------
 
