@@ -10,6 +10,7 @@ import re
 from typing import Any, Callable
 
 import torch
+from torch.utils._pytree import tree_map
 
 # Checked in order: cuDNN's attention kernels also carry "wgmma"/"gemm"-like names.
 KINDS = (
@@ -34,8 +35,8 @@ def capture_forward_inputs(module: torch.nn.Module, run: Callable[[], Any],
     caught: list[tuple[tuple, dict]] = []
 
     def hook(mod, args, kwargs):
-        if len(caught) < count:
-            caught.append((args, dict(kwargs)))
+        if len(caught) < count:  # copies: a loop may update its tensors in place after the forward
+            caught.append(tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, (args, dict(kwargs))))
 
     handle = module.register_forward_pre_hook(hook, with_kwargs=True)
     try:
@@ -70,15 +71,17 @@ def median(values: list[float]) -> float:
 
 
 def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: int = 15, forwards: int = 3,
-                     sustain: int = 20, other: tuple[tuple, dict] | None = None) -> dict:
+                     sustain: int = 20, other: tuple[tuple, dict] | None = None,
+                     late: tuple[tuple, dict] | None = None) -> dict:
     """Device time of ``module(*args, **kwargs)`` by kernel kind, per forward over ``forwards`` back-to-back ones,
     the ``top`` kernels by time, and the wall time of a forward in the same back-to-back run without the profiler
     (CUDA events): kernel time over wall time is how busy the GPU was (host gaps and syncs show as the difference).
     Then ``sustain`` more forwards back to back, each timed: a card that lowers its clocks under sustained load
     (an H100 at its 700 W limit) shows as later forwards slower than the first. With ``other`` (the second CFG
-    branch's inputs: another text length), as many again alternating the two inputs, and alternating with the GPU
+    branch's inputs, another text length, or the next step's), as many again alternating the two inputs, and alternating with the GPU
     synchronised before each pair as a denoise loop's step end does: what the pipeline's forwards meet that a
-    repeated one does not."""
+    repeated one does not. With ``late`` (a later step's inputs), as many again on those: under a power cap the
+    clock, and so the time, depends on the values the kernels move."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad():
@@ -100,6 +103,8 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
         if other is not None:
             patterns["alternating_ms"] = timed_forwards(module, [(args, kwargs), other], sustain)
             patterns["stepwise_ms"] = timed_forwards(module, [(args, kwargs), other], sustain, sync_every=2)
+        if late is not None:
+            patterns["late_inputs_ms"] = timed_forwards(module, [late], sustain)
     return {**window(prof, wall_ms, forwards, top),
             "sustained_ms": sustained, "sustained_median_ms": median(sustained),
             **{key: times for key, times in patterns.items()},
@@ -177,9 +182,10 @@ def breakdown_table(label: str, report: dict) -> str:
              *([f"then {len(report['sustained_ms'])} back to back: first {report['sustained_ms'][0]:.1f} ms, "
                 f"last {report['sustained_ms'][-1]:.1f} ms, median {report['sustained_median_ms']:.1f} ms"]
                if "sustained_ms" in report else []),
-             *(f"the two CFG branches alternating: median {report[key]:.1f} ms a forward ({how})"
-               for key, how in (("alternating_median_ms", "back to back"),
-                                ("stepwise_median_ms", "the GPU synchronised before each pair"))
+             *(f"{how}: median {report[key]:.1f} ms a forward"
+               for key, how in (("alternating_median_ms", "alternating with the run's second forward"),
+                                ("stepwise_median_ms", "alternating, the GPU synchronised before each pair"),
+                                ("late_inputs_median_ms", "the run's last forward's inputs, repeated"))
                if key in report),
              "", "| kind | ms | share |", "|---|---|---|"]
     for kind, ms in report["by_kind_ms"].items():

@@ -570,10 +570,11 @@ class Bench:
         """Kernel time of one DiT forward as sgld is now set up, by kind (bench/kernel_profile.py)."""
         from kernel_profile import breakdown_table, capture_forward_inputs, kernel_breakdown, pipeline_breakdown
 
-        # A one-step run's forwards: the cond branch and, under sequential CFG, the uncond one (its own text length).
-        caught = capture_forward_inputs(self.transformer, lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(1)), 2)
-        (args, kwargs), other = caught[0], (caught[1] if len(caught) > 1 else None)
-        report = kernel_breakdown(self.transformer, args, kwargs, other=other)
+        # A 3-step run's forwards: the first, the second (under sequential CFG the uncond branch, its own text
+        # length; else the next step) and the last (a later step's values: under a power cap they set the clock).
+        caught = capture_forward_inputs(self.transformer, lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(3)), 6)
+        (args, kwargs), other, late = caught[0], caught[1], caught[-1]
+        report = kernel_breakdown(self.transformer, args, kwargs, other=other, late=late)
         report["batch"] = forward_batch(args, kwargs)
         # The same forwards inside a 4-step run (every workload makes at least 4), the loop's work between them.
         report["in_pipeline"] = pipeline_breakdown(
