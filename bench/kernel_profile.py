@@ -78,9 +78,9 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
     (CUDA events): kernel time over wall time is how busy the GPU was (host gaps and syncs show as the difference).
     Then ``sustain`` more forwards back to back, each timed: a card that lowers its clocks under sustained load
     (an H100 at its 700 W limit) shows as later forwards slower than the first. With ``other`` (the second CFG
-    branch's inputs, another text length, or the next step's), as many again alternating the two inputs, and alternating with the GPU
-    synchronised before each pair as a denoise loop's step end does: what the pipeline's forwards meet that a
-    repeated one does not. With ``late`` (a later step's inputs), as many again on those: under a power cap the
+    branch's inputs, another text length, or the next step's), as many again alternating the two inputs, and
+    alternating with the GPU synchronised before each pair as a denoise loop's step end does: what the pipeline's
+    forwards meet that a repeated one does not. With ``late`` (a later step's inputs), as many again on those: under a power cap the
     clock, and so the time, depends on the values the kernels move."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -163,6 +163,8 @@ def pipeline_breakdown(module: torch.nn.Module, run: Callable[[], Any], first: i
     finally:
         for handle in handles:
             handle.remove()
+        if len(marks) == 1:  # the run ended (or failed) inside the window: the profiler must not stay on
+            prof.stop()
     if len(marks) < 2:
         return {"error": f"the run made {seen[0]} forwards, fewer than {first + forwards}"}
     return window(prof, marks[0].elapsed_time(marks[1]) / forwards, forwards, top)
