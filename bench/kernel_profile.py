@@ -80,8 +80,8 @@ def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: in
     (an H100 at its 700 W limit) shows as later forwards slower than the first. With ``other`` (the second CFG
     branch's inputs, another text length, or the next step's), as many again alternating the two inputs, and
     alternating with the GPU synchronised before each pair as a denoise loop's step end does: what the pipeline's
-    forwards meet that a repeated one does not. With ``late`` (a later step's inputs), as many again on those: under a power cap the
-    clock, and so the time, depends on the values the kernels move."""
+    forwards meet that a repeated one does not. With ``late`` (a later step's inputs), as many again on those:
+    under a power cap the clock, and so the time, depends on the values the kernels move."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad():
