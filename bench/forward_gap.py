@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     isolated.update(first_again_ms=again, first_again_median_ms=median(again))
     report["repeated"] = isolated
     print(f"repeated on one input: {isolated['kernel_ms']:.1f} ms of kernels, {isolated['wall_ms']:.1f} ms wall a "
-          f"forward; {args.repeats} on the first step's inputs: median {isolated['sustained_median_ms']:.1f} ms, on the last "
-          f"step's {isolated['late_inputs_median_ms']:.1f}, on the first's again {median(again):.1f}", flush=True)
+          f"forward; {args.repeats} on the first step's inputs: median {isolated['sustained_median_ms']:.1f} ms, "
+          f"on the last step's {isolated['late_inputs_median_ms']:.1f}, on the first's again {median(again):.1f}",
+          flush=True)
     save()
     report["in_pipeline_profile"] = pipeline_breakdown(transformer, lambda: run(4), first=1, forwards=3)
     profile = report["in_pipeline_profile"]
