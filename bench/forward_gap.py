@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,8 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernel_profile import (  # noqa: E402
-    capture_forward_inputs, kernel_breakdown, median, pipeline_breakdown, timed_forwards)
+from kernel_profile import median, profile_forwards, timed_forwards  # noqa: E402
 from speed import NEGATIVE, PROMPT, ForwardTimer  # noqa: E402
 
 
@@ -64,28 +62,23 @@ def main(argv: list[str] | None = None) -> int:
     run(2)  # warm-up (and the compile, where asked)
     timer = ForwardTimer(transformer, True)
     run(4)
-    torch.cuda.synchronize()
-    in_loop = [round(s.elapsed_time(e), 2) for s, e in timer.pairs]
+    report["in_loop_median_ms"] = timer.ms_per_branch()
+    report["in_loop_ms"] = [round(s.elapsed_time(e), 2) for s, e in timer.pairs]
     timer.close()
-    report["in_loop_ms"] = in_loop
-    report["in_loop_median_ms"] = statistics.median(in_loop[1:])
-    print(f"inside the loop: {in_loop} ms (median after the first {report['in_loop_median_ms']:.1f})", flush=True)
-    save()
-
-    caught = capture_forward_inputs(transformer, lambda: run(4), 8)
-    (first_args, first_kwargs), last = caught[0], caught[-1]
-    isolated = kernel_breakdown(transformer, first_args, first_kwargs, sustain=args.repeats, late=last)
-    with torch.no_grad():  # the first inputs again: a drift over the call (warming, clocks) shows here
-        again = timed_forwards(transformer, [caught[0]], args.repeats)
-    isolated.update(first_again_ms=again, first_again_median_ms=median(again))
-    report["repeated"] = isolated
-    print(f"repeated on one input: {isolated['kernel_ms']:.1f} ms of kernels, {isolated['wall_ms']:.1f} ms wall a "
-          f"forward; {args.repeats} on the first step's inputs: median {isolated['sustained_median_ms']:.1f} ms, "
-          f"on the last step's {isolated['late_inputs_median_ms']:.1f}, on the first's again {median(again):.1f}",
+    print(f"inside the loop: {report['in_loop_ms']} ms (median after the first {report['in_loop_median_ms']:.1f})",
           flush=True)
     save()
-    report["in_pipeline_profile"] = pipeline_breakdown(transformer, lambda: run(4), first=1, forwards=3)
-    profile = report["in_pipeline_profile"]
+
+    repeated, first = profile_forwards(transformer, run, sustain=args.repeats)
+    with torch.no_grad():  # the first inputs again: a drift over the call (warming, clocks) shows here
+        again = timed_forwards(transformer, [first], args.repeats)
+    repeated.update(first_again_ms=again, first_again_median_ms=median(again))
+    report["repeated"] = repeated
+    print(f"repeated on one input: {repeated['kernel_ms']:.1f} ms of kernels, {repeated['wall_ms']:.1f} ms wall a "
+          f"forward; {args.repeats} on the first step's inputs: median {repeated['sustained_median_ms']:.1f} ms, "
+          f"on the last step's {repeated['late_inputs_median_ms']:.1f}, on the first's again {median(again):.1f}",
+          flush=True)
+    profile = repeated["in_pipeline"]
     if "error" not in profile:
         print(f"forwards 2-4 of a 4-step run under the profiler: {profile['kernel_ms']:.1f} ms of kernels, "
               f"{profile['wall_ms']:.1f} ms wall a forward ({profile['busy']:.0%} busy)", flush=True)

@@ -177,6 +177,25 @@ def window(prof: Any, wall_ms: float, forwards: int, top: int) -> dict:
             "busy": round(sums["kernel_ms"] / wall_ms, 3) if wall_ms else None, **sums}
 
 
+def profile_forwards(module: torch.nn.Module, run: Callable[[int], Any], sustain: int = 20) -> tuple[dict, tuple]:
+    """``kernel_breakdown`` on the first forward of a 3-step ``run(steps)``, with the run's second forward as
+    ``other`` and its last forward of the first one's shape (the same CFG branch) as ``late``, and
+    ``pipeline_breakdown`` of a 4-step run under ``"in_pipeline"``; the report and the first forward's inputs."""
+    from sgld.levers.cuda_graph import signature
+
+    def shape(inputs: tuple[tuple, dict]) -> tuple:
+        args, kwargs = inputs
+        return signature({**{f"arg{i}": arg for i, arg in enumerate(args)}, **kwargs})
+
+    caught = capture_forward_inputs(module, lambda: run(3), 6)
+    first = caught[0]
+    late = max(i for i, inputs in enumerate(caught) if shape(inputs) == shape(first))
+    report = kernel_breakdown(module, *first, sustain=sustain, other=caught[1], late=caught[late])
+    report["late_forward"] = late  # which forward of the run gave ``late`` (0 would mean none matched the first)
+    report["in_pipeline"] = pipeline_breakdown(module, lambda: run(4), first=1, forwards=3)
+    return report, first
+
+
 def breakdown_table(label: str, report: dict) -> str:
     """A short markdown table of one breakdown."""
     lines = [f"{label}: {report['kernel_ms']:.1f} ms of kernels a forward, {report['wall_ms']:.1f} ms wall "

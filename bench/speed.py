@@ -568,17 +568,11 @@ class Bench:
 
     def profile(self, label: str) -> None:
         """Kernel time of one DiT forward as sgld is now set up, by kind (bench/kernel_profile.py)."""
-        from kernel_profile import breakdown_table, capture_forward_inputs, kernel_breakdown, pipeline_breakdown
+        from kernel_profile import breakdown_table, profile_forwards
 
-        # A 3-step run's forwards: the first, the second (under sequential CFG the uncond branch, its own text
-        # length; else the next step) and the last (a later step's values: under a power cap they set the clock).
-        caught = capture_forward_inputs(self.transformer, lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(3)), 6)
-        (args, kwargs), other, late = caught[0], caught[1], caught[-1]
-        report = kernel_breakdown(self.transformer, args, kwargs, other=other, late=late)
+        report, (args, kwargs) = profile_forwards(
+            self.transformer, lambda steps: self.gen.generate(PROMPT, **self.sgld_kwargs(steps)))
         report["batch"] = forward_batch(args, kwargs)
-        # The same forwards inside a 4-step run (every workload makes at least 4), the loop's work between them.
-        report["in_pipeline"] = pipeline_breakdown(
-            self.transformer, lambda: self.gen.generate(PROMPT, **self.sgld_kwargs(4)), first=1, forwards=3)
         self.meta.setdefault("profiles", {})[label] = report
         print(breakdown_table(f"{self.wl.key} {label} (one forward, batch {report['batch']})", report), flush=True)
         if "error" not in report["in_pipeline"]:
