@@ -9,6 +9,8 @@ import torch
 
 from sgld.config.schema import CacheKind, Quantization, RunConfig
 from sgld.levers.attention import auto_attention_backend, compiles_fullgraph, set_attention_backend
+from sgld.levers.fused_gelu import fuse_gelu_projections
+from sgld.levers.shared_modulation import shared_modulation_hook
 from sgld.levers.step_hooks import StepHook
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,8 @@ class DitSetup:
 
 def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch.device,
                           masked_attention: bool = False, family: str = "", expert: str = "transformer") -> DitSetup:
-    """Quantization, attention backend, step caches and sliding tiles (compile comes last: ``compile_transformer``).
+    """Fused GELU projections, shared modulation, quantization, attention backend, step caches and sliding tiles
+    (compile comes last: ``compile_transformer``).
 
     ``masked_attention``: the model's attention takes a mask (HunyuanVideo's text padding), so
     ``auto`` keeps SDPA (the family refused explicit mask-less backends before loading). ``family`` (the
@@ -32,6 +35,12 @@ def configure_transformer(module: torch.nn.Module, run: RunConfig, device: torch
     (Wan2.2's low-noise ``transformer_2`` takes SGLang's secondary Cache-DiT settings).
     """
     hooks: list[StepHook] = []
+    fused = fuse_gelu_projections(module, device)
+    if fused:
+        log.debug("%d tanh-GELU projections of %s fused into their GEMMs on CUDA", fused, type(module).__name__)
+    shared = shared_modulation_hook(module, run)
+    if shared is not None:
+        hooks.append(shared)
     if run.model.quantization == Quantization.fp8:
         from sgld.levers.fp8 import fp8_matmul_supported, quantize_blocks_fp8
 
