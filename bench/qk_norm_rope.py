@@ -1,0 +1,152 @@
+"""Qwen-Image's QK RMSNorm + RoPE (the largest of its fused elementwise kernels under compile: 5.9 ms of a 132 ms
+forward on an H100, about 1 TB/s) in three forms, to see what a dedicated kernel would save before building one:
+
+    python3 bench/qk_norm_rope.py --out qk_norm_rope.json      # on a GPU (TRITON_INTERPRET=1 runs it on a CPU, slowly)
+
+- ``compiled``: diffusers' ``RMSNorm`` then sgld's real-arithmetic rotation (``rotate_pairs``), as sgld's compiled
+  blocks run it;
+- ``compiled_flip``: the same arithmetic written with the pairs swapped by a flip instead of unbind/stack;
+- ``triton``: one Triton kernel reading each head's row once and writing it once.
+
+Each is checked against diffusers' eager arithmetic (bf16 outputs: the count of elements that differ, and the
+largest difference) and timed (median of CUDA-event times); GB/s counts one read and one write of the tensor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sgld.levers.real_rope import rotate_pairs  # noqa: E402
+
+EPS = 1e-6
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """diffusers' ``RMSNorm`` with a bf16 weight: fp32 variance, the product in fp32, rounded, times the weight."""
+    variance = x.float().pow(2).mean(-1, keepdim=True)
+    return (x * torch.rsqrt(variance + EPS)).to(weight.dtype) * weight
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """The norm, then diffusers' complex RoPE (eager)."""
+    normed = rms_norm(x, weight)
+    rotated = torch.view_as_complex(normed.float().reshape(*normed.shape[:-1], -1, 2)) * freqs.unsqueeze(1)
+    return torch.view_as_real(rotated).flatten(3).type_as(x)
+
+
+def current(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """sgld's compiled form: the norm, then ``rotate_pairs``."""
+    return rotate_pairs(rms_norm(x, weight), freqs.unsqueeze(1))
+
+
+def flipped(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """The same product as ``x cos + swap(x) sin``, the pair swap a flip and the sign folded into the sines."""
+    normed = rms_norm(x, weight).float()
+    angles = torch.view_as_real(freqs).unsqueeze(1)  # (S, 1, D/2, 2)
+    cos = angles[..., 0].repeat_interleave(2, -1)
+    sin = (angles[..., 1:2] * torch.tensor([-1.0, 1.0], device=x.device)).flatten(-2)
+    swapped = normed.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return (normed * cos + swapped * sin).type_as(x)
+
+
+@triton.jit
+def _qk_norm_rope(x_ptr, w_ptr, cos_ptr, sin_ptr, out_ptr, rows, heads, seq, eps,
+                  D: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = row < rows
+    col = tl.arange(0, D)
+    x = tl.load(x_ptr + row[:, None] * D + col[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+    inv = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / D + eps)
+    weight = tl.load(w_ptr + col).to(tl.float32)
+    # diffusers' roundings: x * rsqrt in fp32 rounded to bf16, times the bf16 weight rounded to bf16
+    normed = (x * inv[:, None]).to(tl.bfloat16, fp_downcast_rounding="rtne").to(tl.float32) * weight[None, :]
+    normed = normed.to(tl.bfloat16, fp_downcast_rounding="rtne").to(tl.float32)
+    a, b = tl.split(tl.reshape(normed, (BLOCK, HALF, 2)))
+    pos = (row // heads) % seq
+    pair = tl.arange(0, HALF)
+    cos = tl.load(cos_ptr + pos[:, None] * HALF + pair[None, :], mask=live[:, None], other=0.0)
+    sin = tl.load(sin_ptr + pos[:, None] * HALF + pair[None, :], mask=live[:, None], other=0.0)
+    out = tl.reshape(tl.join(a * cos - b * sin, a * sin + b * cos), (BLOCK, D))
+    tl.store(out_ptr + row[:, None] * D + col[None, :], out.to(out_ptr.dtype.element_ty, fp_downcast_rounding="rtne"),
+             mask=live[:, None])
+
+
+def fused(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor, block: int = 16) -> torch.Tensor:
+    """One Triton kernel for (B, S, H, D) contiguous ``x`` and complex (S, D/2) ``freqs``."""
+    batch, seq, heads, dim = x.shape
+    angles = torch.view_as_real(freqs).float()
+    cos, sin = angles[..., 0].contiguous(), angles[..., 1].contiguous()
+    out = torch.empty_like(x)
+    rows = batch * seq * heads
+    _qk_norm_rope[(triton.cdiv(rows, block),)](x, weight, cos, sin, out, rows, heads, seq, EPS,
+                                              D=dim, HALF=dim // 2, BLOCK=block)
+    return out
+
+
+def time_ms(fn, cuda: bool, repeats: int = 50) -> float:
+    """Median ms of ``fn()`` (CUDA events; wall clock off CUDA) after 5 warm-up calls."""
+    import time
+
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            began = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - began) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--heads", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=Path("qk_norm_rope.json"))
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    generator = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(1, args.tokens, args.heads, 128, device=device, generator=generator).to(torch.bfloat16) * 3
+    weight = (1 + 0.1 * torch.randn(128, device=device, generator=generator)).to(torch.bfloat16)
+    angles = torch.rand(args.tokens, 64, device=device, generator=generator) * 100
+    freqs = torch.polar(torch.ones_like(angles), angles)
+    with torch.no_grad():
+        want = reference(x, weight, freqs)
+        forms = {"compiled": torch.compile(current, fullgraph=True) if cuda else current,
+                 "compiled_flip": torch.compile(flipped, fullgraph=True) if cuda else flipped,
+                 "triton": fused}
+        gigabytes = 2 * x.numel() * x.element_size() / 1e9
+        report = {"device": torch.cuda.get_device_name() if cuda else "cpu", "shape": list(x.shape), "forms": {}}
+        for name, fn in forms.items():
+            got = fn(x, weight, freqs)
+            differ = (got != want)
+            row = {"elements_differing": int(differ.sum()), "share_differing": differ.float().mean().item(),
+                   "max_abs_diff": (got.float() - want.float()).abs().max().item()}
+            row["ms"] = time_ms(lambda: fn(x, weight, freqs), cuda, args.repeats)
+            row["GB_per_s"] = gigabytes / row["ms"] * 1e3
+            report["forms"][name] = row
+            print(name, json.dumps(row), flush=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
