@@ -6,7 +6,8 @@ forward on an H100, about 1 TB/s) in three forms, to see what a dedicated kernel
 - ``compiled``: diffusers' ``RMSNorm`` then sgld's real-arithmetic rotation (``rotate_pairs``), as sgld's compiled
   blocks run it;
 - ``compiled_flip``: the same arithmetic written with the pairs swapped by a flip instead of unbind/stack;
-- ``triton``: one Triton kernel reading each head's row once and writing it once.
+- ``triton``: sgld's ``sgld::qk_norm_rope`` (one Triton kernel reading each head's row once and writing it once),
+  what sgld's compiled Qwen-Image blocks run on CUDA.
 
 Each is checked against diffusers' eager arithmetic (bf16 outputs: the count of elements that differ, and the
 largest difference) and timed (median of CUDA-event times); GB/s counts one read and one write of the tensor.
@@ -20,11 +21,10 @@ import sys
 from pathlib import Path
 
 import torch
-import triton
-import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sgld.levers.qk_norm_rope import qk_norm_rope  # noqa: E402
 from sgld.levers.real_rope import rotate_pairs  # noqa: E402
 
 EPS = 1e-6
@@ -58,38 +58,9 @@ def flipped(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor) -> torch
     return (normed * cos + swapped * sin).type_as(x)
 
 
-@triton.jit
-def _qk_norm_rope(x_ptr, w_ptr, cos_ptr, sin_ptr, out_ptr, rows, heads, seq, eps,
-                  D: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = row < rows
-    col = tl.arange(0, D)
-    x = tl.load(x_ptr + row[:, None] * D + col[None, :], mask=live[:, None], other=0.0).to(tl.float32)
-    inv = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / D + eps)
-    weight = tl.load(w_ptr + col).to(tl.float32)
-    # diffusers' roundings: x * rsqrt in fp32 rounded to bf16, times the bf16 weight rounded to bf16
-    normed = (x * inv[:, None]).to(tl.bfloat16, fp_downcast_rounding="rtne").to(tl.float32) * weight[None, :]
-    normed = normed.to(tl.bfloat16, fp_downcast_rounding="rtne").to(tl.float32)
-    a, b = tl.split(tl.reshape(normed, (BLOCK, HALF, 2)))
-    pos = (row // heads) % seq
-    pair = tl.arange(0, HALF)
-    cos = tl.load(cos_ptr + pos[:, None] * HALF + pair[None, :], mask=live[:, None], other=0.0)
-    sin = tl.load(sin_ptr + pos[:, None] * HALF + pair[None, :], mask=live[:, None], other=0.0)
-    out = tl.reshape(tl.join(a * cos - b * sin, a * sin + b * cos), (BLOCK, D))
-    tl.store(out_ptr + row[:, None] * D + col[None, :], out.to(out_ptr.dtype.element_ty, fp_downcast_rounding="rtne"),
-             mask=live[:, None])
-
-
-def fused(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor, block: int = 16) -> torch.Tensor:
-    """One Triton kernel for (B, S, H, D) contiguous ``x`` and complex (S, D/2) ``freqs``."""
-    batch, seq, heads, dim = x.shape
-    angles = torch.view_as_real(freqs).float()
-    cos, sin = angles[..., 0].contiguous(), angles[..., 1].contiguous()
-    out = torch.empty_like(x)
-    rows = batch * seq * heads
-    _qk_norm_rope[(triton.cdiv(rows, block),)](x, weight, cos, sin, out, rows, heads, seq, EPS,
-                                              D=dim, HALF=dim // 2, BLOCK=block)
-    return out
+def fused(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """sgld's op (``sgld.levers.qk_norm_rope``: one Triton kernel on CUDA), as its compiled blocks call it."""
+    return qk_norm_rope(x, weight, torch.view_as_real(freqs), EPS)
 
 
 def time_ms(fn, cuda: bool, repeats: int = 20, calls: int = 20) -> float:

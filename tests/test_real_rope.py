@@ -125,3 +125,36 @@ def test_z_image_attention_compiles_with_the_real_rope(generators, cold_inductor
         got = torch.compile(attention, fullgraph=True)(hidden, freqs_cis=freqs)
     assert cold_inductor <= COMPLEX_VIEWS, cold_inductor
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_norm_and_rope_op_is_diffusers_norm_then_rotation():
+    """``sgld::qk_norm_rope`` off CUDA (its PyTorch form; the Triton kernel's exactness on a GPU is
+    bench/qk_norm_rope.py's): diffusers' RMSNorm, then the complex product, within one bf16 rounding."""
+    from diffusers.models.normalization import RMSNorm
+
+    from sgld.levers.qk_norm_rope import qk_norm_rope
+
+    x, freqs = _inputs(torch.bfloat16)
+    norm = RMSNorm(16, eps=1e-6).to(torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 1.5, 16))
+        want = qwen.apply_rotary_emb_qwen(norm(x), freqs, use_real=False)
+        got = qk_norm_rope(x, norm.weight, torch.view_as_real(freqs), norm.eps)
+    _close_in(torch.bfloat16, got, want)
+
+
+def test_a_compiled_qwen_image_run_with_the_fused_norm_and_rope(generators, cold_inductor, monkeypatch):
+    """With the CPU counted as a fused device, the compiled blocks call ``sgld::qk_norm_rope`` for the four QK
+    tensors (its PyTorch form here) and the run stays within 2/255 of the eager one."""
+    import sgld.levers.real_rope as real_rope
+    from sgld import DiffGenerator
+
+    eager = generators("tiny-qwen-image").generate(**REQUEST).frames
+    calls = []
+    original = real_rope.qk_norm_rope
+    monkeypatch.setattr(real_rope, "FUSED_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(real_rope, "qk_norm_rope", lambda *args: calls.append(args[0].shape) or original(*args))
+    compiled = DiffGenerator.from_pretrained("tiny-qwen-image", enable_torch_compile=True).generate(**REQUEST)
+    assert len(calls) >= 4  # traced once per compiled graph: the four tensors of a block
+    difference = abs(compiled.frames.astype(int) - eager.astype(int)).max()
+    assert difference <= 2, f"compiled with the fused op against eager: {difference}/255"

@@ -7,17 +7,21 @@ kernels with fp32 copies of Q and K between them — for Qwen-Image at 1024², a
 and branch (an estimate; the measurement is in docs/performance.md's "Still to measure"). The same product written
 with cosines and sines, ``(a, b) e^{iθ} = (a cos θ − b sin θ, a sin θ + b cos θ)`` in fp32, is plain arithmetic
 that Inductor fuses into one kernel per tensor. Eager forwards keep diffusers' complex path (fewer kernels there),
-so an uncompiled run is diffusers' own arithmetic; a compiled one differs from it by fp32 rounding only.
+so an uncompiled run is diffusers' own arithmetic; a compiled one differs from it by fp32 rounding only. Compiled on
+CUDA, Qwen-Image's QK norm and RoPE go further, into one Triton pass per tensor (``sgld.levers.qk_norm_rope``).
 """
 
 from __future__ import annotations
 
-import types
-
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.normalization import RMSNorm
 from diffusers.models.transformers import transformer_qwenimage as qwen
 from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnProcessor
+
+from sgld.levers.qk_norm_rope import qk_norm_rope
+
+FUSED_DEVICES = ("cuda",)  # where the norm + RoPE op runs its Triton kernel
 
 
 def rotate_pairs(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
@@ -37,22 +41,58 @@ def apply_rotary_emb_qwen(x: torch.Tensor, freqs_cis: torch.Tensor, use_real: bo
     return rotate_pairs(x, freqs_cis.unsqueeze(1))  # one rotation per position, every head
 
 
-def _with_real_rope(function: types.FunctionType) -> types.FunctionType:
-    """``function`` (a diffusers processor's ``__call__``) resolving ``apply_rotary_emb_qwen`` to the one above.
-
-    A copy of the function object with its own globals, not a copy of its source: the processor's ~90 lines stay
-    diffusers' (masks, tensor-parallel head counts, the attention dispatch), and diffusers' module is untouched, so a
-    reference pipeline in the same process keeps its own arithmetic. The globals are those at import: a later patch
-    of that module's names (``sgld/diffusers_patches.py`` patches none of them) would not reach this copy."""
-    namespace = {**function.__globals__, "apply_rotary_emb_qwen": apply_rotary_emb_qwen}
-    return types.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__,
-                              function.__closure__)
-
-
 class RealRopeQwenProcessor(qwen.QwenDoubleStreamAttnProcessor2_0):
-    """diffusers' Qwen-Image joint-attention processor whose RoPE compiles to fused real arithmetic."""
+    """diffusers' Qwen-Image joint-attention processor (diffusers 0.42.1's ``__call__`` restated) whose QK norm and
+    RoPE compile to fused arithmetic: on CUDA one ``sgld::qk_norm_rope`` pass per tensor (``sgld.levers.
+    qk_norm_rope``), elsewhere the norm then the real-arithmetic rotation. Eager, it is diffusers' arithmetic."""
 
-    __call__ = _with_real_rope(qwen.QwenDoubleStreamAttnProcessor2_0.__call__)
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, encoder_hidden_states_mask=None,
+                 attention_mask=None, image_rotary_emb=None):
+        if encoder_hidden_states is None:
+            raise ValueError("QwenDoubleStreamAttnProcessor2_0 requires encoder_hidden_states (text stream)")
+        if attention_mask is not None:
+            raise ValueError("QwenDoubleStreamAttnProcessor2_0 does not accept an external attention_mask; pass "
+                             "encoder_hidden_states_mask to let the processor build the joint mask.")
+        if encoder_hidden_states_mask is not None:
+            image_mask = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
+            attention_mask = torch.cat([encoder_hidden_states_mask, image_mask], dim=1)[:, None, None, :]
+        seq_txt = encoder_hidden_states.shape[1]
+        head_dim = attn.inner_dim // attn.heads  # heads per rank may be fewer (tensor parallel): -1 absorbs them
+        img_query, img_key, img_value = (proj(hidden_states).unflatten(-1, (-1, head_dim))
+                                         for proj in (attn.to_q, attn.to_k, attn.to_v))
+        txt_query, txt_key, txt_value = (proj(encoder_hidden_states).unflatten(-1, (-1, head_dim))
+                                         for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
+        norms = (attn.norm_q, attn.norm_k, attn.norm_added_q, attn.norm_added_k)
+        if image_rotary_emb is not None and _fuses_norm_and_rope(norms, hidden_states):
+            img_angles, txt_angles = (torch.view_as_real(freqs) for freqs in image_rotary_emb)
+            img_query, img_key, txt_query, txt_key = (
+                qk_norm_rope(x, norm.weight, angles, norm.eps) for x, norm, angles in
+                zip((img_query, img_key, txt_query, txt_key), norms, (img_angles, img_angles, txt_angles, txt_angles)))
+        else:
+            img_query, img_key, txt_query, txt_key = (
+                x if norm is None else norm(x) for x, norm in zip((img_query, img_key, txt_query, txt_key), norms))
+            if image_rotary_emb is not None:
+                img_freqs, txt_freqs = image_rotary_emb
+                img_query, img_key = (apply_rotary_emb_qwen(x, img_freqs) for x in (img_query, img_key))
+                txt_query, txt_key = (apply_rotary_emb_qwen(x, txt_freqs) for x in (txt_query, txt_key))
+        joint_query = torch.cat([txt_query, img_query], dim=1)  # [text, image], as diffusers orders them
+        joint_key = torch.cat([txt_key, img_key], dim=1)
+        joint_value = torch.cat([txt_value, img_value], dim=1)
+        joint = dispatch_attention_fn(joint_query, joint_key, joint_value, attn_mask=attention_mask, dropout_p=0.0,
+                                      is_causal=False, backend=self._attention_backend,
+                                      parallel_config=self._parallel_config)
+        joint = joint.flatten(2, 3).to(joint_query.dtype)
+        img_output = attn.to_out[0](joint[:, seq_txt:, :].contiguous())
+        if len(attn.to_out) > 1:  # dropout
+            img_output = attn.to_out[1](img_output)
+        return img_output, attn.to_add_out(joint[:, :seq_txt, :].contiguous())
+
+
+def _fuses_norm_and_rope(norms: tuple, hidden_states: torch.Tensor) -> bool:
+    """Whether this compiled forward runs the QK norms and RoPE as ``sgld::qk_norm_rope``: while compiling, on a
+    device in ``FUSED_DEVICES``, with all four norms diffusers' weighted, bias-free ``RMSNorm``."""
+    return (torch.compiler.is_compiling() and hidden_states.device.type in FUSED_DEVICES
+            and all(type(norm) is RMSNorm and norm.weight is not None and norm.bias is None for norm in norms))
 
 
 class RealRopeZImageProcessor(ZSingleStreamAttnProcessor):
