@@ -7,8 +7,9 @@ kernels with fp32 copies of Q and K between them — for Qwen-Image at 1024², a
 and branch (an estimate; the measurement is in docs/performance.md's "Still to measure"). The same product written
 with cosines and sines, ``(a, b) e^{iθ} = (a cos θ − b sin θ, a sin θ + b cos θ)`` in fp32, is plain arithmetic
 that Inductor fuses into one kernel per tensor. Eager forwards keep diffusers' complex path (fewer kernels there),
-so an uncompiled run is diffusers' own arithmetic; a compiled one differs from it by fp32 rounding only. Compiled on
-CUDA, Qwen-Image's QK norm and RoPE go further, into one Triton pass per tensor (``sgld.levers.qk_norm_rope``).
+so an uncompiled run is diffusers' own arithmetic; a compiled one differs from it by fp32 rounding only. Qwen-Image's
+QK norm and RoPE can go further, into one Triton pass per tensor (``sgld.levers.qk_norm_rope``, on the devices in
+``FUSED_DEVICES``: none until it is measured).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnP
 
 from sgld.levers.qk_norm_rope import qk_norm_rope
 
-FUSED_DEVICES = ("cuda",)  # where the norm + RoPE op runs its Triton kernel
+# Devices whose compiled Qwen-Image blocks run the QK norm + RoPE as ``sgld::qk_norm_rope``: none until its Triton
+# kernel is measured faster than Inductor's on a GPU (then ("cuda",)); the commands are docs/performance.md's
+# "Still to measure". The tests count the CPU in to run the wiring.
+FUSED_DEVICES: tuple[str, ...] = ()
 
 
 def rotate_pairs(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
@@ -43,8 +47,8 @@ def apply_rotary_emb_qwen(x: torch.Tensor, freqs_cis: torch.Tensor, use_real: bo
 
 class RealRopeQwenProcessor(qwen.QwenDoubleStreamAttnProcessor2_0):
     """diffusers' Qwen-Image joint-attention processor (diffusers 0.42.1's ``__call__`` restated) whose QK norm and
-    RoPE compile to fused arithmetic: on CUDA one ``sgld::qk_norm_rope`` pass per tensor (``sgld.levers.
-    qk_norm_rope``), elsewhere the norm then the real-arithmetic rotation. Eager, it is diffusers' arithmetic."""
+    RoPE compile to fused arithmetic: the norm then the real-arithmetic rotation, or one ``sgld::qk_norm_rope`` pass
+    per tensor on the devices in ``FUSED_DEVICES``. Eager, it is diffusers' arithmetic."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, encoder_hidden_states_mask=None,
                  attention_mask=None, image_rotary_emb=None):
