@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kernel_profile import back_to_back_ms  # noqa: E402
 from sgld.levers.fused_gelu import epilogue_gelu_is_tanh, linear_gelu_tanh  # noqa: E402
 
 # (name, tokens, width, hidden): the feed-forward's first projection, one CFG branch (batch 1).
@@ -33,24 +35,6 @@ SHAPES = (
 def unfused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """diffusers' ``GELU`` module: the projection, then the tanh GELU."""
     return F.gelu(F.linear(x, weight, bias), approximate="tanh")
-
-
-def time_ms(fn, repeats: int = 20, calls: int = 20) -> float:
-    """Median ms a call of ``fn()``: ``repeats`` timings (CUDA events) of ``calls`` calls back to back, after 5
-    warm-up calls. Back to back, so the GPU time of a small call is not its launch overhead (a single call of the
-    text shape measured its host dispatch: 0.13 ms against 0.034 ms of kernel in the profile)."""
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return sorted(times)[len(times) // 2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             weight = torch.randn(hidden, width, device=device, dtype=torch.bfloat16, generator=generator) * 0.02
             bias = torch.randn(hidden, device=device, dtype=torch.bfloat16, generator=generator) * 0.02
             want = unfused(x, weight, bias).float()
-            row = {"unfused_ms": time_ms(lambda: unfused(x, weight, bias)),
-                   "fused_ms": time_ms(lambda: linear_gelu_tanh(x, weight, bias)),
-                   "compiled_unfused_ms": time_ms(lambda: compiled_unfused(x, weight, bias)),
-                   "compiled_fused_ms": time_ms(lambda: compiled_fused(x, weight, bias)),
+            row = {"unfused_ms": back_to_back_ms(lambda: unfused(x, weight, bias), True),
+                   "fused_ms": back_to_back_ms(lambda: linear_gelu_tanh(x, weight, bias), True),
+                   "compiled_unfused_ms": back_to_back_ms(lambda: compiled_unfused(x, weight, bias), True),
+                   "compiled_fused_ms": back_to_back_ms(lambda: compiled_fused(x, weight, bias), True),
                    "bf16_max_abs_diff": (linear_gelu_tanh(x, weight, bias).float() - want).abs().max().item(),
                    "bf16_max_abs_out": want.abs().max().item()}
             row["compiled_speedup"] = row["compiled_unfused_ms"] / row["compiled_fused_ms"]

@@ -70,6 +70,32 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
+def back_to_back_ms(fn: Callable[[], Any], cuda: bool, repeats: int = 20, calls: int = 20) -> float:
+    """Median ms a call of ``fn()``: ``repeats`` timings of ``calls`` calls back to back (CUDA events; wall clock
+    off CUDA), after 5 warm-up calls. Back to back, so a kernel of tens of microseconds is not timed as its launch
+    (one call at a time, every form of bench/qk_norm_rope.py measured 0.12 ms: the host's dispatch)."""
+    import time
+
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(calls):
+                fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / calls)
+        else:
+            began = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - began) * 1e3 / calls)
+    return median(times)
+
+
 def kernel_breakdown(module: torch.nn.Module, args: tuple, kwargs: dict, top: int = 15, forwards: int = 3,
                      sustain: int = 20, other: tuple[tuple, dict] | None = None,
                      late: tuple[tuple, dict] | None = None) -> dict:

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kernel_profile import back_to_back_ms  # noqa: E402
 from sgld.levers.qk_norm_rope import qk_norm_rope  # noqa: E402
 from sgld.levers.real_rope import rotate_pairs  # noqa: E402
 
@@ -63,32 +65,6 @@ def fused(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor) -> torch.T
     return qk_norm_rope(x, weight, torch.view_as_real(freqs), EPS)
 
 
-def time_ms(fn, cuda: bool, repeats: int = 20, calls: int = 20) -> float:
-    """Median ms a call of ``fn()``: ``repeats`` timings of ``calls`` calls back to back (CUDA events; wall clock off
-    CUDA), after 5 warm-up calls. Back to back, so a ~50 µs kernel is not timed as its launch (one call at a time
-    measured 0.12 ms for every form, the host's dispatch)."""
-    import time
-
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(calls):
-                fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / calls)
-        else:
-            began = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times.append((time.perf_counter() - began) * 1e3 / calls)
-    return sorted(times)[len(times) // 2]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
@@ -115,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             differ = (got != want)
             row = {"elements_differing": int(differ.sum()), "share_differing": differ.float().mean().item(),
                    "max_abs_diff": (got.float() - want.float()).abs().max().item()}
-            row["ms"] = time_ms(lambda: fn(x, weight, freqs), cuda, args.repeats)
+            row["ms"] = back_to_back_ms(lambda: fn(x, weight, freqs), cuda, args.repeats)
             row["GB_per_s"] = gigabytes / row["ms"] * 1e3
             report["forms"][name] = row
             print(name, json.dumps(row), flush=True)
