@@ -46,9 +46,10 @@ FUSED_DEVICES = ("cuda",)  # where the op runs cuBLASLt's epilogue; elsewhere di
 
 def takes_fused_path(proj: nn.Module, hidden_states: torch.Tensor) -> bool:
     """Whether ``proj`` applied to ``hidden_states`` runs as the fused op: a plain ``nn.Linear`` with a bias (not a
-    LoRA wrapper, FP8 or GGUF layer), inputs in its dtype, on a device in ``FUSED_DEVICES``."""
+    LoRA wrapper, FP8 or GGUF layer), inputs in its dtype and on its device (an offload hook on ``proj`` itself,
+    which the fused call would not run, leaves its weight elsewhere), on a device in ``FUSED_DEVICES``."""
     return (type(proj) is nn.Linear and proj.bias is not None and hidden_states.device.type in FUSED_DEVICES
-            and hidden_states.dtype == proj.weight.dtype)
+            and hidden_states.dtype == proj.weight.dtype and hidden_states.device == proj.weight.device)
 
 
 class FusedGELU(GELU):
