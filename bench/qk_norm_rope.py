@@ -3,8 +3,8 @@ forward on an H100, about 1 TB/s) in three forms, to see what a dedicated kernel
 
     python3 bench/qk_norm_rope.py --out qk_norm_rope.json      # on a GPU (TRITON_INTERPRET=1 runs it on a CPU, slowly)
 
-- ``compiled``: diffusers' ``RMSNorm`` then sgld's real-arithmetic rotation (``rotate_pairs``), as sgld's compiled
-  blocks run it;
+- ``compiled``: diffusers' RMSNorm arithmetic (sgld's ``rms_norm``) then sgld's real rotation (``rotate_pairs``),
+  as its compiled blocks run it;
 - ``compiled_flip``: the same arithmetic written with the pairs swapped by a flip instead of unbind/stack;
 - ``triton``: sgld's ``sgld::qk_norm_rope`` (one Triton kernel reading each head's row once and writing it once),
   what sgld's compiled Qwen-Image blocks run on CUDA.
@@ -26,33 +26,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kernel_profile import back_to_back_ms  # noqa: E402
-from sgld.levers.qk_norm_rope import qk_norm_rope  # noqa: E402
+from sgld.levers.qk_norm_rope import qk_norm_rope, rms_norm  # noqa: E402
 from sgld.levers.real_rope import rotate_pairs  # noqa: E402
 
 EPS = 1e-6
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """diffusers' ``RMSNorm`` with a bf16 weight: fp32 variance, the product in fp32, rounded, times the weight."""
-    variance = x.float().pow(2).mean(-1, keepdim=True)
-    return (x * torch.rsqrt(variance + EPS)).to(weight.dtype) * weight
-
-
 def reference(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """The norm, then diffusers' complex RoPE (eager)."""
-    normed = rms_norm(x, weight)
-    rotated = torch.view_as_complex(normed.float().reshape(*normed.shape[:-1], -1, 2)) * freqs.unsqueeze(1)
-    return torch.view_as_real(rotated).flatten(3).type_as(x)
+    """diffusers' own modules, eager: its ``RMSNorm``, then its complex RoPE."""
+    from diffusers.models.normalization import RMSNorm
+    from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
+
+    norm = RMSNorm(x.shape[-1], eps=EPS).to(x.device, weight.dtype)
+    norm.weight.copy_(weight)
+    return apply_rotary_emb_qwen(norm(x), freqs, use_real=False)
 
 
 def current(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """sgld's compiled form: the norm, then ``rotate_pairs``."""
-    return rotate_pairs(rms_norm(x, weight), freqs.unsqueeze(1))
+    return rotate_pairs(rms_norm(x, weight, EPS), freqs.unsqueeze(1))
 
 
 def flipped(x: torch.Tensor, weight: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """The same product as ``x cos + swap(x) sin``, the pair swap a flip and the sign folded into the sines."""
-    normed = rms_norm(x, weight).float()
+    normed = rms_norm(x, weight, EPS).float()
     angles = torch.view_as_real(freqs).unsqueeze(1)  # (S, 1, D/2, 2)
     cos = angles[..., 0].repeat_interleave(2, -1)
     sin = (angles[..., 1:2] * torch.tensor([-1.0, 1.0], device=x.device)).flatten(-2)

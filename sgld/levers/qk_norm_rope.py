@@ -29,10 +29,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return (x * torch.rsqrt(variance + eps)).to(weight.dtype) * weight
 
 
-def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """``x``'s (B, S, H, D) consecutive pairs rotated by ``angles`` ((S, D/2, 2): cosine, sine), in fp32."""
-    cos, sin = angles[..., 0].unsqueeze(1), angles[..., 1].unsqueeze(1)
-    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+def rotate_real(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """``x``'s consecutive pairs of the last dimension rotated by ``angles`` (cosine and sine in its last dimension,
+    the rest broadcast against the pairs), in fp32 arithmetic; in ``x``'s dtype."""
+    cos, sin = angles[..., 0], angles[..., 1]
+    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # the pairs diffusers views as complex numbers
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).type_as(x)
 
 
@@ -42,7 +43,7 @@ def qk_norm_rope(x: torch.Tensor, weight: torch.Tensor, angles: torch.Tensor, ep
     ``angles`` ((S, D/2, 2) fp32: ``torch.view_as_real`` of diffusers' complex rotations)."""
     if x.is_cuda and triton is not None and _kernel_takes(x, weight, angles):
         return _fused(x, weight, angles, eps)
-    return rotate(rms_norm(x, weight, eps), angles)
+    return rotate_real(rms_norm(x, weight, eps), angles.unsqueeze(1))  # one rotation per position, every head
 
 
 @qk_norm_rope.register_fake

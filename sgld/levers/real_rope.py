@@ -20,7 +20,7 @@ from diffusers.models.normalization import RMSNorm
 from diffusers.models.transformers import transformer_qwenimage as qwen
 from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnProcessor
 
-from sgld.levers.qk_norm_rope import qk_norm_rope
+from sgld.levers.qk_norm_rope import qk_norm_rope, rotate_real
 
 # Devices whose compiled Qwen-Image blocks run the QK norm + RoPE as ``sgld::qk_norm_rope``: none until its Triton
 # kernel is measured faster than Inductor's on a GPU (then ("cuda",)); the commands are docs/performance.md's
@@ -31,10 +31,7 @@ FUSED_DEVICES: tuple[str, ...] = ()
 def rotate_pairs(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     """``x``'s consecutive pairs of the last dimension times the complex ``freqs_cis`` (broadcast against the pairs),
     in real fp32 arithmetic; in ``x``'s dtype."""
-    freqs = torch.view_as_real(freqs_cis)
-    cos, sin = freqs[..., 0], freqs[..., 1]
-    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # the pairs diffusers views as complex numbers
-    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).type_as(x)
+    return rotate_real(x, torch.view_as_real(freqs_cis))
 
 
 def apply_rotary_emb_qwen(x: torch.Tensor, freqs_cis: torch.Tensor, use_real: bool = False) -> torch.Tensor:
