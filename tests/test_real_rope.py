@@ -148,11 +148,9 @@ def test_a_compiled_qwen_attention_with_the_fused_norm_and_rope(cold_inductor, m
     for its four QK tensors (the op's PyTorch form here) and equals diffusers' processor run eagerly."""
     import sgld.levers.real_rope as real_rope
     from sgld.levers.real_rope import use_real_rope
+    from tests.support.tiny_dits import tiny_qwen_image_dit
 
-    torch.manual_seed(0)
-    dit = qwen.QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=1,
-                                           attention_head_dim=16, num_attention_heads=2, joint_attention_dim=24,
-                                           axes_dims_rope=(4, 6, 6))
+    dit = tiny_qwen_image_dit(num_layers=1)
     use_real_rope(dit)
     attention = dit.transformer_blocks[0].attn
     generator = torch.Generator().manual_seed(1)

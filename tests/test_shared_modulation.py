@@ -10,19 +10,12 @@ import pytest
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
-from diffusers.models.transformers.transformer_qwenimage import QwenImageTransformer2DModel
 
 from sgld.levers.shared_modulation import ModulationSlot, SharedModulation, shared_modulation_hook
 from sgld.run_config import run_config_from_options
+from tests.support.tiny_dits import tiny_qwen_image_dit
 
 HEIGHT, WIDTH = 4, 4  # latent patches
-
-
-def _dit(zero_cond_t: bool = False) -> QwenImageTransformer2DModel:
-    torch.manual_seed(0)
-    return QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
-                                       attention_head_dim=16, num_attention_heads=2, joint_attention_dim=24,
-                                       axes_dims_rope=(4, 6, 6), zero_cond_t=zero_cond_t).eval()
 
 
 def _branch(seed: int, text_len: int) -> dict:
@@ -57,7 +50,7 @@ def _steps(dit, hook: SharedModulation | None, images: int = 1) -> list[torch.Te
 
 @pytest.mark.parametrize("zero_cond_t", [False, True])
 def test_outputs_equal_the_unchanged_dit_and_each_step_computes_once(zero_cond_t):
-    reference = _dit(zero_cond_t)
+    reference = tiny_qwen_image_dit(zero_cond_t=zero_cond_t)
     dit = copy.deepcopy(reference)
     hook = SharedModulation(dit)
     images = 2 if zero_cond_t else 1  # Qwen-Image-Edit-2511's zero_cond_t: a condition image after the target
@@ -81,7 +74,7 @@ def test_outputs_equal_the_unchanged_dit_and_each_step_computes_once(zero_cond_t
 
 def test_compiled_blocks_read_each_steps_values():
     """The stored values are inputs of the compiled blocks, not constants baked in at the first compile."""
-    reference = _dit()
+    reference = tiny_qwen_image_dit()
     dit = copy.deepcopy(reference)
     hook = SharedModulation(dit)
     torch._dynamo.reset()
@@ -103,10 +96,10 @@ def test_compiled_blocks_read_each_steps_values():
 
 def test_installed_on_qwen_image_only_and_not_with_cuda_graphs_or_layerwise_offload():
     run = run_config_from_options({"model_path": "random:Qwen/Qwen-Image"})
-    dit = _dit()
+    dit = tiny_qwen_image_dit()
     assert isinstance(shared_modulation_hook(dit, run), SharedModulation)
     assert isinstance(dit.transformer_blocks[0].img_mod, ModulationSlot)
     for override in ("model.cuda_graphs=true", "offload.dit=layerwise"):
         changed = run_config_from_options({"model_path": "random:Qwen/Qwen-Image"}, [override])
-        assert shared_modulation_hook(_dit(), changed) is None
+        assert shared_modulation_hook(tiny_qwen_image_dit(), changed) is None
     assert shared_modulation_hook(torch.nn.Linear(2, 2), run) is None
