@@ -7,9 +7,9 @@ at 1024², 25 MB read and 25 MB written) at about 1 TB/s, 6 ms of a 124 ms forwa
 (docs/performance.md). The kernel here reads each head's row once, normalizes it, rotates its pairs and writes it
 once, with diffusers' roundings (the normalized row rounded to the weight's dtype, the weighted row rounded again,
 the rotation in fp32); it is a custom op, so Inductor calls it as it is. Off CUDA, or without Triton, the op is the
-same arithmetic in PyTorch. The Qwen-Image processor calls it only on the devices in ``sgld.levers.real_rope.
-FUSED_DEVICES``, none until the kernel is measured faster than Inductor's on a GPU (no machine could be had to
-measure it when it was written); its exactness was checked under Triton's CPU interpreter only.
+same arithmetic in PyTorch. The Qwen-Image processor calls it on the devices in ``sgld.levers.real_rope.FUSED_DEVICES``
+(CUDA: on an H100 it takes 44 µs for one branch's image queries against Inductor's 59, and equals diffusers' eager
+arithmetic in all but 274 of 12.6 M elements where Inductor's kernel differs in 40%, by one bf16 rounding).
 """
 
 from __future__ import annotations
