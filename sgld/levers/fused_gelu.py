@@ -18,6 +18,7 @@ projection that is not a plain ``nn.Linear`` with a bias (a LoRA layer, FP8 or G
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -61,6 +62,7 @@ class FusedGELU(GELU):
         return super().forward(hidden_states)
 
 
+@functools.cache  # once a device and process: every DiT load asks
 def epilogue_gelu_is_tanh(device: torch.device) -> bool:
     """Whether the fused op on ``device`` applies the tanh GELU (cuBLASLt's GELU epilogue is documented only as
     "GELU"; PyTorch's own fallback for it applies tanh, and its CPU kernel the exact erf one). Checked in fp32 on
