@@ -143,6 +143,11 @@ def test_a_compiling_run_compiles_the_upscalers_blocks(weights):
     assert set(nets) == {False, True}
     assert all(block._compiled_call_impl is not None for block in nets[True].body)
     assert all(block._compiled_call_impl is None for block in nets[False].body)
+    # The compiled network meets one batch length: the clip's fifth frame runs padded to a batch of four.
+    seen = []
+    nets[True].conv_first.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    assert np.array_equal(apply._upscale(nets[True], frames, 2, cpu), compiled)
+    assert seen == [4, 4]
 
 
 @pytest.fixture(scope="module")

@@ -131,12 +131,14 @@ def _interpolate(net, frames: np.ndarray, exp: int, scale: float, device: torch.
 
 
 def _upscale(net, frames: np.ndarray, scale: int, device: torch.device) -> np.ndarray:
-    from sgld.finishing.realesrgan import upscale
+    from sgld.finishing.realesrgan import BATCH, is_compiled, upscale
 
     n, h, w, c = frames.shape
     out = np.empty((n, h * scale, w * scale, c), dtype=np.uint8)
+    # A compiled network sees a clip in full batches only (its tail padded); a single image runs alone.
+    pad_tail = n > BATCH and is_compiled(net)
     for i in range(0, n, CHUNK):
-        _to_uint8(upscale(net, _to_tensor(frames[i:i + CHUNK], device), scale), out[i:i + CHUNK])
+        _to_uint8(upscale(net, _to_tensor(frames[i:i + CHUNK], device), scale, pad_tail=pad_tail), out[i:i + CHUNK])
     return out
 
 

@@ -164,8 +164,9 @@ def compile_upscaler(net: nn.Module) -> nn.Module:
     """``net`` with its repeated part ``torch.compile``d in place (Inductor fuses the LeakyReLUs, running sums and
     scaled residual adds around the convolutions): each RRDB block of an RRDBNet, which share one graph (compiling
     the whole network took 119 s on an H100 for 23 copies of one block, ``bench/upscaler.py``), or a whole
-    SRVGGNetCompact (a short plain stack). Static shapes: each frame size and batch length compiles once (torch's
-    recompile limit, 8 a graph, then falls back to eager with a warning)."""
+    SRVGGNetCompact (a short plain stack). Static shapes: each frame size compiles once (a clip's last batch is
+    padded to the batch length, ``upscale(pad_tail=True)``); torch's recompile limit, 8 a graph, then falls back to
+    eager with a warning."""
     if isinstance(net, RRDBNet):
         for block in net.body:
             block.compile(dynamic=False)
@@ -174,15 +175,32 @@ def compile_upscaler(net: nn.Module) -> nn.Module:
     return net
 
 
+BATCH = 4  # frames a network call
+
+
+def is_compiled(net: nn.Module) -> bool:
+    """Whether any part of ``net`` runs compiled (``compile_upscaler``)."""
+    return any(getattr(module, "_compiled_call_impl", None) is not None for module in net.modules())
+
+
 @torch.no_grad()
-def upscale(net: nn.Module, frames: torch.Tensor, outscale: int, batch: int = 4) -> torch.Tensor:
+def upscale(net: nn.Module, frames: torch.Tensor, outscale: int, batch: int = BATCH,
+            pad_tail: bool = False) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1] -> (N, 3, H * outscale, W * outscale), float32: the network's own factor, then
     bicubic to ``outscale`` where it differs (Real-ESRGAN's --outscale). The network runs in its own dtype and
-    memory format (half precision, channels-last on a GPU)."""
+    memory format (half precision, channels-last on a GPU). ``pad_tail``: a last batch shorter than ``batch`` is
+    filled with copies of its last frame, whose outputs are dropped, so a compiled network meets one batch length
+    (a clip's tail would otherwise compile a graph of its own, and count towards torch's recompile limit)."""
     weight = next(net.parameters())
     layout = torch.channels_last if weight.is_cuda else torch.contiguous_format
-    out = torch.cat([net(frames[i:i + batch].to(weight.dtype, memory_format=layout)).float()
-                     for i in range(0, frames.shape[0], batch)])
+    parts = []
+    for i in range(0, frames.shape[0], batch):
+        part = frames[i:i + batch]
+        kept = part.shape[0]
+        if pad_tail and kept < batch:
+            part = torch.cat([part, part[-1:].expand(batch - kept, *part.shape[1:])])
+        parts.append(net(part.to(weight.dtype, memory_format=layout))[:kept].float())
+    out = torch.cat(parts)
     h, w = frames.shape[-2:]
     if out.shape[-2:] != (h * outscale, w * outscale):
         out = F.interpolate(out, size=(h * outscale, w * outscale), mode="bicubic", align_corners=False)
