@@ -43,7 +43,7 @@ def wan_models(tiny: bool) -> list[tuple[str, dict, tuple[int, int, int]]]:
 
 
 def make_inputs(config: dict, grid: tuple[int, int, int], device: torch.device, dtype: torch.dtype,
-                text_tokens: int = 512) -> tuple[dict, dict, dict]:
+                text_tokens: int = 512, prompt_tokens: int | None = None) -> tuple[dict, dict, dict]:
     """The cond and uncond forwards' kwargs (batch 1 each) and the batched one's (batch 2)."""
     generator = torch.Generator(device="cpu").manual_seed(0)
 
@@ -52,6 +52,9 @@ def make_inputs(config: dict, grid: tuple[int, int, int], device: torch.device, 
 
     latents = rand(1, config["in_channels"], *grid)
     cond_text, uncond_text = rand(1, text_tokens, config["text_dim"]), rand(1, text_tokens, config["text_dim"])
+    if prompt_tokens is not None:  # as Wan's pipelines pad: zeros after the prompt's tokens (the uncond: "")
+        cond_text[:, prompt_tokens:] = 0
+        uncond_text[:, 1:] = 0
     timestep = torch.tensor([700.0], device=device)
     cond = {"hidden_states": latents, "timestep": timestep, "encoder_hidden_states": cond_text, "return_dict": False}
     uncond = {**cond, "encoder_hidden_states": uncond_text}
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a tiny DiT on the CPU (smoke test)")
     parser.add_argument("--models", default=None, help="comma-separated names to run (default: all)")
     parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--prompt-tokens", type=int, default=None,
+                        help="text rows after this many are zeros, as Wan pads its prompts (default: all random)")
     parser.add_argument("--out", type=Path, default=Path("cfg_batching.json"))
     args = parser.parse_args(argv)
     from diffusers import WanTransformer3DModel
@@ -159,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.device(device):
             module = WanTransformer3DModel(**config).to(dtype).eval()
         keep_fp32(module)
-        cond, uncond, batched = make_inputs(config, grid, device, dtype, 8 if args.tiny else 512)
+        cond, uncond, batched = make_inputs(config, grid, device, dtype, 8 if args.tiny else 512,
+                                              args.prompt_tokens)
         rows = {}
         for label, prepare in configurations(device):
             prepare(module)
