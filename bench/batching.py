@@ -127,12 +127,14 @@ def server_rows(args) -> list[dict]:
 
 def inprocess_rows(args) -> list[dict]:
     import inspect
+    from contextlib import nullcontext
 
     import diffusers
     import torch
 
     from sgld import DiffGenerator
     from sgld.api import BatchItem
+    from sgld.levers.shipped import components_as_shipped
 
     cuda = torch.cuda.is_available()
 
@@ -178,10 +180,16 @@ def inprocess_rows(args) -> list[dict]:
 
         return call
 
-    def reference_call(size: int, batch: int):
+    def reference_call(size: int, batch: int, shipped: bool = True):
         generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
-        return lambda: reference(prompt=[PROMPTS[i % 8] for i in range(batch)], height=size, width=size,
+
+        def call():
+            # diffusers as shipped on sgld's modules, or (compiled: swapping classes would recompile) as they are
+            with components_as_shipped(components) if shipped else nullcontext():
+                return reference(prompt=[PROMPTS[i % 8] for i in range(batch)], height=size, width=size,
                                  num_inference_steps=args.steps, generator=generators, output_type="np")
+
+        return call
 
     for size in args.sizes:
         for batch in args.batches:
@@ -196,7 +204,8 @@ def inprocess_rows(args) -> list[dict]:
         compile_transformer(components["transformer"], generator.pipeline._backends["transformer"])
         compiled = [("sgld compiled", sgld_call)]
         if not args.no_reference:
-            compiled.append(("diffusers compiled (same modules)", reference_call))
+            compiled.append(("diffusers compiled (same modules)",
+                             lambda size, batch: reference_call(size, batch, shipped=False)))
         for name, make in compiled:
             for size in args.sizes:
                 for batch in args.batches:

@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sgld.levers.shipped import components_as_shipped  # noqa: E402
 from speed import (  # noqa: E402
     AvRow, ForwardTimer, StepClock, av_difference, median_seconds, sgld_attention, sync, uncompile_blocks,
     write_av_report)
@@ -350,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             if name not in rows or (compiled and not bench.cuda):
                 continue
             if name.startswith("diffusers"):
-                bench.run_reference(workflow, tuned=compiled)
+                with components_as_shipped(bench.components):  # diffusers' own classes
+                    bench.run_reference(workflow, tuned=compiled)
             else:
                 bench.run_sgld(workflow, best=compiled)
             write_av_report(args.out, {**meta, **bench.meta}, bench.rows, table)

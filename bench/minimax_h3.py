@@ -48,6 +48,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sgld.levers.shipped import components_as_shipped  # noqa: E402
 from speed import (  # noqa: E402
     AvRow, ForwardTimer, av_difference, sgld_attention, sync, tuned_backend, uncompile_blocks, write_av_report)
 
@@ -332,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         if name not in rows or (compiled and not bench.cuda):
             continue
         if name.startswith("diffusers"):
-            bench.run_reference(tuned=compiled)
+            with components_as_shipped(bench.components):  # diffusers' own classes
+                bench.run_reference(tuned=compiled)
         else:
             bench.run_sgld(best=compiled)
         write_av_report(args.out, {**meta, **bench.meta}, bench.rows, table)

@@ -35,6 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sgld.levers.shipped import components_as_shipped  # noqa: E402
+
 PROMPT = "A red fox runs through fresh snow at dawn, cinematic, detailed fur, slow motion"
 NEGATIVE = "blurry, low quality"
 
@@ -439,11 +441,12 @@ class Bench:
     def run_reference(self) -> None:
         """diffusers as shipped, then ``diffusers tuned`` (its own attention backend switch and regional compile)."""
         pipe = self.reference_pipeline()
-        pipe(**self.reference_kwargs(1, None))  # warm-up: kernels, cuBLAS handles
-        sync(self.cuda)
-        self._run_reference(pipe, "diffusers")
-        if self.cuda:
-            self.run_reference_tuned(pipe)
+        with components_as_shipped(self.components):  # the reference rows run diffusers' own classes
+            pipe(**self.reference_kwargs(1, None))  # warm-up: kernels, cuBLAS handles
+            sync(self.cuda)
+            self._run_reference(pipe, "diffusers")
+            if self.cuda:
+                self.run_reference_tuned(pipe)
 
     def run_reference_tuned(self, pipe) -> None:
         """diffusers tuned by hand: ``set_attention_backend`` (FA3 where installed, else cuDNN) and

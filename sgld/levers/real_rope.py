@@ -132,7 +132,7 @@ def _z_image_rope(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
         return torch.view_as_real(rotated).flatten(3).type_as(x)
 
 
-_REPLACEMENTS = {qwen.QwenDoubleStreamAttnProcessor2_0: RealRopeQwenProcessor,
+REPLACEMENTS = {qwen.QwenDoubleStreamAttnProcessor2_0: RealRopeQwenProcessor,
                  ZSingleStreamAttnProcessor: RealRopeZImageProcessor}
 
 
@@ -142,7 +142,7 @@ def use_real_rope(transformer: torch.nn.Module) -> int:
     backend is set on the processors."""
     replaced = 0
     for module in transformer.modules():
-        replacement = _REPLACEMENTS.get(type(getattr(module, "processor", None)))
+        replacement = REPLACEMENTS.get(type(getattr(module, "processor", None)))
         if replacement is not None:
             module.set_processor(replacement())
             replaced += 1
