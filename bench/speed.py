@@ -710,6 +710,18 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
     def fa3():
         lossless_backend("fa3", "sgld +fa3 attention", "--attention-backend fa3 (FlashAttention-3, exact)")
 
+    def reference_again():
+        """diffusers as shipped once more, after sgld's lossless rows: the run's drift (a card warming at its power
+        cap, another process) shows as the two diffusers rows' difference, which also must be 0/255."""
+        uncompile_blocks(transformer)
+        try:
+            with components_as_shipped(bench.components):
+                bench._run_reference(bench.reference_pipeline(), "diffusers, again",
+                                     note="the first row's run repeated after sgld's lossless rows (order check)")
+        finally:
+            if state["compiled"]:
+                transformer.compile_repeated_blocks(fullgraph=True, **state["compile_kwargs"])
+
     def cudagraphs():
         from sgld.levers.cuda_graph import enable_cuda_graphs
 
@@ -786,7 +798,7 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
 
     for name, fn in (("cudnn", cudnn), ("fuse_qkv", fuse_qkv), ("batched_cfg", batched_cfg), ("vae_bf16", vae_bf16),
                      ("cache", cache), ("compile", compile_blocks), ("fa3", fa3),
-                     ("cudagraphs", cudagraphs), ("fa3_fp8", fa3_fp8), ("sage", sage), ("fp8", fp8), ("fast", fast)):
+                     ("cudagraphs", cudagraphs), ("again", reference_again), ("fa3_fp8", fa3_fp8), ("sage", sage), ("fp8", fp8), ("fast", fast)):
         lever(name, fn)
 
 
@@ -818,9 +830,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="wan13,flux,qwen")
     parser.add_argument("--steps", type=int, default=4, help="denoise steps actually run, at least 2 (extrapolated to the full count)")
-    parser.add_argument("--levers", default="cudnn,fuse_qkv,batched_cfg,vae_bf16,cache,compile,fa3,sage,fp8,fast",
+    parser.add_argument("--levers", default="cudnn,fuse_qkv,batched_cfg,vae_bf16,cache,compile,fa3,again,sage,fp8,fast",
                         help="levers in order; also cudagraphs (the whole forward as CUDA graphs, measured, then undone) "
-                             "and fa3_fp8 (FA3's FP8 attention forward, lossy, measured, then undone)")
+                             "and fa3_fp8 (FA3's FP8 attention forward, lossy, measured, then undone); 'again' "
+                             "measures diffusers as shipped once more after the lossless levers (the run's drift)")
     parser.add_argument("--profile", action="store_true", help="kernel time by kind of one DiT forward (lossless, fast)")
     parser.add_argument("--tiny", action="store_true", help="tiny built-in models on the CPU (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("bench_speed.json"))
