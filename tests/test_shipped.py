@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from sgld.levers import fused_gelu
@@ -58,3 +59,18 @@ def test_a_configured_dit_runs_as_diffusers_ships_it_inside_and_as_sgld_configur
     assert _classes(dit) == configured and _backends(dit) == backends
     assert torch.equal(_forward(dit), _forward(reference))
     assert hook.computed == computed + 1
+
+
+def test_a_module_of_sgld_with_no_diffusers_class_to_stand_for_is_refused_and_nothing_stays_swapped(monkeypatch):
+    """FP8 layers replace modules (no class to swap back): a reference run on them would not be diffusers'."""
+    from sgld.levers.fp8 import quantize_blocks_fp8
+
+    monkeypatch.setattr(fused_gelu, "FUSED_DEVICES", ("cuda", "cpu"))
+    dit = tiny_qwen_image_dit()
+    fused_gelu.fuse_gelu_projections(dit, torch.device("cpu"))
+    quantize_blocks_fp8(dit, torch.device("cpu"))
+    before = _classes(dit)
+    with pytest.raises(RuntimeError, match=r"sgld's sgld\.levers\.fp8\.Fp8Linear .*measure the reference before them"):
+        with as_shipped(dit):
+            pass
+    assert _classes(dit) == before

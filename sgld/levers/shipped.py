@@ -61,6 +61,13 @@ def as_shipped(transformer: nn.Module) -> Iterator[int]:
             obj.__class__ = swaps[cls]
         for processor, _ in backends:
             del processor._attention_backend  # the class attribute: diffusers' default backend
+        left = sorted({f"{type(obj).__module__}.{type(obj).__qualname__}" for module in transformer.modules()
+                       for obj in (module, getattr(module, "processor", None))
+                       if type(obj).__module__.split(".")[0] == "sgld"})
+        if left:  # a lever that swaps a class must say what it stands for, or the reference is not diffusers
+            raise RuntimeError(f"{type(transformer).__name__} still holds sgld's {', '.join(left)} with no diffusers "
+                               "class to stand for it (sgld.levers.shipped.sgld_classes); FP8 layers and TeaCache "
+                               "segments cannot be undone: measure the reference before them")
         yield len(swapped)
     finally:
         for obj, cls in swapped:
