@@ -18,8 +18,10 @@ from sgld.checks import (
     ImageMode, PositionLimit, bucket_nearest, check_image_request, check_position_table, check_ulysses_heads,
     check_video_request, open_input_image,
 )
-from sgld.config.schema import MASKLESS_BACKENDS
+from sgld.config.cache import uses_cache_dit, uses_teacache
+from sgld.config.schema import MASKLESS_BACKENDS, CacheKind
 from sgld.errors import UserError
+from sgld.levers.cache_support import check_family
 from sgld.minimax_h3_rules import MAX_REFERENCE_IMAGES
 from sgld.request import Request
 
@@ -336,6 +338,7 @@ class FamilySpec:
                             "cannot read their adapters; run without --lora-path / --lora-dir", param="lora_path")
         if run.model.dit_weights:
             self._check_dit_weights(run.model.dit_weights, folder)
+        check_family(self.name, uses_cache_dit(run), uses_teacache(run), run.cache.kind == CacheKind.first_block)
         if run.vae.sp and not self.vae_sp:
             video = ", ".join(spec.name for spec in FAMILIES.values() if spec.vae_sp)
             raise UserError(f"vae_sp: splitting the VAE decode across ranks is supported for {video}, "

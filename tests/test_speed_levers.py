@@ -29,6 +29,31 @@ def test_first_block_cache_is_exact_until_it_skips(tiny_wan_folder, tiny_wan_gen
     assert not np.array_equal(skips.generate("a red fox", **SMALL).frames, lossless)  # blocks were skipped
 
 
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-qwen-image", "tiny-hunyuan"])
+def test_the_first_block_cache_runs_on_the_families_it_is_offered_for(model):
+    """Wan is above; one image family of each DiT kind and HunyuanVideo (sgld.levers.cache_support)."""
+    gen = DiffGenerator.from_pretrained(model, cache="first_block", cache_threshold=0.99)
+    video = dict(num_frames=5) if model == "tiny-hunyuan" else {}
+    out = gen.generate("a red fox", height=32, width=32, num_inference_steps=3, seed=5, save_output=False,
+                       return_frames=True, **video)
+    assert gen.pipeline.components["transformer"].is_cache_enabled and out.frames.std() > 0
+
+
+def test_the_first_block_cache_is_refused_before_loading_where_diffusers_cannot_run_it(monkeypatch):
+    """FLUX.2's blocks return lists (diffusers' hook failed mid-generation with a TypeError); Z-Image's DiT has no
+    cache hooks; LTX-2's and MiniMax-H3's blocks are not registered with it: each refused before weights load."""
+    import sgld.models.components
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("weights loaded before the cache was checked")
+
+    monkeypatch.setattr(sgld.models.components, "load_components", no_load)
+    for model, family in (("tiny-flux2-klein", "flux2_klein"), ("tiny-flux2", "flux2_dev"), ("tiny-z-image", "z_image"),
+                          ("tiny-ltx2", "ltx2"), ("tiny-minimax-h3", "minimax_h3")):
+        with pytest.raises(UserError, match=f"cache=first_block: diffusers' first-block cache does not run {family} "):
+            DiffGenerator.from_pretrained(model, cache="first_block")
+
+
 def test_cache_options_are_checked(tiny_wan_folder):
     with pytest.raises(UserError, match="cache.kind='sometimes' is not one of none, first_block, cache_dit, teacache"):
         DiffGenerator.from_pretrained("tiny-wan-t2v", cache="sometimes")
