@@ -190,7 +190,8 @@ def windowed_dispatch(original):
     ``sgld.diffusers_patches``; dense attention otherwise)."""
 
     def dispatch(query, key, value, attn_mask=None, **kwargs):
-        active = _ACTIVE.get()
+        # Dynamo cannot trace ContextVar.get, and sliding tiles never run compiled (sgld.config.conflicts).
+        active = None if torch.compiler.is_compiling() else _ACTIVE.get()
         if active is None:
             return original(query, key, value, attn_mask=attn_mask, **kwargs)
         grid, windows = active
