@@ -618,9 +618,12 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
     pipeline = bench.gen.pipeline
     denoise = pipeline.stage(DenoisingStage)
     cfg_mode = denoise.cfg_mode
-    bench.best_lossless = bench.run_sgld("sgld default", f"CFG {cfg_mode}; attention as diffusers picks")
+    # The attention sgld's load chose (auto: FA3 where installed), back on the modules after the reference rows.
+    in_effect = pipeline._backends.get("transformer", "auto")
+    attention = "as diffusers picks" if in_effect == "auto" else f"{in_effect} (sgld's auto)"
+    bench.best_lossless = bench.run_sgld("sgld default", f"CFG {cfg_mode}; attention {attention}")
     transformer = bench.transformer
-    state = {"backend": "native", "compiled": False, "compile_kwargs": {}}
+    state = {"backend": ATTENTION_BACKENDS.get(in_effect, "native"), "compiled": False, "compile_kwargs": {}}
 
     def lever(name: str, fn: Callable[[], None]) -> None:
         if name not in levers:
@@ -641,6 +644,9 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
 
     def lossless_backend(backend: str, name: str, note: str) -> None:
         """An exact attention kernel, kept for the rows after it if it is faster."""
+        if ATTENTION_BACKENDS[backend] == state["backend"]:
+            print(f"lever {backend}: the rows above already run it (sgld's default attention)", flush=True)
+            return
         if backend in OPTIONAL_BACKENDS:
             reason = optional_backend_unavailable_reason(backend, bench.device)
             if reason:
