@@ -15,9 +15,9 @@ CACHE_DIT_FAMILIES = frozenset({"wan_t2v", "wan_i2v", "wan_ti2v", "flux", "flux2
 TEACACHE_FAMILIES = frozenset({"wan_t2v", "wan_i2v", "hunyuan", "flux"})
 # diffusers' FirstBlockCache: the families whose DiT blocks it has registered and whose block outputs it can
 # subtract (every family's tiny model was run with it; tests/test_speed_levers.py runs Wan, FLUX, Qwen-Image and
-# HunyuanVideo). FLUX.2's single blocks return a list, which
-# it cannot (a TypeError inside diffusers mid-generation); HunyuanVideo-1.5's, LTX-2's and MiniMax-H3's blocks are
-# not registered, and Z-Image's DiT has no cache hooks.
+# HunyuanVideo). FLUX.2's single blocks return a list, which it cannot subtract (a TypeError inside diffusers
+# mid-generation); HunyuanVideo-1.5's, LTX-2's and MiniMax-H3's blocks are not registered with it, and Z-Image's
+# DiT has no cache hooks.
 FIRST_BLOCK_FAMILIES = frozenset({"wan_t2v", "wan_i2v", "wan_ti2v", "hunyuan", "flux", "qwen_image", "qwen_image_edit",
                                   "qwen_image_edit_plus"})
 

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from torch import nn
 
+
 def sgld_classes() -> dict[type, type]:
     """Each class sgld swaps into a DiT, and the diffusers class it stands for."""
     from diffusers.models.activations import GELU
@@ -52,11 +53,11 @@ def as_shipped(transformer: nn.Module) -> Iterator[int]:
                     swapped.append((obj, type(obj)))
                 if obj is processor and "_attention_backend" in vars(processor):
                     backends.append((processor, vars(processor)["_attention_backend"]))
-        for key, hook in list(module._forward_hooks.items()):
-            if isinstance(getattr(hook, "__self__", None), SharedModulation):
-                paused.append((module, key, hook))
-                del module._forward_hooks[key]
+        paused += [(module, key, hook) for key, hook in module._forward_hooks.items()
+                   if isinstance(getattr(hook, "__self__", None), SharedModulation)]
     try:
+        for module, key, _ in paused:
+            del module._forward_hooks[key]
         for obj, cls in swapped:
             obj.__class__ = swaps[cls]
         for processor, _ in backends:
