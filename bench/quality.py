@@ -80,7 +80,7 @@ def lpips(a: np.ndarray, b: np.ndarray, device: torch.device) -> float | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from sgld import DiffGenerator
-    from sgld.levers.cache_support import TEACACHE_FAMILIES
+    from sgld.cache_support import TEACACHE_FAMILIES
 
     torch.set_num_threads(1) if args.tiny else None
     options: dict[str, Any] = {"device": args.device} if args.device else {}

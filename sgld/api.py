@@ -18,7 +18,7 @@ from sgld.config.options import OUTPUT, SAMPLING, options_to_values
 from sgld.config.schema import AudioOutput, RunConfig
 from sgld.errors import UserError
 from sgld.families import DescribedModel, OutputKind
-from sgld.levers.cache_support import check_family
+from sgld.cache_support import check_family
 from sgld.request import Request, StepCallback
 from sgld.run_config import run_config_from_options
 

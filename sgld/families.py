@@ -21,7 +21,7 @@ from sgld.checks import (
 from sgld.config.cache import uses_cache_dit, uses_teacache
 from sgld.config.schema import MASKLESS_BACKENDS, CacheKind
 from sgld.errors import UserError
-from sgld.levers.cache_support import check_family
+from sgld.cache_support import check_family
 from sgld.minimax_h3_rules import MAX_REFERENCE_IMAGES
 from sgld.request import Request
 

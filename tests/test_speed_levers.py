@@ -31,7 +31,7 @@ def test_first_block_cache_is_exact_until_it_skips(tiny_wan_folder, tiny_wan_gen
 
 @pytest.mark.parametrize("model", ["tiny-flux", "tiny-qwen-image", "tiny-hunyuan"])
 def test_the_first_block_cache_runs_on_the_families_it_is_offered_for(model):
-    """Wan is above; one image family of each DiT kind and HunyuanVideo (sgld.levers.cache_support)."""
+    """Wan is above; one image family of each DiT kind and HunyuanVideo (sgld.cache_support)."""
     gen = DiffGenerator.from_pretrained(model, cache="first_block", cache_threshold=0.99)
     video = dict(num_frames=5) if model == "tiny-hunyuan" else {}
     out = gen.generate("a red fox", height=32, width=32, num_inference_steps=3, seed=5, save_output=False,

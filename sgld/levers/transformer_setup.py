@@ -68,7 +68,7 @@ def step_cache_hooks(module: torch.nn.Module, run: RunConfig, family: str, exper
         from sgld.levers.step_cache import enable_step_cache
 
         return [enable_step_cache(module, kind.value, run.cache.first_block_threshold)]
-    from sgld.levers.cache_support import CACHE_DIT_FAMILIES, TEACACHE_FAMILIES, check_family
+    from sgld.cache_support import CACHE_DIT_FAMILIES, TEACACHE_FAMILIES, check_family
 
     check_family(family, kind == CacheKind.cache_dit, kind == CacheKind.teacache)
     hooks: list[StepHook] = []
