@@ -328,6 +328,13 @@ class FamilySpec:
                 check_ulysses_heads(run.parallel.ulysses_degree, config.get("num_attention_heads") or config["n_heads"])
                 if config.get("audio_num_attention_heads"):  # LTX-2's audio attention is split by heads too
                     check_ulysses_heads(run.parallel.ulysses_degree, config["audio_num_attention_heads"])
+        if run.parallel.enable_cfg_parallel and self.guidance == GuidanceKind.embedded:
+            # The second rank would repeat the first's forward: refused rather than a GPU silently wasted.
+            instead = ("use --ulysses-degree or --ring-degree" if self.sequence_parallel
+                       else "run it on one GPU (no sequence-parallel split for it yet)")
+            raise UserError(f"cfg_parallel: {self.name} models are guidance-distilled (the guidance scale is a model "
+                            f"input, one forward per step), so there are no branches to split; {instead}",
+                            param="cfg_parallel")
         backend = run.model.attention_backend
         if backend in MASKLESS_BACKENDS and self.masked_attention:
             raise UserError(f"attention_backend='{backend}' takes no attention mask, and "
@@ -451,11 +458,11 @@ class MiniMaxH3Spec(FamilySpec):
                               param=(given or ["prompt"])[0])
 
     def check_run(self, run: "RunConfig", folder: Optional[Path] = None) -> None:
-        super().check_run(run, folder)
-        if run.parallel.enable_cfg_parallel:
+        if run.parallel.enable_cfg_parallel:  # before the generic refusal: H3's own words
             from sgld.minimax_h3_rules import check_distilled
 
             check_distilled(None, None, None, cfg_parallel=True)
+        super().check_run(run, folder)
 
 
 def audio_scale(req: Request) -> float:

@@ -96,3 +96,16 @@ def test_ulysses_degree_is_checked_against_every_experts_heads(sgld_home):
     assert info.value.param == "ulysses_degree"
     model.spec.check_run(run_config_from_options({"model_path": "tiny-wan22-t2v", "num_gpus": 2, "ulysses_degree": 2}),
                          model.folder)
+
+
+def test_cfg_parallel_is_refused_where_guidance_is_a_model_input(sgld_home):
+    """FLUX.1, FLUX.2 [dev] and HunyuanVideo run one forward a step: a CFG-parallel rank would only repeat it."""
+    for model, instead in (("tiny-flux", "--ulysses-degree"), ("tiny-flux2", "--ulysses-degree"),
+                           ("tiny-hunyuan", "run it on one GPU")):
+        run = run_config_from_options({"model_path": model, "num_gpus": 2, "enable_cfg_parallel": True})
+        spec = FolderModel.of(model).spec
+        with pytest.raises(UserError, match=f"cfg_parallel: {spec.name} models are guidance-distilled.*{instead}") as info:
+            spec.check_run(run)
+        assert info.value.param == "cfg_parallel"
+    FolderModel.of("tiny-wan-t2v").spec.check_run(  # CFG families split their branches
+        run_config_from_options({"model_path": "tiny-wan-t2v", "num_gpus": 2, "enable_cfg_parallel": True}))
