@@ -804,7 +804,8 @@ def run_levers(bench: Bench, levers: list[str], profile: bool = False) -> None:
 
     for name, fn in (("cudnn", cudnn), ("fuse_qkv", fuse_qkv), ("batched_cfg", batched_cfg), ("vae_bf16", vae_bf16),
                      ("cache", cache), ("compile", compile_blocks), ("fa3", fa3),
-                     ("cudagraphs", cudagraphs), ("again", reference_again), ("fa3_fp8", fa3_fp8), ("sage", sage), ("fp8", fp8), ("fast", fast)):
+                     ("cudagraphs", cudagraphs), ("again", reference_again), ("fa3_fp8", fa3_fp8), ("sage", sage),
+                     ("fp8", fp8), ("fast", fast)):
         lever(name, fn)
 
 
