@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence
 
+from sgld.cache_support import check_family
 from sgld.checks import (
     ImageMode, PositionLimit, bucket_nearest, check_image_request, check_position_table, check_ulysses_heads,
     check_video_request, open_input_image,
@@ -21,7 +22,6 @@ from sgld.checks import (
 from sgld.config.cache import uses_cache_dit, uses_teacache
 from sgld.config.schema import MASKLESS_BACKENDS, CacheKind
 from sgld.errors import UserError
-from sgld.cache_support import check_family
 from sgld.minimax_h3_rules import MAX_REFERENCE_IMAGES
 from sgld.request import Request
 
